@@ -1,0 +1,119 @@
+//! The metadata JSON beside every backup (SPEC §3): every field the seed wrote, plus what
+//! an operator needs to trust and restore it. Documented field by field in README.md.
+//! Seed-made metadata (no `format_version`) still loads: the added fields default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kind::BackupKind;
+
+/// Version of the metadata layout written by this build. Seed files read as 0.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One part of a full backup, as named by its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    /// File name of the part's data file, relative to its kind's directory.
+    pub file_name: String,
+    /// Absolute path at creation time (informational, like the seed's `backup_path`).
+    pub backup_path: String,
+    pub file_size: u64,
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupMetadata {
+    // --- the seed's fields ---
+    /// `YYYYMMDD_HHMMSS` (with `_N` appended when two backups share a second).
+    pub timestamp: String,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    pub original_path: String,
+    pub backup_path: String,
+    pub file_size: u64,
+    /// Lower-case hex SHA-256 of the data file (for a full backup: of its parts list).
+    pub checksum: String,
+    /// RFC 3339 with UTC offset.
+    pub created_at: String,
+    pub file_count: u64,
+
+    // --- added by vertex-backup ---
+    #[serde(default)]
+    pub format_version: u32,
+    #[serde(default = "default_algorithm")]
+    pub checksum_algorithm: String,
+    /// zstd | gzip | none (storage); none (database, full).
+    #[serde(default)]
+    pub compression: Option<String>,
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Bytes before compression: the tar stream for storage, the database for database.
+    #[serde(default)]
+    pub uncompressed_size: u64,
+    #[serde(default)]
+    pub tool_version: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// `PRAGMA quick_check`/`integrity_check` result on the copy ("ok"), database only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_check: Option<String>,
+    /// Full backups: the parts with their own checksums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartRef>,
+    /// Parts of a full backup: the manifest's file stem (`full_backup_…`). Such a part is
+    /// rotated with its full backup, never on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<String>,
+    /// Why it was taken when not by plan: "pre-restore" for the safety copy a restore makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn default_algorithm() -> String {
+    "sha256".into()
+}
+
+impl BackupMetadata {
+    pub fn is_pre_restore(&self) -> bool {
+        self.reason.as_deref() == Some("pre-restore")
+    }
+
+    /// Creation time; seed files without an offset are read as local time.
+    pub fn created(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+        if let Ok(t) = DateTime::parse_from_rfc3339(&self.created_at) {
+            return Some(t);
+        }
+        let naive = NaiveDateTime::parse_from_str(&self.created_at, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+        Local
+            .from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.fixed_offset())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_metadata_still_loads() {
+        let seed = r#"{
+          "timestamp": "20240101_120000",
+          "type": "database",
+          "original_path": "/app/data/app_data.db",
+          "backup_path": "/app/backups/database/db_backup_20240101_120000.db",
+          "file_size": 2048576,
+          "checksum": "a1b2c3d4",
+          "created_at": "2024-01-01T12:00:00",
+          "file_count": 150
+        }"#;
+        let m: BackupMetadata = serde_json::from_str(seed).unwrap();
+        assert_eq!(m.format_version, 0);
+        assert_eq!(m.checksum_algorithm, "sha256");
+        assert!(m.created().is_some());
+    }
+}

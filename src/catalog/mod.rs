@@ -1,0 +1,492 @@
+//! The backup directory on disk (SPEC §3): its layout and file names, listing what is
+//! there (complete backups, and leftovers that are not), deleting backups in the safe
+//! order, and cleaning what crashed runs left. Mutations assume the caller holds the
+//! [`BackupDirLock`]; listing never takes it.
+
+mod atomic;
+mod lock;
+mod metadata;
+mod oplog;
+mod state;
+mod stats;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset, Local};
+
+pub use atomic::{
+    PARTIAL_SUFFIX, PartialFile, partial_path, sync_dir, write_atomic, write_partial,
+};
+pub use lock::{BackupDirLock, LOCK_FILE};
+pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
+pub use oplog::{LOG_FILE, OperationLog};
+pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
+pub use stats::{KindStats, Stats};
+
+use crate::error::{Error, IoContext, Result};
+use crate::kind::BackupKind;
+
+/// Data file extensions recognised per kind (storage: by compression).
+fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
+    match kind {
+        BackupKind::Database => &[".db"],
+        BackupKind::Storage => &[".tar.zst", ".tar.gz", ".tar"],
+        BackupKind::Full => &[],
+    }
+}
+
+/// A backup directory.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    root: PathBuf,
+    file_mode: u32,
+    dir_mode: u32,
+}
+
+/// One backup found on disk. `problem` is `None` when it is complete: data and metadata
+/// both present and consistent (for a full backup, its parts too).
+#[derive(Debug, Clone)]
+pub struct BackupEntry {
+    pub kind: BackupKind,
+    /// File name without extension: `db_backup_20240101_120000`.
+    pub stem: String,
+    pub meta_path: PathBuf,
+    /// The data file; for a full backup, the manifest itself.
+    pub data_path: PathBuf,
+    pub metadata: BackupMetadata,
+    pub created: Option<DateTime<FixedOffset>>,
+    pub problem: Option<String>,
+}
+
+impl BackupEntry {
+    pub fn is_complete(&self) -> bool {
+        self.problem.is_none()
+    }
+    pub fn part_of(&self) -> Option<&str> {
+        self.metadata.part_of.as_deref()
+    }
+    /// Bytes on disk: data (for a full backup, the sum of its parts as recorded).
+    pub fn size(&self) -> u64 {
+        self.metadata.file_size
+    }
+}
+
+/// Everything in a backup directory.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Newest first.
+    pub backups: Vec<BackupEntry>,
+    /// Files that are not (or not yet) backups: `.partial` files and data without metadata.
+    pub leftovers: Vec<PathBuf>,
+}
+
+impl Listing {
+    pub fn of_kind(&self, kind: BackupKind) -> impl Iterator<Item = &BackupEntry> {
+        self.backups.iter().filter(move |b| b.kind == kind)
+    }
+    pub fn find_stem(&self, stem: &str) -> Option<&BackupEntry> {
+        self.backups.iter().find(|b| b.stem == stem)
+    }
+    /// The entry whose data file or metadata file is `path`.
+    pub fn find_path(&self, path: &Path) -> Option<&BackupEntry> {
+        self.backups
+            .iter()
+            .find(|b| b.data_path == path || b.meta_path == path)
+    }
+}
+
+impl Catalog {
+    pub fn new(root: impl Into<PathBuf>, file_mode: u32, dir_mode: u32) -> Self {
+        Catalog {
+            root: root.into(),
+            file_mode,
+            dir_mode,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn file_mode(&self) -> u32 {
+        self.file_mode
+    }
+    pub fn kind_dir(&self, kind: BackupKind) -> PathBuf {
+        self.root.join(kind.dir_name())
+    }
+    pub fn log(&self) -> OperationLog {
+        OperationLog::new(self.root.join(LOG_FILE), self.file_mode)
+    }
+
+    /// Create the backup directory and its kind subdirectories with `dir_mode`.
+    pub fn prepare(&self) -> Result<()> {
+        for dir in std::iter::once(self.root.clone())
+            .chain(BackupKind::ALL.iter().map(|k| self.kind_dir(*k)))
+        {
+            if !dir.is_dir() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(self.dir_mode)
+                    .create(&dir)
+                    .ctx("create the backup directory", &dir)?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(self.dir_mode))
+                    .ctx("set permissions on", &dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lock(&self, operation: &str) -> Result<BackupDirLock> {
+        self.prepare()?;
+        BackupDirLock::acquire(&self.root, operation)
+    }
+
+    /// A timestamp token for a new backup made at `now` that no existing file of any kind
+    /// uses: `YYYYMMDD_HHMMSS`, or with `_2`, `_3`… when that second is taken.
+    pub fn allocate_timestamp(&self, now: DateTime<Local>) -> String {
+        let base = now.format("%Y%m%d_%H%M%S").to_string();
+        let taken = |ts: &str| {
+            BackupKind::ALL.iter().any(|k| {
+                let stem = format!("{}{ts}", k.prefix());
+                let dir = self.kind_dir(*k);
+                fs::read_dir(&dir)
+                    .map(|rd| {
+                        rd.flatten().any(|e| {
+                            let name = e.file_name();
+                            let name = name.to_string_lossy();
+                            name.strip_prefix(stem.as_str())
+                                .is_some_and(|rest| rest.starts_with('.'))
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+        };
+        if !taken(&base) {
+            return base;
+        }
+        (2..)
+            .map(|n| format!("{base}_{n}"))
+            .find(|ts| !taken(ts))
+            .unwrap_or(base)
+    }
+
+    /// Path of the data file of a new backup.
+    pub fn data_path(&self, kind: BackupKind, timestamp: &str, extension: &str) -> PathBuf {
+        self.kind_dir(kind)
+            .join(format!("{}{timestamp}.{extension}", kind.prefix()))
+    }
+
+    /// Path of the metadata (for full: the manifest) of a backup.
+    pub fn meta_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
+        self.kind_dir(kind)
+            .join(format!("{}{timestamp}.json", kind.prefix()))
+    }
+
+    /// Everything on disk. Never takes the lock; a backup being written shows up only as
+    /// leftovers until its metadata lands.
+    pub fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for kind in BackupKind::ALL {
+            let dir = self.kind_dir(kind);
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read the backup directory", &dir, e)),
+            };
+            let mut names: Vec<String> = Vec::new();
+            for entry in rd {
+                let entry = entry.ctx("read the backup directory", &dir)?;
+                match entry.file_name().into_string() {
+                    Ok(n) => names.push(n),
+                    Err(_) => listing.leftovers.push(entry.path()),
+                }
+            }
+            names.sort();
+            for name in &names {
+                let path = dir.join(name);
+                if name.ends_with(PARTIAL_SUFFIX) {
+                    listing.leftovers.push(path);
+                    continue;
+                }
+                let Some(rest) = name.strip_prefix(kind.prefix()) else {
+                    continue;
+                };
+                if let Some(ts) = rest.strip_suffix(".json") {
+                    listing.backups.push(self.load_entry(kind, ts, &path));
+                } else if data_extensions(kind).iter().any(|ext| name.ends_with(ext)) {
+                    let stem = strip_data_ext(kind, name);
+                    if !names.iter().any(|n| n == &format!("{stem}.json")) {
+                        listing.leftovers.push(path);
+                    }
+                }
+            }
+        }
+        // Full backups are complete only if every part is.
+        let snapshot = listing.backups.clone();
+        for entry in listing
+            .backups
+            .iter_mut()
+            .filter(|b| b.kind == BackupKind::Full)
+        {
+            if entry.problem.is_some() {
+                continue;
+            }
+            for part in &entry.metadata.parts {
+                let part_stem = strip_data_ext(part.kind, &part.file_name);
+                match snapshot
+                    .iter()
+                    .find(|b| b.kind == part.kind && b.stem == part_stem)
+                {
+                    None => {
+                        entry.problem = Some(format!(
+                            "its {} part {} is missing",
+                            part.kind, part.file_name
+                        ));
+                    }
+                    Some(p) if p.problem.is_some() => {
+                        entry.problem = Some(format!(
+                            "its {} part {}: {}",
+                            part.kind,
+                            part.file_name,
+                            p.problem.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    Some(p) if p.metadata.checksum != part.checksum => {
+                        entry.problem = Some(format!(
+                            "its {} part's checksum differs from the manifest",
+                            part.kind
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                if entry.problem.is_some() {
+                    break;
+                }
+            }
+        }
+        listing.backups.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| {
+                    timestamp_order(&b.metadata.timestamp)
+                        .cmp(&timestamp_order(&a.metadata.timestamp))
+                })
+                .then_with(|| b.stem.cmp(&a.stem))
+        });
+        Ok(listing)
+    }
+
+    fn load_entry(&self, kind: BackupKind, ts: &str, meta_path: &Path) -> BackupEntry {
+        let stem = format!("{}{ts}", kind.prefix());
+        let parsed = fs::read(meta_path)
+            .map_err(|e| format!("cannot read its metadata: {e}"))
+            .and_then(|b| {
+                serde_json::from_slice::<BackupMetadata>(&b)
+                    .map_err(|e| format!("its metadata is not valid: {e}"))
+            });
+        let metadata = match parsed {
+            Ok(m) => m,
+            Err(problem) => {
+                return BackupEntry {
+                    kind,
+                    stem,
+                    meta_path: meta_path.to_path_buf(),
+                    data_path: meta_path.to_path_buf(),
+                    metadata: placeholder_metadata(kind, ts),
+                    created: None,
+                    problem: Some(problem),
+                };
+            }
+        };
+        let created = metadata.created();
+        let mut problem = None;
+        let data_path = if kind == BackupKind::Full {
+            meta_path.to_path_buf()
+        } else {
+            let named = Path::new(&metadata.backup_path)
+                .file_name()
+                .and_then(OsStr::to_str)
+                .unwrap_or_default()
+                .to_string();
+            let expected = data_extensions(kind)
+                .iter()
+                .any(|ext| named == format!("{stem}{ext}"));
+            if !expected {
+                problem = Some(format!(
+                    "its metadata names a different data file ({named:?})"
+                ));
+                meta_path.to_path_buf()
+            } else {
+                let p = meta_path.with_file_name(&named);
+                match fs::metadata(&p) {
+                    Err(_) => problem = Some(format!("its data file {named} is missing")),
+                    Ok(m) if m.len() != metadata.file_size => {
+                        problem = Some(format!(
+                            "its data file is {} bytes but the metadata says {}",
+                            m.len(),
+                            metadata.file_size
+                        ))
+                    }
+                    Ok(_) => {}
+                }
+                p
+            }
+        };
+        if problem.is_none() && metadata.kind != kind {
+            problem = Some(format!(
+                "its metadata says type {} but it lies in {}/",
+                metadata.kind,
+                kind.dir_name()
+            ));
+        }
+        BackupEntry {
+            kind,
+            stem,
+            meta_path: meta_path.to_path_buf(),
+            data_path,
+            metadata,
+            created,
+            problem,
+        }
+    }
+
+    /// Delete a backup: metadata first (so it stops being a backup at once), then data.
+    /// A full backup takes its parts with it.
+    pub fn delete(&self, entry: &BackupEntry, listing: &Listing) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        remove_if_exists(&entry.meta_path, &mut removed)?;
+        if entry.data_path != entry.meta_path {
+            remove_if_exists(&entry.data_path, &mut removed)?;
+        }
+        if entry.kind == BackupKind::Full {
+            for part in listing
+                .backups
+                .iter()
+                .filter(|b| b.part_of() == Some(entry.stem.as_str()))
+            {
+                remove_if_exists(&part.meta_path, &mut removed)?;
+                remove_if_exists(&part.data_path, &mut removed)?;
+            }
+        }
+        for kind in BackupKind::ALL {
+            let _ = sync_dir(&self.kind_dir(kind));
+        }
+        Ok(removed)
+    }
+
+    /// Remove what crashed runs left: `.partial` files, data files whose metadata was
+    /// still `.partial`, and parts of a full backup whose manifest never landed.
+    /// Only call while holding the lock: then no live run can be writing any of these.
+    pub fn clean_leftovers(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for kind in BackupKind::ALL {
+            let dir = self.kind_dir(kind);
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            let names: Vec<String> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            for name in &names {
+                if let Some(base) = name.strip_suffix(PARTIAL_SUFFIX) {
+                    remove_if_exists(&dir.join(name), &mut removed)?;
+                    // `X.json.partial` means X's data may have landed without metadata.
+                    if let Some(stem) = base.strip_suffix(".json") {
+                        for ext in data_extensions(kind) {
+                            let data = dir.join(format!("{stem}{ext}"));
+                            if !dir.join(format!("{stem}.json")).exists() {
+                                remove_if_exists(&data, &mut removed)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let listing = self.list()?;
+        for part in &listing.backups {
+            if let Some(full) = part.part_of() {
+                if !self
+                    .kind_dir(BackupKind::Full)
+                    .join(format!("{full}.json"))
+                    .exists()
+                {
+                    remove_if_exists(&part.meta_path, &mut removed)?;
+                    remove_if_exists(&part.data_path, &mut removed)?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join(STATE_FILE)
+    }
+
+    pub fn load_state(&self) -> CatalogState {
+        CatalogState::load(&self.state_path())
+    }
+
+    pub fn save_state(&self, state: &CatalogState) -> Result<()> {
+        state.save(&self.state_path(), self.file_mode)
+    }
+}
+
+fn remove_if_exists(path: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            removed.push(path.to_path_buf());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("delete", path, e)),
+    }
+}
+
+/// `db_backup_X.db` → `db_backup_X`.
+fn strip_data_ext(kind: BackupKind, name: &str) -> String {
+    data_extensions(kind)
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// Orders `YYYYMMDD_HHMMSS` and `YYYYMMDD_HHMMSS_N` numerically on the suffix.
+fn timestamp_order(ts: &str) -> (String, u32) {
+    match ts.get(..15) {
+        Some(base) => (
+            base.to_string(),
+            ts.get(16..).and_then(|n| n.parse().ok()).unwrap_or(1),
+        ),
+        None => (ts.to_string(), 0),
+    }
+}
+
+fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
+    BackupMetadata {
+        timestamp: ts.to_string(),
+        kind,
+        original_path: String::new(),
+        backup_path: String::new(),
+        file_size: 0,
+        checksum: String::new(),
+        created_at: String::new(),
+        file_count: 0,
+        format_version: 0,
+        checksum_algorithm: "sha256".into(),
+        compression: None,
+        duration_ms: 0,
+        uncompressed_size: 0,
+        tool_version: String::new(),
+        hostname: String::new(),
+        warnings: Vec::new(),
+        integrity_check: None,
+        parts: Vec::new(),
+        part_of: None,
+        reason: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Totals over a listing: per type counts, sizes, newest and oldest, last success and
+//! failure. One serializable shape, shared by `stats --json` and the REST API; it keeps
+//! the seed's `total_backups` and `total_size_mb`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::state::{CatalogState, Outcome};
+use super::{BackupEntry, Listing};
+use crate::kind::BackupKind;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRef {
+    pub name: String,
+    pub created_at: String,
+    pub file_size: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindStats {
+    /// Complete backups of this type (parts of full backups included).
+    pub count: usize,
+    /// Of which parts of a full backup.
+    pub parts_of_full: usize,
+    /// Of which safety copies taken before a restore.
+    pub pre_restore: usize,
+    pub size: u64,
+    pub size_mb: f64,
+    pub newest: Option<BackupRef>,
+    pub oldest: Option<BackupRef>,
+    pub last_success: Option<Outcome>,
+    pub last_failure: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub backup_dir: String,
+    pub total_backups: usize,
+    pub total_size: u64,
+    pub total_size_mb: f64,
+    pub full_backups: usize,
+    pub database_backups: usize,
+    pub storage_backups: usize,
+    pub by_type: BTreeMap<String, KindStats>,
+    /// Backups whose metadata or data is missing or inconsistent.
+    pub incomplete: usize,
+    /// `.partial` files and data without metadata.
+    pub leftovers: usize,
+    /// The most recent failure of any type.
+    pub last_failure: Option<LastFailure>,
+    pub free_space: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastFailure {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+fn mb(bytes: u64) -> f64 {
+    (bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
+}
+
+fn reference(e: &BackupEntry) -> BackupRef {
+    BackupRef {
+        name: e
+            .data_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        created_at: e.metadata.created_at.clone(),
+        file_size: e.metadata.file_size,
+    }
+}
+
+impl Stats {
+    pub fn compute(
+        backup_dir: &std::path::Path,
+        listing: &Listing,
+        state: &CatalogState,
+        free_space: Option<u64>,
+    ) -> Stats {
+        let mut by_type = BTreeMap::new();
+        let mut total_backups = 0;
+        let mut total_size = 0;
+        for kind in BackupKind::ALL {
+            let complete: Vec<&BackupEntry> =
+                listing.of_kind(kind).filter(|b| b.is_complete()).collect();
+            let size: u64 = if kind == BackupKind::Full {
+                0
+            } else {
+                complete.iter().map(|b| b.size()).sum()
+            };
+            let record = state.get(kind.as_str());
+            let ks = KindStats {
+                count: complete.len(),
+                parts_of_full: complete.iter().filter(|b| b.part_of().is_some()).count(),
+                pre_restore: complete
+                    .iter()
+                    .filter(|b| b.metadata.is_pre_restore())
+                    .count(),
+                size: if kind == BackupKind::Full {
+                    complete.iter().map(|b| b.size()).sum()
+                } else {
+                    size
+                },
+                size_mb: 0.0,
+                newest: complete.first().map(|e| reference(e)),
+                oldest: complete.last().map(|e| reference(e)),
+                last_success: record.and_then(|r| r.last_success.clone()),
+                last_failure: record.and_then(|r| r.last_failure.clone()),
+            };
+            total_backups += complete.len();
+            total_size += size;
+            by_type.insert(
+                kind.as_str().to_string(),
+                KindStats {
+                    size_mb: mb(ks.size),
+                    ..ks
+                },
+            );
+        }
+        let last_failure = state
+            .runs
+            .iter()
+            .filter_map(|(k, r)| {
+                r.last_failure.clone().map(|o| LastFailure {
+                    kind: k.clone(),
+                    outcome: o,
+                })
+            })
+            .max_by(|a, b| a.outcome.at.cmp(&b.outcome.at));
+        let count = |k: &str| by_type.get(k).map(|s| s.count).unwrap_or(0);
+        Stats {
+            backup_dir: backup_dir.display().to_string(),
+            total_backups,
+            total_size,
+            total_size_mb: mb(total_size),
+            full_backups: count("full"),
+            database_backups: count("database"),
+            storage_backups: count("storage"),
+            incomplete: listing.backups.iter().filter(|b| !b.is_complete()).count(),
+            leftovers: listing.leftovers.len(),
+            by_type,
+            last_failure,
+            free_space,
+        }
+    }
+}

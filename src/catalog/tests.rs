@@ -1,0 +1,140 @@
+use super::*;
+use chrono::TimeZone;
+
+fn catalog() -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path().join("backups"), 0o600, 0o700);
+    c.prepare().unwrap();
+    (dir, c)
+}
+
+fn meta(kind: BackupKind, ts: &str, data: &Path, size: u64) -> BackupMetadata {
+    let mut m = placeholder_metadata(kind, ts);
+    m.backup_path = data.display().to_string();
+    m.file_size = size;
+    m.checksum = "00".into();
+    m.created_at = "2026-11-27T02:00:00+01:00".into();
+    m.format_version = FORMAT_VERSION;
+    m
+}
+
+fn write_db_backup(c: &Catalog, ts: &str) -> PathBuf {
+    let data = c.data_path(BackupKind::Database, ts, "db");
+    fs::write(&data, b"data").unwrap();
+    let m = meta(BackupKind::Database, ts, &data, 4);
+    write_atomic(
+        &c.meta_path(BackupKind::Database, ts),
+        &serde_json::to_vec(&m).unwrap(),
+        0o600,
+    )
+    .unwrap();
+    data
+}
+
+#[test]
+fn directories_are_private() {
+    let (_t, c) = catalog();
+    for d in [c.root().to_path_buf(), c.kind_dir(BackupKind::Storage)] {
+        assert_eq!(fs::metadata(d).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+}
+
+#[test]
+fn same_second_gets_a_distinct_timestamp() {
+    let (_t, c) = catalog();
+    let now = Local.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap();
+    let first = c.allocate_timestamp(now);
+    assert_eq!(first, "20261127_020000");
+    // A storage backup with that timestamp takes the slot for every kind (full uses all three).
+    fs::write(
+        c.data_path(BackupKind::Storage, &first, "tar.zst.partial"),
+        b"",
+    )
+    .unwrap();
+    let second = c.allocate_timestamp(now);
+    assert_eq!(second, "20261127_020000_2");
+}
+
+#[test]
+fn listing_separates_complete_backups_from_leftovers() {
+    let (_t, c) = catalog();
+    write_db_backup(&c, "20261127_020000");
+    // Data without metadata, and a partial: not backups.
+    fs::write(
+        c.data_path(BackupKind::Database, "20261127_030000", "db"),
+        b"x",
+    )
+    .unwrap();
+    fs::write(
+        c.data_path(BackupKind::Storage, "20261127_030000", "tar.zst.partial"),
+        b"x",
+    )
+    .unwrap();
+    // Metadata whose data file is gone: listed, but not complete.
+    let gone = c.data_path(BackupKind::Database, "20261127_040000", "db");
+    let m = meta(BackupKind::Database, "20261127_040000", &gone, 4);
+    write_atomic(
+        &c.meta_path(BackupKind::Database, "20261127_040000"),
+        &serde_json::to_vec(&m).unwrap(),
+        0o600,
+    )
+    .unwrap();
+
+    let l = c.list().unwrap();
+    assert_eq!(l.leftovers.len(), 2, "{:?}", l.leftovers);
+    let complete: Vec<_> = l
+        .backups
+        .iter()
+        .filter(|b| b.is_complete())
+        .map(|b| b.stem.clone())
+        .collect();
+    assert_eq!(complete, vec!["db_backup_20261127_020000"]);
+    let broken = l.find_stem("db_backup_20261127_040000").unwrap();
+    assert!(broken.problem.as_deref().unwrap().contains("missing"));
+}
+
+#[test]
+fn size_mismatch_and_foreign_path_are_problems() {
+    let (_t, c) = catalog();
+    let data = write_db_backup(&c, "20261127_020000");
+    fs::write(&data, b"longer data").unwrap();
+    let l = c.list().unwrap();
+    assert!(l.backups[0].problem.as_deref().unwrap().contains("bytes"));
+
+    let m = meta(
+        BackupKind::Database,
+        "20261127_050000",
+        Path::new("/etc/passwd"),
+        4,
+    );
+    write_atomic(
+        &c.meta_path(BackupKind::Database, "20261127_050000"),
+        &serde_json::to_vec(&m).unwrap(),
+        0o600,
+    )
+    .unwrap();
+    let l = c.list().unwrap();
+    let e = l.find_stem("db_backup_20261127_050000").unwrap();
+    assert!(
+        e.problem
+            .as_deref()
+            .unwrap()
+            .contains("different data file")
+    );
+}
+
+#[test]
+fn clean_leftovers_removes_only_crash_debris() {
+    let (_t, c) = catalog();
+    write_db_backup(&c, "20261127_020000");
+    let dir = c.kind_dir(BackupKind::Database);
+    // Crash between the data rename and the metadata rename.
+    fs::write(dir.join("db_backup_20261127_030000.db"), b"x").unwrap();
+    fs::write(dir.join("db_backup_20261127_030000.json.partial"), b"{").unwrap();
+    // A data file somebody put there by hand: not ours to delete.
+    fs::write(dir.join("db_backup_20200101_000000.db"), b"x").unwrap();
+    let removed = c.clean_leftovers().unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(dir.join("db_backup_20200101_000000.db").exists());
+    assert!(dir.join("db_backup_20261127_020000.db").exists());
+}

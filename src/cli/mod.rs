@@ -1,0 +1,243 @@
+//! Command-line definitions (clap) and the handlers that turn a checked config plus a
+//! subcommand into engine calls and printed output. Raw flags become a [`Config`] once,
+//! in [`load_config`]; nothing below looks at flags again.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vertex_backup::catalog::Stats;
+use vertex_backup::config::{ConfigSource, JobSchedule};
+use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
+use vertex_backup::engine::{Cancel, Progress, Silent};
+use vertex_backup::{BackupKind, Config, Error};
+
+use progress::TerminalProgress;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vertex-backup",
+    version,
+    about = "Backups of the Vertex AR app: SQLite database and media storage, verified, rotated, restorable"
+)]
+pub struct Cli {
+    /// Config file (else $VERTEX_BACKUP_CONFIG, else /etc/vertex-backup/config.toml, else built-in defaults)
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Override [paths] backup_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Override [retention] keep_last (with `create`: rotate after a successful backup)
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_backups: Option<u32>,
+    /// No progress bar
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Full,
+    Database,
+    Storage,
+}
+
+impl From<TypeArg> for BackupKind {
+    fn from(t: TypeArg) -> Self {
+        match t {
+            TypeArg::Full => BackupKind::Full,
+            TypeArg::Database => BackupKind::Database,
+            TypeArg::Storage => BackupKind::Storage,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ListType {
+    All,
+    Full,
+    Database,
+    Storage,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take one backup now (the seed's `backup_cli.py create` and `backup.sh`)
+    Create {
+        #[arg(long = "type", short = 't', value_enum, default_value = "full")]
+        kind: TypeArg,
+        /// Print the new backup's metadata as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first
+    List {
+        #[arg(long = "type", short = 't', value_enum, default_value = "all")]
+        kind: ListType,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Totals per type, sizes, newest/oldest, last failure
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config and print the resolved schedule with the next run times
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// How many upcoming runs to show per job
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// Parse flags, load the config, run the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let config = load_config(&cli)?;
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Create { kind, json } => {
+            cmd_create(&config, kind.into(), json, quiet, cli.max_backups)
+        }
+        Command::List { kind, json } => cmd_list(&config, kind, json),
+        Command::Stats { json } => cmd_stats(&config, json),
+        Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
+    }
+}
+
+/// Exit-code class (usage/config → 2) and the operator hint of an error.
+pub fn classify(err: &anyhow::Error) -> (bool, Option<String>) {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return (e.is_usage(), e.hint());
+        }
+        if let Some(f) = cause.downcast_ref::<BackupFailure>() {
+            return (f.error.is_usage(), f.error.hint());
+        }
+    }
+    (false, None)
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let source = match &cli.config {
+        Some(p) => ConfigSource::Explicit(p.clone()),
+        None => ConfigSource::Discover,
+    };
+    let mut config = Config::discover(&source, &cwd, &|k| std::env::var(k).ok())?;
+    if let Some(dir) = &cli.backup_dir {
+        config.paths.backup_dir = cwd.join(dir);
+    }
+    if let Some(n) = cli.max_backups {
+        config.retention.keep_last = n;
+    }
+    Ok(config)
+}
+
+fn cmd_create(
+    config: &Config,
+    kind: BackupKind,
+    json: bool,
+    quiet: bool,
+    _rotate_to: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let bar = TerminalProgress::for_stderr(quiet || json);
+    let progress: &dyn Progress = match &bar {
+        Some(b) => b,
+        None => &Silent,
+    };
+    let job = BackupJob {
+        config,
+        kind,
+        reason: None,
+        progress,
+        cancel: Cancel::new(),
+    };
+    let report = create_backup(&job)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.metadata)?);
+    } else {
+        output::print_created(&report);
+    }
+    Ok(if report.warnings().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = catalog_for(config);
+    let listing = catalog.list()?;
+    let wanted: Option<BackupKind> = match kind {
+        ListType::All => None,
+        ListType::Full => Some(BackupKind::Full),
+        ListType::Database => Some(BackupKind::Database),
+        ListType::Storage => Some(BackupKind::Storage),
+    };
+    let entries: Vec<_> = listing
+        .backups
+        .iter()
+        .filter(|b| wanted.is_none_or(|k| b.kind == k))
+        .collect();
+    if json {
+        output::print_list_json(&entries)?;
+    } else {
+        output::print_list(&entries, &listing.leftovers);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = catalog_for(config);
+    let listing = catalog.list()?;
+    let state = catalog.load_state();
+    let free = vertex_backup::sys::available_space(catalog.root()).ok();
+    let stats = Stats::compute(catalog.root(), &listing, &state, free);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        output::print_stats(&stats);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    for kind in [BackupKind::Database, BackupKind::Storage] {
+        if let Err(e) = config.check_sources(kind) {
+            problems.push(e);
+        }
+    }
+    output::print_config(config);
+    let now = chrono::Utc::now();
+    println!("\nschedule (time zone: {}):", config.schedule.timezone);
+    for (name, sched) in config.jobs() {
+        match sched {
+            JobSchedule::Off => println!("  {name:<9} off"),
+            JobSchedule::Cron { expression, .. } => {
+                let next =
+                    vertex_backup::schedule::next_runs(sched, config.schedule.timezone, now, runs);
+                let times: Vec<String> = next
+                    .iter()
+                    .map(|t| t.format("%a %Y-%m-%d %H:%M:%S %:z").to_string())
+                    .collect();
+                println!("  {name:<9} {expression:<16} next: {}", times.join(", "));
+            }
+        }
+    }
+    if let Some(first) = problems.into_iter().next() {
+        return Err(first.into());
+    }
+    println!("\nconfiguration OK");
+    Ok(ExitCode::SUCCESS)
+}

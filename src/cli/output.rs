@@ -1,0 +1,236 @@
+//! How results look: aligned tables for people, stable JSON for scripts.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use vertex_backup::Config;
+use vertex_backup::catalog::{BackupEntry, BackupMetadata, Stats};
+use vertex_backup::engine::backup::BackupReport;
+use vertex_backup::units::{format_bytes, format_duration, plural};
+
+pub fn print_created(r: &BackupReport) {
+    println!(
+        "{} backup created: {} ({}, {}, {})",
+        r.kind,
+        r.path.display(),
+        format_bytes(r.metadata.file_size),
+        plural(r.metadata.file_count, "file"),
+        format_duration(std::time::Duration::from_millis(r.metadata.duration_ms))
+    );
+    for p in &r.parts {
+        println!(
+            "  part: {} ({}, sha256 {})",
+            p.path.display(),
+            format_bytes(p.metadata.file_size),
+            short(&p.metadata.checksum)
+        );
+    }
+    if r.parts.is_empty() {
+        println!("  sha256 {}", r.metadata.checksum);
+    }
+    if let Some(ic) = &r.metadata.integrity_check {
+        println!("  integrity check: {ic}");
+    }
+    if !r.cleaned.is_empty() {
+        println!(
+            "  removed {} leftover file(s) of an interrupted run",
+            r.cleaned.len()
+        );
+    }
+    if let Some(free) = r.free_after {
+        println!("  free space left: {}", format_bytes(free));
+    }
+    for w in r.warnings() {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn short(checksum: &str) -> String {
+    if checksum.len() > 12 {
+        format!("{}…{}", &checksum[..8], &checksum[checksum.len() - 4..])
+    } else {
+        checksum.to_string()
+    }
+}
+
+fn note(e: &BackupEntry) -> String {
+    let mut notes = Vec::new();
+    if let Some(p) = &e.problem {
+        notes.push(format!("INCOMPLETE: {p}"));
+    }
+    if let Some(full) = e.part_of() {
+        notes.push(format!("part of {full}"));
+    }
+    if e.metadata.is_pre_restore() {
+        notes.push("pre-restore safety copy".into());
+    }
+    if !e.metadata.warnings.is_empty() {
+        notes.push(format!("{} warnings", e.metadata.warnings.len()));
+    }
+    notes.join("; ")
+}
+
+pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
+    if entries.is_empty() {
+        println!("no backups");
+    } else {
+        println!(
+            "{:<9} {:<40} {:>10} {:>7}  {:<25} NOTE",
+            "TYPE", "NAME", "SIZE", "FILES", "CREATED"
+        );
+        for e in entries {
+            let name = e
+                .data_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!(
+                "{:<9} {:<40} {:>10} {:>7}  {:<25} {}",
+                e.kind.as_str(),
+                name,
+                format_bytes(e.metadata.file_size),
+                e.metadata.file_count,
+                e.metadata.created_at,
+                note(e)
+            );
+        }
+    }
+    if !leftovers.is_empty() {
+        println!(
+            "\n{} file(s) that are not backups (interrupted runs; removed by the next backup or rotate):",
+            leftovers.len()
+        );
+        for l in leftovers {
+            println!("  {}", l.display());
+        }
+    }
+}
+
+/// One row of `list --json`: the metadata plus where it is and whether it is complete.
+#[derive(Serialize)]
+struct ListRow<'a> {
+    name: String,
+    path: String,
+    metadata_path: String,
+    complete: bool,
+    problem: Option<&'a str>,
+    #[serde(flatten)]
+    metadata: &'a BackupMetadata,
+}
+
+pub fn print_list_json(entries: &[&BackupEntry]) -> anyhow::Result<()> {
+    let rows: Vec<ListRow> = entries
+        .iter()
+        .map(|e| ListRow {
+            name: e
+                .data_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: e.data_path.display().to_string(),
+            metadata_path: e.meta_path.display().to_string(),
+            complete: e.is_complete(),
+            problem: e.problem.as_deref(),
+            metadata: &e.metadata,
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+pub fn print_stats(s: &Stats) {
+    println!("backup directory: {}", s.backup_dir);
+    println!(
+        "total: {} backups, {}",
+        s.total_backups,
+        format_bytes(s.total_size)
+    );
+    for (kind, k) in &s.by_type {
+        println!("\n{kind}: {} backups, {}", k.count, format_bytes(k.size));
+        if k.parts_of_full > 0 {
+            println!("  parts of full backups: {}", k.parts_of_full);
+        }
+        if k.pre_restore > 0 {
+            println!("  pre-restore safety copies: {}", k.pre_restore);
+        }
+        if let Some(n) = &k.newest {
+            println!("  newest: {} ({})", n.name, n.created_at);
+        }
+        if let Some(o) = &k.oldest {
+            println!("  oldest: {} ({})", o.name, o.created_at);
+        }
+        if let Some(f) = &k.last_failure {
+            println!(
+                "  last failure: {} at \"{}\": {}",
+                f.at,
+                f.step.as_deref().unwrap_or("?"),
+                f.error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if s.incomplete > 0 || s.leftovers > 0 {
+        println!(
+            "\nincomplete backups: {}, leftover files: {}",
+            s.incomplete, s.leftovers
+        );
+    }
+    if let Some(free) = s.free_space {
+        println!("\nfree space: {}", format_bytes(free));
+    }
+}
+
+pub fn print_config(c: &Config) {
+    match &c.file {
+        Some(f) => println!("config: {}", f.display()),
+        None => println!("config: built-in defaults (no file found)"),
+    }
+    println!("database:   {}", c.paths.database.display());
+    println!("storage:    {}", c.paths.storage.display());
+    println!("backup_dir: {}", c.paths.backup_dir.display());
+    println!(
+        "backup:     {} level {}, {} threads, integrity check {:?}, min free {}",
+        c.backup.compression.name(),
+        c.backup.compression_level,
+        c.compressor_threads(),
+        c.backup.integrity_check,
+        format_bytes(c.backup.min_free_space.0)
+    );
+    let r = &c.retention;
+    println!(
+        "retention:  keep_last {}{}{}{}{}",
+        r.keep_last,
+        r.keep_daily
+            .map(|n| format!(", keep_daily {n}"))
+            .unwrap_or_default(),
+        r.keep_weekly
+            .map(|n| format!(", keep_weekly {n}"))
+            .unwrap_or_default(),
+        r.keep_monthly
+            .map(|n| format!(", keep_monthly {n}"))
+            .unwrap_or_default(),
+        r.keep_within
+            .map(|d| format!(", keep_within {}", humantime::format_duration(d.0)))
+            .unwrap_or_default(),
+    );
+    let tg = &c.telegram;
+    match (&tg.bot_token, tg.chat_ids.is_empty()) {
+        (Some(_), false) => println!(
+            "telegram:   token set, {} chat(s), notify on {}",
+            tg.chat_ids.len(),
+            tg.notify_on.join(", ")
+        ),
+        (Some(_), true) => println!("telegram:   token set but no chat_ids: nothing will be sent"),
+        (None, _) => println!("telegram:   off (no bot token)"),
+    }
+    let api = &c.api;
+    if api.enabled {
+        let token = if api.token.is_some() || api.token_file.is_some() {
+            "token set"
+        } else {
+            "NO TOKEN: the API will not start"
+        };
+        println!("api:        {} ({token})", api.listen);
+    } else {
+        println!("api:        disabled");
+    }
+}

@@ -1,0 +1,586 @@
+//! The configuration: the TOML model of SPEC §2, its defaults in one place, discovery
+//! (`--config`, `$VERTEX_BACKUP_CONFIG`, `/etc/vertex-backup/config.toml`, built-in
+//! defaults), environment fallbacks, and validation that names the key and the line.
+//! Nothing here touches the filesystem beyond reading the file; checks that need the
+//! live data (does the database exist?) are in [`Config::check_sources`].
+
+mod lines;
+mod types;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use lines::key_line;
+pub use types::{ByteSize, HumanDuration, JobSchedule, Mode, Secret, Timezone};
+
+use crate::error::{Error, Result};
+use crate::kind::BackupKind;
+
+/// Where the config is looked for when `--config` is not given.
+pub const SYSTEM_CONFIG: &str = "/etc/vertex-backup/config.toml";
+pub const CONFIG_ENV: &str = "VERTEX_BACKUP_CONFIG";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl Compression {
+    /// File name extension of a storage archive.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd => "tar.zst",
+            Compression::Gzip => "tar.gz",
+            Compression::None => "tar",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrityCheck {
+    Quick,
+    Full,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsSection {
+    pub database: PathBuf,
+    pub storage: PathBuf,
+    pub backup_dir: PathBuf,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        PathsSection {
+            database: PathBuf::from("app_data/app_data.db"),
+            storage: PathBuf::from("storage"),
+            backup_dir: PathBuf::from("backups"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSection {
+    pub compression: Compression,
+    pub compression_level: i32,
+    pub threads: u32,
+    pub exclude: Vec<String>,
+    pub integrity_check: IntegrityCheck,
+    pub min_free_space: ByteSize,
+    pub file_mode: Mode,
+    pub dir_mode: Mode,
+    /// How long SQLite waits for a lock held by the app's writer before giving up.
+    pub busy_timeout: HumanDuration,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            compression: Compression::Zstd,
+            compression_level: 3,
+            threads: 0,
+            exclude: Vec::new(),
+            integrity_check: IntegrityCheck::Quick,
+            min_free_space: ByteSize(1 << 30),
+            file_mode: Mode(0o600),
+            dir_mode: Mode(0o700),
+            busy_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Retention policy, per backup type (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    pub keep_last: u32,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_within: Option<HumanDuration>,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            keep_last: 7,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_within: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSection {
+    pub timezone: Timezone,
+    pub catch_up: bool,
+    pub full: JobSchedule,
+    pub database: JobSchedule,
+    pub storage: JobSchedule,
+    pub rotate: JobSchedule,
+    pub verify: JobSchedule,
+    /// How long a running job may take to finish after SIGTERM before it is aborted.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        let cron = |s: &str| JobSchedule::parse(s).unwrap_or(JobSchedule::Off);
+        ScheduleSection {
+            timezone: Timezone::Local,
+            catch_up: true,
+            full: cron("0 2 * * *"),
+            database: cron("0 */6 * * *"),
+            storage: cron("0 3 * * 0"),
+            rotate: cron("0 4 * * *"),
+            verify: cron("30 4 * * *"),
+            shutdown_grace: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaxAge {
+    pub full: Option<HumanDuration>,
+    pub database: Option<HumanDuration>,
+    pub storage: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    pub max_age: MaxAge,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramSection {
+    pub bot_token: Option<Secret>,
+    pub chat_ids: Vec<i64>,
+    pub message_thread_id: Option<i32>,
+    pub notify_on: Vec<String>,
+    pub api_url: String,
+}
+
+/// Event names `notify_on` accepts.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "success",
+    "warning",
+    "failure",
+    "stale",
+    "recovered",
+    "config",
+    "restore",
+    "rotate",
+    "lifecycle",
+];
+
+impl Default for TelegramSection {
+    fn default() -> Self {
+        TelegramSection {
+            bot_token: None,
+            chat_ids: Vec::new(),
+            message_thread_id: None,
+            notify_on: ["failure", "warning", "stale", "recovered", "config"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            api_url: "https://api.telegram.org".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub metrics_public: bool,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            token: None,
+            token_file: None,
+            metrics_public: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSection {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub on_error: Option<String>,
+    pub timeout: HumanDuration,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            before: None,
+            after: None,
+            on_error: None,
+            timeout: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileModel {
+    paths: PathsSection,
+    backup: BackupSection,
+    retention: RetentionSection,
+    schedule: ScheduleSection,
+    alerts: AlertsSection,
+    telegram: TelegramSection,
+    api: ApiSection,
+    hooks: HooksSection,
+}
+
+/// The checked configuration the rest of the program sees. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; `None` for built-in defaults.
+    pub file: Option<PathBuf>,
+    /// The file's text, kept to point errors found later at their line.
+    source: String,
+    pub paths: PathsSection,
+    pub backup: BackupSection,
+    pub retention: RetentionSection,
+    pub schedule: ScheduleSection,
+    pub alerts: AlertsSection,
+    pub telegram: TelegramSection,
+    pub api: ApiSection,
+    pub hooks: HooksSection,
+}
+
+/// How the config file was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config PATH`: must exist.
+    Explicit(PathBuf),
+    /// `$VERTEX_BACKUP_CONFIG`, then the system path, then defaults.
+    Discover,
+}
+
+impl Config {
+    /// Find and load the config per SPEC §2. `env` reads environment variables (injected
+    /// so tests need not mutate the process environment).
+    pub fn discover(
+        source: &ConfigSource,
+        cwd: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let path = match source {
+            ConfigSource::Explicit(p) => Some(cwd.join(p)),
+            ConfigSource::Discover => match env(CONFIG_ENV).filter(|s| !s.is_empty()) {
+                Some(p) => Some(cwd.join(p)),
+                None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
+            },
+        };
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::Config {
+                    file: Some(p.clone()),
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read the file: {e}"),
+                })?;
+                let base = p
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| cwd.to_path_buf());
+                Config::parse(&text, Some(p), &base, env)
+            }
+            None => Config::parse("", None, cwd, env),
+        }
+    }
+
+    /// Parse and validate config text. Relative paths are resolved against `base` (the
+    /// config file's directory, or the working directory for built-in defaults).
+    pub fn parse(
+        text: &str,
+        file: Option<PathBuf>,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let model: FileModel = toml::from_str(text).map_err(|e| Error::Config {
+            file: file.clone(),
+            line: e.span().map(|s| lines::line_of(text, s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        })?;
+        let mut cfg = Config {
+            file,
+            source: text.to_string(),
+            paths: model.paths,
+            backup: model.backup,
+            retention: model.retention,
+            schedule: model.schedule,
+            alerts: model.alerts,
+            telegram: model.telegram,
+            api: model.api,
+            hooks: model.hooks,
+        };
+        cfg.paths.database = absolute(base, &cfg.paths.database);
+        cfg.paths.storage = absolute(base, &cfg.paths.storage);
+        cfg.paths.backup_dir = absolute(base, &cfg.paths.backup_dir);
+        if let Some(tf) = &cfg.api.token_file {
+            cfg.api.token_file = Some(absolute(base, tf));
+        }
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        if self.telegram.bot_token.is_none() {
+            self.telegram.bot_token = env("TELEGRAM_BOT_TOKEN")
+                .filter(|s| !s.is_empty())
+                .map(Secret::new);
+        }
+        if self.telegram.chat_ids.is_empty() {
+            if let Some(ids) = env("TELEGRAM_CHAT_ID").filter(|s| !s.is_empty()) {
+                for part in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let id = part.parse::<i64>().map_err(|_| Error::Config {
+                        file: None,
+                        line: None,
+                        key: "TELEGRAM_CHAT_ID".into(),
+                        message: format!("`{part}` is not a numeric chat id"),
+                    })?;
+                    self.telegram.chat_ids.push(id);
+                }
+            }
+        }
+        if self.api.token.is_none() && self.api.token_file.is_none() {
+            self.api.token = env("VERTEX_BACKUP_API_TOKEN")
+                .filter(|s| !s.is_empty())
+                .map(Secret::new);
+        }
+        Ok(())
+    }
+
+    /// An error about `key` (dotted, e.g. "schedule.full"), pointing at its line.
+    pub fn key_error(&self, key: &str, message: impl Into<String>) -> Error {
+        let parts: Vec<&str> = key.split('.').collect();
+        Error::Config {
+            file: self.file.clone(),
+            line: key_line(&self.source, &parts),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let b = &self.backup;
+        match b.compression {
+            Compression::Zstd if !(-7..=22).contains(&b.compression_level) => {
+                return Err(self.key_error(
+                    "backup.compression_level",
+                    "zstd levels run from -7 to 22 (3 is the default)",
+                ));
+            }
+            Compression::Gzip if !(0..=9).contains(&b.compression_level) => {
+                return Err(
+                    self.key_error("backup.compression_level", "gzip levels run from 0 to 9")
+                );
+            }
+            _ => {}
+        }
+        if b.threads > 256 {
+            return Err(self.key_error("backup.threads", "at most 256 threads (0 = all cores)"));
+        }
+        for (i, glob) in b.exclude.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(self.key_error(
+                    "backup.exclude",
+                    format!("pattern {} `{glob}` is invalid: {e}", i + 1),
+                ));
+            }
+        }
+        if b.file_mode.0 & 0o600 != 0o600 {
+            return Err(self.key_error(
+                "backup.file_mode",
+                "the owner must be able to read and write backups (at least 0600)",
+            ));
+        }
+        if b.dir_mode.0 & 0o700 != 0o700 {
+            return Err(self.key_error(
+                "backup.dir_mode",
+                "the owner needs rwx on backup directories (at least 0700)",
+            ));
+        }
+        if self.retention.keep_last == 0 {
+            return Err(self.key_error(
+                "retention.keep_last",
+                "keep_last must be at least 1: the newest good backup is never deleted",
+            ));
+        }
+        for (name, v) in [
+            ("retention.keep_daily", self.retention.keep_daily),
+            ("retention.keep_weekly", self.retention.keep_weekly),
+            ("retention.keep_monthly", self.retention.keep_monthly),
+        ] {
+            if v == Some(0) {
+                return Err(self.key_error(
+                    name,
+                    "0 keeps nothing from this bucket; remove the key instead",
+                ));
+            }
+        }
+        for ev in &self.telegram.notify_on {
+            if !NOTIFY_EVENTS.contains(&ev.as_str()) {
+                return Err(self.key_error(
+                    "telegram.notify_on",
+                    format!(
+                        "unknown event `{ev}`; choose from {}",
+                        NOTIFY_EVENTS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !(self.telegram.api_url.starts_with("http://")
+            || self.telegram.api_url.starts_with("https://"))
+        {
+            return Err(self.key_error("telegram.api_url", "must start with http:// or https://"));
+        }
+        let p = &self.paths;
+        if p.backup_dir.starts_with(&p.storage) {
+            return Err(self.key_error(
+                "paths.backup_dir",
+                format!(
+                    "{} is inside the storage directory {}: every storage backup would archive the backups; put backup_dir elsewhere",
+                    p.backup_dir.display(),
+                    p.storage.display()
+                ),
+            ));
+        }
+        if p.storage.starts_with(&p.backup_dir) {
+            return Err(self.key_error(
+                "paths.storage",
+                format!(
+                    "{} is inside backup_dir {}; keep them apart",
+                    p.storage.display(),
+                    p.backup_dir.display()
+                ),
+            ));
+        }
+        if p.database.starts_with(&p.backup_dir) {
+            return Err(self.key_error(
+                "paths.database",
+                format!(
+                    "{} is inside backup_dir {}; keep them apart",
+                    p.database.display(),
+                    p.backup_dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that need the live data: the sources a backup of `kind` reads must exist.
+    pub fn check_sources(&self, kind: BackupKind) -> Result<()> {
+        let needs_db = matches!(kind, BackupKind::Database | BackupKind::Full);
+        let needs_storage = matches!(kind, BackupKind::Storage | BackupKind::Full);
+        if needs_db && !self.paths.database.is_file() {
+            return Err(self.key_error(
+                "paths.database",
+                format!(
+                    "the database {} does not exist or is not a file",
+                    self.paths.database.display()
+                ),
+            ));
+        }
+        if needs_storage && !self.paths.storage.is_dir() {
+            return Err(self.key_error(
+                "paths.storage",
+                format!(
+                    "the storage directory {} does not exist or is not a directory",
+                    self.paths.storage.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The schedule of each job, in a fixed order.
+    pub fn jobs(&self) -> BTreeMap<&'static str, &JobSchedule> {
+        let s = &self.schedule;
+        BTreeMap::from([
+            ("full", &s.full),
+            ("database", &s.database),
+            ("storage", &s.storage),
+            ("rotate", &s.rotate),
+            ("verify", &s.verify),
+        ])
+    }
+
+    /// Compressor threads to use (0 in the config means all cores).
+    pub fn compressor_threads(&self) -> u32 {
+        match self.backup.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    normalize(&joined)
+}
+
+/// Lexically remove `.` and `..` so prefix checks (backup_dir inside storage) are sound.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! Taking a backup from start to finish: check the sources, take the lock, clean what
+//! crashed runs left, check free space, write the data and metadata by the atomic
+//! protocol, and record the outcome in `backup.log` and the state file. Each step has a
+//! name, so a failure says where it happened ("failed at \"write archive\"").
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Local, SecondsFormat};
+
+use super::database;
+use super::hashing::sha256_file;
+use super::storage::{self, ArchiveOptions};
+use super::{Cancel, Progress};
+use crate::catalog::{
+    BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Outcome, PartRef, PartialFile,
+    write_atomic, write_partial,
+};
+use crate::config::{Compression, Config};
+use crate::error::{Error, IoContext, Result};
+use crate::kind::BackupKind;
+use crate::units::{format_bytes, format_duration};
+
+/// One backup to take.
+pub struct BackupJob<'a> {
+    pub config: &'a Config,
+    pub kind: BackupKind,
+    /// Why, when not by plan: "pre-restore" for a restore's safety copy.
+    pub reason: Option<String>,
+    pub progress: &'a dyn Progress,
+    pub cancel: Cancel,
+}
+
+/// A backup that landed.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub kind: BackupKind,
+    pub stem: String,
+    /// The data file (for a full backup, its manifest).
+    pub path: PathBuf,
+    pub metadata: BackupMetadata,
+    /// Parts of a full backup.
+    pub parts: Vec<BackupReport>,
+    /// Leftovers of crashed runs removed before this backup.
+    pub cleaned: Vec<PathBuf>,
+    /// Free bytes on the backup filesystem afterwards.
+    pub free_after: Option<u64>,
+}
+
+impl BackupReport {
+    /// Warnings of the backup and its parts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.metadata.warnings.clone();
+        for p in &self.parts {
+            w.extend(p.metadata.warnings.iter().cloned());
+        }
+        w.sort();
+        w.dedup();
+        w
+    }
+}
+
+/// A backup that did not land, and the step where it stopped. Nothing partial is left.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} backup failed at \"{step}\"")]
+pub struct BackupFailure {
+    pub kind: BackupKind,
+    pub step: &'static str,
+    #[source]
+    pub error: Error,
+}
+
+pub fn catalog_for(config: &Config) -> Catalog {
+    Catalog::new(
+        &config.paths.backup_dir,
+        config.backup.file_mode.0,
+        config.backup.dir_mode.0,
+    )
+}
+
+/// Take a backup: the whole protocol, lock included.
+pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, BackupFailure> {
+    let fail = |step, error| BackupFailure {
+        kind: job.kind,
+        step,
+        error,
+    };
+    job.config
+        .check_sources(job.kind)
+        .map_err(|e| fail("check sources", e))?;
+    let catalog = catalog_for(job.config);
+    let lock = catalog
+        .lock(&format!("create {}", job.kind))
+        .map_err(|e| fail("lock the backup directory", e))?;
+    let result = create_backup_locked(job, &catalog, &lock);
+    record_outcome(&catalog, job.kind.as_str(), &result);
+    result
+}
+
+/// Take a backup while the caller already holds the lock (a restore's safety copy).
+pub fn create_backup_locked(
+    job: &BackupJob,
+    catalog: &Catalog,
+    _lock: &BackupDirLock,
+) -> std::result::Result<BackupReport, BackupFailure> {
+    let fail = |step| {
+        move |error| BackupFailure {
+            kind: job.kind,
+            step,
+            error,
+        }
+    };
+    let started = Instant::now();
+    let created_at = Local::now();
+    let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
+    check_free_space(job, catalog).map_err(fail("check free space"))?;
+    let ts = catalog.allocate_timestamp(created_at);
+    let mut report = match job.kind {
+        BackupKind::Database => {
+            let pending = database_part(job, catalog, &ts, None, created_at)?;
+            commit_part(catalog, pending).map_err(fail("write metadata"))?
+        }
+        BackupKind::Storage => {
+            let pending = storage_part(job, catalog, &ts, None, created_at)?;
+            commit_part(catalog, pending).map_err(fail("write metadata"))?
+        }
+        BackupKind::Full => full_backup(job, catalog, &ts, created_at, started)?,
+    };
+    report.cleaned = cleaned;
+    report.free_after = crate::sys::available_space(catalog.root()).ok();
+    Ok(report)
+}
+
+fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<()> {
+    let cfg = job.config;
+    let needed = match job.kind {
+        BackupKind::Database => database::estimate_size(&cfg.paths.database),
+        BackupKind::Storage => storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?.0,
+        BackupKind::Full => {
+            database::estimate_size(&cfg.paths.database)
+                + storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?.0
+        }
+    };
+    let available =
+        crate::sys::available_space(catalog.root()).ctx("measure free space on", catalog.root())?;
+    let reserve = cfg.backup.min_free_space.0;
+    if available < needed.saturating_add(reserve) {
+        return Err(Error::NoSpace {
+            dir: catalog.root().to_path_buf(),
+            needed,
+            reserve,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// A part whose data is written (under its `.partial` name) and whose metadata is ready.
+struct PendingPart {
+    data: PartialFile,
+    metadata: BackupMetadata,
+}
+
+fn base_metadata(
+    kind: BackupKind,
+    ts: &str,
+    original: &std::path::Path,
+    data: &std::path::Path,
+    created: DateTime<Local>,
+) -> BackupMetadata {
+    BackupMetadata {
+        timestamp: ts.to_string(),
+        kind,
+        original_path: original.display().to_string(),
+        backup_path: data.display().to_string(),
+        file_size: 0,
+        checksum: String::new(),
+        created_at: created.to_rfc3339_opts(SecondsFormat::Secs, false),
+        file_count: 0,
+        format_version: FORMAT_VERSION,
+        checksum_algorithm: "sha256".into(),
+        compression: None,
+        duration_ms: 0,
+        uncompressed_size: 0,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        hostname: crate::sys::hostname(),
+        warnings: Vec::new(),
+        integrity_check: None,
+        parts: Vec::new(),
+        part_of: None,
+        reason: None,
+    }
+}
+
+fn database_part(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    part_of: Option<&str>,
+    created: DateTime<Local>,
+) -> std::result::Result<PendingPart, BackupFailure> {
+    let fail = |step| {
+        move |error| BackupFailure {
+            kind: job.kind,
+            step,
+            error,
+        }
+    };
+    let cfg = job.config;
+    let started = Instant::now();
+    let src_path = &cfg.paths.database;
+    let busy = cfg.backup.busy_timeout.0;
+    job.progress.begin(
+        "copy database",
+        Some(database::estimate_size(src_path)),
+        Some(1),
+    );
+    let source = database::open_source(src_path, busy).map_err(fail("open database"))?;
+    let final_path = catalog.data_path(BackupKind::Database, ts, "db");
+    let (partial, file) =
+        PartialFile::create(&final_path, catalog.file_mode()).map_err(fail("copy database"))?;
+    drop(file);
+    database::copy_database(&source, src_path, partial.temp_path(), busy)
+        .map_err(fail("copy database"))?;
+    drop(source);
+    job.cancel.check().map_err(fail("copy database"))?;
+    let integrity = database::integrity_check(partial.temp_path(), cfg.backup.integrity_check)
+        .map_err(fail("integrity check"))?;
+    OpenOptions::new()
+        .write(true)
+        .open(partial.temp_path())
+        .and_then(|f| f.sync_all())
+        .ctx("fsync", partial.temp_path())
+        .map_err(fail("copy database"))?;
+    let (checksum, size) = sha256_file(partial.temp_path()).map_err(fail("checksum"))?;
+    job.progress.advance(size, 1);
+    job.progress.end();
+    let mut m = base_metadata(BackupKind::Database, ts, src_path, &final_path, created);
+    m.file_size = size;
+    m.uncompressed_size = size;
+    m.checksum = checksum;
+    m.file_count = 1;
+    m.compression = Some("none".into());
+    m.integrity_check = Some(integrity);
+    m.part_of = part_of.map(str::to_string);
+    m.reason = job.reason.clone();
+    m.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(PendingPart {
+        data: partial,
+        metadata: m,
+    })
+}
+
+fn storage_part(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    part_of: Option<&str>,
+    created: DateTime<Local>,
+) -> std::result::Result<PendingPart, BackupFailure> {
+    let fail = |step| {
+        move |error| BackupFailure {
+            kind: job.kind,
+            step,
+            error,
+        }
+    };
+    let cfg = job.config;
+    let started = Instant::now();
+    let compression = cfg.backup.compression;
+    let final_path = catalog.data_path(BackupKind::Storage, ts, compression.extension());
+    let (total_bytes, total_files) =
+        storage::estimate(&cfg.paths.storage, &cfg.backup.exclude).map_err(fail("read storage"))?;
+    job.progress
+        .begin("archive storage", Some(total_bytes), Some(total_files));
+    let (partial, file) =
+        PartialFile::create(&final_path, catalog.file_mode()).map_err(fail("write archive"))?;
+    let opts = ArchiveOptions {
+        compression,
+        level: cfg.backup.compression_level,
+        threads: cfg.compressor_threads(),
+        exclude: cfg.backup.exclude.clone(),
+    };
+    let (summary, file) = storage::write_archive(
+        &cfg.paths.storage,
+        file,
+        partial.temp_path(),
+        &opts,
+        job.progress,
+        &job.cancel,
+    )
+    .map_err(fail("write archive"))?;
+    partial.sync(&file).map_err(fail("write archive"))?;
+    job.progress.end();
+    let mut m = base_metadata(
+        BackupKind::Storage,
+        ts,
+        &cfg.paths.storage,
+        &final_path,
+        created,
+    );
+    m.file_size = summary.compressed_size;
+    m.uncompressed_size = summary.uncompressed_size;
+    m.checksum = summary.checksum;
+    m.file_count = summary.file_count;
+    m.compression = Some(compression.name().into());
+    m.warnings = summary.warnings;
+    m.part_of = part_of.map(str::to_string);
+    m.reason = job.reason.clone();
+    m.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(PendingPart {
+        data: partial,
+        metadata: m,
+    })
+}
+
+/// Land a part: metadata written and fsynced under its `.partial` name first, then the
+/// data renamed into place, then the metadata. A crash between the renames leaves data
+/// plus `X.json.partial`, which cleaning recognises as ours and removes.
+fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<BackupReport> {
+    let m = pending.metadata;
+    let meta_path = catalog.meta_path(m.kind, &m.timestamp);
+    let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
+    let meta_partial = write_partial(&meta_path, &json, catalog.file_mode())?;
+    let data_path = pending.data.rename()?;
+    meta_partial.rename()?;
+    Ok(BackupReport {
+        kind: m.kind,
+        stem: format!("{}{}", m.kind.prefix(), m.timestamp),
+        path: data_path,
+        metadata: m,
+        parts: Vec::new(),
+        cleaned: Vec::new(),
+        free_after: None,
+    })
+}
+
+fn full_backup(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    created: DateTime<Local>,
+    started: Instant,
+) -> std::result::Result<BackupReport, BackupFailure> {
+    let stem = format!("{}{ts}", BackupKind::Full.prefix());
+    let fail = |step| {
+        move |error| BackupFailure {
+            kind: BackupKind::Full,
+            step,
+            error,
+        }
+    };
+    // Both parts are written before either lands, so a failure in the second leaves no
+    // orphaned first part.
+    let db = database_part(job, catalog, ts, Some(&stem), created)?;
+    let st = storage_part(job, catalog, ts, Some(&stem), created)?;
+    let db = commit_part(catalog, db).map_err(fail("write metadata"))?;
+    let st = match commit_part(catalog, st) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(catalog.meta_path(BackupKind::Database, ts));
+            let _ = std::fs::remove_file(&db.path);
+            return Err(fail("write metadata")(e));
+        }
+    };
+    let parts: Vec<PartRef> = [&db, &st]
+        .iter()
+        .map(|r| PartRef {
+            kind: r.kind,
+            file_name: r
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            backup_path: r.path.display().to_string(),
+            file_size: r.metadata.file_size,
+            checksum: r.metadata.checksum.clone(),
+        })
+        .collect();
+    let manifest_path = catalog.meta_path(BackupKind::Full, ts);
+    let mut m = base_metadata(
+        BackupKind::Full,
+        ts,
+        &job.config.paths.backup_dir,
+        &manifest_path,
+        created,
+    );
+    m.original_path = format!(
+        "{} + {}",
+        job.config.paths.database.display(),
+        job.config.paths.storage.display()
+    );
+    m.file_size = db.metadata.file_size + st.metadata.file_size;
+    m.uncompressed_size = db.metadata.uncompressed_size + st.metadata.uncompressed_size;
+    m.file_count = db.metadata.file_count + st.metadata.file_count;
+    m.checksum = parts_checksum(&parts);
+    m.compression = st.metadata.compression.clone();
+    m.warnings = st.metadata.warnings.clone();
+    m.integrity_check = db.metadata.integrity_check.clone();
+    m.parts = parts;
+    m.reason = job.reason.clone();
+    m.duration_ms = started.elapsed().as_millis() as u64;
+    let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
+    if let Err(e) = write_atomic(&manifest_path, &json, catalog.file_mode()) {
+        for r in [&db, &st] {
+            let _ = std::fs::remove_file(catalog.meta_path(r.kind, ts));
+            let _ = std::fs::remove_file(&r.path);
+        }
+        return Err(fail("write manifest")(e));
+    }
+    Ok(BackupReport {
+        kind: BackupKind::Full,
+        stem,
+        path: manifest_path,
+        metadata: m,
+        parts: vec![db, st],
+        cleaned: Vec::new(),
+        free_after: None,
+    })
+}
+
+/// The checksum of a full backup: SHA-256 over its parts' names and checksums, one
+/// `NAME  SHA256` line each (sha256sum's format), so a changed part changes it.
+pub fn parts_checksum(parts: &[PartRef]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(format!("{}  {}\n", p.checksum, p.file_name).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Write the outcome to `backup.log` and the state file (we hold the lock).
+fn record_outcome(
+    catalog: &Catalog,
+    key: &str,
+    result: &std::result::Result<BackupReport, BackupFailure>,
+) {
+    let log = catalog.log();
+    let mut state = catalog.load_state();
+    let now = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+    match result {
+        Ok(r) => {
+            let warnings = r.warnings();
+            let line = format!(
+                "create {key}: Backup completed successfully: {} ({}, {}, {}){}",
+                r.path.display(),
+                format_bytes(r.metadata.file_size),
+                crate::units::plural(r.metadata.file_count, "file"),
+                format_duration(std::time::Duration::from_millis(r.metadata.duration_ms)),
+                if warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warnings", warnings.len())
+                }
+            );
+            log.info(&line);
+            for w in &warnings {
+                log.warn(&format!("create {key}: {w}"));
+            }
+            state.record_success(
+                key,
+                Outcome {
+                    at: now,
+                    backup: Some(r.stem.clone()),
+                    step: None,
+                    error: None,
+                    duration_ms: r.metadata.duration_ms,
+                },
+            );
+        }
+        Err(f) => {
+            let chain = crate::error_chain(&f.error);
+            log.error(&format!("create {key}: failed at \"{}\": {chain}", f.step));
+            state.record_failure(
+                key,
+                Outcome {
+                    at: now,
+                    backup: None,
+                    step: Some(f.step.to_string()),
+                    error: Some(chain),
+                    duration_ms: 0,
+                },
+            );
+        }
+    }
+    if let Err(e) = catalog.save_state(&state) {
+        log.warn(&format!("could not save the state file: {e}"));
+    }
+}
+
+/// Compression named in a storage archive's metadata (defaults to the file name's).
+pub fn compression_named(name: Option<&str>) -> Option<Compression> {
+    match name? {
+        "zstd" => Some(Compression::Zstd),
+        "gzip" => Some(Compression::Gzip),
+        "none" => Some(Compression::None),
+        _ => None,
+    }
+}

@@ -1,0 +1,141 @@
+//! Consistent snapshots of a live SQLite database, taken through SQLite itself (SPEC §4):
+//! the online backup API in ONE step. A step-wise backup restarts on every commit from
+//! another connection and never finishes under a busy app; `step(-1)` copies every page
+//! under one read transaction, which in WAL mode does not block the app's writers.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::IntegrityCheck;
+use crate::error::{Error, Result};
+
+/// Open the live database for reading as a backup source. Read-write (without create)
+/// is preferred so a WAL database without its `-shm` opens; a read-only fallback covers
+/// a database directory we may not write to.
+pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    if !path.is_file() {
+        return Err(Error::io(
+            "open the database",
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, rw)
+        .or_else(|_| Connection::open_with_flags(path, ro))
+        .map_err(|e| Error::sqlite("open", path, e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| Error::sqlite("configure", path, e))?;
+    // Touch the schema: a file that is not SQLite fails here, before anything is written.
+    conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| Error::sqlite("read", path, e))?;
+    Ok(conn)
+}
+
+/// Copy `source` into a new database file at `dest` (which must not exist yet) in one
+/// backup step, retrying while the source is locked, up to `busy_timeout`.
+pub fn copy_database(
+    source: &Connection,
+    source_path: &Path,
+    dest: &Path,
+    busy_timeout: Duration,
+) -> Result<()> {
+    let mut target = Connection::open(dest).map_err(|e| Error::sqlite("create", dest, e))?;
+    {
+        let backup = Backup::new(source, &mut target)
+            .map_err(|e| Error::sqlite("start a backup of", source_path, e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match backup
+                .step(-1)
+                .map_err(|e| Error::sqlite("copy", source_path, e))?
+            {
+                StepResult::Done => break,
+                StepResult::More => continue,
+                StepResult::Busy | StepResult::Locked if started.elapsed() < busy_timeout => {
+                    // Another connection holds an exclusive lock; back off, capped.
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                _ => {
+                    return Err(Error::sqlite(
+                        "copy",
+                        source_path,
+                        rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                            Some(format!("still locked after {} s", busy_timeout.as_secs())),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    // The copy carries the source's WAL flag; make it a self-contained rollback-journal
+    // file so it is one file to move, hash and open read-only.
+    target
+        .pragma_update(None, "journal_mode", "DELETE")
+        .map_err(|e| Error::sqlite("finish", dest, e))?;
+    target
+        .close()
+        .map_err(|(_, e)| Error::sqlite("close", dest, e))?;
+    Ok(())
+}
+
+/// Run the configured integrity check on a database file. Returns what SQLite said
+/// ("ok"), or an error carrying its complaints.
+pub fn integrity_check(path: &Path, mode: IntegrityCheck) -> Result<String> {
+    let pragma = match mode {
+        IntegrityCheck::Off => return Ok("skipped".into()),
+        IntegrityCheck::Quick => "quick_check",
+        IntegrityCheck::Full => "integrity_check",
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::verify(path, "database opens", e.to_string()))?;
+    run_check(&conn, pragma).map_err(|detail| Error::verify(path, pragma_label(pragma), detail))
+}
+
+/// Run the check on an open connection: `Ok("ok")`, or the problems SQLite listed.
+pub fn run_check(conn: &Connection, pragma: &str) -> std::result::Result<String, String> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA {pragma}"))
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| e.to_string())?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok("ok".into())
+    } else {
+        let mut detail = rows.into_iter().take(5).collect::<Vec<_>>().join("; ");
+        if detail.is_empty() {
+            detail = "no result".into();
+        }
+        Err(detail)
+    }
+}
+
+fn pragma_label(pragma: &str) -> &'static str {
+    if pragma == "quick_check" {
+        "SQLite quick_check"
+    } else {
+        "SQLite integrity_check"
+    }
+}
+
+/// Bytes the live database occupies (main file plus WAL): the space a copy needs at most.
+pub fn estimate_size(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) + len(Path::new(&wal))
+}

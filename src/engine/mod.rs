@@ -1,0 +1,53 @@
+//! The engine: blocking, synchronous work on files — taking backups, verifying and
+//! restoring them. No async runtime in here: the CLI calls it directly, the daemon
+//! through `spawn_blocking`. Progress and cancellation come in through small traits so
+//! the same code serves a terminal, the daemon and the tests.
+
+pub mod backup;
+pub mod compression;
+pub mod database;
+pub mod hashing;
+pub mod storage;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Set from outside (SIGTERM, daemon shutdown); checked between files and chunks. A
+/// cancelled operation removes what it wrote and returns [`Error::Cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Receives progress of long operations. Every method has a no-op default.
+pub trait Progress: Sync {
+    /// A new phase ("archive storage", "verify") with its expected totals, when known.
+    fn begin(&self, _phase: &str, _total_bytes: Option<u64>, _total_files: Option<u64>) {}
+    /// `bytes` more bytes and `files` more files were processed.
+    fn advance(&self, _bytes: u64, _files: u64) {}
+    /// The phase is over.
+    fn end(&self) {}
+}
+
+/// Progress that goes nowhere (the daemon, pipes, tests).
+pub struct Silent;
+impl Progress for Silent {}

@@ -1,0 +1,202 @@
+//! The library's one error type. Every variant says what was being done, to which path,
+//! why it failed, and — where we know — what the operator should do about it. The binary
+//! prints the whole chain plus the hint; the daemon puts the same text into its events.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The configuration is invalid; `line` is 1-based when known.
+    #[error("{}", config_message(file, *line, key, message))]
+    Config {
+        file: Option<PathBuf>,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+
+    /// SQLite refused an operation on a database file.
+    #[error("SQLite could not {op} {}", path.display())]
+    Sqlite {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Another process holds the backup-directory lock.
+    #[error("another vertex-backup operation holds the lock on {} ({holder})", dir.display())]
+    Locked { dir: PathBuf, holder: String },
+
+    /// Not enough free space to write a backup safely.
+    #[error(
+        "not enough free space in {}: the backup needs about {} and {} must stay free, but only {} is available",
+        dir.display(),
+        crate::units::format_bytes(*needed),
+        crate::units::format_bytes(*reserve),
+        crate::units::format_bytes(*available)
+    )]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        reserve: u64,
+        available: u64,
+    },
+
+    /// A backup failed one of its checks.
+    #[error("{} failed the {check} check: {detail}", path.display())]
+    Verify {
+        path: PathBuf,
+        check: &'static str,
+        detail: String,
+    },
+
+    /// A path given on the command line or API is not a backup this tool knows.
+    #[error("{} is not a backup: {reason}", path.display())]
+    NotABackup { path: PathBuf, reason: String },
+
+    /// An archive entry that would escape or damage the restore target.
+    #[error("unsafe entry {entry:?} in {}: {reason}", archive.display())]
+    UnsafeEntry {
+        archive: PathBuf,
+        entry: String,
+        reason: String,
+    },
+
+    /// The operator declined, or a non-interactive run lacked `--yes`.
+    #[error("{0}")]
+    Refused(String),
+
+    /// The operation was cancelled (shutdown) before it finished; nothing partial was kept.
+    #[error("cancelled before it finished; no partial backup was kept")]
+    Cancelled,
+}
+
+fn config_message(file: &Option<PathBuf>, line: Option<usize>, key: &str, message: &str) -> String {
+    let mut s = String::from("invalid configuration");
+    match (file, line) {
+        (Some(f), Some(l)) => s.push_str(&format!(" in {}, line {l}", f.display())),
+        (Some(f), None) => s.push_str(&format!(" in {}", f.display())),
+        (None, Some(l)) => s.push_str(&format!(" at line {l}")),
+        (None, None) => {}
+    }
+    if !key.is_empty() {
+        s.push_str(&format!(", key `{key}`"));
+    }
+    s.push_str(": ");
+    s.push_str(message);
+    s
+}
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn sqlite(op: &'static str, path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
+        Error::Sqlite {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn verify(
+        path: impl Into<PathBuf>,
+        check: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Verify {
+            path: path.into(),
+            check,
+            detail: detail.into(),
+        }
+    }
+
+    /// True for mistakes in the configuration or usage (exit code 2), as opposed to an
+    /// operation that was attempted and failed (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Config { .. } | Error::NotABackup { .. })
+    }
+
+    /// What the operator can do about it, when we know.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Io { source, path, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => Some(format!(
+                    "check the owner and mode of {} (the service runs as its own user)",
+                    path.display()
+                )),
+                io::ErrorKind::NotFound => Some(format!(
+                    "{} does not exist: check [paths] in the config",
+                    path.display()
+                )),
+                io::ErrorKind::StorageFull => Some(
+                    "free space on the backup filesystem or lower [retention] keep_last; nothing was deleted"
+                        .into(),
+                ),
+                io::ErrorKind::ReadOnlyFilesystem => {
+                    Some("the filesystem is mounted read-only; remount it or choose another backup_dir".into())
+                }
+                _ => None,
+            },
+            Error::Config { .. } => Some("fix the file and run `vertex-backup check-config`".into()),
+            Error::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Some(
+                    "the database stayed locked by another process; retry later or stop the writer holding an exclusive lock"
+                        .into(),
+                ),
+                Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+                    Some("the file is not a healthy SQLite database; check [paths] database".into())
+                }
+                _ => None,
+            },
+            Error::Locked { .. } => Some(
+                "wait for the running operation to finish; the lock frees itself when that process exits".into(),
+            ),
+            Error::NoSpace { .. } => Some(
+                "free space on the backup filesystem, lower [retention] keep_last and run `vertex-backup rotate`, or lower [backup] min_free_space; nothing was deleted"
+                    .into(),
+            ),
+            Error::Verify { .. } => Some(
+                "this backup cannot be trusted; restore an older one (`vertex-backup verify --all` lists which are good)"
+                    .into(),
+            ),
+            Error::NotABackup { .. } => {
+                Some("pass a file listed by `vertex-backup list` (a .db, .tar.* or full_backup_*.json)".into())
+            }
+            Error::UnsafeEntry { .. } => {
+                Some("the archive was not written by vertex-backup or has been tampered with; nothing was restored".into())
+            }
+            Error::Refused(_) | Error::Cancelled => None,
+        }
+    }
+}
+
+/// Attach an operation and path to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}
