@@ -133,7 +133,10 @@ impl Error {
     /// True for mistakes in the configuration or usage (exit code 2), as opposed to an
     /// operation that was attempted and failed (exit code 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Config { .. } | Error::NotABackup { .. })
+        matches!(
+            self,
+            Error::Config { .. } | Error::NotABackup { .. } | Error::Refused(_)
+        )
     }
 
     /// What the operator can do about it, when we know.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod kind;
+pub mod retention;
 pub mod schedule;
 pub mod sys;
 pub mod units;

@@ -9,6 +9,7 @@ mod metadata;
 mod oplog;
 mod state;
 mod stats;
+mod verdicts;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -25,6 +26,7 @@ pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
 pub use oplog::{LOG_FILE, OperationLog};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
 pub use stats::{KindStats, Stats};
+pub use verdicts::{VERDICTS_FILE, Verdict, Verdicts};
 
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
@@ -429,6 +431,24 @@ impl Catalog {
 
     pub fn save_state(&self, state: &CatalogState) -> Result<()> {
         state.save(&self.state_path(), self.file_mode)
+    }
+
+    pub fn load_verdicts(&self) -> Verdicts {
+        Verdicts::load(&self.root.join(VERDICTS_FILE))
+    }
+
+    /// Record verification results (merging into what is there), dropping verdicts of
+    /// backups that are gone.
+    pub fn record_verdicts(
+        &self,
+        results: impl IntoIterator<Item = (String, Verdict)>,
+    ) -> Result<()> {
+        let mut v = self.load_verdicts();
+        v.backups.extend(results);
+        if let Ok(listing) = self.list() {
+            v.retain_existing(|stem| listing.find_stem(stem).is_some());
+        }
+        v.save(&self.root.join(VERDICTS_FILE), self.file_mode)
     }
 }
 

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vertex_backup::catalog::Stats;
+use vertex_backup::catalog::{Stats, Verdict};
 use vertex_backup::config::{ConfigSource, JobSchedule};
 use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
-use vertex_backup::engine::{Cancel, Progress, Silent};
+use vertex_backup::engine::{Cancel, Progress, Silent, restore, rotate, verify};
+use vertex_backup::retention::RetentionPolicy;
 use vertex_backup::{BackupKind, Config, Error};
 
 use progress::TerminalProgress;
@@ -88,8 +89,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore a database backup, a storage archive or a full backup (type from the path)
+    Restore(RestoreArgs),
+    /// Check backups (checksum, SQLite integrity, archive readable end to end); changes nothing
+    Verify(VerifyArgs),
+    /// Apply the retention policy; --dry-run prints what would be deleted
+    Rotate {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the config and print the resolved schedule with the next run times
     CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// A backup: database/db_backup_*.db, storage/storage_backup_*.tar.*, or full/full_backup_*.json
+    path: PathBuf,
+    /// Skip checksum and integrity verification (not recommended)
+    #[arg(long)]
+    no_verify: bool,
+    /// Restore elsewhere (a new file for a database, a new directory otherwise); nothing live is touched
+    #[arg(long, value_name = "DIR|FILE")]
+    target: Option<PathBuf>,
+    /// Do not ask for confirmation (required when not on a terminal)
+    #[arg(long, short)]
+    yes: bool,
+    /// Print the plan and stop
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// One backup to verify (default: the newest of each type)
+    #[arg(conflicts_with_all = ["all", "latest"])]
+    path: Option<PathBuf>,
+    /// Verify every backup
+    #[arg(long, conflicts_with = "latest")]
+    all: bool,
+    /// Verify the newest backup of each type (the default)
+    #[arg(long)]
+    latest: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +157,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::List { kind, json } => cmd_list(&config, kind, json),
         Command::Stats { json } => cmd_stats(&config, json),
+        Command::Restore(args) => cmd_restore(&config, args, quiet),
+        Command::Verify(args) => cmd_verify(&config, args, quiet),
+        Command::Rotate { dry_run, json } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
     }
 }
@@ -143,23 +193,26 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+fn progress_for(bar: &Option<TerminalProgress>) -> &dyn Progress {
+    match bar {
+        Some(b) => b,
+        None => &Silent,
+    }
+}
+
 fn cmd_create(
     config: &Config,
     kind: BackupKind,
     json: bool,
     quiet: bool,
-    _rotate_to: Option<u32>,
+    rotate_to: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let bar = TerminalProgress::for_stderr(quiet || json);
-    let progress: &dyn Progress = match &bar {
-        Some(b) => b,
-        None => &Silent,
-    };
     let job = BackupJob {
         config,
         kind,
         reason: None,
-        progress,
+        progress: progress_for(&bar),
         cancel: Cancel::new(),
     };
     let report = create_backup(&job)?;
@@ -168,11 +221,143 @@ fn cmd_create(
     } else {
         output::print_created(&report);
     }
+    // The seed's `backup.sh --max-backups N`: rotate after a successful backup.
+    if rotate_to.is_some() {
+        let rotated = rotate::rotate(config, &RetentionPolicy::from(&config.retention), false)?;
+        if !json {
+            output::print_rotation(&rotated);
+        }
+    }
     Ok(if report.warnings().is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let target = args.target.as_ref().map(|t| cwd.join(t));
+    let plan = restore::plan_restore(
+        config,
+        &cwd.join(&args.path),
+        target.as_deref(),
+        !args.no_verify,
+    )?;
+    if args.no_verify {
+        eprintln!(
+            "WARNING: --no-verify: the backup's checksum and integrity are NOT checked before it replaces data"
+        );
+    }
+    if !args.json || args.dry_run {
+        output::print_restore_plan(&plan, args.json)?;
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.in_place && !args.yes {
+        confirm("Replace the live data as planned above?")?;
+    }
+    let bar = TerminalProgress::for_stderr(quiet || args.json);
+    let report = restore::apply(&plan, config, progress_for(&bar), &Cancel::new())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_restored(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ask on a terminal; refuse without one (a script must say --yes).
+fn confirm(question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Refused("refusing to restore in place without --yes: standard input is not a terminal, so nobody can confirm".into()).into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Refused("restore cancelled; nothing was changed".into()).into())
+    }
+}
+
+fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let bar = TerminalProgress::for_stderr(quiet || args.json);
+    let (listing, single) = match &args.path {
+        Some(p) => {
+            let cwd = std::env::current_dir().context("cannot read the working directory")?;
+            let (_, listing, entry) = restore::resolve_backup(config, &cwd.join(p))?;
+            (listing, Some(entry))
+        }
+        None => (catalog_for(config).list()?, None),
+    };
+    let selection = match &single {
+        Some(e) => verify::Selection::One(e),
+        None if args.all => verify::Selection::All,
+        None => verify::Selection::Latest,
+    };
+    let chosen = verify::select(&listing, selection);
+    let cancel = Cancel::new();
+    let reports: Vec<_> = chosen
+        .iter()
+        .map(|e| {
+            let r = verify::verify_entry(e, &listing, progress_for(&bar), &cancel);
+            if !args.json {
+                output::print_verify_line(&r);
+            }
+            r
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    record_verdicts(config, &reports);
+    if reports.is_empty() {
+        eprintln!(
+            "no backups to verify in {}",
+            config.paths.backup_dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let failed = reports.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        eprintln!("{failed} of {} backups FAILED verification", reports.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Remember the verdicts so retention never keeps a known-bad backup as the good one.
+fn record_verdicts(config: &Config, reports: &[verify::VerifyReport]) {
+    let at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let results = reports.iter().map(|r| {
+        let verdict = Verdict {
+            ok: r.ok,
+            at: at.clone(),
+            failure: r.failure(),
+        };
+        (r.id.clone(), verdict)
+    });
+    if let Err(e) = catalog_for(config).record_verdicts(results) {
+        eprintln!("warning: could not record the verification results: {e}");
+    }
+}
+
+fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let report = rotate::rotate(config, &RetentionPolicy::from(&config.retention), dry_run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_rotation(&report);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitCode> {

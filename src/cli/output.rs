@@ -6,6 +6,9 @@ use serde::Serialize;
 use vertex_backup::Config;
 use vertex_backup::catalog::{BackupEntry, BackupMetadata, Stats};
 use vertex_backup::engine::backup::BackupReport;
+use vertex_backup::engine::restore::{RestorePlan, RestoreReport};
+use vertex_backup::engine::rotate::RotateReport;
+use vertex_backup::engine::verify::VerifyReport;
 use vertex_backup::units::{format_bytes, format_duration, plural};
 
 pub fn print_created(r: &BackupReport) {
@@ -233,4 +236,115 @@ pub fn print_config(c: &Config) {
     } else {
         println!("api:        disabled");
     }
+}
+
+pub fn print_restore_plan(plan: &RestorePlan, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+        return Ok(());
+    }
+    println!(
+        "restore plan for {} ({}):",
+        plan.backup.display(),
+        plan.kind
+    );
+    for (i, line) in plan.describe().iter().enumerate() {
+        println!("  {}. {line}", i + 1);
+    }
+    Ok(())
+}
+
+pub fn print_restored(r: &RestoreReport) {
+    if let Some(d) = &r.database {
+        println!("database restored into {}", d.target.display());
+        if let Some(s) = &d.safety_copy {
+            println!("  the previous database was saved as {}", s.display());
+        }
+    }
+    if let Some(s) = &r.storage {
+        println!(
+            "storage restored into {} ({} entries, {} files, {})",
+            s.target.display(),
+            s.entries,
+            s.files,
+            format_bytes(s.bytes)
+        );
+        if let Some(p) = &s.previous_tree {
+            println!("  the previous tree was kept as {}", p.display());
+        }
+    }
+    println!(
+        "restore completed in {}{}",
+        format_duration(std::time::Duration::from_millis(r.duration_ms)),
+        if r.verified {
+            " (verified)"
+        } else {
+            " (NOT verified)"
+        }
+    );
+}
+
+pub fn print_verify_line(r: &VerifyReport) {
+    if r.ok {
+        let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "OK    {:<9} {}  [{}] ({}, {})",
+            r.kind.as_str(),
+            r.name,
+            names.join(", "),
+            format_bytes(r.bytes_read),
+            format_duration(std::time::Duration::from_millis(r.duration_ms))
+        );
+    } else {
+        println!(
+            "FAIL  {:<9} {}  {}",
+            r.kind.as_str(),
+            r.name,
+            r.failure().unwrap_or_default()
+        );
+    }
+}
+
+pub fn print_rotation(r: &RotateReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    for d in &r.plan.keep {
+        println!(
+            "keep    {:<9} {}  ({})",
+            d.kind.as_str(),
+            d.id,
+            d.reasons.join(", ")
+        );
+    }
+    for d in &r.plan.delete {
+        println!(
+            "{}  {:<9} {}",
+            if r.dry_run { "would delete" } else { "delete" },
+            d.kind.as_str(),
+            d.id
+        );
+    }
+    for d in &r.plan.ignored {
+        println!(
+            "skip    {:<9} {}  (incomplete or failed verification: not counted, not deleted; inspect it)",
+            d.kind.as_str(),
+            d.id
+        );
+    }
+    if !r.cleaned.is_empty() {
+        println!(
+            "removed {} leftover file(s) of interrupted runs",
+            r.cleaned.len()
+        );
+    }
+    println!(
+        "rotation: {verb} {} backup(s), {} freed, {} kept{}",
+        r.plan.delete.len(),
+        format_bytes(r.freed_bytes),
+        r.plan.keep.len(),
+        if r.dry_run {
+            " (dry run: nothing was deleted)"
+        } else {
+            ""
+        }
+    );
 }

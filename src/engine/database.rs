@@ -46,36 +46,7 @@ pub fn copy_database(
     busy_timeout: Duration,
 ) -> Result<()> {
     let mut target = Connection::open(dest).map_err(|e| Error::sqlite("create", dest, e))?;
-    {
-        let backup = Backup::new(source, &mut target)
-            .map_err(|e| Error::sqlite("start a backup of", source_path, e))?;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(10);
-        loop {
-            match backup
-                .step(-1)
-                .map_err(|e| Error::sqlite("copy", source_path, e))?
-            {
-                StepResult::Done => break,
-                StepResult::More => continue,
-                StepResult::Busy | StepResult::Locked if started.elapsed() < busy_timeout => {
-                    // Another connection holds an exclusive lock; back off, capped.
-                    thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                _ => {
-                    return Err(Error::sqlite(
-                        "copy",
-                        source_path,
-                        rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                            Some(format!("still locked after {} s", busy_timeout.as_secs())),
-                        ),
-                    ));
-                }
-            }
-        }
-    }
+    backup_into(source, source_path, &mut target, busy_timeout)?;
     // The copy carries the source's WAL flag; make it a self-contained rollback-journal
     // file so it is one file to move, hash and open read-only.
     target
@@ -85,6 +56,45 @@ pub fn copy_database(
         .close()
         .map_err(|(_, e)| Error::sqlite("close", dest, e))?;
     Ok(())
+}
+
+/// Copy every page of `source` into `target` in one step (SQLite's online backup API),
+/// retrying while either side is locked, up to `busy_timeout`. Into a live WAL database
+/// this is one write transaction: other connections see the old or the new content.
+pub fn backup_into(
+    source: &Connection,
+    source_path: &Path,
+    target: &mut Connection,
+    busy_timeout: Duration,
+) -> Result<()> {
+    let backup = Backup::new(source, target)
+        .map_err(|e| Error::sqlite("start a backup of", source_path, e))?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match backup
+            .step(-1)
+            .map_err(|e| Error::sqlite("copy", source_path, e))?
+        {
+            StepResult::Done => return Ok(()),
+            StepResult::More => continue,
+            StepResult::Busy | StepResult::Locked if started.elapsed() < busy_timeout => {
+                // Another connection holds an exclusive lock; back off, capped.
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            _ => {
+                return Err(Error::sqlite(
+                    "copy",
+                    source_path,
+                    rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        Some(format!("still locked after {} s", busy_timeout.as_secs())),
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Run the configured integrity check on a database file. Returns what SQLite said

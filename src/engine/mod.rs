@@ -3,11 +3,16 @@
 //! through `spawn_blocking`. Progress and cancellation come in through small traits so
 //! the same code serves a terminal, the daemon and the tests.
 
+pub mod archive;
 pub mod backup;
 pub mod compression;
 pub mod database;
+pub mod extract;
 pub mod hashing;
+pub mod restore;
+pub mod rotate;
 pub mod storage;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

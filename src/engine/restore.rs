@@ -1,0 +1,563 @@
+//! Restore, as a plan and then its application (SPEC §5). [`plan_restore`] works out what
+//! goes where and changes nothing — so `--dry-run` and the confirmation prompt show the
+//! exact plan; [`apply`] carries it out under the backup-directory lock:
+//!
+//! 1. verify every part first (checksum, then SQLite integrity) unless `--no-verify`;
+//! 2. extract the storage archive into a sibling temporary directory, in one pass that
+//!    also checks the checksum and the safety of every entry — nothing live changes yet;
+//! 3. database: a pre-restore safety copy goes into the catalog, then the backup is
+//!    copied into the live file through SQLite (WAL and open connections handled), then
+//!    checked;
+//! 4. storage: the live tree is renamed to `NAME.pre-restore-TIMESTAMP` and the restored
+//!    tree renamed into its place — the only moment the live path changes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{Local, SecondsFormat};
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::archive;
+use super::backup::{BackupJob, catalog_for, create_backup_locked};
+use super::compression::compression_of;
+use super::database::{backup_into, run_check};
+use super::extract::{Extractor, fresh_dir};
+use super::verify::{full_parts, verify_database_file};
+use super::{Cancel, Progress};
+use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Listing, Outcome, sync_dir};
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::kind::BackupKind;
+use crate::units::format_bytes;
+
+/// Where a restore puts things.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub backup: PathBuf,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    pub verify: bool,
+    /// True when the live database/storage are replaced.
+    pub in_place: bool,
+    pub database: Option<DatabaseStep>,
+    pub storage: Option<StorageStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseStep {
+    pub source: PathBuf,
+    #[serde(skip)]
+    pub checksum: String,
+    pub target: PathBuf,
+    /// A pre-restore backup of the current database is taken first.
+    pub safety_copy: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageStep {
+    pub source: PathBuf,
+    #[serde(skip)]
+    pub checksum: String,
+    pub uncompressed_size: u64,
+    pub target: PathBuf,
+    /// Where the current tree is moved (in-place restores).
+    pub previous_tree: Option<PathBuf>,
+}
+
+impl RestorePlan {
+    /// The plan in words, one line a step.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.verify {
+            lines.push(
+                "verify the checksum and contents of every part before touching anything"
+                    .to_string(),
+            );
+        } else {
+            lines.push("NO VERIFICATION (--no-verify): the backup is trusted as it is".to_string());
+        }
+        if let Some(s) = &self.storage {
+            lines.push(format!(
+                "extract {} ({} of files) into a temporary directory beside {}",
+                s.source.display(),
+                format_bytes(s.uncompressed_size),
+                s.target.display()
+            ));
+        }
+        if let Some(d) = &self.database {
+            if d.safety_copy {
+                lines.push(format!(
+                    "back up the current database {} (pre-restore safety copy)",
+                    d.target.display()
+                ));
+            }
+            lines.push(format!(
+                "restore {} into {} through SQLite",
+                d.source.display(),
+                d.target.display()
+            ));
+        }
+        if let Some(s) = &self.storage {
+            match &s.previous_tree {
+                Some(prev) => lines.push(format!(
+                    "move the current {} to {} and put the restored tree in its place",
+                    s.target.display(),
+                    prev.display()
+                )),
+                None => lines.push(format!("put the restored tree at {}", s.target.display())),
+            }
+        }
+        lines
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup: PathBuf,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    pub verified: bool,
+    pub database: Option<RestoredDatabase>,
+    pub storage: Option<RestoredStorage>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredDatabase {
+    pub target: PathBuf,
+    pub safety_copy: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredStorage {
+    pub target: PathBuf,
+    pub previous_tree: Option<PathBuf>,
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Find the backup `path` names (its data file or metadata). Inside the configured
+/// backup directory it is looked up there; a path elsewhere must sit in the same layout
+/// (`…/database/db_backup_X.db` beside its `.json`), e.g. backups copied from another host.
+pub fn resolve_backup(config: &Config, path: &Path) -> Result<(Catalog, Listing, BackupEntry)> {
+    let not_backup = |reason: &str| Error::NotABackup {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let canon = fs::canonicalize(path).map_err(|_| not_backup("it does not exist"))?;
+    let configured = fs::canonicalize(&config.paths.backup_dir).ok();
+    let root = match configured {
+        Some(root) if canon.starts_with(&root) => root,
+        _ => canon
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| not_backup("it is not inside a backup directory"))?,
+    };
+    let catalog = Catalog::new(root, config.backup.file_mode.0, config.backup.dir_mode.0);
+    let listing = catalog.list()?;
+    let entry = listing
+        .find_path(&canon)
+        .cloned()
+        .ok_or_else(|| not_backup("no backup metadata (.json) describes it"))?;
+    Ok((catalog, listing, entry))
+}
+
+/// Work out the restore of the backup at `path`; changes nothing.
+pub fn plan_restore(
+    config: &Config,
+    path: &Path,
+    target: Option<&Path>,
+    verify: bool,
+) -> Result<RestorePlan> {
+    let (_catalog, listing, entry) = resolve_backup(config, path)?;
+    if let Some(problem) = &entry.problem {
+        return Err(Error::verify(&entry.meta_path, "complete", problem.clone()));
+    }
+    let (db_part, storage_part): (Option<&BackupEntry>, Option<&BackupEntry>) = match entry.kind {
+        BackupKind::Database => (Some(&entry), None),
+        BackupKind::Storage => (None, Some(&entry)),
+        BackupKind::Full => {
+            let parts = full_parts(&entry, &listing)?;
+            (
+                parts
+                    .iter()
+                    .copied()
+                    .find(|p| p.kind == BackupKind::Database),
+                parts
+                    .iter()
+                    .copied()
+                    .find(|p| p.kind == BackupKind::Storage),
+            )
+        }
+    };
+    let live_db = &config.paths.database;
+    let live_storage = &config.paths.storage;
+    let db_name = live_db
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("app_data.db"));
+    let storage_name = live_storage
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("storage"));
+    let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
+
+    let (db_target, storage_target) = match target {
+        None => (live_db.clone(), live_storage.clone()),
+        Some(t) => match entry.kind {
+            BackupKind::Database if t.is_dir() => (t.join(&db_name), PathBuf::new()),
+            BackupKind::Database => (t.to_path_buf(), PathBuf::new()),
+            BackupKind::Storage => (PathBuf::new(), t.to_path_buf()),
+            BackupKind::Full => (t.join(&db_name), t.join(&storage_name)),
+        },
+    };
+    let in_place = target.is_none();
+    let refuse = |p: &Path, why: &str| {
+        Error::Refused(format!("{} {why}; choose a new --target", p.display()))
+    };
+    if !in_place {
+        if db_part.is_some() && db_target.exists() {
+            return Err(refuse(&db_target, "already exists"));
+        }
+        if storage_part.is_some()
+            && storage_target.exists()
+            && fs::read_dir(&storage_target)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(refuse(
+                &storage_target,
+                "exists and is not an empty directory",
+            ));
+        }
+    }
+    let previous_tree = (in_place && live_storage.exists()).then(|| {
+        let base = format!("{}.pre-restore-{stamp}", storage_name.display());
+        let mut candidate = live_storage.with_file_name(&base);
+        let mut n = 2;
+        while candidate.exists() {
+            candidate = live_storage.with_file_name(format!("{base}_{n}"));
+            n += 1;
+        }
+        candidate
+    });
+    Ok(RestorePlan {
+        backup: entry.data_path.clone(),
+        kind: entry.kind,
+        verify,
+        in_place,
+        database: db_part.map(|p| DatabaseStep {
+            source: p.data_path.clone(),
+            checksum: p.metadata.checksum.clone(),
+            target: db_target.clone(),
+            safety_copy: in_place && db_target.exists(),
+        }),
+        storage: storage_part.map(|p| StorageStep {
+            source: p.data_path.clone(),
+            checksum: p.metadata.checksum.clone(),
+            uncompressed_size: p.metadata.uncompressed_size,
+            target: storage_target.clone(),
+            previous_tree: previous_tree.clone(),
+        }),
+    })
+}
+
+/// Carry out a plan. Takes the backup-directory lock for its whole length.
+pub fn apply(
+    plan: &RestorePlan,
+    config: &Config,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<RestoreReport> {
+    let catalog = catalog_for(config);
+    let name = plan
+        .backup
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock = catalog.lock(&format!("restore {name}"))?;
+    let started = Instant::now();
+    let result = apply_locked(plan, config, &catalog, &lock, progress, cancel, started);
+    let log = catalog.log();
+    let mut state = catalog.load_state();
+    let now = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+    match &result {
+        Ok(_) => {
+            log.info(&format!(
+                "restore {}: Restore completed successfully",
+                plan.backup.display()
+            ));
+            state.record_success(
+                "restore",
+                Outcome {
+                    at: now,
+                    backup: Some(name),
+                    step: None,
+                    error: None,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                },
+            );
+        }
+        Err(e) => {
+            let chain = crate::error_chain(e);
+            log.error(&format!(
+                "restore {}: failed: {chain}",
+                plan.backup.display()
+            ));
+            state.record_failure(
+                "restore",
+                Outcome {
+                    at: now,
+                    backup: Some(name),
+                    step: None,
+                    error: Some(chain),
+                    duration_ms: 0,
+                },
+            );
+        }
+    }
+    let _ = catalog.save_state(&state);
+    result
+}
+
+fn apply_locked(
+    plan: &RestorePlan,
+    config: &Config,
+    catalog: &Catalog,
+    lock: &BackupDirLock,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+    started: Instant,
+) -> Result<RestoreReport> {
+    // 1. Database part: verified before anything is written anywhere.
+    if let (Some(d), true) = (&plan.database, plan.verify) {
+        progress.begin("verify database", None, None);
+        verify_database_file(&d.source, Some(&d.checksum))?;
+        progress.end();
+    }
+    // 2. Storage part: extracted beside its target; checksum and safety checked on the way.
+    let mut staged: Option<StagedTree> = None;
+    if let Some(s) = &plan.storage {
+        staged = Some(stage_storage(s, plan.verify, progress, cancel)?);
+    }
+    // From here on, a failure must not leave the staged tree behind.
+    let result = (|| {
+        let mut report = RestoreReport {
+            backup: plan.backup.clone(),
+            kind: plan.kind,
+            verified: plan.verify,
+            database: None,
+            storage: None,
+            duration_ms: 0,
+        };
+        if let Some(d) = &plan.database {
+            cancel.check()?;
+            let safety_copy = if d.safety_copy {
+                let job = BackupJob {
+                    config,
+                    kind: BackupKind::Database,
+                    reason: Some("pre-restore".into()),
+                    progress,
+                    cancel: cancel.clone(),
+                };
+                let r = create_backup_locked(&job, catalog, lock).map_err(|f| f.error)?;
+                Some(r.path)
+            } else {
+                None
+            };
+            restore_database(&d.source, &d.target, config)?;
+            report.database = Some(RestoredDatabase {
+                target: d.target.clone(),
+                safety_copy,
+            });
+        }
+        if let (Some(s), Some(tree)) = (&plan.storage, staged.take()) {
+            let (entries, files, bytes) = (
+                tree.stats.entries,
+                tree.stats.files,
+                tree.stats.content_bytes,
+            );
+            tree.swap_into(&s.target, s.previous_tree.as_deref())?;
+            report.storage = Some(RestoredStorage {
+                target: s.target.clone(),
+                previous_tree: s.previous_tree.clone(),
+                entries,
+                files,
+                bytes,
+            });
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    })();
+    if let Some(tree) = staged {
+        tree.discard();
+    }
+    result
+}
+
+/// A restored tree waiting in a temporary directory beside its target.
+struct StagedTree {
+    temp: PathBuf,
+    tree: PathBuf,
+    stats: archive::ArchiveStats,
+}
+
+impl StagedTree {
+    fn discard(self) {
+        let _ = fs::remove_dir_all(&self.temp);
+    }
+
+    /// Rename the live tree aside (if any) and the staged tree into place.
+    fn swap_into(self, target: &Path, previous: Option<&Path>) -> Result<()> {
+        if let Some(prev) = previous {
+            if target.exists() {
+                fs::rename(target, prev).ctx("move the current tree aside to", prev)?;
+            }
+        } else if target.is_dir() {
+            // An empty directory given as --target (checked by the plan).
+            fs::remove_dir(target).ctx("replace the empty directory", target)?;
+        }
+        if let Err(e) = fs::rename(&self.tree, target) {
+            if let Some(prev) = previous {
+                let _ = fs::rename(prev, target);
+            }
+            let _ = fs::remove_dir_all(&self.temp);
+            return Err(Error::io("move the restored tree to", target, e));
+        }
+        let _ = fs::remove_dir_all(&self.temp);
+        if let Some(parent) = target.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Temporary directories of interrupted restores: `.NAME.restore-*` beside the target.
+fn staging_prefix(target: &Path) -> String {
+    format!(
+        ".{}.restore-",
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )
+}
+
+fn stage_storage(
+    s: &StorageStep,
+    verify: bool,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<StagedTree> {
+    let parent = s
+        .target
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    fs::create_dir_all(&parent).ctx("create", &parent)?;
+    // We hold the lock: any staging directory here is left over from a crashed restore.
+    let prefix = staging_prefix(&s.target);
+    if let Ok(rd) = fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let available = crate::sys::available_space(&parent).ctx("measure free space on", &parent)?;
+    if available < s.uncompressed_size {
+        return Err(Error::NoSpace {
+            dir: parent,
+            needed: s.uncompressed_size,
+            reserve: 0,
+            available,
+        });
+    }
+    let temp = parent.join(format!("{prefix}{}", std::process::id()));
+    fresh_dir(&temp)?;
+    let name = s
+        .source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compression = compression_of(&name).ok_or_else(|| Error::NotABackup {
+        path: s.source.clone(),
+        reason: "its name does not end in .tar.zst, .tar.gz or .tar".into(),
+    })?;
+    let mut extractor = Extractor::new(&temp, &s.source);
+    let expected = verify.then_some(s.checksum.as_str());
+    let stats = match archive::read_archive(
+        &s.source,
+        compression,
+        expected,
+        progress,
+        cancel,
+        &mut extractor,
+    )
+    .and_then(|stats| extractor.finish().map(|()| stats))
+    {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&temp);
+            return Err(e);
+        }
+    };
+    // Our archives hold one top-level directory (the storage directory's name); take
+    // its contents. An archive without one is taken as the tree itself.
+    let top: Vec<PathBuf> = fs::read_dir(&temp)
+        .ctx("read", &temp)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let tree = match top.as_slice() {
+        [only] if only.is_dir() && !only.is_symlink() => only.clone(),
+        _ => temp.clone(),
+    };
+    if tree == temp {
+        // Rename needs the tree somewhere other than the directory we delete afterwards.
+        let inner = temp.join(".tree");
+        fresh_dir(&inner)?;
+        for p in top {
+            let dest = inner.join(p.file_name().unwrap_or_default());
+            fs::rename(&p, &dest).ctx("stage", &dest)?;
+        }
+        return Ok(StagedTree {
+            temp,
+            tree: inner,
+            stats,
+        });
+    }
+    Ok(StagedTree { temp, tree, stats })
+}
+
+/// Copy a verified database backup into `target` through SQLite: into a live WAL
+/// database this is one transaction that other connections observe atomically.
+fn restore_database(source: &Path, target: &Path, config: &Config) -> Result<()> {
+    let busy = config.backup.busy_timeout.0;
+    let src = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite("open", source, e))?;
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).ctx("create", parent)?;
+    }
+    let mut dst = Connection::open(target).map_err(|e| Error::sqlite("open", target, e))?;
+    dst.busy_timeout(busy)
+        .map_err(|e| Error::sqlite("configure", target, e))?;
+    backup_into(&src, source, &mut dst, busy)?;
+    run_check(&dst, "quick_check").map_err(|detail| {
+        Error::verify(
+            target,
+            "SQLite quick_check after restore",
+            format!("{detail}; the pre-restore safety copy is in the catalog"),
+        )
+    })?;
+    dst.close()
+        .map_err(|(_, e)| Error::sqlite("close", target, e))?;
+    Ok(())
+}

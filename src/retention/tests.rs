@@ -1,0 +1,245 @@
+use super::*;
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+fn utc() -> Timezone {
+    Timezone::Named(chrono_tz::UTC)
+}
+
+fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<FixedOffset> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0)
+        .unwrap()
+        .fixed_offset()
+}
+
+fn db(id: &str, created: DateTime<FixedOffset>) -> Candidate {
+    Candidate {
+        id: id.into(),
+        kind: BackupKind::Database,
+        created,
+        complete: true,
+        part_of: None,
+    }
+}
+
+fn policy(keep_last: u32) -> RetentionPolicy {
+    RetentionPolicy {
+        keep_last,
+        keep_daily: None,
+        keep_weekly: None,
+        keep_monthly: None,
+        keep_within: None,
+    }
+}
+
+fn ids(d: &[Decision]) -> Vec<&str> {
+    let mut v: Vec<&str> = d.iter().map(|d| d.id.as_str()).collect();
+    v.sort();
+    v
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+#[test]
+fn keep_last_keeps_the_newest_n() {
+    let b: Vec<_> = (1..=10)
+        .map(|d| db(&format!("b{d:02}"), at(2026, 11, d, 2)))
+        .collect();
+    let plan = apply(&b, &policy(3), now(), utc());
+    assert_eq!(ids(&plan.keep), ["b08", "b09", "b10"]);
+    assert_eq!(plan.delete.len(), 7);
+}
+
+#[test]
+fn incomplete_backups_neither_count_nor_go() {
+    let mut b = vec![
+        db("good_old", at(2026, 11, 1, 2)),
+        db("good_new", at(2026, 11, 2, 2)),
+    ];
+    for (i, d) in (3..=9).enumerate() {
+        let mut c = db(&format!("broken{i}"), at(2026, 11, d, 2));
+        c.complete = false;
+        b.push(c);
+    }
+    let plan = apply(&b, &policy(2), now(), utc());
+    assert_eq!(
+        ids(&plan.keep),
+        ["good_new", "good_old"],
+        "failed backups must not push good ones out"
+    );
+    assert!(plan.delete.is_empty());
+    assert_eq!(plan.ignored.len(), 7);
+}
+
+#[test]
+fn parts_of_full_backups_are_not_rotated_on_their_own() {
+    let mut b: Vec<_> = (1..=5)
+        .map(|d| db(&format!("db{d}"), at(2026, 11, d, 2)))
+        .collect();
+    let mut part = db("db_part", at(2026, 10, 1, 2));
+    part.part_of = Some("full_backup_x".into());
+    b.push(part);
+    let plan = apply(&b, &policy(2), now(), utc());
+    assert!(
+        !plan
+            .delete
+            .iter()
+            .chain(plan.keep.iter())
+            .any(|d| d.id == "db_part")
+    );
+}
+
+#[test]
+fn daily_buckets_keep_the_newest_of_each_day() {
+    // Four backups a day for five days.
+    let mut b = Vec::new();
+    for d in 20..25 {
+        for h in [0, 6, 12, 18] {
+            b.push(db(&format!("d{d}h{h:02}"), at(2026, 11, d, h)));
+        }
+    }
+    let p = RetentionPolicy {
+        keep_daily: Some(3),
+        ..policy(1)
+    };
+    let plan = apply(&b, &p, now(), utc());
+    assert_eq!(ids(&plan.keep), ["d22h18", "d23h18", "d24h18"]);
+}
+
+#[test]
+fn weekly_and_monthly_buckets() {
+    let b: Vec<_> = (0..90)
+        .map(|i| {
+            let t = at(2026, 9, 1, 2) + chrono::Duration::days(i);
+            db(&t.format("%m%d").to_string(), t)
+        })
+        .collect();
+    let p = RetentionPolicy {
+        keep_weekly: Some(2),
+        keep_monthly: Some(3),
+        ..policy(1)
+    };
+    let plan = apply(&b, &p, now(), utc());
+    // Newest is 11-29 (a Sunday): weekly keeps 11-29 and 11-22; monthly keeps the last
+    // day of Nov, Oct, Sep.
+    assert_eq!(ids(&plan.keep), ["0930", "1031", "1122", "1129"]);
+}
+
+#[test]
+fn daily_buckets_follow_the_configured_zone() {
+    // 22:30 UTC on the 26th is already the 27th in Moscow (+03:00).
+    let b = vec![
+        db("late", at(2026, 11, 26, 22)),
+        db("evening", at(2026, 11, 26, 18)),
+    ];
+    let p = RetentionPolicy {
+        keep_daily: Some(2),
+        ..policy(1)
+    };
+    let moscow = apply(&b, &p, now(), Timezone::Named(chrono_tz::Europe::Moscow));
+    assert_eq!(ids(&moscow.keep), ["evening", "late"]);
+    let utc_plan = apply(&b, &p, now(), utc());
+    assert_eq!(ids(&utc_plan.keep), ["late"]);
+}
+
+#[test]
+fn keep_within_keeps_recent_backups() {
+    let b: Vec<_> = (20..=27)
+        .map(|d| db(&format!("d{d}"), at(2026, 11, d, 2)))
+        .collect();
+    let p = RetentionPolicy {
+        keep_within: Some(Duration::from_secs(3 * 86400)),
+        ..policy(1)
+    };
+    let plan = apply(&b, &p, now(), utc());
+    assert_eq!(ids(&plan.keep), ["d25", "d26", "d27"]);
+}
+
+#[test]
+fn types_are_rotated_separately() {
+    let mut b: Vec<_> = (1..=3)
+        .map(|d| db(&format!("db{d}"), at(2026, 11, d, 2)))
+        .collect();
+    b.push(Candidate {
+        kind: BackupKind::Storage,
+        ..db("st1", at(2026, 1, 1, 2))
+    });
+    let plan = apply(&b, &policy(1), now(), utc());
+    assert_eq!(ids(&plan.keep), ["db3", "st1"]);
+}
+
+fn arb_candidate() -> impl Strategy<Value = Candidate> {
+    (
+        0..3usize,
+        0i64..(400 * 24),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.15),
+        0u32..1000,
+    )
+        .prop_map(|(k, hours, complete, part, n)| Candidate {
+            id: format!("b{n:04}_{hours}"),
+            kind: BackupKind::ALL[k],
+            created: (now() - chrono::Duration::hours(hours)).fixed_offset(),
+            complete,
+            part_of: part.then(|| "full_backup_x".to_string()),
+        })
+}
+
+fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
+    (
+        1u32..10,
+        prop::option::of(1u32..10),
+        prop::option::of(1u32..6),
+        prop::option::of(1u32..6),
+        prop::option::of(0u64..(30 * 86400)),
+    )
+        .prop_map(|(l, d, w, m, within)| RetentionPolicy {
+            keep_last: l,
+            keep_daily: d,
+            keep_weekly: w,
+            keep_monthly: m,
+            keep_within: within.map(Duration::from_secs),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn invariants_hold_for_any_history(history in prop::collection::vec(arb_candidate(), 0..60), p in arb_policy()) {
+        let mut seen = BTreeSet::new();
+        let history: Vec<Candidate> = history.into_iter().filter(|c| seen.insert(c.id.clone())).collect();
+        let plan = apply(&history, &p, now(), utc());
+        for kind in BackupKind::ALL {
+            let complete: Vec<&Candidate> = history.iter()
+                .filter(|c| c.kind == kind && c.complete && c.part_of.is_none())
+                .collect();
+            // The newest complete backup of each type is kept.
+            if let Some(newest) = complete.iter().max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))) {
+                prop_assert!(plan.keep.iter().any(|d| d.id == newest.id), "newest {} deleted", newest.id);
+            }
+            // At least min(keep_last, candidates) are kept.
+            let kept = plan.keep.iter().filter(|d| d.kind == kind).count();
+            prop_assert!(kept >= complete.len().min(p.keep_last as usize));
+        }
+        // Only complete, stand-alone backups are ever deleted; keep and delete are disjoint.
+        for d in &plan.delete {
+            let c = history.iter().find(|c| c.id == d.id).unwrap();
+            prop_assert!(c.complete && c.part_of.is_none());
+            prop_assert!(!plan.keep.iter().any(|k| k.id == d.id));
+        }
+        // Every complete stand-alone backup is decided exactly once.
+        let decided = plan.keep.len() + plan.delete.len();
+        let candidates = history.iter().filter(|c| c.complete && c.part_of.is_none()).count();
+        prop_assert_eq!(decided, candidates);
+        // Applying the plan again to what is kept deletes nothing more with keep_last alone
+        // (the plan is stable): a kept backup stays kept.
+        let survivors: Vec<Candidate> = history.iter()
+            .filter(|c| !plan.delete.iter().any(|d| d.id == c.id))
+            .cloned().collect();
+        let again = apply(&survivors, &p, now(), utc());
+        prop_assert!(again.delete.is_empty(), "second pass deleted {:?}", again.delete);
+    }
+}
