@@ -7,8 +7,10 @@
 
 pub mod catalog;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod kind;
 pub mod retention;
 pub mod schedule;

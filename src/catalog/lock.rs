@@ -21,7 +21,12 @@ pub struct BackupDirLock {
 impl BackupDirLock {
     /// Take the lock or fail at once, naming the holder (pid, operation, start time).
     pub fn acquire(dir: &Path, operation: &str) -> Result<BackupDirLock> {
-        let path = dir.join(LOCK_FILE);
+        Self::acquire_file(dir, LOCK_FILE, operation)
+    }
+
+    /// The same protocol on another lock file in `dir` (the daemon's own lock).
+    pub fn acquire_file(dir: &Path, file_name: &str, operation: &str) -> Result<BackupDirLock> {
+        let path = dir.join(file_name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

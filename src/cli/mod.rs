@@ -2,6 +2,7 @@
 //! subcommand into engine calls and printed output. Raw flags become a [`Config`] once,
 //! in [`load_config`]; nothing below looks at flags again.
 
+mod daemon;
 mod output;
 mod progress;
 
@@ -102,6 +103,13 @@ enum Command {
     },
     /// Validate the config and print the resolved schedule with the next run times
     CheckConfig(CheckConfigArgs),
+    /// Run as a service: scheduled backups, rotation and restore drills, reload on SIGHUP or edit
+    Daemon,
+    /// Last success and failure per type, staleness, next runs
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -149,9 +157,17 @@ struct CheckConfigArgs {
 /// Parse flags, load the config, run the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let config = load_config(&cli)?;
+    let args = ConfigArgs {
+        config: cli.config.clone(),
+        backup_dir: cli.backup_dir.clone(),
+        max_backups: cli.max_backups,
+    };
+    daemon::init_tracing(matches!(cli.command, Command::Daemon));
+    let config = load_config(&args)?;
     let quiet = cli.quiet;
     match cli.command {
+        Command::Daemon => daemon::cmd_daemon(config, args),
+        Command::Status { json } => daemon::cmd_status(&config, json),
         Command::Create { kind, json } => {
             cmd_create(&config, kind.into(), json, quiet, cli.max_backups)
         }
@@ -177,8 +193,16 @@ pub fn classify(err: &anyhow::Error) -> (bool, Option<String>) {
     (false, None)
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+/// The flags that shape the config, kept so the daemon can reload with the same ones.
+#[derive(Debug, Clone)]
+pub struct ConfigArgs {
+    config: Option<PathBuf>,
+    backup_dir: Option<PathBuf>,
+    max_backups: Option<u32>,
+}
+
+pub fn load_config(cli: &ConfigArgs) -> vertex_backup::Result<Config> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", "the working directory", e))?;
     let source = match &cli.config {
         Some(p) => ConfigSource::Explicit(p.clone()),
         None => ConfigSource::Discover,

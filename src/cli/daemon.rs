@@ -1,0 +1,226 @@
+//! `daemon` and `status`: the service wired to signals and logs, and a look at its state.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+use vertex_backup::daemon::{self, Control, JobRuns, Timetable};
+use vertex_backup::engine::backup::catalog_for;
+use vertex_backup::events::JobName;
+use vertex_backup::units::format_duration;
+use vertex_backup::{BackupKind, Config};
+
+use super::{ConfigArgs, load_config};
+
+/// Logs to stderr: journald-friendly (no colours off a terminal, no timestamps under
+/// systemd, which adds its own). `RUST_LOG` overrides the level.
+pub fn init_tracing(daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vertex-backup")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let control = Control::default();
+        let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|e| {
+            vertex_backup::Error::io("install signal handlers for", "SIGHUP/SIGTERM/SIGINT", e)
+        })?;
+        let signals_handle = signals.handle();
+        let c = control.clone();
+        let listener = tokio::spawn(async move {
+            let mut signals = signals;
+            while let Some(sig) = signals.next().await {
+                match sig {
+                    SIGHUP => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        c.reload.notify_one();
+                    }
+                    _ => {
+                        tracing::info!("signal {sig}: stopping");
+                        c.shutdown.cancel();
+                    }
+                }
+            }
+        });
+        let loader: daemon::ConfigLoader = Arc::new(move || load_config(&args));
+        let result = daemon::run(config, loader, control, Vec::new()).await;
+        signals_handle.close();
+        listener.abort();
+        result
+    })?;
+    // The blocking pool may still hold a cancelled job's thread; do not wait on it forever.
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct KindStatus {
+    #[serde(rename = "type")]
+    kind: BackupKind,
+    newest: Option<String>,
+    newest_created_at: Option<String>,
+    age_seconds: Option<u64>,
+    max_age_seconds: Option<u64>,
+    stale: bool,
+    last_success: Option<String>,
+    last_failure: Option<String>,
+    last_failure_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JobStatus {
+    job: JobName,
+    schedule: String,
+    next_run: Option<String>,
+    last_run: Option<String>,
+    last_ok: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Status {
+    backup_dir: String,
+    timezone: String,
+    types: Vec<KindStatus>,
+    jobs: Vec<JobStatus>,
+}
+
+pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = catalog_for(config);
+    let listing = catalog.list()?;
+    let state = catalog.load_state();
+    let history = JobRuns::load(&config.paths.backup_dir);
+    let now = Utc::now();
+    let types: Vec<KindStatus> = BackupKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let newest = listing.of_kind(kind).find(|b| b.is_complete());
+            let age = newest
+                .and_then(|b| b.created)
+                .and_then(|c| (now - c.with_timezone(&Utc)).to_std().ok());
+            let limit = daemon::max_age(config, kind, now);
+            let record = state.get(kind.as_str());
+            KindStatus {
+                kind,
+                newest: newest.map(|b| {
+                    b.data_path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                }),
+                newest_created_at: newest.map(|b| b.metadata.created_at.clone()),
+                age_seconds: age.map(|a| a.as_secs()),
+                max_age_seconds: limit.map(|l| l.as_secs()),
+                stale: match (age, limit) {
+                    (Some(a), Some(l)) => a > l,
+                    (None, Some(_)) => true,
+                    _ => false,
+                },
+                last_success: record.and_then(|r| r.last_success.as_ref().map(|o| o.at.clone())),
+                last_failure: record.and_then(|r| r.last_failure.as_ref().map(|o| o.at.clone())),
+                last_failure_error: record
+                    .and_then(|r| r.last_failure.as_ref().and_then(|o| o.error.clone())),
+            }
+        })
+        .collect();
+    let timetable = Timetable::new(config, now);
+    let jobs: Vec<JobStatus> = JobName::ALL
+        .into_iter()
+        .map(|job| {
+            let run = history.jobs.get(job.as_str());
+            JobStatus {
+                job,
+                schedule: daemon::job_schedule(config, job).expression().to_string(),
+                next_run: timetable.next_of(job).map(|t| local(t, config)),
+                last_run: run.and_then(|r| r.finished).map(|t| local(t, config)),
+                last_ok: run.and_then(|r| r.ok),
+            }
+        })
+        .collect();
+    let status = Status {
+        backup_dir: config.paths.backup_dir.display().to_string(),
+        timezone: config.schedule.timezone.to_string(),
+        types,
+        jobs,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("backup directory: {}", status.backup_dir);
+        for t in &status.types {
+            let age = t
+                .age_seconds
+                .map(|s| format_duration(std::time::Duration::from_secs(s)))
+                .unwrap_or_else(|| "never".into());
+            let limit = t
+                .max_age_seconds
+                .map(|s| format_duration(std::time::Duration::from_secs(s)))
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "{:<9} newest: {} (age {age}, max_age {limit}){}",
+                t.kind.as_str(),
+                t.newest.as_deref().unwrap_or("-"),
+                if t.stale { "  STALE" } else { "" }
+            );
+            if let Some(f) = &t.last_failure {
+                println!(
+                    "          last failure: {f}: {}",
+                    t.last_failure_error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        println!("\njobs (time zone {}):", status.timezone);
+        for j in &status.jobs {
+            println!(
+                "  {:<9} {:<16} next: {}   last run: {}{}",
+                j.job.as_str(),
+                j.schedule,
+                j.next_run.as_deref().unwrap_or("-"),
+                j.last_run.as_deref().unwrap_or("-"),
+                match j.last_ok {
+                    Some(true) => " (ok)",
+                    Some(false) => " (FAILED)",
+                    None => "",
+                }
+            );
+        }
+    }
+    let any_stale = status.types.iter().any(|t| t.stale);
+    Ok(if any_stale {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn local(t: chrono::DateTime<Utc>, config: &Config) -> String {
+    match config.schedule.timezone {
+        vertex_backup::config::Timezone::Local => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        vertex_backup::config::Timezone::Named(z) => t
+            .with_timezone(&z)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+    }
+}

@@ -1,0 +1,164 @@
+//! Running one job with the engine (blocking; called on the blocking pool) and turning its
+//! result into events. The same code serves scheduled, catch-up and manual runs.
+
+use std::time::Duration;
+
+use chrono::{Local, SecondsFormat, Utc};
+
+use super::timetable::job_schedule;
+use crate::catalog::Verdict;
+use crate::config::Config;
+use crate::engine::backup::{BackupFailure, BackupJob, BackupReport, catalog_for, create_backup};
+use crate::engine::rotate::{RotateReport, rotate};
+use crate::engine::verify::{Selection, VerifyReport, select, verify_entry};
+use crate::engine::{Cancel, Silent};
+use crate::error::Error;
+use crate::events::{BackupFacts, Event, EventSender, JobName};
+use crate::retention::RetentionPolicy;
+use crate::schedule::next_runs;
+
+pub enum JobOutcome {
+    Backup(Result<BackupReport, BackupFailure>),
+    Rotate(Result<RotateReport, Error>),
+    Verify(Result<Vec<VerifyReport>, Error>),
+    /// The job panicked (a bug); the daemon carries on.
+    Crashed(String),
+}
+
+impl JobOutcome {
+    pub fn ok(&self) -> bool {
+        match self {
+            JobOutcome::Backup(r) => r.is_ok(),
+            JobOutcome::Rotate(r) => r.is_ok(),
+            JobOutcome::Verify(r) => r.as_ref().is_ok_and(|v| v.iter().all(|r| r.ok)),
+            JobOutcome::Crashed(_) => false,
+        }
+    }
+}
+
+pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSender) -> JobOutcome {
+    let next_run = || {
+        next_runs(
+            job_schedule(config, job),
+            config.schedule.timezone,
+            Utc::now(),
+            1,
+        )
+        .first()
+        .copied()
+    };
+    match job {
+        JobName::Full | JobName::Database | JobName::Storage => {
+            let kind = job.backup_kind().unwrap_or(crate::BackupKind::Full);
+            let result = create_backup(&BackupJob {
+                config,
+                kind,
+                reason: None,
+                progress: &Silent,
+                cancel: cancel.clone(),
+            });
+            match &result {
+                Ok(r) => events.send(Event::BackupSucceeded {
+                    facts: facts(r),
+                    next_run: next_run(),
+                }),
+                Err(f) => {
+                    let catalog = catalog_for(config);
+                    let last_success = catalog
+                        .load_state()
+                        .get(kind.as_str())
+                        .and_then(|r| r.last_success.as_ref().map(|o| o.at.clone()));
+                    events.send(Event::BackupFailed {
+                        job,
+                        step: f.step.to_string(),
+                        error: crate::error_chain(&f.error),
+                        hint: f.error.hint(),
+                        free_space: crate::sys::available_space(catalog.root()).ok(),
+                        last_success,
+                        next_run: next_run(),
+                    });
+                }
+            }
+            JobOutcome::Backup(result)
+        }
+        JobName::Rotate => {
+            let result = rotate(config, &RetentionPolicy::from(&config.retention), false);
+            match &result {
+                Ok(r) => events.send(Event::RotationDone {
+                    deleted: r.plan.delete.len(),
+                    kept: r.plan.keep.len(),
+                    freed: r.freed_bytes,
+                }),
+                Err(e) => events.send(Event::RotationFailed {
+                    error: crate::error_chain(e),
+                }),
+            }
+            JobOutcome::Rotate(result)
+        }
+        JobName::Verify => {
+            let result = drill(config, cancel);
+            match &result {
+                Ok(reports) if reports.iter().all(|r| r.ok) => events.send(Event::VerifyPassed {
+                    checked: reports.len(),
+                }),
+                Ok(reports) => events.send(Event::VerifyFailed {
+                    failures: reports
+                        .iter()
+                        .filter(|r| !r.ok)
+                        .map(|r| format!("{}: {}", r.name, r.failure().unwrap_or_default()))
+                        .collect(),
+                }),
+                Err(e) => events.send(Event::VerifyFailed {
+                    failures: vec![crate::error_chain(e)],
+                }),
+            }
+            JobOutcome::Verify(result)
+        }
+    }
+}
+
+/// The restore drill: verify the newest backup of each type, remember the verdicts.
+fn drill(config: &Config, cancel: &Cancel) -> Result<Vec<VerifyReport>, Error> {
+    let catalog = catalog_for(config);
+    let listing = catalog.list()?;
+    let reports: Vec<VerifyReport> = select(&listing, Selection::Latest)
+        .into_iter()
+        .map(|e| verify_entry(e, &listing, &Silent, cancel))
+        .collect();
+    let at = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+    let verdicts = reports.iter().map(|r| {
+        (
+            r.id.clone(),
+            Verdict {
+                ok: r.ok,
+                at: at.clone(),
+                failure: r.failure(),
+            },
+        )
+    });
+    if let Err(e) = catalog.record_verdicts(verdicts) {
+        tracing::warn!(
+            "could not record verification verdicts: {}",
+            crate::error_chain(&e)
+        );
+    }
+    Ok(reports)
+}
+
+pub fn facts(r: &BackupReport) -> BackupFacts {
+    BackupFacts {
+        kind: r.kind,
+        file_name: r
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: r.metadata.file_size,
+        file_count: r.metadata.file_count,
+        duration: Duration::from_millis(r.metadata.duration_ms),
+        checksum: r.metadata.checksum.clone(),
+        integrity_check: r.metadata.integrity_check.clone(),
+        warnings: r.warnings(),
+        free_after: r.free_after,
+    }
+}

@@ -1,0 +1,146 @@
+//! The one queue every job goes through (SPEC §7): scheduled runs, catch-up runs and, later,
+//! API requests. One worker runs them one at a time on the blocking pool; a job that comes
+//! due while the same job is queued or running is skipped with a warning — never run twice
+//! or in parallel. The running job's [`Cancel`] is exposed so shutdown can abort it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::engine::Cancel;
+use crate::events::{EventSender, JobName};
+
+use super::jobs::{JobOutcome, run_job};
+
+/// Why a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    CatchUp,
+    Manual,
+}
+
+pub struct Request {
+    pub job: JobName,
+    pub trigger: Trigger,
+    /// The slot a scheduled run is for; recorded for catch-up.
+    pub slot: DateTime<Utc>,
+    pub reply: Option<oneshot::Sender<JobOutcome>>,
+}
+
+/// Handle to submit jobs.
+#[derive(Clone)]
+pub struct Queue {
+    tx: mpsc::UnboundedSender<Request>,
+    busy: Arc<Mutex<BTreeSet<JobName>>>,
+    current: Arc<Mutex<Option<(JobName, Cancel)>>>,
+}
+
+/// Sent back when a job could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    AlreadyQueued(JobName),
+    ShuttingDown,
+}
+
+impl Queue {
+    /// Queue `req` unless the same job is queued or running.
+    pub fn submit(&self, req: Request) -> Result<(), Rejected> {
+        let job = req.job;
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            if !busy.insert(job) {
+                return Err(Rejected::AlreadyQueued(job));
+            }
+        }
+        self.tx.send(req).map_err(|_| {
+            self.busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job);
+            Rejected::ShuttingDown
+        })
+    }
+
+    /// Jobs queued or running.
+    pub fn busy(&self) -> Vec<JobName> {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Ask the running job, if any, to stop (it removes what it wrote).
+    pub fn cancel_current(&self) -> Option<JobName> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref().map(|(job, cancel)| {
+            cancel.cancel();
+            *job
+        })
+    }
+}
+
+/// What the worker tells the daemon after each job.
+pub struct Finished {
+    pub job: JobName,
+    pub trigger: Trigger,
+    pub slot: DateTime<Utc>,
+    pub ok: bool,
+}
+
+/// Start the worker. It runs until the queue's senders are all dropped and the queue is
+/// drained, or `stop` is set (then queued jobs are dropped, the running one finishes).
+pub fn start(
+    config: watch::Receiver<Arc<Config>>,
+    events: EventSender,
+    finished: mpsc::UnboundedSender<Finished>,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Queue, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+    let queue = Queue {
+        tx,
+        busy: Arc::default(),
+        current: Arc::default(),
+    };
+    let q = queue.clone();
+    let handle = tokio::spawn(async move {
+        loop {
+            let req = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = rx.recv() => match r { Some(r) => r, None => break },
+            };
+            let cancel = Cancel::new();
+            *q.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((req.job, cancel.clone()));
+            let cfg = config.borrow().clone();
+            let ev = events.clone();
+            let job = req.job;
+            let outcome =
+                tokio::task::spawn_blocking(move || run_job(&cfg, job, &cancel, &ev)).await;
+            *q.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            q.busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req.job);
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => JobOutcome::Crashed(e.to_string()),
+            };
+            let _ = finished.send(Finished {
+                job: req.job,
+                trigger: req.trigger,
+                slot: req.slot,
+                ok: outcome.ok(),
+            });
+            if let Some(reply) = req.reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    });
+    (queue, handle)
+}

@@ -1,0 +1,289 @@
+//! One event type for everything worth telling an operator, carrying the facts; sinks
+//! (the log now, Telegram and metrics later) consume the same events. Jobs never wait for
+//! a sink: events go through a bounded queue drained by its own task, and a full queue
+//! drops the event with a warning rather than hold a backup back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::kind::BackupKind;
+use crate::units::{format_bytes, format_duration};
+
+/// What a job was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobName {
+    Full,
+    Database,
+    Storage,
+    Rotate,
+    Verify,
+}
+
+impl JobName {
+    pub const ALL: [JobName; 5] = [
+        JobName::Full,
+        JobName::Database,
+        JobName::Storage,
+        JobName::Rotate,
+        JobName::Verify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobName::Full => "full",
+            JobName::Database => "database",
+            JobName::Storage => "storage",
+            JobName::Rotate => "rotate",
+            JobName::Verify => "verify",
+        }
+    }
+
+    pub fn backup_kind(self) -> Option<BackupKind> {
+        match self {
+            JobName::Full => Some(BackupKind::Full),
+            JobName::Database => Some(BackupKind::Database),
+            JobName::Storage => Some(BackupKind::Storage),
+            _ => None,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobName> {
+        JobName::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The facts of a backup that landed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupFacts {
+    pub kind: BackupKind,
+    pub file_name: String,
+    pub size: u64,
+    pub file_count: u64,
+    pub duration: Duration,
+    pub checksum: String,
+    pub integrity_check: Option<String>,
+    pub warnings: Vec<String>,
+    pub free_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    BackupSucceeded {
+        facts: BackupFacts,
+        next_run: Option<DateTime<FixedOffset>>,
+    },
+    BackupFailed {
+        job: JobName,
+        step: String,
+        error: String,
+        hint: Option<String>,
+        free_space: Option<u64>,
+        last_success: Option<String>,
+        next_run: Option<DateTime<FixedOffset>>,
+    },
+    RotationDone {
+        deleted: usize,
+        kept: usize,
+        freed: u64,
+    },
+    RotationFailed {
+        error: String,
+    },
+    VerifyPassed {
+        checked: usize,
+    },
+    VerifyFailed {
+        failures: Vec<String>,
+    },
+    RestoreDone {
+        backup: String,
+    },
+    Stale {
+        kind: BackupKind,
+        age: Option<Duration>,
+        max_age: Duration,
+        last_success: Option<String>,
+        last_failure: Option<String>,
+    },
+    Recovered {
+        kind: BackupKind,
+        backup: String,
+    },
+    JobSkipped {
+        job: JobName,
+        reason: String,
+    },
+    ConfigReloaded {
+        next_runs: Vec<(String, String)>,
+    },
+    ConfigRejected {
+        error: String,
+    },
+    DaemonStarted {
+        version: String,
+    },
+    DaemonStopping {
+        reason: String,
+    },
+}
+
+/// How serious an event is, which `notify_on` names it, and a one-line summary.
+impl Event {
+    /// The `notify_on` category: success, warning, failure, stale, recovered, config,
+    /// restore, rotate, lifecycle.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Event::BackupSucceeded { facts, .. } if !facts.warnings.is_empty() => "warning",
+            Event::BackupSucceeded { .. } | Event::VerifyPassed { .. } => "success",
+            Event::BackupFailed { .. }
+            | Event::RotationFailed { .. }
+            | Event::VerifyFailed { .. } => "failure",
+            Event::JobSkipped { .. } => "warning",
+            Event::Stale { .. } => "stale",
+            Event::Recovered { .. } => "recovered",
+            Event::ConfigReloaded { .. } | Event::ConfigRejected { .. } => "config",
+            Event::RestoreDone { .. } => "restore",
+            Event::RotationDone { .. } => "rotate",
+            Event::DaemonStarted { .. } | Event::DaemonStopping { .. } => "lifecycle",
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            Event::BackupSucceeded { facts, .. } => format!(
+                "{} backup {} ({}, {}, {}){}",
+                facts.kind,
+                facts.file_name,
+                format_bytes(facts.size),
+                crate::units::plural(facts.file_count, "file"),
+                format_duration(facts.duration),
+                if facts.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {} warnings", facts.warnings.len())
+                }
+            ),
+            Event::BackupFailed {
+                job, step, error, ..
+            } => format!("{job} backup FAILED at \"{step}\": {error}"),
+            Event::RotationDone {
+                deleted,
+                kept,
+                freed,
+            } => format!(
+                "rotation: {deleted} deleted, {kept} kept, {} freed",
+                format_bytes(*freed)
+            ),
+            Event::RotationFailed { error } => format!("rotation FAILED: {error}"),
+            Event::VerifyPassed { checked } => format!("restore drill: {checked} backups verified"),
+            Event::VerifyFailed { failures } => {
+                format!("restore drill FAILED: {}", failures.join("; "))
+            }
+            Event::RestoreDone { backup } => format!("restored {backup}"),
+            Event::Stale {
+                kind, age, max_age, ..
+            } => format!(
+                "no successful {kind} backup for {} (max_age {})",
+                age.map(format_duration).unwrap_or_else(|| "ever".into()),
+                format_duration(*max_age)
+            ),
+            Event::Recovered { kind, backup } => format!("{kind} backups recovered: {backup}"),
+            Event::JobSkipped { job, reason } => format!("{job} job skipped: {reason}"),
+            Event::ConfigReloaded { next_runs } => format!(
+                "configuration reloaded; next runs: {}",
+                next_runs
+                    .iter()
+                    .map(|(j, t)| format!("{j} {t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::ConfigRejected { error } => {
+                format!("configuration change REJECTED, the previous one stays: {error}")
+            }
+            Event::DaemonStarted { version } => format!("daemon {version} started"),
+            Event::DaemonStopping { reason } => format!("daemon stopping: {reason}"),
+        }
+    }
+
+    fn is_bad(&self) -> bool {
+        matches!(self.category(), "failure" | "stale" | "warning")
+            || matches!(self, Event::ConfigRejected { .. })
+    }
+}
+
+/// Something that consumes events. Called from the dispatcher task, never from a job.
+pub trait Sink: Send + Sync {
+    fn handle(&self, event: &Event);
+}
+
+/// Events to `tracing` (stderr → journald) and to `backup.log`.
+pub struct LogSink {
+    pub log: Option<crate::catalog::OperationLog>,
+}
+
+impl Sink for LogSink {
+    fn handle(&self, event: &Event) {
+        let line = event.summary();
+        if event.is_bad() {
+            tracing::warn!(category = event.category(), "{line}");
+        } else {
+            tracing::info!(category = event.category(), "{line}");
+        }
+        // Backup results are already logged by the engine; record the daemon's own.
+        if let Some(log) = &self.log {
+            match event {
+                Event::BackupSucceeded { .. }
+                | Event::BackupFailed { .. }
+                | Event::RotationDone { .. }
+                | Event::RotationFailed { .. } => {}
+                e if e.is_bad() => log.warn(&format!("daemon: {line}")),
+                _ => log.info(&format!("daemon: {line}")),
+            }
+        }
+    }
+}
+
+/// Where jobs send events: a bounded queue to the sinks.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl EventSender {
+    /// Never blocks: a full queue drops the event (with a warning) instead.
+    pub fn send(&self, event: Event) {
+        if let Err(e) = self.tx.try_send(event) {
+            tracing::warn!(
+                "event dropped, the notification queue is full or closed: {}",
+                e.into_inner().summary()
+            );
+        }
+    }
+}
+
+/// Start the dispatcher task; it ends when every sender is dropped, after draining.
+pub fn dispatcher(
+    sinks: Vec<Arc<dyn Sink>>,
+    capacity: usize,
+) -> (EventSender, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(capacity);
+    let handle = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            for sink in &sinks {
+                sink.handle(&event);
+            }
+        }
+    });
+    (EventSender { tx }, handle)
+}
