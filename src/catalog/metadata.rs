@@ -43,7 +43,8 @@ pub struct BackupMetadata {
     pub format_version: u32,
     #[serde(default = "default_algorithm")]
     pub checksum_algorithm: String,
-    /// zstd | gzip | none (storage); none (database, full).
+    /// zstd | gzip | none: the archive's compression (storage; for full, its storage
+    /// part's); none for a database.
     #[serde(default)]
     pub compression: Option<String>,
     #[serde(default)]

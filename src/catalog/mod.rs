@@ -407,15 +407,14 @@ impl Catalog {
         }
         let listing = self.list()?;
         for part in &listing.backups {
-            if let Some(full) = part.part_of() {
-                if !self
+            if let Some(full) = part.part_of()
+                && !self
                     .kind_dir(BackupKind::Full)
                     .join(format!("{full}.json"))
                     .exists()
-                {
-                    remove_if_exists(&part.meta_path, &mut removed)?;
-                    remove_if_exists(&part.data_path, &mut removed)?;
-                }
+            {
+                remove_if_exists(&part.meta_path, &mut removed)?;
+                remove_if_exists(&part.data_path, &mut removed)?;
             }
         }
         Ok(removed)

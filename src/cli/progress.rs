@@ -45,25 +45,25 @@ impl Progress for TerminalProgress {
     }
 
     fn advance(&self, bytes: u64, files: u64) {
-        if let Ok(slot) = self.bar.lock() {
-            if let Some(bar) = slot.as_ref() {
-                bar.inc(bytes);
-                if files > 0 {
-                    let n = self
-                        .files
-                        .fetch_add(files, std::sync::atomic::Ordering::Relaxed)
-                        + files;
-                    bar.set_message(format!("{n} files"));
-                }
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(bytes);
+            if files > 0 {
+                let n = self
+                    .files
+                    .fetch_add(files, std::sync::atomic::Ordering::Relaxed)
+                    + files;
+                bar.set_message(format!("{n} files"));
             }
         }
     }
 
     fn end(&self) {
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(bar) = slot.take() {
-                bar.finish_and_clear();
-            }
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
         }
     }
 }

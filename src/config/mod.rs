@@ -370,17 +370,17 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(Secret::new);
         }
-        if self.telegram.chat_ids.is_empty() {
-            if let Some(ids) = env("TELEGRAM_CHAT_ID").filter(|s| !s.is_empty()) {
-                for part in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let id = part.parse::<i64>().map_err(|_| Error::Config {
-                        file: None,
-                        line: None,
-                        key: "TELEGRAM_CHAT_ID".into(),
-                        message: format!("`{part}` is not a numeric chat id"),
-                    })?;
-                    self.telegram.chat_ids.push(id);
-                }
+        if self.telegram.chat_ids.is_empty()
+            && let Some(ids) = env("TELEGRAM_CHAT_ID").filter(|s| !s.is_empty())
+        {
+            for part in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let id = part.parse::<i64>().map_err(|_| Error::Config {
+                    file: None,
+                    line: None,
+                    key: "TELEGRAM_CHAT_ID".into(),
+                    message: format!("`{part}` is not a numeric chat id"),
+                })?;
+                self.telegram.chat_ids.push(id);
             }
         }
         if self.api.token.is_none() && self.api.token_file.is_none() {

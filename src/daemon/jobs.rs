@@ -18,7 +18,7 @@ use crate::retention::RetentionPolicy;
 use crate::schedule::next_runs;
 
 pub enum JobOutcome {
-    Backup(Result<BackupReport, BackupFailure>),
+    Backup(Box<Result<BackupReport, BackupFailure>>),
     Rotate(Result<RotateReport, Error>),
     Verify(Result<Vec<VerifyReport>, Error>),
     /// The job panicked (a bug); the daemon carries on.
@@ -79,7 +79,7 @@ pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSen
                     });
                 }
             }
-            JobOutcome::Backup(result)
+            JobOutcome::Backup(Box::new(result))
         }
         JobName::Rotate => {
             let result = rotate(config, &RetentionPolicy::from(&config.retention), false);

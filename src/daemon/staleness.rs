@@ -99,17 +99,18 @@ impl StaleTracker {
                     last_success: newest.map(|(b, _)| b.metadata.created_at.clone()),
                     last_failure: last_failures.get(&kind).cloned(),
                 });
-            } else if !stale && was {
-                if let Some((b, _)) = newest {
-                    events.push(Event::Recovered {
-                        kind,
-                        backup: b
-                            .data_path
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    });
-                }
+            } else if !stale
+                && was
+                && let Some((b, _)) = newest
+            {
+                events.push(Event::Recovered {
+                    kind,
+                    backup: b
+                        .data_path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                });
             }
             self.alerted.insert(kind, stale);
         }

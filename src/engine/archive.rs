@@ -94,17 +94,17 @@ pub fn read_archive(
     progress.end();
     stats.checksum = checksum;
     stats.archive_bytes = bytes;
-    if let Some(expected) = expected {
-        if !stats.checksum.eq_ignore_ascii_case(expected) {
-            let mut detail = format!("expected sha256 {expected}, file has {}", stats.checksum);
-            if let Err(e) = &walked {
-                detail.push_str(&format!(
-                    " (and reading it failed: {})",
-                    crate::error_chain(e)
-                ));
-            }
-            return Err(Error::verify(path, "checksum", detail));
+    if let Some(expected) = expected
+        && !stats.checksum.eq_ignore_ascii_case(expected)
+    {
+        let mut detail = format!("expected sha256 {expected}, file has {}", stats.checksum);
+        if let Err(e) = &walked {
+            detail.push_str(&format!(
+                " (and reading it failed: {})",
+                crate::error_chain(e)
+            ));
         }
+        return Err(Error::verify(path, "checksum", detail));
     }
     walked.map(|()| stats)
 }

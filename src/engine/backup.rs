@@ -67,8 +67,19 @@ impl BackupReport {
 pub struct BackupFailure {
     pub kind: BackupKind,
     pub step: &'static str,
+    /// Boxed: the error carries paths and causes, and results stay small.
     #[source]
-    pub error: Error,
+    pub error: Box<Error>,
+}
+
+impl BackupFailure {
+    pub fn new(kind: BackupKind, step: &'static str, error: Error) -> Self {
+        BackupFailure {
+            kind,
+            step,
+            error: Box::new(error),
+        }
+    }
 }
 
 pub fn catalog_for(config: &Config) -> Catalog {
@@ -81,11 +92,7 @@ pub fn catalog_for(config: &Config) -> Catalog {
 
 /// Take a backup: the whole protocol, lock included.
 pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, BackupFailure> {
-    let fail = |step, error| BackupFailure {
-        kind: job.kind,
-        step,
-        error,
-    };
+    let fail = |step, error| BackupFailure::new(job.kind, step, error);
     job.config
         .check_sources(job.kind)
         .map_err(|e| fail("check sources", e))?;
@@ -104,13 +111,7 @@ pub fn create_backup_locked(
     catalog: &Catalog,
     _lock: &BackupDirLock,
 ) -> std::result::Result<BackupReport, BackupFailure> {
-    let fail = |step| {
-        move |error| BackupFailure {
-            kind: job.kind,
-            step,
-            error,
-        }
-    };
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let started = Instant::now();
     let created_at = Local::now();
     let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
@@ -200,13 +201,7 @@ fn database_part(
     part_of: Option<&str>,
     created: DateTime<Local>,
 ) -> std::result::Result<PendingPart, BackupFailure> {
-    let fail = |step| {
-        move |error| BackupFailure {
-            kind: job.kind,
-            step,
-            error,
-        }
-    };
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
     let src_path = &cfg.paths.database;
@@ -259,13 +254,7 @@ fn storage_part(
     part_of: Option<&str>,
     created: DateTime<Local>,
 ) -> std::result::Result<PendingPart, BackupFailure> {
-    let fail = |step| {
-        move |error| BackupFailure {
-            kind: job.kind,
-            step,
-            error,
-        }
-    };
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
     let compression = cfg.backup.compression;
@@ -344,13 +333,7 @@ fn full_backup(
     started: Instant,
 ) -> std::result::Result<BackupReport, BackupFailure> {
     let stem = format!("{}{ts}", BackupKind::Full.prefix());
-    let fail = |step| {
-        move |error| BackupFailure {
-            kind: BackupKind::Full,
-            step,
-            error,
-        }
-    };
+    let fail = |step| move |error| BackupFailure::new(BackupKind::Full, step, error);
     // Both parts are written before either lands, so a failure in the second leaves no
     // orphaned first part.
     let db = database_part(job, catalog, ts, Some(&stem), created)?;

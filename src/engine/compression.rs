@@ -66,8 +66,8 @@ impl<W: Write> Write for Compressor<W> {
 
 /// A decompressing reader for an archive of the given compression.
 pub enum Decompressor<R: BufRead> {
-    Zstd(zstd::stream::read::Decoder<'static, R>),
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, R>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Plain(R),
 }
 
@@ -75,9 +75,11 @@ impl<R: BufRead> Decompressor<R> {
     pub fn new(inner: R, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             Compression::Zstd => {
-                Decompressor::Zstd(zstd::stream::read::Decoder::with_buffer(inner)?)
+                Decompressor::Zstd(Box::new(zstd::stream::read::Decoder::with_buffer(inner)?))
             }
-            Compression::Gzip => Decompressor::Gzip(flate2::bufread::MultiGzDecoder::new(inner)),
+            Compression::Gzip => {
+                Decompressor::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(inner)))
+            }
             Compression::None => Decompressor::Plain(inner),
         })
     }

@@ -37,7 +37,7 @@ impl Extractor {
     /// changes its mtime, so this comes after everything else).
     pub fn finish(mut self) -> Result<()> {
         self.dirs
-            .sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (path, mode, mtime) in &self.dirs {
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))
                 .ctx("set permissions on", path)?;

@@ -195,7 +195,11 @@ pub fn plan_restore(
         }
     };
     let live_db = &config.paths.database;
-    let live_storage = &config.paths.storage;
+    // When `[paths] storage` is a symlink (media on another disk), restore the directory
+    // behind it: staging beside it keeps the swap a rename on one filesystem, and the
+    // link itself stays as the operator made it.
+    let live_storage =
+        &fs::canonicalize(&config.paths.storage).unwrap_or_else(|_| config.paths.storage.clone());
     let db_name = live_db
         .file_name()
         .map(PathBuf::from)
@@ -364,7 +368,7 @@ fn apply_locked(
                     progress,
                     cancel: cancel.clone(),
                 };
-                let r = create_backup_locked(&job, catalog, lock).map_err(|f| f.error)?;
+                let r = create_backup_locked(&job, catalog, lock).map_err(|f| *f.error)?;
                 Some(r.path)
             } else {
                 None

@@ -157,11 +157,20 @@ pub fn write_archive(
             }
             continue;
         }
-        let name = if rel.as_os_str().is_empty() {
-            top.clone()
-        } else {
-            top.join(&rel)
-        };
+        if rel.as_os_str().is_empty() {
+            // The root is the directory behind `[paths] storage`, even when that path is a
+            // symlink (media on another disk): archive it as a directory, never as a link.
+            let meta = fs::metadata(root).map_err(|e| Error::io("read", root, e))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_mode(meta.mode() & 0o7777);
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            tar.append_data(&mut header, &top, io::empty()).map_err(w)?;
+            summary.dir_count += 1;
+            continue;
+        }
+        let name = top.join(&rel);
         append_entry(
             &mut tar,
             &entry,
@@ -254,16 +263,16 @@ fn append_entry<W: Write>(
         progress.advance(0, 1);
     } else if ft.is_file() {
         let key = (meta.dev(), meta.ino());
-        if meta.nlink() > 1 {
-            if let Some(first) = hardlinks.get(&key) {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                tar.append_link(&mut header, name, first)
-                    .map_err(EntryError::Sink)?;
-                summary.file_count += 1;
-                progress.advance(0, 1);
-                return Ok(());
-            }
+        if meta.nlink() > 1
+            && let Some(first) = hardlinks.get(&key)
+        {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            tar.append_link(&mut header, name, first)
+                .map_err(EntryError::Sink)?;
+            summary.file_count += 1;
+            progress.advance(0, 1);
+            return Ok(());
         }
         let mut file = match File::open(path) {
             Ok(f) => f,

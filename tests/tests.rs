@@ -1,0 +1,7 @@
+//! Integration tests of the `vertex-backup` binary: one test binary, one module per area.
+//! `util` holds the shared fixtures (a temporary app install, a runner for the binary,
+//! polling, tree comparison).
+
+mod util;
+
+mod backup;
