@@ -11,6 +11,7 @@ use chrono::{DateTime, Local, SecondsFormat};
 
 use super::database;
 use super::hashing::sha256_file;
+use super::hooks::run_hook;
 use super::storage::{self, ArchiveOptions};
 use super::{Cancel, Progress};
 use crate::catalog::{
@@ -100,7 +101,41 @@ pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, Backu
     let lock = catalog
         .lock(&format!("create {}", job.kind))
         .map_err(|e| fail("lock the backup directory", e))?;
-    let result = create_backup_locked(job, &catalog, &lock);
+    let hooks = &job.config.hooks;
+    let kind_env = ("VERTEX_BACKUP_TYPE", job.kind.as_str().to_string());
+    let mut result = match &hooks.before {
+        Some(cmd) => run_hook(
+            "before",
+            cmd,
+            std::slice::from_ref(&kind_env),
+            hooks.timeout.0,
+        )
+        .map_err(|e| fail("before hook", e)),
+        None => Ok(()),
+    }
+    .and_then(|()| create_backup_locked(job, &catalog, &lock));
+    match (&mut result, &hooks.after, &hooks.on_error) {
+        (Ok(report), Some(cmd), _) => {
+            let env = [
+                kind_env,
+                ("VERTEX_BACKUP_FILE", report.path.display().to_string()),
+            ];
+            if let Err(e) = run_hook("after", cmd, &env, hooks.timeout.0) {
+                report.metadata.warnings.push(e.to_string());
+            }
+        }
+        (Err(f), _, Some(cmd)) => {
+            let env = [
+                kind_env,
+                ("VERTEX_BACKUP_STEP", f.step.to_string()),
+                ("VERTEX_BACKUP_ERROR", crate::error_chain(&f.error)),
+            ];
+            if let Err(e) = run_hook("on_error", cmd, &env, hooks.timeout.0) {
+                tracing::warn!("{e}");
+            }
+        }
+        _ => {}
+    }
     record_outcome(&catalog, job.kind.as_str(), &result);
     result
 }

@@ -9,6 +9,7 @@ pub mod compression;
 pub mod database;
 pub mod extract;
 pub mod hashing;
+pub mod hooks;
 pub mod restore;
 pub mod rotate;
 pub mod storage;
