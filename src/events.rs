@@ -62,6 +62,22 @@ impl std::fmt::Display for JobName {
     }
 }
 
+/// Free and total bytes of the backup filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DiskSpace {
+    pub free: u64,
+    pub total: u64,
+}
+
+impl DiskSpace {
+    pub fn measure(path: &std::path::Path) -> Option<DiskSpace> {
+        Some(DiskSpace {
+            free: crate::sys::available_space(path).ok()?,
+            total: crate::sys::total_space(path).unwrap_or(0),
+        })
+    }
+}
+
 /// The facts of a backup that landed.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupFacts {
@@ -73,7 +89,7 @@ pub struct BackupFacts {
     pub checksum: String,
     pub integrity_check: Option<String>,
     pub warnings: Vec<String>,
-    pub free_after: Option<u64>,
+    pub disk: Option<DiskSpace>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +104,7 @@ pub enum Event {
         step: String,
         error: String,
         hint: Option<String>,
-        free_space: Option<u64>,
+        disk: Option<DiskSpace>,
         last_success: Option<String>,
         next_run: Option<DateTime<FixedOffset>>,
     },
@@ -286,4 +302,54 @@ pub fn dispatcher(
         }
     });
     (EventSender { tx }, handle)
+}
+
+/// The event for a backup's outcome (the daemon's jobs and the CLI's `create` alike).
+pub fn backup_event(
+    config: &crate::Config,
+    kind: BackupKind,
+    result: &Result<crate::engine::backup::BackupReport, crate::engine::backup::BackupFailure>,
+    next_run: Option<DateTime<FixedOffset>>,
+) -> Event {
+    let dir = &config.paths.backup_dir;
+    match result {
+        Ok(r) => Event::BackupSucceeded {
+            facts: BackupFacts {
+                kind: r.kind,
+                file_name: r
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                size: r.metadata.file_size,
+                file_count: r.metadata.file_count,
+                duration: Duration::from_millis(r.metadata.duration_ms),
+                checksum: r.metadata.checksum.clone(),
+                integrity_check: r.metadata.integrity_check.clone(),
+                warnings: r.warnings(),
+                disk: DiskSpace::measure(dir),
+            },
+            next_run,
+        },
+        Err(f) => {
+            let catalog = crate::engine::backup::catalog_for(config);
+            let last_success = catalog
+                .load_state()
+                .get(kind.as_str())
+                .and_then(|r| r.last_success.as_ref().map(|o| o.at.clone()));
+            Event::BackupFailed {
+                job: match kind {
+                    BackupKind::Full => JobName::Full,
+                    BackupKind::Database => JobName::Database,
+                    BackupKind::Storage => JobName::Storage,
+                },
+                step: f.step.to_string(),
+                error: crate::error_chain(&f.error),
+                hint: f.error.hint(),
+                disk: DiskSpace::measure(dir),
+                last_success,
+                next_run,
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod kind;
 pub mod retention;
 pub mod schedule;
 pub mod sys;
+pub mod telegram;
 pub mod units;
 
 pub use config::Config;

@@ -105,6 +105,8 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run as a service: scheduled backups, rotation and restore drills, reload on SIGHUP or edit
     Daemon,
+    /// Send a test message through the configured Telegram bot
+    NotifyTest,
     /// Last success and failure per type, staleness, next runs
     Status {
         #[arg(long)]
@@ -168,6 +170,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Daemon => daemon::cmd_daemon(config, args),
         Command::Status { json } => daemon::cmd_status(&config, json),
+        Command::NotifyTest => cmd_notify_test(&config),
         Command::Create { kind, json } => {
             cmd_create(&config, kind.into(), json, quiet, cli.max_backups)
         }
@@ -214,6 +217,9 @@ pub fn load_config(cli: &ConfigArgs) -> vertex_backup::Result<Config> {
     if let Some(n) = cli.max_backups {
         config.retention.keep_last = n;
     }
+    if let Some(w) = config.permission_warning() {
+        eprintln!("warning: {w}");
+    }
     Ok(config)
 }
 
@@ -239,7 +245,19 @@ fn cmd_create(
         progress: progress_for(&bar),
         cancel: Cancel::new(),
     };
-    let report = create_backup(&job)?;
+    let result = create_backup(&job);
+    // The seed's cron + backup.sh flow: a one-shot backup notifies too.
+    let next = vertex_backup::schedule::next_runs(
+        vertex_backup::daemon::job_schedule(config, job_name(kind)),
+        config.schedule.timezone,
+        chrono::Utc::now(),
+        1,
+    )
+    .first()
+    .copied();
+    let event = vertex_backup::events::backup_event(config, kind, &result, next);
+    vertex_backup::telegram::notify_blocking(config, &event, config.telegram.timeout.0);
+    let report = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report.metadata)?);
     } else {
@@ -382,6 +400,39 @@ fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<Exit
         output::print_rotation(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn job_name(kind: BackupKind) -> vertex_backup::events::JobName {
+    use vertex_backup::events::JobName;
+    match kind {
+        BackupKind::Full => JobName::Full,
+        BackupKind::Database => JobName::Database,
+        BackupKind::Storage => JobName::Storage,
+    }
+}
+
+fn cmd_notify_test(config: &Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(vertex_backup::telegram::send_test(config)) {
+        Ok(chats) => {
+            println!(
+                "test message sent to {} chat(s): {}",
+                chats.len(),
+                chats
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("error: the test message was not delivered: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitCode> {

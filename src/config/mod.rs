@@ -182,6 +182,8 @@ pub struct TelegramSection {
     pub message_thread_id: Option<i32>,
     pub notify_on: Vec<String>,
     pub api_url: String,
+    /// How long to keep retrying one message before dropping it.
+    pub timeout: HumanDuration,
 }
 
 /// Event names `notify_on` accepts.
@@ -208,6 +210,7 @@ impl Default for TelegramSection {
                 .map(|s| s.to_string())
                 .collect(),
             api_url: "https://api.telegram.org".into(),
+            timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -275,6 +278,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The file's text, kept to point errors found later at their line.
     source: String,
+    /// Whether the file itself (not the environment) holds a token.
+    secrets_in_file: bool,
     pub paths: PathsSection,
     pub backup: BackupSection,
     pub retention: RetentionSection,
@@ -341,9 +346,11 @@ impl Config {
             key: String::new(),
             message: e.message().trim().to_string(),
         })?;
+        let secrets_in_file = model.telegram.bot_token.is_some() || model.api.token.is_some();
         let mut cfg = Config {
             file,
             source: text.to_string(),
+            secrets_in_file,
             paths: model.paths,
             backup: model.backup,
             retention: model.retention,
@@ -532,6 +539,23 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// A warning when the config file holds a token but others may read it.
+    pub fn permission_warning(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.file.as_ref()?;
+        if !self.secrets_in_file {
+            return None;
+        }
+        let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{} holds a token but is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
+                file.display(),
+                file.display()
+            )
+        })
     }
 
     /// The schedule of each job, in a fixed order.

@@ -1,8 +1,6 @@
 //! Running one job with the engine (blocking; called on the blocking pool) and turning its
 //! result into events. The same code serves scheduled, catch-up and manual runs.
 
-use std::time::Duration;
-
 use chrono::{Local, SecondsFormat, Utc};
 
 use super::timetable::job_schedule;
@@ -13,7 +11,7 @@ use crate::engine::rotate::{RotateReport, rotate};
 use crate::engine::verify::{Selection, VerifyReport, select, verify_entry};
 use crate::engine::{Cancel, Silent};
 use crate::error::Error;
-use crate::events::{BackupFacts, Event, EventSender, JobName};
+use crate::events::{Event, EventSender, JobName, backup_event};
 use crate::retention::RetentionPolicy;
 use crate::schedule::next_runs;
 
@@ -57,28 +55,7 @@ pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSen
                 progress: &Silent,
                 cancel: cancel.clone(),
             });
-            match &result {
-                Ok(r) => events.send(Event::BackupSucceeded {
-                    facts: facts(r),
-                    next_run: next_run(),
-                }),
-                Err(f) => {
-                    let catalog = catalog_for(config);
-                    let last_success = catalog
-                        .load_state()
-                        .get(kind.as_str())
-                        .and_then(|r| r.last_success.as_ref().map(|o| o.at.clone()));
-                    events.send(Event::BackupFailed {
-                        job,
-                        step: f.step.to_string(),
-                        error: crate::error_chain(&f.error),
-                        hint: f.error.hint(),
-                        free_space: crate::sys::available_space(catalog.root()).ok(),
-                        last_success,
-                        next_run: next_run(),
-                    });
-                }
-            }
+            events.send(backup_event(config, kind, &result, next_run()));
             JobOutcome::Backup(Box::new(result))
         }
         JobName::Rotate => {
@@ -143,22 +120,4 @@ fn drill(config: &Config, cancel: &Cancel) -> Result<Vec<VerifyReport>, Error> {
         );
     }
     Ok(reports)
-}
-
-pub fn facts(r: &BackupReport) -> BackupFacts {
-    BackupFacts {
-        kind: r.kind,
-        file_name: r
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        size: r.metadata.file_size,
-        file_count: r.metadata.file_count,
-        duration: Duration::from_millis(r.metadata.duration_ms),
-        checksum: r.metadata.checksum.clone(),
-        integrity_check: r.metadata.integrity_check.clone(),
-        warnings: r.warnings(),
-        free_after: r.free_after,
-    }
 }

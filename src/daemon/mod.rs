@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::engine::backup::catalog_for;
 use crate::error::Result;
 use crate::events::{self, Event, EventSender, JobName, LogSink, Sink};
+use crate::telegram::TelegramSink;
 use worker::{Finished, Queue, Rejected, Request, Trigger};
 
 /// Re-reads the configuration (same file, same command-line overrides).
@@ -50,6 +51,8 @@ pub struct Control {
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Editors write a file in several steps; wait this long for the last one.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long a stopping daemon tries to deliver queued notifications.
+const FLUSH_LIMIT: Duration = Duration::from_secs(15);
 
 /// Run the daemon until `control.shutdown` is cancelled.
 pub async fn run(
@@ -63,17 +66,7 @@ pub async fn run(
     catalog.prepare()?;
     let _daemon_lock = BackupDirLock::acquire_file(catalog.root(), DAEMON_LOCK_FILE, "daemon")?;
 
-    // 2. Events: the log always, plus whatever sinks the caller adds (Telegram, metrics).
-    let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(LogSink {
-        log: Some(catalog.log()),
-    })];
-    sinks.extend(extra_sinks);
-    let (events, dispatcher) = events::dispatcher(sinks, 256);
-    events.send(Event::DaemonStarted {
-        version: env!("CARGO_PKG_VERSION").into(),
-    });
-
-    // 3. Leftovers of a crash are removed now if nobody is mid-operation.
+    // Leftovers of a crash are removed now if nobody is mid-operation.
     if let Ok(lock) = catalog.lock("daemon start") {
         match catalog.clean_leftovers() {
             Ok(removed) if !removed.is_empty() => tracing::info!(
@@ -86,10 +79,26 @@ pub async fn run(
         drop(lock);
     }
 
-    // 4. The config everyone reads, the worker and its queue.
+    // 2. The config everyone reads; a reload replaces it for all readers at once.
     let file = initial.file.clone();
     let mut last_text = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
     let (cfg_tx, cfg_rx) = tokio_watch::channel(Arc::new(initial));
+
+    // 3. Events: the log, Telegram (from the live config), whatever the caller adds.
+    let (telegram, telegram_task) = TelegramSink::start(cfg_rx.clone());
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![
+        Arc::new(LogSink {
+            log: Some(catalog.log()),
+        }),
+        telegram,
+    ];
+    sinks.extend(extra_sinks);
+    let (events, dispatcher) = events::dispatcher(sinks, 256);
+    events.send(Event::DaemonStarted {
+        version: env!("CARGO_PKG_VERSION").into(),
+    });
+
+    // 4. The worker and its queue.
     let stop_worker = CancellationToken::new();
     let (fin_tx, mut fin_rx) = mpsc::unbounded_channel::<Finished>();
     let (queue, mut worker) =
@@ -206,8 +215,15 @@ pub async fn run(
     drop(queue);
     drop(events);
     drop(cfg_tx);
-    // Deliver what is queued, bounded.
-    let _ = tokio::time::timeout(Duration::from_secs(10), dispatcher).await;
+    // Deliver what is queued, bounded: the dispatcher drains into the sinks, then the
+    // Telegram task sends what it holds (its retries are cut short by the bound).
+    let flush = async {
+        let _ = dispatcher.await;
+        let _ = telegram_task.await;
+    };
+    if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
+        tracing::warn!("gave up delivering queued notifications after {FLUSH_LIMIT:?}");
+    }
     Ok(())
 }
 

@@ -1,0 +1,447 @@
+//! Telegram notifications against a fake Bot API: a local axum server on 127.0.0.1:0
+//! that records every request and answers the way api.telegram.org does (ok, 429 with
+//! `retry_after`, 401, 5xx). The real API is unreachable from tests; everything else —
+//! the binary, the daemon, SQLite — is real.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::util::{TestApp, poll_until};
+
+const TOKEN: &str = "123456789:TESTsecretTOKENvalueXYZ";
+const SECRET: &str = "TESTsecretTOKENvalueXYZ";
+
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    Ok,
+    RetryAfter(u64),
+    ServerError,
+    Unauthorized,
+}
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    path: String,
+    body: Value,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct FakeState {
+    requests: Vec<Recorded>,
+    script: VecDeque<Reply>,
+    default: Option<Reply>,
+}
+
+/// A fake Bot API server running on its own thread.
+struct FakeBotApi {
+    base: String,
+    state: Arc<Mutex<FakeState>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let chat = body.get("chat_id").cloned().unwrap_or(json!(0));
+    let reply = {
+        let mut st = state.lock().unwrap();
+        st.requests.push(Recorded {
+            path: uri.path().to_string(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        st.script.pop_front().or(st.default).unwrap_or(Reply::Ok)
+    };
+    match reply {
+        Reply::Ok => (
+            StatusCode::OK,
+            axum::Json(json!({"ok": true, "result": {
+                "message_id": 1, "date": 1_700_000_000,
+                "chat": {"id": chat, "type": "private", "first_name": "op"},
+                "text": body.get("text").cloned().unwrap_or(json!(""))
+            }})),
+        )
+            .into_response(),
+        Reply::RetryAfter(s) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"ok": false, "error_code": 429,
+                "description": format!("Too Many Requests: retry after {s}"),
+                "parameters": {"retry_after": s}})),
+        )
+            .into_response(),
+        Reply::ServerError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(
+                json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
+            ),
+        )
+            .into_response(),
+        Reply::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+        )
+            .into_response(),
+    }
+}
+
+impl FakeBotApi {
+    fn start(script: &[Reply], default: Option<Reply>) -> FakeBotApi {
+        let state = Arc::new(Mutex::new(FakeState {
+            requests: Vec::new(),
+            script: script.iter().copied().collect(),
+            default,
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new().fallback(handle).with_state(st);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        FakeBotApi {
+            base,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// sendMessage requests (method names are matched case-insensitively, as teloxide
+    /// writes `SendMessage`).
+    fn messages(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.to_ascii_lowercase().ends_with("/sendmessage"))
+            .collect()
+    }
+}
+
+impl Drop for FakeBotApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn telegram_section(api_url: &str, chats: &str, notify_on: &str, timeout: &str) -> String {
+    format!(
+        "[telegram]\nbot_token = \"{TOKEN}\"\nchat_ids = [{chats}]\nnotify_on = [{notify_on}]\napi_url = \"{api_url}\"\ntimeout = \"{timeout}\"\n"
+    )
+}
+
+fn text_of(r: &Recorded) -> String {
+    r.body
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn chat_of(r: &Recorded) -> i64 {
+    r.body
+        .get("chat_id")
+        .and_then(Value::as_i64)
+        .unwrap_or_default()
+}
+
+#[test]
+fn create_notifies_every_chat_once_with_the_facts() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &telegram_section(&fake.base, "11, 22", "\"success\", \"failure\"", "10s"),
+    ));
+    let meta = app.create("database");
+    let name = std::path::Path::new(meta["backup_path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 2, "one message per chat: {msgs:?}");
+    let mut chats: Vec<i64> = msgs.iter().map(chat_of).collect();
+    chats.sort();
+    assert_eq!(chats, vec![11, 22]);
+    for m in &msgs {
+        assert!(m.path.contains(&format!("/bot{TOKEN}/")), "{}", m.path);
+        assert_eq!(m.body["parse_mode"], "HTML");
+        let text = text_of(m);
+        assert!(text.contains("database backup"), "{text}");
+        assert!(text.contains(&name), "{text}");
+        assert!(text.contains("KiB"), "size: {text}");
+        assert!(
+            text.contains(" s\n") || text.contains(" s ·"),
+            "duration: {text}"
+        );
+        assert!(text.contains("next: database"), "next run: {text}");
+        assert!(text.contains("free ("), "disk: {text}");
+    }
+
+    // A failure: the storage directory is gone.
+    std::fs::remove_dir_all(app.path().join("storage")).unwrap();
+    let run = app.run(["create", "--type", "storage"]);
+    assert_ne!(run.code(), Some(0), "{}", run.describe());
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 4, "one failure message per chat: {msgs:?}");
+    for m in &msgs[2..] {
+        let text = text_of(m);
+        assert!(
+            text.contains("storage backup FAILED at \"check sources\""),
+            "{text}"
+        );
+        assert!(text.contains("storage"), "{text}");
+    }
+}
+
+#[test]
+fn daemon_jobs_notify_once_per_chat_for_success_and_failure() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let schedule = "[schedule]\ntimezone = \"UTC\"\ncatch_up = false\nfull = \"off\"\nrotate = \"off\"\nverify = \"off\"\n\
+                    database = \"*/1 * * * * *\"\nstorage = \"*/1 * * * * *\"\n";
+    // Storage points at a directory that does not exist: that job fails every time.
+    let text = app
+        .config_text(
+            "",
+            &format!(
+                "{schedule}{}",
+                telegram_section(&fake.base, "7, 8", "\"success\", \"failure\"", "10s")
+            ),
+        )
+        .replace("storage = \"storage\"", "storage = \"no-such-storage\"");
+    app.write_config_raw(&text);
+    let daemon = app.spawn(["daemon"]);
+    poll_until(
+        Duration::from_secs(30),
+        "a database backup and a storage failure to be notified",
+        || {
+            let msgs = fake.messages();
+            msgs.iter().any(|m| text_of(m).contains("database backup"))
+                && msgs
+                    .iter()
+                    .any(|m| text_of(m).contains("storage backup FAILED"))
+        },
+    );
+    daemon.signal(libc::SIGTERM);
+    let run = daemon.wait(Duration::from_secs(30));
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+
+    let msgs = fake.messages();
+    // Every database backup that landed was told exactly once to each chat.
+    let backups = app.list_of("database");
+    assert!(!backups.is_empty());
+    for b in &backups {
+        let name = b["name"].as_str().unwrap();
+        for chat in [7, 8] {
+            let n = msgs
+                .iter()
+                .filter(|m| chat_of(m) == chat && text_of(m).contains(name))
+                .count();
+            assert_eq!(n, 1, "{name} to chat {chat}: {n} messages");
+        }
+    }
+    let failure = msgs
+        .iter()
+        .find(|m| text_of(m).contains("storage backup FAILED"))
+        .unwrap();
+    let text = text_of(failure);
+    assert!(
+        text.contains("at \"check sources\""),
+        "failing step: {text}"
+    );
+    assert!(
+        text.contains("no-such-storage"),
+        "error names the path: {text}"
+    );
+    assert!(text.contains("Next try"), "next run: {text}");
+}
+
+#[test]
+fn a_rate_limited_message_arrives_once_after_retry_after() {
+    let fake = FakeBotApi::start(&[Reply::RetryAfter(1)], Some(Reply::Ok));
+    let app = TestApp::new();
+    app.write_config_raw(
+        &app.config_text("", &telegram_section(&fake.base, "5", "\"success\"", "20s")),
+    );
+    app.create("database");
+    let reqs = fake.messages();
+    assert_eq!(reqs.len(), 2, "the 429 and the retry: {reqs:?}");
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    assert!(
+        gap >= Duration::from_millis(950),
+        "retried after {gap:?}, before retry_after"
+    );
+    assert_eq!(
+        text_of(&reqs[0]),
+        text_of(&reqs[1]),
+        "the same message, once delivered"
+    );
+}
+
+#[test]
+fn telegram_failing_or_down_never_fails_a_backup() {
+    // 5xx forever. teloxide itself pauses 10 s after a 5xx before it reports the error,
+    // so 13 s leaves room for exactly one retry of ours.
+    let fake = FakeBotApi::start(&[], Some(Reply::ServerError));
+    let app = TestApp::new();
+    app.write_config_raw(
+        &app.config_text("", &telegram_section(&fake.base, "5", "\"success\"", "13s")),
+    );
+    let started = Instant::now();
+    let run = app.run(["create", "--type", "database"]);
+    run.assert_code(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "bounded by [telegram] timeout"
+    );
+    assert!(fake.messages().len() >= 2, "it retried: {}", run.describe());
+    assert!(
+        run.stderr.contains("dropped"),
+        "a warning is logged: {}",
+        run.describe()
+    );
+    assert_eq!(app.list_of("database").len(), 1);
+
+    // Nobody listening at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    app.write_config_raw(&app.config_text("", &telegram_section(&dead, "5", "\"success\"", "3s")));
+    let run = app.run(["create", "--type", "database"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("dropped"), "{}", run.describe());
+    assert_eq!(app.list_of("database").len(), 2);
+}
+
+#[test]
+fn html_in_names_and_errors_is_escaped() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let text = app
+        .config_text("", &telegram_section(&fake.base, "5", "\"failure\"", "10s"))
+        .replace(
+            "database = \"app_data/app_data.db\"",
+            "database = \"app_data/<b>x&y_z</b>.db\"",
+        );
+    app.write_config_raw(&text);
+    let run = app.run(["create", "--type", "database"]);
+    assert_ne!(run.code(), Some(0));
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let sent = text_of(&msgs[0]);
+    assert!(
+        sent.contains("&lt;b&gt;x&amp;y_z&lt;/b&gt;.db"),
+        "escaped literally: {sent}"
+    );
+    // Our own markup is the only markup: one bold host name.
+    assert_eq!(sent.matches("<b>").count(), 1, "{sent}");
+    assert_eq!(sent.matches("</b>").count(), 1, "{sent}");
+}
+
+#[test]
+fn a_rejected_token_never_shows_up_in_any_output() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Unauthorized));
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &telegram_section(&fake.base, "5", "\"success\", \"failure\"", "3s"),
+    ));
+    let mut cmd = app.command(["create", "--type", "database"]);
+    cmd.env("RUST_LOG", "trace");
+    let run = crate::util::run(cmd);
+    run.assert_code(0);
+    let test = app.run(["notify-test"]);
+    assert_eq!(test.code(), Some(1), "{}", test.describe());
+    assert!(
+        test.stderr.contains("bot token was rejected"),
+        "{}",
+        test.describe()
+    );
+    let check = app.run(["check-config"]);
+    let log = std::fs::read_to_string(app.path().join("backups/backup.log")).unwrap_or_default();
+    for (what, text) in [
+        ("create stdout", &run.stdout),
+        ("create stderr", &run.stderr),
+        ("notify-test", &format!("{}{}", test.stdout, test.stderr)),
+        ("check-config", &format!("{}{}", check.stdout, check.stderr)),
+        ("backup.log", &log),
+    ] {
+        assert!(!text.contains(SECRET), "{what} leaks the token:\n{text}");
+    }
+}
+
+#[test]
+fn notify_test_succeeds_against_the_fake_api() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &telegram_section(&fake.base, "42, 43", "\"failure\"", "5s"),
+    ));
+    let run = app.run(["notify-test"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("sent to 2 chat(s)"),
+        "{}",
+        run.describe()
+    );
+    let msgs = fake.messages();
+    assert_eq!(msgs.len(), 2);
+    assert!(text_of(&msgs[0]).contains("test message"));
+}
+
+#[test]
+fn a_config_holding_a_token_warns_when_others_can_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &telegram_section("http://127.0.0.1:9", "5", "\"failure\"", "1s"),
+    ));
+    let cfg = app.path().join("config.toml");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = app.run(["check-config"]);
+    assert!(
+        run.stderr.contains("readable by group or others"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("chmod 600"), "{}", run.describe());
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = app.run(["check-config"]);
+    assert!(
+        !run.stderr.contains("readable by group or others"),
+        "{}",
+        run.describe()
+    );
+}
