@@ -5,6 +5,7 @@
 //! metadata, `backup.log`, state). The engine is synchronous; the binary and the daemon
 //! are thin layers over it.
 
+pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod daemon;

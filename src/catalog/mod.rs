@@ -76,6 +76,36 @@ impl BackupEntry {
     }
 }
 
+/// One backup as `list --json` and `GET /backups/list` show it: the metadata plus where
+/// it is and whether it is complete.
+#[derive(Debug, serde::Serialize)]
+pub struct ListRow<'a> {
+    pub name: String,
+    pub path: String,
+    pub metadata_path: String,
+    pub complete: bool,
+    pub problem: Option<&'a str>,
+    #[serde(flatten)]
+    pub metadata: &'a BackupMetadata,
+}
+
+impl<'a> ListRow<'a> {
+    pub fn new(e: &'a BackupEntry) -> Self {
+        ListRow {
+            name: e
+                .data_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: e.data_path.display().to_string(),
+            metadata_path: e.meta_path.display().to_string(),
+            complete: e.is_complete(),
+            problem: e.problem.as_deref(),
+            metadata: &e.metadata,
+        }
+    }
+}
+
 /// Everything in a backup directory.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {

@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
 use vertex_backup::Config;
-use vertex_backup::catalog::{BackupEntry, BackupMetadata, Stats};
+use vertex_backup::catalog::{BackupEntry, ListRow, Stats};
 use vertex_backup::engine::backup::BackupReport;
 use vertex_backup::engine::restore::{RestorePlan, RestoreReport};
 use vertex_backup::engine::rotate::RotateReport;
@@ -109,34 +108,8 @@ pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
     }
 }
 
-/// One row of `list --json`: the metadata plus where it is and whether it is complete.
-#[derive(Serialize)]
-struct ListRow<'a> {
-    name: String,
-    path: String,
-    metadata_path: String,
-    complete: bool,
-    problem: Option<&'a str>,
-    #[serde(flatten)]
-    metadata: &'a BackupMetadata,
-}
-
 pub fn print_list_json(entries: &[&BackupEntry]) -> anyhow::Result<()> {
-    let rows: Vec<ListRow> = entries
-        .iter()
-        .map(|e| ListRow {
-            name: e
-                .data_path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            path: e.data_path.display().to_string(),
-            metadata_path: e.meta_path.display().to_string(),
-            complete: e.is_complete(),
-            problem: e.problem.as_deref(),
-            metadata: &e.metadata,
-        })
-        .collect();
+    let rows: Vec<ListRow> = entries.iter().map(|e| ListRow::new(e)).collect();
     println!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(())
 }

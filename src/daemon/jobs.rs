@@ -4,9 +4,11 @@
 use chrono::{Local, SecondsFormat, Utc};
 
 use super::timetable::job_schedule;
+use super::worker::Work;
 use crate::catalog::Verdict;
 use crate::config::Config;
 use crate::engine::backup::{BackupFailure, BackupJob, BackupReport, catalog_for, create_backup};
+use crate::engine::restore::{RestoreReport, apply, plan_restore};
 use crate::engine::rotate::{RotateReport, rotate};
 use crate::engine::verify::{Selection, VerifyReport, select, verify_entry};
 use crate::engine::{Cancel, Silent};
@@ -18,6 +20,7 @@ use crate::schedule::next_runs;
 pub enum JobOutcome {
     Backup(Box<Result<BackupReport, BackupFailure>>),
     Rotate(Result<RotateReport, Error>),
+    Restore(Box<Result<RestoreReport, Error>>),
     Verify(Result<Vec<VerifyReport>, Error>),
     /// The job panicked (a bug); the daemon carries on.
     Crashed(String),
@@ -28,13 +31,21 @@ impl JobOutcome {
         match self {
             JobOutcome::Backup(r) => r.is_ok(),
             JobOutcome::Rotate(r) => r.is_ok(),
+            JobOutcome::Restore(r) => r.is_ok(),
             JobOutcome::Verify(r) => r.as_ref().is_ok_and(|v| v.iter().all(|r| r.ok)),
             JobOutcome::Crashed(_) => false,
         }
     }
 }
 
-pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSender) -> JobOutcome {
+pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSender) -> JobOutcome {
+    let job = match work {
+        Work::Job(job) => *job,
+        Work::Rotate { keep_last } => return rotate_job(config, *keep_last, events),
+        Work::Restore { path, verify } => {
+            return restore_job(config, path, *verify, cancel, events);
+        }
+    };
     let next_run = || {
         next_runs(
             job_schedule(config, job),
@@ -58,20 +69,7 @@ pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSen
             events.send(backup_event(config, kind, &result, next_run()));
             JobOutcome::Backup(Box::new(result))
         }
-        JobName::Rotate => {
-            let result = rotate(config, &RetentionPolicy::from(&config.retention), false);
-            match &result {
-                Ok(r) => events.send(Event::RotationDone {
-                    deleted: r.plan.delete.len(),
-                    kept: r.plan.keep.len(),
-                    freed: r.freed_bytes,
-                }),
-                Err(e) => events.send(Event::RotationFailed {
-                    error: crate::error_chain(e),
-                }),
-            }
-            JobOutcome::Rotate(result)
-        }
+        JobName::Rotate => rotate_job(config, None, events),
         JobName::Verify => {
             let result = drill(config, cancel);
             match &result {
@@ -92,6 +90,45 @@ pub fn run_job(config: &Config, job: JobName, cancel: &Cancel, events: &EventSen
             JobOutcome::Verify(result)
         }
     }
+}
+
+fn rotate_job(config: &Config, keep_last: Option<u32>, events: &EventSender) -> JobOutcome {
+    let mut policy = RetentionPolicy::from(&config.retention);
+    if let Some(n) = keep_last {
+        policy.keep_last = n.max(1);
+    }
+    let result = rotate(config, &policy, false);
+    match &result {
+        Ok(r) => events.send(Event::RotationDone {
+            deleted: r.plan.delete.len(),
+            kept: r.plan.keep.len(),
+            freed: r.freed_bytes,
+        }),
+        Err(e) => events.send(Event::RotationFailed {
+            error: crate::error_chain(e),
+        }),
+    }
+    JobOutcome::Rotate(result)
+}
+
+fn restore_job(
+    config: &Config,
+    path: &std::path::Path,
+    verify: bool,
+    cancel: &Cancel,
+    events: &EventSender,
+) -> JobOutcome {
+    let result = plan_restore(config, path, None, verify)
+        .and_then(|plan| apply(&plan, config, &Silent, cancel));
+    if result.is_ok() {
+        events.send(Event::RestoreDone {
+            backup: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
+    JobOutcome::Restore(Box::new(result))
 }
 
 /// The restore drill: verify the newest backup of each type, remember the verdicts.

@@ -24,13 +24,14 @@ pub use runs::{JobRun, JobRuns, SCHEDULE_FILE};
 pub use staleness::{StaleTracker, max_age};
 pub use timetable::{Timetable, catch_up, job_schedule};
 
+use crate::api::{Health, Metrics};
 use crate::catalog::BackupDirLock;
 use crate::config::Config;
 use crate::engine::backup::catalog_for;
 use crate::error::Result;
 use crate::events::{self, Event, EventSender, JobName, LogSink, Sink};
 use crate::telegram::TelegramSink;
-use worker::{Finished, Queue, Rejected, Request, Trigger};
+use worker::{Finished, Queue, Rejected, Request, Trigger, Work};
 
 /// Re-reads the configuration (same file, same command-line overrides).
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config> + Send + Sync>;
@@ -86,11 +87,14 @@ pub async fn run(
 
     // 3. Events: the log, Telegram (from the live config), whatever the caller adds.
     let (telegram, telegram_task) = TelegramSink::start(cfg_rx.clone());
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::default());
     let mut sinks: Vec<Arc<dyn Sink>> = vec![
         Arc::new(LogSink {
             log: Some(catalog.log()),
         }),
         telegram,
+        metrics.clone(),
     ];
     sinks.extend(extra_sinks);
     let (events, dispatcher) = events::dispatcher(sinks, 256);
@@ -103,6 +107,31 @@ pub async fn run(
     let (fin_tx, mut fin_rx) = mpsc::unbounded_channel::<Finished>();
     let (queue, mut worker) =
         worker::start(cfg_rx.clone(), events.clone(), fin_tx, stop_worker.clone());
+
+    // The REST API, if enabled; without a token it stays off and says why.
+    let api_stop = CancellationToken::new();
+    let api_task = if cfg_rx.borrow().api.enabled {
+        match crate::api::start(
+            cfg_rx.clone(),
+            queue.clone(),
+            health.clone(),
+            metrics.clone(),
+            api_stop.clone(),
+        )
+        .await
+        {
+            Ok((addr, task)) => {
+                tracing::info!("REST API listening on http://{addr}");
+                Some(task)
+            }
+            Err(why) => {
+                tracing::error!("the REST API is not started: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     // 5. The timetable, the run history and catch-up.
     let now = Utc::now();
@@ -154,6 +183,7 @@ pub async fn run(
     // 8. The loop.
     let reason = loop {
         let now = Utc::now();
+        health.tick(now);
         let until = [timetable.next_wake(), stale_check_at]
             .into_iter()
             .flatten()
@@ -174,8 +204,10 @@ pub async fn run(
                 stale_check_at = Some(Utc::now());
             }
             Some(done) = fin_rx.recv() => {
-                history.record(done.job, JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) });
-                save_history(&history, &cfg_rx.borrow());
+                if let (Work::Job(job), Trigger::Schedule | Trigger::CatchUp) = (&done.work, done.trigger) {
+                    history.record(*job, JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) });
+                    save_history(&history, &cfg_rx.borrow());
+                }
                 stale_check_at = Some(Utc::now());
                 systemd::status(&status_line(&timetable, &queue));
             }
@@ -187,14 +219,19 @@ pub async fn run(
                 if stale_check_at.is_some_and(|t| t <= now) {
                     let cfg = cfg_rx.borrow().clone();
                     stale_check_at = check_staleness(&cfg, &mut stale, &events, now);
+                    for kind in crate::BackupKind::ALL {
+                        health.set_stale(kind, stale.is_stale(kind));
+                    }
                 }
                 systemd::status(&status_line(&timetable, &queue));
             }
         }
     };
 
-    // 9. Stop: no new jobs; the running one gets the grace period, then is cancelled.
+    // 9. Stop: no new requests or jobs; the running one gets the grace period, then is
+    // cancelled.
     tracing::info!("stopping: {reason}");
+    api_stop.cancel();
     systemd::stopping();
     events.send(Event::DaemonStopping {
         reason: reason.into(),
@@ -211,6 +248,9 @@ pub async fn run(
     }
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(api) = api_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     }
     drop(queue);
     drop(events);
@@ -235,7 +275,7 @@ fn submit(
     slot: DateTime<Utc>,
 ) {
     match queue.submit(Request {
-        job,
+        work: Work::Job(job),
         trigger,
         slot,
         reply: None,
@@ -378,13 +418,7 @@ fn status_line(timetable: &Timetable, queue: &Queue) -> String {
     };
     let busy = queue.busy();
     if !busy.is_empty() {
-        s.push_str(&format!(
-            "; busy: {}",
-            busy.iter()
-                .map(|j| j.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        s.push_str(&format!("; busy: {}", busy.join(", ")));
     }
     s
 }

@@ -13,6 +13,8 @@ use crate::config::Config;
 use crate::engine::Cancel;
 use crate::events::{EventSender, JobName};
 
+pub use super::jobs::JobOutcome as Outcome;
+
 use super::jobs::{JobOutcome, run_job};
 
 /// Why a job runs.
@@ -23,8 +25,34 @@ pub enum Trigger {
     Manual,
 }
 
+/// What to run: a scheduled job, or work an operator asked for through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    Job(JobName),
+    /// Restore a backup in place (the API's `POST /backups/restore`).
+    Restore {
+        path: std::path::PathBuf,
+        verify: bool,
+    },
+    /// Rotate, optionally with `keep_last` overridden (`POST /backups/rotate?max_backups=N`).
+    Rotate {
+        keep_last: Option<u32>,
+    },
+}
+
+impl Work {
+    /// Work with the same key never runs twice or in parallel.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Work::Job(j) => j.as_str(),
+            Work::Restore { .. } => "restore",
+            Work::Rotate { .. } => "rotate",
+        }
+    }
+}
+
 pub struct Request {
-    pub job: JobName,
+    pub work: Work,
     pub trigger: Trigger,
     /// The slot a scheduled run is for; recorded for catch-up.
     pub slot: DateTime<Utc>,
@@ -35,21 +63,21 @@ pub struct Request {
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::UnboundedSender<Request>,
-    busy: Arc<Mutex<BTreeSet<JobName>>>,
-    current: Arc<Mutex<Option<(JobName, Cancel)>>>,
+    busy: Arc<Mutex<BTreeSet<&'static str>>>,
+    current: Arc<Mutex<Option<(&'static str, Cancel)>>>,
 }
 
 /// Sent back when a job could not be queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected {
-    AlreadyQueued(JobName),
+    AlreadyQueued(&'static str),
     ShuttingDown,
 }
 
 impl Queue {
     /// Queue `req` unless the same job is queued or running.
     pub fn submit(&self, req: Request) -> Result<(), Rejected> {
-        let job = req.job;
+        let job = req.work.key();
         {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
             if !busy.insert(job) {
@@ -65,8 +93,8 @@ impl Queue {
         })
     }
 
-    /// Jobs queued or running.
-    pub fn busy(&self) -> Vec<JobName> {
+    /// Work queued or running, by key.
+    pub fn busy(&self) -> Vec<&'static str> {
         self.busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -76,7 +104,7 @@ impl Queue {
     }
 
     /// Ask the running job, if any, to stop (it removes what it wrote).
-    pub fn cancel_current(&self) -> Option<JobName> {
+    pub fn cancel_current(&self) -> Option<&'static str> {
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         cur.as_ref().map(|(job, cancel)| {
             cancel.cancel();
@@ -87,7 +115,7 @@ impl Queue {
 
 /// What the worker tells the daemon after each job.
 pub struct Finished {
-    pub job: JobName,
+    pub work: Work,
     pub trigger: Trigger,
     pub slot: DateTime<Utc>,
     pub ok: bool,
@@ -116,23 +144,21 @@ pub fn start(
                 r = rx.recv() => match r { Some(r) => r, None => break },
             };
             let cancel = Cancel::new();
-            *q.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((req.job, cancel.clone()));
+            let key = req.work.key();
+            *q.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, cancel.clone()));
             let cfg = config.borrow().clone();
             let ev = events.clone();
-            let job = req.job;
+            let work = req.work.clone();
             let outcome =
-                tokio::task::spawn_blocking(move || run_job(&cfg, job, &cancel, &ev)).await;
+                tokio::task::spawn_blocking(move || run_job(&cfg, &work, &cancel, &ev)).await;
             *q.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            q.busy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&req.job);
+            q.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => JobOutcome::Crashed(e.to_string()),
             };
             let _ = finished.send(Finished {
-                job: req.job,
+                work: req.work,
                 trigger: req.trigger,
                 slot: req.slot,
                 ok: outcome.ok(),

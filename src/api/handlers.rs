@@ -1,0 +1,409 @@
+//! One handler per route. Inputs are checked here, so the engine only ever sees a known
+//! backup inside the backup directory; jobs are submitted to the daemon's queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{ApiContext, ApiError, OPENAPI};
+use crate::catalog::{ListRow, Stats};
+use crate::daemon::JobOutcome;
+use crate::daemon::worker::{Rejected, Request, Trigger, Work};
+use crate::engine::backup::catalog_for;
+use crate::engine::restore::resolve_backup;
+use crate::events::JobName;
+use crate::kind::BackupKind;
+
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    /// Wait for the job's result (the seed's behaviour); `false` answers 202 at once.
+    wait: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RestoreBody {
+    backup_path: String,
+    #[serde(default = "yes")]
+    verify_checksum: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+pub struct RotateQuery {
+    max_backups: Option<u32>,
+    wait: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    backup_type: Option<String>,
+}
+
+fn bad_json(e: JsonRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query: {}", e.body_text()))
+}
+
+/// Queue `work`; wait for its outcome or answer 202 with a job id.
+async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Response, ApiError> {
+    let key = work.key();
+    let (tx, rx) = oneshot::channel();
+    let id = ctx.jobs.add(key);
+    let submitted = ctx.queue.submit(Request {
+        work,
+        trigger: Trigger::Manual,
+        slot: Utc::now(),
+        reply: Some(tx),
+    });
+    match submitted {
+        Ok(()) => {}
+        Err(Rejected::AlreadyQueued(k)) => {
+            ctx.jobs.forget(id);
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("a {k} job is already queued or running; try again when it has finished"),
+            ));
+        }
+        Err(Rejected::ShuttingDown) => {
+            ctx.jobs.forget(id);
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is shutting down".into(),
+            ));
+        }
+    }
+    let ctx2 = ctx.clone();
+    let finished = async move {
+        let (status, body) = match rx.await {
+            Ok(outcome) => outcome_json(&outcome),
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": "the job was dropped: the daemon is shutting down"}),
+            ),
+        };
+        let ok = status.is_success();
+        let detail = body
+            .get("detail")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        ctx2.jobs.finish(id, ok, ok.then(|| body.clone()), detail);
+        (status, body)
+    };
+    if wait {
+        let (status, mut body) = finished.await;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("job_id".into(), json!(id));
+        }
+        Ok((status, Json(body)).into_response())
+    } else {
+        tokio::spawn(finished);
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"job_id": id, "state": "queued", "status_url": format!("/backups/jobs/{id}")})),
+        )
+            .into_response())
+    }
+}
+
+/// A job's outcome as HTTP: 200 with the result, or 500 naming the failing step.
+fn outcome_json(outcome: &JobOutcome) -> (StatusCode, Value) {
+    let fail = |detail: String| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "detail": detail }),
+        )
+    };
+    match outcome {
+        JobOutcome::Backup(r) => match r.as_ref() {
+            Ok(report) => (
+                StatusCode::OK,
+                json!({
+                    "success": true,
+                    "message": "Backup completed successfully",
+                    "type": report.kind,
+                    "backup_path": report.path,
+                    "backup": report.metadata,
+                    "parts": report.parts.iter().map(|p| &p.metadata).collect::<Vec<_>>(),
+                    "warnings": report.warnings(),
+                }),
+            ),
+            Err(f) => fail(format!("{f}: {}", crate::error_chain(&f.error))),
+        },
+        JobOutcome::Restore(r) => match r.as_ref() {
+            Ok(report) => (
+                StatusCode::OK,
+                json!({"success": true, "message": "Restore completed successfully", "restore": report}),
+            ),
+            Err(e) => fail(format!("restore failed: {}", crate::error_chain(e))),
+        },
+        JobOutcome::Rotate(r) => match r {
+            Ok(report) => (
+                StatusCode::OK,
+                json!({"success": true, "removed": report.plan.delete.len(), "kept": report.plan.keep.len(), "freed_bytes": report.freed_bytes, "plan": report.plan}),
+            ),
+            Err(e) => fail(format!("rotation failed: {}", crate::error_chain(e))),
+        },
+        JobOutcome::Verify(_) => fail("unexpected job".into()),
+        JobOutcome::Crashed(why) => fail(format!("the job crashed: {why}")),
+    }
+}
+
+pub async fn create(
+    State(ctx): State<Arc<ApiContext>>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let Json(body) = body.map_err(bad_json)?;
+    let job = match body.kind.as_deref().unwrap_or("full") {
+        "full" => JobName::Full,
+        "database" => JobName::Database,
+        "storage" => JobName::Storage,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown backup type `{other}`; use full, database or storage"
+            )));
+        }
+    };
+    run_work(&ctx, Work::Job(job), q.wait.unwrap_or(true)).await
+}
+
+pub async fn list(
+    State(ctx): State<Arc<ApiContext>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let wanted = match q.backup_type.as_deref().unwrap_or("all") {
+        "all" => None,
+        t => Some(t.parse::<BackupKind>().map_err(ApiError::bad_request)?),
+    };
+    let cfg = ctx.config.borrow().clone();
+    let listing = tokio::task::spawn_blocking(move || catalog_for(&cfg).list())
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing failed: {}", crate::error_chain(&e)),
+            )
+        })?;
+    let rows: Vec<ListRow> = listing
+        .backups
+        .iter()
+        .filter(|b| wanted.is_none_or(|k| b.kind == k))
+        .map(ListRow::new)
+        .collect();
+    Ok(Json(json!({
+        "backup_type": q.backup_type.unwrap_or_else(|| "all".into()),
+        "count": rows.len(),
+        "backups": rows,
+    }))
+    .into_response())
+}
+
+pub async fn stats(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Stats>, ApiError> {
+    let cfg = ctx.config.borrow().clone();
+    tokio::task::spawn_blocking(move || {
+        let catalog = catalog_for(&cfg);
+        let listing = catalog.list()?;
+        let free = crate::sys::available_space(catalog.root()).ok();
+        Ok::<_, crate::Error>(Stats::compute(
+            catalog.root(),
+            &listing,
+            &catalog.load_state(),
+            free,
+        ))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map(Json)
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stats failed: {}", crate::error_chain(&e)),
+        )
+    })
+}
+
+/// `backup_path` resolved (symlinks too); it must be a known backup inside the backup
+/// directory. Relative paths are taken as the seed's (`backups/…`, relative to the app
+/// directory holding backup_dir) or relative to backup_dir itself.
+fn checked_backup_path(cfg: &crate::Config, raw: &str) -> Result<PathBuf, ApiError> {
+    if raw.is_empty() || raw.contains('\0') {
+        return Err(ApiError::bad_request("backup_path is empty or invalid"));
+    }
+    let root = std::fs::canonicalize(&cfg.paths.backup_dir).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the backup directory is not accessible: {e}"),
+        )
+    })?;
+    let given = Path::new(raw);
+    let candidates: Vec<PathBuf> = if given.is_absolute() {
+        vec![given.to_path_buf()]
+    } else {
+        let base = cfg
+            .paths
+            .backup_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        vec![base.join(given), cfg.paths.backup_dir.join(given)]
+    };
+    let outside =
+        || ApiError::bad_request("backup_path must name a backup inside the backup directory");
+    let mut resolved = None;
+    for c in &candidates {
+        if let Ok(p) = std::fs::canonicalize(c) {
+            resolved = Some(p);
+            break;
+        }
+    }
+    let Some(path) = resolved else {
+        // Refuse to say whether a path outside exists.
+        let inside = candidates.iter().any(|c| {
+            c.starts_with(&cfg.paths.backup_dir)
+                && !c.components().any(|x| x == std::path::Component::ParentDir)
+        });
+        return Err(if inside {
+            ApiError(StatusCode::NOT_FOUND, "no such backup".into())
+        } else {
+            outside()
+        });
+    };
+    if !path.starts_with(&root) {
+        return Err(outside());
+    }
+    match resolve_backup(cfg, &path) {
+        Ok((_, _, entry)) if entry.is_complete() => Ok(entry.data_path),
+        Ok((_, _, entry)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "this backup is incomplete: {}",
+                entry.problem.unwrap_or_default()
+            ),
+        )),
+        Err(_) => Err(ApiError::bad_request(
+            "backup_path is not a backup (a .db, .tar.* or full_backup_*.json listed by /backups/list)",
+        )),
+    }
+}
+
+pub async fn restore(
+    State(ctx): State<Arc<ApiContext>>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Json<RestoreBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let Json(body) = body.map_err(bad_json)?;
+    let cfg = ctx.config.borrow().clone();
+    let raw = body.backup_path.clone();
+    let path = tokio::task::spawn_blocking(move || checked_backup_path(&cfg, &raw))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    run_work(
+        &ctx,
+        Work::Restore {
+            path,
+            verify: body.verify_checksum,
+        },
+        q.wait.unwrap_or(true),
+    )
+    .await
+}
+
+pub async fn rotate(
+    State(ctx): State<Arc<ApiContext>>,
+    query: Result<Query<RotateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    if q.max_backups == Some(0) {
+        return Err(ApiError::bad_request(
+            "max_backups must be at least 1: the newest good backup is never deleted",
+        ));
+    }
+    run_work(
+        &ctx,
+        Work::Rotate {
+            keep_last: q.max_backups,
+        },
+        q.wait.unwrap_or(true),
+    )
+    .await
+}
+
+pub async fn job(
+    State(ctx): State<Arc<ApiContext>>,
+    id: Result<UrlPath<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let UrlPath(id) = id.map_err(|_| ApiError::bad_request("the job id must be a number"))?;
+    ctx.jobs
+        .get(id)
+        .map(|j| Json(j).into_response())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no job {id} (only the last 200 are kept)"),
+            )
+        })
+}
+
+pub async fn health(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let problems = ctx.health.problems(Utc::now());
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "reasons": problems})),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, ApiError> {
+    let cfg = ctx.config.borrow().clone();
+    let c = ctx.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let catalog = catalog_for(&cfg);
+        let listing = catalog.list().unwrap_or_default();
+        let free = crate::sys::available_space(catalog.root()).ok();
+        c.metrics
+            .render(&listing, &catalog.load_state(), &c.health, free)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
