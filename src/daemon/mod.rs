@@ -88,6 +88,7 @@ pub async fn run(
     // 3. Events: the log, Telegram (from the live config), whatever the caller adds.
     let (telegram, telegram_task) = TelegramSink::start(cfg_rx.clone());
     let health = Arc::new(Health::default());
+    health.tick(Utc::now());
     let metrics = Arc::new(Metrics::default());
     let mut sinks: Vec<Arc<dyn Sink>> = vec![
         Arc::new(LogSink {

@@ -1,0 +1,464 @@
+//! The REST API of the real daemon on 127.0.0.1 (port chosen by the OS, read from the
+//! daemon's log), called with a real HTTP client the way the seed's admin panel does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::util::{Spawned, TestApp, poll_for, sha256_file};
+
+const TOKEN: &str = "api-token-0123456789abcdef";
+
+const NO_SCHEDULE: &str = "[schedule]\ntimezone = \"UTC\"\nfull = \"off\"\ndatabase = \"off\"\nstorage = \"off\"\nrotate = \"off\"\nverify = \"off\"\n";
+
+struct Api {
+    base: String,
+    http: Client,
+    daemon: Option<Spawned>,
+}
+
+impl Api {
+    fn start(app: &TestApp, extra: &str) -> Api {
+        app.write_config_raw(&app.config_text(
+            "",
+            &format!("{NO_SCHEDULE}[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra}"),
+        ));
+        let daemon = app.spawn(["daemon"]);
+        let base = poll_for(Duration::from_secs(20), "the API to listen", || {
+            let err = daemon.stderr_so_far();
+            let at = err.find("REST API listening on ")?;
+            let rest = &err[at + "REST API listening on ".len()..];
+            Some(rest.split_whitespace().next()?.to_string())
+        });
+        Api {
+            base,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            daemon: Some(daemon),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        let s = r.status();
+        (s, r.json().unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        let s = r.status();
+        (s, r.json().unwrap_or(Value::Null))
+    }
+
+    fn stop(mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.signal(libc::SIGTERM);
+            let run = d.wait(Duration::from_secs(30));
+            assert_eq!(run.code(), Some(0), "{}", run.describe());
+        }
+    }
+}
+
+fn detail(v: &Value) -> &str {
+    v["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {v}"))
+}
+
+#[test]
+fn endpoints_answer_with_auth_and_the_seeds_shapes() {
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+
+    // Health needs no token and shows no secrets or paths.
+    let r = api.http.get(api.url("/health")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().unwrap();
+    assert!(
+        !body.contains(TOKEN) && !body.contains(app.path().to_str().unwrap()),
+        "{body}"
+    );
+
+    // No token, wrong token: 401 with a JSON detail.
+    let r = api.http.get(api.url("/backups/stats")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(detail(&r.json().unwrap()).contains("not authenticated"));
+    let r = api
+        .http
+        .get(api.url("/backups/stats"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // As the seed's Python example calls it: JSON body + authToken cookie.
+    let r = api
+        .http
+        .post(api.url("/backups/create"))
+        .header("Cookie", format!("authToken={TOKEN}"))
+        .json(&json!({"type": "database"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created: Value = r.json().unwrap();
+    assert_eq!(created["success"], true);
+    assert_eq!(created["backup"]["type"], "database");
+    assert!(
+        created["message"]
+            .as_str()
+            .unwrap()
+            .contains("Backup completed successfully")
+    );
+
+    let r = api
+        .http
+        .get(api.url("/backups/stats"))
+        .header("Cookie", format!("theme=x; authToken={TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stats: Value = r.json().unwrap();
+    assert_eq!(stats["total_backups"], 1);
+    assert!(stats["total_size_mb"].as_f64().is_some());
+
+    let (s, list) = api.get("/backups/list?backup_type=database");
+    assert_eq!(s, 200);
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["backups"][0]["type"], "database");
+    let (s, list) = api.get("/backups/list?backup_type=all");
+    assert_eq!(s, 200);
+    assert_eq!(list["count"], 1);
+    let (s, e) = api.get("/backups/list?backup_type=weekly");
+    assert_eq!(s, 400, "{e}");
+
+    // Bad input.
+    let (s, e) = api.post("/backups/create", json!({"type": "everything"}));
+    assert_eq!(s, 400);
+    assert!(detail(&e).contains("unknown backup type"));
+    let r = api
+        .http
+        .post(api.url("/backups/create"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{bad")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(detail(&r.json().unwrap()).contains("invalid JSON"));
+
+    // Rotation with the seed's query parameter.
+    let (s, rot) = api.post("/backups/rotate?max_backups=1", json!({}));
+    assert_eq!(s, 200, "{rot}");
+    assert_eq!(rot["removed"], 0);
+    let (s, _) = api.post("/backups/rotate?max_backups=0", json!({}));
+    assert_eq!(s, 400);
+
+    // wait=false: 202 and a job to poll.
+    let (s, accepted) = api.post("/backups/create?wait=false", json!({"type": "database"}));
+    assert_eq!(s, 202, "{accepted}");
+    let id = accepted["job_id"].as_u64().unwrap();
+    let job = poll_for(Duration::from_secs(60), "the job to finish", || {
+        let (_, j) = api.get(&format!("/backups/jobs/{id}"));
+        (j["state"] != "queued").then_some(j)
+    });
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (s, _) = api.get("/backups/jobs/99999");
+    assert_eq!(s, 404);
+    let (s, e) = api.get("/no/such/endpoint");
+    assert_eq!(s, 404);
+    assert!(detail(&e).contains("openapi"));
+    api.stop();
+}
+
+#[test]
+fn concurrent_creates_run_one_after_the_other() {
+    let app = TestApp::new();
+    app.write_random_files("client_9/videos", 6, 8 << 20);
+    let api = Api::start(&app, "");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| api.post("/backups/create", json!({"type": "full"})));
+        let b = s.spawn(|| api.post("/backups/create", json!({"type": "full"})));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut codes = vec![a.0.as_u16(), b.0.as_u16()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![200, 409],
+        "one runs, the same job again is refused: {a:?} {b:?}"
+    );
+    let refused = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert!(detail(refused).contains("already queued or running"));
+
+    // Different types queue up and run in turn: both succeed (in parallel the second
+    // would have failed on the backup directory's lock).
+    let (c, d) = std::thread::scope(|s| {
+        let c = s.spawn(|| api.post("/backups/create", json!({"type": "storage"})));
+        let d = s.spawn(|| api.post("/backups/create", json!({"type": "database"})));
+        (c.join().unwrap(), d.join().unwrap())
+    });
+    assert_eq!(c.0, 200, "{c:?}");
+    assert_eq!(d.0, 200, "{d:?}");
+    assert!(
+        !app.backup_log().contains("holds the lock"),
+        "{}",
+        app.backup_log()
+    );
+    api.stop();
+}
+
+#[test]
+fn restore_refuses_anything_but_a_backup_inside_the_backup_dir() {
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+    let (s, created) = api.post("/backups/create", json!({"type": "database"}));
+    assert_eq!(s, 200);
+    let db = app.path().join("app_data/app_data.db");
+    let before = sha256_file(&db);
+
+    let link = app
+        .path()
+        .join("backups/database/db_backup_20200101_000000.db");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    for (path, code) in [
+        ("../../etc/passwd".to_string(), 400),
+        ("backups/../../../../etc/passwd".to_string(), 400),
+        ("/etc/passwd".to_string(), 400),
+        (link.display().to_string(), 400),
+        (
+            app.path().join("backups/backup.log").display().to_string(),
+            400,
+        ),
+        (app.path().join("config.toml").display().to_string(), 400),
+        (
+            "backups/database/db_backup_19990101_000000.db".to_string(),
+            404,
+        ),
+        (String::new(), 400),
+    ] {
+        let (s, e) = api.post(
+            "/backups/restore",
+            json!({"backup_path": path, "verify_checksum": true}),
+        );
+        assert_eq!(s.as_u16(), code, "{path}: {e}");
+        assert!(!detail(&e).is_empty());
+    }
+    assert_eq!(sha256_file(&db), before, "nothing live was touched");
+
+    // The seed's relative form works.
+    let name = Path::new(created["backup_path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let (s, r) = api.post(
+        "/backups/restore",
+        json!({"backup_path": format!("backups/database/{name}"), "verify_checksum": true}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["success"], true);
+    api.stop();
+}
+
+#[test]
+fn metrics_parse_as_prometheus_and_match_stats() {
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+    for kind in ["database", "storage", "database"] {
+        let (s, body) = api.post("/backups/create", json!({ "type": kind }));
+        assert_eq!(s, 200, "{body}");
+    }
+    let r = api.http.get(api.url("/metrics")).send().unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "metrics need the token unless metrics_public"
+    );
+    let text = api
+        .http
+        .get(api.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid exposition format");
+    let value = |name: &str, label: (&str, &str)| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} {label:?} missing in\n{text}"))
+    };
+    let (_, stats) = api.get("/backups/stats");
+    for kind in ["database", "storage"] {
+        assert_eq!(
+            value("vertex_backup_backups", ("type", kind)),
+            stats["by_type"][kind]["count"].as_f64().unwrap()
+        );
+        assert_eq!(
+            value("vertex_backup_backups_bytes", ("type", kind)),
+            stats["by_type"][kind]["size"].as_f64().unwrap()
+        );
+        assert!(
+            value(
+                "vertex_backup_last_success_timestamp_seconds",
+                ("type", kind)
+            ) > 1.7e9
+        );
+        assert_eq!(value("vertex_backup_stale", ("type", kind)), 0.0);
+    }
+    assert_eq!(
+        value("vertex_backup_failures_total", ("job", "database")),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "vertex_backup_build_info",
+            ("version", env!("CARGO_PKG_VERSION"))
+        ),
+        1.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "vertex_backup_free_bytes")
+    );
+    api.stop();
+
+    // Public metrics when configured.
+    let api = Api::start(&app, "metrics_public = true\n");
+    let r = api.http.get(api.url("/metrics")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    api.stop();
+}
+
+#[test]
+fn openapi_document_lists_every_route() {
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+    let (s, doc) = api.get("/openapi.json");
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/backups/create",
+        "/backups/list",
+        "/backups/stats",
+        "/backups/restore",
+        "/backups/rotate",
+        "/backups/jobs/{id}",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    api.stop();
+}
+
+#[test]
+fn without_a_token_the_api_stays_off_and_says_why() {
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &format!("{NO_SCHEDULE}[api]\nlisten = \"127.0.0.1:0\"\n"),
+    ));
+    let daemon = app.spawn(["daemon"]);
+    poll_for(Duration::from_secs(20), "the refusal to be logged", || {
+        daemon
+            .stderr_so_far()
+            .contains("REST API is not started: no API token")
+            .then_some(())
+    });
+    assert!(!daemon.stderr_so_far().contains("listening"));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait(Duration::from_secs(30)).code(), Some(0));
+}
+
+#[test]
+fn hostile_requests_never_get_a_5xx() {
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+    let big = "x".repeat(200 * 1024);
+    let requests: Vec<(&str, String, Option<String>)> = vec![
+        ("POST", "/backups/create".into(), Some(big.clone())),
+        ("POST", "/backups/create".into(), Some("[]".into())),
+        (
+            "POST",
+            "/backups/create".into(),
+            Some("{\"type\": 5}".into()),
+        ),
+        ("POST", "/backups/restore".into(), Some("{}".into())),
+        (
+            "POST",
+            "/backups/restore".into(),
+            Some("{\"backup_path\": \"\\u0000\"}".into()),
+        ),
+        (
+            "POST",
+            "/backups/restore".into(),
+            Some(format!("{{\"backup_path\": \"{}\"}}", "a/".repeat(3000))),
+        ),
+        ("POST", "/backups/rotate?max_backups=-1".into(), None),
+        (
+            "POST",
+            "/backups/rotate?max_backups=99999999999999999999".into(),
+            None,
+        ),
+        ("GET", "/backups/list?backup_type=%00".into(), None),
+        ("GET", "/backups/jobs/abc".into(), None),
+        ("GET", "/backups/jobs/18446744073709551616".into(), None),
+        ("DELETE", "/backups/list".into(), None),
+        ("GET", format!("/{}", "z".repeat(5000)), None),
+    ];
+    for (method, path, body) in requests {
+        let mut req = api
+            .http
+            .request(method.parse().unwrap(), api.url(&path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json");
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().unwrap();
+        assert!(
+            r.status().as_u16() < 500,
+            "{method} {}: {}",
+            &path[..path.len().min(60)],
+            r.status()
+        );
+        assert!(
+            r.status().is_client_error(),
+            "{method} {path:.60}: {}",
+            r.status()
+        );
+    }
+    api.stop();
+}
