@@ -9,7 +9,9 @@
 //! - keep the newest `keep_last`; keep the newest backup of each of the last
 //!   `keep_daily` days, `keep_weekly` ISO weeks, `keep_monthly` months (calendar buckets
 //!   in the configured zone, like restic's `forget`); keep everything within `keep_within`;
-//! - the newest complete backup of a type is always kept, whatever the policy says.
+//! - the newest complete backup of a type is always kept, whatever the policy says;
+//! - a restore's pre-restore safety copies form their own group under the same policy, so
+//!   restoring never pushes a scheduled backup out (the one just restored included).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -30,6 +32,9 @@ pub struct Candidate {
     pub complete: bool,
     /// Set for the parts of a full backup.
     pub part_of: Option<String>,
+    /// A restore's safety copy: retained as its own group, so it never takes the place of
+    /// a scheduled backup (nor the other way round).
+    pub pre_restore: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +77,17 @@ impl From<&RetentionSection> for RetentionPolicy {
     }
 }
 
+/// `db_backup_20261127_020000_10` → ("db_backup_20261127_020000", 10).
+fn id_order(id: &str) -> (&str, u32) {
+    match id.rsplit_once('_') {
+        // A suffix follows the 6-digit time; the time itself has 6 digits.
+        Some((head, n)) if n.len() < 6 && n.chars().all(|c| c.is_ascii_digit()) => {
+            (head, n.parse().unwrap_or(0))
+        }
+        _ => (id, 1),
+    }
+}
+
 fn local_date(t: &DateTime<FixedOffset>, tz: Timezone) -> NaiveDate {
     match tz {
         Timezone::Local => t.with_timezone(&Local).date_naive(),
@@ -87,9 +103,15 @@ pub fn apply(
     tz: Timezone,
 ) -> RetentionPlan {
     let mut plan = RetentionPlan::default();
-    for kind in BackupKind::ALL {
+    for (kind, pre_restore) in BackupKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, false), (k, true)])
+    {
         let mut candidates: Vec<&Candidate> = Vec::new();
-        for b in backups.iter().filter(|b| b.kind == kind) {
+        for b in backups
+            .iter()
+            .filter(|b| b.kind == kind && b.pre_restore == pre_restore)
+        {
             if b.part_of.is_some() {
                 continue;
             }
@@ -103,8 +125,13 @@ pub fn apply(
                 });
             }
         }
-        // Newest first; ties broken by id so the order is total and deterministic.
-        candidates.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+        // Newest first; within one second by the numeric `_N` suffix (`_10` after `_9`),
+        // so the order is total, deterministic and the catalog's.
+        candidates.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| id_order(&b.id).cmp(&id_order(&a.id)))
+        });
 
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
         if let Some(first) = reasons.first_mut() {

@@ -4,4 +4,9 @@
 
 mod util;
 
+mod api;
 mod backup;
+mod daemon;
+mod restore;
+mod rotate;
+mod telegram;

@@ -175,33 +175,38 @@ impl Catalog {
         BackupDirLock::acquire(&self.root, operation)
     }
 
-    /// A timestamp token for a new backup made at `now` that no existing file of any kind
-    /// uses: `YYYYMMDD_HHMMSS`, or with `_2`, `_3`… when that second is taken.
+    /// A timestamp token for a new backup made at `now`: `YYYYMMDD_HHMMSS`, or, when that
+    /// second already has backups (of any kind), one more than its highest `_N` — never a
+    /// lower number freed by rotation, so a newer backup always sorts as newer.
     pub fn allocate_timestamp(&self, now: DateTime<Local>) -> String {
         let base = now.format("%Y%m%d_%H%M%S").to_string();
-        let taken = |ts: &str| {
-            BackupKind::ALL.iter().any(|k| {
-                let stem = format!("{}{ts}", k.prefix());
-                let dir = self.kind_dir(*k);
-                fs::read_dir(&dir)
-                    .map(|rd| {
-                        rd.flatten().any(|e| {
-                            let name = e.file_name();
-                            let name = name.to_string_lossy();
-                            name.strip_prefix(stem.as_str())
-                                .is_some_and(|rest| rest.starts_with('.'))
-                        })
-                    })
-                    .unwrap_or(false)
-            })
-        };
-        if !taken(&base) {
-            return base;
+        let mut highest: Option<u32> = None;
+        for kind in BackupKind::ALL {
+            let Ok(rd) = fs::read_dir(self.kind_dir(kind)) else {
+                continue;
+            };
+            let stem = format!("{}{base}", kind.prefix());
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(stem.as_str())) else {
+                    continue;
+                };
+                let n = if rest.starts_with('.') {
+                    Some(1)
+                } else {
+                    rest.strip_prefix('_')
+                        .and_then(|r| r.split('.').next())
+                        .and_then(|d| d.parse::<u32>().ok())
+                };
+                if let Some(n) = n {
+                    highest = Some(highest.map_or(n, |h| h.max(n)));
+                }
+            }
         }
-        (2..)
-            .map(|n| format!("{base}_{n}"))
-            .find(|ts| !taken(ts))
-            .unwrap_or(base)
+        match highest {
+            None => base,
+            Some(h) => format!("{base}_{}", h + 1),
+        }
     }
 
     /// Path of the data file of a new backup.
@@ -421,6 +426,10 @@ impl Catalog {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect();
             for name in &names {
+                // Only names we write: an operator's `notes.partial` is not ours to delete.
+                if !name.starts_with(kind.prefix()) {
+                    continue;
+                }
                 if let Some(base) = name.strip_suffix(PARTIAL_SUFFIX) {
                     remove_if_exists(&dir.join(name), &mut removed)?;
                     // `X.json.partial` means X's data may have landed without metadata.
@@ -502,7 +511,7 @@ fn strip_data_ext(kind: BackupKind, name: &str) -> String {
 }
 
 /// Orders `YYYYMMDD_HHMMSS` and `YYYYMMDD_HHMMSS_N` numerically on the suffix.
-fn timestamp_order(ts: &str) -> (String, u32) {
+pub fn timestamp_order(ts: &str) -> (String, u32) {
     match ts.get(..15) {
         Some(base) => (
             base.to_string(),

@@ -53,6 +53,14 @@ fn same_second_gets_a_distinct_timestamp() {
     .unwrap();
     let second = c.allocate_timestamp(now);
     assert_eq!(second, "20261127_020000_2");
+    // After rotation freed the lower names, a new backup still sorts as the newest.
+    fs::write(
+        c.data_path(BackupKind::Database, "20261127_020000_3", "db"),
+        b"",
+    )
+    .unwrap();
+    fs::remove_file(c.data_path(BackupKind::Storage, &first, "tar.zst.partial")).unwrap();
+    assert_eq!(c.allocate_timestamp(now), "20261127_020000_4");
 }
 
 #[test]
@@ -131,10 +139,12 @@ fn clean_leftovers_removes_only_crash_debris() {
     // Crash between the data rename and the metadata rename.
     fs::write(dir.join("db_backup_20261127_030000.db"), b"x").unwrap();
     fs::write(dir.join("db_backup_20261127_030000.json.partial"), b"{").unwrap();
-    // A data file somebody put there by hand: not ours to delete.
+    // A data file somebody put there by hand: not ours to delete; nor a stranger's partial.
     fs::write(dir.join("db_backup_20200101_000000.db"), b"x").unwrap();
+    fs::write(dir.join("operator_notes.partial"), b"x").unwrap();
     let removed = c.clean_leftovers().unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(dir.join("operator_notes.partial").exists());
     assert!(dir.join("db_backup_20200101_000000.db").exists());
     assert!(dir.join("db_backup_20261127_020000.db").exists());
 }

@@ -20,6 +20,31 @@ pub fn key_line(source: &str, path: &[&str]) -> Option<usize> {
     found
 }
 
+/// The dotted key path (`schedule.database`) whose key or value covers byte `offset`:
+/// errors from the TOML parser carry only a position, operators want the key too.
+pub fn key_at(source: &str, offset: usize) -> Option<String> {
+    fn search(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table.iter() {
+            path.push(key.get_ref().to_string());
+            // A `[section]` table's span covers only its header, so look inside every
+            // table whatever its span says.
+            if let DeValue::Table(inner) = value.get_ref()
+                && search(inner, offset, path)
+            {
+                return true;
+            }
+            if key.span().contains(&offset) || value.span().contains(&offset) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let root = DeTable::parse(source).ok()?;
+    let mut path = Vec::new();
+    search(root.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
 /// 1-based line containing byte offset `offset`.
 pub fn line_of(source: &str, offset: usize) -> usize {
     source
@@ -36,6 +61,19 @@ mod tests {
     use super::*;
 
     const SRC: &str = "# comment\n[paths]\ndatabase = \"a.db\"\n\n[schedule]\nfull = \"0 2 * * *\"\n[alerts]\nmax_age = { full = \"26h\" }\n";
+
+    #[test]
+    fn names_the_key_at_a_position() {
+        let at = |needle: &str| SRC.find(needle).unwrap();
+        assert_eq!(key_line(SRC, &["paths", "database"]), Some(3));
+        assert_eq!(key_at(SRC, at("a.db")).as_deref(), Some("paths.database"));
+        assert_eq!(key_at(SRC, at("0 2 *")).as_deref(), Some("schedule.full"));
+        assert_eq!(
+            key_at(SRC, at("26h")).as_deref(),
+            Some("alerts.max_age.full")
+        );
+        assert_eq!(key_at(SRC, 0), None);
+    }
 
     #[test]
     fn finds_keys_in_tables() {

@@ -142,6 +142,8 @@ pub struct ScheduleSection {
     pub verify: JobSchedule,
     /// How long a running job may take to finish after SIGTERM before it is aborted.
     pub shutdown_grace: HumanDuration,
+    /// Reload when the config file is saved (inotify); SIGHUP always reloads.
+    pub watch_config: bool,
 }
 
 impl Default for ScheduleSection {
@@ -156,6 +158,7 @@ impl Default for ScheduleSection {
             rotate: cron("0 4 * * *"),
             verify: cron("30 4 * * *"),
             shutdown_grace: HumanDuration(Duration::from_secs(60)),
+            watch_config: true,
         }
     }
 }
@@ -343,7 +346,10 @@ impl Config {
         let model: FileModel = toml::from_str(text).map_err(|e| Error::Config {
             file: file.clone(),
             line: e.span().map(|s| lines::line_of(text, s.start)),
-            key: String::new(),
+            key: e
+                .span()
+                .and_then(|s| lines::key_at(text, s.start))
+                .unwrap_or_default(),
             message: e.message().trim().to_string(),
         })?;
         let secrets_in_file = model.telegram.bot_token.is_some() || model.api.token.is_some();

@@ -161,18 +161,20 @@ pub async fn run(
 
     // 6. Watch the config file.
     let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
-    let _watcher = file
-        .as_ref()
-        .and_then(|f| match watch::watch_config(f, watch_tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "not watching {} for changes ({e}); use SIGHUP to reload",
-                    f.display()
-                );
-                None
-            }
-        });
+    let watching = cfg_rx.borrow().schedule.watch_config;
+    let _watcher =
+        file.as_ref()
+            .filter(|_| watching)
+            .and_then(|f| match watch::watch_config(f, watch_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        "not watching {} for changes ({e}); use SIGHUP to reload",
+                        f.display()
+                    );
+                    None
+                }
+            });
 
     // 7. Staleness and systemd.
     let mut stale = StaleTracker::new(now);

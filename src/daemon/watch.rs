@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// Start watching `file`; each change sends `()` (the receiver debounces).
+/// Start watching `file` — and, when it is a symlink, the file it points to — so a saved
+/// edit of either sends `()` (the receiver debounces).
 pub fn watch_config(file: &Path, tx: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
-    let name = file.file_name().map(|n| n.to_os_string());
-    let dir: PathBuf = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let mut watched: Vec<PathBuf> = vec![file.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(file)
+        && real != file
+    {
+        watched.push(real);
+    }
+    let names: Vec<_> = watched
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if event.kind.is_access() {
@@ -22,12 +28,23 @@ pub fn watch_config(file: &Path, tx: mpsc::Sender<()>) -> notify::Result<Recomme
         if event
             .paths
             .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w == n)))
         {
             // A full channel already holds a pending reload: nothing is lost.
             let _ = tx.try_send(());
         }
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let mut dirs: Vec<PathBuf> = watched
+        .iter()
+        .map(|p| {
+            p.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }

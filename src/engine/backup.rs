@@ -316,6 +316,7 @@ fn storage_part(
     )
     .map_err(fail("write archive"))?;
     partial.sync(&file).map_err(fail("write archive"))?;
+    job.cancel.check().map_err(fail("write archive"))?;
     job.progress.end();
     let mut m = base_metadata(
         BackupKind::Storage,

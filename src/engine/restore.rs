@@ -224,6 +224,15 @@ pub fn plan_restore(
         Error::Refused(format!("{} {why}; choose a new --target", p.display()))
     };
     if !in_place {
+        // A full backup restores into a directory of its own: a new or empty one.
+        if let (BackupKind::Full, Some(t)) = (entry.kind, target)
+            && t.exists()
+            && fs::read_dir(t)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(refuse(t, "exists and is not an empty directory"));
+        }
         if db_part.is_some() && db_target.exists() {
             return Err(refuse(&db_target, "already exists"));
         }

@@ -45,6 +45,7 @@ pub fn plan(
                 // A backup whose last verification failed is no good backup to keep.
                 complete: b.is_complete() && !verdicts.failed(&b.stem),
                 part_of: b.metadata.part_of.clone(),
+                pre_restore: b.metadata.is_pre_restore(),
             })
         })
         .collect();

@@ -104,9 +104,21 @@ pub fn write_archive(
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("storage"));
-    let w = |e| Error::io("write the archive", out_path, e);
+    // Once cancelled, every error is the cancellation: the compressor's worker threads may
+    // still be flushing when the output starts refusing writes.
+    let w = |e| {
+        if cancel.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::io("write the archive", out_path, e)
+        }
+    };
 
-    let hashed = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
+    let sink = CancellableWriter {
+        inner: BufWriter::with_capacity(CHUNK, out),
+        cancel: cancel.clone(),
+    };
+    let hashed = HashingWriter::new(sink);
     let compressor =
         Compressor::new(hashed, opts.compression, opts.level, opts.threads).map_err(w)?;
     let mut tar = tar::Builder::new(CountingWriter::new(compressor));
@@ -191,11 +203,31 @@ pub fn write_archive(
     let counting = tar.into_inner().map_err(w)?;
     summary.uncompressed_size = counting.count;
     let hashed = counting.into_inner().finish().map_err(w)?;
-    let (buffered, checksum, written) = hashed.finish();
-    let file = buffered.into_inner().map_err(|e| w(e.into_error()))?;
+    let (sink, checksum, written) = hashed.finish();
+    let file = sink.inner.into_inner().map_err(|e| w(e.into_error()))?;
+    cancel.check()?;
     summary.checksum = checksum;
     summary.compressed_size = written;
     Ok((summary, file))
+}
+
+/// The archive's file: refuses every write once cancelled, so even the compressor's
+/// final flush (which can be most of the work with many zstd threads) stops promptly.
+struct CancellableWriter<W> {
+    inner: W,
+    cancel: Cancel,
+}
+
+impl<W: Write> Write for CancellableWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 enum EntryError {

@@ -19,6 +19,7 @@ fn db(id: &str, created: DateTime<FixedOffset>) -> Candidate {
         created,
         complete: true,
         part_of: None,
+        pre_restore: false,
     }
 }
 
@@ -50,6 +51,22 @@ fn keep_last_keeps_the_newest_n() {
     let plan = apply(&b, &policy(3), now(), utc());
     assert_eq!(ids(&plan.keep), ["b08", "b09", "b10"]);
     assert_eq!(plan.delete.len(), 7);
+}
+
+#[test]
+fn backups_of_one_second_order_by_their_numeric_suffix() {
+    let t = at(2026, 11, 27, 2);
+    let mut b = vec![db("db_backup_20261127_020000", t)];
+    b.extend((2..=12).map(|n| db(&format!("db_backup_20261127_020000_{n}"), t)));
+    let plan = apply(&b, &policy(3), now(), utc());
+    assert_eq!(
+        ids(&plan.keep),
+        [
+            "db_backup_20261127_020000_10",
+            "db_backup_20261127_020000_11",
+            "db_backup_20261127_020000_12"
+        ]
+    );
 }
 
 #[test]
@@ -158,6 +175,20 @@ fn keep_within_keeps_recent_backups() {
 }
 
 #[test]
+fn pre_restore_copies_never_push_scheduled_backups_out() {
+    let mut b = vec![
+        db("scheduled_old", at(2026, 11, 1, 2)),
+        db("scheduled_new", at(2026, 11, 2, 2)),
+    ];
+    let mut copy = db("safety", at(2026, 11, 3, 2));
+    copy.pre_restore = true;
+    b.push(copy);
+    let plan = apply(&b, &policy(1), now(), utc());
+    assert_eq!(ids(&plan.keep), ["safety", "scheduled_new"]);
+    assert_eq!(ids(&plan.delete), ["scheduled_old"]);
+}
+
+#[test]
 fn types_are_rotated_separately() {
     let mut b: Vec<_> = (1..=3)
         .map(|d| db(&format!("db{d}"), at(2026, 11, d, 2)))
@@ -184,6 +215,7 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
             created: (now() - chrono::Duration::hours(hours)).fixed_offset(),
             complete,
             part_of: part.then(|| "full_backup_x".to_string()),
+            pre_restore: false,
         })
 }
 
@@ -217,7 +249,7 @@ proptest! {
                 .filter(|c| c.kind == kind && c.complete && c.part_of.is_none())
                 .collect();
             // The newest complete backup of each type is kept.
-            if let Some(newest) = complete.iter().max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))) {
+            if let Some(newest) = complete.iter().max_by(|a, b| a.created.cmp(&b.created).then_with(|| id_order(&a.id).cmp(&id_order(&b.id)))) {
                 prop_assert!(plan.keep.iter().any(|d| d.id == newest.id), "newest {} deleted", newest.id);
             }
             // At least min(keep_last, candidates) are kept.

@@ -814,3 +814,278 @@ pub fn ju64(json: &Value, key: &str) -> u64 {
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("`{key}` missing or not an unsigned integer in {json:#}"))
 }
+
+// =======================================================================================
+// Restore and rotation helpers (tests/restore.rs, tests/rotate.rs).
+// Kept together in this block; nothing above depends on it.
+
+/// Every row of every table of `conn`, one string per row (`table: [values]`), tables by
+/// name and rows by rowid: two databases with equal dumps hold the same data.
+pub fn dump_db(conn: &Connection) -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
+    {
+        let mut st = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .expect("prepare table list");
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("table list");
+        for t in rows {
+            tables.push(t.expect("table name"));
+        }
+    }
+    let mut out = Vec::new();
+    for t in tables {
+        let sql = format!("SELECT * FROM \"{t}\" ORDER BY rowid");
+        let mut st = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for row in rows {
+            out.push(format!("{t}: {:?}", row.expect("row")));
+        }
+    }
+    out
+}
+
+/// [`dump_db`] of a database file that must not be changed (a backup): a copy of it is
+/// opened, so SQLite never writes a journal or WAL beside the original.
+pub fn dump_db_file(path: &Path) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.db");
+    fs::copy(path, &copy).unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+    let conn = Connection::open(&copy).expect("open the copy");
+    let dump = dump_db(&conn);
+    drop(conn);
+    dump
+}
+
+/// Invert every bit of the byte at `offset` of `path`, in place.
+pub fn flip_byte(path: &Path, offset: u64) {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.read_exact(&mut b).expect("read the byte to flip");
+    b[0] ^= 0xFF;
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.write_all(&b).expect("write the flipped byte");
+    f.sync_all().expect("sync");
+}
+
+/// A JSON file's content.
+#[track_caller]
+pub fn read_json(path: &Path) -> Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Write `value` as pretty JSON to `path`.
+pub fn write_json(path: &Path, value: &Value) {
+    fs::write(path, serde_json::to_vec_pretty(value).expect("serialize"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Like [`assert_same_tree`], against a [`snapshot_tree`] taken earlier (the tree itself
+/// may have changed since): every entry with the same contents, link target, mode and
+/// mtime, listing every difference.
+#[track_caller]
+pub fn assert_tree_matches(expected: &BTreeMap<PathBuf, Node>, actual: &Path) {
+    let b = snapshot_tree(actual);
+    let mut diffs = Vec::new();
+    for (path, node) in expected {
+        match b.get(path) {
+            None => diffs.push(format!("missing: {path:?} ({node:?})")),
+            Some(other) if other != node => diffs.push(format!(
+                "differs: {path:?}\n  want {node:?}\n  got  {other:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in b.keys().filter(|p| !expected.contains_key(*p)) {
+        diffs.push(format!("unexpected: {path:?}"));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differs from the snapshot:\n{}",
+        actual.display(),
+        diffs.join("\n")
+    );
+}
+
+/// Entries directly in `dir` whose file name contains `needle`, sorted.
+pub fn children_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(needle))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+// =======================================================================================
+// Added for the daemon tests (tests/daemon.rs): reading a running process's output,
+// asserting that a condition holds for a while, replacing the config as editors do, the
+// operation log, and a `NOTIFY_SOCKET` listener.
+
+impl Spawned {
+    /// Everything the process has written to stderr so far. Reads with `pread`, so the
+    /// file offset the child shares with us is never moved (a seek would make the child's
+    /// next write land in the middle of the file).
+    pub fn stderr_so_far(&self) -> String {
+        read_at_start(&self.err)
+    }
+
+    /// Everything the process has written to stdout so far (see [`Self::stderr_so_far`]).
+    pub fn stdout_so_far(&self) -> String {
+        read_at_start(&self.out)
+    }
+}
+
+fn read_at_start(f: &File) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64).expect("read output");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Call `cond` repeatedly for `duration`; panic naming `what` as soon as it is false.
+/// For "nothing more happens" checks: the window is the assertion, not a synchronisation.
+#[track_caller]
+pub fn assert_holds_for(duration: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + duration;
+    loop {
+        assert!(cond(), "no longer true: {what}");
+        if Instant::now() >= end {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl TestApp {
+    /// Replace the config file as editors do: write a temporary file beside it, then
+    /// rename it over the config (one atomic directory change).
+    pub fn replace_config_by_rename(&self, text: &str) {
+        let tmp = self.config.with_extension("toml.tmp-edit");
+        fs::write(&tmp, text).expect("write the new config");
+        fs::rename(&tmp, &self.config).expect("rename over the config");
+    }
+
+    /// The operation log `backups/backup.log` ("" while it does not exist).
+    pub fn backup_log(&self) -> String {
+        fs::read_to_string(self.backups.join("backup.log")).unwrap_or_default()
+    }
+}
+
+/// A `NOTIFY_SOCKET` for a child, as systemd provides: a unix datagram socket bound to a
+/// fresh temporary path, drained by a background thread (a full queue would block the
+/// sender), every datagram kept in arrival order.
+pub struct NotifyListener {
+    path: PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl Default for NotifyListener {
+    fn default() -> Self {
+        Self::bind()
+    }
+}
+
+impl NotifyListener {
+    pub fn bind() -> NotifyListener {
+        use std::sync::atomic::Ordering;
+        // A short path: sun_path holds at most 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("vb-notify-")
+            .tempdir()
+            .expect("tempdir");
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path)
+            .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, s) = (messages.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while !s.load(Ordering::Relaxed) {
+                match socket.recv(&mut buf) {
+                    Ok(n) => m
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => panic!("recv on the notify socket: {e}"),
+                }
+            }
+        });
+        NotifyListener {
+            path,
+            messages,
+            stop,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    /// The socket's path, for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every datagram received so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Index of the first datagram at or after `from` with a line equal to `line`.
+    pub fn find_line(&self, from: usize, line: &str) -> Option<usize> {
+        self.find(from, |m| m.lines().any(|l| l == line))
+    }
+
+    /// Index of the first datagram at or after `from` that satisfies `pred`.
+    pub fn find(&self, from: usize, pred: impl Fn(&str) -> bool) -> Option<usize> {
+        let messages = self.messages.lock().unwrap();
+        (from..messages.len()).find(|&i| pred(&messages[i]))
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
