@@ -1,0 +1,100 @@
+# Shared helpers of bench/run.sh and bench/scaling.sh; sourced, not run.
+# shellcheck shell=bash
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=$root/target/release/vertex-backup
+gen=$root/target/release/examples/gen_corpus
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg) # a busy machine makes every number noisy
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Install the missing tools with apt-get when we can (root on Debian/Ubuntu); args are
+# "command:package" pairs. Tools that stay missing are fatal unless marked optional with '?'.
+need_tools() {
+  local want=() spec cmd pkg
+  for spec in "$@"; do
+    cmd=${spec%%:*}; pkg=${spec#*:}; pkg=${pkg%\?}
+    command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
+  done
+  if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${want[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${want[@]}" >&2 ||
+      { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${want[@]}" >&2; } ||
+      log "apt-get could not install ${want[*]}"
+  fi
+  for spec in "$@"; do
+    cmd=${spec%%:*}
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+      [[ $spec == *\? ]] && { log "$cmd is missing: falling back"; continue; }
+      die "$cmd is missing (package ${spec#*:}); install it and run again"
+    fi
+  done
+}
+
+build() {
+  log "cargo build --release (binary and corpus generator)"
+  (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example gen_corpus)
+}
+
+# make_corpus DIR GEN-ARGS...: generate once, again only when the generator's source changed;
+# a corpus counts only once it is complete.
+make_corpus() {
+  local dir=$1 stamp; shift
+  stamp=$(sha256sum "$root/examples/gen_corpus.rs" | cut -d' ' -f1)
+  if [ "$(cat "$dir/.complete" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$dir"
+    log "generating corpus $dir ($*)"
+    "$gen" --out "$dir" "$@" >&2
+    echo "$stamp" >"$dir/.complete"
+  fi
+}
+
+# write_config FILE CORPUS BACKUP_DIR COMPRESSION LEVEL
+write_config() {
+  cat >"$1" <<EOF
+[paths]
+database = "$2/app_data/app_data.db"
+storage = "$2/storage"
+backup_dir = "$3"
+
+[backup]
+compression = "$4"
+compression_level = $5
+threads = 0
+min_free_space = "0"
+EOF
+}
+
+# Sum of the sizes of the regular files under the given paths (0 when none exist).
+bytes_of() {
+  local p total=0 n
+  for p in "$@"; do
+    [ -e "$p" ] || continue
+    n=$(find "$p" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+# Median of the numbers on stdin.
+median() {
+  sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
+
+# The machine, as Markdown bullet lines.
+machine_info() {
+  local cpu mem fs sha
+  cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+  mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+  fs=$(df -T "$1" | awk 'NR == 2 {print $2 " on " $1}')
+  if grep -qw sha_ni /proc/cpuinfo; then sha=yes; else sha=no; fi
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
+  echo "- CPU: ${cpu:-unknown}, $(nproc) cores online (SHA-NI: $sha); memory $mem"
+  echo "- Kernel: $(uname -sr); work dir filesystem: $fs; load average at start: $load_at_start"
+  echo "- Tools: $("$bin" --version 2>/dev/null | head -n1); $(rustc --version); $(tar --version | head -n1);" \
+    "zstd $(zstd -V | grep -o "v[0-9.]*" | head -n1); sqlite3 $(sqlite3 --version | cut -d' ' -f1); $(gzip --version | head -n1);" \
+    "$(sha256sum --version | head -n1)$(command -v hyperfine >/dev/null && echo "; $(hyperfine --version)")"
+}
