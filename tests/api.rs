@@ -444,10 +444,25 @@ fn hostile_requests_never_get_a_5xx() {
             .request(method.parse().unwrap(), api.url(&path))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json");
+        let oversized = body.as_ref().is_some_and(|b| b.len() > 64 * 1024);
         if let Some(b) = body {
             req = req.body(b);
         }
-        let r = req.send().unwrap();
+        let r = match req.send() {
+            Ok(r) => r,
+            // Refusing an oversized body (413) before reading it all may reset the
+            // connection under a client still sending: fine, if the server stays healthy.
+            Err(e) if oversized => {
+                eprintln!("oversized body: connection closed early ({e})");
+                let (s, _) = api.get("/backups/stats");
+                assert_eq!(
+                    s, 200,
+                    "the server is still healthy after refusing a large body"
+                );
+                continue;
+            }
+            Err(e) => panic!("{method} {path:.60}: {e}"),
+        };
         assert!(
             r.status().as_u16() < 500,
             "{method} {}: {}",

@@ -89,7 +89,17 @@ pub struct BackupSection {
     pub dir_mode: Mode,
     /// How long SQLite waits for a lock held by the app's writer before giving up.
     pub busy_timeout: HumanDuration,
+    /// Extensions of already-compressed files (video, images, archives): zstd stores them
+    /// at its fastest level instead of searching them for matches that are not there.
+    pub precompressed: Vec<String>,
 }
+
+/// Media and archive formats that do not compress further.
+pub const PRECOMPRESSED: &[&str] = &[
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "jpg", "jpeg", "png", "webp", "gif", "heic", "heif",
+    "avif", "mp3", "m4a", "aac", "ogg", "opus", "zip", "gz", "tgz", "zst", "xz", "bz2", "7z",
+    "rar",
+];
 
 impl Default for BackupSection {
     fn default() -> Self {
@@ -103,6 +113,7 @@ impl Default for BackupSection {
             file_mode: Mode(0o600),
             dir_mode: Mode(0o700),
             busy_timeout: HumanDuration(Duration::from_secs(30)),
+            precompressed: PRECOMPRESSED.iter().map(|s| s.to_string()).collect(),
         }
     }
 }

@@ -305,6 +305,7 @@ fn storage_part(
         level: cfg.backup.compression_level,
         threads: cfg.compressor_threads(),
         exclude: cfg.backup.exclude.clone(),
+        precompressed: cfg.backup.precompressed.clone(),
     };
     let (summary, file) = storage::write_archive(
         &cfg.paths.storage,

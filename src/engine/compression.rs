@@ -12,7 +12,21 @@ pub enum Compressor<W: Write> {
     Plain(W),
 }
 
+/// Bytes per multithreaded zstd job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 impl<W: Write> Compressor<W> {
+    /// Change the level for what comes next. Multithreaded zstd applies it from its next
+    /// job on (as `zstd --adapt` does); gzip and none ignore it.
+    pub fn set_level(&mut self, level: i32) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => {
+                e.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn new(inner: W, compression: Compression, level: i32, threads: u32) -> io::Result<Self> {
         Ok(match compression {
             Compression::Zstd => {
@@ -20,6 +34,9 @@ impl<W: Write> Compressor<W> {
                 enc.include_checksum(true)?;
                 if threads > 1 {
                     enc.multithread(threads)?;
+                    // Smaller jobs than zstd's default (4 × window) keep the buffers in
+                    // flight — and so peak memory — small; the ratio barely moves.
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 }
                 Compressor::Zstd(enc)
             }

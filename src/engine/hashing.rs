@@ -83,6 +83,103 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// SHA-256 on its own thread: the bytes are copied into recycled buffers and hashed
+/// while the caller goes on decompressing — on two cores this takes the
+/// hash off the critical path. Memory: at most `DEPTH` buffers of the caller's chunk size.
+struct HashThread {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<String>>,
+    bytes: u64,
+}
+
+const DEPTH: usize = 8;
+
+impl HashThread {
+    fn start() -> HashThread {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
+        let handle = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                while let Ok(buf) = rx.recv() {
+                    hasher.update(&buf);
+                    let _ = back_tx.try_send(buf);
+                }
+                hex::encode(hasher.finalize())
+            })
+            .ok();
+        HashThread {
+            tx: Some(tx),
+            recycled: back_rx,
+            handle,
+            bytes: 0,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        self.bytes += data.len() as u64;
+        match &self.tx {
+            Some(tx) => tx
+                .send(buf)
+                .map_err(|_| io::Error::other("the hashing thread stopped")),
+            None => Err(io::Error::other("the hashing thread is gone")),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(String, u64)> {
+        drop(self.tx.take());
+        let digest = self
+            .handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .ok_or_else(|| io::Error::other("the hashing thread failed"))?;
+        Ok((digest, self.bytes))
+    }
+}
+
+/// [`HashingReader`] with the hash computed on its own thread.
+pub struct ThreadedHashReader<R> {
+    inner: R,
+    hash: HashThread,
+}
+
+impl<R: Read> ThreadedHashReader<R> {
+    pub fn new(inner: R) -> Self {
+        ThreadedHashReader {
+            inner,
+            hash: HashThread::start(),
+        }
+    }
+    /// Read what is left and return the digest and the byte count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = self.inner.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            self.hash.feed(&buf[..n])?;
+        }
+        self.hash.finish()
+    }
+}
+
+impl<R: Read> Read for ThreadedHashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.feed(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// Counts bytes written through it (the uncompressed size of a stream).
 pub struct CountingWriter<W> {
     inner: W,
@@ -95,6 +192,9 @@ impl<W: Write> CountingWriter<W> {
     }
     pub fn into_inner(self) -> W {
         self.inner
+    }
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 }
 
@@ -112,14 +212,25 @@ impl<W: Write> Write for CountingWriter<W> {
 /// SHA-256 of a whole file, read once with a large buffer.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let file = File::open(path).ctx("open", path)?;
-    let mut reader = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
-    io::copy(&mut reader, &mut io::sink()).ctx("read", path)?;
+    let reader = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
     reader.finish().ctx("read", path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threaded_digests_match() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data).unwrap();
+        let (_, plain, _) = w.finish();
+        let mut r = ThreadedHashReader::new(&data[..]);
+        let mut first = vec![0u8; 1000];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(r.finish().unwrap(), (plain, data.len() as u64));
+    }
 
     #[test]
     fn known_digest() {

@@ -10,6 +10,7 @@ pub mod database;
 pub mod extract;
 pub mod hashing;
 pub mod hooks;
+pub mod output;
 pub mod restore;
 pub mod rotate;
 pub mod storage;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use walkdir::{DirEntry, WalkDir};
 
 use super::compression::Compressor;
 use super::hashing::{CountingWriter, HashingWriter};
+use super::output::ArchiveFile;
 use super::{Cancel, Progress};
 use crate::config::Compression;
 use crate::error::{Error, Result};
@@ -29,6 +30,18 @@ pub struct ArchiveOptions {
     pub level: i32,
     pub threads: u32,
     pub exclude: Vec<String>,
+    /// Extensions (lower case, no dot) of files that are already compressed.
+    pub precompressed: Vec<String>,
+}
+
+/// zstd's level for already-compressed files: its fastest positive level, which stores
+/// such data as fast as possible while keeping the archive a standard zstd stream.
+const PRECOMPRESSED_LEVEL: i32 = 1;
+
+fn is_precompressed(rel: &Path, extensions: &[String]) -> bool {
+    rel.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// What one archive holds.
@@ -114,17 +127,14 @@ pub fn write_archive(
         }
     };
 
-    let sink = CancellableWriter {
-        inner: BufWriter::with_capacity(CHUNK, out),
-        cancel: cancel.clone(),
-    };
-    let hashed = HashingWriter::new(sink);
+    let hashed = HashingWriter::new(ArchiveFile::new(out, cancel.clone()));
     let compressor =
         Compressor::new(hashed, opts.compression, opts.level, opts.threads).map_err(w)?;
     let mut tar = tar::Builder::new(CountingWriter::new(compressor));
     tar.mode(tar::HeaderMode::Complete);
 
     let mut summary = ArchiveSummary::default();
+    let mut level_now = opts.level;
     let mut buf = vec![0u8; CHUNK];
     let mut hardlinks: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut walker = WalkDir::new(root)
@@ -183,6 +193,18 @@ pub fn write_archive(
             continue;
         }
         let name = top.join(&rel);
+        // Media is already compressed: spend zstd's effort only where it pays.
+        if entry.file_type().is_file() {
+            let wanted = if is_precompressed(&rel, &opts.precompressed) {
+                PRECOMPRESSED_LEVEL
+            } else {
+                opts.level
+            };
+            if wanted != level_now {
+                tar.get_mut().get_mut().set_level(wanted).map_err(w)?;
+                level_now = wanted;
+            }
+        }
         append_entry(
             &mut tar,
             &entry,
@@ -204,30 +226,11 @@ pub fn write_archive(
     summary.uncompressed_size = counting.count;
     let hashed = counting.into_inner().finish().map_err(w)?;
     let (sink, checksum, written) = hashed.finish();
-    let file = sink.inner.into_inner().map_err(|e| w(e.into_error()))?;
+    let file = sink.into_file().map_err(w)?;
     cancel.check()?;
     summary.checksum = checksum;
     summary.compressed_size = written;
     Ok((summary, file))
-}
-
-/// The archive's file: refuses every write once cancelled, so even the compressor's
-/// final flush (which can be most of the work with many zstd threads) stops promptly.
-struct CancellableWriter<W> {
-    inner: W,
-    cancel: Cancel,
-}
-
-impl<W: Write> Write for CancellableWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            return Err(io::Error::other("cancelled"));
-        }
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 enum EntryError {

@@ -94,7 +94,14 @@ pub fn verify_storage_file(
         path: path.to_path_buf(),
         reason: "its name does not end in .tar.zst, .tar.gz or .tar".into(),
     })?;
-    let stats = archive::read_archive(path, compression, expected, progress, cancel, &mut Drain)?;
+    let stats = archive::read_archive(
+        path,
+        compression,
+        expected,
+        progress,
+        cancel,
+        &mut Drain::default(),
+    )?;
     let mut checks = Vec::new();
     if expected.is_some() {
         checks.push(passed("checksum"));
