@@ -35,8 +35,11 @@ impl Api {
         });
         Api {
             base,
+            // No connection reuse: a server that closes a connection after refusing a body
+            // must not turn the next request into a send error on a stale connection.
             http: Client::builder()
                 .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
             daemon: Some(daemon),
