@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, FixedOffset, Local, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::config::{RetentionSection, Timezone};
@@ -88,13 +88,6 @@ fn id_order(id: &str) -> (&str, u32) {
     }
 }
 
-fn local_date(t: &DateTime<FixedOffset>, tz: Timezone) -> NaiveDate {
-    match tz {
-        Timezone::Local => t.with_timezone(&Local).date_naive(),
-        Timezone::Named(z) => t.with_timezone(&z).date_naive(),
-    }
-}
-
 /// Decide what to keep and what to delete.
 pub fn apply(
     backups: &[Candidate],
@@ -147,7 +140,7 @@ pub fn apply(
                 if seen.len() >= n as usize {
                     break;
                 }
-                if seen.insert(key(local_date(&c.created, tz))) {
+                if seen.insert(key(tz.localize(&c.created).date_naive())) {
                     reasons[i].push(label.to_string());
                 }
             }

@@ -150,8 +150,12 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             JobStatus {
                 job,
                 schedule: daemon::job_schedule(config, job).expression().to_string(),
-                next_run: timetable.next_of(job).map(|t| local(t, config)),
-                last_run: run.and_then(|r| r.finished).map(|t| local(t, config)),
+                next_run: timetable
+                    .next_of(job)
+                    .map(|t| config.schedule.timezone.format(&t)),
+                last_run: run
+                    .and_then(|r| r.finished)
+                    .map(|t| config.schedule.timezone.format(&t)),
                 last_ok: run.and_then(|r| r.ok),
             }
         })
@@ -210,17 +214,4 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn local(t: chrono::DateTime<Utc>, config: &Config) -> String {
-    match config.schedule.timezone {
-        vertex_backup::config::Timezone::Local => t
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string(),
-        vertex_backup::config::Timezone::Named(z) => t
-            .with_timezone(&z)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string(),
-    }
 }

@@ -141,6 +141,24 @@ pub enum Timezone {
     Named(chrono_tz::Tz),
 }
 
+impl Timezone {
+    /// `t` as wall-clock time in this zone (with its offset at that instant).
+    pub fn localize<Z: chrono::TimeZone>(
+        &self,
+        t: &chrono::DateTime<Z>,
+    ) -> chrono::DateTime<chrono::FixedOffset> {
+        match self {
+            Timezone::Local => t.with_timezone(&chrono::Local).fixed_offset(),
+            Timezone::Named(z) => t.with_timezone(z).fixed_offset(),
+        }
+    }
+
+    /// `2026-11-27 02:00:00 +01:00`: how times are shown to operators.
+    pub fn format<Z: chrono::TimeZone>(&self, t: &chrono::DateTime<Z>) -> String {
+        self.localize(t).format("%Y-%m-%d %H:%M:%S %:z").to_string()
+    }
+}
+
 impl fmt::Display for Timezone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -332,7 +332,7 @@ fn reload(
                 .filter_map(|j| {
                     timetable
                         .next_of(j)
-                        .map(|t| (j.to_string(), format_local(t, &new)))
+                        .map(|t| (j.to_string(), new.schedule.timezone.format(&t)))
                 })
                 .collect();
             cfg_tx.send_replace(Arc::new(new));
@@ -383,26 +383,13 @@ fn check_staleness(
     stale.next_deadline(cfg, &listing, now)
 }
 
-fn format_local(t: DateTime<Utc>, cfg: &Config) -> String {
-    match cfg.schedule.timezone {
-        crate::config::Timezone::Local => t
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string(),
-        crate::config::Timezone::Named(z) => t
-            .with_timezone(&z)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string(),
-    }
-}
-
 fn log_schedule(timetable: &Timetable, cfg: &Config) {
     for job in JobName::ALL {
         match timetable.next_of(job) {
             Some(t) => tracing::info!(
                 "{job}: `{}`, next run {}",
                 job_schedule(cfg, job).expression(),
-                format_local(t, cfg)
+                cfg.schedule.timezone.format(&t)
             ),
             None => tracing::info!("{job}: off"),
         }
