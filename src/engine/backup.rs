@@ -18,7 +18,7 @@ use crate::catalog::{
     BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Outcome, PartRef, PartialFile,
     write_atomic, write_partial,
 };
-use crate::config::{Compression, Config};
+use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
 use crate::units::{format_bytes, format_duration};
@@ -150,7 +150,8 @@ pub fn create_backup_locked(
     let started = Instant::now();
     let created_at = Local::now();
     let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
-    check_free_space(job, catalog).map_err(fail("check free space"))?;
+    // The tree's size is measured once: for the space check and the progress totals.
+    let tree = check_free_space(job, catalog).map_err(fail("check free space"))?;
     let ts = catalog.allocate_timestamp(created_at);
     let mut report = match job.kind {
         BackupKind::Database => {
@@ -158,24 +159,30 @@ pub fn create_backup_locked(
             commit_part(catalog, pending).map_err(fail("write metadata"))?
         }
         BackupKind::Storage => {
-            let pending = storage_part(job, catalog, &ts, None, created_at)?;
+            let pending = storage_part(job, catalog, &ts, None, created_at, tree)?;
             commit_part(catalog, pending).map_err(fail("write metadata"))?
         }
-        BackupKind::Full => full_backup(job, catalog, &ts, created_at, started)?,
+        BackupKind::Full => full_backup(job, catalog, &ts, created_at, started, tree)?,
     };
     report.cleaned = cleaned;
     report.free_after = crate::sys::available_space(catalog.root()).ok();
     Ok(report)
 }
 
-fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<()> {
+/// Refuse to start without room for the estimate plus `min_free_space`. Returns the
+/// storage tree's (bytes, files) when the backup includes it, for the progress totals.
+fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<(u64, u64)> {
     let cfg = job.config;
+    let tree = match job.kind {
+        BackupKind::Database => (0, 0),
+        BackupKind::Storage | BackupKind::Full => {
+            storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?
+        }
+    };
     let needed = match job.kind {
-        BackupKind::Database => database::estimate_size(&cfg.paths.database),
-        BackupKind::Storage => storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?.0,
-        BackupKind::Full => {
-            database::estimate_size(&cfg.paths.database)
-                + storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?.0
+        BackupKind::Storage => tree.0,
+        BackupKind::Database | BackupKind::Full => {
+            database::estimate_size(&cfg.paths.database) + tree.0
         }
     };
     let available =
@@ -189,7 +196,7 @@ fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<()> {
             available,
         });
     }
-    Ok(())
+    Ok(tree)
 }
 
 /// A part whose data is written (under its `.partial` name) and whose metadata is ready.
@@ -288,14 +295,13 @@ fn storage_part(
     ts: &str,
     part_of: Option<&str>,
     created: DateTime<Local>,
+    (total_bytes, total_files): (u64, u64),
 ) -> std::result::Result<PendingPart, BackupFailure> {
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
     let compression = cfg.backup.compression;
     let final_path = catalog.data_path(BackupKind::Storage, ts, compression.extension());
-    let (total_bytes, total_files) =
-        storage::estimate(&cfg.paths.storage, &cfg.backup.exclude).map_err(fail("read storage"))?;
     job.progress
         .begin("archive storage", Some(total_bytes), Some(total_files));
     let (partial, file) =
@@ -368,13 +374,14 @@ fn full_backup(
     ts: &str,
     created: DateTime<Local>,
     started: Instant,
+    tree: (u64, u64),
 ) -> std::result::Result<BackupReport, BackupFailure> {
     let stem = format!("{}{ts}", BackupKind::Full.prefix());
     let fail = |step| move |error| BackupFailure::new(BackupKind::Full, step, error);
     // Both parts are written before either lands, so a failure in the second leaves no
     // orphaned first part.
     let db = database_part(job, catalog, ts, Some(&stem), created)?;
-    let st = storage_part(job, catalog, ts, Some(&stem), created)?;
+    let st = storage_part(job, catalog, ts, Some(&stem), created, tree)?;
     let db = commit_part(catalog, db).map_err(fail("write metadata"))?;
     let st = match commit_part(catalog, st) {
         Ok(r) => r,
@@ -507,15 +514,5 @@ fn record_outcome(
     }
     if let Err(e) = catalog.save_state(&state) {
         log.warn(&format!("could not save the state file: {e}"));
-    }
-}
-
-/// Compression named in a storage archive's metadata (defaults to the file name's).
-pub fn compression_named(name: Option<&str>) -> Option<Compression> {
-    match name? {
-        "zstd" => Some(Compression::Zstd),
-        "gzip" => Some(Compression::Gzip),
-        "none" => Some(Compression::None),
-        _ => None,
     }
 }
