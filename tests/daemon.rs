@@ -11,7 +11,6 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -19,10 +18,6 @@ use serde_json::Value;
 
 use crate::util::*;
 
-/// From spawn to `READY=1`: the daemon does almost nothing before it.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// From SIGTERM to exit when no slow job runs.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for something a 2-second schedule must produce (a generous multiple).
 const FEW_CYCLES: Duration = Duration::from_secs(20);
 /// Deadline for a reload to be logged after SIGHUP or a saved edit (300 ms debounce).
@@ -116,147 +111,6 @@ fn symlinked_config(app: &TestApp) -> PathBuf {
 /// The daemon's run history file.
 fn schedule_file(app: &TestApp) -> PathBuf {
     app.backups.join("vertex-backup.schedule.json")
-}
-
-/// A running `vertex-backup daemon` with its notify socket.
-struct Daemon<'a> {
-    app: &'a TestApp,
-    proc: Spawned,
-    notify: NotifyListener,
-}
-
-impl<'a> Daemon<'a> {
-    /// `vertex-backup --config … daemon` with `NOTIFY_SOCKET` set, not yet waited for.
-    fn spawn(app: &'a TestApp) -> Daemon<'a> {
-        let notify = NotifyListener::bind();
-        let mut cmd = app.command(["daemon"]);
-        cmd.env("NOTIFY_SOCKET", notify.path())
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("JOURNAL_STREAM");
-        Daemon {
-            app,
-            proc: spawn(cmd),
-            notify,
-        }
-    }
-
-    /// Start the daemon and wait for `READY=1`.
-    fn start(app: &'a TestApp) -> Daemon<'a> {
-        let mut d = Self::spawn(app);
-        d.poll(START_TIMEOUT, "READY=1 on the notify socket", |d| {
-            d.notify.find_line(0, "READY=1").is_some()
-        });
-        d
-    }
-
-    fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    fn signal(&self, sig: i32) {
-        self.proc.signal(sig);
-    }
-
-    fn stderr(&self) -> String {
-        self.proc.stderr_so_far()
-    }
-
-    /// stderr and backup.log together: what an operator would search.
-    fn logs(&self) -> String {
-        format!("{}\n{}", self.stderr(), self.app.backup_log())
-    }
-
-    /// Everything observable, for assertion messages.
-    fn describe(&self) -> String {
-        format!(
-            "--- daemon stderr ---\n{}\n--- backup.log ---\n{}\n--- notify datagrams ---\n{:#?}\n--- files under backups/ ---\n{:#?}",
-            self.stderr(),
-            self.app.backup_log(),
-            self.notify.messages(),
-            files_under(&self.app.backups)
-        )
-    }
-
-    /// Poll `probe` until it returns `Some`; panic with everything observable after
-    /// `timeout`, or as soon as the daemon exits.
-    fn poll_for<T>(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut probe: impl FnMut(&Self) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = probe(self) {
-                return v;
-            }
-            if !self.proc.is_running() {
-                panic!(
-                    "the daemon exited while waiting for {what}\n{}",
-                    self.describe()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n{}",
-                    self.describe()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn poll(&mut self, timeout: Duration, what: &str, mut cond: impl FnMut(&Self) -> bool) {
-        self.poll_for(timeout, what, |d| cond(d).then_some(()));
-    }
-
-    /// Assert that `cond` stays true (and the daemon keeps running) for `duration`.
-    fn holds_for(&mut self, duration: Duration, what: &str, mut cond: impl FnMut(&Self) -> bool) {
-        let end = Instant::now() + duration;
-        loop {
-            if !cond(self) {
-                panic!("no longer true: {what}\n{}", self.describe());
-            }
-            if !self.proc.is_running() {
-                panic!("the daemon exited while {what}\n{}", self.describe());
-            }
-            if Instant::now() >= end {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Wait at most `timeout` for the process to exit; panic with everything otherwise.
-    fn wait_exit(mut self, timeout: Duration) -> Run {
-        let deadline = Instant::now() + timeout;
-        while self.proc.is_running() {
-            if Instant::now() >= deadline {
-                panic!(
-                    "the daemon still runs {timeout:?} later\n{}",
-                    self.describe()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.proc.wait(Duration::from_secs(1))
-    }
-
-    /// SIGTERM; the daemon must exit 0 within [`STOP_TIMEOUT`].
-    fn stop(self) -> Run {
-        self.signal(libc::SIGTERM);
-        let app = self.app;
-        let run = self.wait_exit(STOP_TIMEOUT);
-        assert_eq!(
-            run.code(),
-            Some(0),
-            "the daemon did not exit 0 on SIGTERM\n{}\n--- backup.log ---\n{}",
-            run.describe(),
-            app.backup_log()
-        );
-        run
-    }
 }
 
 /// After a reload that turned `database` off and `storage` on (every 2 s) was logged:
