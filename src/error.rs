@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation failed.
-    #[error("cannot {op} {}", path.display())]
+    #[error("cannot {op} {}", crate::names::shown(path))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -29,7 +29,7 @@ pub enum Error {
     },
 
     /// SQLite refused an operation on a database file.
-    #[error("SQLite could not {op} {}", path.display())]
+    #[error("SQLite could not {op} {}", crate::names::shown(path))]
     Sqlite {
         op: &'static str,
         path: PathBuf,
@@ -38,13 +38,16 @@ pub enum Error {
     },
 
     /// Another process holds the backup-directory lock.
-    #[error("another vertex-backup operation holds the lock on {} ({holder})", dir.display())]
+    #[error(
+        "another vertex-backup operation holds the lock on {} ({holder})",
+        crate::names::shown(dir)
+    )]
     Locked { dir: PathBuf, holder: String },
 
     /// Not enough free space to write a backup safely.
     #[error(
         "not enough free space in {}: the backup needs about {} and {} must stay free, but only {} is available",
-        dir.display(),
+        crate::names::shown(dir),
         crate::units::format_bytes(*needed),
         crate::units::format_bytes(*reserve),
         crate::units::format_bytes(*available)
@@ -57,7 +60,7 @@ pub enum Error {
     },
 
     /// A backup failed one of its checks.
-    #[error("{} failed the {check} check: {detail}", path.display())]
+    #[error("{} failed the {check} check: {detail}", crate::names::shown(path))]
     Verify {
         path: PathBuf,
         check: &'static str,
@@ -65,11 +68,14 @@ pub enum Error {
     },
 
     /// A path given on the command line or API is not a backup this tool knows.
-    #[error("{} is not a backup: {reason}", path.display())]
+    #[error("{} is not a backup: {reason}", crate::names::shown(path))]
     NotABackup { path: PathBuf, reason: String },
 
     /// An archive entry that would escape or damage the restore target.
-    #[error("unsafe entry {entry:?} in {}: {reason}", archive.display())]
+    #[error(
+        "unsafe entry \"{entry}\" in {}: {reason}",
+        crate::names::shown(archive)
+    )]
     UnsafeEntry {
         archive: PathBuf,
         entry: String,
@@ -88,8 +94,8 @@ pub enum Error {
 fn config_message(file: &Option<PathBuf>, line: Option<usize>, key: &str, message: &str) -> String {
     let mut s = String::from("invalid configuration");
     match (file, line) {
-        (Some(f), Some(l)) => s.push_str(&format!(" in {}, line {l}", f.display())),
-        (Some(f), None) => s.push_str(&format!(" in {}", f.display())),
+        (Some(f), Some(l)) => s.push_str(&format!(" in {}, line {l}", crate::names::shown(f))),
+        (Some(f), None) => s.push_str(&format!(" in {}", crate::names::shown(f))),
         (None, Some(l)) => s.push_str(&format!(" at line {l}")),
         (None, None) => {}
     }
@@ -145,11 +151,11 @@ impl Error {
             Error::Io { source, path, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => Some(format!(
                     "check the owner and mode of {} (the service runs as its own user)",
-                    path.display()
+                    crate::names::shown(path)
                 )),
                 io::ErrorKind::NotFound => Some(format!(
                     "{} does not exist: check [paths] in the config",
-                    path.display()
+                    crate::names::shown(path)
                 )),
                 io::ErrorKind::StorageFull => Some(
                     "free space on the backup filesystem or lower [retention] keep_last; nothing was deleted"

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod kind;
+pub mod names;
 pub mod retention;
 pub mod schedule;
 pub mod sys;

@@ -200,7 +200,7 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 fn unsafe_entry(archive: &Path, entry: &Path, reason: impl Into<String>) -> Error {
     Error::UnsafeEntry {
         archive: archive.to_path_buf(),
-        entry: entry.display().to_string(),
+        entry: crate::names::shown(entry).to_string(),
         reason: reason.into(),
     }
 }
@@ -289,7 +289,7 @@ fn check_entry<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<SafeEnt
                 &raw_path,
                 format!(
                     "it is a symlink to {} outside the restored tree",
-                    target.display()
+                    crate::names::shown(&target)
                 ),
             ));
         }
