@@ -4,7 +4,7 @@
 //! owners are restored; directory times last, after their contents.
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -49,7 +49,7 @@ impl Extractor {
     fn unsafe_entry(&self, entry: &Path, reason: &str) -> Error {
         Error::UnsafeEntry {
             archive: self.archive.clone(),
-            entry: entry.display().to_string(),
+            entry: crate::names::shown(entry).to_string(),
             reason: reason.into(),
         }
     }
@@ -127,6 +127,7 @@ impl EntrySink for Extractor {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dest)
                     .ctx("create", &dest)?;
+                let mut sparse = SparseWriter::new(&mut f);
                 loop {
                     let n = match data.read(&mut self.buf) {
                         Ok(0) => break,
@@ -136,8 +137,9 @@ impl EntrySink for Extractor {
                             return Err(Error::io("read the archive entry for", &dest, err));
                         }
                     };
-                    f.write_all(&self.buf[..n]).ctx("write", &dest)?;
+                    sparse.write(&self.buf[..n]).ctx("write", &dest)?;
                 }
+                sparse.finish().ctx("write", &dest)?;
                 self.chown(&dest, e);
                 // After chown: chown clears setuid bits, and the mode must be the archive's.
                 f.set_permissions(fs::Permissions::from_mode(e.mode))
@@ -165,6 +167,81 @@ impl EntrySink for Extractor {
                 self.clear(&dest)?;
                 fs::hard_link(&source, &dest).ctx("create hard link", &dest)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// Block size for hole detection: the page and filesystem block size almost everywhere.
+const SPARSE_BLOCK: usize = 4096;
+
+/// Writes a file's data, leaving holes where whole blocks are zeros, as `cp` and GNU tar
+/// do: a sparse file (a VM image, a preallocated video) restores to the same content
+/// without taking its full apparent size on a disk that may be nearly full.
+struct SparseWriter<'f> {
+    file: &'f mut fs::File,
+    /// The start of a block whose end has not been read yet (reads split blocks anywhere).
+    partial: Vec<u8>,
+    /// Zero bytes seen but not yet skipped over.
+    pending_hole: u64,
+    len: u64,
+}
+
+impl<'f> SparseWriter<'f> {
+    fn new(file: &'f mut fs::File) -> Self {
+        SparseWriter {
+            file,
+            partial: Vec::with_capacity(SPARSE_BLOCK),
+            pending_hole: 0,
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        // Blocks follow file offsets, not read sizes, so holes line up with the
+        // filesystem's blocks however the decompressor happens to split its output.
+        if !self.partial.is_empty() {
+            let take = (SPARSE_BLOCK - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < SPARSE_BLOCK {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.partial);
+            self.block(&block)?;
+            self.partial = block;
+            self.partial.clear();
+        }
+        let mut blocks = data.chunks_exact(SPARSE_BLOCK);
+        for block in &mut blocks {
+            self.block(block)?;
+        }
+        self.partial.extend_from_slice(blocks.remainder());
+        Ok(())
+    }
+
+    fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        if block.iter().all(|&b| b == 0) {
+            self.pending_hole += block.len() as u64;
+        } else {
+            if self.pending_hole > 0 {
+                self.file
+                    .seek(SeekFrom::Current(self.pending_hole as i64))?;
+                self.pending_hole = 0;
+            }
+            self.file.write_all(block)?;
+        }
+        self.len += block.len() as u64;
+        Ok(())
+    }
+
+    /// The last, short block; a hole at the end is not created by seeking: the length
+    /// must be set.
+    fn finish(mut self) -> std::io::Result<()> {
+        let last = std::mem::take(&mut self.partial);
+        self.block(&last)?;
+        if self.pending_hole > 0 {
+            self.file.set_len(self.len)?;
         }
         Ok(())
     }
@@ -199,4 +276,40 @@ pub fn fresh_dir(path: &Path) -> Result<()> {
         .mode(0o700)
         .create(path)
         .ctx("create the restore directory", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn zero_blocks_become_holes_and_the_content_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        // 1 MiB of data, 8 MiB of zeros, a little data, then 4 MiB + 100 zeros at the end.
+        let mut data = vec![0x5au8; 1 << 20];
+        data.extend(std::iter::repeat_n(0u8, 8 << 20));
+        data.extend_from_slice(b"middle");
+        data.extend(std::iter::repeat_n(0u8, (4 << 20) + 100));
+        let mut f = fs::File::create(&path).unwrap();
+        let mut w = SparseWriter::new(&mut f);
+        // Odd read sizes, as a decompressor returns them.
+        for piece in data.chunks(7_777) {
+            w.write(piece).unwrap();
+        }
+        w.finish().unwrap();
+        // Allocation is settled once written back (delayed allocation reserves first).
+        f.sync_all().unwrap();
+        drop(f);
+        assert_eq!(fs::read(&path).unwrap(), data);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), data.len() as u64);
+        // st_blocks counts 512-byte units; the 12 MiB of zeros must not be allocated.
+        assert!(
+            meta.blocks() * 512 < 3 << 20,
+            "{} bytes allocated for 1 MiB of data",
+            meta.blocks() * 512
+        );
+    }
 }
