@@ -1,7 +1,8 @@
 //! The storage archive in one streaming pass (SPEC §4): walk (sorted, deterministic) →
 //! tar → compressor → SHA-256 → file. Each file's data is read exactly once, in large
 //! chunks, straight into the compressor; memory stays bounded whatever the tree's size.
-//! Symlinks are stored as links, hard links once, special files skipped with a warning;
+//! Symlinks are stored as links (those pointing outside the tree skipped with a warning,
+//! as restore would refuse them), hard links once, special files skipped with a warning;
 //! a file that changes or vanishes while read is a warning, and the archive stays valid.
 
 use std::collections::HashMap;
@@ -155,7 +156,7 @@ pub fn write_archive(
                     Some(io::ErrorKind::NotFound) => {
                         summary.warnings.push(format!(
                             "{} vanished while the tree was read",
-                            path.display()
+                            crate::names::shown(&path)
                         ));
                         continue;
                     }
@@ -257,7 +258,7 @@ fn append_entry<W: Write>(
     let vanished = |summary: &mut ArchiveSummary| {
         summary.warnings.push(format!(
             "{} vanished while being backed up; skipped",
-            path.display()
+            crate::names::shown(path)
         ));
     };
     let meta = match entry.metadata() {
@@ -291,6 +292,17 @@ fn append_entry<W: Write>(
             }
             Err(e) => return Err(EntryError::Source(e)),
         };
+        // Restore refuses links that leave the restored tree (SPEC §5: an archive must
+        // not be able to plant a path to /etc in the media the app serves). Archiving one
+        // would make a backup that looks good and cannot be restored; skip it loudly.
+        if !super::archive::link_stays_inside(name, &target) {
+            summary.warnings.push(format!(
+                "{} is a symlink to {} outside the storage tree; skipped (a restore refuses links that escape)",
+                crate::names::shown(path),
+                crate::names::shown(&target)
+            ));
+            return Ok(());
+        }
         header.set_size(0);
         tar.append_link(&mut header, name, &target)
             .map_err(EntryError::Sink)?;
@@ -365,7 +377,7 @@ fn append_entry<W: Write>(
         {
             summary.warnings.push(format!(
                 "{} changed while being backed up; the archived copy may be inconsistent",
-                path.display()
+                crate::names::shown(path)
             ));
         }
         if meta.nlink() > 1 {
@@ -383,9 +395,10 @@ fn append_entry<W: Write>(
         } else {
             "special file"
         };
-        summary
-            .warnings
-            .push(format!("{} is a {what}; skipped", path.display()));
+        summary.warnings.push(format!(
+            "{} is a {what}; skipped",
+            crate::names::shown(path)
+        ));
     }
     Ok(())
 }
