@@ -7,6 +7,8 @@ mod util;
 mod api;
 mod backup;
 mod daemon;
+mod fuzz;
+mod hostile;
 mod restore;
 mod rotate;
 mod telegram;
