@@ -7,6 +7,7 @@ use std::fs::{self};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -128,6 +129,26 @@ pub struct TestApp {
     pub storage: PathBuf,
     pub backups: PathBuf,
     pub config: PathBuf,
+}
+
+/// No test secret in the backup directory's text files (metadata, logs, state, lock):
+/// the binary must never write a token where an operator or a backup copy would carry it.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            return;
+        }
+        for f in files_under(&self.backups) {
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let is_text = [".json", ".log", ".lock"].iter().any(|x| name.ends_with(x));
+            if is_text && let Ok(text) = fs::read_to_string(&f) {
+                assert_no_secret(&f.display().to_string(), &text);
+            }
+        }
+    }
 }
 
 impl Default for TestApp {

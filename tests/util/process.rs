@@ -139,12 +139,15 @@ impl Spawned {
         let what = format!("`{}` to exit", self.args.join(" "));
         poll_until(timeout, &what, || !self.is_running());
         let status = self.status.expect("exited");
-        Run {
+        let run = Run {
             args: self.args.clone(),
             status,
             stdout: read_all(&mut self.out),
             stderr: read_all(&mut self.err),
-        }
+        };
+        assert_no_secret(&run.describe(), &run.stdout);
+        assert_no_secret(&run.describe(), &run.stderr);
+        run
     }
 }
 
@@ -153,6 +156,12 @@ impl Drop for Spawned {
         if self.is_running() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        // A process never waited for (a daemon killed at the end of a test) is checked
+        // for leaked secrets too; not while unwinding, where a second panic would abort.
+        if !thread::panicking() {
+            assert_no_secret(&self.args.join(" "), &read_at_start(&self.out));
+            assert_no_secret(&self.args.join(" "), &read_at_start(&self.err));
         }
     }
 }
@@ -241,12 +250,36 @@ impl Spawned {
     /// file offset the child shares with us is never moved (a seek would make the child's
     /// next write land in the middle of the file).
     pub fn stderr_so_far(&self) -> String {
-        read_at_start(&self.err)
+        let text = read_at_start(&self.err);
+        assert_no_secret(&self.args.join(" "), &text);
+        text
     }
 
     /// Everything the process has written to stdout so far (see [`Self::stderr_so_far`]).
     pub fn stdout_so_far(&self) -> String {
-        read_at_start(&self.out)
+        let text = read_at_start(&self.out);
+        assert_no_secret(&self.args.join(" "), &text);
+        text
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+
+/// The secret parts of every token the tests put into a config (a Telegram bot token's
+/// part after the colon, the API token). None may appear in anything the binary writes:
+/// its stdout and stderr (checked for every run and every daemon, see [`Spawned`]) and
+/// the files of its backup directory (checked when a [`TestApp`] is dropped).
+pub const TEST_SECRETS: &[&str] = &["TESTsecretTOKENvalueXYZ", "api-token-0123456789abcdef"];
+
+/// Panic naming the secret and where it leaked, if `text` holds one of [`TEST_SECRETS`].
+#[track_caller]
+pub fn assert_no_secret(source: &str, text: &str) {
+    for secret in TEST_SECRETS {
+        assert!(
+            !text.contains(secret),
+            "a test secret ({secret}) leaked into the output of {source}:\n{text}"
+        );
     }
 }
 
