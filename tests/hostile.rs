@@ -232,3 +232,44 @@ fn a_storage_root_that_is_a_symlink_loop_fails_naming_it() {
     );
     assert!(app.partial_files().is_empty() && app.backup_files().is_empty());
 }
+
+/// Metadata edited by hand or by an attacker: a database backup claiming to be a storage
+/// backup, a storage backup whose `backup_path` points at another file. `verify` fails
+/// both, `restore` refuses both, and nothing live changes.
+#[test]
+fn tampered_metadata_type_and_path_are_caught_by_verify_and_refused_by_restore() {
+    let app = TestApp::new();
+    let db_meta = app.create("database");
+    let st_meta = app.create("storage");
+    let db_data = PathBuf::from(jstr(&db_meta, "backup_path"));
+    let st_data = PathBuf::from(jstr(&st_meta, "backup_path"));
+    let db_json = db_data.with_extension("json");
+    let st_json = st_data.with_extension("").with_extension("json");
+
+    let mut j = read_json(&db_json);
+    j["type"] = "storage".into();
+    write_json(&db_json, &j);
+    let mut j = read_json(&st_json);
+    j["backup_path"] = app.db.to_str().unwrap().into();
+    write_json(&st_json, &j);
+
+    let live_db = sha256_file(&app.db);
+    let live_tree = snapshot_tree(&app.storage);
+    let r = app.run(["verify", "--all"]);
+    r.assert_code(1);
+    assert!(
+        r.stdout.contains("says type storage") && r.stdout.contains("different data file"),
+        "verify does not explain both tamperings\n{}",
+        r.describe()
+    );
+    for data in [&db_data, &st_data] {
+        let r = app.run(["restore".as_ref(), data.as_os_str(), "--yes".as_ref()]);
+        assert!(
+            matches!(r.code(), Some(1) | Some(2)),
+            "restore of tampered {data:?} was not refused\n{}",
+            r.describe()
+        );
+    }
+    assert_eq!(sha256_file(&app.db), live_db, "the live database changed");
+    assert_tree_matches(&live_tree, &app.storage);
+}
