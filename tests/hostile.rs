@@ -18,8 +18,8 @@ fn name(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
-/// Sparse file: 64 MiB apparent size, 8 KiB of data at the start, the middle and the end.
-const SPARSE_LEN: u64 = 64 << 20;
+/// Sparse file: 16 MiB apparent size, 8 KiB of data at the start, the middle and the end.
+const SPARSE_LEN: u64 = 16 << 20;
 
 /// Build the hostile tree under `storage/hostile`; returns the paths that must be
 /// skipped with a warning: the FIFO and the socket (tar cannot carry them) and the links
