@@ -243,7 +243,7 @@ impl Catalog {
             names.sort();
             for name in &names {
                 let path = dir.join(name);
-                if name.ends_with(PARTIAL_SUFFIX) {
+                if name.ends_with(PARTIAL_SUFFIX) || sqlite_side_file_of_partial(name).is_some() {
                     listing.leftovers.push(path);
                     continue;
                 }
@@ -413,8 +413,10 @@ impl Catalog {
         Ok(removed)
     }
 
-    /// Remove what crashed runs left: `.partial` files, data files whose metadata was
-    /// still `.partial`, and parts of a full backup whose manifest never landed.
+    /// Remove what crashed runs left: `.partial` files (and the `-wal`, `-shm`, `-journal`
+    /// files SQLite keeps beside a database copy still under its `.partial` name), data
+    /// files whose metadata was still `.partial`, and parts of a full backup whose
+    /// manifest never landed.
     /// Only call while holding the lock: then no live run can be writing any of these.
     pub fn clean_leftovers(&self) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
@@ -428,6 +430,10 @@ impl Catalog {
             for name in &names {
                 // Only names we write: an operator's `notes.partial` is not ours to delete.
                 if !name.starts_with(kind.prefix()) {
+                    continue;
+                }
+                if sqlite_side_file_of_partial(name).is_some() {
+                    remove_if_exists(&dir.join(name), &mut removed)?;
                     continue;
                 }
                 if let Some(base) = name.strip_suffix(PARTIAL_SUFFIX) {
@@ -499,6 +505,17 @@ fn remove_if_exists(path: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("delete", path, e)),
     }
+}
+
+/// `X.partial` when `name` is one of the files SQLite creates beside a database it has
+/// open (`X.partial-wal`, `X.partial-shm`, `X.partial-journal`): a database copy is
+/// written under its `.partial` name, and a run killed while SQLite had it open leaves
+/// these behind.
+fn sqlite_side_file_of_partial(name: &str) -> Option<&str> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .find_map(|sfx| name.strip_suffix(sfx))
+        .filter(|base| base.ends_with(PARTIAL_SUFFIX))
 }
 
 /// `db_backup_X.db` → `db_backup_X`.

@@ -148,3 +148,40 @@ fn clean_leftovers_removes_only_crash_debris() {
     assert!(dir.join("db_backup_20200101_000000.db").exists());
     assert!(dir.join("db_backup_20261127_020000.db").exists());
 }
+
+#[test]
+fn sqlite_side_files_of_a_killed_copy_are_leftovers_and_cleaned() {
+    let (_t, c) = catalog();
+    write_db_backup(&c, "20261127_020000");
+    let dir = c.kind_dir(BackupKind::Database);
+    // A run killed while SQLite had the copy open (switching it out of WAL mode).
+    for name in [
+        "db_backup_20261127_030000.db.partial",
+        "db_backup_20261127_030000.db.partial-wal",
+        "db_backup_20261127_030000.db.partial-shm",
+        "db_backup_20261127_030000.db.partial-journal",
+    ] {
+        fs::write(dir.join(name), b"x").unwrap();
+    }
+    // Not ours: a stranger's file with a similar suffix is shown as "not a backup" (like
+    // any `.partial`) but never deleted.
+    fs::write(dir.join("notes.partial-wal"), b"x").unwrap();
+    let l = c.list().unwrap();
+    assert_eq!(l.leftovers.len(), 5, "{:?}", l.leftovers);
+    assert_eq!(l.backups.len(), 1);
+    let removed = c.clean_leftovers().unwrap();
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    let mut left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "db_backup_20261127_020000.db",
+            "db_backup_20261127_020000.json",
+            "notes.partial-wal"
+        ]
+    );
+}
