@@ -185,3 +185,33 @@ fn sqlite_side_files_of_a_killed_copy_are_leftovers_and_cleaned() {
         ]
     );
 }
+
+#[test]
+fn parts_whose_manifest_never_landed_are_leftovers_not_backups() {
+    let (_t, c) = catalog();
+    // A full run killed after landing both parts, before its manifest.
+    let stem = "full_backup_20261127_020000";
+    let ts = "20261127_020000";
+    let db = c.data_path(BackupKind::Database, ts, "db");
+    fs::write(&db, b"data").unwrap();
+    let mut m = meta(BackupKind::Database, ts, &db, 4);
+    m.part_of = Some(stem.into());
+    write_atomic(
+        &c.meta_path(BackupKind::Database, ts),
+        &serde_json::to_vec(&m).unwrap(),
+        0o600,
+    )
+    .unwrap();
+    write_db_backup(&c, "20261127_030000");
+
+    let l = c.list().unwrap();
+    let stems: Vec<&str> = l.backups.iter().map(|b| b.stem.as_str()).collect();
+    assert_eq!(stems, ["db_backup_20261127_030000"]);
+    assert_eq!(l.leftovers.len(), 2, "{:?}", l.leftovers);
+    assert!(l.find_path(&db).is_none());
+
+    let removed = c.clean_leftovers().unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(!db.exists());
+    assert_eq!(c.list().unwrap().backups.len(), 1);
+}
