@@ -24,6 +24,9 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
+    // SQLite reports any failure to open as "unable to open database file"; opening it
+    // ourselves first names the cause (e.g. "Permission denied") and gets its hint.
+    std::fs::File::open(path).map_err(|e| Error::io("open the database", path, e))?;
     let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, rw)
@@ -155,4 +158,30 @@ pub fn estimate_size(path: &Path) -> u64 {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     len(path) + len(Path::new(&wal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_source_names_the_os_error() {
+        use std::os::unix::fs::PermissionsExt;
+        // Root reads anything; the check is meaningful only for other users.
+        if unsafe { libc::geteuid() } == 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let err = open_source(&db, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+            "{err:?}"
+        );
+    }
 }
