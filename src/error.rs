@@ -56,6 +56,15 @@ pub enum Error {
         available: u64,
     },
 
+    /// The live database holds no tables (an empty or truncated file): refused, so an
+    /// empty copy never counts as the newest good backup.
+    #[error(
+        "the database {} is empty ({} bytes, no tables): it was truncated, or the path is not the app's database",
+        path.display(),
+        bytes
+    )]
+    EmptyDatabase { path: PathBuf, bytes: u64 },
+
     /// A backup failed one of its checks.
     #[error("{} failed the {check} check: {detail}", path.display())]
     Verify {
@@ -174,6 +183,10 @@ impl Error {
             Error::Locked { .. } => Some(
                 "wait for the running operation to finish; the lock frees itself when that process exits".into(),
             ),
+            Error::EmptyDatabase { path, .. } => Some(format!(
+                "check [paths] database and the app; if {} lost its data, restore the newest good database backup (`vertex-backup list --type database`); no backup was written",
+                path.display()
+            )),
             Error::NoSpace { .. } => Some(
                 "free space on the backup filesystem, lower [retention] keep_last and run `vertex-backup rotate`, or lower [backup] min_free_space; nothing was deleted"
                     .into(),

@@ -40,6 +40,23 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Refuse a source database that holds no tables: an empty file (truncated to 0 bytes,
+/// or a path the app never wrote) opens as a valid, empty SQLite database, and its
+/// "successful" backup would count as the newest good one — after `keep_last` of them,
+/// retention would have pushed out every backup that had the data.
+pub fn refuse_empty(source: &Connection, path: &Path) -> Result<()> {
+    let objects: i64 = source
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read", path, e))?;
+    if objects > 0 {
+        return Ok(());
+    }
+    Err(Error::EmptyDatabase {
+        path: path.to_path_buf(),
+        bytes: estimate_size(path),
+    })
+}
+
 /// Copy `source` into a new database file at `dest` (which must not exist yet) in one
 /// backup step, retrying while the source is locked, up to `busy_timeout`.
 pub fn copy_database(
@@ -163,6 +180,28 @@ pub fn estimate_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_source_is_refused_and_a_used_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let conn = open_source(&empty, Duration::from_secs(1)).unwrap();
+        let err = refuse_empty(&conn, &empty).unwrap_err();
+        assert!(
+            matches!(err, Error::EmptyDatabase { bytes: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("empty.db"), "{err}");
+
+        let used = dir.path().join("used.db");
+        Connection::open(&used)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let conn = open_source(&used, Duration::from_secs(1)).unwrap();
+        refuse_empty(&conn, &used).unwrap();
+    }
 
     #[test]
     fn an_unreadable_source_names_the_os_error() {
