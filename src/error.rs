@@ -156,10 +156,18 @@ impl Error {
                     "check the owner and mode of {} (the service runs as its own user)",
                     path.display()
                 )),
-                io::ErrorKind::NotFound => Some(format!(
-                    "{} does not exist: check [paths] in the config",
-                    path.display()
-                )),
+                io::ErrorKind::NotFound => Some(match missing_ancestor(path) {
+                    // A file being created in a directory that is gone: name the directory
+                    // (e.g. the backup directory deleted or unmounted during the run).
+                    Some(dir) => format!(
+                        "the directory {} does not exist (deleted or unmounted while in use?): check [paths] in the config; a backup creates a missing backup directory again",
+                        dir.display()
+                    ),
+                    None => format!(
+                        "{} does not exist: check [paths] in the config",
+                        path.display()
+                    ),
+                }),
                 io::ErrorKind::StorageFull => Some(
                     "free space on the backup filesystem or lower [retention] keep_last; nothing was deleted"
                         .into(),
@@ -206,6 +214,18 @@ impl Error {
     }
 }
 
+/// The highest missing directory above `path`, when its parent is missing.
+fn missing_ancestor(path: &std::path::Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing = Some(dir.to_path_buf());
+    }
+    missing
+}
+
 /// Attach an operation and path to an `io::Result`.
 pub trait IoContext<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
@@ -214,5 +234,40 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_a_vanished_directory_hints_at_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("backups");
+        let file = gone.join("storage").join("x.json.partial");
+        let err = Error::io(
+            "create",
+            &file,
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains(&format!("the directory {} does not exist", gone.display())),
+            "{hint}"
+        );
+
+        // A missing file in an existing directory is named itself.
+        let missing = dir.path().join("app.db");
+        let err = Error::io(
+            "open",
+            &missing,
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        );
+        assert!(
+            err.hint()
+                .unwrap()
+                .starts_with(&format!("{} does not exist", missing.display()))
+        );
     }
 }
