@@ -59,6 +59,15 @@ pub enum Error {
         available: u64,
     },
 
+    /// The live database holds no tables (an empty or truncated file): refused, so an
+    /// empty copy never counts as the newest good backup.
+    #[error(
+        "the database {} is empty ({} bytes, no tables): it was truncated, or the path is not the app's database",
+        crate::names::shown(path),
+        bytes
+    )]
+    EmptyDatabase { path: PathBuf, bytes: u64 },
+
     /// A backup failed one of its checks.
     #[error("{} failed the {check} check: {detail}", crate::names::shown(path))]
     Verify {
@@ -153,10 +162,18 @@ impl Error {
                     "check the owner and mode of {} (the service runs as its own user)",
                     crate::names::shown(path)
                 )),
-                io::ErrorKind::NotFound => Some(format!(
-                    "{} does not exist: check [paths] in the config",
-                    crate::names::shown(path)
-                )),
+                io::ErrorKind::NotFound => Some(match missing_ancestor(path) {
+                    // A file being created in a directory that is gone: name the directory
+                    // (e.g. the backup directory deleted or unmounted during the run).
+                    Some(dir) => format!(
+                        "the directory {} does not exist (deleted or unmounted while in use?): check [paths] in the config; a backup creates a missing backup directory again",
+                        crate::names::shown(&dir)
+                    ),
+                    None => format!(
+                        "{} does not exist: check [paths] in the config",
+                        crate::names::shown(path)
+                    ),
+                }),
                 io::ErrorKind::StorageFull => Some(
                     "free space on the backup filesystem or lower [retention] keep_last; nothing was deleted"
                         .into(),
@@ -180,6 +197,10 @@ impl Error {
             Error::Locked { .. } => Some(
                 "wait for the running operation to finish; the lock frees itself when that process exits".into(),
             ),
+            Error::EmptyDatabase { path, .. } => Some(format!(
+                "check [paths] database and the app; if {} lost its data, restore the newest good database backup (`vertex-backup list --type database`); no backup was written",
+                crate::names::shown(path)
+            )),
             Error::NoSpace { .. } => Some(
                 "free space on the backup filesystem, lower [retention] keep_last and run `vertex-backup rotate`, or lower [backup] min_free_space; nothing was deleted"
                     .into(),
@@ -199,6 +220,18 @@ impl Error {
     }
 }
 
+/// The highest missing directory above `path`, when its parent is missing.
+fn missing_ancestor(path: &std::path::Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing = Some(dir.to_path_buf());
+    }
+    missing
+}
+
 /// Attach an operation and path to an `io::Result`.
 pub trait IoContext<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
@@ -207,5 +240,40 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_a_vanished_directory_hints_at_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("backups");
+        let file = gone.join("storage").join("x.json.partial");
+        let err = Error::io(
+            "create",
+            &file,
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains(&format!("the directory {} does not exist", gone.display())),
+            "{hint}"
+        );
+
+        // A missing file in an existing directory is named itself.
+        let missing = dir.path().join("app.db");
+        let err = Error::io(
+            "open",
+            &missing,
+            io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        );
+        assert!(
+            err.hint()
+                .unwrap()
+                .starts_with(&format!("{} does not exist", missing.display()))
+        );
     }
 }

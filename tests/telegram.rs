@@ -19,7 +19,7 @@ const TOKEN: &str = "123456789:TESTsecretTOKENvalueXYZ";
 const SECRET: &str = "TESTsecretTOKENvalueXYZ";
 
 #[derive(Clone, Copy, Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Ok,
     RetryAfter(u64),
     ServerError,
@@ -27,9 +27,9 @@ enum Reply {
 }
 
 #[derive(Clone, Debug)]
-struct Recorded {
+pub(crate) struct Recorded {
     path: String,
-    body: Value,
+    pub(crate) body: Value,
     at: Instant,
 }
 
@@ -40,9 +40,9 @@ struct FakeState {
     default: Option<Reply>,
 }
 
-/// A fake Bot API server running on its own thread.
-struct FakeBotApi {
-    base: String,
+/// A fake Bot API server running on its own thread (also used by tests/faults.rs).
+pub(crate) struct FakeBotApi {
+    pub(crate) base: String,
     state: Arc<Mutex<FakeState>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -93,7 +93,7 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, body: Byte
 }
 
 impl FakeBotApi {
-    fn start(script: &[Reply], default: Option<Reply>) -> FakeBotApi {
+    pub(crate) fn start(script: &[Reply], default: Option<Reply>) -> FakeBotApi {
         let state = Arc::new(Mutex::new(FakeState {
             requests: Vec::new(),
             script: script.iter().copied().collect(),
@@ -133,7 +133,7 @@ impl FakeBotApi {
 
     /// sendMessage requests (method names are matched case-insensitively, as teloxide
     /// writes `SendMessage`).
-    fn messages(&self) -> Vec<Recorded> {
+    pub(crate) fn messages(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
             .filter(|r| r.path.to_ascii_lowercase().ends_with("/sendmessage"))
@@ -152,13 +152,18 @@ impl Drop for FakeBotApi {
     }
 }
 
-fn telegram_section(api_url: &str, chats: &str, notify_on: &str, timeout: &str) -> String {
+pub(crate) fn telegram_section(
+    api_url: &str,
+    chats: &str,
+    notify_on: &str,
+    timeout: &str,
+) -> String {
     format!(
         "[telegram]\nbot_token = \"{TOKEN}\"\nchat_ids = [{chats}]\nnotify_on = [{notify_on}]\napi_url = \"{api_url}\"\ntimeout = \"{timeout}\"\n"
     )
 }
 
-fn text_of(r: &Recorded) -> String {
+pub(crate) fn text_of(r: &Recorded) -> String {
     r.body
         .get("text")
         .and_then(Value::as_str)

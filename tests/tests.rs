@@ -7,6 +7,7 @@ mod util;
 mod api;
 mod backup;
 mod daemon;
+mod faults;
 mod fuzz;
 mod hostile;
 mod restore;

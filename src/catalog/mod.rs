@@ -222,8 +222,24 @@ impl Catalog {
     }
 
     /// Everything on disk. Never takes the lock; a backup being written shows up only as
-    /// leftovers until its metadata lands.
+    /// leftovers until its metadata lands — a full backup's parts until its manifest does.
     pub fn list(&self) -> Result<Listing> {
+        let (mut listing, orphans) = self.list_with_orphans()?;
+        for part in orphans {
+            if part.data_path != part.meta_path {
+                listing.leftovers.push(part.data_path);
+            }
+            listing.leftovers.push(part.meta_path);
+        }
+        Ok(listing)
+    }
+
+    /// The listing, and apart from it the parts of full backups whose manifest is not
+    /// there. Such a part is complete on its own, but it is debris: its run died between
+    /// landing the parts and the manifest (or a rotation between deleting the manifest and
+    /// the parts). Listed as a backup, it would vanish at the next run's cleaning — so it
+    /// never is one; [`Self::clean_leftovers`] removes it.
+    fn list_with_orphans(&self) -> Result<(Listing, Vec<BackupEntry>)> {
         let mut listing = Listing::default();
         for kind in BackupKind::ALL {
             let dir = self.kind_dir(kind);
@@ -243,7 +259,7 @@ impl Catalog {
             names.sort();
             for name in &names {
                 let path = dir.join(name);
-                if name.ends_with(PARTIAL_SUFFIX) {
+                if name.ends_with(PARTIAL_SUFFIX) || sqlite_side_file_of_partial(name).is_some() {
                     listing.leftovers.push(path);
                     continue;
                 }
@@ -260,6 +276,14 @@ impl Catalog {
                 }
             }
         }
+        let full_dir = self.kind_dir(BackupKind::Full);
+        let (orphans, backups): (Vec<BackupEntry>, Vec<BackupEntry>) =
+            listing.backups.into_iter().partition(|b| {
+                b.kind != BackupKind::Full
+                    && b.part_of()
+                        .is_some_and(|full| !full_dir.join(format!("{full}.json")).exists())
+            });
+        listing.backups = backups;
         // Full backups are complete only if every part is.
         let snapshot = listing.backups.clone();
         for entry in listing
@@ -312,7 +336,7 @@ impl Catalog {
                 })
                 .then_with(|| b.stem.cmp(&a.stem))
         });
-        Ok(listing)
+        Ok((listing, orphans))
     }
 
     fn load_entry(&self, kind: BackupKind, ts: &str, meta_path: &Path) -> BackupEntry {
@@ -413,8 +437,10 @@ impl Catalog {
         Ok(removed)
     }
 
-    /// Remove what crashed runs left: `.partial` files, data files whose metadata was
-    /// still `.partial`, and parts of a full backup whose manifest never landed.
+    /// Remove what crashed runs left: `.partial` files (and the `-wal`, `-shm`, `-journal`
+    /// files SQLite keeps beside a database copy still under its `.partial` name), data
+    /// files whose metadata was still `.partial`, and parts of a full backup whose
+    /// manifest never landed.
     /// Only call while holding the lock: then no live run can be writing any of these.
     pub fn clean_leftovers(&self) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
@@ -428,6 +454,10 @@ impl Catalog {
             for name in &names {
                 // Only names we write: an operator's `notes.partial` is not ours to delete.
                 if !name.starts_with(kind.prefix()) {
+                    continue;
+                }
+                if sqlite_side_file_of_partial(name).is_some() {
+                    remove_if_exists(&dir.join(name), &mut removed)?;
                     continue;
                 }
                 if let Some(base) = name.strip_suffix(PARTIAL_SUFFIX) {
@@ -444,17 +474,11 @@ impl Catalog {
                 }
             }
         }
-        let listing = self.list()?;
-        for part in &listing.backups {
-            if let Some(full) = part.part_of()
-                && !self
-                    .kind_dir(BackupKind::Full)
-                    .join(format!("{full}.json"))
-                    .exists()
-            {
-                remove_if_exists(&part.meta_path, &mut removed)?;
-                remove_if_exists(&part.data_path, &mut removed)?;
-            }
+        let (_, orphans) = self.list_with_orphans()?;
+        for part in &orphans {
+            // Metadata first: the part stops looking like a backup at once.
+            remove_if_exists(&part.meta_path, &mut removed)?;
+            remove_if_exists(&part.data_path, &mut removed)?;
         }
         Ok(removed)
     }
@@ -499,6 +523,17 @@ fn remove_if_exists(path: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("delete", path, e)),
     }
+}
+
+/// `X.partial` when `name` is one of the files SQLite creates beside a database it has
+/// open (`X.partial-wal`, `X.partial-shm`, `X.partial-journal`): a database copy is
+/// written under its `.partial` name, and a run killed while SQLite had it open leaves
+/// these behind.
+fn sqlite_side_file_of_partial(name: &str) -> Option<&str> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .find_map(|sfx| name.strip_suffix(sfx))
+        .filter(|base| base.ends_with(PARTIAL_SUFFIX))
 }
 
 /// `db_backup_X.db` → `db_backup_X`.

@@ -148,3 +148,70 @@ fn clean_leftovers_removes_only_crash_debris() {
     assert!(dir.join("db_backup_20200101_000000.db").exists());
     assert!(dir.join("db_backup_20261127_020000.db").exists());
 }
+
+#[test]
+fn sqlite_side_files_of_a_killed_copy_are_leftovers_and_cleaned() {
+    let (_t, c) = catalog();
+    write_db_backup(&c, "20261127_020000");
+    let dir = c.kind_dir(BackupKind::Database);
+    // A run killed while SQLite had the copy open (switching it out of WAL mode).
+    for name in [
+        "db_backup_20261127_030000.db.partial",
+        "db_backup_20261127_030000.db.partial-wal",
+        "db_backup_20261127_030000.db.partial-shm",
+        "db_backup_20261127_030000.db.partial-journal",
+    ] {
+        fs::write(dir.join(name), b"x").unwrap();
+    }
+    // Not ours: a stranger's file with a similar suffix is shown as "not a backup" (like
+    // any `.partial`) but never deleted.
+    fs::write(dir.join("notes.partial-wal"), b"x").unwrap();
+    let l = c.list().unwrap();
+    assert_eq!(l.leftovers.len(), 5, "{:?}", l.leftovers);
+    assert_eq!(l.backups.len(), 1);
+    let removed = c.clean_leftovers().unwrap();
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    let mut left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "db_backup_20261127_020000.db",
+            "db_backup_20261127_020000.json",
+            "notes.partial-wal"
+        ]
+    );
+}
+
+#[test]
+fn parts_whose_manifest_never_landed_are_leftovers_not_backups() {
+    let (_t, c) = catalog();
+    // A full run killed after landing both parts, before its manifest.
+    let stem = "full_backup_20261127_020000";
+    let ts = "20261127_020000";
+    let db = c.data_path(BackupKind::Database, ts, "db");
+    fs::write(&db, b"data").unwrap();
+    let mut m = meta(BackupKind::Database, ts, &db, 4);
+    m.part_of = Some(stem.into());
+    write_atomic(
+        &c.meta_path(BackupKind::Database, ts),
+        &serde_json::to_vec(&m).unwrap(),
+        0o600,
+    )
+    .unwrap();
+    write_db_backup(&c, "20261127_030000");
+
+    let l = c.list().unwrap();
+    let stems: Vec<&str> = l.backups.iter().map(|b| b.stem.as_str()).collect();
+    assert_eq!(stems, ["db_backup_20261127_030000"]);
+    assert_eq!(l.leftovers.len(), 2, "{:?}", l.leftovers);
+    assert!(l.find_path(&db).is_none());
+
+    let removed = c.clean_leftovers().unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(!db.exists());
+    assert_eq!(c.list().unwrap().backups.len(), 1);
+}

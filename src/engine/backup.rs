@@ -254,6 +254,11 @@ fn database_part(
         Some(1),
     );
     let source = database::open_source(src_path, busy).map_err(fail("open database"))?;
+    // A restore's safety copy takes whatever is there (even an empty file, which is
+    // what a restore may be about to repair); a backup by plan refuses an empty source.
+    if job.reason.is_none() {
+        database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
+    }
     let final_path = catalog.data_path(BackupKind::Database, ts, "db");
     let (partial, file) =
         PartialFile::create(&final_path, catalog.file_mode()).map_err(fail("copy database"))?;

@@ -24,6 +24,9 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
+    // SQLite reports any failure to open as "unable to open database file"; opening it
+    // ourselves first names the cause (e.g. "Permission denied") and gets its hint.
+    std::fs::File::open(path).map_err(|e| Error::io("open the database", path, e))?;
     let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, rw)
@@ -35,6 +38,23 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
         .map_err(|e| Error::sqlite("read", path, e))?;
     Ok(conn)
+}
+
+/// Refuse a source database that holds no tables: an empty file (truncated to 0 bytes,
+/// or a path the app never wrote) opens as a valid, empty SQLite database, and its
+/// "successful" backup would count as the newest good one — after `keep_last` of them,
+/// retention would have pushed out every backup that had the data.
+pub fn refuse_empty(source: &Connection, path: &Path) -> Result<()> {
+    let objects: i64 = source
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read", path, e))?;
+    if objects > 0 {
+        return Ok(());
+    }
+    Err(Error::EmptyDatabase {
+        path: path.to_path_buf(),
+        bytes: estimate_size(path),
+    })
 }
 
 /// Copy `source` into a new database file at `dest` (which must not exist yet) in one
@@ -155,4 +175,52 @@ pub fn estimate_size(path: &Path) -> u64 {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     len(path) + len(Path::new(&wal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_source_is_refused_and_a_used_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let conn = open_source(&empty, Duration::from_secs(1)).unwrap();
+        let err = refuse_empty(&conn, &empty).unwrap_err();
+        assert!(
+            matches!(err, Error::EmptyDatabase { bytes: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("empty.db"), "{err}");
+
+        let used = dir.path().join("used.db");
+        Connection::open(&used)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let conn = open_source(&used, Duration::from_secs(1)).unwrap();
+        refuse_empty(&conn, &used).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_source_names_the_os_error() {
+        use std::os::unix::fs::PermissionsExt;
+        // Root reads anything; the check is meaningful only for other users.
+        if unsafe { libc::geteuid() } == 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let err = open_source(&db, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+            "{err:?}"
+        );
+    }
 }
