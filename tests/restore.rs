@@ -1194,3 +1194,56 @@ fn restore_while_the_lock_is_held_fails_naming_the_holder() {
     ])
     .assert_code(0);
 }
+
+// ---------------------------------------------------------------------------------------
+// A damaged live database is what a restore repairs
+
+/// The live database replaced by junk (plus a stale WAL beside it): SQLite cannot take the
+/// usual pre-restore copy, so the damaged file and its WAL are renamed aside
+/// (`app_data.db.pre-restore-*`) and the backup is restored into a fresh file.
+#[test]
+fn restore_over_a_damaged_live_database_keeps_it_aside_and_restores() {
+    let app = TestApp::new();
+    let at_backup = live_dump(&app);
+    let meta = app.create("database");
+    let junk = b"this is not a database, it is what a broken disk left behind\n".repeat(100);
+    fs::write(&app.db, &junk).unwrap();
+    let wal = app.db.with_file_name("app_data.db-wal");
+    fs::write(&wal, b"stale wal frames that must not be replayed").unwrap();
+
+    let r = app.run([
+        "restore".as_ref(),
+        data_path(&meta).as_os_str(),
+        "--yes".as_ref(),
+    ]);
+    r.assert_code(0);
+    assert_eq!(live_dump(&app), at_backup, "{}", r.describe());
+    let dir = app.db.parent().unwrap();
+    let aside = children_containing(dir, "app_data.db.pre-restore-");
+    let main: Vec<_> = aside
+        .iter()
+        .filter(|p| {
+            !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm")
+        })
+        .collect();
+    assert_eq!(
+        main.len(),
+        1,
+        "one damaged copy kept aside: {aside:?}\n{}",
+        r.describe()
+    );
+    assert_eq!(
+        fs::read(main[0]).unwrap(),
+        junk,
+        "the damaged bytes are kept as they were"
+    );
+    assert!(
+        aside.iter().any(|p| p.to_string_lossy().ends_with("-wal")),
+        "the stale WAL went aside with its database: {aside:?}"
+    );
+    assert!(
+        app.backup_log().contains("could not be copied"),
+        "backup.log does not say why no safety copy was taken\n{}",
+        app.backup_log()
+    );
+}

@@ -13,9 +13,12 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::IntegrityCheck;
 use crate::error::{Error, Result};
 
-/// Open the live database for reading as a backup source. Read-write (without create)
-/// is preferred so a WAL database without its `-shm` opens; a read-only fallback covers
-/// a database directory we may not write to.
+/// Open the live database for reading as a backup source. Read-only first: a read-write
+/// connection that closes last checkpoints and deletes the app's WAL file, and when the
+/// main file is damaged that WAL may hold the only copy of recent commits — a backup must
+/// never change the live files. Read-only still opens a WAL database without its `-shm`
+/// (SQLite creates it when the directory is writable); read-write (without create) is
+/// the fallback for an SQLite that cannot.
 pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     if !path.is_file() {
         return Err(Error::io(
@@ -29,8 +32,8 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     std::fs::File::open(path).map_err(|e| Error::io("open the database", path, e))?;
     let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, rw)
-        .or_else(|_| Connection::open_with_flags(path, ro))
+    let conn = Connection::open_with_flags(path, ro)
+        .or_else(|_| Connection::open_with_flags(path, rw))
         .map_err(|e| Error::sqlite("open", path, e))?;
     conn.busy_timeout(busy_timeout)
         .map_err(|e| Error::sqlite("configure", path, e))?;

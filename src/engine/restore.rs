@@ -5,7 +5,8 @@
 //! 1. verify every part first (checksum, then SQLite integrity) unless `--no-verify`;
 //! 2. extract the storage archive into a sibling temporary directory, in one pass that
 //!    also checks the checksum and the safety of every entry — nothing live changes yet;
-//! 3. database: a pre-restore safety copy goes into the catalog, then the backup is
+//! 3. database: a pre-restore safety copy goes into the catalog (a live file SQLite
+//!    cannot read is renamed to `NAME.pre-restore-TIMESTAMP` instead), then the backup is
 //!    copied into the live file through SQLite (WAL and open connections handled), then
 //!    checked;
 //! 4. storage: the live tree is renamed to `NAME.pre-restore-TIMESTAMP` and the restored
@@ -377,8 +378,22 @@ fn apply_locked(
                     progress,
                     cancel: cancel.clone(),
                 };
-                let r = create_backup_locked(&job, catalog, lock).map_err(|f| *f.error)?;
-                Some(r.path)
+                match create_backup_locked(&job, catalog, lock) {
+                    Ok(r) => Some(r.path),
+                    // The live database is what needs repairing: SQLite cannot copy it, so
+                    // keep its bytes aside instead and restore into a fresh file.
+                    Err(f) if is_damaged_database(&f.error) => {
+                        let aside = set_damaged_database_aside(&d.target)?;
+                        catalog.log().warn(&format!(
+                            "restore: the live database {} could not be copied ({}); kept as {} instead",
+                            crate::names::shown(&d.target),
+                            crate::error_chain(&*f.error),
+                            crate::names::shown(&aside)
+                        ));
+                        Some(aside)
+                    }
+                    Err(f) => return Err(*f.error),
+                }
             } else {
                 None
             };
@@ -410,6 +425,53 @@ fn apply_locked(
         tree.discard();
     }
     result
+}
+
+/// Did the safety copy fail because the live database itself is damaged (not SQLite,
+/// corrupt, or failing its integrity check)? Then there is nothing SQLite can copy, and
+/// refusing would block exactly the repair the operator is attempting.
+fn is_damaged_database(e: &Error) -> bool {
+    match e {
+        Error::Sqlite { source, .. } => matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        ),
+        Error::Verify { check, .. } => check.contains("integrity") || check.contains("check"),
+        _ => false,
+    }
+}
+
+/// Rename a damaged live database and its side files (`-wal`, `-shm`, `-journal`) to
+/// `NAME.pre-restore-TIMESTAMP…`, as the storage tree is kept. Its side files must go with
+/// it: a stale WAL left beside the restored file would be replayed into it.
+fn set_damaged_database_aside(live: &Path) -> Result<PathBuf> {
+    let stamp = Local::now().format("%Y%m%d_%H%M%S");
+    let name = live
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "database".into());
+    let base = format!("{name}.pre-restore-{stamp}");
+    let mut aside = live.with_file_name(&base);
+    let mut n = 2;
+    while aside.exists() {
+        aside = live.with_file_name(format!("{base}_{n}"));
+        n += 1;
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let side = live.with_file_name(format!("{name}{suffix}"));
+        if side.exists() {
+            let to = aside.with_file_name(format!(
+                "{}{suffix}",
+                aside.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            fs::rename(&side, &to).ctx("move the damaged database's side file to", &to)?;
+        }
+    }
+    fs::rename(live, &aside).ctx("move the damaged database aside to", &aside)?;
+    if let Some(parent) = live.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(aside)
 }
 
 /// A restored tree waiting in a temporary directory beside its target.
