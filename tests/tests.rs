@@ -7,6 +7,7 @@ mod util;
 mod api;
 mod backup;
 mod daemon;
+mod pressure;
 mod restore;
 mod rotate;
 mod telegram;
