@@ -10,6 +10,7 @@ mod daemon;
 mod faults;
 mod fuzz;
 mod hostile;
+mod pressure;
 mod restore;
 mod rotate;
 mod telegram;

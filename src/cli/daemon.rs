@@ -36,6 +36,7 @@ pub fn init_tracing(daemon: bool) {
 }
 
 pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    return_freed_buffers_to_the_system();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("vertex-backup")
@@ -71,6 +72,22 @@ pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> 
     })?;
     // The blocking pool may still hold a cancelled job's thread; do not wait on it forever.
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keep the idle daemon small once a job is done (SPEC §10: the idle daemon ≤ 30 MiB RSS).
+/// glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB),
+/// and its trim threshold to twice that: after the first backup, the job's multi-MiB zstd
+/// and I/O buffers come from the per-thread arenas instead, and stay resident after they
+/// are freed. Measured by tests/pressure.rs: RSS 22.6 MiB at start, 59.4 MiB for good after
+/// three backups. Setting the threshold turns the adjustment off, so large buffers are
+/// mmapped and given back on free (RSS ~26 MiB after the same backups; peak unchanged).
+/// Small allocations are unaffected. Other C libraries (musl) return large blocks anyway.
+fn return_freed_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter (glibc's default value, fixed).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 #[derive(Serialize)]

@@ -326,7 +326,17 @@ fn reload(
                     new.paths.backup_dir.display()
                 );
             }
-            *timetable = Timetable::new(&new, Utc::now());
+            // Slots that came due under the old schedule but have not fired yet (the loop
+            // was in the edit debounce, or took this reload before its timer) run now: the
+            // new timetable starts after "now" and would otherwise drop them silently.
+            // Found by tests/pressure.rs: a config saved 150 ms before each slot of an
+            // unchanged `*/2 * * * * *` schedule lost all of them (a daily 02:00 backup
+            // would be lost the same way by a save at 01:59:59.8).
+            let now = Utc::now();
+            for (job, slot) in timetable.take_due(now) {
+                submit(queue, events, job, Trigger::Schedule, slot);
+            }
+            *timetable = Timetable::new(&new, now);
             let next_runs = JobName::ALL
                 .into_iter()
                 .filter_map(|j| {

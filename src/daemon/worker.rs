@@ -147,6 +147,11 @@ pub fn start(
             let key = req.work.key();
             *q.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, cancel.clone()));
             let cfg = config.borrow().clone();
+            // One line when a job starts and one when it ends: journald then shows when
+            // each job actually ran (a scheduled one with the slot it fired for), which is
+            // what an operator needs to tell a delayed run from a double one.
+            let began = std::time::Instant::now();
+            tracing::info!("{key}: job started ({})", describe(&req, &cfg));
             let ev = events.clone();
             let work = req.work.clone();
             let outcome =
@@ -157,6 +162,11 @@ pub fn start(
                 Ok(o) => o,
                 Err(e) => JobOutcome::Crashed(e.to_string()),
             };
+            tracing::info!(
+                "{key}: job finished ({}) after {:.3} s",
+                if outcome.ok() { "ok" } else { "FAILED" },
+                began.elapsed().as_secs_f64()
+            );
             let _ = finished.send(Finished {
                 work: req.work,
                 trigger: req.trigger,
@@ -169,4 +179,14 @@ pub fn start(
         }
     });
     (queue, handle)
+}
+
+/// Why a job runs, for its start line: "schedule, slot 2026-11-27 06:00:00 +03:00".
+fn describe(req: &Request, cfg: &Config) -> String {
+    let slot = || cfg.schedule.timezone.format(&req.slot);
+    match req.trigger {
+        Trigger::Schedule => format!("schedule, slot {}", slot()),
+        Trigger::CatchUp => format!("catch-up, slot {}", slot()),
+        Trigger::Manual => "requested through the API".to_string(),
+    }
 }
