@@ -330,6 +330,22 @@ fn sighup_with_a_broken_config_keeps_the_old_schedule_and_logs_the_line() {
             |_| complete(&app, "database") >= before + 2,
         );
     }
+    // An empty file (an in-place write caught between truncate and write) is valid TOML
+    // meaning "all defaults"; a running daemon refuses it like any broken edit.
+    fs::write(&real, "").unwrap();
+    d.signal(libc::SIGHUP);
+    let rejected = d.poll_for(RELOAD_TIMEOUT, "the empty file's rejection", |d| {
+        lines_with(&d.app.backup_log(), "configuration change REJECTED")
+            .into_iter()
+            .nth(2)
+    });
+    assert!(rejected.contains("empty"), "{rejected}");
+    let before = complete(&app, "database");
+    d.poll(
+        FEW_CYCLES,
+        "database backups go on after the empty file",
+        |_| complete(&app, "database") >= before + 2,
+    );
     assert!(
         lines_with(&app.backup_log(), "configuration reloaded").is_empty(),
         "{}",

@@ -1109,6 +1109,24 @@ fn unreadable_source_files_fail_naming_the_file_and_keep_older_backups() {
     set_mode(&app.db, 0o644);
     assert_eq!(sha256_file(&app.db), db_sum, "the database changed");
 
+    // A database directory the service cannot enter: an I/O error naming the cause
+    // (exit 1), not a config error claiming the file does not exist.
+    let db_dir = app.db.parent().expect("db dir").to_path_buf();
+    set_mode(&db_dir, 0o000);
+    let r = run_unprivileged(&app, &["create", "--type", "database"]);
+    set_mode(&db_dir, 0o755);
+    assert_fails_naming(
+        &r,
+        &[s(&app.db), "Permission denied"],
+        "database dir not enterable",
+    );
+    assert!(
+        !r.stderr.contains("does not exist"),
+        "a permission problem reported as a missing file\n{}",
+        r.describe()
+    );
+    assert_backups_unchanged(&app, &older, "database dir not enterable");
+
     let r = run_unprivileged(&app, &["verify", "--all"]);
     assert_eq!(r.code(), Some(0), "{}", r.describe());
     run_unprivileged(&app, &["create", "--type", "full"]).assert_code(0);

@@ -537,25 +537,41 @@ impl Config {
     pub fn check_sources(&self, kind: BackupKind) -> Result<()> {
         let needs_db = matches!(kind, BackupKind::Database | BackupKind::Full);
         let needs_storage = matches!(kind, BackupKind::Storage | BackupKind::Full);
-        if needs_db && !self.paths.database.is_file() {
-            return Err(self.key_error(
-                "paths.database",
-                format!(
-                    "the database {} does not exist or is not a file",
-                    self.paths.database.display()
-                ),
-            ));
+        if needs_db {
+            self.check_source(&self.paths.database, "paths.database", "database", false)?;
         }
-        if needs_storage && !self.paths.storage.is_dir() {
-            return Err(self.key_error(
+        if needs_storage {
+            self.check_source(
+                &self.paths.storage,
                 "paths.storage",
-                format!(
-                    "the storage directory {} does not exist or is not a directory",
-                    self.paths.storage.display()
-                ),
-            ));
+                "storage directory",
+                true,
+            )?;
         }
         Ok(())
+    }
+
+    /// Only a path that is missing or of the wrong kind is a config error (exit 2); one
+    /// the service may not reach is an I/O error naming the cause ("Permission denied",
+    /// exit 1) — `is_file()` would report both as "does not exist".
+    fn check_source(&self, path: &Path, key: &str, what: &str, dir: bool) -> Result<()> {
+        let wrong = |how: &str| {
+            self.key_error(
+                key,
+                format!("the {what} {} {how}", crate::names::shown(path)),
+            )
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if (dir && m.is_dir()) || (!dir && m.is_file()) => Ok(()),
+            Ok(_) if dir => Err(wrong("is not a directory")),
+            Ok(_) => Err(wrong("is not a file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(wrong(if dir {
+                "does not exist or is not a directory"
+            } else {
+                "does not exist or is not a file"
+            })),
+            Err(e) => Err(Error::io("reach", path, e)),
+        }
     }
 
     /// A warning when the config file holds a token but others may read it.

@@ -317,7 +317,21 @@ fn reload(
         return;
     }
     systemd::reloading();
-    match load() {
+    // An empty file is valid TOML (all defaults), and it is what a reload sees when it
+    // catches an editor or `cat > file` between truncating and writing (found by the
+    // SIGHUP storm in tests/pressure.rs): swapping every setting for the defaults on a
+    // running daemon is never what the operator meant, so it is refused like any error.
+    let loaded = match (&current_file, &text) {
+        (Some(f), Some(t)) if t.trim().is_empty() => Err(crate::Error::Config {
+            file: Some(f.clone()),
+            line: None,
+            key: String::new(),
+            message: "the file is empty (still being written?); the running configuration stays"
+                .into(),
+        }),
+        _ => load(),
+    };
+    match loaded {
         Ok(new) => {
             let old_dir = cfg_tx.borrow().paths.backup_dir.clone();
             if new.paths.backup_dir != old_dir {
