@@ -480,3 +480,35 @@ fn hostile_requests_never_get_a_5xx() {
     }
     api.stop();
 }
+
+/// A client that hangs up while waiting for its backup does not leave the job "queued"
+/// for ever: the outcome is recorded whoever is still listening.
+#[test]
+fn a_job_whose_client_hung_up_still_records_its_outcome() {
+    let app = TestApp::new();
+    app.write_random_files("client_9/videos", 6, 8 << 20);
+    let api = Api::start(&app, "");
+    let impatient = Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(api.url("/backups/create"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"type": "storage"}))
+        .send();
+    assert!(
+        r.is_err(),
+        "the backup should outlast a 100 ms client timeout: {r:?}"
+    );
+    // The first job of a fresh daemon has id 1.
+    let state = poll_for(Duration::from_secs(120), "job 1 to finish", || {
+        let (s, body) = api.get("/backups/jobs/1");
+        assert_eq!(s, 200, "{body}");
+        let state = body["state"].as_str().unwrap_or_default().to_string();
+        (state != "queued").then_some(state)
+    });
+    assert_eq!(state, "succeeded");
+    assert_eq!(app.list_of("storage").len(), 1);
+    api.stop();
+}

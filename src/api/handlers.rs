@@ -110,14 +110,21 @@ async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Respo
         ctx2.jobs.finish(id, ok, ok.then(|| body.clone()), detail);
         (status, body)
     };
+    // The outcome is recorded by a task of its own: a client that hangs up while
+    // waiting drops this handler, and the job's state must still leave "queued".
+    let recorder = tokio::spawn(finished);
     if wait {
-        let (status, mut body) = finished.await;
+        let (status, mut body) = recorder.await.unwrap_or_else(|_| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": "the job's outcome was lost: the daemon is shutting down"}),
+            )
+        });
         if let Some(o) = body.as_object_mut() {
             o.insert("job_id".into(), json!(id));
         }
         Ok((status, Json(body)).into_response())
     } else {
-        tokio::spawn(finished);
         Ok((
             StatusCode::ACCEPTED,
             Json(json!({"job_id": id, "state": "queued", "status_url": format!("/backups/jobs/{id}")})),
