@@ -1,0 +1,196 @@
+//! A full disk (a size-limited tmpfs) for the one-shot command and for the daemon.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// 2. Disk full
+
+/// Files of 100 bytes: each takes 1 KiB in a tar stream (header + padded block) but counts
+/// 100 bytes in the free-space estimate, so with `compression = "none"` the pre-flight
+/// check passes and the write runs out of space.
+fn add_tiny_files(app: &TestApp, count: usize) {
+    for i in 0..count {
+        app.write_storage_file(
+            &format!("tiny/{:02}/t{i:05}.bin", i % 40),
+            &random_bytes(50_000 + i as u64, 100),
+        );
+    }
+}
+
+/// A tmpfs of 8 MiB over `app.backups`, or why not.
+fn backup_tmpfs(app: &TestApp) -> Result<Mount, String> {
+    if !is_root() {
+        return Err("not root: cannot mount a size-limited tmpfs".into());
+    }
+    Mount::tmpfs(&app.backups, "8m").map_err(|e| format!("cannot mount a tmpfs: {e}"))
+}
+
+#[test]
+fn a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let _mount = match backup_tmpfs(&app) {
+        Ok(m) => m,
+        Err(why) => {
+            skipped(
+                "a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups",
+                &why,
+            );
+            return;
+        }
+    };
+    app.write_config_raw(&app.config_text(
+        "compression = \"none\"",
+        &telegram_section(&fake.base, "42", "\"failure\"", "10s"),
+    ));
+    app.create("database");
+    app.create("storage");
+    let older = backup_hashes(&app);
+    add_tiny_files(&app, 4_000);
+    let filler = fill_leaving(&app.backups, 5 << 19);
+
+    for kind in ["storage", "full"] {
+        let ctx = format!("{kind} backup on a full disk");
+        let r = app.run(["create", "--type", kind]);
+        assert_fails_naming(&r, &[s(&app.kind_dir("storage"))], &ctx);
+        assert!(
+            mentions_any(&r, &["No space left on device", "ENOSPC"]),
+            "{ctx}: the error does not say the disk is full\n{}",
+            r.describe()
+        );
+        assert!(
+            r.stderr.contains("write archive"),
+            "{ctx}: the failing step is not named\n{}",
+            r.describe()
+        );
+        assert_backups_unchanged(&app, &older, &ctx);
+        assert_no_partials(&app.backups, &ctx);
+        let log = app.backup_log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("create {kind}: failed"))
+                    && l.contains("No space left on device")),
+            "{ctx}: no failure line in backup.log:\n{log}"
+        );
+        let told =
+            fake.messages().iter().map(text_of).any(|t| {
+                t.contains(&format!("{kind} backup FAILED")) && t.contains("No space left")
+            });
+        assert!(
+            told,
+            "{ctx}: no failure message reached Telegram: {:#?}",
+            fake.messages().iter().map(text_of).collect::<Vec<_>>()
+        );
+    }
+
+    // When the estimate already shows there is no room, nothing is even started.
+    let leave = available_bytes(&app.backups);
+    fs::write(
+        app.backups.join("filler2"),
+        vec![0u8; (leave - (256 << 10)) as usize],
+    )
+    .expect("fill the rest");
+    let r = app.run(["create", "--type", "database"]);
+    assert_fails_naming(
+        &r,
+        &[s(&app.backups), "free space"],
+        "database backup, no room",
+    );
+    assert_backups_unchanged(&app, &older, "database backup, no room");
+    fs::remove_file(app.backups.join("filler2")).expect("remove filler2");
+
+    assert_all_verify(&app, "after the failures");
+    assert_backups_unchanged(&app, &older, "after verify");
+
+    // Space freed: the same backup succeeds.
+    fs::remove_file(&filler).expect("remove the filler");
+    let meta = app.create("storage");
+    assert_eq!(
+        ju64(&meta, "file_count"),
+        files_under(&app.storage).len() as u64
+    );
+    assert_only_listed_backups(&app, "after space was freed");
+    assert_all_verify(&app, "after space was freed");
+}
+
+/// The standard config with `[backup]` lines and a `[schedule]` in UTC: `storage` on
+/// `storage_cron`, every other job off, no catch-up, a short shutdown grace.
+fn storage_schedule_config(app: &TestApp, backup_lines: &str, storage_cron: &str) -> String {
+    app.config_text(
+        backup_lines,
+        &format!(
+            "[schedule]\ntimezone = \"UTC\"\ncatch_up = false\nshutdown_grace = \"1s\"\n\
+             full = \"off\"\ndatabase = \"off\"\nrotate = \"off\"\nverify = \"off\"\n\
+             storage = \"{storage_cron}\"\n"
+        ),
+    )
+}
+
+#[test]
+fn the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed() {
+    let app = TestApp::new();
+    let _mount = match backup_tmpfs(&app) {
+        Ok(m) => m,
+        Err(why) => {
+            skipped(
+                "the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed",
+                &why,
+            );
+            return;
+        }
+    };
+    app.create("database");
+    let older = backup_hashes(&app);
+    add_tiny_files(&app, 4_000);
+    app.write_config_raw(&storage_schedule_config(
+        &app,
+        "compression = \"none\"",
+        "*/2 * * * * *",
+    ));
+    let filler = fill_leaving(&app.backups, 5 << 19);
+
+    let mut d = Daemon::start(&app);
+    d.poll(
+        Duration::from_secs(60),
+        "a scheduled storage backup to fail for lack of space",
+        |d| {
+            d.app.backup_log().lines().any(|l| {
+                l.contains("create storage: failed at \"write archive\"")
+                    && l.contains("No space left on device")
+            })
+        },
+    );
+    assert!(
+        app.list_of("storage").is_empty(),
+        "a storage backup landed on a full disk\n{}",
+        d.describe()
+    );
+    assert_backups_unchanged(&app, &older, "while the daemon fails");
+    // It keeps running and keeps trying (a second failure proves the loop survived).
+    d.poll(Duration::from_secs(60), "a second failed attempt", |d| {
+        d.app
+            .backup_log()
+            .lines()
+            .filter(|l| l.contains("create storage: failed"))
+            .count()
+            >= 2
+    });
+
+    fs::remove_file(&filler).expect("remove the filler");
+    d.poll(
+        Duration::from_secs(60),
+        "a scheduled storage backup to succeed once space was freed",
+        |d| {
+            d.app
+                .backup_log()
+                .contains("create storage: Backup completed successfully")
+        },
+    );
+    d.stop();
+    assert!(
+        !app.list_of("storage").is_empty(),
+        "the success is not listed"
+    );
+    assert_only_listed_backups(&app, "after the daemon stopped");
+    assert_all_verify(&app, "after the daemon stopped");
+}

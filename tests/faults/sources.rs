@@ -1,0 +1,228 @@
+//! Sources the backup cannot take: unreadable files, a database locked past
+//! `busy_timeout`, replaced by junk, truncated or emptied.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// 4. Sources: unreadable, locked, not SQLite, truncated
+
+/// The uid/gid the binary runs as when root must be denied by file modes.
+const NOBODY: u32 = 65534;
+
+/// Run the binary as `nobody` when we are root (root reads anything), as ourselves
+/// otherwise.
+fn run_unprivileged(app: &TestApp, args: &[&str]) -> Run {
+    let mut cmd = app.command(args);
+    if is_root() {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    run(cmd)
+}
+
+/// Give the whole app to `nobody` (root only), parents included up to the temp dir.
+fn chown_app_to_nobody(app: &TestApp) -> Result<(), String> {
+    let who = format!("{NOBODY}:{NOBODY}");
+    system(
+        "chown",
+        &["-R".as_ref(), who.as_ref(), app.path().as_os_str()],
+    )?;
+    // Every parent of the temporary directory must be traversable for `nobody`.
+    for dir in app.path().ancestors().skip(1) {
+        let mode = fs::metadata(dir)
+            .map_err(|e| format!("stat {}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!("{} is not traversable by others", dir.display()));
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+#[test]
+fn unreadable_source_files_fail_naming_the_file_and_keep_older_backups() {
+    let app = TestApp::new();
+    if is_root()
+        && let Err(why) = chown_app_to_nobody(&app)
+    {
+        skipped(
+            "unreadable_source_files_fail_naming_the_file_and_keep_older_backups",
+            &format!("cannot run the binary as uid {NOBODY}: {why}"),
+        );
+        return;
+    }
+    run_unprivileged(&app, &["create", "--type", "full"]).assert_code(0);
+    let older = backup_hashes(&app);
+
+    // A media file nobody may read.
+    let video = app.storage.join("client_1/videos/video_1.mp4");
+    let video_sum = sha256_file(&video);
+    set_mode(&video, 0o000);
+    for kind in ["storage", "full"] {
+        let ctx = format!("{kind} backup with an unreadable media file");
+        let r = run_unprivileged(&app, &["create", "--type", kind]);
+        assert_fails_naming(&r, &[s(&video), "Permission denied"], &ctx);
+        assert_backups_unchanged(&app, &older, &ctx);
+        assert_no_partials(&app.backups, &ctx);
+    }
+    set_mode(&video, 0o644);
+    assert_eq!(sha256_file(&video), video_sum, "the media file changed");
+
+    // The database file itself unreadable.
+    let db_sum = sha256_file(&app.db);
+    set_mode(&app.db, 0o000);
+    for kind in ["database", "full"] {
+        let ctx = format!("{kind} backup with an unreadable database");
+        let r = run_unprivileged(&app, &["create", "--type", kind]);
+        assert_fails_naming(&r, &[s(&app.db), "Permission denied"], &ctx);
+        assert_backups_unchanged(&app, &older, &ctx);
+        assert_no_partials(&app.backups, &ctx);
+    }
+    set_mode(&app.db, 0o644);
+    assert_eq!(sha256_file(&app.db), db_sum, "the database changed");
+
+    // A database directory the service cannot enter: an I/O error naming the cause
+    // (exit 1), not a config error claiming the file does not exist.
+    let db_dir = app.db.parent().expect("db dir").to_path_buf();
+    set_mode(&db_dir, 0o000);
+    let r = run_unprivileged(&app, &["create", "--type", "database"]);
+    set_mode(&db_dir, 0o755);
+    assert_fails_naming(
+        &r,
+        &[s(&app.db), "Permission denied"],
+        "database dir not enterable",
+    );
+    assert!(
+        !r.stderr.contains("does not exist"),
+        "a permission problem reported as a missing file\n{}",
+        r.describe()
+    );
+    assert_backups_unchanged(&app, &older, "database dir not enterable");
+
+    let r = run_unprivileged(&app, &["verify", "--all"]);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+    run_unprivileged(&app, &["create", "--type", "full"]).assert_code(0);
+}
+
+#[test]
+fn a_database_locked_by_an_exclusive_writer_past_busy_timeout_fails_naming_the_path() {
+    let app = TestApp::new();
+    app.write_config("busy_timeout = \"1s\"");
+    app.create("database");
+    let older = backup_hashes(&app);
+
+    // The app holds an exclusive lock: in WAL mode only `locking_mode = EXCLUSIVE` keeps
+    // readers out, and the lock is taken by the first write.
+    let writer = Connection::open(&app.db).expect("open the live database");
+    writer
+        .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))
+        .expect("locking_mode");
+    writer
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("begin exclusive");
+    writer
+        .execute(
+            "INSERT INTO clients (phone, name, created_at) VALUES ('+70000000001', 'held', '2026-11-27')",
+            [],
+        )
+        .expect("write under the lock");
+
+    for kind in ["database", "full"] {
+        let ctx = format!("{kind} backup while the database is locked");
+        let t0 = Instant::now();
+        let r = app.spawn(["create", "--type", kind]).wait(RUN_DEADLINE);
+        let took = t0.elapsed();
+        assert_fails_naming(&r, &[s(&app.db), "locked"], &ctx);
+        assert!(
+            took >= Duration::from_millis(900),
+            "{ctx}: gave up after {took:?}, before busy_timeout (1 s)\n{}",
+            r.describe()
+        );
+        assert_backups_unchanged(&app, &older, &ctx);
+        assert_no_partials(&app.backups, &ctx);
+    }
+    // The writer was not disturbed: it commits.
+    writer
+        .execute_batch("COMMIT")
+        .expect("commit after the failed backups");
+    drop(writer);
+
+    let meta = app.create("database");
+    let copy = dump_db_file(Path::new(jstr(&meta, "backup_path")));
+    assert!(
+        copy.iter()
+            .any(|row| row.contains("'held'") || row.contains("\"held\"")),
+        "the writer's row is not in the next backup"
+    );
+    assert_only_listed_backups(&app, "after the lock was released");
+    assert_all_verify(&app, "after the lock was released");
+}
+
+#[test]
+fn a_database_replaced_by_junk_or_truncated_fails_naming_the_cause_and_keeps_older_backups() {
+    // tests/backup.rs covers junk with no older backups; here every variant of a broken
+    // database file, with older backups that must survive and the cause in the message.
+    let app = TestApp::new();
+    grow_database(&app, 300, 300);
+    app.create("database");
+    app.create("full");
+    let older = backup_hashes(&app);
+    let listed = app.list().len();
+    let good = fs::read(&app.db).expect("read the database");
+    assert!(
+        good.len() > 16 * 4096,
+        "the database is too small to truncate meaningfully"
+    );
+
+    let cases: [(&str, Vec<u8>, &[&str]); 4] = [
+        (
+            "junk",
+            "this is not a database\n".repeat(200).into_bytes(),
+            &["not a database"],
+        ),
+        (
+            "truncated to half",
+            good[..good.len() / 2].to_vec(),
+            &["malformed"],
+        ),
+        (
+            "truncated to one page",
+            good[..4096].to_vec(),
+            &["malformed"],
+        ),
+        ("truncated to 0 bytes", Vec::new(), &["empty"]),
+    ];
+    for (what, bytes, causes) in cases {
+        remove_db_side_files(&app.db);
+        fs::write(&app.db, &bytes).expect("replace the database");
+        for kind in ["database", "full"] {
+            let ctx = format!("{kind} backup of a database {what}");
+            let r = app.run(["create", "--type", kind]);
+            assert_fails_naming(&r, &[s(&app.db)], &ctx);
+            assert!(
+                mentions_any(&r, causes),
+                "{ctx}: the cause ({causes:?}) is not named\n{}",
+                r.describe()
+            );
+            assert_eq!(
+                fs::read(&app.db).expect("read the database"),
+                bytes,
+                "{ctx}: the live file was modified"
+            );
+            assert_backups_unchanged(&app, &older, &ctx);
+            assert_no_partials(&app.root, &ctx);
+        }
+    }
+    assert_eq!(app.list().len(), listed);
+    assert_all_verify(&app, "after the broken databases");
+
+    remove_db_side_files(&app.db);
+    fs::write(&app.db, &good).expect("put the database back");
+    app.create("database");
+    assert_only_listed_backups(&app, "after the database was repaired");
+}
