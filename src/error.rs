@@ -166,7 +166,7 @@ impl Error {
                     // A file being created in a directory that is gone: name the directory
                     // (e.g. the backup directory deleted or unmounted during the run).
                     Some(dir) => format!(
-                        "the directory {} does not exist (deleted or unmounted while in use?): check [paths] in the config; a backup creates a missing backup directory again",
+                        "the directory {} does not exist (deleted or unmounted while in use?): check [paths] in the config (if it is the backup directory, the next backup creates it again)",
                         crate::names::shown(&dir)
                     ),
                     None => format!(

@@ -3,7 +3,9 @@
 //! `backup.log`, a Telegram message or a terminal, such a name could split one line into
 //! two (forging a "Backup completed successfully" line) or drive the terminal. [`shown`]
 //! writes control characters as Rust escapes (`\n`, `\t`, `\u{1b}`) and invalid bytes as
-//! `\xNN`, so one name is always one line of plain text.
+//! `\xNN`, so one name is always one line of plain text. (A literal backslash is left
+//! as it is, so a name holding the two characters `\n` reads like an escaped newline:
+//! the output is for people, and that ambiguity cannot split or forge a line.)
 
 use std::fmt::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -21,7 +23,7 @@ impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
             for c in chunk.valid().chars() {
-                if c.is_control() {
+                if c.is_control() || is_invisible_trick(c) {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     f.write_char(c)?;
@@ -33,6 +35,13 @@ impl fmt::Display for Shown<'_> {
         }
         Ok(())
     }
+}
+
+/// Characters that are not "control" to Unicode but still break or disguise a line: the
+/// line and paragraph separators, and the bidirectional overrides and isolates that can
+/// make `gpj.exe` display as `exe.jpg` in a chat client.
+fn is_invisible_trick(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -57,6 +66,14 @@ mod tests {
         let s = show(b"a\nBackup completed successfully\tb\x1b[31m");
         assert_eq!(s, "a\\nBackup completed successfully\\tb\\u{1b}[31m");
         assert!(!s.contains('\n') && !s.contains('\t') && !s.contains('\x1b'));
+    }
+
+    #[test]
+    fn line_separators_and_bidi_overrides_are_escaped() {
+        assert_eq!(
+            show("a\u{2028}b\u{202e}gpj.exe".as_bytes()),
+            "a\\u{2028}b\\u{202e}gpj.exe"
+        );
     }
 
     #[test]

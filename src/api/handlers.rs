@@ -114,10 +114,15 @@ async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Respo
     // waiting drops this handler, and the job's state must still leave "queued".
     let recorder = tokio::spawn(finished);
     if wait {
-        let (status, mut body) = recorder.await.unwrap_or_else(|_| {
+        let (status, mut body) = recorder.await.unwrap_or_else(|e| {
+            let why = if e.is_panic() {
+                "recording it failed unexpectedly; see the daemon's log"
+            } else {
+                "the daemon is shutting down"
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"detail": "the job's outcome was lost: the daemon is shutting down"}),
+                json!({"detail": format!("the job's outcome was lost: {why}")}),
             )
         });
         if let Some(o) = body.as_object_mut() {

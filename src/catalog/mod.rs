@@ -226,7 +226,8 @@ impl Catalog {
     pub fn list(&self) -> Result<Listing> {
         let (mut listing, orphans) = self.list_with_orphans()?;
         for part in orphans {
-            if part.data_path != part.meta_path {
+            // An orphan's data file may be gone already (metadata-only debris).
+            if part.data_path != part.meta_path && part.data_path.exists() {
                 listing.leftovers.push(part.data_path);
             }
             listing.leftovers.push(part.meta_path);
@@ -259,7 +260,7 @@ impl Catalog {
             names.sort();
             for name in &names {
                 let path = dir.join(name);
-                if name.ends_with(PARTIAL_SUFFIX) || sqlite_side_file_of_partial(name).is_some() {
+                if name.ends_with(PARTIAL_SUFFIX) || is_sqlite_side_file_of_partial(name) {
                     listing.leftovers.push(path);
                     continue;
                 }
@@ -456,7 +457,7 @@ impl Catalog {
                 if !name.starts_with(kind.prefix()) {
                     continue;
                 }
-                if sqlite_side_file_of_partial(name).is_some() {
+                if is_sqlite_side_file_of_partial(name) {
                     remove_if_exists(&dir.join(name), &mut removed)?;
                     continue;
                 }
@@ -529,11 +530,21 @@ fn remove_if_exists(path: &Path, removed: &mut Vec<PathBuf>) -> Result<()> {
 /// open (`X.partial-wal`, `X.partial-shm`, `X.partial-journal`): a database copy is
 /// written under its `.partial` name, and a run killed while SQLite had it open leaves
 /// these behind.
-fn sqlite_side_file_of_partial(name: &str) -> Option<&str> {
-    ["-wal", "-shm", "-journal"]
+fn is_sqlite_side_file_of_partial(name: &str) -> bool {
+    SQLITE_SIDE_SUFFIXES
         .iter()
-        .find_map(|sfx| name.strip_suffix(sfx))
-        .filter(|base| base.ends_with(PARTIAL_SUFFIX))
+        .filter_map(|sfx| name.strip_suffix(sfx))
+        .any(|base| base.ends_with(PARTIAL_SUFFIX))
+}
+
+/// The files SQLite keeps beside a database `NAME`: `NAME-wal`, `NAME-shm`, `NAME-journal`.
+pub const SQLITE_SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// `path` with a SQLite side-file suffix appended (works for any bytes in the name).
+pub fn sqlite_side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
 }
 
 /// `db_backup_X.db` → `db_backup_X`.

@@ -78,7 +78,7 @@ pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> 
 /// glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB),
 /// and its trim threshold to twice that: after the first backup, the job's multi-MiB zstd
 /// and I/O buffers come from the per-thread arenas instead, and stay resident after they
-/// are freed. Measured by tests/pressure.rs: RSS 22.6 MiB at start, 59.4 MiB for good after
+/// are freed. Measured by the API storm test (tests/pressure): RSS 22.6 MiB at start, 59.4 MiB for good after
 /// three backups. Setting the threshold turns the adjustment off, so large buffers are
 /// mmapped and given back on free (RSS ~26 MiB after the same backups; peak unchanged).
 /// Small allocations are unaffected. Other C libraries (musl) return large blocks anyway.

@@ -565,11 +565,11 @@ impl Config {
             Ok(m) if (dir && m.is_dir()) || (!dir && m.is_file()) => Ok(()),
             Ok(_) if dir => Err(wrong("is not a directory")),
             Ok(_) => Err(wrong("is not a file")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(wrong(if dir {
-                "does not exist or is not a directory"
-            } else {
-                "does not exist or is not a file"
-            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(wrong("does not exist")),
+            // A component of the path is a file (`/etc/hosts/app.db`): a wrong path too.
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                Err(wrong("does not exist (a part of its path is a file)"))
+            }
             Err(e) => Err(Error::io("reach", path, e)),
         }
     }

@@ -319,7 +319,7 @@ fn reload(
     systemd::reloading();
     // An empty file is valid TOML (all defaults), and it is what a reload sees when it
     // catches an editor or `cat > file` between truncating and writing (found by the
-    // SIGHUP storm in tests/pressure.rs): swapping every setting for the defaults on a
+    // SIGHUP storm tests): swapping every setting for the defaults on a
     // running daemon is never what the operator meant, so it is refused like any error.
     let loaded = match (&current_file, &text) {
         (Some(f), Some(t)) if t.trim().is_empty() => Err(crate::Error::Config {
@@ -341,15 +341,12 @@ fn reload(
                 );
             }
             // Slots that came due under the old schedule but have not fired yet (the loop
-            // was in the edit debounce, or took this reload before its timer) run now: the
-            // new timetable starts after "now" and would otherwise drop them silently.
-            // Found by tests/pressure.rs: a config saved 150 ms before each slot of an
-            // unchanged `*/2 * * * * *` schedule lost all of them (a daily 02:00 backup
-            // would be lost the same way by a save at 01:59:59.8).
+            // was in the edit debounce, or took this reload before its timer) still run:
+            // the new timetable starts after "now" and would otherwise drop them silently
+            // (a save at 01:59:59.8 would cost the 02:00 backup). They are submitted once
+            // the new config is published, so they run with it like every later job.
             let now = Utc::now();
-            for (job, slot) in timetable.take_due(now) {
-                submit(queue, events, job, Trigger::Schedule, slot);
-            }
+            let due = timetable.take_due(now);
             *timetable = Timetable::new(&new, now);
             let next_runs = JobName::ALL
                 .into_iter()
@@ -360,6 +357,9 @@ fn reload(
                 })
                 .collect();
             cfg_tx.send_replace(Arc::new(new));
+            for (job, slot) in due {
+                submit(queue, events, job, Trigger::Schedule, slot);
+            }
             *last_text = text;
             events.send(Event::ConfigReloaded { next_runs });
         }

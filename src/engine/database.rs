@@ -13,34 +13,47 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::IntegrityCheck;
 use crate::error::{Error, Result};
 
-/// Open the live database for reading as a backup source. Read-only first: a read-write
-/// connection that closes last checkpoints and deletes the app's WAL file, and when the
-/// main file is damaged that WAL may hold the only copy of recent commits — a backup must
-/// never change the live files. Read-only still opens a WAL database without its `-shm`
-/// (SQLite creates it when the directory is writable); read-write (without create) is
-/// the fallback for an SQLite that cannot.
+/// Open the live database for reading as a backup source.
+///
+/// Read-only first: a read-write connection that closes last checkpoints and deletes the
+/// app's WAL file, and when the main file is damaged that WAL may hold the only copy of
+/// recent commits — a backup must not change the live files. The one case read-only
+/// cannot handle is a rollback-journal database left with a hot journal by an app that
+/// crashed mid-transaction (`SQLITE_READONLY_ROLLBACK`): only a writer may roll it back,
+/// which is exactly what the app itself does on its next open, so then (and only then)
+/// the source is reopened read-write. Connections open lazily: the schema probe is what
+/// surfaces such errors.
 pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
-    if !path.is_file() {
-        return Err(Error::io(
-            "open the database",
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        ));
+    // SQLite reports any failure to open as "unable to open database file"; looking at the
+    // file ourselves first names the cause ("Permission denied", "No such file"). Opening
+    // and closing an fd here is safe: this process holds no SQLite connection to the live
+    // file yet, so closing it cannot drop any POSIX lock of ours.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::io(
+                "open the database",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        Err(e) => return Err(Error::io("open the database", path, e)),
     }
-    // SQLite reports any failure to open as "unable to open database file"; opening it
-    // ourselves first names the cause (e.g. "Permission denied") and gets its hint.
     std::fs::File::open(path).map_err(|e| Error::io("open the database", path, e))?;
-    let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, ro)
-        .or_else(|_| Connection::open_with_flags(path, rw))
-        .map_err(|e| Error::sqlite("open", path, e))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(|e| Error::sqlite("configure", path, e))?;
-    // Touch the schema: a file that is not SQLite fails here, before anything is written.
-    conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| Error::sqlite("read", path, e))?;
-    Ok(conn)
+    let open = |flags: OpenFlags| -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(busy_timeout)?;
+        // Touch the schema: a file that is not SQLite fails here, before anything is written.
+        conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))?;
+        Ok(conn)
+    };
+    match open(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Ok(conn) => Ok(conn),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
+            open(OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| Error::sqlite("read", path, e))
+        }
+        Err(e) => Err(Error::sqlite("read", path, e)),
+    }
 }
 
 /// Refuse a source database that holds no tables: an empty file (truncated to 0 bytes,
@@ -166,18 +179,19 @@ pub fn run_check(conn: &Connection, pragma: &str) -> std::result::Result<String,
 
 fn pragma_label(pragma: &str) -> &'static str {
     if pragma == "quick_check" {
-        "SQLite quick_check"
+        INTEGRITY_CHECKS[0]
     } else {
-        "SQLite integrity_check"
+        INTEGRITY_CHECKS[1]
     }
 }
+
+/// The names of the checks SQLite runs on a database copy, as errors report them.
+pub const INTEGRITY_CHECKS: [&str; 2] = ["SQLite quick_check", "SQLite integrity_check"];
 
 /// Bytes the live database occupies (main file plus WAL): the space a copy needs at most.
 pub fn estimate_size(path: &Path) -> u64 {
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    len(path) + len(Path::new(&wal))
+    len(path) + len(&crate::catalog::sqlite_side_file(path, "-wal"))
 }
 
 #[cfg(test)]

@@ -175,9 +175,10 @@ impl EntrySink for Extractor {
 /// Block size for hole detection: the page and filesystem block size almost everywhere.
 const SPARSE_BLOCK: usize = 4096;
 
-/// Writes a file's data, leaving holes where whole blocks are zeros, as `cp` and GNU tar
-/// do: a sparse file (a VM image, a preallocated video) restores to the same content
-/// without taking its full apparent size on a disk that may be nearly full.
+/// Writes a file's data, leaving holes where whole blocks are zeros (as
+/// `cp --sparse=always` does): a sparse file (a VM image, a preallocated video) restores
+/// to the same content without taking its full apparent size on a disk that may be
+/// nearly full. The archive itself stores such files as plain data.
 struct SparseWriter<'f> {
     file: &'f mut fs::File,
     /// The start of a block whose end has not been read yet (reads split blocks anywhere).

@@ -23,11 +23,14 @@ use serde::Serialize;
 use super::archive;
 use super::backup::{BackupJob, catalog_for, create_backup_locked};
 use super::compression::compression_of;
-use super::database::{backup_into, run_check};
+use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
 use super::extract::{Extractor, fresh_dir};
 use super::verify::{full_parts, verify_database_file};
 use super::{Cancel, Progress};
-use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Listing, Outcome, sync_dir};
+use crate::catalog::{
+    BackupDirLock, BackupEntry, Catalog, Listing, Outcome, SQLITE_SIDE_SUFFIXES, sqlite_side_file,
+    sync_dir,
+};
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
@@ -249,16 +252,8 @@ pub fn plan_restore(
             ));
         }
     }
-    let previous_tree = (in_place && live_storage.exists()).then(|| {
-        let base = format!("{}.pre-restore-{stamp}", storage_name.display());
-        let mut candidate = live_storage.with_file_name(&base);
-        let mut n = 2;
-        while candidate.exists() {
-            candidate = live_storage.with_file_name(format!("{base}_{n}"));
-            n += 1;
-        }
-        candidate
-    });
+    let previous_tree =
+        (in_place && live_storage.exists()).then(|| unused_aside_path(live_storage, &stamp));
     Ok(RestorePlan {
         backup: entry.data_path.clone(),
         kind: entry.kind,
@@ -385,7 +380,7 @@ fn apply_locked(
                     Err(f) if is_damaged_database(&f.error) => {
                         let aside = set_damaged_database_aside(&d.target)?;
                         catalog.log().warn(&format!(
-                            "restore: the live database {} could not be copied ({}); kept as {} instead",
+                            "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
                             crate::names::shown(&d.target),
                             crate::error_chain(&*f.error),
                             crate::names::shown(&aside)
@@ -397,7 +392,7 @@ fn apply_locked(
             } else {
                 None
             };
-            restore_database(&d.source, &d.target, config)?;
+            restore_database(&d.source, &d.target, config, safety_copy.as_deref())?;
             report.database = Some(RestoredDatabase {
                 target: d.target.clone(),
                 safety_copy,
@@ -436,38 +431,50 @@ fn is_damaged_database(e: &Error) -> bool {
             source.sqlite_error_code(),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
         ),
-        Error::Verify { check, .. } => check.contains("integrity") || check.contains("check"),
+        Error::Verify { check, .. } => INTEGRITY_CHECKS.contains(check),
         _ => false,
     }
 }
 
-/// Rename a damaged live database and its side files (`-wal`, `-shm`, `-journal`) to
-/// `NAME.pre-restore-TIMESTAMP…`, as the storage tree is kept. Its side files must go with
-/// it: a stale WAL left beside the restored file would be replayed into it.
-fn set_damaged_database_aside(live: &Path) -> Result<PathBuf> {
-    let stamp = Local::now().format("%Y%m%d_%H%M%S");
-    let name = live
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "database".into());
-    let base = format!("{name}.pre-restore-{stamp}");
-    let mut aside = live.with_file_name(&base);
+/// `NAME.pre-restore-STAMP` beside `live` (`_2`, `_3`… if taken): where a restore keeps
+/// what it replaces. Built from the name's bytes, whatever they are.
+fn unused_aside_path(live: &Path, stamp: &str) -> PathBuf {
+    let with_suffix = |suffix: &str| {
+        let mut name = live.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".pre-restore-{stamp}{suffix}"));
+        live.with_file_name(name)
+    };
+    let mut candidate = with_suffix("");
     let mut n = 2;
-    while aside.exists() {
-        aside = live.with_file_name(format!("{base}_{n}"));
+    while candidate.exists() {
+        candidate = with_suffix(&format!("_{n}"));
         n += 1;
     }
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let side = live.with_file_name(format!("{name}{suffix}"));
-        if side.exists() {
-            let to = aside.with_file_name(format!(
-                "{}{suffix}",
-                aside.file_name().unwrap_or_default().to_string_lossy()
-            ));
-            fs::rename(&side, &to).ctx("move the damaged database's side file to", &to)?;
+    candidate
+}
+
+/// Rename a damaged live database and its side files (`-wal`, `-shm`, `-journal`) to
+/// `NAME.pre-restore-TIMESTAMP…`, as the storage tree is kept. The side files must go
+/// with it: SQLite deletes a WAL or journal it finds beside a new, empty database, and
+/// with a damaged main file that WAL may hold the app's only copy of recent commits. All
+/// or nothing: if one rename fails, those already done are undone.
+fn set_damaged_database_aside(live: &Path) -> Result<PathBuf> {
+    let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
+    let aside = unused_aside_path(live, &stamp);
+    let mut moves: Vec<(PathBuf, PathBuf)> = SQLITE_SIDE_SUFFIXES
+        .iter()
+        .map(|sfx| (sqlite_side_file(live, sfx), sqlite_side_file(&aside, sfx)))
+        .filter(|(from, _)| from.exists())
+        .collect();
+    moves.push((live.to_path_buf(), aside.clone()));
+    for (i, (from, to)) in moves.iter().enumerate() {
+        if let Err(e) = fs::rename(from, to) {
+            for (back_from, back_to) in moves[..i].iter().rev() {
+                let _ = fs::rename(back_to, back_from);
+            }
+            return Err(Error::io("move the damaged database aside to", to, e));
         }
     }
-    fs::rename(live, &aside).ctx("move the damaged database aside to", &aside)?;
     if let Some(parent) = live.parent() {
         sync_dir(parent)?;
     }
@@ -611,7 +618,12 @@ fn stage_storage(
 
 /// Copy a verified database backup into `target` through SQLite: into a live WAL
 /// database this is one transaction that other connections observe atomically.
-fn restore_database(source: &Path, target: &Path, config: &Config) -> Result<()> {
+fn restore_database(
+    source: &Path,
+    target: &Path,
+    config: &Config,
+    safety_copy: Option<&Path>,
+) -> Result<()> {
     let busy = config.backup.busy_timeout.0;
     let src = Connection::open_with_flags(
         source,
@@ -629,10 +641,46 @@ fn restore_database(source: &Path, target: &Path, config: &Config) -> Result<()>
         Error::verify(
             target,
             "SQLite quick_check after restore",
-            format!("{detail}; the pre-restore safety copy is in the catalog"),
+            match safety_copy {
+                Some(copy) => format!(
+                    "{detail}; the database as it was before is kept as {}",
+                    crate::names::shown(copy)
+                ),
+                None => detail,
+            },
         )
     })?;
     dst.close()
         .map_err(|(_, e)| Error::sqlite("close", target, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_damaged_database_goes_aside_with_its_side_files_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join(OsStr::from_bytes(b"app\xff.db"));
+        fs::write(&live, b"junk").unwrap();
+        fs::write(sqlite_side_file(&live, "-wal"), b"wal").unwrap();
+        // A name already taken by an earlier restore in the same second.
+        let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
+        fs::write(unused_aside_path(&live, &stamp), b"earlier").unwrap();
+
+        let aside = set_damaged_database_aside(&live).unwrap();
+        assert!(!live.exists() && !sqlite_side_file(&live, "-wal").exists());
+        assert_eq!(fs::read(&aside).unwrap(), b"junk");
+        assert_eq!(fs::read(sqlite_side_file(&aside, "-wal")).unwrap(), b"wal");
+        assert!(
+            aside
+                .as_os_str()
+                .as_bytes()
+                .starts_with(live.as_os_str().as_bytes()),
+            "{aside:?} is not beside {live:?} under the same name"
+        );
+    }
 }

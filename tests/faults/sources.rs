@@ -226,3 +226,57 @@ fn a_database_replaced_by_junk_or_truncated_fails_naming_the_cause_and_keeps_old
     app.create("database");
     assert_only_listed_backups(&app, "after the database was repaired");
 }
+
+/// An app that crashed mid-transaction on a rollback-journal database leaves a hot
+/// journal; a read-only connection cannot roll it back. The backup still succeeds (the
+/// source is reopened read-write for exactly this case, as the app's next open would do)
+/// and holds the data as it was before the interrupted transaction.
+#[test]
+fn a_database_left_with_a_hot_journal_by_a_crashed_app_is_backed_up() {
+    let app = TestApp::new();
+    tool(
+        "sqlite3",
+        [app.db.as_os_str(), "PRAGMA journal_mode=DELETE;".as_ref()],
+    )
+    .assert_code(0);
+    let before = dump_db_file(&app.db);
+    // The sqlite3 shell kills itself (`$PPID` of its `.shell` is the shell) in the middle
+    // of a transaction big enough to spill pages into the database file.
+    let crashed = tool(
+        "sqlite3",
+        [
+            app.db.as_os_str(),
+            "PRAGMA cache_size=5;".as_ref(),
+            "BEGIN;".as_ref(),
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<3000) \
+             INSERT INTO clients (phone, name, created_at) SELECT 'p'||i, hex(randomblob(200)), '2026-11-27' FROM c;"
+                .as_ref(),
+            ".shell kill -9 $PPID".as_ref(),
+        ],
+    );
+    assert_eq!(
+        crashed.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        crashed.describe()
+    );
+    let journal = app.db.with_file_name("app_data.db-journal");
+    assert!(
+        journal.exists(),
+        "no hot journal was left: {}",
+        crashed.describe()
+    );
+
+    let meta = app.create("database");
+    let copy = PathBuf::from(jstr(&meta, "backup_path"));
+    assert_eq!(
+        dump_db_file(&copy),
+        before,
+        "the backup does not hold the data from before the interrupted transaction"
+    );
+    assert_eq!(
+        dump_db_file(&app.db),
+        before,
+        "the live data after rollback"
+    );
+}
