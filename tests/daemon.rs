@@ -23,28 +23,8 @@ const FEW_CYCLES: Duration = Duration::from_secs(20);
 /// Deadline for a reload to be logged after SIGHUP or a saved edit (300 ms debounce).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-const JOBS: [&str; 5] = ["full", "database", "storage", "rotate", "verify"];
-
 // ---------------------------------------------------------------------------------------
 // Helpers local to these tests
-
-/// The standard test config plus a `[schedule]` in UTC with a 1 s shutdown grace: each
-/// job in `jobs` with its cron line, every other job "off", then `extra` lines.
-fn schedule_config(app: &TestApp, jobs: &[(&str, &str)], extra: &str) -> String {
-    for (job, _) in jobs {
-        assert!(JOBS.contains(job), "unknown job {job}");
-    }
-    let mut s = String::from("[schedule]\ntimezone = \"UTC\"\nshutdown_grace = \"1s\"\n");
-    for job in JOBS {
-        let expr = jobs
-            .iter()
-            .find(|(j, _)| *j == job)
-            .map_or("off", |(_, e)| *e);
-        s.push_str(&format!("{job} = \"{expr}\"\n"));
-    }
-    s.push_str(extra);
-    app.config_text("", &s)
-}
 
 /// 1-based number of the first line of `text` starting with `prefix`.
 fn line_number(text: &str, prefix: &str) -> usize {
@@ -150,7 +130,12 @@ fn assert_switched_to_storage(d: &mut Daemon, app: &TestApp, db_at_reload: usize
 #[test]
 fn scheduled_database_backups_run_and_status_reports_them() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", "*/2 * * * * *")], ""));
+    app.write_config_raw(&schedule_config(
+        &app,
+        "",
+        &[("database", "*/2 * * * * *")],
+        "",
+    ));
     let mut d = Daemon::start(&app);
     d.poll(FEW_CYCLES, "two scheduled database backups", |_| {
         complete(&app, "database") >= 2
@@ -208,6 +193,7 @@ fn sighup_with_a_changed_schedule_changes_what_runs_next() {
         &real,
         schedule_config(
             &app,
+            "",
             &[("database", "*/2 * * * * *")],
             "watch_config = false\n",
         ),
@@ -222,6 +208,7 @@ fn sighup_with_a_changed_schedule_changes_what_runs_next() {
         &real,
         schedule_config(
             &app,
+            "",
             &[("storage", "*/2 * * * * *")],
             "watch_config = false\n",
         ),
@@ -268,6 +255,7 @@ fn sighup_with_a_broken_config_keeps_the_old_schedule_and_logs_the_line() {
     let real = symlinked_config(&app);
     let good = schedule_config(
         &app,
+        "",
         &[("database", "*/2 * * * * *")],
         "watch_config = false\n",
     );
@@ -280,11 +268,13 @@ fn sighup_with_a_broken_config_keeps_the_old_schedule_and_logs_the_line() {
     // Two broken edits in turn: a cron field out of range, then an unknown key.
     let bad_cron = schedule_config(
         &app,
+        "",
         &[("database", "0 99 * * *")],
         "watch_config = false\n",
     );
     let bad_key = schedule_config(
         &app,
+        "",
         &[("database", "*/2 * * * * *")],
         "watch_config = false\ndatabse = \"*/5 * * * * *\"\n",
     );
@@ -360,9 +350,9 @@ fn sighup_with_a_broken_config_keeps_the_old_schedule_and_logs_the_line() {
 #[test]
 fn a_rejected_config_names_the_key_and_its_line() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", "0 3 * * *")], ""));
+    app.write_config_raw(&schedule_config(&app, "", &[("database", "0 3 * * *")], ""));
     let mut d = Daemon::start(&app);
-    let bad = schedule_config(&app, &[("database", "0 99 * * *")], "");
+    let bad = schedule_config(&app, "", &[("database", "0 99 * * *")], "");
     let line = line_number(&bad, "database = \"0 99");
     app.write_config_raw(&bad);
     d.signal(libc::SIGHUP);
@@ -393,14 +383,24 @@ fn a_rejected_config_names_the_key_and_its_line() {
 #[test]
 fn saving_the_config_file_reloads_the_schedule_without_a_signal() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", "*/2 * * * * *")], ""));
+    app.write_config_raw(&schedule_config(
+        &app,
+        "",
+        &[("database", "*/2 * * * * *")],
+        "",
+    ));
     let mut d = Daemon::start(&app);
     d.poll(FEW_CYCLES, "a first database backup", |_| {
         complete(&app, "database") >= 1
     });
 
     // As editors save: a new file renamed over the old one.
-    app.replace_config_by_rename(&schedule_config(&app, &[("storage", "*/2 * * * * *")], ""));
+    app.replace_config_by_rename(&schedule_config(
+        &app,
+        "",
+        &[("storage", "*/2 * * * * *")],
+        "",
+    ));
     let reloaded = d.poll_for(
         RELOAD_TIMEOUT,
         "the reload after the saved edit in backup.log",
@@ -415,7 +415,7 @@ fn saving_the_config_file_reloads_the_schedule_without_a_signal() {
     assert_switched_to_storage(&mut d, &app, db_at_reload);
 
     // A saved broken edit goes through the same check: rejected, the schedule stays.
-    let bad = schedule_config(&app, &[("storage", "*/2 * * * * * * *")], "");
+    let bad = schedule_config(&app, "", &[("storage", "*/2 * * * * * * *")], "");
     let line = line_number(&bad, "storage = \"*/2");
     app.replace_config_by_rename(&bad);
     let rejected = d.poll_for(
@@ -459,7 +459,7 @@ fn sigterm_during_a_slow_storage_backup_exits_0_and_leaves_nothing() {
     // reading its input when the grace period ends, whatever the machine's core count.
     app.write_random_files("media", 15, 10 << 20);
     let grace = Duration::from_secs(1);
-    let mut text = schedule_config(&app, &[("storage", "*/1 * * * * *")], "");
+    let mut text = schedule_config(&app, "", &[("storage", "*/1 * * * * *")], "");
     text = text.replace("[backup]\n", "[backup]\nthreads = 2\n");
     app.write_config_raw(&text);
     let mut d = Daemon::start(&app);
@@ -525,7 +525,7 @@ const CATCH_UP_LINE: &str = "missed while the daemon was down";
 fn a_missed_slot_is_caught_up_exactly_once_at_start() {
     let app = TestApp::new();
     write_history_from_2020(&app);
-    app.write_config_raw(&schedule_config(&app, &[("database", YEARLY)], ""));
+    app.write_config_raw(&schedule_config(&app, "", &[("database", YEARLY)], ""));
     let started = Utc::now();
     let mut d = Daemon::start(&app);
     d.poll(FEW_CYCLES, "the catch-up database backup", |_| {
@@ -570,6 +570,7 @@ fn with_catch_up_off_a_missed_slot_is_not_run() {
     write_history_from_2020(&app);
     app.write_config_raw(&schedule_config(
         &app,
+        "",
         &[("database", YEARLY)],
         "catch_up = false\n",
     ));
@@ -585,7 +586,7 @@ fn with_catch_up_off_a_missed_slot_is_not_run() {
 #[test]
 fn a_job_never_run_before_is_not_caught_up() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", YEARLY)], ""));
+    app.write_config_raw(&schedule_config(&app, "", &[("database", YEARLY)], ""));
     let started = Utc::now();
     let mut d = Daemon::start(&app);
     d.holds_for(Duration::from_secs(3), "no database backup", |_| {
@@ -613,7 +614,12 @@ fn a_storage_job_longer_than_its_interval_never_runs_twice_at_once() {
     // ~50 MB of incompressible data: a few seconds per run in a debug build, far more
     // than the 1 s interval.
     app.write_random_files("media", 5, 10 << 20);
-    app.write_config_raw(&schedule_config(&app, &[("storage", "*/1 * * * * *")], ""));
+    app.write_config_raw(&schedule_config(
+        &app,
+        "",
+        &[("storage", "*/1 * * * * *")],
+        "",
+    ));
     let mut d = Daemon::start(&app);
     let one_at_a_time = |d: &Daemon| {
         let partials = archive_partials(d.app);
@@ -677,7 +683,7 @@ fn a_storage_job_longer_than_its_interval_never_runs_twice_at_once() {
 #[test]
 fn sd_notify_reports_ready_status_reloading_and_stopping() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", "0 3 * * *")], ""));
+    app.write_config_raw(&schedule_config(&app, "", &[("database", "0 3 * * *")], ""));
     let mut d = Daemon::start(&app);
     let ready = d.notify.find_line(0, "READY=1").unwrap();
     let ready_msg = &d.notify.messages()[ready];
@@ -768,7 +774,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 #[test]
 fn a_second_daemon_on_the_same_backup_dir_exits_1_naming_the_holder() {
     let app = TestApp::new();
-    app.write_config_raw(&schedule_config(&app, &[("database", "0 3 * * *")], ""));
+    app.write_config_raw(&schedule_config(&app, "", &[("database", "0 3 * * *")], ""));
     let mut first = Daemon::start(&app);
 
     let mut cmd = app.command(["daemon"]);

@@ -113,19 +113,6 @@ fn a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups() {
     assert_all_verify(&app, "after space was freed");
 }
 
-/// The standard config with `[backup]` lines and a `[schedule]` in UTC: `storage` on
-/// `storage_cron`, every other job off, no catch-up, a short shutdown grace.
-fn storage_schedule_config(app: &TestApp, backup_lines: &str, storage_cron: &str) -> String {
-    app.config_text(
-        backup_lines,
-        &format!(
-            "[schedule]\ntimezone = \"UTC\"\ncatch_up = false\nshutdown_grace = \"1s\"\n\
-             full = \"off\"\ndatabase = \"off\"\nrotate = \"off\"\nverify = \"off\"\n\
-             storage = \"{storage_cron}\"\n"
-        ),
-    )
-}
-
 #[test]
 fn the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed() {
     let app = TestApp::new();
@@ -142,10 +129,11 @@ fn the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed
     app.create("database");
     let older = backup_hashes(&app);
     add_tiny_files(&app, 4_000);
-    app.write_config_raw(&storage_schedule_config(
+    app.write_config_raw(&schedule_config(
         &app,
         "compression = \"none\"",
-        "*/2 * * * * *",
+        &[("storage", "*/2 * * * * *")],
+        "catch_up = false\n",
     ));
     let filler = fill_leaving(&app.backups, 5 << 19);
 

@@ -34,7 +34,6 @@ mod api_storm;
 mod sighup_storm;
 
 const TOKEN: &str = "pressure-token-0123456789abcdef";
-const JOBS: [&str; 5] = ["full", "database", "storage", "rotate", "verify"];
 /// Deadline for a reload to be visible after SIGHUP (as in tests/daemon.rs).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline for something a 2-second schedule must produce (a generous multiple).
@@ -48,29 +47,6 @@ const IDLE_GROWTH_LIMIT_KIB: u64 = 16 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Helpers local to these tests
-
-/// The standard test config plus a `[schedule]` in UTC: each job in `jobs` with its cron
-/// line, every other job "off", then `extra` lines (more `[schedule]` keys or sections).
-fn schedule_config(
-    app: &TestApp,
-    backup_lines: &str,
-    jobs: &[(&str, &str)],
-    extra: &str,
-) -> String {
-    for (job, _) in jobs {
-        assert!(JOBS.contains(job), "unknown job {job}");
-    }
-    let mut s = String::from("[schedule]\ntimezone = \"UTC\"\nshutdown_grace = \"1s\"\n");
-    for job in JOBS {
-        let expr = jobs
-            .iter()
-            .find(|(j, _)| *j == job)
-            .map_or("off", |(_, e)| *e);
-        s.push_str(&format!("{job} = \"{expr}\"\n"));
-    }
-    s.push_str(extra);
-    app.config_text(backup_lines, &s)
-}
 
 /// `VmRSS` and `VmHWM` (peak RSS) of a process, in KiB, from /proc/PID/status.
 fn memory_kib(pid: u32) -> (u64, u64) {

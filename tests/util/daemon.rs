@@ -15,6 +15,33 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// From SIGTERM to exit when no slow job runs.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Every job the daemon schedules, in `[schedule]` order.
+pub const JOBS: [&str; 5] = ["full", "database", "storage", "rotate", "verify"];
+
+/// The standard test config (with `backup_lines` in `[backup]`) plus a `[schedule]` in
+/// UTC with a 1 s shutdown grace: each job in `jobs` with its cron line, every other job
+/// "off", then `extra` lines (more `[schedule]` keys or sections).
+pub fn schedule_config(
+    app: &TestApp,
+    backup_lines: &str,
+    jobs: &[(&str, &str)],
+    extra: &str,
+) -> String {
+    for (job, _) in jobs {
+        assert!(JOBS.contains(job), "unknown job {job}");
+    }
+    let mut s = String::from("[schedule]\ntimezone = \"UTC\"\nshutdown_grace = \"1s\"\n");
+    for job in JOBS {
+        let expr = jobs
+            .iter()
+            .find(|(j, _)| *j == job)
+            .map_or("off", |(_, e)| *e);
+        s.push_str(&format!("{job} = \"{expr}\"\n"));
+    }
+    s.push_str(extra);
+    app.config_text(backup_lines, &s)
+}
+
 /// A running `vertex-backup daemon` with its notify socket.
 pub struct Daemon<'a> {
     pub app: &'a TestApp,
