@@ -316,11 +316,7 @@ pub fn backup_event(
         Ok(r) => Event::BackupSucceeded {
             facts: BackupFacts {
                 kind: r.kind,
-                file_name: r
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file_name: r.file_name(),
                 size: r.metadata.file_size,
                 file_count: r.metadata.file_count,
                 duration: Duration::from_millis(r.metadata.duration_ms),

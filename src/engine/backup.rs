@@ -50,6 +50,14 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
+    /// The data file's name (for a full backup, its manifest's), as messages show it.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// Warnings of the backup and its parts.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = self.metadata.warnings.clone();
@@ -400,11 +408,7 @@ fn full_backup(
         .iter()
         .map(|r| PartRef {
             kind: r.kind,
-            file_name: r
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            file_name: r.file_name(),
             backup_path: r.path.display().to_string(),
             file_size: r.metadata.file_size,
             checksum: r.metadata.checksum.clone(),

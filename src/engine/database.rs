@@ -24,10 +24,11 @@ use crate::error::{Error, Result};
 /// the source is reopened read-write. Connections open lazily: the schema probe is what
 /// surfaces such errors.
 pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
-    // SQLite reports any failure to open as "unable to open database file"; looking at the
-    // file ourselves first names the cause ("Permission denied", "No such file"). Opening
-    // and closing an fd here is safe: this process holds no SQLite connection to the live
-    // file yet, so closing it cannot drop any POSIX lock of ours.
+    // SQLite reports any failure to open as "unable to open database file"; looking at
+    // the file ourselves first names the cause ("Permission denied", "No such file").
+    // stat before open: opening a FIFO put at this path would block until a writer came.
+    // Closing the probe fd is safe: this process holds no SQLite connection to the live
+    // file yet, so it cannot drop a POSIX lock of ours.
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}
         Ok(_) => {

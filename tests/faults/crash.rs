@@ -78,16 +78,7 @@ fn sigkill_at_any_moment_of_create_leaves_only_complete_verified_backups() {
             };
             *phases.entry(format!("{kind}: {phase}")).or_default() += 1;
 
-            ledger.check(&app, &ctx);
-            // The lock died with the process and the next run cleans what it left.
-            let next = app.run(["create", "--type", "database"]);
-            assert_eq!(
-                next.code(),
-                Some(0),
-                "{ctx}: the next create failed\n{}",
-                next.describe()
-            );
-            assert_only_listed_backups(&app, &format!("{ctx}, then a normal create"));
+            assert_recovers_after(&app, &mut ledger, &ctx);
         }
     }
     ledger.check(&app, "at the end");
@@ -222,15 +213,7 @@ fn sigkill_at_each_commit_syscall_leaves_only_complete_verified_backups() {
                     "not reached; finished".to_string()
                 };
                 landed.push(format!("{ctx}: {phase}"));
-                ledger.check(&app, &ctx);
-                let next = app.run(["create", "--type", "database"]);
-                assert_eq!(
-                    next.code(),
-                    Some(0),
-                    "{ctx}: the next create failed\n{}",
-                    next.describe()
-                );
-                assert_only_listed_backups(&app, &format!("{ctx}, then a normal create"));
+                assert_recovers_after(&app, &mut ledger, &ctx);
             }
         }
     }

@@ -418,3 +418,18 @@ fn debris_phase(before: &BTreeSet<PathBuf>, app: &TestApp) -> &'static str {
         "between renames"
     }
 }
+
+/// After a fault (`ctx` says which): the catalog is as the ledger expects, a normal
+/// `create` succeeds at once (the lock died with the killed process), and only files of
+/// listed backups remain (that run cleaned what the fault left).
+fn assert_recovers_after(app: &TestApp, ledger: &mut Ledger, ctx: &str) {
+    ledger.check(app, ctx);
+    let next = app.run(["create", "--type", "database"]);
+    assert_eq!(
+        next.code(),
+        Some(0),
+        "{ctx}: the next create failed\n{}",
+        next.describe()
+    );
+    assert_only_listed_backups(app, &format!("{ctx}, then a normal create"));
+}

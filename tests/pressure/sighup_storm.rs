@@ -146,20 +146,8 @@ fn assert_ends_on_schedule_b(d: &mut Daemon, last_signal: DateTime<Utc>) {
         d.describe()
     );
     // And `status --json` reads the same schedule from the file.
-    let status = app.run(["status", "--json"]);
-    assert!(
-        matches!(status.code(), Some(0 | 1)),
-        "{}",
-        status.describe()
-    );
-    let json = status.json();
-    let schedule_of = |job: &str| -> String {
-        json["jobs"]
-            .as_array()
-            .and_then(|j| j.iter().find(|j| j["job"] == job))
-            .map(|j| jstr(j, "schedule").to_string())
-            .unwrap_or_else(|| panic!("no job {job} in {json:#}"))
-    };
+    let status = app.status_json();
+    let schedule_of = |job: &str| jstr(&status_job(&status, job), "schedule").to_string();
     assert_eq!(schedule_of("storage"), EVERY_2S);
     assert_eq!(schedule_of("database"), "off");
 }

@@ -354,8 +354,30 @@ impl TestApp {
         fs::rename(&tmp, &self.config).expect("rename over the config");
     }
 
+    /// `status --json`. Exit 1 (some type is stale) is accepted: the JSON is the same.
+    #[track_caller]
+    pub fn status_json(&self) -> Value {
+        let status = self.run(["status", "--json"]);
+        assert!(
+            matches!(status.code(), Some(0 | 1)),
+            "{}",
+            status.describe()
+        );
+        status.json()
+    }
+
     /// The operation log `backups/backup.log` ("" while it does not exist).
     pub fn backup_log(&self) -> String {
         fs::read_to_string(self.backups.join("backup.log")).unwrap_or_default()
     }
+}
+
+/// The entry for `job` in the output of `status --json`.
+#[track_caller]
+pub fn status_job(status: &Value, job: &str) -> Value {
+    status["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["job"] == job))
+        .cloned()
+        .unwrap_or_else(|| panic!("no job {job} in {status:#}"))
 }
