@@ -574,6 +574,12 @@ impl Config {
         }
     }
 
+    /// The text this configuration was parsed from ("" for built-in defaults): what a
+    /// reload compares the file against to tell whether it changed.
+    pub fn text(&self) -> &str {
+        &self.source
+    }
+
     /// A warning when the config file holds a token but others may read it.
     pub fn permission_warning(&self) -> Option<String> {
         use std::os::unix::fs::PermissionsExt;

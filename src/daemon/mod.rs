@@ -82,7 +82,8 @@ pub async fn run(
 
     // 2. The config everyone reads; a reload replaces it for all readers at once.
     let file = initial.file.clone();
-    let mut last_text = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
+    // What the running config was parsed from: a reload that reads the same is a no-op.
+    let mut last_text = file.as_ref().map(|_| initial.text().to_string());
     let (cfg_tx, cfg_rx) = tokio_watch::channel(Arc::new(initial));
 
     // 3. Events: the log, Telegram (from the live config), whatever the caller adds.
@@ -356,11 +357,13 @@ fn reload(
                         .map(|t| (j.to_string(), new.schedule.timezone.format(&t)))
                 })
                 .collect();
+            // The text actually parsed, which is newer than `text` if the file changed
+            // again between the two reads.
+            *last_text = Some(new.text().to_string());
             cfg_tx.send_replace(Arc::new(new));
             for (job, slot) in due {
                 submit(queue, events, job, Trigger::Schedule, slot);
             }
-            *last_text = text;
             events.send(Event::ConfigReloaded { next_runs });
         }
         Err(e) => {
