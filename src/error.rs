@@ -95,6 +95,10 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// A task of ours panicked (a bug); the daemon reports it and carries on.
+    #[error("internal error: {0} (a bug: please report it)")]
+    Internal(String),
+
     /// The operation was cancelled (shutdown) before it finished; nothing partial was kept.
     #[error("cancelled before it finished; no partial backup was kept")]
     Cancelled,
@@ -215,6 +219,7 @@ impl Error {
             Error::UnsafeEntry { .. } => {
                 Some("the archive was not written by vertex-backup or has been tampered with; nothing was restored".into())
             }
+            Error::Internal(_) => Some("the daemon carries on; the log has the details".into()),
             Error::Refused(_) | Error::Cancelled => None,
         }
     }

@@ -9,58 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::kind::BackupKind;
+use crate::kind::{BackupKind, JobName};
 use crate::units::{format_bytes, format_duration};
-
-/// What a job was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobName {
-    Full,
-    Database,
-    Storage,
-    Rotate,
-    Verify,
-}
-
-impl JobName {
-    pub const ALL: [JobName; 5] = [
-        JobName::Full,
-        JobName::Database,
-        JobName::Storage,
-        JobName::Rotate,
-        JobName::Verify,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobName::Full => "full",
-            JobName::Database => "database",
-            JobName::Storage => "storage",
-            JobName::Rotate => "rotate",
-            JobName::Verify => "verify",
-        }
-    }
-
-    pub fn backup_kind(self) -> Option<BackupKind> {
-        match self {
-            JobName::Full => Some(BackupKind::Full),
-            JobName::Database => Some(BackupKind::Database),
-            JobName::Storage => Some(BackupKind::Storage),
-            _ => None,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobName> {
-        JobName::ALL.into_iter().find(|j| j.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for JobName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Free and total bytes of the backup filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -288,14 +238,16 @@ impl EventSender {
     }
 }
 
-/// Start the dispatcher task; it ends when every sender is dropped, after draining.
+/// Start the dispatcher; it ends when every sender is dropped, after draining. Sinks are
+/// synchronous and some write files (`backup.log`), so it runs on the blocking pool, never
+/// on the runtime's threads.
 pub fn dispatcher(
     sinks: Vec<Arc<dyn Sink>>,
     capacity: usize,
 ) -> (EventSender, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(capacity);
-    let handle = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
+    let handle = tokio::task::spawn_blocking(move || {
+        while let Some(event) = rx.blocking_recv() {
             for sink in &sinks {
                 sink.handle(&event);
             }
@@ -334,11 +286,7 @@ pub fn backup_event(
                 .get(kind.as_str())
                 .and_then(|r| r.last_success.as_ref().map(|o| o.at.clone()));
             Event::BackupFailed {
-                job: match kind {
-                    BackupKind::Full => JobName::Full,
-                    BackupKind::Database => JobName::Database,
-                    BackupKind::Storage => JobName::Storage,
-                },
+                job: JobName::creating(kind),
                 step: f.step.to_string(),
                 error: crate::error_chain(&f.error),
                 hint: f.error.hint(),

@@ -1,4 +1,7 @@
-//! The three kinds of backup and their names on disk (SPEC §3).
+//! The kinds of thing the program names: the three kinds of backup and their names on disk
+//! (SPEC §3), and the jobs the daemon schedules. A job's name is also its schedule key in
+//! `[schedule]`, its label in `/metrics` and its key in the run history, so adding a job is
+//! one variant here plus the arms the compiler then asks for.
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,5 +59,79 @@ impl FromStr for BackupKind {
                 "unknown backup type `{other}`; use full, database or storage"
             )),
         }
+    }
+}
+
+/// A job the daemon can schedule and the queue can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobName {
+    Full,
+    Database,
+    Storage,
+    Rotate,
+    Verify,
+}
+
+impl JobName {
+    /// Every job, in the order due jobs run (full before database before storage before
+    /// rotate before verify).
+    pub const ALL: [JobName; 5] = [
+        JobName::Full,
+        JobName::Database,
+        JobName::Storage,
+        JobName::Rotate,
+        JobName::Verify,
+    ];
+
+    /// The name: the `[schedule]` key, the metric label and the run-history key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobName::Full => "full",
+            JobName::Database => "database",
+            JobName::Storage => "storage",
+            JobName::Rotate => "rotate",
+            JobName::Verify => "verify",
+        }
+    }
+
+    /// The backup this job creates, if it is a backup job.
+    pub fn backup_kind(self) -> Option<BackupKind> {
+        match self {
+            JobName::Full => Some(BackupKind::Full),
+            JobName::Database => Some(BackupKind::Database),
+            JobName::Storage => Some(BackupKind::Storage),
+            JobName::Rotate | JobName::Verify => None,
+        }
+    }
+
+    /// The job that creates backups of `kind`.
+    pub fn creating(kind: BackupKind) -> JobName {
+        match kind {
+            BackupKind::Full => JobName::Full,
+            BackupKind::Database => JobName::Database,
+            BackupKind::Storage => JobName::Storage,
+        }
+    }
+
+    /// The kinds of backup a successful run leaves fresh, for staleness: a full backup
+    /// makes a database and a storage backup too.
+    pub fn refreshes(self) -> &'static [BackupKind] {
+        match self {
+            JobName::Full => &BackupKind::ALL,
+            JobName::Database => &[BackupKind::Database],
+            JobName::Storage => &[BackupKind::Storage],
+            JobName::Rotate | JobName::Verify => &[],
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobName> {
+        JobName::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -12,17 +12,19 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod kind;
 pub mod names;
 pub mod retention;
 pub mod schedule;
+pub mod status;
 pub mod sys;
 pub mod telegram;
 pub mod units;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use kind::BackupKind;
+pub use kind::{BackupKind, JobName};
 
 /// The error and its causes on one line: "a: b: c". A cause already said is left out,
 /// and a cause that repeats the previous one with more detail replaces it (SQLite's

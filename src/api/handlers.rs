@@ -16,11 +16,10 @@ use tokio::sync::oneshot;
 
 use super::{ApiContext, ApiError, OPENAPI};
 use crate::catalog::{ListRow, Stats};
-use crate::daemon::JobOutcome;
-use crate::daemon::worker::{Rejected, Request, Trigger, Work};
+use crate::jobs::{JobOutcome, Rejected, Request, Trigger, Work};
 use crate::engine::backup::catalog_for;
 use crate::engine::restore::resolve_backup;
-use crate::events::JobName;
+use crate::kind::JobName;
 use crate::kind::BackupKind;
 
 #[derive(Deserialize)]
@@ -188,16 +187,16 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     let Json(body) = body.map_err(bad_json)?;
-    let job = match body.kind.as_deref().unwrap_or("full") {
-        "full" => JobName::Full,
-        "database" => JobName::Database,
-        "storage" => JobName::Storage,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "unknown backup type `{other}`; use full, database or storage"
-            )));
-        }
-    };
+    let name = body.kind.as_deref().unwrap_or(BackupKind::Full.as_str());
+    let job = BackupKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == name)
+        .map(JobName::creating)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown backup type `{name}`; use full, database or storage"
+            ))
+        })?;
     run_work(&ctx, Work::Job(job), q.wait.unwrap_or(true)).await
 }
 

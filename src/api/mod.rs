@@ -6,7 +6,6 @@
 
 mod handlers;
 mod jobs;
-pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::daemon::worker::Queue;
+use crate::jobs::Queue;
+use crate::status::{Health, Metrics};
 pub use jobs::JobRegistry;
-pub use metrics::{Health, Metrics};
 
 /// Every route, for the OpenAPI document's completeness test.
 pub const ROUTES: &[(&str, &str)] = &[

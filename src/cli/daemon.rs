@@ -1,4 +1,5 @@
-//! `daemon` and `status`: the service wired to signals and logs, and a look at its state.
+//! `daemon` and `status`: the service wired to signals and logs, with the REST API started
+//! beside it over the daemon's job queue, and a look at its state.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,9 +10,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
-use vertex_backup::daemon::{self, Control, JobRuns, Timetable};
+use vertex_backup::daemon::{self, Control, Daemon, JobRuns, Services, Timetable};
 use vertex_backup::engine::backup::catalog_for;
-use vertex_backup::events::JobName;
+use vertex_backup::kind::JobName;
 use vertex_backup::units::format_duration;
 use vertex_backup::{BackupKind, Config};
 
@@ -65,13 +66,53 @@ pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> 
             }
         });
         let loader: daemon::ConfigLoader = Arc::new(move || load_config(&args));
-        let result = daemon::run(config, loader, control, Vec::new()).await;
+        let result = async {
+            let daemon = Daemon::start(config, loader, Vec::new()).await?;
+            let api = start_api(daemon.services(), control.shutdown.clone()).await;
+            let result = daemon.run(control).await;
+            // The API stopped taking requests with the shutdown; let open ones finish.
+            if let Some(api) = api {
+                let _ = tokio::time::timeout(API_DRAIN, api).await;
+            }
+            result
+        }
+        .await;
         signals_handle.close();
         listener.abort();
         result
     })?;
     // The blocking pool may still hold a cancelled job's thread; do not wait on it forever.
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a stopping daemon waits for the API's open requests.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The REST API, if enabled, over the daemon's services until `shutdown`; without a token
+/// it stays off and says why (the daemon runs either way).
+async fn start_api(
+    services: Services,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !services.config.borrow().api.enabled {
+        return None;
+    }
+    let Services {
+        config,
+        queue,
+        health,
+        metrics,
+    } = services;
+    match vertex_backup::api::start(config, queue, health, metrics, shutdown).await {
+        Ok((addr, task)) => {
+            tracing::info!("REST API listening on http://{addr}");
+            Some(task)
+        }
+        Err(why) => {
+            tracing::error!("the REST API is not started: {why}");
+            None
+        }
+    }
 }
 
 /// Keep the idle daemon small once a job is done (SPEC §10: the idle daemon ≤ 30 MiB RSS).
@@ -166,7 +207,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let run = history.jobs.get(job.as_str());
             JobStatus {
                 job,
-                schedule: daemon::job_schedule(config, job).expression().to_string(),
+                schedule: config.schedule.of(job).expression().to_string(),
                 next_run: timetable
                     .next_of(job)
                     .map(|t| config.schedule.timezone.format(&t)),

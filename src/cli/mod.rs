@@ -248,7 +248,7 @@ fn cmd_create(
     let result = create_backup(&job);
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
     let next = vertex_backup::schedule::next_runs(
-        vertex_backup::daemon::job_schedule(config, job_name(kind)),
+        config.schedule.of(vertex_backup::kind::JobName::creating(kind)),
         config.schedule.timezone,
         chrono::Utc::now(),
         1,
@@ -402,14 +402,6 @@ fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_name(kind: BackupKind) -> vertex_backup::events::JobName {
-    use vertex_backup::events::JobName;
-    match kind {
-        BackupKind::Full => JobName::Full,
-        BackupKind::Database => JobName::Database,
-        BackupKind::Storage => JobName::Storage,
-    }
-}
 
 fn cmd_notify_test(config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()

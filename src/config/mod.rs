@@ -18,7 +18,7 @@ pub use lines::key_line;
 pub use types::{ByteSize, HumanDuration, JobSchedule, Mode, Secret, Timezone};
 
 use crate::error::{Error, Result};
-use crate::kind::BackupKind;
+use crate::kind::{BackupKind, JobName};
 
 /// Where the config is looked for when `--config` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/vertex-backup/config.toml";
@@ -157,6 +157,19 @@ pub struct ScheduleSection {
     pub watch_config: bool,
 }
 
+impl ScheduleSection {
+    /// The `[schedule]` entry of `job` (its key is the job's name).
+    pub fn of(&self, job: JobName) -> &JobSchedule {
+        match job {
+            JobName::Full => &self.full,
+            JobName::Database => &self.database,
+            JobName::Storage => &self.storage,
+            JobName::Rotate => &self.rotate,
+            JobName::Verify => &self.verify,
+        }
+    }
+}
+
 impl Default for ScheduleSection {
     fn default() -> Self {
         let cron = |s: &str| JobSchedule::parse(s).unwrap_or(JobSchedule::Off);
@@ -180,6 +193,18 @@ pub struct MaxAge {
     pub full: Option<HumanDuration>,
     pub database: Option<HumanDuration>,
     pub storage: Option<HumanDuration>,
+}
+
+impl MaxAge {
+    /// The configured `[alerts] max_age` of `kind`, if any.
+    pub fn of(&self, kind: BackupKind) -> Option<Duration> {
+        match kind {
+            BackupKind::Full => self.full,
+            BackupKind::Database => self.database,
+            BackupKind::Storage => self.storage,
+        }
+        .map(|d| d.0)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -599,14 +624,10 @@ impl Config {
 
     /// The schedule of each job, in a fixed order.
     pub fn jobs(&self) -> BTreeMap<&'static str, &JobSchedule> {
-        let s = &self.schedule;
-        BTreeMap::from([
-            ("full", &s.full),
-            ("database", &s.database),
-            ("storage", &s.storage),
-            ("rotate", &s.rotate),
-            ("verify", &s.verify),
-        ])
+        JobName::ALL
+            .into_iter()
+            .map(|job| (job.as_str(), self.schedule.of(job)))
+            .collect()
     }
 
     /// Compressor threads to use (0 in the config means all cores).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::write_atomic;
 use crate::error::Result;
-use crate::events::JobName;
+use crate::kind::JobName;
 
 pub const SCHEDULE_FILE: &str = "vertex-backup.schedule.json";
 

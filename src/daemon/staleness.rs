@@ -8,38 +8,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::timetable::job_schedule;
 use crate::catalog::Listing;
 use crate::config::Config;
-use crate::events::{Event, JobName};
-use crate::kind::BackupKind;
+use crate::events::Event;
+use crate::kind::{BackupKind, JobName};
 use crate::schedule::next_runs;
-
-/// The jobs whose runs produce a backup of `kind` (a full backup makes all three).
-fn producers(kind: BackupKind) -> &'static [JobName] {
-    match kind {
-        BackupKind::Full => &[JobName::Full],
-        BackupKind::Database => &[JobName::Database, JobName::Full],
-        BackupKind::Storage => &[JobName::Storage, JobName::Full],
-    }
-}
 
 /// `[alerts] max_age` for `kind`, or derived from the schedule: 1.5 × the shortest
 /// interval of the jobs producing it (a daily backup is stale after 36 h, one missed run).
 /// `None` when nothing produces it on a schedule and no limit is configured.
 pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<Duration> {
-    let configured = match kind {
-        BackupKind::Full => config.alerts.max_age.full,
-        BackupKind::Database => config.alerts.max_age.database,
-        BackupKind::Storage => config.alerts.max_age.storage,
-    };
-    if let Some(d) = configured {
-        return Some(d.0);
+    if let Some(d) = config.alerts.max_age.of(kind) {
+        return Some(d);
     }
-    producers(kind)
-        .iter()
+    // The jobs whose runs leave a fresh backup of `kind` (a full backup makes all three).
+    JobName::ALL
+        .into_iter()
+        .filter(|job| job.refreshes().contains(&kind))
         .filter_map(|job| {
-            let runs = next_runs(job_schedule(config, *job), config.schedule.timezone, now, 2);
+            let runs = next_runs(config.schedule.of(job), config.schedule.timezone, now, 2);
             match runs.as_slice() {
                 [a, b] => (*b - *a).to_std().ok(),
                 _ => None,

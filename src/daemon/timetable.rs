@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, JobSchedule, Timezone};
-use crate::events::JobName;
+use crate::kind::JobName;
 use crate::schedule::{next_runs, previous_run};
 
 #[derive(Debug, Clone)]
@@ -17,17 +17,6 @@ pub struct Timetable {
     tz: Timezone,
     schedules: BTreeMap<JobName, JobSchedule>,
     next: BTreeMap<JobName, DateTime<Utc>>,
-}
-
-pub fn job_schedule(config: &Config, job: JobName) -> &JobSchedule {
-    let s = &config.schedule;
-    match job {
-        JobName::Full => &s.full,
-        JobName::Database => &s.database,
-        JobName::Storage => &s.storage,
-        JobName::Rotate => &s.rotate,
-        JobName::Verify => &s.verify,
-    }
 }
 
 fn next_after(schedule: &JobSchedule, tz: Timezone, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -43,7 +32,7 @@ impl Timetable {
         let mut schedules = BTreeMap::new();
         let mut next = BTreeMap::new();
         for job in JobName::ALL {
-            let s = job_schedule(config, job).clone();
+            let s = config.schedule.of(job).clone();
             if let Some(t) = next_after(&s, tz, now) {
                 next.insert(job, t);
             }
@@ -108,7 +97,7 @@ pub fn catch_up(
     JobName::ALL
         .into_iter()
         .filter_map(|job| {
-            let prev = previous_run(job_schedule(config, job), tz, now)?.with_timezone(&Utc);
+            let prev = previous_run(config.schedule.of(job), tz, now)?.with_timezone(&Utc);
             let last = last_runs.get(&job)?;
             (*last < prev).then_some((job, prev))
         })

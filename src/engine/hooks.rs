@@ -26,13 +26,8 @@ pub fn run_hook(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // SAFETY: setsid is async-signal-safe and only affects the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Its own process group, so a timeout kills the hook and everything it started.
+    cmd.process_group(0);
     let hook_error =
         |detail: String| Error::Refused(format!("the {name} hook `{command}` {detail}"));
     let mut child = cmd

@@ -44,7 +44,7 @@ fn success_message_has_the_facts() {
 fn dynamic_values_are_escaped() {
     let m = format_message(
         &Event::BackupFailed {
-            job: crate::events::JobName::Storage,
+            job: crate::kind::JobName::Storage,
             step: "write <archive>".into(),
             error: "No space left & <b>bold</b> file_name_x".into(),
             hint: Some("free space".into()),

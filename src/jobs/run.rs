@@ -3,8 +3,7 @@
 
 use chrono::{Local, SecondsFormat, Utc};
 
-use super::timetable::job_schedule;
-use super::worker::Work;
+use super::queue::Work;
 use crate::catalog::Verdict;
 use crate::config::Config;
 use crate::engine::backup::{BackupFailure, BackupJob, BackupReport, catalog_for, create_backup};
@@ -13,7 +12,8 @@ use crate::engine::rotate::{RotateReport, rotate};
 use crate::engine::verify::{Selection, VerifyReport, select, verify_entry};
 use crate::engine::{Cancel, Silent};
 use crate::error::Error;
-use crate::events::{Event, EventSender, JobName, backup_event};
+use crate::events::{Event, EventSender, backup_event};
+use crate::kind::JobName;
 use crate::retention::RetentionPolicy;
 use crate::schedule::next_runs;
 
@@ -48,7 +48,7 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
     };
     let next_run = || {
         next_runs(
-            job_schedule(config, job),
+            config.schedule.of(job),
             config.schedule.timezone,
             Utc::now(),
             1,

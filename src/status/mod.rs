@@ -1,4 +1,6 @@
-//! What `/health` and `/metrics` report. The durable facts (last success and failure,
+//! The daemon's status sinks: what `/health` and `/metrics` report, fed by the scheduler
+//! loop and by events, read by the API (and any other client) without either importing the
+//! other. The durable facts (last success and failure,
 //! sizes, durations, counts) come from the backup directory at scrape time; the daemon's
 //! own facts (failures since start, staleness, loop alive) from events and the loop.
 
@@ -10,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{CatalogState, Listing};
 use crate::events::{Event, Sink};
-use crate::kind::BackupKind;
+use crate::kind::{BackupKind, JobName};
 
 /// The daemon's liveness, as `/health` judges it.
 #[derive(Default)]
@@ -73,22 +75,22 @@ impl Health {
 /// Counters fed by events.
 #[derive(Default)]
 pub struct Metrics {
-    failures: Mutex<BTreeMap<&'static str, u64>>,
+    failures: Mutex<BTreeMap<JobName, u64>>,
 }
 
 impl Sink for Metrics {
     fn handle(&self, event: &Event) {
-        let key = match event {
-            Event::BackupFailed { job, .. } => job.as_str(),
-            Event::RotationFailed { .. } => "rotate",
-            Event::VerifyFailed { .. } => "verify",
+        let job = match event {
+            Event::BackupFailed { job, .. } => *job,
+            Event::RotationFailed { .. } => JobName::Rotate,
+            Event::VerifyFailed { .. } => JobName::Verify,
             _ => return,
         };
         *self
             .failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
+            .entry(job)
             .or_default() += 1;
     }
 }
@@ -183,7 +185,7 @@ impl Metrics {
             "vertex_backup_failures_total",
             "counter",
             "Failed jobs since the daemon started.",
-            ["full", "database", "storage", "rotate", "verify"]
+            JobName::ALL
                 .iter()
                 .map(|j| {
                     (

@@ -1,5 +1,5 @@
-//! The one queue every job goes through (SPEC §7): scheduled runs, catch-up runs and, later,
-//! API requests. One worker runs them one at a time on the blocking pool; a job that comes
+//! The one queue every job goes through (SPEC §7): scheduled runs, catch-up runs, API
+//! requests and (later) chat commands. One worker runs them one at a time on the blocking pool; a job that comes
 //! due while the same job is queued or running is skipped with a warning — never run twice
 //! or in parallel. The running job's [`Cancel`] is exposed so shutdown can abort it.
 
@@ -11,11 +11,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::engine::Cancel;
-use crate::events::{EventSender, JobName};
+use crate::events::EventSender;
+use crate::kind::JobName;
 
-pub use super::jobs::JobOutcome as Outcome;
-
-use super::jobs::{JobOutcome, run_job};
+use super::run::{JobOutcome, run_job};
 
 /// Why a job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +45,7 @@ impl Work {
         match self {
             Work::Job(j) => j.as_str(),
             Work::Restore { .. } => "restore",
-            Work::Rotate { .. } => "rotate",
+            Work::Rotate { .. } => JobName::Rotate.as_str(),
         }
     }
 }
