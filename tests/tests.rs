@@ -5,6 +5,7 @@
 mod util;
 
 mod api;
+mod architecture;
 mod backup;
 mod daemon;
 mod faults;

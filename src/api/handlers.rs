@@ -16,11 +16,11 @@ use tokio::sync::oneshot;
 
 use super::{ApiContext, ApiError, OPENAPI};
 use crate::catalog::{ListRow, Stats};
-use crate::jobs::{JobOutcome, Rejected, Request, Trigger, Work};
 use crate::engine::backup::catalog_for;
 use crate::engine::restore::resolve_backup;
-use crate::kind::JobName;
+use crate::jobs::{JobOutcome, Rejected, Request, Trigger, Work};
 use crate::kind::BackupKind;
+use crate::kind::JobName;
 
 #[derive(Deserialize)]
 pub struct WaitQuery {

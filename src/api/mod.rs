@@ -200,10 +200,12 @@ pub async fn start(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let (listen, token) = {
-        let cfg = config.borrow();
-        (cfg.api.listen, api_token(&cfg)?)
-    };
+    let cfg = config.borrow().clone();
+    let listen = cfg.api.listen;
+    // `token_file` is read on the blocking pool, like every file the daemon reads.
+    let token = tokio::task::spawn_blocking(move || api_token(&cfg))
+        .await
+        .map_err(|e| format!("reading the API token failed: {e}"))??;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

@@ -248,7 +248,9 @@ fn cmd_create(
     let result = create_backup(&job);
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
     let next = vertex_backup::schedule::next_runs(
-        config.schedule.of(vertex_backup::kind::JobName::creating(kind)),
+        config
+            .schedule
+            .of(vertex_backup::kind::JobName::creating(kind)),
         config.schedule.timezone,
         chrono::Utc::now(),
         1,
@@ -401,7 +403,6 @@ fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<Exit
     }
     Ok(ExitCode::SUCCESS)
 }
-
 
 fn cmd_notify_test(config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()

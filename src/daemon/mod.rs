@@ -111,8 +111,11 @@ impl Daemon {
         let health = Arc::new(Health::default());
         health.tick(Utc::now());
         let metrics = Arc::new(Metrics::default());
-        let mut sinks: Vec<Arc<dyn Sink>> =
-            vec![Arc::new(LogSink { log: Some(log) }), telegram, metrics.clone()];
+        let mut sinks: Vec<Arc<dyn Sink>> = vec![
+            Arc::new(LogSink { log: Some(log) }),
+            telegram,
+            metrics.clone(),
+        ];
         sinks.extend(extra_sinks);
         let (events, dispatcher) = events::dispatcher(sinks, 256);
         events.send(Event::DaemonStarted {
@@ -199,20 +202,21 @@ impl Daemon {
 
         // 6. Watch the config file.
         let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
-        let _watcher = cfg
-            .file
-            .as_ref()
-            .filter(|_| cfg.schedule.watch_config)
-            .and_then(|f| match watch::watch_config(f, watch_tx) {
-                Ok(w) => Some(w),
-                Err(e) => {
+        let watched = cfg.file.clone().filter(|_| cfg.schedule.watch_config);
+        let _watcher = blocking(move || {
+            let f = watched?;
+            watch::watch_config(&f, watch_tx)
+                .inspect_err(|e| {
                     tracing::warn!(
                         "not watching {} for changes ({e}); use SIGHUP to reload",
                         f.display()
                     );
-                    None
-                }
-            });
+                })
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten();
 
         // 7. Staleness and systemd.
         let mut stale = StaleTracker::new(now);

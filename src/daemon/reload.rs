@@ -75,7 +75,13 @@ impl Reloader {
         systemd::reloaded(&super::status_line(timetable, queue));
     }
 
-    fn apply(&mut self, new: Config, timetable: &mut Timetable, events: &EventSender, queue: &Queue) {
+    fn apply(
+        &mut self,
+        new: Config,
+        timetable: &mut Timetable,
+        events: &EventSender,
+        queue: &Queue,
+    ) {
         let old_dir = self.config.borrow().paths.backup_dir.clone();
         if new.paths.backup_dir != old_dir {
             tracing::warn!(
@@ -114,7 +120,11 @@ impl Reloader {
 /// (all defaults), and it is what a reload sees when it catches an editor or `cat > file`
 /// between truncating and writing (found by the SIGHUP storm tests): swapping every setting
 /// for the defaults on a running daemon is never what the operator meant.
-fn parse(file: Option<&std::path::Path>, text: Option<&str>, load: &ConfigLoader) -> Result<Config> {
+fn parse(
+    file: Option<&std::path::Path>,
+    text: Option<&str>,
+    load: &ConfigLoader,
+) -> Result<Config> {
     match (file, text) {
         (Some(f), Some(t)) if t.trim().is_empty() => Err(Error::Config {
             file: Some(f.to_path_buf()),
