@@ -95,6 +95,14 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// An operator hook failed, timed out or could not start: the operation fails (exit 1).
+    #[error("the {hook} hook `{command}` {detail}")]
+    Hook {
+        hook: &'static str,
+        command: String,
+        detail: String,
+    },
+
     /// A task of ours panicked (a bug); the daemon reports it and carries on.
     #[error("internal error: {0} (a bug: please report it)")]
     Internal(String),
@@ -219,6 +227,9 @@ impl Error {
             Error::UnsafeEntry { .. } => {
                 Some("the archive was not written by vertex-backup or has been tampered with; nothing was restored".into())
             }
+            Error::Hook { hook, .. } => Some(format!(
+                "fix the {hook} command in [hooks] (it runs with sh -c, with the job's variables); its output is in the log"
+            )),
             Error::Internal(_) => Some("the daemon carries on; the log has the details".into()),
             Error::Refused(_) | Error::Cancelled => None,
         }

@@ -150,3 +150,24 @@ fn a_database_that_is_not_sqlite_fails_and_writes_nothing() {
     assert_nothing_written(&app);
     assert!(app.list().is_empty());
 }
+
+#[test]
+fn a_failing_before_hook_fails_the_backup_with_exit_1() {
+    // Exit 2 is for usage and configuration errors; a hook that fails is an operation
+    // that failed, like any other step.
+    let app = TestApp::new();
+    let text = app.config_text(
+        "",
+        "[hooks]\nbefore = \"echo the NAS is not mounted >&2; exit 7\"\ntimeout = \"30s\"\n",
+    );
+    app.write_config_raw(&text);
+    let r = app.run(["create", "--type", "database"]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("before hook") && r.stderr.contains("the NAS is not mounted"),
+        "{}",
+        r.describe()
+    );
+    assert!(r.stderr.contains("hint:"), "{}", r.describe());
+    assert!(app.list().is_empty());
+}
