@@ -100,6 +100,15 @@ pub async fn run(
     ];
     sinks.extend(extra_sinks);
     let (events, dispatcher) = events::dispatcher(sinks, 256);
+    // A corrupt state file found by any job, or by the daemon itself, becomes an event.
+    let sender = events.clone();
+    let set_aside_reports = crate::catalog::report_set_asides_to(move |s| {
+        sender.send(Event::StateFileCorrupt {
+            file: s.file.display().to_string(),
+            moved_to: s.moved_to.display().to_string(),
+            error: s.cause.clone(),
+        })
+    });
     events.send(Event::DaemonStarted {
         version: env!("CARGO_PKG_VERSION").into(),
     });
@@ -138,20 +147,7 @@ pub async fn run(
     // 5. The timetable, the run history and catch-up.
     let now = Utc::now();
     let cfg = cfg_rx.borrow().clone();
-    let backup_dir = cfg.paths.backup_dir.clone();
-    let mut history = JobRuns::load(&backup_dir);
-    let due_now = catch_up(&cfg, &history.last_slots(), now);
-    for job in JobName::ALL {
-        history
-            .jobs
-            .entry(job.as_str().to_string())
-            .or_insert(JobRun {
-                slot: now,
-                finished: None,
-                ok: None,
-            });
-    }
-    save_history(&history, &cfg);
+    let due_now = start_history(&cfg, now);
     let mut timetable = Timetable::new(&cfg, now);
     for (job, slot) in due_now {
         tracing::info!(
@@ -209,8 +205,7 @@ pub async fn run(
             }
             Some(done) = fin_rx.recv() => {
                 if let (Work::Job(job), Trigger::Schedule | Trigger::CatchUp) = (&done.work, done.trigger) {
-                    history.record(*job, JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) });
-                    save_history(&history, &cfg_rx.borrow());
+                    record_run(&cfg_rx.borrow(), *job, JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) });
                 }
                 stale_check_at = Some(Utc::now());
                 systemd::status(&status_line(&timetable, &queue));
@@ -257,6 +252,8 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     }
     drop(queue);
+    // The reporter holds an event sender too: the dispatcher drains only when all are gone.
+    drop(set_aside_reports);
     drop(events);
     drop(cfg_tx);
     // Deliver what is queued, bounded: the dispatcher drains into the sinks, then the
@@ -293,8 +290,36 @@ fn submit(
     }
 }
 
-fn save_history(history: &JobRuns, cfg: &Config) {
-    if let Err(e) = history.save(&cfg.paths.backup_dir, cfg.backup.file_mode.0) {
+/// Catch-up from the run history, and a baseline recorded for every job that has none
+/// (its first start), in one update of the history file.
+fn start_history(cfg: &Config, now: DateTime<Utc>) -> Vec<(JobName, DateTime<Utc>)> {
+    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
+    let updated = file.update(|history| {
+        let due = catch_up(cfg, &history.last_slots(), now);
+        for job in JobName::ALL {
+            history
+                .jobs
+                .entry(job.as_str().to_string())
+                .or_insert(JobRun {
+                    slot: now,
+                    finished: None,
+                    ok: None,
+                });
+        }
+        due
+    });
+    match updated {
+        Ok(u) => u.result,
+        Err(e) => {
+            tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
+            catch_up(cfg, &file.load_or_default().last_slots(), now)
+        }
+    }
+}
+
+fn record_run(cfg: &Config, job: JobName, run: JobRun) {
+    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
+    if let Err(e) = file.update(|history| history.record(job, run)) {
         tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
     }
 }
