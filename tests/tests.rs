@@ -13,4 +13,5 @@ mod hostile;
 mod pressure;
 mod restore;
 mod rotate;
+mod state;
 mod telegram;
