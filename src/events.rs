@@ -96,6 +96,12 @@ pub enum Event {
     ConfigRejected {
         error: String,
     },
+    /// A state file did not parse; it was moved aside and starts afresh.
+    StateFileCorrupt {
+        file: String,
+        moved_to: String,
+        error: String,
+    },
     DaemonStarted {
         version: String,
     },
@@ -115,7 +121,7 @@ impl Event {
             Event::BackupFailed { .. }
             | Event::RotationFailed { .. }
             | Event::VerifyFailed { .. } => "failure",
-            Event::JobSkipped { .. } => "warning",
+            Event::JobSkipped { .. } | Event::StateFileCorrupt { .. } => "warning",
             Event::Stale { .. } => "stale",
             Event::Recovered { .. } => "recovered",
             Event::ConfigReloaded { .. } | Event::ConfigRejected { .. } => "config",
@@ -177,6 +183,13 @@ impl Event {
             Event::ConfigRejected { error } => {
                 format!("configuration change REJECTED, the previous one stays: {error}")
             }
+            Event::StateFileCorrupt {
+                file,
+                moved_to,
+                error,
+            } => format!(
+                "state file {file} was corrupt ({error}); moved aside as {moved_to}, starting afresh"
+            ),
             Event::DaemonStarted { version } => format!("daemon {version} started"),
             Event::DaemonStopping { reason } => format!("daemon stopping: {reason}"),
         }

@@ -508,6 +508,16 @@ pub fn format_message(event: &Event, host: &str) -> String {
                 escape(error)
             )
         }
+        Event::StateFileCorrupt {
+            file,
+            moved_to,
+            error,
+        } => format!(
+            "⚠️ {h} · state file {} was corrupt; kept aside as {}, starting afresh\n{}",
+            escape(file),
+            escape(moved_to),
+            escape(error)
+        ),
         Event::DaemonStarted { version } => {
             format!("▶️ {h} · vertex-backup {} started", escape(version))
         }

@@ -14,4 +14,5 @@ mod hostile;
 mod pressure;
 mod restore;
 mod rotate;
+mod state;
 mod telegram;

@@ -9,6 +9,7 @@ mod metadata;
 mod oplog;
 mod state;
 mod stats;
+mod store;
 mod verdicts;
 
 use std::ffi::OsStr;
@@ -26,6 +27,9 @@ pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
 pub use oplog::{LOG_FILE, OperationLog};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
 pub use stats::{KindStats, Stats};
+pub use store::{
+    Loaded, ReporterGuard, SetAside, StateFile, Updated, report, report_set_asides_to,
+};
 pub use verdicts::{VERDICTS_FILE, Verdict, Verdicts};
 
 use crate::error::{Error, IoContext, Result};
@@ -482,36 +486,6 @@ impl Catalog {
             remove_if_exists(&part.data_path, &mut removed)?;
         }
         Ok(removed)
-    }
-
-    pub fn state_path(&self) -> PathBuf {
-        self.root.join(STATE_FILE)
-    }
-
-    pub fn load_state(&self) -> CatalogState {
-        CatalogState::load(&self.state_path())
-    }
-
-    pub fn save_state(&self, state: &CatalogState) -> Result<()> {
-        state.save(&self.state_path(), self.file_mode)
-    }
-
-    pub fn load_verdicts(&self) -> Verdicts {
-        Verdicts::load(&self.root.join(VERDICTS_FILE))
-    }
-
-    /// Record verification results (merging into what is there), dropping verdicts of
-    /// backups that are gone.
-    pub fn record_verdicts(
-        &self,
-        results: impl IntoIterator<Item = (String, Verdict)>,
-    ) -> Result<()> {
-        let mut v = self.load_verdicts();
-        v.backups.extend(results);
-        if let Ok(listing) = self.list() {
-            v.retain_existing(|stem| listing.find_stem(stem).is_some());
-        }
-        v.save(&self.root.join(VERDICTS_FILE), self.file_mode)
     }
 }
 

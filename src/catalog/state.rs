@@ -1,15 +1,16 @@
 //! What happened last, per backup type and per scheduled job: the last success and the
 //! last failure (with the failing step and error). `stats`, `status`, staleness alerts
-//! and catch-up read it. Saved atomically beside the backups; a missing or unreadable
-//! file reads as "nothing known yet" (the backups themselves remain the truth).
+//! and catch-up read it. Kept by the [`StateFile`] store: a missing file reads as "nothing
+//! known yet"; a corrupt one is moved aside and reported. [`Catalog::journal`] records an
+//! operation's outcome here and in `backup.log` in one call.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use chrono::{Local, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_atomic;
-use crate::error::Result;
+use super::Catalog;
+use super::store::StateFile;
 
 pub const STATE_FILE: &str = "vertex-backup.state.json";
 
@@ -43,18 +44,6 @@ pub struct CatalogState {
 }
 
 impl CatalogState {
-    pub fn load(path: &Path) -> CatalogState {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn save(&self, path: &Path, mode: u32) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_atomic(path, &bytes, mode)
-    }
-
     pub fn record_success(&mut self, key: &str, outcome: Outcome) {
         self.runs.entry(key.to_string()).or_default().last_success = Some(outcome);
     }
@@ -65,5 +54,45 @@ impl CatalogState {
 
     pub fn get(&self, key: &str) -> Option<&RunRecord> {
         self.runs.get(key)
+    }
+}
+
+impl Catalog {
+    /// `vertex-backup.state.json`.
+    pub fn state_file(&self) -> StateFile<CatalogState> {
+        StateFile::new(self.root.join(STATE_FILE), self.file_mode)
+    }
+
+    /// The state as it is now (a corrupt file is set aside and reported).
+    pub fn load_state(&self) -> CatalogState {
+        self.state_file().load_or_default()
+    }
+
+    /// Record an operation's outcome under `key`: its `backup.log` line (INFO when `ok`,
+    /// else ERROR) and its state record (`last_success` or `last_failure`, stamped now).
+    /// Never fails the operation: a state file that cannot be written is logged.
+    pub fn journal(&self, key: &str, ok: bool, line: &str, outcome: Outcome) {
+        let log = self.log();
+        if ok {
+            log.info(line);
+        } else {
+            log.error(line);
+        }
+        let outcome = Outcome {
+            at: Local::now().to_rfc3339_opts(SecondsFormat::Secs, false),
+            ..outcome
+        };
+        let recorded = self.state_file().update(|state| {
+            if ok {
+                state.record_success(key, outcome);
+            } else {
+                state.record_failure(key, outcome);
+            }
+        });
+        if let Err(e) = recorded {
+            let why = crate::error_chain(&e);
+            log.warn(&format!("could not save the state file: {why}"));
+            tracing::warn!("could not save the state file: {why}");
+        }
     }
 }

@@ -215,3 +215,100 @@ fn parts_whose_manifest_never_landed_are_leftovers_not_backups() {
     assert!(!db.exists());
     assert_eq!(c.list().unwrap().backups.len(), 1);
 }
+
+/// How many verdicts each recorder process writes in
+/// `two_processes_recording_verdicts_lose_neither`.
+const RECORDER_ROUNDS: u32 = 50;
+const RECORDER_DIR_VAR: &str = "VERTEX_TEST_RECORDER_DIR";
+const RECORDER_WHO_VAR: &str = "VERTEX_TEST_RECORDER_WHO";
+
+fn recorder_stem(who: u32, i: u32) -> String {
+    format!("db_backup_20261127_0{who}00{i:02}")
+}
+
+/// The child of `two_processes_recording_verdicts_lose_neither` (this test binary run
+/// again): records one verdict per call for its own backups. Run as an ordinary test,
+/// without the variables, it does nothing.
+#[test]
+fn verdict_recorder_child() {
+    let (Ok(root), Ok(who)) = (
+        std::env::var(RECORDER_DIR_VAR),
+        std::env::var(RECORDER_WHO_VAR),
+    ) else {
+        return;
+    };
+    let who: u32 = who.parse().unwrap();
+    let c = Catalog::new(root, 0o600, 0o700);
+    for i in 0..RECORDER_ROUNDS {
+        let verdict = Verdict {
+            // One recorder's verdicts are failures: exactly what must never be lost.
+            ok: who == 2,
+            at: "2026-11-27T03:00:00+01:00".into(),
+            failure: (who != 2).then(|| "checksum differs".to_string()),
+        };
+        c.record_verdicts([(recorder_stem(who, i), verdict)])
+            .unwrap();
+    }
+}
+
+#[test]
+fn two_processes_recording_verdicts_lose_neither() {
+    let (_t, c) = catalog();
+    for who in [1, 2] {
+        for i in 0..RECORDER_ROUNDS {
+            write_db_backup(&c, &format!("20261127_0{who}00{i:02}"));
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|who| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "catalog::tests::verdict_recorder_child",
+                    "--test-threads=1",
+                ])
+                .env(RECORDER_DIR_VAR, c.root())
+                .env(RECORDER_WHO_VAR, who.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let verdicts = c.load_verdicts();
+    for who in [1, 2] {
+        for i in 0..RECORDER_ROUNDS {
+            let stem = recorder_stem(who, i);
+            let v = verdicts.backups.get(&stem);
+            assert!(v.is_some(), "the verdict of {stem} was lost");
+            assert_eq!(verdicts.failed(&stem), who == 1, "{stem}");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_and_the_journal_starts_afresh() {
+    let (_t, c) = catalog();
+    fs::write(c.state_file().path(), b"{\"runs\": {\"full\": tru").unwrap();
+    c.journal("rotate", true, "rotate: done", Outcome::default());
+    let aside: Vec<_> = fs::read_dir(c.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vertex-backup.state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        fs::read(c.root().join(&aside[0])).unwrap(),
+        b"{\"runs\": {\"full\": tru"
+    );
+    let state = c.state_file().load().unwrap();
+    assert!(state.set_aside.is_none());
+    assert!(state.value.get("rotate").unwrap().last_success.is_some());
+    let log = fs::read_to_string(c.root().join(LOG_FILE)).unwrap();
+    assert!(log.contains("INFO - rotate: done"), "{log}");
+}

@@ -1,14 +1,15 @@
 //! The last verification verdict per backup, kept in `vertex-backup.verify.json`. Written
-//! by `verify` and the daemon's restore drill — without the lock, so a long verification
-//! never blocks a backup (last writer wins) — and read by retention: a backup known to
-//! have failed verification is never counted as one of the good ones to keep.
+//! by `verify` and the daemon's restore drill through the [`StateFile`] store — its own
+//! update lock, not the backup-directory lock, so a long verification never blocks a
+//! backup, yet two recorders never lose each other's verdicts — and read by retention: a
+//! backup known to have failed verification is never counted as one of the good ones.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_atomic;
+use super::Catalog;
+use super::store::StateFile;
 use crate::error::Result;
 
 pub const VERDICTS_FILE: &str = "vertex-backup.verify.json";
@@ -31,21 +32,6 @@ pub struct Verdicts {
 }
 
 impl Verdicts {
-    pub fn load(path: &Path) -> Verdicts {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn save(&self, path: &Path, mode: u32) -> Result<()> {
-        write_atomic(
-            path,
-            &serde_json::to_vec_pretty(self).unwrap_or_default(),
-            mode,
-        )
-    }
-
     /// True when the last verification of `stem` failed.
     pub fn failed(&self, stem: &str) -> bool {
         self.backups.get(stem).is_some_and(|v| !v.ok)
@@ -54,5 +40,34 @@ impl Verdicts {
     /// Forget verdicts of backups that no longer exist.
     pub fn retain_existing(&mut self, exists: impl Fn(&str) -> bool) {
         self.backups.retain(|k, _| exists(k));
+    }
+}
+
+impl Catalog {
+    /// `vertex-backup.verify.json`.
+    pub fn verdicts_file(&self) -> StateFile<Verdicts> {
+        StateFile::new(self.root.join(VERDICTS_FILE), self.file_mode)
+    }
+
+    /// The verdicts as they are now (a corrupt file is set aside and reported).
+    pub fn load_verdicts(&self) -> Verdicts {
+        self.verdicts_file().load_or_default()
+    }
+
+    /// Record verification results (merging into what is there), dropping verdicts of
+    /// backups that are gone. The listing is taken under the update lock: every verdict
+    /// already recorded is then of a backup that existed before it, so one missing from
+    /// the listing is truly gone (not just newer than a listing taken earlier).
+    pub fn record_verdicts(
+        &self,
+        results: impl IntoIterator<Item = (String, Verdict)>,
+    ) -> Result<()> {
+        self.verdicts_file().update(|v| {
+            v.backups.extend(results);
+            if let Ok(listing) = self.list() {
+                v.retain_existing(|stem| listing.find_stem(stem).is_some());
+            }
+        })?;
+        Ok(())
     }
 }

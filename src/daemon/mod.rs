@@ -76,7 +76,8 @@ pub struct Daemon {
     services: Services,
     reloader: Reloader,
     events: EventSender,
-    history: JobRuns,
+    /// Turns a corrupt state file found by any job into an event while the daemon runs.
+    set_aside_reports: crate::catalog::ReporterGuard,
     finished: mpsc::UnboundedReceiver<Finished>,
     stop_worker: CancellationToken,
     worker: JoinHandle<()>,
@@ -94,8 +95,8 @@ impl Daemon {
         extra_sinks: Vec<Arc<dyn Sink>>,
     ) -> Result<Daemon> {
         // 1. The backup directory, the daemon's own lock (one daemon per directory), the
-        // leftovers of a crash, and the run history.
-        let (daemon_lock, history) = {
+        // leftovers of a crash.
+        let daemon_lock = {
             let cfg = initial.clone();
             blocking(move || prepare_backup_dir(&cfg)).await??
         };
@@ -118,6 +119,15 @@ impl Daemon {
         ];
         sinks.extend(extra_sinks);
         let (events, dispatcher) = events::dispatcher(sinks, 256);
+        // A corrupt state file found by any job, or by the daemon itself, becomes an event.
+        let sender = events.clone();
+        let set_aside_reports = crate::catalog::report_set_asides_to(move |s| {
+            sender.send(Event::StateFileCorrupt {
+                file: s.file.display().to_string(),
+                moved_to: s.moved_to.display().to_string(),
+                error: s.cause.clone(),
+            })
+        });
         events.send(Event::DaemonStarted {
             version: env!("CARGO_PKG_VERSION").into(),
         });
@@ -140,7 +150,7 @@ impl Daemon {
                 last_text,
             },
             events,
-            history,
+            set_aside_reports,
             finished,
             stop_worker,
             worker,
@@ -162,7 +172,7 @@ impl Daemon {
             services,
             mut reloader,
             events,
-            mut history,
+            set_aside_reports,
             mut finished,
             stop_worker,
             mut worker,
@@ -180,18 +190,12 @@ impl Daemon {
         // 5. The timetable, the run history and catch-up.
         let now = Utc::now();
         let cfg = cfg_rx.borrow().clone();
-        let due_now = catch_up(&cfg, &history.last_slots(), now);
-        for job in JobName::ALL {
-            history
-                .jobs
-                .entry(job.as_str().to_string())
-                .or_insert(JobRun {
-                    slot: now,
-                    finished: None,
-                    ok: None,
-                });
-        }
-        save_history(&history, &cfg).await;
+        let due_now = {
+            let cfg = cfg.clone();
+            blocking(move || start_history(&cfg, now))
+                .await
+                .unwrap_or_default()
+        };
         let mut timetable = Timetable::new(&cfg, now);
         for (job, slot) in due_now {
             tracing::info!(
@@ -256,9 +260,9 @@ impl Daemon {
                 }
                 Some(done) = finished.recv() => {
                     if let (Work::Job(job), Trigger::Schedule | Trigger::CatchUp) = (&done.work, done.trigger) {
-                        history.record(*job, JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) });
-                        let cfg = cfg_rx.borrow().clone();
-                        save_history(&history, &cfg).await;
+                        let run = JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) };
+                        let (cfg, job) = (cfg_rx.borrow().clone(), *job);
+                        let _ = blocking(move || record_run(&cfg, job, run)).await;
                     }
                     stale_check_at = Some(Utc::now());
                     systemd::status(&status_line(&timetable, &queue));
@@ -301,6 +305,8 @@ impl Daemon {
             w.abort();
         }
         drop(queue);
+        // The reporter holds an event sender too: the dispatcher drains only when all are gone.
+        drop(set_aside_reports);
         drop(events);
         drop(reloader);
         // Deliver what is queued, bounded: the dispatcher drains into the sinks, then the
@@ -323,9 +329,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))
 }
 
-/// The backup directory made ready: created, the daemon's lock held, leftovers of a crash
-/// removed if nobody is mid-operation, and the run history read.
-fn prepare_backup_dir(cfg: &Config) -> Result<(BackupDirLock, JobRuns)> {
+/// The backup directory made ready: created, the daemon's lock held, and leftovers of a
+/// crash removed if nobody is mid-operation.
+fn prepare_backup_dir(cfg: &Config) -> Result<BackupDirLock> {
     let catalog = catalog_for(cfg);
     catalog.prepare()?;
     let daemon_lock = BackupDirLock::acquire_file(catalog.root(), DAEMON_LOCK_FILE, "daemon")?;
@@ -340,7 +346,7 @@ fn prepare_backup_dir(cfg: &Config) -> Result<(BackupDirLock, JobRuns)> {
         }
         drop(lock);
     }
-    Ok((daemon_lock, JobRuns::load(&cfg.paths.backup_dir)))
+    Ok(daemon_lock)
 }
 
 fn submit(
@@ -365,15 +371,37 @@ fn submit(
     }
 }
 
-/// Write the run history (an atomic write: two fsyncs) on the blocking pool.
-async fn save_history(history: &JobRuns, cfg: &Config) {
-    let (history, dir, mode) = (
-        history.clone(),
-        cfg.paths.backup_dir.clone(),
-        cfg.backup.file_mode.0,
-    );
-    let saved = blocking(move || history.save(&dir, mode)).await;
-    if let Err(e) = saved.and_then(|r| r) {
+/// Catch-up from the run history, and a baseline recorded for every job that has none
+/// (its first start), in one update of the history file. Blocking.
+fn start_history(cfg: &Config, now: DateTime<Utc>) -> Vec<(JobName, DateTime<Utc>)> {
+    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
+    let updated = file.update(|history| {
+        let due = catch_up(cfg, &history.last_slots(), now);
+        for job in JobName::ALL {
+            history
+                .jobs
+                .entry(job.as_str().to_string())
+                .or_insert(JobRun {
+                    slot: now,
+                    finished: None,
+                    ok: None,
+                });
+        }
+        due
+    });
+    match updated {
+        Ok(u) => u.result,
+        Err(e) => {
+            tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
+            catch_up(cfg, &file.load_or_default().last_slots(), now)
+        }
+    }
+}
+
+/// Record a scheduled run in the history (an atomic write: two fsyncs). Blocking.
+fn record_run(cfg: &Config, job: JobName, run: JobRun) {
+    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
+    if let Err(e) = file.update(|history| history.record(job, run)) {
         tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon's memory across restarts: when each job last ran, for catch-up. Kept in
-//! `vertex-backup.schedule.json` beside the backups, written atomically after each job.
-//! Only the daemon writes it, and only one daemon runs per backup directory.
+//! `vertex-backup.schedule.json` beside the backups by the [`StateFile`] store, updated
+//! after each job. Only the daemon writes it (one daemon per backup directory); a corrupt
+//! file is moved aside and reported, since a silent reset would lose catch-up unnoticed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::write_atomic;
-use crate::error::Result;
+use crate::catalog::StateFile;
 use crate::kind::JobName;
 
 pub const SCHEDULE_FILE: &str = "vertex-backup.schedule.json";
@@ -36,19 +36,15 @@ impl JobRuns {
         backup_dir.join(SCHEDULE_FILE)
     }
 
-    pub fn load(backup_dir: &Path) -> JobRuns {
-        std::fs::read(Self::path(backup_dir))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The store of `backup_dir`'s run history, written with `mode`.
+    pub fn file(backup_dir: &Path, mode: u32) -> StateFile<JobRuns> {
+        StateFile::new(Self::path(backup_dir), mode)
     }
 
-    pub fn save(&self, backup_dir: &Path, mode: u32) -> Result<()> {
-        write_atomic(
-            &Self::path(backup_dir),
-            &serde_json::to_vec_pretty(self).unwrap_or_default(),
-            mode,
-        )
+    /// The history as it is now (a corrupt file is set aside and reported).
+    pub fn load(backup_dir: &Path) -> JobRuns {
+        // Reading never writes the file, so the mode is not used.
+        Self::file(backup_dir, 0o600).load_or_default()
     }
 
     /// Last slot each job ran for, for [`super::timetable::catch_up`].

@@ -467,15 +467,12 @@ pub fn parts_checksum(parts: &[PartRef]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Write the outcome to `backup.log` and the state file (we hold the lock).
+/// Journal the outcome: `backup.log` and the state file (we hold the lock).
 fn record_outcome(
     catalog: &Catalog,
     key: &str,
     result: &std::result::Result<BackupReport, BackupFailure>,
 ) {
-    let log = catalog.log();
-    let mut state = catalog.load_state();
-    let now = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
     match result {
         Ok(r) => {
             let warnings = r.warnings();
@@ -491,37 +488,26 @@ fn record_outcome(
                     format!(", {} warnings", warnings.len())
                 }
             );
-            log.info(&line);
+            let outcome = Outcome {
+                backup: Some(r.stem.clone()),
+                duration_ms: r.metadata.duration_ms,
+                ..Default::default()
+            };
+            catalog.journal(key, true, &line, outcome);
+            let log = catalog.log();
             for w in &warnings {
                 log.warn(&format!("create {key}: {w}"));
             }
-            state.record_success(
-                key,
-                Outcome {
-                    at: now,
-                    backup: Some(r.stem.clone()),
-                    step: None,
-                    error: None,
-                    duration_ms: r.metadata.duration_ms,
-                },
-            );
         }
         Err(f) => {
             let chain = crate::error_chain(&f.error);
-            log.error(&format!("create {key}: failed at \"{}\": {chain}", f.step));
-            state.record_failure(
-                key,
-                Outcome {
-                    at: now,
-                    backup: None,
-                    step: Some(f.step.to_string()),
-                    error: Some(chain),
-                    duration_ms: 0,
-                },
-            );
+            let line = format!("create {key}: failed at \"{}\": {chain}", f.step);
+            let outcome = Outcome {
+                step: Some(f.step.to_string()),
+                error: Some(chain),
+                ..Default::default()
+            };
+            catalog.journal(key, false, &line, outcome);
         }
-    }
-    if let Err(e) = catalog.save_state(&state) {
-        log.warn(&format!("could not save the state file: {e}"));
     }
 }

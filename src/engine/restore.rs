@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{Local, SecondsFormat};
+use chrono::Local;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
@@ -291,45 +291,30 @@ pub fn apply(
     let lock = catalog.lock(&format!("restore {name}"))?;
     let started = Instant::now();
     let result = apply_locked(plan, config, &catalog, &lock, progress, cancel, started);
-    let log = catalog.log();
-    let mut state = catalog.load_state();
-    let now = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
     match &result {
         Ok(_) => {
-            log.info(&format!(
+            let line = format!(
                 "restore {}: Restore completed successfully",
                 plan.backup.display()
-            ));
-            state.record_success(
-                "restore",
-                Outcome {
-                    at: now,
-                    backup: Some(name),
-                    step: None,
-                    error: None,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                },
             );
+            let outcome = Outcome {
+                backup: Some(name),
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..Default::default()
+            };
+            catalog.journal("restore", true, &line, outcome);
         }
         Err(e) => {
             let chain = crate::error_chain(e);
-            log.error(&format!(
-                "restore {}: failed: {chain}",
-                plan.backup.display()
-            ));
-            state.record_failure(
-                "restore",
-                Outcome {
-                    at: now,
-                    backup: Some(name),
-                    step: None,
-                    error: Some(chain),
-                    duration_ms: 0,
-                },
-            );
+            let line = format!("restore {}: failed: {chain}", plan.backup.display());
+            let outcome = Outcome {
+                backup: Some(name),
+                error: Some(chain),
+                ..Default::default()
+            };
+            catalog.journal("restore", false, &line, outcome);
         }
     }
-    let _ = catalog.save_state(&state);
     result
 }
 

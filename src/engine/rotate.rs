@@ -1,14 +1,16 @@
-//! Applying retention to the backup directory: list, plan with the pure
-//! [`crate::retention::apply`], then delete what the plan says — metadata first, so a
-//! backup stops existing in one step; a full backup takes its parts with it.
+//! Applying retention to the backup directory, in three phases: [`candidates`] from a
+//! listing and the verdicts (pure), the plan from the pure [`crate::retention::apply`],
+//! then [`execute`], the only phase that deletes — metadata first, so a backup stops
+//! existing in one step; a full backup takes its parts with it. The middle never reads
+//! the disk, so it can serve a remote listing or snapshots as well.
 
 use std::path::PathBuf;
 
-use chrono::{Local, SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::backup::catalog_for;
-use crate::catalog::{BackupDirLock, Catalog, Outcome};
+use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Listing, Outcome, Verdicts};
 use crate::config::Config;
 use crate::error::Result;
 use crate::retention::{self, Candidate, RetentionPlan, RetentionPolicy};
@@ -26,15 +28,10 @@ pub struct RotateReport {
     pub cleaned: Vec<PathBuf>,
 }
 
-/// The retention plan for what is on disk now.
-pub fn plan(
-    catalog: &Catalog,
-    config: &Config,
-    policy: &RetentionPolicy,
-) -> Result<(crate::catalog::Listing, RetentionPlan)> {
-    let listing = catalog.list()?;
-    let verdicts = catalog.load_verdicts();
-    let candidates: Vec<Candidate> = listing
+/// Phase one: what retention needs to know about each backup of a listing, with the
+/// verdicts it has. Pure: the same step serves any listing, local or not.
+pub fn candidates(listing: &Listing, verdicts: &Verdicts) -> Vec<Candidate> {
+    listing
         .backups
         .iter()
         .filter_map(|b| {
@@ -48,7 +45,18 @@ pub fn plan(
                 pre_restore: b.metadata.is_pre_restore(),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The retention plan for what is on disk now: list, build the candidates, then the pure
+/// [`retention::apply`].
+pub fn plan(
+    catalog: &Catalog,
+    config: &Config,
+    policy: &RetentionPolicy,
+) -> Result<(Listing, RetentionPlan)> {
+    let listing = catalog.list()?;
+    let candidates = candidates(&listing, &catalog.load_verdicts());
     let plan = retention::apply(&candidates, policy, Utc::now(), config.schedule.timezone);
     Ok((listing, plan))
 }
@@ -58,12 +66,7 @@ pub fn rotate(config: &Config, policy: &RetentionPolicy, dry_run: bool) -> Resul
     let catalog = catalog_for(config);
     if dry_run {
         let (listing, plan) = plan(&catalog, config, policy)?;
-        let freed = plan
-            .delete
-            .iter()
-            .filter_map(|d| listing.find_stem(&d.id))
-            .map(|e| entry_bytes(e, &listing))
-            .sum();
+        let freed = freed_bytes(&plan, &listing);
         return Ok(RotateReport {
             dry_run,
             plan,
@@ -80,71 +83,83 @@ pub fn rotate(config: &Config, policy: &RetentionPolicy, dry_run: bool) -> Resul
 pub fn rotate_locked(
     config: &Config,
     catalog: &Catalog,
-    _lock: &BackupDirLock,
+    lock: &BackupDirLock,
     policy: &RetentionPolicy,
 ) -> Result<RotateReport> {
     let cleaned = catalog.clean_leftovers()?;
     let (listing, plan) = plan(catalog, config, policy)?;
-    let mut deleted_files = Vec::new();
-    let mut freed = 0;
-    let log = catalog.log();
-    let result = (|| {
-        for d in &plan.delete {
-            if let Some(entry) = listing.find_stem(&d.id) {
-                freed += entry_bytes(entry, &listing);
-                deleted_files.extend(catalog.delete(entry, &listing)?);
-                log.info(&format!(
-                    "rotate: deleted {} ({})",
-                    d.id,
-                    d.reasons.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    })();
-    let mut state = catalog.load_state();
-    let now = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+    let result = execute(&plan, &listing, catalog, lock);
     match &result {
-        Ok(()) => {
-            log.info(&format!(
+        Ok(executed) => {
+            let line = format!(
                 "rotate: Rotation completed successfully: {} deleted, {} kept, {} freed",
                 plan.delete.len(),
                 plan.keep.len(),
-                format_bytes(freed)
-            ));
-            state.record_success(
-                "rotate",
-                Outcome {
-                    at: now,
-                    ..Default::default()
-                },
+                format_bytes(executed.freed_bytes)
             );
+            catalog.journal("rotate", true, &line, Outcome::default());
         }
         Err(e) => {
             let chain = crate::error_chain(e);
-            log.error(&format!("rotate: failed: {chain}"));
-            state.record_failure(
-                "rotate",
-                Outcome {
-                    at: now,
-                    error: Some(chain),
-                    ..Default::default()
-                },
-            );
+            let line = format!("rotate: failed: {chain}");
+            let outcome = Outcome {
+                error: Some(chain),
+                ..Default::default()
+            };
+            catalog.journal("rotate", false, &line, outcome);
         }
     }
-    let _ = catalog.save_state(&state);
-    result?;
+    let executed = result?;
     Ok(RotateReport {
         dry_run: false,
         plan,
-        deleted_files,
-        freed_bytes: freed,
+        deleted_files: executed.deleted_files,
+        freed_bytes: executed.freed_bytes,
         cleaned,
     })
 }
 
-fn entry_bytes(entry: &crate::catalog::BackupEntry, listing: &crate::catalog::Listing) -> u64 {
+/// What [`execute`] deleted.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub deleted_files: Vec<PathBuf>,
+    pub freed_bytes: u64,
+}
+
+/// Phase three, the only one that deletes: remove the backups `plan` says go, as
+/// `listing` found them, logging each. Needs the lock (`_lock` proves it is held).
+pub fn execute(
+    plan: &RetentionPlan,
+    listing: &Listing,
+    catalog: &Catalog,
+    _lock: &BackupDirLock,
+) -> Result<Executed> {
+    let log = catalog.log();
+    let mut done = Executed::default();
+    for d in &plan.delete {
+        if let Some(entry) = listing.find_stem(&d.id) {
+            done.freed_bytes += entry_bytes(entry, listing);
+            done.deleted_files.extend(catalog.delete(entry, listing)?);
+            log.info(&format!(
+                "rotate: deleted {} ({})",
+                d.id,
+                d.reasons.join(", ")
+            ));
+        }
+    }
+    Ok(done)
+}
+
+/// Bytes the backups `plan` deletes occupy (what a dry run would free).
+fn freed_bytes(plan: &RetentionPlan, listing: &Listing) -> u64 {
+    plan.delete
+        .iter()
+        .filter_map(|d| listing.find_stem(&d.id))
+        .map(|e| entry_bytes(e, listing))
+        .sum()
+}
+
+fn entry_bytes(entry: &BackupEntry, listing: &Listing) -> u64 {
     if entry.kind == crate::BackupKind::Full {
         listing
             .backups
