@@ -144,15 +144,7 @@ pub fn rotate_locked(
     })
 }
 
-fn entry_bytes(entry: &crate::catalog::BackupEntry, listing: &crate::catalog::Listing) -> u64 {
-    if entry.kind == crate::BackupKind::Full {
-        listing
-            .backups
-            .iter()
-            .filter(|b| b.part_of() == Some(entry.stem.as_str()))
-            .map(|b| b.size())
-            .sum()
-    } else {
-        entry.size()
-    }
+fn entry_bytes(entry: &crate::catalog::BackupEntry, _listing: &crate::catalog::Listing) -> u64 {
+    // A full backup's parts include its members' data.
+    entry.parts.data_bytes()
 }
