@@ -8,6 +8,7 @@ mod api;
 mod backup;
 mod daemon;
 mod faults;
+mod format;
 mod fuzz;
 mod hostile;
 mod pressure;
