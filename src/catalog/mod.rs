@@ -332,17 +332,7 @@ impl Catalog {
                     .map_err(|e| format!("its metadata is not valid: {e}"))
             });
         let mut parts = BackupParts::default();
-        parts.push(Part {
-            role: PartRole::Metadata,
-            kind,
-            of: stem.clone(),
-            name: relative_name(kind, meta_path),
-            path: meta_path.to_path_buf(),
-            size: 0,
-            checksum: None,
-            format: None,
-            shared: false,
-        });
+        parts.push(Part::metadata(kind, &stem, meta_path));
         let metadata = match parsed {
             Ok(m) => m,
             Err(problem) => {
@@ -384,17 +374,14 @@ impl Catalog {
                 })
             });
         if let Some(p) = &data_file {
-            parts.push(Part {
-                role: PartRole::Data,
+            parts.push(Part::data(
                 kind,
-                of: stem.clone(),
-                name: relative_name(kind, p),
-                path: p.clone(),
-                size: metadata.file_size,
-                checksum: Some(metadata.checksum.clone()),
-                format: format.ok(),
-                shared: false,
-            });
+                &stem,
+                p,
+                metadata.file_size,
+                &metadata.checksum,
+                format.ok(),
+            ));
         }
         BackupEntry {
             kind,
@@ -636,17 +623,6 @@ fn add_member_parts(full: &mut BackupEntry, all: &[BackupEntry]) {
     for m in ordered {
         full.parts.extend(&m.parts);
     }
-}
-
-/// `database/db_backup_X.db`: a file's name relative to the backup directory.
-fn relative_name(kind: BackupKind, path: &Path) -> String {
-    format!(
-        "{}/{}",
-        kind.dir_name(),
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    )
 }
 
 /// `db_backup_X.db` → `db_backup_X`.

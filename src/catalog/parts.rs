@@ -6,7 +6,7 @@
 //! backup that lists them), and a remote copy is the same relative names under another
 //! root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::format::Format;
 use crate::kind::BackupKind;
@@ -44,6 +44,52 @@ pub struct Part {
     pub shared: bool,
 }
 
+impl Part {
+    /// The metadata file at `path` of the backup `of`.
+    pub fn metadata(kind: BackupKind, of: &str, path: &Path) -> Part {
+        Part {
+            role: PartRole::Metadata,
+            kind,
+            of: of.to_string(),
+            name: relative_name(kind, path),
+            path: path.to_path_buf(),
+            size: 0,
+            checksum: None,
+            format: None,
+            shared: false,
+        }
+    }
+
+    /// The data file at `path` of the backup `of`, as its metadata records it.
+    pub fn data(
+        kind: BackupKind,
+        of: &str,
+        path: &Path,
+        size: u64,
+        checksum: &str,
+        format: Option<Format>,
+    ) -> Part {
+        Part {
+            role: PartRole::Data,
+            size,
+            checksum: Some(checksum.to_string()),
+            format,
+            ..Part::metadata(kind, of, path)
+        }
+    }
+}
+
+/// `database/db_backup_X.db`: a file's name relative to the backup directory.
+fn relative_name(kind: BackupKind, path: &Path) -> String {
+    format!(
+        "{}/{}",
+        kind.dir_name(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    )
+}
+
 /// The parts of one backup, metadata first: the order they are deleted in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupParts(Vec<Part>);
@@ -66,7 +112,7 @@ impl BackupParts {
     pub fn data_bytes(&self) -> u64 {
         self.data().filter(|p| !p.shared).map(|p| p.size).sum()
     }
-    pub fn contains_path(&self, path: &std::path::Path) -> bool {
+    pub fn contains_path(&self, path: &Path) -> bool {
         self.0.iter().any(|p| p.path == path)
     }
 }

@@ -216,28 +216,29 @@ fn run_checks(
         checks.push(passed("manifest"));
     }
     for part in entry.parts.data() {
-        if part.of == entry.stem {
-            let (c, n) = verify_data_part(part, progress, cancel)?;
-            checks.extend(c);
-            *bytes += n;
-            continue;
-        }
         // A member's checks are named after it: "database part: checksum".
-        let (c, n) = verify_data_part(part, progress, cancel).map_err(|e| match e {
-            Error::Verify {
+        let member = (part.of != entry.stem).then(|| format!("{} part", part.kind));
+        let (c, n) = verify_data_part(part, progress, cancel).map_err(|e| match (e, &member) {
+            (
+                Error::Verify {
+                    path,
+                    check,
+                    detail,
+                },
+                Some(label),
+            ) => Error::Verify {
                 path,
                 check,
-                detail,
-            } => Error::Verify {
-                path,
-                check,
-                detail: format!("{} part: {detail}", part.kind),
+                detail: format!("{label}: {detail}"),
             },
-            other => other,
+            (other, _) => other,
         })?;
-        checks.extend(c.into_iter().map(|c| Check {
-            name: format!("{} part: {}", part.kind, c.name),
-            ..c
+        checks.extend(c.into_iter().map(|c| match &member {
+            Some(label) => Check {
+                name: format!("{label}: {}", c.name),
+                ..c
+            },
+            None => c,
         }));
         *bytes += n;
     }
