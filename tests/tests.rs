@@ -9,6 +9,7 @@ mod architecture;
 mod backup;
 mod daemon;
 mod faults;
+mod format;
 mod fuzz;
 mod hostile;
 mod pressure;

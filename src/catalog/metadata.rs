@@ -1,13 +1,22 @@
 //! The metadata JSON beside every backup (SPEC §3): every field the seed wrote, plus what
 //! an operator needs to trust and restore it. Documented field by field in README.md.
 //! Seed-made metadata (no `format_version`) still loads: the added fields default.
+//! Version 2 added the `format` object; a version-1 or seed file gets its format from its
+//! data file's name ([`BackupMetadata::format`]).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::{Format, format_from_name};
 use crate::kind::BackupKind;
 
-/// Version of the metadata layout written by this build. Seed files read as 0.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the metadata layout written by this build. Seed files read as 0; 1 had no
+/// `format`; 2 records it.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first version whose metadata records the data file's format.
+const FORMAT_RECORDED_SINCE: u32 = 2;
 
 /// One part of a full backup, as named by its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +50,10 @@ pub struct BackupMetadata {
     // --- added by vertex-backup ---
     #[serde(default)]
     pub format_version: u32,
+    /// What the data file is and how to read it (format_version 2 on). Readers use
+    /// [`Self::format`], never this field or the file name directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
     #[serde(default = "default_algorithm")]
     pub checksum_algorithm: String,
     /// zstd | gzip | none: the archive's compression (storage; for full, its storage
@@ -78,6 +91,28 @@ fn default_algorithm() -> String {
 }
 
 impl BackupMetadata {
+    /// The data file's format: as recorded (format_version 2 on), else — a version-1 or
+    /// seed file — as its data file's name implies, the way those builds read it. Err: a
+    /// version-2 file without one, or an old name that is no known archive's.
+    pub fn format(&self) -> Result<Format, String> {
+        if let Some(f) = &self.format {
+            return Ok(f.clone());
+        }
+        if self.format_version >= FORMAT_RECORDED_SINCE {
+            return Err(format!(
+                "its metadata (format_version {}) records no format",
+                self.format_version
+            ));
+        }
+        let name = Path::new(&self.backup_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format_from_name(self.kind, &name).ok_or_else(|| {
+            format!("its data file name {name:?} does not end in .tar.zst, .tar.gz or .tar")
+        })
+    }
+
     pub fn is_pre_restore(&self) -> bool {
         self.reason.as_deref() == Some("pre-restore")
     }
@@ -116,5 +151,31 @@ mod tests {
         assert_eq!(m.format_version, 0);
         assert_eq!(m.checksum_algorithm, "sha256");
         assert!(m.created().is_some());
+        // No format recorded: read from the name, as the seed's reader did.
+        assert_eq!(m.format(), Ok(Format::sqlite()));
+    }
+
+    #[test]
+    fn version_2_takes_the_recorded_format_whatever_the_name() {
+        let v2 = r#"{
+          "timestamp": "20240101_120000", "type": "storage",
+          "original_path": "/app/storage",
+          "backup_path": "/b/storage/storage_backup_20240101_120000.tar.gz",
+          "file_size": 1, "checksum": "00", "created_at": "2024-01-01T12:00:00Z",
+          "file_count": 1, "format_version": 2,
+          "format": {"kind": "archive", "compression": "zstd", "encryption": null}
+        }"#;
+        let mut m: BackupMetadata = serde_json::from_str(v2).unwrap();
+        assert_eq!(
+            m.format(),
+            Ok(Format::archive(crate::config::Compression::Zstd))
+        );
+        m.format = None;
+        assert!(m.format().unwrap_err().contains("records no format"));
+        m.format_version = 1;
+        assert_eq!(
+            m.format(),
+            Ok(Format::archive(crate::config::Compression::Gzip))
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! The backup directory on disk (SPEC §3): its layout and file names, listing what is
-//! there (complete backups, and leftovers that are not), deleting backups in the safe
-//! order, and cleaning what crashed runs left. Mutations assume the caller holds the
+//! there (complete backups with their [`BackupParts`], and leftovers that are not),
+//! deleting a backup's parts in the safe order, and cleaning what crashed runs left. Mutations assume the caller holds the
 //! [`BackupDirLock`]; listing never takes it.
 
 mod atomic;
+mod format;
 mod lock;
 mod metadata;
 mod oplog;
+mod parts;
 mod state;
 mod stats;
 mod store;
@@ -22,9 +24,11 @@ use chrono::{DateTime, FixedOffset, Local};
 pub use atomic::{
     PARTIAL_SUFFIX, PartialFile, partial_path, sync_dir, write_atomic, write_partial,
 };
+pub use format::{Encryption, Format, FormatKind};
 pub use lock::{BackupDirLock, LOCK_FILE};
 pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
 pub use oplog::{LOG_FILE, OperationLog};
+pub use parts::{BackupParts, Part, PartRole};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
 pub use stats::{KindStats, Stats};
 pub use store::{
@@ -63,11 +67,18 @@ pub struct BackupEntry {
     /// The data file; for a full backup, the manifest itself.
     pub data_path: PathBuf,
     pub metadata: BackupMetadata,
+    /// Every file of the backup, metadata first; a full backup's include its members'.
+    pub parts: BackupParts,
     pub created: Option<DateTime<FixedOffset>>,
     pub problem: Option<String>,
 }
 
 impl BackupEntry {
+    /// The backup's own data file (not a member's), with its format; `None` for a full
+    /// backup and for one whose metadata names no usable data file.
+    pub fn data_part(&self) -> Option<&Part> {
+        self.parts.data().find(|p| p.of == self.stem)
+    }
     pub fn is_complete(&self) -> bool {
         self.problem.is_none()
     }
@@ -229,12 +240,15 @@ impl Catalog {
     /// leftovers until its metadata lands — a full backup's parts until its manifest does.
     pub fn list(&self) -> Result<Listing> {
         let (mut listing, orphans) = self.list_with_orphans()?;
-        for part in orphans {
+        for orphan in orphans {
             // An orphan's data file may be gone already (metadata-only debris).
-            if part.data_path != part.meta_path && part.data_path.exists() {
-                listing.leftovers.push(part.data_path);
-            }
-            listing.leftovers.push(part.meta_path);
+            listing.leftovers.extend(
+                orphan
+                    .parts
+                    .iter()
+                    .filter(|p| p.role == PartRole::Metadata || p.path.exists())
+                    .map(|p| p.path.clone()),
+            );
         }
         Ok(listing)
     }
@@ -289,47 +303,16 @@ impl Catalog {
                         .is_some_and(|full| !full_dir.join(format!("{full}.json")).exists())
             });
         listing.backups = backups;
-        // Full backups are complete only if every part is.
         let snapshot = listing.backups.clone();
         for entry in listing
             .backups
             .iter_mut()
             .filter(|b| b.kind == BackupKind::Full)
         {
-            if entry.problem.is_some() {
-                continue;
-            }
-            for part in &entry.metadata.parts {
-                let part_stem = strip_data_ext(part.kind, &part.file_name);
-                match snapshot
-                    .iter()
-                    .find(|b| b.kind == part.kind && b.stem == part_stem)
-                {
-                    None => {
-                        entry.problem = Some(format!(
-                            "its {} part {} is missing",
-                            part.kind, part.file_name
-                        ));
-                    }
-                    Some(p) if p.problem.is_some() => {
-                        entry.problem = Some(format!(
-                            "its {} part {}: {}",
-                            part.kind,
-                            part.file_name,
-                            p.problem.as_deref().unwrap_or_default()
-                        ));
-                    }
-                    Some(p) if p.metadata.checksum != part.checksum => {
-                        entry.problem = Some(format!(
-                            "its {} part's checksum differs from the manifest",
-                            part.kind
-                        ));
-                    }
-                    Some(_) => {}
-                }
-                if entry.problem.is_some() {
-                    break;
-                }
+            add_member_parts(entry, &snapshot);
+            // Full backups are complete only if every part is.
+            if entry.problem.is_none() {
+                entry.problem = full_problem(entry, &snapshot);
             }
         }
         listing.backups.sort_by(|a, b| {
@@ -352,6 +335,8 @@ impl Catalog {
                 serde_json::from_slice::<BackupMetadata>(&b)
                     .map_err(|e| format!("its metadata is not valid: {e}"))
             });
+        let mut parts = BackupParts::default();
+        parts.push(Part::metadata(kind, &stem, meta_path));
         let metadata = match parsed {
             Ok(m) => m,
             Err(problem) => {
@@ -361,79 +346,74 @@ impl Catalog {
                     meta_path: meta_path.to_path_buf(),
                     data_path: meta_path.to_path_buf(),
                     metadata: placeholder_metadata(kind, ts),
+                    parts,
                     created: None,
                     problem: Some(problem),
                 };
             }
         };
-        let created = metadata.created();
-        let mut problem = None;
-        let data_path = if kind == BackupKind::Full {
-            meta_path.to_path_buf()
+        let format = metadata.format();
+        let (data_file, data_problem) = if kind == BackupKind::Full {
+            (None, None)
         } else {
-            let named = Path::new(&metadata.backup_path)
-                .file_name()
-                .and_then(OsStr::to_str)
-                .unwrap_or_default()
-                .to_string();
-            let expected = data_extensions(kind)
-                .iter()
-                .any(|ext| named == format!("{stem}{ext}"));
-            if !expected {
-                problem = Some(format!(
-                    "its metadata names a different data file ({named:?})"
-                ));
-                meta_path.to_path_buf()
-            } else {
-                let p = meta_path.with_file_name(&named);
-                match fs::metadata(&p) {
-                    Err(_) => problem = Some(format!("its data file {named} is missing")),
-                    Ok(m) if m.len() != metadata.file_size => {
-                        problem = Some(format!(
-                            "its data file is {} bytes but the metadata says {}",
-                            m.len(),
-                            metadata.file_size
-                        ))
-                    }
-                    Ok(_) => {}
-                }
-                p
-            }
+            data_file(kind, &stem, meta_path, &metadata)
         };
-        if problem.is_none() && metadata.kind != kind {
-            problem = Some(format!(
-                "its metadata says type {} but it lies in {}/",
-                metadata.kind,
-                kind.dir_name()
+        // The first problem found is the one shown.
+        let problem = (metadata.format_version > FORMAT_VERSION)
+            .then(|| {
+                format!(
+                    "its metadata is format_version {}, newer than this build reads ({FORMAT_VERSION})",
+                    metadata.format_version
+                )
+            })
+            .or(data_problem)
+            .or_else(|| format.as_ref().err().cloned())
+            .or_else(|| {
+                (metadata.kind != kind).then(|| {
+                    format!(
+                        "its metadata says type {} but it lies in {}/",
+                        metadata.kind,
+                        kind.dir_name()
+                    )
+                })
+            });
+        if let Some(p) = &data_file {
+            parts.push(Part::data(
+                kind,
+                &stem,
+                p,
+                metadata.file_size,
+                &metadata.checksum,
+                format.ok(),
             ));
         }
         BackupEntry {
             kind,
             stem,
             meta_path: meta_path.to_path_buf(),
-            data_path,
+            // A full backup's data is its manifest.
+            data_path: data_file.unwrap_or_else(|| meta_path.to_path_buf()),
+            created: metadata.created(),
             metadata,
-            created,
+            parts,
             problem,
         }
     }
 
-    /// Delete a backup: metadata first (so it stops being a backup at once), then data.
-    /// A full backup takes its parts with it.
+    /// Delete a backup: exactly its parts, in their order — metadata first (so it stops
+    /// being a backup at once), then data; a full backup's members with it. A shared part
+    /// stays while another backup of `listing` still lists it.
     pub fn delete(&self, entry: &BackupEntry, listing: &Listing) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
-        remove_if_exists(&entry.meta_path, &mut removed)?;
-        if entry.data_path != entry.meta_path {
-            remove_if_exists(&entry.data_path, &mut removed)?;
-        }
-        if entry.kind == BackupKind::Full {
-            for part in listing
-                .backups
-                .iter()
-                .filter(|b| b.part_of() == Some(entry.stem.as_str()))
-            {
-                remove_if_exists(&part.meta_path, &mut removed)?;
-                remove_if_exists(&part.data_path, &mut removed)?;
+        for part in entry.parts.iter() {
+            let still_listed = part.shared
+                && listing.backups.iter().any(|b| {
+                    b.stem != entry.stem
+                        && b.part_of() != Some(entry.stem.as_str())
+                        && b.parts.contains_path(&part.path)
+                });
+            if !still_listed {
+                remove_if_exists(&part.path, &mut removed)?;
             }
         }
         for kind in BackupKind::ALL {
@@ -480,10 +460,11 @@ impl Catalog {
             }
         }
         let (_, orphans) = self.list_with_orphans()?;
-        for part in &orphans {
+        for orphan in &orphans {
             // Metadata first: the part stops looking like a backup at once.
-            remove_if_exists(&part.meta_path, &mut removed)?;
-            remove_if_exists(&part.data_path, &mut removed)?;
+            for part in orphan.parts.iter() {
+                remove_if_exists(&part.path, &mut removed)?;
+            }
         }
         Ok(removed)
     }
@@ -521,6 +502,103 @@ pub fn sqlite_side_file(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The data file `metadata` names, looked up by name beside `meta_path` (the directory
+/// may have moved since it was written), and why it is not usable. `None`: the metadata
+/// names no data file of this backup.
+fn data_file(
+    kind: BackupKind,
+    stem: &str,
+    meta_path: &Path,
+    metadata: &BackupMetadata,
+) -> (Option<PathBuf>, Option<String>) {
+    let named = Path::new(&metadata.backup_path)
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or_default()
+        .to_string();
+    let expected = data_extensions(kind)
+        .iter()
+        .any(|ext| named == format!("{stem}{ext}"));
+    if !expected {
+        return (
+            None,
+            Some(format!(
+                "its metadata names a different data file ({named:?})"
+            )),
+        );
+    }
+    let path = meta_path.with_file_name(&named);
+    let problem = match fs::metadata(&path) {
+        Err(_) => Some(format!("its data file {named} is missing")),
+        Ok(m) if m.len() != metadata.file_size => Some(format!(
+            "its data file is {} bytes but the metadata says {}",
+            m.len(),
+            metadata.file_size
+        )),
+        Ok(_) => None,
+    };
+    (Some(path), problem)
+}
+
+/// What is wrong with the members of a complete full backup's manifest, if anything:
+/// each must be there, complete, marked as its part, with the checksum it records.
+fn full_problem(full: &BackupEntry, all: &[BackupEntry]) -> Option<String> {
+    for part in &full.metadata.parts {
+        let part_stem = strip_data_ext(part.kind, &part.file_name);
+        let problem = match all
+            .iter()
+            .find(|b| b.kind == part.kind && b.stem == part_stem)
+        {
+            None => format!("its {} part {} is missing", part.kind, part.file_name),
+            Some(p) if p.problem.is_some() => format!(
+                "its {} part {}: {}",
+                part.kind,
+                part.file_name,
+                p.problem.as_deref().unwrap_or_default()
+            ),
+            // Its parts are deleted with it: they must say they are its own.
+            Some(p) if p.part_of() != Some(full.stem.as_str()) => format!(
+                "its {} part {} is not marked as part of it",
+                part.kind, part.file_name
+            ),
+            Some(p) if p.metadata.checksum != part.checksum => format!(
+                "its {} part's checksum differs from the manifest",
+                part.kind
+            ),
+            Some(_) => continue,
+        };
+        return Some(problem);
+    }
+    None
+}
+
+/// A full backup's parts: its manifest, then the parts of each member backup — those its
+/// manifest names first, in its order, then any other backup claiming to be part of it
+/// (so deleting the full backup leaves none of them behind).
+fn add_member_parts(full: &mut BackupEntry, all: &[BackupEntry]) {
+    let members = all
+        .iter()
+        .filter(|b| b.kind != BackupKind::Full && b.part_of() == Some(full.stem.as_str()));
+    let mut ordered: Vec<&BackupEntry> = Vec::new();
+    for named in &full.metadata.parts {
+        let stem = strip_data_ext(named.kind, &named.file_name);
+        if let Some(m) = members
+            .clone()
+            .find(|b| b.kind == named.kind && b.stem == stem)
+        {
+            ordered.push(m);
+        }
+    }
+    for m in members {
+        if !ordered.iter().any(|o| o.stem == m.stem && o.kind == m.kind) {
+            ordered.push(m);
+        }
+    }
+    for m in ordered {
+        full.parts.extend(&m.parts);
+    }
+}
+
 /// `db_backup_X.db` → `db_backup_X`.
 fn strip_data_ext(kind: BackupKind, name: &str) -> String {
     data_extensions(kind)
@@ -552,6 +630,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         created_at: String::new(),
         file_count: 0,
         format_version: 0,
+        format: Some(Format::of_kind(kind, crate::config::Compression::None)),
         checksum_algorithm: "sha256".into(),
         compression: None,
         duration_ms: 0,

@@ -15,10 +15,10 @@ use super::hooks::run_hook;
 use super::storage::{self, ArchiveOptions};
 use super::{Cancel, Progress};
 use crate::catalog::{
-    BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Outcome, PartRef, PartialFile,
+    BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Format, Outcome, PartRef, PartialFile,
     write_atomic, write_partial,
 };
-use crate::config::Config;
+use crate::config::{Compression, Config};
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
 use crate::units::{format_bytes, format_duration};
@@ -230,6 +230,8 @@ fn base_metadata(
         created_at: created.to_rfc3339_opts(SecondsFormat::Secs, false),
         file_count: 0,
         format_version: FORMAT_VERSION,
+        // A database and a manifest are stored plain; a storage part sets its compression.
+        format: Some(Format::of_kind(kind, Compression::None)),
         checksum_algorithm: "sha256".into(),
         compression: None,
         duration_ms: 0,
@@ -350,6 +352,7 @@ fn storage_part(
     m.checksum = summary.checksum;
     m.file_count = summary.file_count;
     m.compression = Some(compression.name().into());
+    m.format = Some(Format::archive(compression));
     m.warnings = summary.warnings;
     m.part_of = part_of.map(str::to_string);
     m.reason = job.reason.clone();

@@ -111,16 +111,3 @@ impl<R: BufRead> Read for Decompressor<R> {
         }
     }
 }
-
-/// The compression of an archive, from its file name.
-pub fn compression_of(file_name: &str) -> Option<Compression> {
-    if file_name.ends_with(".tar.zst") {
-        Some(Compression::Zstd)
-    } else if file_name.ends_with(".tar.gz") || file_name.ends_with(".tgz") {
-        Some(Compression::Gzip)
-    } else if file_name.ends_with(".tar") {
-        Some(Compression::None)
-    } else {
-        None
-    }
-}

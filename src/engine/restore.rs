@@ -22,16 +22,15 @@ use serde::Serialize;
 
 use super::archive;
 use super::backup::{BackupJob, catalog_for, create_backup_locked};
-use super::compression::compression_of;
 use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
 use super::extract::{Extractor, fresh_dir};
 use super::verify::{full_parts, verify_database_file};
 use super::{Cancel, Progress};
 use crate::catalog::{
-    BackupDirLock, BackupEntry, Catalog, Listing, Outcome, SQLITE_SIDE_SUFFIXES, sqlite_side_file,
-    sync_dir,
+    BackupDirLock, BackupEntry, Catalog, FormatKind, Listing, Outcome, SQLITE_SIDE_SUFFIXES,
+    sqlite_side_file, sync_dir,
 };
-use crate::config::Config;
+use crate::config::{Compression, Config};
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
 use crate::units::format_bytes;
@@ -65,6 +64,8 @@ pub struct StorageStep {
     #[serde(skip)]
     pub checksum: String,
     pub uncompressed_size: u64,
+    /// As the backup's metadata records it.
+    pub compression: Compression,
     pub target: PathBuf,
     /// Where the current tree is moved (in-place restores).
     pub previous_tree: Option<PathBuf>,
@@ -198,6 +199,13 @@ pub fn plan_restore(
             )
         }
     };
+    if let Some(p) = db_part {
+        data_format(p, FormatKind::Sqlite)?;
+    }
+    let storage_compression = match storage_part {
+        Some(p) => data_format(p, FormatKind::Archive)?,
+        None => Compression::None,
+    };
     let live_db = &config.paths.database;
     // When `[paths] storage` is a symlink (media on another disk), restore the directory
     // behind it: staging beside it keeps the swap a rename on one filesystem, and the
@@ -269,10 +277,35 @@ pub fn plan_restore(
             source: p.data_path.clone(),
             checksum: p.metadata.checksum.clone(),
             uncompressed_size: p.metadata.uncompressed_size,
+            compression: storage_compression,
             target: storage_target.clone(),
             previous_tree: previous_tree.clone(),
         }),
     })
+}
+
+/// The compression of a database or storage backup's data file, by the format its
+/// metadata records; refused when that is not `expected` or this build cannot read it.
+fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<Compression> {
+    let not_readable = |reason: String| Error::NotABackup {
+        path: entry.data_path.clone(),
+        reason,
+    };
+    let format = entry
+        .data_part()
+        .and_then(|p| p.format.as_ref())
+        .ok_or_else(|| not_readable("its metadata records no usable format".into()))?;
+    if let Some(why) = format.unreadable() {
+        return Err(not_readable(why));
+    }
+    if format.kind != expected {
+        return Err(not_readable(format!(
+            "its metadata says it is {} data, not {}",
+            format.kind.as_str(),
+            expected.as_str()
+        )));
+    }
+    Ok(format.compression)
 }
 
 /// Carry out a plan. Takes the backup-directory lock for its whole length.
@@ -546,20 +579,11 @@ fn stage_storage(
     }
     let temp = parent.join(format!("{prefix}{}", std::process::id()));
     fresh_dir(&temp)?;
-    let name = s
-        .source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let compression = compression_of(&name).ok_or_else(|| Error::NotABackup {
-        path: s.source.clone(),
-        reason: "its name does not end in .tar.zst, .tar.gz or .tar".into(),
-    })?;
     let mut extractor = Extractor::new(&temp, &s.source);
     let expected = verify.then_some(s.checksum.as_str());
     let stats = match archive::read_archive(
         &s.source,
-        compression,
+        s.compression,
         expected,
         progress,
         cancel,

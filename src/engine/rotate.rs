@@ -138,7 +138,7 @@ pub fn execute(
     let mut done = Executed::default();
     for d in &plan.delete {
         if let Some(entry) = listing.find_stem(&d.id) {
-            done.freed_bytes += entry_bytes(entry, listing);
+            done.freed_bytes += entry_bytes(entry);
             done.deleted_files.extend(catalog.delete(entry, listing)?);
             log.info(&format!(
                 "rotate: deleted {} ({})",
@@ -155,19 +155,11 @@ fn freed_bytes(plan: &RetentionPlan, listing: &Listing) -> u64 {
     plan.delete
         .iter()
         .filter_map(|d| listing.find_stem(&d.id))
-        .map(|e| entry_bytes(e, listing))
+        .map(entry_bytes)
         .sum()
 }
 
-fn entry_bytes(entry: &BackupEntry, listing: &Listing) -> u64 {
-    if entry.kind == crate::BackupKind::Full {
-        listing
-            .backups
-            .iter()
-            .filter(|b| b.part_of() == Some(entry.stem.as_str()))
-            .map(|b| b.size())
-            .sum()
-    } else {
-        entry.size()
-    }
+fn entry_bytes(entry: &BackupEntry) -> u64 {
+    // A full backup's parts include its members' data.
+    entry.parts.data_bytes()
 }

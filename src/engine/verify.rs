@@ -1,7 +1,8 @@
 //! Proving a backup can be restored, without restoring it (SPEC §5): the checksum, then
 //! what only a real read shows — the database opens and passes `integrity_check`; the
 //! archive decompresses end to end and every entry is safe to extract; a full backup's
-//! manifest matches its parts and each part passes its own checks. Changes nothing.
+//! manifest matches its parts and each part passes its own checks. Every data part is
+//! read by the format its metadata records (never guessed from its name). Changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,12 +11,11 @@ use serde::Serialize;
 
 use super::archive::{self, Drain};
 use super::backup::parts_checksum;
-use super::compression::compression_of;
 use super::database::integrity_check;
 use super::hashing::sha256_file;
 use super::{Cancel, Progress};
-use crate::catalog::{BackupEntry, Listing};
-use crate::config::IntegrityCheck;
+use crate::catalog::{BackupEntry, FormatKind, Listing, Part};
+use crate::config::{Compression, IntegrityCheck};
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
 
@@ -82,18 +82,11 @@ pub fn verify_database_file(path: &Path, expected: Option<&str>) -> Result<(Vec<
 /// Checksum, decompression end to end, and entry safety of a storage archive.
 pub fn verify_storage_file(
     path: &Path,
+    compression: Compression,
     expected: Option<&str>,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<(Vec<Check>, u64)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let compression = compression_of(&name).ok_or_else(|| Error::NotABackup {
-        path: path.to_path_buf(),
-        reason: "its name does not end in .tar.zst, .tar.gz or .tar".into(),
-    })?;
     let stats = archive::read_archive(
         path,
         compression,
@@ -218,58 +211,68 @@ fn run_checks(
         return Err(Error::verify(&entry.meta_path, "complete", problem.clone()));
     }
     checks.push(passed("complete"));
-    match entry.kind {
-        BackupKind::Database => {
-            let (c, n) = verify_database_file(&entry.data_path, Some(&entry.metadata.checksum))?;
-            checks.extend(c);
-            *bytes += n;
-        }
-        BackupKind::Storage => {
-            let (c, n) = verify_storage_file(
-                &entry.data_path,
-                Some(&entry.metadata.checksum),
-                progress,
-                cancel,
-            )?;
-            checks.extend(c);
-            *bytes += n;
-        }
-        BackupKind::Full => {
-            let parts = full_parts(entry, listing)?;
-            checks.push(passed("manifest"));
-            for part in parts {
-                let (c, n) = match part.kind {
-                    BackupKind::Database => {
-                        verify_database_file(&part.data_path, Some(&part.metadata.checksum))
-                    }
-                    _ => verify_storage_file(
-                        &part.data_path,
-                        Some(&part.metadata.checksum),
-                        progress,
-                        cancel,
-                    ),
-                }
-                .map_err(|e| match e {
-                    Error::Verify {
-                        path,
-                        check,
-                        detail,
-                    } => Error::Verify {
-                        path,
-                        check,
-                        detail: format!("{} part: {detail}", part.kind),
-                    },
-                    other => other,
-                })?;
-                checks.extend(c.into_iter().map(|c| Check {
-                    name: format!("{} part: {}", part.kind, c.name),
-                    ..c
-                }));
-                *bytes += n;
-            }
-        }
+    if entry.kind == BackupKind::Full {
+        full_parts(entry, listing)?;
+        checks.push(passed("manifest"));
+    }
+    for part in entry.parts.data() {
+        // A member's checks are named after it: "database part: checksum".
+        let member = (part.of != entry.stem).then(|| format!("{} part", part.kind));
+        let (c, n) = verify_data_part(part, progress, cancel).map_err(|e| match (e, &member) {
+            (
+                Error::Verify {
+                    path,
+                    check,
+                    detail,
+                },
+                Some(label),
+            ) => Error::Verify {
+                path,
+                check,
+                detail: format!("{label}: {detail}"),
+            },
+            (other, _) => other,
+        })?;
+        checks.extend(c.into_iter().map(|c| match &member {
+            Some(label) => Check {
+                name: format!("{label}: {}", c.name),
+                ..c
+            },
+            None => c,
+        }));
+        *bytes += n;
     }
     Ok(())
+}
+
+/// Check one data part by the format its metadata records.
+fn verify_data_part(
+    part: &Part,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<(Vec<Check>, u64)> {
+    let format = part.format.as_ref().ok_or_else(|| {
+        Error::verify(
+            &part.path,
+            "format",
+            "its metadata records no usable format",
+        )
+    })?;
+    if let Some(why) = format.unreadable() {
+        return Err(Error::verify(&part.path, "readable", why));
+    }
+    let expected = part.checksum.as_deref();
+    match format.kind {
+        FormatKind::Sqlite => verify_database_file(&part.path, expected),
+        FormatKind::Archive => {
+            verify_storage_file(&part.path, format.compression, expected, progress, cancel)
+        }
+        FormatKind::Manifest => Err(Error::verify(
+            &part.path,
+            "format",
+            "a manifest is not a data file",
+        )),
+    }
 }
 
 /// Which backups `verify` looks at.

@@ -100,6 +100,8 @@ fn plant_storage_backup(app: &TestApp, tar_bytes: &[u8]) -> PathBuf {
     m["uncompressed_size"] = (tar_bytes.len() as u64).into();
     m["checksum"] = sha256_file(&archive).into();
     m["compression"] = "none".into();
+    // Readers take the compression from the format object (format_version 2).
+    m["format"]["compression"] = "none".into();
     m["created_at"] = "2020-01-01T00:00:00+00:00".into();
     m["file_count"] = 1.into();
     write_json(&dir.join(format!("storage_backup_{ts}.json")), &m);
