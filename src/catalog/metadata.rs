@@ -10,7 +10,7 @@ use crate::kind::BackupKind;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// One part of a full backup, as named by its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartRef {
     #[serde(rename = "type")]
     pub kind: BackupKind,
@@ -22,7 +22,7 @@ pub struct PartRef {
     pub checksum: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupMetadata {
     // --- the seed's fields ---
     /// `YYYYMMDD_HHMMSS` (with `_N` appended when two backups share a second).
