@@ -51,6 +51,8 @@ pub struct CreateBody {
 pub struct RestoreBody {
     /// A backup inside the backup directory: absolute, or relative like
     /// backups/database/db_backup_X.db
+    // Empty or with a NUL it cannot be a path: checked_backup_path refuses those with 400.
+    #[schema(min_length = 1, pattern = r"^[^\x00]+$")]
     backup_path: String,
     #[serde(default = "yes")]
     #[schema(default = true)]
@@ -65,7 +67,8 @@ fn yes() -> bool {
 #[into_params(parameter_in = Query)]
 pub struct RotateQuery {
     /// Override keep_last for this run
-    #[param(minimum = 1)]
+    // Documented as what a u32 takes: utoipa's int32 format would stop at 2^31 - 1.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     max_backups: Option<u32>,
     /// Wait for the job's result (default). With false, answer 202 with a job id to poll.
     #[param(default = true)]
