@@ -2,11 +2,13 @@
 //! and the OpenAPI document describes them from the same definitions, so a field added to
 //! an answer is a field added to the document.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{Ref, RefOr};
-use utoipa::{ToResponse, ToSchema};
+use utoipa::{IntoResponses, ToResponse, ToSchema};
 
 use crate::catalog::{BackupMetadata, ListRow};
 use crate::engine::restore::RestoreReport;
@@ -21,20 +23,59 @@ pub struct ErrorBody {
     pub detail: String,
 }
 
+/// A JSON response whose body is the named schema.
+fn json_response(description: &str, schema: &str) -> Response {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(schema)))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+        .build()
+}
+
 /// The 401 every authenticated route can answer, one component referring to `Error`.
 pub struct Unauthorized;
 
 impl<'r> ToResponse<'r> for Unauthorized {
     fn response() -> (&'r str, RefOr<Response>) {
-        let error = Ref::from_schema_name(<ErrorBody as utoipa::ToSchema>::name());
-        let response = ResponseBuilder::new()
-            .description("Missing or wrong token")
-            .content(
-                "application/json",
-                ContentBuilder::new().schema(Some(error)).build(),
-            )
-            .build();
+        let error = <ErrorBody as ToSchema>::name();
+        let response = json_response("Missing or wrong token", &error);
         ("Unauthorized", response.into())
+    }
+}
+
+/// What the job endpoints (create, restore, rotate) answer besides their own 200.
+pub struct JobAnswers;
+
+impl IntoResponses for JobAnswers {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let error = <ErrorBody as ToSchema>::name();
+        let accepted = <Accepted as ToSchema>::name();
+        let unauthorized = RefOr::Ref(Ref::from_response_name(Unauthorized::response().0));
+        [
+            (
+                "202",
+                json_response("Queued (wait=false): poll status_url", &accepted).into(),
+            ),
+            ("400", json_response("Bad input", &error).into()),
+            ("401", unauthorized),
+            (
+                "409",
+                json_response("The same job is already queued or running", &error).into(),
+            ),
+            (
+                "500",
+                json_response("The job failed; detail names the failing step", &error).into(),
+            ),
+            (
+                "503",
+                json_response("The daemon is shutting down", &error).into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(code, response)| (code.to_string(), response))
+        .collect()
     }
 }
 

@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::bodies::{
-    Accepted, Created, ErrorBody, HealthBody, Listed, Restored, Rotated, Unauthorized,
+    Accepted, Created, ErrorBody, HealthBody, JobAnswers, Listed, Restored, Rotated, Unauthorized,
 };
 use super::jobs::JobRecord;
 use super::{ApiContext, ApiError};
@@ -243,12 +243,7 @@ fn succeeded(body: impl Serialize) -> (StatusCode, Value) {
     request_body = CreateBody,
     responses(
         (status = 200, description = "The backup landed", body = Created),
-        (status = 202, description = "Queued (wait=false): poll status_url", body = Accepted),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 409, description = "The same job is already queued or running", body = ErrorBody),
-        (status = 500, description = "The job failed; detail names the failing step", body = ErrorBody),
-        (status = 503, description = "The daemon is shutting down", body = ErrorBody),
+        JobAnswers,
     ),
 )]
 pub async fn create(
@@ -425,13 +420,10 @@ fn checked_backup_path(cfg: &crate::Config, raw: &str) -> Result<PathBuf, ApiErr
     request_body = RestoreBody,
     responses(
         (status = 200, description = "Restored", body = Restored),
-        (status = 202, description = "Queued (wait=false): poll status_url", body = Accepted),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 401, response = Unauthorized),
+        // After JobAnswers, so this 409 replaces its shorter one.
+        JobAnswers,
         (status = 404, description = "No such backup", body = ErrorBody),
         (status = 409, description = "The same job is already queued or running, or the backup is incomplete", body = ErrorBody),
-        (status = 500, description = "The job failed; detail names the failing step", body = ErrorBody),
-        (status = 503, description = "The daemon is shutting down", body = ErrorBody),
     ),
 )]
 pub async fn restore(
@@ -465,12 +457,7 @@ pub async fn restore(
     params(RotateQuery),
     responses(
         (status = 200, description = "Rotated", body = Rotated),
-        (status = 202, description = "Queued (wait=false): poll status_url", body = Accepted),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 409, description = "The same job is already queued or running", body = ErrorBody),
-        (status = 500, description = "The job failed; detail names the failing step", body = ErrorBody),
-        (status = 503, description = "The daemon is shutting down", body = ErrorBody),
+        JobAnswers,
     ),
 )]
 pub async fn rotate(

@@ -9,7 +9,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::bodies::{ErrorBody, Unauthorized};
+use super::bodies::{Accepted, ErrorBody, Unauthorized};
 
 /// Name of the `Authorization: Bearer` scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -25,7 +25,8 @@ pub const COOKIE: &str = "cookie";
     servers((url = "http://127.0.0.1:8787")),
     // Either scheme is enough: two requirements, not one requiring both.
     security(("bearer" = []), ("cookie" = [])),
-    components(schemas(ErrorBody), responses(Unauthorized)),
+    // Accepted is named by JobAnswers, which (unlike a body = …) does not register it.
+    components(schemas(ErrorBody, Accepted), responses(Unauthorized)),
     modifiers(&SecuritySchemes),
 )]
 pub struct ApiDoc;
