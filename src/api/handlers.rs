@@ -10,11 +10,17 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiContext, ApiError, OPENAPI};
+use super::bodies::{
+    Accepted, Created, ErrorBody, HealthBody, JobAnswers, Listed, Restored, Rotated, Unauthorized,
+};
+use super::jobs::JobRecord;
+use super::{ApiContext, ApiError};
 use crate::catalog::{ListRow, Stats};
 use crate::engine::backup::catalog_for;
 use crate::engine::restore::resolve_backup;
@@ -22,22 +28,33 @@ use crate::jobs::{JobOutcome, Rejected, Request, Trigger, Work};
 use crate::kind::BackupKind;
 use crate::kind::JobName;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// Wait for the job's result (the seed's behaviour); `false` answers 202 at once.
+    /// Wait for the job's result (default). With false, answer 202 with a job id to poll.
+    #[param(default = true)]
     wait: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
+    /// The backup type.
+    // Checked by the handler (not by serde), so a wrong type gets a message naming the
+    // right ones.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<BackupKind>, default = "full")]
     kind: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RestoreBody {
+    /// A backup inside the backup directory: absolute, or relative like
+    /// backups/database/db_backup_X.db
+    // Empty or with a NUL it cannot be a path: checked_backup_path refuses those with 400.
+    #[schema(min_length = 1, pattern = r"^[^\x00]+$")]
     backup_path: String,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     verify_checksum: bool,
 }
 
@@ -45,15 +62,33 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RotateQuery {
+    /// Override keep_last for this run
+    // Documented as what a u32 takes: utoipa's int32 format would stop at 2^31 - 1.
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     max_backups: Option<u32>,
+    /// Wait for the job's result (default). With false, answer 202 with a job id to poll.
+    #[param(default = true)]
     wait: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(schema_with = backup_type_filter)]
     backup_type: Option<String>,
+}
+
+/// `all` or one backup type, as `backup_type` takes it.
+fn backup_type_filter() -> utoipa::openapi::Object {
+    let names = std::iter::once("all").chain(BackupKind::ALL.map(BackupKind::as_str));
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+        .default(Some("all".into()))
+        .build()
 }
 
 fn bad_json(e: JsonRejection) -> ApiError {
@@ -95,7 +130,7 @@ async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Respo
     let ctx2 = ctx.clone();
     let finished = async move {
         let (status, body) = match rx.await {
-            Ok(outcome) => outcome_json(&outcome),
+            Ok(outcome) => outcome_json(&outcome, id),
             Err(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"detail": "the job was dropped: the daemon is shutting down"}),
@@ -129,50 +164,55 @@ async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Respo
         }
         Ok((status, Json(body)).into_response())
     } else {
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"job_id": id, "state": "queued", "status_url": format!("/backups/jobs/{id}")})),
-        )
-            .into_response())
+        let accepted = Accepted {
+            job_id: id,
+            state: "queued",
+            status_url: format!("/backups/jobs/{id}"),
+        };
+        Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
     }
 }
 
 /// A job's outcome as HTTP: 200 with the result, or 500 naming the failing step.
-fn outcome_json(outcome: &JobOutcome) -> (StatusCode, Value) {
+fn outcome_json(outcome: &JobOutcome, job_id: u64) -> (StatusCode, Value) {
     let fail = |detail: String| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "detail": detail }),
+            json!(ErrorBody { detail }),
         )
     };
     match outcome {
         JobOutcome::Backup(r) => match r.as_ref() {
-            Ok(report) => (
-                StatusCode::OK,
-                json!({
-                    "success": true,
-                    "message": "Backup completed successfully",
-                    "type": report.kind,
-                    "backup_path": report.path,
-                    "backup": report.metadata,
-                    "parts": report.parts.iter().map(|p| &p.metadata).collect::<Vec<_>>(),
-                    "warnings": report.warnings(),
-                }),
-            ),
+            Ok(report) => succeeded(Created {
+                success: true,
+                message: "Backup completed successfully",
+                kind: report.kind,
+                backup_path: &report.path,
+                backup: &report.metadata,
+                parts: report.parts.iter().map(|p| &p.metadata).collect(),
+                warnings: report.warnings(),
+                job_id,
+            }),
             Err(f) => fail(format!("{f}: {}", crate::error_chain(&f.error))),
         },
         JobOutcome::Restore(r) => match r.as_ref() {
-            Ok(report) => (
-                StatusCode::OK,
-                json!({"success": true, "message": "Restore completed successfully", "restore": report}),
-            ),
+            Ok(report) => succeeded(Restored {
+                success: true,
+                message: "Restore completed successfully",
+                restore: report,
+                job_id,
+            }),
             Err(e) => fail(format!("restore failed: {}", crate::error_chain(e))),
         },
         JobOutcome::Rotate(r) => match r {
-            Ok(report) => (
-                StatusCode::OK,
-                json!({"success": true, "removed": report.plan.delete.len(), "kept": report.plan.keep.len(), "freed_bytes": report.freed_bytes, "plan": report.plan}),
-            ),
+            Ok(report) => succeeded(Rotated {
+                success: true,
+                removed: report.plan.delete.len(),
+                kept: report.plan.keep.len(),
+                freed_bytes: report.freed_bytes,
+                plan: &report.plan,
+                job_id,
+            }),
             Err(e) => fail(format!("rotation failed: {}", crate::error_chain(e))),
         },
         JobOutcome::Verify(_) => fail("unexpected job".into()),
@@ -180,6 +220,31 @@ fn outcome_json(outcome: &JobOutcome) -> (StatusCode, Value) {
     }
 }
 
+/// 200 with `body`; 500 in the (unexpected) case it does not serialize.
+fn succeeded(body: impl Serialize) -> (StatusCode, Value) {
+    match serde_json::to_value(body) {
+        Ok(v) => (StatusCode::OK, v),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!(ErrorBody {
+                detail: format!("the job succeeded but its report could not be encoded: {e}")
+            }),
+        ),
+    }
+}
+
+/// Take a backup now (through the daemon's queue)
+#[utoipa::path(
+    post,
+    path = "/backups/create",
+    operation_id = "createBackup",
+    params(WaitQuery),
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "The backup landed", body = Created),
+        JobAnswers,
+    ),
+)]
 pub async fn create(
     State(ctx): State<Arc<ApiContext>>,
     query: Result<Query<WaitQuery>, QueryRejection>,
@@ -200,6 +265,19 @@ pub async fn create(
     run_work(&ctx, Work::Job(job), q.wait.unwrap_or(true)).await
 }
 
+/// Backups, newest first
+#[utoipa::path(
+    get,
+    path = "/backups/list",
+    operation_id = "listBackups",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The backups, with where they are and whether they are complete", body = Listed),
+        (status = 400, description = "Unknown backup_type", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 500, description = "The backup directory could not be listed", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(ctx): State<Arc<ApiContext>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -225,14 +303,25 @@ pub async fn list(
         .filter(|b| wanted.is_none_or(|k| b.kind == k))
         .map(ListRow::new)
         .collect();
-    Ok(Json(json!({
-        "backup_type": q.backup_type.unwrap_or_else(|| "all".into()),
-        "count": rows.len(),
-        "backups": rows,
-    }))
+    Ok(Json(Listed {
+        backup_type: q.backup_type.unwrap_or_else(|| "all".into()),
+        count: rows.len(),
+        backups: rows,
+    })
     .into_response())
 }
 
+/// Totals per type, newest/oldest, last failure, free space
+#[utoipa::path(
+    get,
+    path = "/backups/stats",
+    operation_id = "backupStats",
+    responses(
+        (status = 200, description = "Statistics (total_backups and total_size_mb as the seed's client reads them)", body = Stats),
+        (status = 401, response = Unauthorized),
+        (status = 500, description = "The backup directory could not be listed", body = ErrorBody),
+    ),
+)]
 pub async fn stats(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Stats>, ApiError> {
     let cfg = ctx.config.borrow().clone();
     tokio::task::spawn_blocking(move || {
@@ -321,6 +410,21 @@ fn checked_backup_path(cfg: &crate::Config, raw: &str) -> Result<PathBuf, ApiErr
     }
 }
 
+/// Restore a backup in place (verified first; a safety copy is kept)
+#[utoipa::path(
+    post,
+    path = "/backups/restore",
+    operation_id = "restoreBackup",
+    params(WaitQuery),
+    request_body = RestoreBody,
+    responses(
+        (status = 200, description = "Restored", body = Restored),
+        // After JobAnswers, so this 409 replaces its shorter one.
+        JobAnswers,
+        (status = 404, description = "No such backup", body = ErrorBody),
+        (status = 409, description = "The same job is already queued or running, or the backup is incomplete", body = ErrorBody),
+    ),
+)]
 pub async fn restore(
     State(ctx): State<Arc<ApiContext>>,
     query: Result<Query<WaitQuery>, QueryRejection>,
@@ -344,6 +448,17 @@ pub async fn restore(
     .await
 }
 
+/// Apply the retention policy
+#[utoipa::path(
+    post,
+    path = "/backups/rotate",
+    operation_id = "rotateBackups",
+    params(RotateQuery),
+    responses(
+        (status = 200, description = "Rotated", body = Rotated),
+        JobAnswers,
+    ),
+)]
 pub async fn rotate(
     State(ctx): State<Arc<ApiContext>>,
     query: Result<Query<RotateQuery>, QueryRejection>,
@@ -364,6 +479,19 @@ pub async fn rotate(
     .await
 }
 
+/// State of a job started through the API
+#[utoipa::path(
+    get,
+    path = "/backups/jobs/{id}",
+    operation_id = "getJob",
+    params(("id" = u64, Path, description = "The job_id a POST answered with")),
+    responses(
+        (status = 200, description = "The job", body = JobRecord),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Unknown job (only the last 200 are kept)", body = ErrorBody),
+    ),
+)]
 pub async fn job(
     State(ctx): State<Arc<ApiContext>>,
     id: Result<UrlPath<u64>, axum::extract::rejection::PathRejection>,
@@ -380,19 +508,45 @@ pub async fn job(
         })
 }
 
+/// Liveness: scheduler running and nothing stale (no auth)
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Healthy: status ok", body = HealthBody),
+        (status = 503, description = "Unhealthy: status unhealthy, with reasons", body = HealthBody),
+    ),
+)]
 pub async fn health(State(ctx): State<Arc<ApiContext>>) -> Response {
     let problems = ctx.health.problems(Utc::now());
     if problems.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        let ok = HealthBody {
+            status: "ok",
+            reasons: problems,
+        };
+        (StatusCode::OK, Json(ok)).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "reasons": problems})),
-        )
-            .into_response()
+        let unhealthy = HealthBody {
+            status: "unhealthy",
+            reasons: problems,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(unhealthy)).into_response()
     }
 }
 
+/// Prometheus metrics (auth unless [api] metrics_public)
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, response = Unauthorized),
+        (status = 500, description = "The metrics could not be gathered", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, ApiError> {
     let cfg = ctx.config.borrow().clone();
     let c = ctx.clone();
@@ -415,6 +569,20 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, Api
         .into_response())
 }
 
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "OpenAPI 3 document", body = Object),
+        (status = 401, response = Unauthorized),
+    ),
+)]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
 }

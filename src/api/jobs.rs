@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const KEEP: usize = 200;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: u64,
     /// `full`, `database`, `storage`, `restore`, `rotate`.
@@ -20,6 +20,7 @@ pub struct JobRecord {
     pub submitted_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// What the job answered with, as its POST with wait=true would have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,7 @@ use crate::config::Compression;
 use crate::kind::BackupKind;
 
 /// How a backup's data is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FormatKind {
     /// A SQLite database file (a database backup).
@@ -36,7 +36,7 @@ impl FormatKind {
 /// Encryption of the data file. No build writes it yet; it is here so an encrypted
 /// backup's metadata has its place (`{"scheme": "age", "recipients": [fingerprints]}`)
 /// and so this build refuses such a backup by name instead of misreading its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Encryption {
     /// `age`.
     pub scheme: String,
@@ -46,7 +46,7 @@ pub struct Encryption {
 }
 
 /// The metadata's `format` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Format {
     pub kind: FormatKind,
     /// The data file's compression; `none` for a database and a manifest.

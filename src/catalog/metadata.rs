@@ -19,7 +19,7 @@ pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_RECORDED_SINCE: u32 = 2;
 
 /// One part of a full backup, as named by its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartRef {
     #[serde(rename = "type")]
     pub kind: BackupKind,
@@ -31,7 +31,7 @@ pub struct PartRef {
     pub checksum: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupMetadata {
     // --- the seed's fields ---
     /// `YYYYMMDD_HHMMSS` (with `_N` appended when two backups share a second).

@@ -93,7 +93,7 @@ impl BackupEntry {
 
 /// One backup as `list --json` and `GET /backups/list` show it: the metadata plus where
 /// it is and whether it is complete.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ListRow<'a> {
     pub name: String,
     pub path: String,

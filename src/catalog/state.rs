@@ -14,7 +14,7 @@ use super::store::StateFile;
 
 pub const STATE_FILE: &str = "vertex-backup.state.json";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// RFC 3339 with offset.
     pub at: String,

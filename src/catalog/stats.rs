@@ -10,14 +10,14 @@ use super::state::{CatalogState, Outcome};
 use super::{BackupEntry, Listing};
 use crate::kind::BackupKind;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackupRef {
     pub name: String,
     pub created_at: String,
     pub file_size: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct KindStats {
     /// Complete backups of this type (parts of full backups included).
     pub count: usize,
@@ -33,7 +33,7 @@ pub struct KindStats {
     pub last_failure: Option<Outcome>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub backup_dir: String,
     pub total_backups: usize,
@@ -52,7 +52,7 @@ pub struct Stats {
     pub free_space: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastFailure {
     #[serde(rename = "type")]
     pub kind: String,

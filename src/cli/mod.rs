@@ -112,6 +112,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the REST API's OpenAPI document (what the daemon serves at /openapi.json)
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +167,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         max_backups: cli.max_backups,
     };
     daemon::init_tracing(matches!(cli.command, Command::Daemon));
+    if let Command::Openapi = cli.command {
+        // The document does not depend on the config, so none is needed.
+        println!("{}", vertex_backup::api::openapi::document());
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = load_config(&args)?;
     let quiet = cli.quiet;
     match cli.command {
@@ -180,6 +187,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify(args) => cmd_verify(&config, args, quiet),
         Command::Rotate { dry_run, json } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
+        Command::Openapi => unreachable!("answered before the config is loaded"),
     }
 }
 

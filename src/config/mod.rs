@@ -24,7 +24,7 @@ use crate::kind::{BackupKind, JobName};
 pub const SYSTEM_CONFIG: &str = "/etc/vertex-backup/config.toml";
 pub const CONFIG_ENV: &str = "VERTEX_BACKUP_CONFIG";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     Zstd,
