@@ -9,6 +9,7 @@
 
 mod reload;
 mod runs;
+mod scheduler;
 mod staleness;
 mod systemd;
 mod timetable;
@@ -17,26 +18,25 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::{Notify, mpsc, watch as tokio_watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use runs::{JobRun, JobRuns, SCHEDULE_FILE};
 pub use staleness::{StaleTracker, max_age};
 pub use timetable::{Timetable, catch_up};
 
-use crate::catalog::{BackupDirLock, Listing};
+use crate::catalog::BackupDirLock;
 use crate::config::Config;
 use crate::engine::backup::catalog_for;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventSender, LogSink, Sink};
-use crate::jobs::{self, Finished, Queue, Rejected, Request, Trigger, Work};
-use crate::kind::{BackupKind, JobName};
+use crate::jobs::{self, Finished, Queue};
 use crate::status::{Health, Metrics};
 use crate::telegram::TelegramSink;
 use reload::Reloader;
+use scheduler::Scheduler;
 
 /// Re-reads the configuration (same file, same command-line overrides).
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config> + Send + Sync>;
@@ -170,119 +170,25 @@ impl Daemon {
     pub async fn run(self, control: Control) -> Result<()> {
         let Daemon {
             services,
-            mut reloader,
+            reloader,
             events,
             set_aside_reports,
-            mut finished,
+            finished,
             stop_worker,
             mut worker,
             dispatcher,
             telegram_task,
             _daemon_lock,
         } = self;
-        let Services {
-            config: cfg_rx,
-            queue,
-            health,
-            metrics: _,
-        } = services;
+        let queue = services.queue.clone();
+        let cfg_rx = services.config.clone();
 
-        // 5. The timetable, the run history and catch-up.
-        let now = Utc::now();
-        let cfg = cfg_rx.borrow().clone();
-        let due_now = {
-            let cfg = cfg.clone();
-            blocking(move || start_history(&cfg, now))
-                .await
-                .unwrap_or_default()
-        };
-        let mut timetable = Timetable::new(&cfg, now);
-        for (job, slot) in due_now {
-            tracing::info!(
-                "{job}: its {slot} run was missed while the daemon was down; running it now"
-            );
-            submit(&queue, &events, job, Trigger::CatchUp, slot);
-        }
-
-        // 6. Watch the config file.
-        let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
-        let watched = cfg.file.clone().filter(|_| cfg.schedule.watch_config);
-        let _watcher = blocking(move || {
-            let f = watched?;
-            watch::watch_config(&f, watch_tx)
-                .inspect_err(|e| {
-                    tracing::warn!(
-                        "not watching {} for changes ({e}); use SIGHUP to reload",
-                        f.display()
-                    );
-                })
-                .ok()
-        })
-        .await
-        .ok()
-        .flatten();
-
-        // 7. Staleness and systemd.
-        let mut stale = StaleTracker::new(now);
-        let mut stale_check_at = Some(now);
-        // A saved edit reloads at this deadline (the debounce), not at once.
-        let mut reload_at: Option<Instant> = None;
-        systemd::ready(&status_line(&timetable, &queue));
+        // 5.–7. Catch-up, the config watch, staleness, READY=1.
+        let mut scheduler = Scheduler::begin(services, reloader, events.clone(), finished).await;
         let watchdog = systemd::spawn_watchdog();
-        log_schedule(&timetable, &cfg);
 
         // 8. The loop.
-        let reason = loop {
-            let now = Utc::now();
-            health.tick(now);
-            let until = [timetable.next_wake(), stale_check_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| (t - now).to_std().unwrap_or_default())
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
-            tokio::select! {
-                _ = control.shutdown.cancelled() => break "shutdown requested",
-                _ = control.reload.notified() => {
-                    reloader.reload(&mut timetable, &events, &queue, true).await;
-                    stale_check_at = Some(Utc::now());
-                }
-                Some(()) = watch_rx.recv() => {
-                    // The first event of a save starts the debounce; later ones join it.
-                    reload_at.get_or_insert_with(|| Instant::now() + DEBOUNCE);
-                }
-                _ = tokio::time::sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
-                    reload_at = None;
-                    while watch_rx.try_recv().is_ok() {}
-                    reloader.reload(&mut timetable, &events, &queue, false).await;
-                    stale_check_at = Some(Utc::now());
-                }
-                Some(done) = finished.recv() => {
-                    if let (Work::Job(job), Trigger::Schedule | Trigger::CatchUp) = (&done.work, done.trigger) {
-                        let run = JobRun { slot: done.slot, finished: Some(Utc::now()), ok: Some(done.ok) };
-                        let (cfg, job) = (cfg_rx.borrow().clone(), *job);
-                        let _ = blocking(move || record_run(&cfg, job, run)).await;
-                    }
-                    stale_check_at = Some(Utc::now());
-                    systemd::status(&status_line(&timetable, &queue));
-                }
-                _ = tokio::time::sleep(until) => {
-                    let now = Utc::now();
-                    for (job, slot) in timetable.take_due(now) {
-                        submit(&queue, &events, job, Trigger::Schedule, slot);
-                    }
-                    if stale_check_at.is_some_and(|t| t <= now) {
-                        let cfg = cfg_rx.borrow().clone();
-                        stale_check_at = check_staleness(cfg, &mut stale, &events, now).await;
-                        for kind in BackupKind::ALL {
-                            health.set_stale(kind, stale.is_stale(kind));
-                        }
-                    }
-                    systemd::status(&status_line(&timetable, &queue));
-                }
-            }
-        };
+        let reason = scheduler.run_until(&control).await;
 
         // 9. Stop: no new jobs (clients stop on the same `control.shutdown`); the running
         // one gets the grace period, then is cancelled.
@@ -304,11 +210,9 @@ impl Daemon {
         if let Some(w) = watchdog {
             w.abort();
         }
-        drop(queue);
+        drop((queue, scheduler, events));
         // The reporter holds an event sender too: the dispatcher drains only when all are gone.
         drop(set_aside_reports);
-        drop(events);
-        drop(reloader);
         // Deliver what is queued, bounded: the dispatcher drains into the sinks, then the
         // Telegram task sends what it holds (its retries are cut short by the bound).
         let flush = async {
@@ -347,135 +251,4 @@ fn prepare_backup_dir(cfg: &Config) -> Result<BackupDirLock> {
         drop(lock);
     }
     Ok(daemon_lock)
-}
-
-fn submit(
-    queue: &Queue,
-    events: &EventSender,
-    job: JobName,
-    trigger: Trigger,
-    slot: DateTime<Utc>,
-) {
-    match queue.submit(Request {
-        work: Work::Job(job),
-        trigger,
-        slot,
-        reply: None,
-    }) {
-        Ok(()) => tracing::debug!("{job} queued ({trigger:?})"),
-        Err(Rejected::AlreadyQueued(_)) => events.send(Event::JobSkipped {
-            job,
-            reason: "the previous run is still queued or running".into(),
-        }),
-        Err(Rejected::ShuttingDown) => {}
-    }
-}
-
-/// Catch-up from the run history, and a baseline recorded for every job that has none
-/// (its first start), in one update of the history file. Blocking.
-fn start_history(cfg: &Config, now: DateTime<Utc>) -> Vec<(JobName, DateTime<Utc>)> {
-    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
-    let updated = file.update(|history| {
-        let due = catch_up(cfg, &history.last_slots(), now);
-        for job in JobName::ALL {
-            history
-                .jobs
-                .entry(job.as_str().to_string())
-                .or_insert(JobRun {
-                    slot: now,
-                    finished: None,
-                    ok: None,
-                });
-        }
-        due
-    });
-    match updated {
-        Ok(u) => u.result,
-        Err(e) => {
-            tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
-            catch_up(cfg, &file.load_or_default().last_slots(), now)
-        }
-    }
-}
-
-/// Record a scheduled run in the history (an atomic write: two fsyncs). Blocking.
-fn record_run(cfg: &Config, job: JobName, run: JobRun) {
-    let file = JobRuns::file(&cfg.paths.backup_dir, cfg.backup.file_mode.0);
-    if let Err(e) = file.update(|history| history.record(job, run)) {
-        tracing::warn!("could not save the run history: {}", crate::error_chain(&e));
-    }
-}
-
-/// Compare the newest backups with their `max_age`, and say when to look again. The
-/// listing and the state file are read on the blocking pool; the judgement is pure.
-async fn check_staleness(
-    cfg: Arc<Config>,
-    stale: &mut StaleTracker,
-    events: &EventSender,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let scan_cfg = cfg.clone();
-    let scanned = blocking(move || scan_backups(&scan_cfg)).await;
-    let (listing, failures) = match scanned.and_then(|r| r) {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::warn!(
-                "cannot list backups for the staleness check: {}",
-                crate::error_chain(&e)
-            );
-            return Some(now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default());
-        }
-    };
-    for e in stale.check(&cfg, &listing, &failures, now) {
-        events.send(e);
-    }
-    stale.next_deadline(&cfg, &listing, now)
-}
-
-/// The backups on disk and the last failure of each type ("at (error)").
-fn scan_backups(cfg: &Config) -> Result<(Listing, std::collections::BTreeMap<BackupKind, String>)> {
-    let catalog = catalog_for(cfg);
-    let listing = catalog.list()?;
-    let state = catalog.load_state();
-    let failures = BackupKind::ALL
-        .into_iter()
-        .filter_map(|k| {
-            let f = state.get(k.as_str())?.last_failure.as_ref()?;
-            Some((
-                k,
-                format!("{} ({})", f.at, f.error.as_deref().unwrap_or("?")),
-            ))
-        })
-        .collect();
-    Ok((listing, failures))
-}
-
-fn log_schedule(timetable: &Timetable, cfg: &Config) {
-    for job in JobName::ALL {
-        match timetable.next_of(job) {
-            Some(t) => tracing::info!(
-                "{job}: `{}`, next run {}",
-                cfg.schedule.of(job).expression(),
-                cfg.schedule.timezone.format(&t)
-            ),
-            None => tracing::info!("{job}: off"),
-        }
-    }
-}
-
-/// "next: database at 12:00:00 UTC; running: full".
-fn status_line(timetable: &Timetable, queue: &Queue) -> String {
-    let next = JobName::ALL
-        .into_iter()
-        .filter_map(|j| timetable.next_of(j).map(|t| (t, j)))
-        .min();
-    let mut s = match next {
-        Some((t, j)) => format!("next: {j} at {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
-        None => "no jobs scheduled".to_string(),
-    };
-    let busy = queue.busy();
-    if !busy.is_empty() {
-        s.push_str(&format!("; busy: {}", busy.join(", ")));
-    }
-    s
 }

@@ -72,7 +72,7 @@ impl Reloader {
                 });
             }
         }
-        systemd::reloaded(&super::status_line(timetable, queue));
+        systemd::reloaded(&super::scheduler::status_line(timetable, queue));
     }
 
     fn apply(
@@ -110,7 +110,7 @@ impl Reloader {
         self.last_text = Some(new.text().to_string());
         self.config.send_replace(Arc::new(new));
         for (job, slot) in due {
-            super::submit(queue, events, job, Trigger::Schedule, slot);
+            super::scheduler::submit(queue, events, job, Trigger::Schedule, slot);
         }
         events.send(Event::ConfigReloaded { next_runs });
     }
