@@ -27,14 +27,7 @@ impl BackupDirLock {
     /// The same protocol on another lock file in `dir` (the daemon's own lock).
     pub fn acquire_file(dir: &Path, file_name: &str, operation: &str) -> Result<BackupDirLock> {
         let path = dir.join(file_name);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .ctx("open the lock file", &path)?;
+        let mut file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -69,6 +62,19 @@ impl BackupDirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Open (creating, 0600, never truncating) a file that is only ever locked. Read-write,
+/// because the directory lock records its holder in it.
+pub(super) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .ctx("open the lock file", path)
 }
 
 #[cfg(test)]

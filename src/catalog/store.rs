@@ -9,10 +9,9 @@
 //!   aside as `NAME.corrupt-YYYYMMDDTHHMMSS`, kept for the operator, and reported
 //!   ([`report`]: a warning on stderr, and in the daemon an event).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::marker::PhantomData;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -230,13 +229,7 @@ impl<T: Serialize + DeserializeOwned + Default> StateFile<T> {
     /// Wait for the update lock (held only for one small read-modify-write).
     fn lock(&self) -> Result<File> {
         let path = self.lock_path();
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .ctx("open the lock file", &path)?;
+        let file = super::lock::open_lock_file(&path)?;
         file.lock().ctx("lock", &path)?;
         Ok(file)
     }
