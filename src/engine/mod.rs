@@ -15,6 +15,7 @@ pub mod restore;
 pub mod rotate;
 pub mod storage;
 pub mod verify;
+pub mod walk;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
