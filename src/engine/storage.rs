@@ -286,4 +286,69 @@ mod tests {
         );
         assert!(source.into_warnings().is_empty());
     }
+
+    /// Cuts `victim` to a few bytes once its first bytes have been read.
+    struct TruncateMidRead {
+        victim: std::sync::Mutex<Option<PathBuf>>,
+    }
+
+    impl Progress for TruncateMidRead {
+        fn advance(&self, bytes: u64, _files: u64) {
+            if bytes > 0
+                && let Some(path) = self.victim.lock().unwrap().take()
+            {
+                let file = fs::File::options().write(true).open(path).unwrap();
+                file.set_len(100).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_archived_keeps_the_archive_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        fs::create_dir(&root).unwrap();
+        let size = 3 * 1024 * 1024 + 7;
+        fs::write(root.join("a"), vec![b'a'; size]).unwrap();
+        fs::write(root.join("b"), b"after").unwrap();
+        let out_path = dir.path().join("out.tar");
+        let out = fs::File::create(&out_path).unwrap();
+        let opts = ArchiveOptions {
+            compression: Compression::None,
+            level: 0,
+            threads: 1,
+            exclude: vec![],
+            precompressed: vec![],
+        };
+        let progress = TruncateMidRead {
+            victim: std::sync::Mutex::new(Some(root.join("a"))),
+        };
+        let (summary, _) =
+            write_archive(&root, out, &out_path, &opts, &progress, &Cancel::new()).unwrap();
+        assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+        assert!(summary.warnings[0].contains("changed while being backed up"));
+
+        let mut archive = tar::Archive::new(fs::File::open(&out_path).unwrap());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            let name = entry.path().unwrap().into_owned();
+            if name == Path::new("storage/a") {
+                assert_eq!(data.len(), size);
+                // What was read before the cut, then zeros.
+                assert!(data[..100].iter().all(|&b| b == b'a'));
+                assert!(data[data.len() - 4096..].iter().all(|&b| b == 0));
+            }
+            if name == Path::new("storage/b") {
+                assert_eq!(data, b"after");
+            }
+            seen.push(name);
+        }
+        assert_eq!(
+            seen,
+            ["storage", "storage/a", "storage/b"].map(PathBuf::from)
+        );
+    }
 }
