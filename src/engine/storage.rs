@@ -7,14 +7,14 @@
 //! whatever the tree's size.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::compression::Compressor;
 use super::hashing::{CountingWriter, HashingWriter};
 use super::output::ArchiveFile;
 use super::walk::{EntryMeta, SourceEntry, SourceKind, StorageSource};
-use super::{Cancel, Progress};
+use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
 use crate::error::{Error, Result};
 
@@ -167,7 +167,7 @@ fn append_entry<W: Write>(
         }
         SourceKind::File(file) => {
             let mut header = header_for(&entry.meta, tar::EntryType::Regular, entry.meta.size);
-            let body = Metered {
+            let body = ProgressReader {
                 inner: &mut *file,
                 progress,
             };
@@ -199,23 +199,10 @@ fn header_for(meta: &EntryMeta, kind: tar::EntryType, size: u64) -> tar::Header 
     header
 }
 
-/// Reports file bytes to the progress as they are read.
-struct Metered<'a, R> {
-    inner: R,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for Metered<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64, 0);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::io::Read;
     use std::os::unix::fs::symlink;
 
     use super::*;

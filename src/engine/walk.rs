@@ -6,8 +6,9 @@
 //! entries that vanish while walked skipped with a warning; files that change while read
 //! reported once their reader is done. A file's reader yields exactly the size it had
 //! when opened (zero-padded if it shrinks, cut if it grows), so a consumer that wrote
-//! that size up front stays valid. Nothing here reads a file's data itself, and nothing
-//! grows with the tree except the table of multiply-linked files.
+//! that size up front stays valid. A file's data is read only as the consumer pulls it,
+//! straight into the consumer's buffer (no buffer here), and nothing grows with the tree
+//! except the table of multiply-linked files.
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
