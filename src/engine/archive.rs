@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::compression::Decompressor;
 use super::hashing::ThreadedHashReader;
-use super::{Cancel, Progress};
+use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
 
@@ -180,20 +180,6 @@ impl<R: Read> Read for TrackedReader<'_, R> {
         self.inner.read(buf).inspect_err(|e| {
             self.error = Some(io::Error::new(e.kind(), e.to_string()));
         })
-    }
-}
-
-/// Reports archive bytes as they are read.
-struct ProgressReader<'a, R> {
-    inner: &'a mut R,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64, 0);
-        Ok(n)
     }
 }
 

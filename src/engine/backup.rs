@@ -13,6 +13,7 @@ use super::database;
 use super::hashing::sha256_file;
 use super::hooks::run_hook;
 use super::storage::{self, ArchiveOptions};
+use super::walk;
 use super::{Cancel, Progress};
 use crate::catalog::{
     BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Format, Outcome, PartRef, PartialFile,
@@ -184,7 +185,7 @@ fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<(u64, u64)> {
     let tree = match job.kind {
         BackupKind::Database => (0, 0),
         BackupKind::Storage | BackupKind::Full => {
-            storage::estimate(&cfg.paths.storage, &cfg.backup.exclude)?
+            walk::estimate(&cfg.paths.storage, &cfg.backup.exclude)?
         }
     };
     let needed = match job.kind {

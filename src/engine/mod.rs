@@ -15,7 +15,9 @@ pub mod restore;
 pub mod rotate;
 pub mod storage;
 pub mod verify;
+pub mod walk;
 
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,3 +60,18 @@ pub trait Progress: Sync {
 /// Progress that goes nowhere (the daemon, pipes, tests).
 pub struct Silent;
 impl Progress for Silent {}
+
+/// Reports the bytes read through it to a [`Progress`] (an archive's as verify reads it, a
+/// file's as the storage archive stores it).
+pub(crate) struct ProgressReader<'a, R> {
+    pub(crate) inner: &'a mut R,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64, 0);
+        Ok(n)
+    }
+}

@@ -1,29 +1,22 @@
-//! The storage archive in one streaming pass (SPEC §4): walk (sorted, deterministic) →
-//! tar → compressor → SHA-256 → file. Each file's data is read exactly once, in large
-//! chunks, straight into the compressor; memory stays bounded whatever the tree's size.
-//! Symlinks are stored as links (those pointing outside the tree skipped with a warning,
-//! as restore would refuse them), hard links once, special files skipped with a warning;
-//! a file that changes or vanishes while read is a warning, and the archive stays valid.
+//! The storage archive in one streaming pass (SPEC §4): the storage source (`walk`) →
+//! tar → compressor → SHA-256 → file. The source decides what goes in and how (order,
+//! excludes, links, what is skipped, the warnings); this module makes tar records of its
+//! entries and picks zstd's level per file. The tar crate writes long names, headers,
+//! data and padding; each file's data is read exactly once, straight from the file into
+//! the tar crate's copy buffer and on into the compressor, so memory stays bounded
+//! whatever the tree's size.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use walkdir::{DirEntry, WalkDir};
 
 use super::compression::Compressor;
 use super::hashing::{CountingWriter, HashingWriter};
 use super::output::ArchiveFile;
-use super::{Cancel, Progress};
+use super::walk::{EntryMeta, SourceEntry, SourceKind, StorageSource};
+use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
 use crate::error::{Error, Result};
-
-/// Size of the buffer file data moves through: large enough for few syscalls and to feed
-/// zstd's workers whole jobs, small enough to keep memory flat.
-const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -59,49 +52,6 @@ pub struct ArchiveSummary {
     pub warnings: Vec<String>,
 }
 
-/// The total size and file count a backup of `root` will read (metadata only), for the
-/// free-space estimate and the progress bar.
-pub fn estimate(root: &Path, exclude: &[String]) -> Result<(u64, u64)> {
-    let excludes = build_excludes(exclude)?;
-    let mut bytes = 0u64;
-    let mut files = 0u64;
-    let mut walker = WalkDir::new(root).follow_links(false).into_iter();
-    while let Some(entry) = walker.next() {
-        let Ok(entry) = entry else { continue };
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        if !rel.as_os_str().is_empty() && excludes.is_match(rel) {
-            if entry.file_type().is_dir() {
-                walker.skip_current_dir();
-            }
-            continue;
-        }
-        if entry.file_type().is_file() {
-            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            files += 1;
-        }
-    }
-    Ok((bytes, files))
-}
-
-fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let glob = Glob::new(p).map_err(|e| Error::Config {
-            file: None,
-            line: None,
-            key: "backup.exclude".into(),
-            message: format!("`{p}`: {e}"),
-        })?;
-        b.add(glob);
-    }
-    b.build().map_err(|e| Error::Config {
-        file: None,
-        line: None,
-        key: "backup.exclude".into(),
-        message: e.to_string(),
-    })
-}
-
 /// Write the archive of `root` into `out`. Entries are named `<root's name>/<relative
 /// path>`, so `tar -xf` in the app directory recreates the storage directory, as the
 /// seed's manual restore expects.
@@ -113,7 +63,7 @@ pub fn write_archive(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<(ArchiveSummary, File)> {
-    let excludes = build_excludes(&opts.exclude)?;
+    let mut source = StorageSource::new(root, &opts.exclude, cancel.clone())?;
     let top = root
         .file_name()
         .map(PathBuf::from)
@@ -136,67 +86,14 @@ pub fn write_archive(
 
     let mut summary = ArchiveSummary::default();
     let mut level_now = opts.level;
-    let mut buf = vec![0u8; CHUNK];
-    let mut hardlinks: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut walker = WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-
-    while let Some(entry) = walker.next() {
-        cancel.check()?;
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                let path = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                match e.io_error().map(io::Error::kind) {
-                    Some(io::ErrorKind::NotFound) => {
-                        summary.warnings.push(format!(
-                            "{} vanished while the tree was read",
-                            crate::names::shown(&path)
-                        ));
-                        continue;
-                    }
-                    _ => {
-                        let source = e
-                            .into_io_error()
-                            .unwrap_or_else(|| io::Error::other("filesystem loop"));
-                        return Err(Error::io("read the storage tree at", path, source));
-                    }
-                }
-            }
-        };
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .to_path_buf();
-        if !rel.as_os_str().is_empty() && excludes.is_match(&rel) {
-            if entry.file_type().is_dir() {
-                walker.skip_current_dir();
-            }
-            continue;
-        }
-        if rel.as_os_str().is_empty() {
-            // The root is the directory behind `[paths] storage`, even when that path is a
-            // symlink (media on another disk): archive it as a directory, never as a link.
-            let meta = fs::metadata(root).map_err(|e| Error::io("read", root, e))?;
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-            header.set_mode(meta.mode() & 0o7777);
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            tar.append_data(&mut header, &top, io::empty()).map_err(w)?;
-            summary.dir_count += 1;
-            continue;
-        }
-        let name = top.join(&rel);
+    while let Some(entry) = source.next() {
+        let mut entry = entry?;
         // Media is already compressed: spend zstd's effort only where it pays.
-        if entry.file_type().is_file() {
-            let wanted = if is_precompressed(&rel, &opts.precompressed) {
+        if matches!(
+            entry.kind,
+            SourceKind::File(_) | SourceKind::HardLink { .. }
+        ) {
+            let wanted = if is_precompressed(&entry.rel, &opts.precompressed) {
                 PRECOMPRESSED_LEVEL
             } else {
                 opts.level
@@ -206,22 +103,20 @@ pub fn write_archive(
                 level_now = wanted;
             }
         }
-        append_entry(
-            &mut tar,
-            &entry,
-            &name,
-            &mut buf,
-            &mut hardlinks,
-            &mut summary,
-            progress,
-            cancel,
-        )
-        .map_err(|e| match e {
-            EntryError::Source(err) => Error::io("read", entry.path(), err),
+        append_entry(&mut tar, &top, &mut entry, progress).map_err(|e| match e {
+            EntryError::Source(err) => Error::io("read", &entry.path, err),
             EntryError::Sink(err) => w(err),
-            EntryError::Cancelled => Error::Cancelled,
         })?;
+        match entry.kind {
+            SourceKind::Dir => summary.dir_count += 1,
+            _ => {
+                summary.file_count += 1;
+                progress.advance(0, 1);
+            }
+        }
+        source.finish(entry)?;
     }
+    summary.warnings = source.into_warnings();
 
     let counting = tar.into_inner().map_err(w)?;
     summary.uncompressed_size = counting.count;
@@ -237,177 +132,210 @@ pub fn write_archive(
 enum EntryError {
     /// Reading the source tree failed.
     Source(io::Error),
-    /// Writing the archive failed.
+    /// Writing the archive failed (or the backup was cancelled).
     Sink(io::Error),
-    Cancelled,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Store one entry as `top/<its relative path>`; the tar crate writes any GNU long-name
+/// records, the header, the data and its padding.
 fn append_entry<W: Write>(
     tar: &mut tar::Builder<W>,
-    entry: &DirEntry,
-    name: &Path,
-    buf: &mut [u8],
-    hardlinks: &mut HashMap<(u64, u64), PathBuf>,
-    summary: &mut ArchiveSummary,
+    top: &Path,
+    entry: &mut SourceEntry,
     progress: &dyn Progress,
-    cancel: &Cancel,
 ) -> std::result::Result<(), EntryError> {
-    let path = entry.path();
-    let ft = entry.file_type();
-    let vanished = |summary: &mut ArchiveSummary| {
-        summary.warnings.push(format!(
-            "{} vanished while being backed up; skipped",
-            crate::names::shown(path)
-        ));
-    };
-    let meta = match entry.metadata() {
-        Ok(m) => m,
-        Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
-            vanished(summary);
-            return Ok(());
-        }
-        Err(e) => {
-            return Err(EntryError::Source(
-                e.into_io_error()
-                    .unwrap_or_else(|| io::Error::other("metadata")),
-            ));
-        }
-    };
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-    header.set_mode(meta.mode() & 0o7777);
-
-    if ft.is_dir() {
-        header.set_size(0);
-        tar.append_data(&mut header, name, io::empty())
-            .map_err(EntryError::Sink)?;
-        summary.dir_count += 1;
-    } else if ft.is_symlink() {
-        let target = match fs::read_link(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                vanished(summary);
-                return Ok(());
-            }
-            Err(e) => return Err(EntryError::Source(e)),
-        };
-        // Restore refuses links that leave the restored tree (SPEC §5: an archive must
-        // not be able to plant a path to /etc in the media the app serves). Archiving one
-        // would make a backup that looks good and cannot be restored; skip it loudly.
-        if !super::archive::link_stays_inside(name, &target) {
-            summary.warnings.push(format!(
-                "{} is a symlink to {} outside the storage tree; skipped (a restore refuses links that escape)",
-                crate::names::shown(path),
-                crate::names::shown(&target)
-            ));
-            return Ok(());
-        }
-        header.set_size(0);
-        tar.append_link(&mut header, name, &target)
-            .map_err(EntryError::Sink)?;
-        summary.file_count += 1;
-        progress.advance(0, 1);
-    } else if ft.is_file() {
-        let key = (meta.dev(), meta.ino());
-        if meta.nlink() > 1
-            && let Some(first) = hardlinks.get(&key)
-        {
-            header.set_entry_type(tar::EntryType::Link);
-            header.set_size(0);
-            tar.append_link(&mut header, name, first)
-                .map_err(EntryError::Sink)?;
-            summary.file_count += 1;
-            progress.advance(0, 1);
-            return Ok(());
-        }
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                vanished(summary);
-                return Ok(());
-            }
-            Err(e) => return Err(EntryError::Source(e)),
-        };
-        advise_sequential(&file);
-        // Describe the file as it is now that it is open; the size in the header is the
-        // number of bytes we will write, whatever happens to the file meanwhile.
-        let before = file.metadata().map_err(EntryError::Source)?;
-        header.set_metadata_in_mode(&before, tar::HeaderMode::Complete);
-        header.set_mode(before.mode() & 0o7777);
-        let size = before.len();
-        tar.append_data(&mut header, name, io::empty())
-            .map_err(EntryError::Sink)?;
-        let sink = tar.get_mut();
-        let mut remaining = size;
-        let mut short = false;
-        while remaining > 0 {
-            if cancel.is_cancelled() {
-                return Err(EntryError::Cancelled);
-            }
-            let want = remaining.min(buf.len() as u64) as usize;
-            let n = if short {
-                buf[..want].fill(0);
-                want
-            } else {
-                match file.read(&mut buf[..want]) {
-                    Ok(0) => {
-                        // Shrank while read: pad with zeros so the archive stays valid.
-                        short = true;
-                        buf[..want].fill(0);
-                        want
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(EntryError::Source(e)),
-                }
-            };
-            sink.write_all(&buf[..n]).map_err(EntryError::Sink)?;
-            remaining -= n as u64;
-            progress.advance(n as u64, 0);
-        }
-        let pad = (512 - (size % 512)) % 512;
-        sink.write_all(&[0u8; 512][..pad as usize])
-            .map_err(EntryError::Sink)?;
-        let after = file.metadata().map_err(EntryError::Source)?;
-        if short
-            || after.len() != size
-            || after.mtime() != before.mtime()
-            || after.mtime_nsec() != before.mtime_nsec()
-        {
-            summary.warnings.push(format!(
-                "{} changed while being backed up; the archived copy may be inconsistent",
-                crate::names::shown(path)
-            ));
-        }
-        if meta.nlink() > 1 {
-            hardlinks.insert(key, name.to_path_buf());
-        }
-        summary.file_count += 1;
-        progress.advance(0, 1);
+    let name = if entry.is_root() {
+        top.to_path_buf()
     } else {
-        let what = if ft.is_fifo() {
-            "FIFO"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_block_device() || ft.is_char_device() {
-            "device file"
-        } else {
-            "special file"
-        };
-        summary.warnings.push(format!(
-            "{} is a {what}; skipped",
-            crate::names::shown(path)
-        ));
+        top.join(&entry.rel)
+    };
+    match &mut entry.kind {
+        SourceKind::Dir => {
+            let mut header = header_for(&entry.meta, tar::EntryType::Directory, 0);
+            tar.append_data(&mut header, &name, io::empty())
+                .map_err(EntryError::Sink)
+        }
+        SourceKind::Symlink { target } => {
+            let mut header = header_for(&entry.meta, tar::EntryType::Symlink, 0);
+            tar.append_link(&mut header, &name, &*target)
+                .map_err(EntryError::Sink)
+        }
+        SourceKind::HardLink { target } => {
+            let mut header = header_for(&entry.meta, tar::EntryType::Link, 0);
+            tar.append_link(&mut header, &name, top.join(&*target))
+                .map_err(EntryError::Sink)
+        }
+        SourceKind::File(file) => {
+            let mut header = header_for(&entry.meta, tar::EntryType::Regular, entry.meta.size);
+            let body = ProgressReader {
+                inner: &mut *file,
+                progress,
+            };
+            tar.append_data(&mut header, &name, body)
+                .map_err(|e| match file.take_read_error() {
+                    Some(source) => EntryError::Source(source),
+                    None => EntryError::Sink(e),
+                })
+        }
     }
-    Ok(())
 }
 
-/// Tell the kernel we read front to back, so readahead grows (a hint; errors ignored).
-fn advise_sequential(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: posix_fadvise only reads the fd and plain integers.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+/// The GNU header of an entry, byte for byte what `Header::set_metadata_in_mode(meta,
+/// Complete)` made of the entry's `stat` (with the permission bits only in the mode).
+fn header_for(meta: &EntryMeta, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    // `as u64`, as the tar crate does: a time before 1970 becomes a huge number, which
+    // the header stores in GNU's binary form.
+    header.set_mtime(meta.mtime as u64);
+    header.set_uid(u64::from(meta.uid));
+    header.set_gid(u64::from(meta.gid));
+    header.set_mode(meta.mode);
+    header.set_entry_type(kind);
+    header.set_size(size);
+    if let Some(gnu) = header.as_gnu_mut() {
+        gnu.set_device_major(0);
+        gnu.set_device_minor(0);
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// What the writer put in a header before the source existed: the tar crate's own
+    /// description of the `stat`, with the permission bits only in the mode.
+    fn header_from_stat(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+        header.set_mode(std::os::unix::fs::MetadataExt::mode(meta) & 0o7777);
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header
+    }
+
+    #[test]
+    fn headers_are_the_ones_stat_gave() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("sub/file"), b"twelve bytes").unwrap();
+        fs::hard_link(root.join("sub/file"), root.join("twin")).unwrap();
+        symlink("sub/file", root.join("link")).unwrap();
+        // A time before 1970 takes the header's binary form.
+        let old = fs::File::options()
+            .write(true)
+            .open(root.join("sub/file"))
+            .unwrap();
+        old.set_modified(std::time::UNIX_EPOCH - std::time::Duration::from_secs(86_400))
+            .unwrap();
+        drop(old);
+
+        let mut source = StorageSource::new(&root, &[], Cancel::new()).unwrap();
+        let mut kinds = Vec::new();
+        while let Some(entry) = source.next() {
+            let entry = entry.unwrap();
+            let stat = if entry.is_root() {
+                fs::metadata(&entry.path).unwrap()
+            } else {
+                fs::symlink_metadata(&entry.path).unwrap()
+            };
+            let (kind, size) = match &entry.kind {
+                SourceKind::Dir => (tar::EntryType::Directory, 0),
+                SourceKind::Symlink { .. } => (tar::EntryType::Symlink, 0),
+                SourceKind::HardLink { .. } => (tar::EntryType::Link, 0),
+                SourceKind::File(_) => (tar::EntryType::Regular, stat.len()),
+            };
+            let ours = header_for(&entry.meta, kind, size);
+            let theirs = header_from_stat(&stat, kind, size);
+            assert_eq!(
+                ours.as_bytes(),
+                theirs.as_bytes(),
+                "{}",
+                entry.rel.display()
+            );
+            kinds.push((entry.rel.clone(), kind));
+            source.finish(entry).unwrap();
+        }
+        assert_eq!(
+            kinds,
+            vec![
+                (PathBuf::new(), tar::EntryType::Directory),
+                (PathBuf::from("link"), tar::EntryType::Symlink),
+                (PathBuf::from("sub"), tar::EntryType::Directory),
+                (PathBuf::from("sub/file"), tar::EntryType::Regular),
+                (PathBuf::from("twin"), tar::EntryType::Link),
+            ]
+        );
+        assert!(source.into_warnings().is_empty());
+    }
+
+    /// Cuts `victim` to a few bytes once its first bytes have been read.
+    struct TruncateMidRead {
+        victim: std::sync::Mutex<Option<PathBuf>>,
+    }
+
+    impl Progress for TruncateMidRead {
+        fn advance(&self, bytes: u64, _files: u64) {
+            if bytes > 0
+                && let Some(path) = self.victim.lock().unwrap().take()
+            {
+                let file = fs::File::options().write(true).open(path).unwrap();
+                file.set_len(100).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_archived_keeps_the_archive_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        fs::create_dir(&root).unwrap();
+        let size = 3 * 1024 * 1024 + 7;
+        fs::write(root.join("a"), vec![b'a'; size]).unwrap();
+        fs::write(root.join("b"), b"after").unwrap();
+        let out_path = dir.path().join("out.tar");
+        let out = fs::File::create(&out_path).unwrap();
+        let opts = ArchiveOptions {
+            compression: Compression::None,
+            level: 0,
+            threads: 1,
+            exclude: vec![],
+            precompressed: vec![],
+        };
+        let progress = TruncateMidRead {
+            victim: std::sync::Mutex::new(Some(root.join("a"))),
+        };
+        let (summary, _) =
+            write_archive(&root, out, &out_path, &opts, &progress, &Cancel::new()).unwrap();
+        assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+        assert!(summary.warnings[0].contains("changed while being backed up"));
+
+        let mut archive = tar::Archive::new(fs::File::open(&out_path).unwrap());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            let name = entry.path().unwrap().into_owned();
+            if name == Path::new("storage/a") {
+                assert_eq!(data.len(), size);
+                // What was read before the cut, then zeros.
+                assert!(data[..100].iter().all(|&b| b == b'a'));
+                assert!(data[data.len() - 4096..].iter().all(|&b| b == 0));
+            }
+            if name == Path::new("storage/b") {
+                assert_eq!(data, b"after");
+            }
+            seen.push(name);
+        }
+        assert_eq!(
+            seen,
+            ["storage", "storage/a", "storage/b"].map(PathBuf::from)
+        );
     }
 }
