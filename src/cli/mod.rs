@@ -3,6 +3,7 @@
 //! in [`load_config`]; nothing below looks at flags again.
 
 mod daemon;
+mod interrupt;
 mod output;
 mod progress;
 
@@ -183,17 +184,25 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Exit-code class (usage/config → 2) and the operator hint of an error.
-pub fn classify(err: &anyhow::Error) -> (bool, Option<String>) {
+/// The exit code of an error (cancelled by Ctrl-C → 130, usage/config → 2, else 1) and
+/// its operator hint.
+pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<Error>() {
-            return (e.is_usage(), e.hint());
-        }
-        if let Some(f) = cause.downcast_ref::<BackupFailure>() {
-            return (f.error.is_usage(), f.error.hint());
+        let ours = cause.downcast_ref::<Error>().or_else(|| {
+            cause
+                .downcast_ref::<BackupFailure>()
+                .map(|f| f.error.as_ref())
+        });
+        if let Some(e) = ours {
+            let code = match e {
+                Error::Cancelled => interrupt::EXIT_INTERRUPTED,
+                e if e.is_usage() => 2,
+                _ => 1,
+            };
+            return (code, e.hint());
         }
     }
-    (false, None)
+    (1, None)
 }
 
 /// The flags that shape the config, kept so the daemon can reload with the same ones.
@@ -243,7 +252,7 @@ fn cmd_create(
         kind,
         reason: None,
         progress: progress_for(&bar),
-        cancel: Cancel::new(),
+        cancel: interrupt::cancel_on_sigint(),
     };
     let result = create_backup(&job);
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
@@ -302,8 +311,11 @@ fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Resul
     if plan.in_place && !args.yes {
         confirm("Replace the live data as planned above?")?;
     }
+    // Only now: Ctrl-C at the question or during verification still ends it at once,
+    // with nothing written.
+    let cancel = interrupt::cancel_on_sigint();
     let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let report = restore::apply(&plan, config, progress_for(&bar), &Cancel::new())?;
+    let report = restore::apply(&plan, config, progress_for(&bar), &cancel)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -137,9 +137,13 @@ fn with_before_hook(
     lock: &BackupDirLock,
 ) -> std::result::Result<BackupReport, BackupFailure> {
     let hooks = &job.config.hooks;
+    let fail = |e| BackupFailure::new(job.kind, "before hook", e);
     if let Some(cmd) = &hooks.before {
-        run_hook("before", cmd, &[kind_env(job)], hooks.timeout.0)
-            .map_err(|e| BackupFailure::new(job.kind, "before hook", e))?;
+        let ran = run_hook("before", cmd, &[kind_env(job)], hooks.timeout.0);
+        // Ctrl-C on a terminal reaches the hook too: it died of the cancellation, so
+        // the failure is the cancellation, not the hook.
+        job.cancel.check().map_err(fail)?;
+        ran.map_err(fail)?;
     }
     create_backup_locked(job, catalog, lock)
 }
