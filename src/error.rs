@@ -68,6 +68,18 @@ pub enum Error {
     )]
     EmptyDatabase { path: PathBuf, bytes: u64 },
 
+    /// A source the config names (the database, the storage directory) is not there: the
+    /// backup fails (exit 1) and is recorded like any failure. Not a config error: the
+    /// path was right until the file went away. `at` locates the key ("config.toml, line 3").
+    #[error("the {what} {} does not exist{detail}", crate::names::shown(path))]
+    SourceMissing {
+        what: &'static str,
+        path: PathBuf,
+        key: String,
+        at: Option<String>,
+        detail: &'static str,
+    },
+
     /// A backup failed one of its checks.
     #[error("{} failed the {check} check: {detail}", crate::names::shown(path))]
     Verify {
@@ -217,6 +229,10 @@ impl Error {
                 "free space on the backup filesystem, lower [retention] keep_last and run `vertex-backup rotate`, or lower [backup] min_free_space; nothing was deleted"
                     .into(),
             ),
+            Error::SourceMissing { what, key, at, .. } => Some(format!(
+                "restore the {what} or correct `{key}`{} in the config; no backup was written",
+                at.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
+            )),
             Error::Verify { .. } => Some(
                 "this backup cannot be trusted; restore an older one (`vertex-backup verify --all` lists which are good)"
                     .into(),

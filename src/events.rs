@@ -75,6 +75,10 @@ pub enum Event {
     RestoreDone {
         backup: String,
     },
+    RestoreFailed {
+        backup: String,
+        error: String,
+    },
     Stale {
         kind: BackupKind,
         age: Option<Duration>,
@@ -120,6 +124,7 @@ impl Event {
             Event::BackupSucceeded { .. } | Event::VerifyPassed { .. } => "success",
             Event::BackupFailed { .. }
             | Event::RotationFailed { .. }
+            | Event::RestoreFailed { .. }
             | Event::VerifyFailed { .. } => "failure",
             Event::JobSkipped { .. } | Event::StateFileCorrupt { .. } => "warning",
             Event::Stale { .. } => "stale",
@@ -163,6 +168,9 @@ impl Event {
                 format!("restore drill FAILED: {}", failures.join("; "))
             }
             Event::RestoreDone { backup } => format!("restored {backup}"),
+            Event::RestoreFailed { backup, error } => {
+                format!("restore of {backup} FAILED: {error}")
+            }
             Event::Stale {
                 kind, age, max_age, ..
             } => format!(
@@ -219,13 +227,15 @@ impl Sink for LogSink {
         } else {
             tracing::info!(category = event.category(), "{line}");
         }
-        // Backup results are already logged by the engine; record the daemon's own.
+        // Backup, rotation and restore results are already journaled (by the engine, or
+        // by the worker for a job that panicked); record the daemon's own.
         if let Some(log) = &self.log {
             match event {
                 Event::BackupSucceeded { .. }
                 | Event::BackupFailed { .. }
                 | Event::RotationDone { .. }
-                | Event::RotationFailed { .. } => {}
+                | Event::RotationFailed { .. }
+                | Event::RestoreFailed { .. } => {}
                 e if e.is_bad() => log.warn(&format!("daemon: {line}")),
                 _ => log.info(&format!("daemon: {line}")),
             }

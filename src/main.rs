@@ -1,5 +1,6 @@
 //! The `vertex-backup` binary: parse the command line, run it, turn the outcome into an
-//! exit code (0 ok, 1 failed, 2 usage or configuration, 3 done with warnings), and print
+//! exit code (0 ok, 1 failed, 2 usage or configuration, 3 done with warnings, 130
+//! cancelled by Ctrl-C), and print
 //! the whole error chain plus what to do about it.
 
 mod cli;
@@ -10,12 +11,12 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
-            let (usage, hint) = cli::classify(&err);
+            let (code, hint) = cli::classify(&err);
             eprintln!("error: {}", vertex_backup::error_chain(err.as_ref()));
             if let Some(h) = hint {
                 eprintln!("hint: {h}");
             }
-            ExitCode::from(if usage { 2 } else { 1 })
+            ExitCode::from(code)
         }
     }
 }

@@ -492,6 +492,11 @@ pub fn format_message(event: &Event, host: &str) -> String {
         }
         Event::RotationFailed { error } => format!("❌ {h} · rotation FAILED\n{}", escape(error)),
         Event::RestoreDone { backup } => format!("♻️ {h} · restored {}", escape(backup)),
+        Event::RestoreFailed { backup, error } => format!(
+            "❌ {h} · restore of {} FAILED\n{}",
+            escape(backup),
+            escape(error)
+        ),
         Event::JobSkipped { job, reason } => {
             format!("⚠️ {h} · {job} job skipped: {}", escape(reason))
         }

@@ -225,9 +225,9 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         jobs,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        out!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        println!("backup directory: {}", status.backup_dir);
+        out!("backup directory: {}", status.backup_dir);
         for t in &status.types {
             let age = t
                 .age_seconds
@@ -237,22 +237,22 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 .max_age_seconds
                 .map(|s| format_duration(std::time::Duration::from_secs(s)))
                 .unwrap_or_else(|| "none".into());
-            println!(
+            out!(
                 "{:<9} newest: {} (age {age}, max_age {limit}){}",
                 t.kind.as_str(),
                 t.newest.as_deref().unwrap_or("-"),
                 if t.stale { "  STALE" } else { "" }
             );
             if let Some(f) = &t.last_failure {
-                println!(
+                out!(
                     "          last failure: {f}: {}",
                     t.last_failure_error.as_deref().unwrap_or("?")
                 );
             }
         }
-        println!("\njobs (time zone {}):", status.timezone);
+        out!("\njobs (time zone {}):", status.timezone);
         for j in &status.jobs {
-            println!(
+            out!(
                 "  {:<9} {:<16} next: {}   last run: {}{}",
                 j.job.as_str(),
                 j.schedule,

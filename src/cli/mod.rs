@@ -2,7 +2,21 @@
 //! subcommand into engine calls and printed output. Raw flags become a [`Config`] once,
 //! in [`load_config`]; nothing below looks at flags again.
 
+/// `out!` for command output, except that a closed stdout (`… | head -1`,
+/// `… | true`) is not a failure: the work is done and recorded whoever reads the report,
+/// so a broken pipe is ignored instead of panicking (exit 101) before, say, the rotation
+/// `create --max-backups` was asked for.
+macro_rules! out {
+    () => {
+        crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod daemon;
+mod interrupt;
 mod output;
 mod progress;
 
@@ -158,6 +172,17 @@ struct CheckConfigArgs {
     runs: usize,
 }
 
+/// Write command output to stdout; a reader that went away is ignored (see [`out!`]),
+/// any other write error is reported on stderr and otherwise ignored too.
+pub fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(text)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("warning: cannot write to standard output: {e}");
+    }
+}
+
 /// Parse flags, load the config, run the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -191,17 +216,25 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Exit-code class (usage/config → 2) and the operator hint of an error.
-pub fn classify(err: &anyhow::Error) -> (bool, Option<String>) {
+/// The exit code of an error (cancelled by Ctrl-C → 130, usage/config → 2, else 1) and
+/// its operator hint.
+pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<Error>() {
-            return (e.is_usage(), e.hint());
-        }
-        if let Some(f) = cause.downcast_ref::<BackupFailure>() {
-            return (f.error.is_usage(), f.error.hint());
+        let ours = cause.downcast_ref::<Error>().or_else(|| {
+            cause
+                .downcast_ref::<BackupFailure>()
+                .map(|f| f.error.as_ref())
+        });
+        if let Some(e) = ours {
+            let code = match e {
+                Error::Cancelled => interrupt::EXIT_INTERRUPTED,
+                e if e.is_usage() => 2,
+                _ => 1,
+            };
+            return (code, e.hint());
         }
     }
-    (false, None)
+    (1, None)
 }
 
 /// The flags that shape the config, kept so the daemon can reload with the same ones.
@@ -251,7 +284,7 @@ fn cmd_create(
         kind,
         reason: None,
         progress: progress_for(&bar),
-        cancel: Cancel::new(),
+        cancel: interrupt::cancel_on_sigint(),
     };
     let result = create_backup(&job);
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
@@ -269,7 +302,7 @@ fn cmd_create(
     vertex_backup::telegram::notify_blocking(config, &event, config.telegram.timeout.0);
     let report = result?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.metadata)?);
+        out!("{}", serde_json::to_string_pretty(&report.metadata)?);
     } else {
         output::print_created(&report);
     }
@@ -310,10 +343,13 @@ fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Resul
     if plan.in_place && !args.yes {
         confirm("Replace the live data as planned above?")?;
     }
+    // Only now: Ctrl-C at the question or during verification still ends it at once,
+    // with nothing written.
+    let cancel = interrupt::cancel_on_sigint();
     let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let report = restore::apply(&plan, config, progress_for(&bar), &Cancel::new())?;
+    let report = restore::apply(&plan, config, progress_for(&bar), &cancel)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         output::print_restored(&report);
     }
@@ -368,7 +404,7 @@ fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        out!("{}", serde_json::to_string_pretty(&reports)?);
     }
     record_verdicts(config, &reports);
     if reports.is_empty() {
@@ -405,7 +441,7 @@ fn record_verdicts(config: &Config, reports: &[verify::VerifyReport]) {
 fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let report = rotate::rotate(config, &RetentionPolicy::from(&config.retention), dry_run)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         output::print_rotation(&report);
     }
@@ -418,7 +454,7 @@ fn cmd_notify_test(config: &Config) -> anyhow::Result<ExitCode> {
         .build()?;
     match runtime.block_on(vertex_backup::telegram::send_test(config)) {
         Ok(chats) => {
-            println!(
+            out!(
                 "test message sent to {} chat(s): {}",
                 chats.len(),
                 chats
@@ -465,7 +501,7 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let free = vertex_backup::sys::available_space(catalog.root()).ok();
     let stats = Stats::compute(catalog.root(), &listing, &state, free);
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        out!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
         output::print_stats(&stats);
     }
@@ -481,10 +517,10 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
     }
     output::print_config(config);
     let now = chrono::Utc::now();
-    println!("\nschedule (time zone: {}):", config.schedule.timezone);
+    out!("\nschedule (time zone: {}):", config.schedule.timezone);
     for (name, sched) in config.jobs() {
         match sched {
-            JobSchedule::Off => println!("  {name:<9} off"),
+            JobSchedule::Off => out!("  {name:<9} off"),
             JobSchedule::Cron { expression, .. } => {
                 let next =
                     vertex_backup::schedule::next_runs(sched, config.schedule.timezone, now, runs);
@@ -492,13 +528,13 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|t| t.format("%a %Y-%m-%d %H:%M:%S %:z").to_string())
                     .collect();
-                println!("  {name:<9} {expression:<16} next: {}", times.join(", "));
+                out!("  {name:<9} {expression:<16} next: {}", times.join(", "));
             }
         }
     }
     if let Some(first) = problems.into_iter().next() {
         return Err(first.into());
     }
-    println!("\nconfiguration OK");
+    out!("\nconfiguration OK");
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use vertex_backup::engine::verify::VerifyReport;
 use vertex_backup::units::{format_bytes, format_duration, plural};
 
 pub fn print_created(r: &BackupReport) {
-    println!(
+    out!(
         "{} backup created: {} ({}, {}, {})",
         r.kind,
         r.path.display(),
@@ -20,7 +20,7 @@ pub fn print_created(r: &BackupReport) {
         format_duration(std::time::Duration::from_millis(r.metadata.duration_ms))
     );
     for p in &r.parts {
-        println!(
+        out!(
             "  part: {} ({}, sha256 {})",
             p.path.display(),
             format_bytes(p.metadata.file_size),
@@ -28,19 +28,19 @@ pub fn print_created(r: &BackupReport) {
         );
     }
     if r.parts.is_empty() {
-        println!("  sha256 {}", r.metadata.checksum);
+        out!("  sha256 {}", r.metadata.checksum);
     }
     if let Some(ic) = &r.metadata.integrity_check {
-        println!("  integrity check: {ic}");
+        out!("  integrity check: {ic}");
     }
     if !r.cleaned.is_empty() {
-        println!(
+        out!(
             "  removed {} leftover file(s) of an interrupted run",
             r.cleaned.len()
         );
     }
     if let Some(free) = r.free_after {
-        println!("  free space left: {}", format_bytes(free));
+        out!("  free space left: {}", format_bytes(free));
     }
     for w in r.warnings() {
         eprintln!("warning: {w}");
@@ -74,11 +74,15 @@ fn note(e: &BackupEntry) -> String {
 
 pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
     if entries.is_empty() {
-        println!("no backups");
+        out!("no backups");
     } else {
-        println!(
+        out!(
             "{:<9} {:<40} {:>10} {:>7}  {:<25} NOTE",
-            "TYPE", "NAME", "SIZE", "FILES", "CREATED"
+            "TYPE",
+            "NAME",
+            "SIZE",
+            "FILES",
+            "CREATED"
         );
         for e in entries {
             let name = e
@@ -86,7 +90,7 @@ pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            println!(
+            out!(
                 "{:<9} {:<40} {:>10} {:>7}  {:<25} {}",
                 e.kind.as_str(),
                 name,
@@ -98,45 +102,45 @@ pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
         }
     }
     if !leftovers.is_empty() {
-        println!(
+        out!(
             "\n{} file(s) that are not backups (interrupted runs; removed by the next backup or rotate):",
             leftovers.len()
         );
         for l in leftovers {
-            println!("  {}", l.display());
+            out!("  {}", l.display());
         }
     }
 }
 
 pub fn print_list_json(entries: &[&BackupEntry]) -> anyhow::Result<()> {
     let rows: Vec<ListRow> = entries.iter().map(|e| ListRow::new(e)).collect();
-    println!("{}", serde_json::to_string_pretty(&rows)?);
+    out!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(())
 }
 
 pub fn print_stats(s: &Stats) {
-    println!("backup directory: {}", s.backup_dir);
-    println!(
+    out!("backup directory: {}", s.backup_dir);
+    out!(
         "total: {} backups, {}",
         s.total_backups,
         format_bytes(s.total_size)
     );
     for (kind, k) in &s.by_type {
-        println!("\n{kind}: {} backups, {}", k.count, format_bytes(k.size));
+        out!("\n{kind}: {} backups, {}", k.count, format_bytes(k.size));
         if k.parts_of_full > 0 {
-            println!("  parts of full backups: {}", k.parts_of_full);
+            out!("  parts of full backups: {}", k.parts_of_full);
         }
         if k.pre_restore > 0 {
-            println!("  pre-restore safety copies: {}", k.pre_restore);
+            out!("  pre-restore safety copies: {}", k.pre_restore);
         }
         if let Some(n) = &k.newest {
-            println!("  newest: {} ({})", n.name, n.created_at);
+            out!("  newest: {} ({})", n.name, n.created_at);
         }
         if let Some(o) = &k.oldest {
-            println!("  oldest: {} ({})", o.name, o.created_at);
+            out!("  oldest: {} ({})", o.name, o.created_at);
         }
         if let Some(f) = &k.last_failure {
-            println!(
+            out!(
                 "  last failure: {} at \"{}\": {}",
                 f.at,
                 f.step.as_deref().unwrap_or("?"),
@@ -145,25 +149,26 @@ pub fn print_stats(s: &Stats) {
         }
     }
     if s.incomplete > 0 || s.leftovers > 0 {
-        println!(
+        out!(
             "\nincomplete backups: {}, leftover files: {}",
-            s.incomplete, s.leftovers
+            s.incomplete,
+            s.leftovers
         );
     }
     if let Some(free) = s.free_space {
-        println!("\nfree space: {}", format_bytes(free));
+        out!("\nfree space: {}", format_bytes(free));
     }
 }
 
 pub fn print_config(c: &Config) {
     match &c.file {
-        Some(f) => println!("config: {}", f.display()),
-        None => println!("config: built-in defaults (no file found)"),
+        Some(f) => out!("config: {}", f.display()),
+        None => out!("config: built-in defaults (no file found)"),
     }
-    println!("database:   {}", c.paths.database.display());
-    println!("storage:    {}", c.paths.storage.display());
-    println!("backup_dir: {}", c.paths.backup_dir.display());
-    println!(
+    out!("database:   {}", c.paths.database.display());
+    out!("storage:    {}", c.paths.storage.display());
+    out!("backup_dir: {}", c.paths.backup_dir.display());
+    out!(
         "backup:     {} level {}, {} threads, integrity check {:?}, min free {}",
         c.backup.compression.name(),
         c.backup.compression_level,
@@ -172,7 +177,7 @@ pub fn print_config(c: &Config) {
         format_bytes(c.backup.min_free_space.0)
     );
     let r = &c.retention;
-    println!(
+    out!(
         "retention:  keep_last {}{}{}{}{}",
         r.keep_last,
         r.keep_daily
@@ -190,13 +195,13 @@ pub fn print_config(c: &Config) {
     );
     let tg = &c.telegram;
     match (&tg.bot_token, tg.chat_ids.is_empty()) {
-        (Some(_), false) => println!(
+        (Some(_), false) => out!(
             "telegram:   token set, {} chat(s), notify on {}",
             tg.chat_ids.len(),
             tg.notify_on.join(", ")
         ),
-        (Some(_), true) => println!("telegram:   token set but no chat_ids: nothing will be sent"),
-        (None, _) => println!("telegram:   off (no bot token)"),
+        (Some(_), true) => out!("telegram:   token set but no chat_ids: nothing will be sent"),
+        (None, _) => out!("telegram:   off (no bot token)"),
     }
     let api = &c.api;
     if api.enabled {
@@ -205,37 +210,37 @@ pub fn print_config(c: &Config) {
         } else {
             "NO TOKEN: the API will not start"
         };
-        println!("api:        {} ({token})", api.listen);
+        out!("api:        {} ({token})", api.listen);
     } else {
-        println!("api:        disabled");
+        out!("api:        disabled");
     }
 }
 
 pub fn print_restore_plan(plan: &RestorePlan, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(plan)?);
+        out!("{}", serde_json::to_string_pretty(plan)?);
         return Ok(());
     }
-    println!(
+    out!(
         "restore plan for {} ({}):",
         plan.backup.display(),
         plan.kind
     );
     for (i, line) in plan.describe().iter().enumerate() {
-        println!("  {}. {line}", i + 1);
+        out!("  {}. {line}", i + 1);
     }
     Ok(())
 }
 
 pub fn print_restored(r: &RestoreReport) {
     if let Some(d) = &r.database {
-        println!("database restored into {}", d.target.display());
+        out!("database restored into {}", d.target.display());
         if let Some(s) = &d.safety_copy {
-            println!("  the previous database was saved as {}", s.display());
+            out!("  the previous database was saved as {}", s.display());
         }
     }
     if let Some(s) = &r.storage {
-        println!(
+        out!(
             "storage restored into {} ({} entries, {} files, {})",
             s.target.display(),
             s.entries,
@@ -243,10 +248,10 @@ pub fn print_restored(r: &RestoreReport) {
             format_bytes(s.bytes)
         );
         if let Some(p) = &s.previous_tree {
-            println!("  the previous tree was kept as {}", p.display());
+            out!("  the previous tree was kept as {}", p.display());
         }
     }
-    println!(
+    out!(
         "restore completed in {}{}",
         format_duration(std::time::Duration::from_millis(r.duration_ms)),
         if r.verified {
@@ -260,7 +265,7 @@ pub fn print_restored(r: &RestoreReport) {
 pub fn print_verify_line(r: &VerifyReport) {
     if r.ok {
         let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
-        println!(
+        out!(
             "OK    {:<9} {}  [{}] ({}, {})",
             r.kind.as_str(),
             r.name,
@@ -269,7 +274,7 @@ pub fn print_verify_line(r: &VerifyReport) {
             format_duration(std::time::Duration::from_millis(r.duration_ms))
         );
     } else {
-        println!(
+        out!(
             "FAIL  {:<9} {}  {}",
             r.kind.as_str(),
             r.name,
@@ -281,7 +286,7 @@ pub fn print_verify_line(r: &VerifyReport) {
 pub fn print_rotation(r: &RotateReport) {
     let verb = if r.dry_run { "would delete" } else { "deleted" };
     for d in &r.plan.keep {
-        println!(
+        out!(
             "keep    {:<9} {}  ({})",
             d.kind.as_str(),
             d.id,
@@ -289,7 +294,7 @@ pub fn print_rotation(r: &RotateReport) {
         );
     }
     for d in &r.plan.delete {
-        println!(
+        out!(
             "{}  {:<9} {}",
             if r.dry_run { "would delete" } else { "delete" },
             d.kind.as_str(),
@@ -297,19 +302,19 @@ pub fn print_rotation(r: &RotateReport) {
         );
     }
     for d in &r.plan.ignored {
-        println!(
+        out!(
             "skip    {:<9} {}  (incomplete or failed verification: not counted, not deleted; inspect it)",
             d.kind.as_str(),
             d.id
         );
     }
     if !r.cleaned.is_empty() {
-        println!(
+        out!(
             "removed {} leftover file(s) of interrupted runs",
             r.cleaned.len()
         );
     }
-    println!(
+    out!(
         "rotation: {verb} {} backup(s), {} freed, {} kept{}",
         r.plan.delete.len(),
         format_bytes(r.freed_bytes),

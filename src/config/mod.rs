@@ -5,6 +5,7 @@
 //! live data (does the database exist?) are in [`Config::check_sources`].
 
 mod lines;
+mod ranges;
 mod types;
 
 use std::collections::BTreeMap;
@@ -410,6 +411,7 @@ impl Config {
         }
         cfg.apply_env(env)?;
         cfg.validate()?;
+        cfg.check_ranges()?;
         Ok(cfg)
     }
 
@@ -576,24 +578,42 @@ impl Config {
         Ok(())
     }
 
-    /// Only a path that is missing or of the wrong kind is a config error (exit 2); one
-    /// the service may not reach is an I/O error naming the cause ("Permission denied",
-    /// exit 1) — `is_file()` would report both as "does not exist".
-    fn check_source(&self, path: &Path, key: &str, what: &str, dir: bool) -> Result<()> {
+    /// A path of the wrong kind is a config error (exit 2); a missing one is a failed
+    /// backup naming what is missing ([`Error::SourceMissing`], exit 1: the path may have
+    /// been right until the file went away); one the service may not reach is an I/O
+    /// error naming the cause ("Permission denied", exit 1) — `is_file()` would report all
+    /// three as "does not exist".
+    fn check_source(&self, path: &Path, key: &str, what: &'static str, dir: bool) -> Result<()> {
         let wrong = |how: &str| {
             self.key_error(
                 key,
                 format!("the {what} {} {how}", crate::names::shown(path)),
             )
         };
+        let missing = |detail| {
+            let parts: Vec<&str> = key.split('.').collect();
+            let line = key_line(&self.source, &parts);
+            let at = match (&self.file, line) {
+                (Some(f), Some(l)) => Some(format!("{}, line {l}", crate::names::shown(f))),
+                (Some(f), None) => Some(crate::names::shown(f).to_string()),
+                (None, _) => None,
+            };
+            Error::SourceMissing {
+                what,
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                at,
+                detail,
+            }
+        };
         match std::fs::metadata(path) {
             Ok(m) if (dir && m.is_dir()) || (!dir && m.is_file()) => Ok(()),
             Ok(_) if dir => Err(wrong("is not a directory")),
             Ok(_) => Err(wrong("is not a file")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(wrong("does not exist")),
-            // A component of the path is a file (`/etc/hosts/app.db`): a wrong path too.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing("")),
+            // A component of the path is a file (`/etc/hosts/app.db`).
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                Err(wrong("does not exist (a part of its path is a file)"))
+                Err(missing(" (a part of its path is a file)"))
             }
             Err(e) => Err(Error::io("reach", path, e)),
         }

@@ -138,3 +138,47 @@ fn the_documented_example_parses() {
     let c = Config::parse(text, None, Path::new("/srv/app/config"), &no_env).unwrap();
     assert_eq!(c.retention.keep_last, 7);
 }
+
+/// Issue 13, item 7: every duration and size key is range-checked at load, naming the key
+/// and its line (`busy_timeout = "30d"` used to pass and then panic inside SQLite).
+#[test]
+fn every_duration_and_size_key_out_of_range_names_key_and_line() {
+    for (text, key) in [
+        ("[backup]\nbusy_timeout = \"30d\"\n", "backup.busy_timeout"),
+        (
+            "[backup]\nmin_free_space = \"2000 TiB\"\n",
+            "backup.min_free_space",
+        ),
+        (
+            "[retention]\nkeep_within = \"0s\"\n",
+            "retention.keep_within",
+        ),
+        (
+            "[schedule]\nshutdown_grace = \"400d\"\n",
+            "schedule.shutdown_grace",
+        ),
+        (
+            "[alerts]\nmax_age = { full = \"100000d\" }\n",
+            "alerts.max_age.full",
+        ),
+        (
+            "[alerts]\nmax_age = { database = \"0s\" }\n",
+            "alerts.max_age.database",
+        ),
+        (
+            "[alerts]\nmax_age = { storage = \"0s\" }\n",
+            "alerts.max_age.storage",
+        ),
+        ("[telegram]\ntimeout = \"0s\"\n", "telegram.timeout"),
+        ("[hooks]\ntimeout = \"1000y\"\n", "hooks.timeout"),
+    ] {
+        let e = parse(&format!("# range\n{text}")).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(line_of_err(&e), Some(3), "{text}: {msg}");
+        assert!(msg.contains(&format!("`{key}`")), "{text}: {msg}");
+        assert!(msg.contains("out of range"), "{text}: {msg}");
+    }
+    // The bounds themselves are accepted.
+    parse("[backup]\nbusy_timeout = \"1h\"\nmin_free_space = \"1024 TiB\"\n[hooks]\ntimeout = \"1d\"\n")
+        .unwrap();
+}

@@ -100,33 +100,65 @@ pub fn catalog_for(config: &Config) -> Catalog {
     )
 }
 
-/// Take a backup: the whole protocol, lock included.
+/// Take a backup: the whole protocol, lock included. Whatever step fails — the source
+/// check and the lock included — the outcome goes the same way: the `on_error` hook runs
+/// and `backup.log` and the state file record it.
 pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, BackupFailure> {
-    let fail = |step, error| BackupFailure::new(job.kind, step, error);
+    let catalog = catalog_for(job.config);
+    // The lock is held until the outcome is recorded, so hooks and journal see it.
+    let (mut result, _lock) = match check_and_lock(job, &catalog) {
+        Ok(lock) => (with_before_hook(job, &catalog, &lock), Some(lock)),
+        Err(f) => (Err(f), None),
+    };
+    run_outcome_hook(job, &mut result);
+    record_outcome(&catalog, job.kind.as_str(), &result);
+    result
+}
+
+fn check_and_lock(
+    job: &BackupJob,
+    catalog: &Catalog,
+) -> std::result::Result<BackupDirLock, BackupFailure> {
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     job.config
         .check_sources(job.kind)
-        .map_err(|e| fail("check sources", e))?;
-    let catalog = catalog_for(job.config);
-    let lock = catalog
+        .map_err(fail("check sources"))?;
+    catalog
         .lock(&format!("create {}", job.kind))
-        .map_err(|e| fail("lock the backup directory", e))?;
+        .map_err(fail("lock the backup directory"))
+}
+
+fn kind_env(job: &BackupJob) -> (&'static str, String) {
+    ("VERTEX_BACKUP_TYPE", job.kind.as_str().to_string())
+}
+
+fn with_before_hook(
+    job: &BackupJob,
+    catalog: &Catalog,
+    lock: &BackupDirLock,
+) -> std::result::Result<BackupReport, BackupFailure> {
     let hooks = &job.config.hooks;
-    let kind_env = ("VERTEX_BACKUP_TYPE", job.kind.as_str().to_string());
-    let mut result = match &hooks.before {
-        Some(cmd) => run_hook(
-            "before",
-            cmd,
-            std::slice::from_ref(&kind_env),
-            hooks.timeout.0,
-        )
-        .map_err(|e| fail("before hook", e)),
-        None => Ok(()),
+    let fail = |e| BackupFailure::new(job.kind, "before hook", e);
+    if let Some(cmd) = &hooks.before {
+        let ran = run_hook("before", cmd, &[kind_env(job)], hooks.timeout.0);
+        // Ctrl-C on a terminal reaches the hook too: it died of the cancellation, so
+        // the failure is the cancellation, not the hook.
+        job.cancel.check().map_err(fail)?;
+        ran.map_err(fail)?;
     }
-    .and_then(|()| create_backup_locked(job, &catalog, &lock));
-    match (&mut result, &hooks.after, &hooks.on_error) {
+    create_backup_locked(job, catalog, lock)
+}
+
+/// `after` on success (its failure is a warning), `on_error` on failure.
+fn run_outcome_hook(
+    job: &BackupJob,
+    result: &mut std::result::Result<BackupReport, BackupFailure>,
+) {
+    let hooks = &job.config.hooks;
+    match (result, &hooks.after, &hooks.on_error) {
         (Ok(report), Some(cmd), _) => {
             let env = [
-                kind_env,
+                kind_env(job),
                 ("VERTEX_BACKUP_FILE", report.path.display().to_string()),
             ];
             if let Err(e) = run_hook("after", cmd, &env, hooks.timeout.0) {
@@ -135,7 +167,7 @@ pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, Backu
         }
         (Err(f), _, Some(cmd)) => {
             let env = [
-                kind_env,
+                kind_env(job),
                 ("VERTEX_BACKUP_STEP", f.step.to_string()),
                 ("VERTEX_BACKUP_ERROR", crate::error_chain(&f.error)),
             ];
@@ -145,8 +177,6 @@ pub fn create_backup(job: &BackupJob) -> std::result::Result<BackupReport, Backu
         }
         _ => {}
     }
-    record_outcome(&catalog, job.kind.as_str(), &result);
-    result
 }
 
 /// Take a backup while the caller already holds the lock (a restore's safety copy).
@@ -471,8 +501,9 @@ pub fn parts_checksum(parts: &[PartRef]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Journal the outcome: `backup.log` and the state file (we hold the lock).
-fn record_outcome(
+/// Journal the outcome: `backup.log` and the state file (under the lock when we got it;
+/// the state file has its own update lock for when we did not).
+pub fn record_outcome(
     catalog: &Catalog,
     key: &str,
     result: &std::result::Result<BackupReport, BackupFailure>,

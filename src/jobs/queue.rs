@@ -14,7 +14,10 @@ use crate::engine::Cancel;
 use crate::events::EventSender;
 use crate::kind::JobName;
 
-use super::run::{JobOutcome, run_job};
+use super::run::{JobOutcome, crashed, run_job};
+
+/// What the worker calls to run one job: [`run_job`], or a stand-in in tests.
+type Runner = fn(&Config, &Work, &Cancel, &EventSender) -> JobOutcome;
 
 /// Why a job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,16 @@ pub fn start(
     finished: mpsc::UnboundedSender<Finished>,
     stop: tokio_util::sync::CancellationToken,
 ) -> (Queue, tokio::task::JoinHandle<()>) {
+    start_with(config, events, finished, stop, run_job)
+}
+
+fn start_with(
+    config: watch::Receiver<Arc<Config>>,
+    events: EventSender,
+    finished: mpsc::UnboundedSender<Finished>,
+    stop: tokio_util::sync::CancellationToken,
+    runner: Runner,
+) -> (Queue, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
     let queue = Queue {
         tx,
@@ -153,8 +166,14 @@ pub fn start(
             tracing::info!("{key}: job started ({})", describe(&req, &cfg));
             let ev = events.clone();
             let work = req.work.clone();
-            let outcome =
-                tokio::task::spawn_blocking(move || run_job(&cfg, &work, &cancel, &ev)).await;
+            let outcome = tokio::task::spawn_blocking(move || {
+                // A panic is caught here, on the blocking thread, so that it is journaled
+                // and alerted like any failure (file writes stay off the runtime).
+                let run = std::panic::AssertUnwindSafe(|| runner(&cfg, &work, &cancel, &ev));
+                std::panic::catch_unwind(run)
+                    .unwrap_or_else(|p| crashed(&cfg, &work, &panic_message(p.as_ref()), &ev))
+            })
+            .await;
             *q.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
             q.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             let outcome = match outcome {
@@ -180,6 +199,15 @@ pub fn start(
     (queue, handle)
 }
 
+/// The text a panic was raised with (`panic!("...")` carries a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// Why a job runs, for its start line: "schedule, slot 2026-11-27 06:00:00 +03:00".
 fn describe(req: &Request, cfg: &Config) -> String {
     let slot = || cfg.schedule.timezone.format(&req.slot);
@@ -187,5 +215,112 @@ fn describe(req: &Request, cfg: &Config) -> String {
         Trigger::Schedule => format!("schedule, slot {}", slot()),
         Trigger::CatchUp => format!("catch-up, slot {}", slot()),
         Trigger::Manual => "requested through the API".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Sink, dispatcher};
+    use crate::kind::JobName;
+
+    struct Collect(Arc<Mutex<Vec<Event>>>);
+    impl Sink for Collect {
+        fn handle(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    fn panics(_: &Config, _: &Work, _: &Cancel, _: &EventSender) -> JobOutcome {
+        panic!("boom inside the engine")
+    }
+
+    /// Issue 13, item 7: a panic used to become `Crashed` silently — no event, no
+    /// `backup.log` line, no state.
+    #[test]
+    fn a_job_that_panics_is_journaled_and_alerted_like_any_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        std::fs::create_dir(&backups).unwrap();
+        let text = format!("[paths]\nbackup_dir = \"{}\"\n", backups.display());
+        let cfg = Config::parse(&text, None, dir.path(), &|_| None).unwrap();
+        let catalog = crate::engine::backup::catalog_for(&cfg);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let sink: Arc<dyn Sink> = Arc::new(Collect(seen.clone()));
+            let (events, dispatched) = dispatcher(vec![sink], 16);
+            let (_config_tx, config_rx) = watch::channel(Arc::new(cfg));
+            let (finished_tx, _finished_rx) = mpsc::unbounded_channel();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (queue, worker) = start_with(config_rx, events, finished_tx, stop.clone(), panics);
+            for work in [
+                Work::Job(JobName::Database),
+                Work::Rotate { keep_last: None },
+                Work::Restore {
+                    path: dir.path().join("db_backup_20260101_000000.db"),
+                    verify: true,
+                },
+                Work::Job(JobName::Verify),
+            ] {
+                let (reply, outcome) = oneshot::channel();
+                let req = Request {
+                    work,
+                    trigger: Trigger::Manual,
+                    slot: Utc::now(),
+                    reply: Some(reply),
+                };
+                queue.submit(req).unwrap();
+                let outcome = outcome.await.unwrap();
+                assert!(matches!(&outcome, JobOutcome::Crashed(m) if m.contains("boom")));
+            }
+            stop.cancel();
+            worker.await.unwrap();
+            drop(queue);
+            dispatched.await.unwrap();
+        });
+
+        let events = seen.lock().unwrap();
+        let failed = |pred: &dyn Fn(&Event) -> bool| events.iter().any(pred);
+        assert!(
+            failed(
+                &|e| matches!(e, Event::BackupFailed { job: JobName::Database, error, .. } if error.contains("boom"))
+            ),
+            "{events:#?}"
+        );
+        assert!(
+            failed(&|e| matches!(e, Event::RotationFailed { error } if error.contains("boom"))),
+            "{events:#?}"
+        );
+        assert!(
+            failed(&|e| matches!(e, Event::RestoreFailed { error, .. } if error.contains("boom"))),
+            "{events:#?}"
+        );
+        assert!(
+            failed(
+                &|e| matches!(e, Event::VerifyFailed { failures } if failures[0].contains("boom"))
+            ),
+            "{events:#?}"
+        );
+        assert!(
+            events.iter().all(|e| e.category() == "failure"),
+            "{events:#?}"
+        );
+
+        let log = std::fs::read_to_string(backups.join("backup.log")).unwrap();
+        for prefix in ["create database: failed", "rotate: failed", "restore "] {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("ERROR") && l.contains(prefix) && l.contains("boom")),
+                "no ERROR line {prefix:?} in backup.log:\n{log}"
+            );
+        }
+        let state = catalog.load_state();
+        let failure = state
+            .get("database")
+            .and_then(|r| r.last_failure.clone())
+            .expect("no last_failure");
+        assert_eq!(failure.step.as_deref(), Some("internal error"));
+        assert!(failure.error.unwrap_or_default().contains("boom"));
     }
 }

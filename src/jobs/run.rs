@@ -4,9 +4,12 @@
 use chrono::{Local, SecondsFormat, Utc};
 
 use super::queue::Work;
+use crate::catalog::Outcome;
 use crate::catalog::Verdict;
 use crate::config::Config;
-use crate::engine::backup::{BackupFailure, BackupJob, BackupReport, catalog_for, create_backup};
+use crate::engine::backup::{
+    BackupFailure, BackupJob, BackupReport, catalog_for, create_backup, record_outcome,
+};
 use crate::engine::restore::{RestoreReport, apply, plan_restore};
 use crate::engine::rotate::{RotateReport, rotate};
 use crate::engine::verify::{Selection, VerifyReport, select, verify_entry};
@@ -120,15 +123,81 @@ fn restore_job(
 ) -> JobOutcome {
     let result = plan_restore(config, path, None, verify)
         .and_then(|plan| apply(&plan, config, &Silent, cancel));
-    if result.is_ok() {
-        events.send(Event::RestoreDone {
-            backup: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        });
-    }
+    let backup = backup_name(path);
+    events.send(match &result {
+        Ok(_) => Event::RestoreDone { backup },
+        Err(e) => Event::RestoreFailed {
+            backup,
+            error: crate::error_chain(e),
+        },
+    });
     JobOutcome::Restore(Box::new(result))
+}
+
+fn backup_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A job that panicked (a bug) is a failure like any other: its `backup.log` ERROR line,
+/// its state record (for a backup, `last_failure` of its type) and its failure event,
+/// which Telegram and the metrics see. The engine's own journaling never ran — the panic
+/// unwound past it — so it is done here.
+pub fn crashed(config: &Config, work: &Work, panic: &str, events: &EventSender) -> JobOutcome {
+    let error = Error::Internal(format!("the job panicked: {panic}"));
+    let chain = crate::error_chain(&error);
+    let catalog = catalog_for(config);
+    let failed = |key: &str, line: String| {
+        let outcome = Outcome {
+            step: Some("internal error".into()),
+            error: Some(chain.clone()),
+            ..Default::default()
+        };
+        catalog.journal(key, false, &line, outcome);
+    };
+    match work {
+        Work::Job(job) => match job.backup_kind() {
+            Some(kind) => {
+                let result = Err(BackupFailure::new(kind, "internal error", error));
+                record_outcome(&catalog, kind.as_str(), &result);
+                let next = next_runs(
+                    config.schedule.of(*job),
+                    config.schedule.timezone,
+                    Utc::now(),
+                    1,
+                );
+                events.send(backup_event(config, kind, &result, next.first().copied()));
+            }
+            None if *job == JobName::Rotate => {
+                failed("rotate", format!("rotate: failed: {chain}"));
+                events.send(Event::RotationFailed {
+                    error: chain.clone(),
+                });
+            }
+            // The drill journals nothing itself; its failure event is logged by LogSink.
+            None => events.send(Event::VerifyFailed {
+                failures: vec![chain.clone()],
+            }),
+        },
+        Work::Rotate { .. } => {
+            failed("rotate", format!("rotate: failed: {chain}"));
+            events.send(Event::RotationFailed {
+                error: chain.clone(),
+            });
+        }
+        Work::Restore { path, .. } => {
+            failed(
+                "restore",
+                format!("restore {}: failed: {chain}", path.display()),
+            );
+            events.send(Event::RestoreFailed {
+                backup: backup_name(path),
+                error: chain.clone(),
+            });
+        }
+    }
+    JobOutcome::Crashed(panic.to_string())
 }
 
 /// The restore drill: verify the newest backup of each type, remember the verdicts.

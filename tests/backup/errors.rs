@@ -51,24 +51,73 @@ fn bad_cron_expression_is_a_usage_error_naming_its_line() {
     assert_nothing_written(&app);
 }
 
+/// Issue 13, item 8: a missing database is a failed backup (exit 1), not a config error,
+/// and it is recorded like every other failure: an ERROR line in `backup.log`, the state's
+/// `last_failure` (so `stats` shows it) and the `on_error` hook.
 #[test]
-fn missing_database_is_a_usage_error_naming_the_path() {
+fn missing_database_fails_with_exit_1_naming_the_path_and_is_recorded() {
     let app = TestApp::new();
     for sfx in ["", "-wal", "-shm"] {
         let mut p = app.db.as_os_str().to_owned();
         p.push(sfx);
         let _ = fs::remove_file(PathBuf::from(p));
     }
+    let marker = app.root.join("on_error.ran");
+    app.write_config_raw(&app.config_text(
+        "",
+        &format!(
+            "[hooks]\non_error = \"echo \\\"$VERTEX_BACKUP_STEP\\\" >> '{}'\"\n",
+            marker.display()
+        ),
+    ));
     for kind in ["database", "full"] {
         let r = app.run(["create", "--type", kind]);
-        r.assert_code(2);
+        r.assert_code(1);
         assert!(
             r.stderr.contains(app.db.to_str().unwrap()),
             "the error does not name {}\n{}",
             app.db.display(),
             r.describe()
         );
+        assert!(
+            r.stderr.contains("database") && r.stderr.contains("does not exist"),
+            "the error does not say the database is missing\n{}",
+            r.describe()
+        );
+        assert!(
+            !r.stderr.contains("invalid configuration") && !r.stderr.contains("fix the file"),
+            "a missing database is not a configuration mistake\n{}",
+            r.describe()
+        );
+        let log = app.backup_log();
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains(&format!("create {kind}"))
+                && l.contains("does not exist")),
+            "no ERROR line for the {kind} backup in backup.log:\n{log}"
+        );
+        let state = read_json(&app.backups.join("vertex-backup.state.json"));
+        let failure = &state["runs"][kind]["last_failure"];
+        assert_eq!(failure["step"], "check sources", "state: {state:#}");
+        assert!(
+            failure["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("does not exist"),
+            "state: {state:#}"
+        );
     }
+    let ran = fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        ["check sources", "check sources"],
+        "the on_error hook did not run once per failed backup"
+    );
+    let stats = app.stats();
+    assert!(
+        stats["last_failure"].is_object(),
+        "stats shows no last failure: {stats:#}"
+    );
     assert_nothing_written(&app);
     assert!(app.list().is_empty());
     assert!(!app.db.exists(), "the missing database was created");
@@ -170,4 +219,26 @@ fn a_failing_before_hook_fails_the_backup_with_exit_1() {
     );
     assert!(r.stderr.contains("hint:"), "{}", r.describe());
     assert!(app.list().is_empty());
+}
+
+/// Issue 13, item 7: `busy_timeout = "30d"` passed `check-config`, then every backup
+/// panicked inside SQLite ("too big"). Duration and size keys are range-checked at load.
+#[test]
+fn an_out_of_range_busy_timeout_is_refused_at_load_naming_key_and_line() {
+    let app = TestApp::new();
+    let text = app.config_text("busy_timeout = \"30d\"", "");
+    app.write_config_raw(&text);
+    let line = line_of(&text, "busy_timeout");
+    for args in [&["check-config"][..], &["create", "--type", "database"][..]] {
+        let r = app.run(args);
+        r.assert_code(2);
+        assert!(
+            r.stderr.contains("busy_timeout")
+                && r.stderr.contains(&format!("line {line}"))
+                && r.stderr.contains("out of range"),
+            "{}",
+            r.describe()
+        );
+    }
+    assert_nothing_written(&app);
 }

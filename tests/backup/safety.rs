@@ -179,3 +179,97 @@ fn create_while_the_lock_is_held_fails_naming_the_holder() {
     app.create("database");
     assert_eq!(app.list().len(), 1);
 }
+
+/// Issue 13, item 16: Ctrl-C killed `create` at once, leaving its `.partial` and no log
+/// line. Now SIGINT cancels like the daemon's SIGTERM: nothing kept, a "cancelled"
+/// failure in `backup.log` and the state file, exit 130. The `before` hook holds the
+/// backup until the signal is in, so the interruption is deterministic.
+#[test]
+fn sigint_cancels_create_cleanly_logs_it_and_exits_130() {
+    let app = TestApp::new();
+    let started = app.root.join("hook.started");
+    let go = app.root.join("hook.go");
+    app.write_config_raw(&app.config_text(
+        "",
+        &format!(
+            "[hooks]\nbefore = \"touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done\"\n",
+            started.display(),
+            go.display()
+        ),
+    ));
+    let child = app.spawn(["create", "--type", "full"]);
+    poll_until(Duration::from_secs(30), "the before hook to start", || {
+        started.exists()
+    });
+    child.signal(libc::SIGINT);
+    // The signal reached only the binary (a terminal would signal the hook too); let the
+    // hook end so the engine reaches its next cancellation check.
+    fs::write(&go, b"").unwrap();
+    let r = child.wait(Duration::from_secs(60));
+    assert_eq!(r.code(), Some(130), "{}", r.describe());
+    assert!(r.stderr.contains("cancelled"), "{}", r.describe());
+    assert_nothing_written(&app);
+    assert!(app.list().is_empty(), "a cancelled backup is listed");
+    let log = app.backup_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("create full") && l.contains("cancelled")),
+        "no cancelled line in backup.log:\n{log}"
+    );
+    let state = read_json(&app.backups.join("vertex-backup.state.json"));
+    let error = state["runs"]["full"]["last_failure"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("cancelled"), "state: {state:#}");
+}
+
+/// A pipe whose read end is already closed: every write to the other end gets EPIPE,
+/// the way `create … | head -1` looks once `head` has exited.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two fresh descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: fds[0] and fds[1] are open and owned by nobody else.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) });
+    std::process::Stdio::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) })
+}
+
+/// Issue 13, item 10: `create … --max-backups 1 | head -1` panicked (exit 101) on the
+/// closed stdout after writing the backup, and skipped the rotation it was asked for.
+#[test]
+fn a_closed_stdout_does_not_fail_create_nor_skip_its_rotation() {
+    let app = TestApp::new();
+    app.create("database");
+    app.create("database");
+    for json in [false, true] {
+        let mut cmd = app.command(["create", "--type", "database", "--max-backups", "1"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .stdout(closed_pipe())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json {json}: {stderr}");
+        assert!(!stderr.contains("panicked"), "json {json}: {stderr}");
+        assert_eq!(
+            app.list_of("database").len(),
+            1,
+            "json {json}: the rotation was skipped"
+        );
+    }
+    let list = app
+        .command(["list"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(
+        list.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+}
