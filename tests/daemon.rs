@@ -705,14 +705,10 @@ fn sd_notify_reports_ready_status_reloading_and_stopping() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
-    let has_analyze = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_analyze {
-        eprintln!(
-            "SKIPPED the_systemd_unit_passes_systemd_analyze_verify: systemd-analyze is not installed"
-        );
+    if !require(
+        "systemd-analyze",
+        runs_ok("systemd-analyze", &["--version"]),
+    ) {
         return;
     }
     let unit_src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/vertex-backup.service");
