@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs vertex-backup as a systemd service: the binary, /etc/vertex-backup (the config
 # and the environment file, readable by the service user, never overwritten), the backup
-# directory and the unit. README.md "Install under systemd" runs it; tests/daemon.rs runs
+# directory and the unit. README.md "Install under systemd" runs it; tests/install.rs runs
 # it into a scratch root and checks what it installed.
 #
 # usage: scripts/install.sh [--root DIR] [--bin FILE] [--owner USER:GROUP]
