@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -705,55 +705,15 @@ fn sd_notify_reports_ready_status_reloading_and_stopping() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
-    let has_analyze = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_analyze {
-        eprintln!(
-            "SKIPPED the_systemd_unit_passes_systemd_analyze_verify: systemd-analyze is not installed"
-        );
+    if !require(
+        "systemd-analyze",
+        runs_ok("systemd-analyze", &["--version"]),
+    ) {
         return;
     }
     let unit_src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/vertex-backup.service");
     let unit = fs::read_to_string(&unit_src).unwrap();
-    let exec_start: Vec<&str> = unit
-        .lines()
-        .filter(|l| l.starts_with("ExecStart="))
-        .collect();
-    assert_eq!(exec_start.len(), 1, "{unit}");
-    let (_, args) = exec_start[0]
-        .trim_start_matches("ExecStart=")
-        .split_once(' ')
-        .expect("ExecStart= has arguments");
-    let rewritten = unit.replace(exec_start[0], &format!("ExecStart={BIN} {args}"));
-    assert!(
-        rewritten.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
-        "{rewritten}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vertex-backup.service");
-    fs::write(&path, &rewritten).unwrap();
-
-    let r = tool("systemd-analyze", ["verify".as_ref(), path.as_os_str()]);
-    let output = format!("{}{}", r.stdout, r.stderr);
-    let complaints: Vec<&str> = output
-        .lines()
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("vertex-backup")
-                || [
-                    "error", "warn", "unknown", "invalid", "ignoring", "failed", "not ",
-                ]
-                .iter()
-                .any(|w| l.contains(w))
-        })
-        .collect();
-    assert!(
-        r.code() == Some(0) && complaints.is_empty(),
-        "systemd-analyze verify complains about the unit:\n{complaints:#?}\n{}",
-        r.describe()
-    );
+    crate::install::assert_unit_verifies(&unit, Path::new(BIN));
 }
 
 // ---------------------------------------------------------------------------------------

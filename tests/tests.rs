@@ -12,6 +12,7 @@ mod faults;
 mod format;
 mod fuzz;
 mod hostile;
+mod install;
 mod pressure;
 mod restore;
 mod rotate;

@@ -156,11 +156,7 @@ const COMMIT_SYSCALLS: [&str; 4] = ["rename", "fsync", "unlink", "ftruncate"];
 
 #[test]
 fn sigkill_at_each_commit_syscall_leaves_only_complete_verified_backups() {
-    if let Err(why) = strace_usable() {
-        skipped(
-            "sigkill_at_each_commit_syscall_leaves_only_complete_verified_backups",
-            &format!("strace cannot trace here: {why}"),
-        );
+    if !require("strace, able to trace", strace_usable()) {
         return;
     }
     let app = TestApp::new();

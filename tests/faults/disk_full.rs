@@ -17,27 +17,27 @@ fn add_tiny_files(app: &TestApp, count: usize) {
     }
 }
 
-/// A tmpfs of 8 MiB over `app.backups`, or why not.
-fn backup_tmpfs(app: &TestApp) -> Result<Mount, String> {
-    if !is_root() {
-        return Err("not root: cannot mount a size-limited tmpfs".into());
+/// A tmpfs of 8 MiB over `app.backups`; `None` when the test cannot mount one (skipped,
+/// or failed under CI).
+fn backup_tmpfs(app: &TestApp) -> Option<Mount> {
+    let mounted = root("mount a size-limited tmpfs")
+        .and_then(|()| Mount::tmpfs(&app.backups, "8m"))
+        .map_err(|e| format!("cannot mount a tmpfs: {e}"));
+    match mounted {
+        Ok(m) => Some(m),
+        Err(why) => {
+            require("root and mount(8), for a size-limited tmpfs", Err(why));
+            None
+        }
     }
-    Mount::tmpfs(&app.backups, "8m").map_err(|e| format!("cannot mount a tmpfs: {e}"))
 }
 
 #[test]
 fn a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups() {
     let fake = FakeBotApi::start(&[], Some(Reply::Ok));
     let app = TestApp::new();
-    let _mount = match backup_tmpfs(&app) {
-        Ok(m) => m,
-        Err(why) => {
-            skipped(
-                "a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups",
-                &why,
-            );
-            return;
-        }
+    let Some(_mount) = backup_tmpfs(&app) else {
+        return;
     };
     app.write_config_raw(&app.config_text(
         "compression = \"none\"",
@@ -116,15 +116,8 @@ fn a_full_disk_fails_the_write_naming_the_path_and_keeps_older_backups() {
 #[test]
 fn the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed() {
     let app = TestApp::new();
-    let _mount = match backup_tmpfs(&app) {
-        Ok(m) => m,
-        Err(why) => {
-            skipped(
-                "the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed",
-                &why,
-            );
-            return;
-        }
+    let Some(_mount) = backup_tmpfs(&app) else {
+        return;
     };
     app.create("database");
     let older = backup_hashes(&app);

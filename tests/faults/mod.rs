@@ -10,8 +10,9 @@
 //! partial file left, and the next run works.
 //!
 //! Mounts (tmpfs, read-only bind mounts) and running the binary as another user need
-//! root; without root those cases print why they were skipped (or fall back to `chmod`
-//! where that is equivalent). The strace-driven test skips when strace cannot trace.
+//! root, the kill-at-each-syscall test needs strace: without them a test says why it was
+//! skipped, and fails under CI (`require` in tests/util), or falls back to `chmod` where
+//! that is equivalent.
 //!
 //! One submodule per fault: `crash`, `disk_full`, `backup_dir`, `sources`; the helpers
 //! they share live here.
@@ -41,16 +42,6 @@ mod sources;
 
 /// Deadline for one run of the binary that is expected to fail fast.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Say why a test did not run (visible with `--nocapture` and in CI logs).
-fn skipped(test: &str, why: &str) {
-    eprintln!("SKIPPED faults::{test}: {why}");
-}
 
 /// SplitMix64: a tiny deterministic generator, so every run kills at the same fractions.
 struct SplitMix64(u64);

@@ -9,8 +9,10 @@ mod app;
 mod daemon;
 mod files;
 mod process;
+mod require;
 
 pub use app::*;
 pub use daemon::*;
 pub use files::*;
 pub use process::*;
+pub use require::*;
