@@ -22,9 +22,14 @@ struct Api {
 
 impl Api {
     fn start(app: &TestApp, extra: &str) -> Api {
+        Api::start_with(app, &format!("token = \"{TOKEN}\"\n{extra}"))
+    }
+
+    /// The daemon with `api_lines` in its `[api]` section (which listens on a free port).
+    fn start_with(app: &TestApp, api_lines: &str) -> Api {
         app.write_config_raw(&app.config_text(
             "",
-            &format!("{NO_SCHEDULE}[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{extra}"),
+            &format!("{NO_SCHEDULE}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}"),
         ));
         let daemon = app.spawn(["daemon"]);
         let base = poll_for(Duration::from_secs(20), "the API to listen", || {
@@ -538,5 +543,220 @@ fn a_job_whose_client_hung_up_still_records_its_outcome() {
     });
     assert_eq!(state, "succeeded");
     assert_eq!(app.list_of("storage").len(), 1);
+    api.stop();
+}
+
+/// The admin panel's cookie authorises a form another site makes the browser post only if
+/// the request proves it comes from the API's own origin; a Bearer header (which no other
+/// site can make a browser send) is not asked; bodies that are not JSON get 415.
+#[test]
+fn a_cross_site_form_post_with_the_cookie_is_refused_and_rotates_nothing() {
+    let app = TestApp::new();
+    app.create("database");
+    app.create("database");
+    let api = Api::start(&app, "");
+    let host = api.base.trim_start_matches("http://").to_string();
+    let cookie = format!("authToken={TOKEN}");
+    let rotate = api.url("/backups/rotate?max_backups=1");
+    let form = |origin: Option<&str>, site: Option<&str>| {
+        let mut r = api
+            .http
+            .post(&rotate)
+            .header("Cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("max_backups=1");
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("Sec-Fetch-Site", s);
+        }
+        r.send().unwrap()
+    };
+    for (origin, site) in [
+        (Some("https://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+        (Some(&*api.base), Some("same-site")),
+    ] {
+        let r = form(origin, site);
+        assert_eq!(r.status(), 403, "{origin:?} {site:?}");
+        assert!(detail(&r.json().unwrap()).contains("cross-site request refused"));
+    }
+    assert_eq!(app.list_of("database").len(), 2, "nothing was rotated");
+
+    // From the API's own origin, the cookie is enough — for a JSON body or none; a form
+    // body is not JSON.
+    let r = form(Some(&api.base), Some("same-origin"));
+    assert_eq!(r.status(), 415);
+    assert!(detail(&r.json().unwrap()).contains("must be JSON"));
+    let r = api
+        .http
+        .post(api.url("/backups/create"))
+        .header("Cookie", &cookie)
+        .header("Origin", format!("http://{host}"))
+        .header("content-type", "text/plain")
+        .body("{\"type\": \"database\"}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        app.list_of("database").len(),
+        2,
+        "nothing was created or rotated"
+    );
+    let r = api
+        .http
+        .post(&rotate)
+        .header("Cookie", &cookie)
+        .header("Origin", format!("http://{host}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["removed"], 1);
+    assert_eq!(app.list_of("database").len(), 1);
+
+    // Bearer: whatever Origin says (a script with the token is not a forged form).
+    app.create("database");
+    let r = api
+        .http
+        .post(&rotate)
+        .bearer_auth(TOKEN)
+        .header("Origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.list_of("database").len(), 1);
+    // Reading with the cookie from anywhere is unchanged (a browser does not show another
+    // site the answer).
+    let r = api
+        .http
+        .get(api.url("/backups/stats"))
+        .header("Cookie", &cookie)
+        .header("Origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api.stop();
+}
+
+/// A body declared larger than 64 KiB is refused with 413 from its head alone, before
+/// the server reads (or waits for) any of it.
+#[test]
+fn a_body_over_64_kib_gets_413() {
+    use std::io::{Read, Write};
+    let app = TestApp::new();
+    let api = Api::start(&app, "");
+    let host = api.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&host).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /backups/create HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"type\": ",
+        64 * 1024 + 1
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Up to the end of the answer's JSON body (the connection may stay open).
+    while !answer.ends_with(b"}") {
+        let n = conn
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer to an oversized body: {e}"));
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than 64 KiB"), "{answer}");
+
+    // A whole one, through a client: 413 too (or a reset while the client still sends).
+    let big = format!("{{\"type\": \"{}\"}}", "x".repeat(70 * 1024));
+    match api
+        .http
+        .post(api.url("/backups/create"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+    {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => eprintln!("oversized body: connection closed early ({e})"),
+    }
+    assert!(app.list_of("database").is_empty() && app.list_of("full").is_empty());
+    api.stop();
+}
+
+/// An edited token applies on SIGHUP: the new one works and the old one is refused from
+/// the first request after "configuration reloaded"; a reload to an unusable token file
+/// refuses everyone (503, saying why) rather than keep the old token.
+#[test]
+fn a_new_api_token_applies_on_sighup() {
+    let app = TestApp::new();
+    let token_file = app.path().join("api-token");
+    let old = "old-token-0123456789abcdef";
+    let new = "new-token-fedcba9876543210";
+    std::fs::write(&token_file, format!("{old}\n")).unwrap();
+    let api = Api::start_with(
+        &app,
+        &format!("token_file = \"{}\"\n", token_file.display()),
+    );
+    let stats = |token: &str| {
+        let r = api
+            .http
+            .get(api.url("/backups/stats"))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    assert_eq!(stats(old).0, 200);
+    assert_eq!(stats(new).0, 401);
+    let daemon = api.daemon.as_ref().unwrap();
+    let reloads = || {
+        daemon
+            .stderr_so_far()
+            .matches("configuration reloaded")
+            .count()
+    };
+    let reload = || {
+        let before = reloads();
+        daemon.signal(libc::SIGHUP);
+        poll_for(Duration::from_secs(10), "the reload", || {
+            (reloads() > before).then_some(())
+        });
+    };
+
+    std::fs::write(&token_file, format!("{new}\n")).unwrap();
+    reload();
+    assert_eq!(stats(new).0, 200, "the new token applies");
+    let (s, e) = stats(old);
+    assert_eq!(s, 401, "the old token is refused: {e}");
+
+    std::fs::remove_file(&token_file).unwrap();
+    reload();
+    for token in [old, new] {
+        let (s, e) = stats(token);
+        assert_eq!(s, 503, "{e}");
+        assert!(detail(&e).contains("no usable token"), "{e}");
+    }
+    assert!(
+        daemon
+            .stderr_so_far()
+            .contains("the reloaded configuration has no usable token"),
+        "{}",
+        daemon.stderr_so_far()
+    );
+    // Health needs no token and still answers.
+    assert_eq!(
+        api.http.get(api.url("/health")).send().unwrap().status(),
+        200
+    );
+    std::fs::write(&token_file, format!("{new}\n")).unwrap();
+    reload();
+    assert_eq!(stats(new).0, 200);
     api.stop();
 }

@@ -45,6 +45,20 @@ impl<'r> ToResponse<'r> for Unauthorized {
     }
 }
 
+/// The 503 every authenticated route can answer, one component referring to `Error`.
+pub struct Unavailable;
+
+impl<'r> ToResponse<'r> for Unavailable {
+    fn response() -> (&'r str, RefOr<Response>) {
+        let error = <ErrorBody as ToSchema>::name();
+        let response = json_response(
+            "The request took too long, or the reloaded configuration has no usable API token",
+            &error,
+        );
+        ("Unavailable", response.into())
+    }
+}
+
 /// What the job endpoints (create, restore, rotate) answer besides their own 200.
 pub struct JobAnswers;
 
@@ -61,6 +75,26 @@ impl IntoResponses for JobAnswers {
             ("400", json_response("Bad input", &error).into()),
             ("401", unauthorized),
             (
+                "403",
+                json_response(
+                    "Cross-site: authenticated by the authToken cookie, but Origin or Sec-Fetch-Site names another site",
+                    &error,
+                )
+                .into(),
+            ),
+            (
+                "408",
+                json_response("The request body did not arrive in time", &error).into(),
+            ),
+            (
+                "413",
+                json_response("The request body is larger than 64 KiB", &error).into(),
+            ),
+            (
+                "415",
+                json_response("The request body is not JSON (Content-Type: application/json)", &error).into(),
+            ),
+            (
                 "409",
                 json_response("The same job is already queued or running", &error).into(),
             ),
@@ -70,7 +104,11 @@ impl IntoResponses for JobAnswers {
             ),
             (
                 "503",
-                json_response("The daemon is shutting down", &error).into(),
+                json_response(
+                    "The daemon is shutting down, or the reloaded configuration has no usable API token",
+                    &error,
+                )
+                .into(),
             ),
         ]
         .into_iter()

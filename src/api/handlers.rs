@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::bodies::{
     Accepted, Created, ErrorBody, HealthBody, JobAnswers, Listed, Restored, Rotated, Unauthorized,
+    Unavailable,
 };
 use super::jobs::JobRecord;
 use super::{ApiContext, ApiError};
@@ -91,8 +92,14 @@ fn backup_type_filter() -> utoipa::openapi::Object {
         .build()
 }
 
+/// A body the `Json` extractor refused: 415 if it is not declared JSON, 413 if too large
+/// (the status axum gives those), 400 for JSON that does not parse or fit.
 fn bad_json(e: JsonRejection) -> ApiError {
-    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
+    let status = match e.status() {
+        s @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE) => s,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError(status, format!("invalid JSON body: {}", e.body_text()))
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
@@ -275,6 +282,7 @@ pub async fn create(
         (status = 200, description = "The backups, with where they are and whether they are complete", body = Listed),
         (status = 400, description = "Unknown backup_type", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
         (status = 500, description = "The backup directory could not be listed", body = ErrorBody),
     ),
 )]
@@ -319,6 +327,7 @@ pub async fn list(
     responses(
         (status = 200, description = "Statistics (total_backups and total_size_mb as the seed's client reads them)", body = Stats),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
         (status = 500, description = "The backup directory could not be listed", body = ErrorBody),
     ),
 )]
@@ -489,6 +498,7 @@ pub async fn rotate(
         (status = 200, description = "The job", body = JobRecord),
         (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
         (status = 404, description = "Unknown job (only the last 200 are kept)", body = ErrorBody),
     ),
 )]
@@ -544,6 +554,7 @@ pub async fn health(State(ctx): State<Arc<ApiContext>>) -> Response {
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
         (status = 500, description = "The metrics could not be gathered", body = ErrorBody),
     ),
 )]
@@ -577,6 +588,7 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, Api
     responses(
         (status = 200, description = "OpenAPI 3 document", body = Object),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
     ),
 )]
 pub async fn openapi() -> Response {

@@ -1,23 +1,28 @@
 //! The REST API inside the daemon (SPEC §9): the seed's `/backups/*` endpoints for the
 //! admin panel, `/health`, Prometheus `/metrics`, and `/openapi.json`. Long work (create,
-//! restore, rotate) goes through the daemon's one queue. Auth is the admin panel's
-//! `authToken` cookie or `Authorization: Bearer`, compared in constant time; errors are
-//! FastAPI-style `{"detail": "..."}` JSON.
+//! restore, rotate) goes through the daemon's one queue. Auth (auth.rs) is the admin
+//! panel's `authToken` cookie or `Authorization: Bearer`; request bodies are JSON, read in
+//! full and bounded here; connections are bounded in serve.rs. Errors are FastAPI-style
+//! `{"detail": "..."}` JSON.
 
+mod auth;
 mod bodies;
 mod handlers;
 mod jobs;
 pub mod openapi;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,10 +31,15 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::jobs::Queue;
 use crate::status::{Health, Metrics};
+pub use auth::api_token;
+use auth::{LiveToken, require_auth};
 pub use jobs::JobRegistry;
 
 /// Largest request body accepted (the API takes small JSON objects only).
 const BODY_LIMIT: usize = 64 * 1024;
+/// How long a client may take to send a body once its request head is in: a half-sent
+/// body must not hold a connection (and a descriptor) for ever.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Non-job requests that take longer than this are answered 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +50,7 @@ pub struct ApiContext {
     pub jobs: JobRegistry,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
-    token: String,
+    token: LiveToken,
 }
 
 /// An error answered as `{"detail": "..."}` with its status.
@@ -53,83 +63,94 @@ impl ApiError {
     }
 }
 
+/// Whether a `Content-Type` is JSON (`application/json` or `application/…+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Why a body was not read.
+enum BodyRefused {
+    TooLarge,
+    Unreadable(axum::Error),
+}
+
+/// The whole body, refused as soon as it exceeds [`BODY_LIMIT`].
+async fn collect_body(body: Body) -> Result<Bytes, BodyRefused> {
+    let mut stream = body.into_data_stream();
+    let mut collected = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyRefused::Unreadable)?;
+        if collected.len() + chunk.len() > BODY_LIMIT {
+            return Err(BodyRefused::TooLarge);
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.into())
+}
+
+/// Every request body read in full before a handler runs: at most [`BODY_LIMIT`] (413,
+/// from `Content-Length` before reading when it says so), within [`BODY_READ_TIMEOUT`]
+/// (408), and JSON (415) — the API takes nothing else, and a form another site posts
+/// cannot be JSON without the browser asking first (CORS preflight).
+async fn read_body(req: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+        )
+        .into_response()
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return too_large();
+    }
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, collect_body(body)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyRefused::TooLarge)) => return too_large(),
+        Ok(Err(BodyRefused::Unreadable(e))) => {
+            return ApiError::bad_request(format!("the request body could not be read: {e}"))
+                .into_response();
+        }
+        Err(_) => {
+            return ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+            )
+            .into_response();
+        }
+    };
+    if !bytes.is_empty() && !is_json(&parts.headers) {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON, sent with `Content-Type: application/json`".into(),
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, axum::Json(bodies::ErrorBody { detail: self.1 })).into_response()
     }
-}
-
-/// The token the API requires, from `[api] token`, `token_file` or the environment.
-pub fn api_token(config: &Config) -> Result<String, String> {
-    if let Some(t) = &config.api.token {
-        return Ok(t.expose().trim().to_string()).and_then(non_empty);
-    }
-    if let Some(f) = &config.api.token_file {
-        return std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read [api] token_file {}: {e}", f.display()))
-            .map(|t| t.trim().to_string())
-            .and_then(non_empty);
-    }
-    Err("no API token: set [api] token_file (or token, or $VERTEX_BACKUP_API_TOKEN), or [api] enabled = false".into())
-}
-
-fn non_empty(t: String) -> Result<String, String> {
-    if t.len() < 16 {
-        Err("the API token is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 32`)".into())
-    } else {
-        Ok(t)
-    }
-}
-
-/// Compare without an early exit, so response time does not reveal how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0
-}
-
-/// The token a request carries: `Authorization: Bearer …` or the `authToken` cookie.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    {
-        return Some(t.trim().to_string());
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == "authToken").then(|| v.trim().to_string())
-        })
-}
-
-async fn require_auth(State(ctx): State<Arc<ApiContext>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let public =
-        path == "/health" || (path == "/metrics" && ctx.config.borrow().api.metrics_public);
-    if !public {
-        let ok = presented_token(req.headers())
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), ctx.token.as_bytes()));
-        if !ok {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "not authenticated: send the API token as `Authorization: Bearer TOKEN` or the authToken cookie".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// Bound the time of everything but the job endpoints (which wait for their job).
@@ -179,26 +200,24 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             )
         })
         .layer(middleware::from_fn(limit_time))
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn_with_state(ctx.clone(), require_auth))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(ctx)
 }
 
-/// Bind and serve until `shutdown`. Returns the bound address once listening, or why the
-/// API is not started (no token, address in use) — the daemon keeps running either way.
+/// Bind and serve until `shutdown`. Returns the bound address and the most connections
+/// held at once, or why the API is not started (no token, address in use) — the daemon
+/// keeps running either way.
 pub async fn start(
     config: watch::Receiver<Arc<Config>>,
     queue: Queue,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let cfg = config.borrow().clone();
-    let listen = cfg.api.listen;
-    // `token_file` is read on the blocking pool, like every file the daemon reads.
-    let token = tokio::task::spawn_blocking(move || api_token(&cfg))
-        .await
-        .map_err(|e| format!("reading the API token failed: {e}"))??;
+) -> Result<(SocketAddr, usize, tokio::task::JoinHandle<()>), String> {
+    let listen = config.borrow().api.listen;
+    let token = LiveToken::start(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -212,15 +231,9 @@ pub async fn start(
         token,
     });
     let app = router(ctx);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("the REST API stopped: {e}");
-        }
-    });
-    Ok((addr, task))
+    let bound = serve::connection_bound();
+    let task = tokio::spawn(serve::serve(listener, app, bound, shutdown));
+    Ok((addr, bound, task))
 }
 
 #[cfg(test)]
@@ -263,25 +276,5 @@ mod tests {
         .collect();
         routes.sort();
         assert_eq!(documented, routes);
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abcdef", b"abcdef"));
-        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
-        assert!(!constant_time_eq(b"abc", b"abcdef"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
-
-    #[test]
-    fn tokens_from_header_or_cookie() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            "theme=dark; authToken=s3cret; x=y".parse().unwrap(),
-        );
-        assert_eq!(presented_token(&h).as_deref(), Some("s3cret"));
-        h.insert(header::AUTHORIZATION, "Bearer tok".parse().unwrap());
-        assert_eq!(presented_token(&h).as_deref(), Some("tok"));
     }
 }

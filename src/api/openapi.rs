@@ -1,7 +1,7 @@
 //! The OpenAPI document served at `/openapi.json`, generated: its paths come from the
 //! `#[utoipa::path]` annotations of the handlers the router registers (one `routes!` list
 //! builds both), its schemas from the types the handlers answer with. This module owns the
-//! rest — title, server, the two ways to authenticate, the shared 401.
+//! rest — title, server, the two ways to authenticate, the shared 401 and 503.
 
 use std::sync::LazyLock;
 
@@ -9,7 +9,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::bodies::{Accepted, ErrorBody, Unauthorized};
+use super::bodies::{Accepted, ErrorBody, Unauthorized, Unavailable};
 
 /// Name of the `Authorization: Bearer` scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -26,7 +26,7 @@ pub const COOKIE: &str = "cookie";
     // Either scheme is enough: two requirements, not one requiring both.
     security(("bearer" = []), ("cookie" = [])),
     // Accepted is named by JobAnswers, which (unlike a body = …) does not register it.
-    components(schemas(ErrorBody, Accepted), responses(Unauthorized)),
+    components(schemas(ErrorBody, Accepted), responses(Unauthorized, Unavailable)),
     modifiers(&SecuritySchemes),
 )]
 pub struct ApiDoc;

@@ -38,6 +38,7 @@ pub fn init_tracing(daemon: bool) {
 
 pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     return_freed_buffers_to_the_system();
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("vertex-backup")
@@ -104,8 +105,10 @@ async fn start_api(
         metrics,
     } = services;
     match vertex_backup::api::start(config, queue, health, metrics, shutdown).await {
-        Ok((addr, task)) => {
-            tracing::info!("REST API listening on http://{addr}");
+        Ok((addr, bound, task)) => {
+            tracing::info!(
+                "REST API listening on http://{addr} (at most {bound} connections at once)"
+            );
             Some(task)
         }
         Err(why) => {
@@ -128,6 +131,38 @@ fn return_freed_buffers_to_the_system() {
     // SAFETY: mallopt only sets an allocator parameter (glibc's default value, fixed).
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Raise the soft open-file limit to the hard one (systemd's default soft limit is 1024,
+/// its hard limit far higher; the unit sets both). The REST API holds at most a quarter
+/// of the soft limit in sockets, so the higher it is, the further the scheduler's own
+/// files (lock, database, archives, hook pipes) are from "Too many open files".
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which outlives the calls.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+    };
+    if !raised {
+        // The lower limit stays; the API's connection bound follows it.
+        tracing::warn!(
+            "cannot raise the open-file limit from {} to {}: {}",
+            limit.rlim_cur,
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -5,6 +5,8 @@
 //! - 200 REST API requests in parallel (50 threads × 4) while a backup runs: no 5xx, no
 //!   connection error, 409 for a job already queued or running, never two jobs at once,
 //!   and the daemon's peak RSS bounded — and back near its start once the jobs are done;
+//! - more idle and half-sent connections than the API holds, under a small open-file
+//!   limit: scheduled backups still succeed, idle connections are closed, /health answers;
 //! - a storm of 50 SIGHUPs in a second while the config file flips between two valid
 //!   schedules (and, in a second test, through broken ones): the daemon keeps running,
 //!   ends on the last schedule written, keeps one timer per job and never panics;
@@ -31,6 +33,7 @@ use serde_json::{Value, json};
 use crate::util::*;
 
 mod api_storm;
+mod connection_flood;
 mod sighup_storm;
 
 const TOKEN: &str = "pressure-token-0123456789abcdef";

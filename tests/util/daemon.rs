@@ -3,6 +3,7 @@
 //! that plays systemd's part.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,8 +53,15 @@ pub struct Daemon<'a> {
 impl<'a> Daemon<'a> {
     /// `vertex-backup --config … daemon` with `NOTIFY_SOCKET` set, not yet waited for.
     pub fn spawn(app: &'a TestApp) -> Daemon<'a> {
+        Self::spawn_with(app, |_| {})
+    }
+
+    /// [`Daemon::spawn`] with `configure` applied to the command first (environment,
+    /// resource limits).
+    pub fn spawn_with(app: &'a TestApp, configure: impl FnOnce(&mut Command)) -> Daemon<'a> {
         let notify = NotifyListener::bind();
         let mut cmd = app.command(["daemon"]);
+        configure(&mut cmd);
         cmd.env("NOTIFY_SOCKET", notify.path())
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
@@ -67,7 +75,12 @@ impl<'a> Daemon<'a> {
 
     /// Start the daemon and wait for `READY=1`.
     pub fn start(app: &'a TestApp) -> Daemon<'a> {
-        let mut d = Self::spawn(app);
+        Self::start_with(app, |_| {})
+    }
+
+    /// [`Daemon::start`] with `configure` applied to the command first.
+    pub fn start_with(app: &'a TestApp, configure: impl FnOnce(&mut Command)) -> Daemon<'a> {
+        let mut d = Self::spawn_with(app, configure);
         d.poll(START_TIMEOUT, "READY=1 on the notify socket", |d| {
             d.notify.find_line(0, "READY=1").is_some()
         });
