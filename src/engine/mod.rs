@@ -7,12 +7,14 @@ pub mod archive;
 pub mod backup;
 pub mod compression;
 pub mod database;
+pub mod entry_tree;
 pub mod extract;
 pub mod hashing;
 pub mod hooks;
 pub mod output;
 pub mod restore;
 pub mod rotate;
+pub mod staged_tree;
 pub mod storage;
 pub mod verify;
 

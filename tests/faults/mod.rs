@@ -34,6 +34,7 @@ use crate::util::*;
 mod backup_dir;
 mod crash;
 mod disk_full;
+mod restore_swap;
 mod sources;
 
 // ---------------------------------------------------------------------------------------
