@@ -9,6 +9,7 @@ mod lock;
 mod metadata;
 mod oplog;
 mod parts;
+mod restore_staging;
 mod state;
 mod stats;
 mod store;
@@ -29,6 +30,7 @@ pub use lock::{BackupDirLock, LOCK_FILE};
 pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
 pub use oplog::{LOG_FILE, OperationLog};
 pub use parts::{BackupParts, Part, PartRole};
+pub use restore_staging::{RESTORE_STAGING_FILE, RestoreStaging, node_id};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
 pub use stats::{KindStats, Stats};
 pub use store::{
@@ -126,7 +128,8 @@ impl<'a> ListRow<'a> {
 pub struct Listing {
     /// Newest first.
     pub backups: Vec<BackupEntry>,
-    /// Files that are not (or not yet) backups: `.partial` files and data without metadata.
+    /// Files that are not (or not yet) backups: `.partial` files, data without metadata,
+    /// and a killed restore's temporary tree.
     pub leftovers: Vec<PathBuf>,
 }
 
@@ -240,6 +243,12 @@ impl Catalog {
     /// leftovers until its metadata lands — a full backup's parts until its manifest does.
     pub fn list(&self) -> Result<Listing> {
         let (mut listing, orphans) = self.list_with_orphans()?;
+        // A killed restore's temporary tree, wherever its target was.
+        if let Some(staging) = RestoreStaging::load(&self.root)
+            && staging.temp().exists()
+        {
+            listing.leftovers.push(staging.temp());
+        }
         for orphan in orphans {
             // An orphan's data file may be gone already (metadata-only debris).
             listing.leftovers.extend(
@@ -425,10 +434,11 @@ impl Catalog {
     /// Remove what crashed runs left: `.partial` files (and the `-wal`, `-shm`, `-journal`
     /// files SQLite keeps beside a database copy still under its `.partial` name), data
     /// files whose metadata was still `.partial`, and parts of a full backup whose
-    /// manifest never landed.
+    /// manifest never landed; and a killed restore's temporary tree, after bringing its
+    /// swap to one end or the other.
     /// Only call while holding the lock: then no live run can be writing any of these.
     pub fn clean_leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut removed = Vec::new();
+        let mut removed: Vec<PathBuf> = RestoreStaging::repair(&self.root)?.into_iter().collect();
         for kind in BackupKind::ALL {
             let dir = self.kind_dir(kind);
             let Ok(rd) = fs::read_dir(&dir) else { continue };

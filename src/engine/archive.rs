@@ -9,6 +9,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use super::compression::Decompressor;
+use super::entry_tree::EntryTree;
 use super::hashing::ThreadedHashReader;
 use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
@@ -74,6 +75,8 @@ impl EntrySink for Drain {
 pub struct ArchiveStats {
     pub entries: u64,
     pub files: u64,
+    /// Non-directory entries (files, links): what metadata's `file_count` counts.
+    pub non_dir_entries: u64,
     /// Bytes of file content.
     pub content_bytes: u64,
     /// Bytes of the archive file.
@@ -142,11 +145,17 @@ fn walk_entries(
     };
     let decoder = Decompressor::new(BufReader::with_capacity(1 << 20, counted), compression)
         .map_err(unreadable)?;
-    let mut archive = tar::Archive::new(decoder);
+    let mut archive = tar::Archive::new(EndWatch {
+        inner: decoder,
+        ended: false,
+    });
+    // The same judgement for verify and restore: what one refuses, the other does too.
+    let mut tree = EntryTree::default();
     for entry in archive.entries().map_err(unreadable)? {
         cancel.check()?;
         let mut entry = entry.map_err(unreadable)?;
         let safe = check_entry(&entry, path)?;
+        tree.admit(path, &safe)?;
         stats.entries += 1;
         if safe.kind == EntryKind::File {
             stats.files += 1;
@@ -163,10 +172,38 @@ fn walk_entries(
         }
         result?;
     }
+    stats.non_dir_entries = tree.non_dir_entries;
+    // The tar reader stops at the first zero block, or quietly at the end of the data: an
+    // archive cut at an entry boundary would pass for a complete one with fewer files.
+    let mut rest = archive.into_inner();
+    if rest.ended {
+        return Err(Error::verify(
+            path,
+            "archive readable",
+            "it ends without the end-of-archive marker (cut short?)",
+        ));
+    }
     // Read to the end of the compressed stream so its own checksum (zstd frame checksum,
     // gzip CRC) is verified too.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(unreadable)?;
+    io::copy(&mut rest, &mut io::sink()).map_err(unreadable)?;
     Ok(())
+}
+
+/// Notes whether the tar reader reached the end of the data (a read returned nothing)
+/// rather than stopping at the end-of-archive marker.
+struct EndWatch<R> {
+    inner: R,
+    ended: bool,
+}
+
+impl<R: Read> Read for EndWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        Ok(n)
+    }
 }
 
 /// Remembers a read error, so a sink's failure can be blamed on the right side.

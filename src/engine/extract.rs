@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::archive::{EntryKind, EntrySink, SafeEntry};
+use super::entry_tree::{DIR_COLLIDES, HARDLINK_NOT_BEFORE, PARENT_NOT_DIR, REPLACES_DIR};
 use crate::error::{Error, IoContext, Result};
 
 pub struct Extractor {
@@ -66,10 +67,7 @@ impl Extractor {
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_dir() => {}
                 Ok(_) => {
-                    return Err(self.unsafe_entry(
-                        rel,
-                        "a parent of it in the archive is a link or a file, not a directory",
-                    ));
+                    return Err(self.unsafe_entry(rel, PARENT_NOT_DIR));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     fs::create_dir(&cur).ctx("create directory", &cur)?;
@@ -83,7 +81,7 @@ impl Extractor {
     /// Remove whatever non-directory sits at `dest` (an archive may list a path twice).
     fn clear(&self, dest: &Path) -> Result<()> {
         match fs::symlink_metadata(dest) {
-            Ok(m) if m.is_dir() => Err(self.unsafe_entry(dest, "it replaces a directory")),
+            Ok(m) if m.is_dir() => Err(self.unsafe_entry(dest, REPLACES_DIR)),
             Ok(_) => fs::remove_file(dest).ctx("replace", dest),
             Err(_) => Ok(()),
         }
@@ -105,10 +103,7 @@ impl EntrySink for Extractor {
                 match fs::symlink_metadata(&dest) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
-                        return Err(self.unsafe_entry(
-                            &e.path,
-                            "a directory entry collides with a file or link",
-                        ));
+                        return Err(self.unsafe_entry(&e.path, DIR_COLLIDES));
                     }
                     Err(_) => fs::create_dir(&dest).ctx("create directory", &dest)?,
                 }
@@ -158,10 +153,7 @@ impl EntrySink for Extractor {
                 match fs::symlink_metadata(&source) {
                     Ok(m) if m.file_type().is_file() => {}
                     _ => {
-                        return Err(self.unsafe_entry(
-                            &e.path,
-                            "it is a hard link to something that is not a file extracted before it",
-                        ));
+                        return Err(self.unsafe_entry(&e.path, HARDLINK_NOT_BEFORE));
                     }
                 }
                 self.clear(&dest)?;

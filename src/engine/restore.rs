@@ -9,8 +9,9 @@
 //!    cannot read is renamed to `NAME.pre-restore-TIMESTAMP` instead), then the backup is
 //!    copied into the live file through SQLite (WAL and open connections handled), then
 //!    checked;
-//! 4. storage: the live tree is renamed to `NAME.pre-restore-TIMESTAMP` and the restored
-//!    tree renamed into its place — the only moment the live path changes.
+//! 4. storage: the restored tree, flushed to disk, is exchanged with the live one in one
+//!    `renameat2(RENAME_EXCHANGE)` — the only moment the live path changes — and the
+//!    replaced tree kept as `NAME.pre-restore-TIMESTAMP` (see [`super::staged_tree`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,10 +21,9 @@ use chrono::Local;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::archive;
 use super::backup::{BackupJob, catalog_for, create_backup_locked};
 use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
-use super::extract::{Extractor, fresh_dir};
+use super::staged_tree::{StagedTree, is_mount_point, stage_storage};
 use super::verify::{full_parts, verify_database_file};
 use super::{Cancel, Progress};
 use crate::catalog::{
@@ -64,6 +64,8 @@ pub struct StorageStep {
     #[serde(skip)]
     pub checksum: String,
     pub uncompressed_size: u64,
+    /// Files and links in the archive, as its metadata records them.
+    pub file_count: u64,
     /// As the backup's metadata records it.
     pub compression: Compression,
     pub target: PathBuf,
@@ -260,6 +262,16 @@ pub fn plan_restore(
             ));
         }
     }
+    if in_place && storage_part.is_some() && is_mount_point(live_storage) {
+        // Renaming a mount point fails (EBUSY) half-way through; refuse before anything.
+        return Err(Error::Refused(format!(
+            "{} is a mount point: an in-place restore swaps the directory itself, which \
+             cannot be done to a mount point. Restore with --target to a new directory on \
+             that disk and move the contents across with the app stopped, or point \
+             [paths] storage at a directory inside the mount",
+            live_storage.display()
+        )));
+    }
     let previous_tree =
         (in_place && live_storage.exists()).then(|| unused_aside_path(live_storage, &stamp));
     Ok(RestorePlan {
@@ -277,6 +289,7 @@ pub fn plan_restore(
             source: p.data_path.clone(),
             checksum: p.metadata.checksum.clone(),
             uncompressed_size: p.metadata.uncompressed_size,
+            file_count: p.metadata.file_count,
             compression: storage_compression,
             target: storage_target.clone(),
             previous_tree: previous_tree.clone(),
@@ -369,7 +382,7 @@ fn apply_locked(
     // 2. Storage part: extracted beside its target; checksum and safety checked on the way.
     let mut staged: Option<StagedTree> = None;
     if let Some(s) = &plan.storage {
-        staged = Some(stage_storage(s, plan.verify, progress, cancel)?);
+        staged = Some(stage_storage(s, catalog, plan.verify, progress, cancel)?);
     }
     // From here on, a failure must not leave the staged tree behind.
     let result = (|| {
@@ -497,132 +510,6 @@ fn set_damaged_database_aside(live: &Path) -> Result<PathBuf> {
         sync_dir(parent)?;
     }
     Ok(aside)
-}
-
-/// A restored tree waiting in a temporary directory beside its target.
-struct StagedTree {
-    temp: PathBuf,
-    tree: PathBuf,
-    stats: archive::ArchiveStats,
-}
-
-impl StagedTree {
-    fn discard(self) {
-        let _ = fs::remove_dir_all(&self.temp);
-    }
-
-    /// Rename the live tree aside (if any) and the staged tree into place.
-    fn swap_into(self, target: &Path, previous: Option<&Path>) -> Result<()> {
-        if let Some(prev) = previous {
-            if target.exists() {
-                fs::rename(target, prev).ctx("move the current tree aside to", prev)?;
-            }
-        } else if target.is_dir() {
-            // An empty directory given as --target (checked by the plan).
-            fs::remove_dir(target).ctx("replace the empty directory", target)?;
-        }
-        if let Err(e) = fs::rename(&self.tree, target) {
-            if let Some(prev) = previous {
-                let _ = fs::rename(prev, target);
-            }
-            let _ = fs::remove_dir_all(&self.temp);
-            return Err(Error::io("move the restored tree to", target, e));
-        }
-        let _ = fs::remove_dir_all(&self.temp);
-        if let Some(parent) = target.parent() {
-            sync_dir(parent)?;
-        }
-        Ok(())
-    }
-}
-
-/// Temporary directories of interrupted restores: `.NAME.restore-*` beside the target.
-fn staging_prefix(target: &Path) -> String {
-    format!(
-        ".{}.restore-",
-        target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    )
-}
-
-fn stage_storage(
-    s: &StorageStep,
-    verify: bool,
-    progress: &dyn Progress,
-    cancel: &Cancel,
-) -> Result<StagedTree> {
-    let parent = s
-        .target
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    fs::create_dir_all(&parent).ctx("create", &parent)?;
-    // We hold the lock: any staging directory here is left over from a crashed restore.
-    let prefix = staging_prefix(&s.target);
-    if let Ok(rd) = fs::read_dir(&parent) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    let available = crate::sys::available_space(&parent).ctx("measure free space on", &parent)?;
-    if available < s.uncompressed_size {
-        return Err(Error::NoSpace {
-            dir: parent,
-            needed: s.uncompressed_size,
-            reserve: 0,
-            available,
-        });
-    }
-    let temp = parent.join(format!("{prefix}{}", std::process::id()));
-    fresh_dir(&temp)?;
-    let mut extractor = Extractor::new(&temp, &s.source);
-    let expected = verify.then_some(s.checksum.as_str());
-    let stats = match archive::read_archive(
-        &s.source,
-        s.compression,
-        expected,
-        progress,
-        cancel,
-        &mut extractor,
-    )
-    .and_then(|stats| extractor.finish().map(|()| stats))
-    {
-        Ok(stats) => stats,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&temp);
-            return Err(e);
-        }
-    };
-    // Our archives hold one top-level directory (the storage directory's name); take
-    // its contents. An archive without one is taken as the tree itself.
-    let top: Vec<PathBuf> = fs::read_dir(&temp)
-        .ctx("read", &temp)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let tree = match top.as_slice() {
-        [only] if only.is_dir() && !only.is_symlink() => only.clone(),
-        _ => temp.clone(),
-    };
-    if tree == temp {
-        // Rename needs the tree somewhere other than the directory we delete afterwards.
-        let inner = temp.join(".tree");
-        fresh_dir(&inner)?;
-        for p in top {
-            let dest = inner.join(p.file_name().unwrap_or_default());
-            fs::rename(&p, &dest).ctx("stage", &dest)?;
-        }
-        return Ok(StagedTree {
-            temp,
-            tree: inner,
-            stats,
-        });
-    }
-    Ok(StagedTree { temp, tree, stats })
 }
 
 /// Copy a verified database backup into `target` through SQLite: into a live WAL

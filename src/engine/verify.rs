@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::archive::{self, Drain};
+use super::archive::{self, ArchiveStats, Drain, EntrySink};
 use super::backup::parts_checksum;
 use super::database::integrity_check;
 use super::hashing::sha256_file;
@@ -79,24 +79,59 @@ pub fn verify_database_file(path: &Path, expected: Option<&str>) -> Result<(Vec<
     Ok((checks, bytes))
 }
 
-/// Checksum, decompression end to end, and entry safety of a storage archive.
+/// What a storage archive must match: its metadata's checksum and entry count.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveExpectation<'a> {
+    pub checksum: Option<&'a str>,
+    /// Non-directory entries, as metadata's `file_count` records them.
+    pub file_count: u64,
+}
+
+/// Read a storage archive through `sink` and judge it: the one pass and the one verdict
+/// that `verify` (draining) and `restore` (extracting) share. Checksum, decompression end
+/// to end, every entry safe and extractable where it stands, the end-of-archive marker,
+/// and as many files and links as the metadata says — an archive cut short at an entry
+/// boundary otherwise restores "successfully" with fewer files.
+pub fn read_storage_archive(
+    path: &Path,
+    compression: Compression,
+    expect: ArchiveExpectation,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+    sink: &mut dyn EntrySink,
+) -> Result<ArchiveStats> {
+    let stats = archive::read_archive(path, compression, expect.checksum, progress, cancel, sink)?;
+    if stats.non_dir_entries != expect.file_count {
+        return Err(Error::verify(
+            path,
+            "entry count",
+            format!(
+                "its metadata records {} files and links, the archive holds {}",
+                expect.file_count, stats.non_dir_entries
+            ),
+        ));
+    }
+    Ok(stats)
+}
+
+/// Checksum, decompression end to end, entry safety and entry count of a storage archive.
 pub fn verify_storage_file(
     path: &Path,
     compression: Compression,
-    expected: Option<&str>,
+    expect: ArchiveExpectation,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<(Vec<Check>, u64)> {
-    let stats = archive::read_archive(
+    let stats = read_storage_archive(
         path,
         compression,
-        expected,
+        expect,
         progress,
         cancel,
         &mut Drain::default(),
     )?;
     let mut checks = Vec::new();
-    if expected.is_some() {
+    if expect.checksum.is_some() {
         checks.push(passed("checksum"));
     }
     checks.push(Check {
@@ -105,6 +140,7 @@ pub fn verify_storage_file(
         detail: format!("{} entries, {} files", stats.entries, stats.files),
     });
     checks.push(passed("entries safe"));
+    checks.push(passed("entry count"));
     Ok((checks, stats.archive_bytes))
 }
 
@@ -218,20 +254,26 @@ fn run_checks(
     for part in entry.parts.data() {
         // A member's checks are named after it: "database part: checksum".
         let member = (part.of != entry.stem).then(|| format!("{} part", part.kind));
-        let (c, n) = verify_data_part(part, progress, cancel).map_err(|e| match (e, &member) {
-            (
-                Error::Verify {
+        // The part's own metadata records its entry count (a full backup's member's).
+        let file_count = listing
+            .find_stem(&part.of)
+            .map_or(entry.metadata.file_count, |m| m.metadata.file_count);
+        let (c, n) = verify_data_part(part, file_count, progress, cancel).map_err(|e| {
+            match (e, &member) {
+                (
+                    Error::Verify {
+                        path,
+                        check,
+                        detail,
+                    },
+                    Some(label),
+                ) => Error::Verify {
                     path,
                     check,
-                    detail,
+                    detail: format!("{label}: {detail}"),
                 },
-                Some(label),
-            ) => Error::Verify {
-                path,
-                check,
-                detail: format!("{label}: {detail}"),
-            },
-            (other, _) => other,
+                (other, _) => other,
+            }
         })?;
         checks.extend(c.into_iter().map(|c| match &member {
             Some(label) => Check {
@@ -248,6 +290,7 @@ fn run_checks(
 /// Check one data part by the format its metadata records.
 fn verify_data_part(
     part: &Part,
+    file_count: u64,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<(Vec<Check>, u64)> {
@@ -265,7 +308,11 @@ fn verify_data_part(
     match format.kind {
         FormatKind::Sqlite => verify_database_file(&part.path, expected),
         FormatKind::Archive => {
-            verify_storage_file(&part.path, format.compression, expected, progress, cancel)
+            let expect = ArchiveExpectation {
+                checksum: expected,
+                file_count,
+            };
+            verify_storage_file(&part.path, format.compression, expect, progress, cancel)
         }
         FormatKind::Manifest => Err(Error::verify(
             &part.path,

@@ -35,6 +35,7 @@ use crate::util::*;
 mod backup_dir;
 mod crash;
 mod disk_full;
+mod restore_swap;
 mod sources;
 
 // ---------------------------------------------------------------------------------------

@@ -84,6 +84,11 @@ fn build_tar(entries: &[E]) -> Vec<u8> {
 /// Place `tar_bytes` into the catalog as an uncompressed storage backup with metadata
 /// shaped like a real one (taken from a real backup); returns the archive's path.
 fn plant_storage_backup(app: &TestApp, tar_bytes: &[u8]) -> PathBuf {
+    plant_storage_backup_of(app, tar_bytes, 1)
+}
+
+/// [`plant_storage_backup`] with the metadata's `file_count` (files and links) given.
+fn plant_storage_backup_of(app: &TestApp, tar_bytes: &[u8], file_count: u64) -> PathBuf {
     let real = app.create("storage");
     let ts = "20200101_000000";
     let dir = app.kind_dir("storage");
@@ -103,7 +108,7 @@ fn plant_storage_backup(app: &TestApp, tar_bytes: &[u8]) -> PathBuf {
     // Readers take the compression from the format object (format_version 2).
     m["format"]["compression"] = "none".into();
     m["created_at"] = "2020-01-01T00:00:00+00:00".into();
-    m["file_count"] = 1.into();
+    m["file_count"] = file_count.into();
     write_json(&dir.join(format!("storage_backup_{ts}.json")), &m);
     // The catalog takes it as a complete backup.
     let row = app
@@ -366,4 +371,133 @@ fn hostile_archive_with_a_fifo_is_rejected() {
         },
         "FIFO",
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Verify and restore judge an archive the same way (issue 13, item 15)
+
+/// `verify` fails naming `needle`, and `restore --target` refuses for the same reason
+/// before creating anything.
+fn refused_by_both(entries: &[u8], file_count: u64, needle: &str) {
+    let app = TestApp::new();
+    let archive = plant_storage_backup_of(&app, entries, file_count);
+    let v = app.run(["verify".as_ref(), archive.as_os_str()]);
+    v.assert_code(1);
+    assert!(
+        v.stdout.contains(needle),
+        "verify passed or did not say {needle:?}\n{}",
+        v.describe()
+    );
+    let area = app.root.join("area");
+    fs::create_dir(&area).unwrap();
+    let target = area.join("restored");
+    let r = app.run([
+        "restore".as_ref(),
+        archive.as_os_str(),
+        "--target".as_ref(),
+        target.as_os_str(),
+        "--yes".as_ref(),
+    ]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(needle),
+        "restore did not say {needle:?}\n{}",
+        r.describe()
+    );
+    assert!(!target.exists(), "the target was created\n{}", r.describe());
+    assert_eq!(
+        fs::read_dir(&area).unwrap().count(),
+        0,
+        "left in the target's parent"
+    );
+}
+
+#[test]
+fn verify_fails_an_archive_with_a_hard_link_to_a_later_entry() {
+    let tar = build_tar(&[
+        E::Dir("storage/"),
+        E::Hardlink("storage/early", "storage/later"),
+        E::File("storage/later", b"data\n"),
+    ]);
+    refused_by_both(
+        &tar,
+        2,
+        "hard link to something that is not a file extracted before it",
+    );
+}
+
+#[test]
+fn verify_fails_an_archive_with_a_file_then_a_directory_of_the_same_name() {
+    let tar = build_tar(&[
+        E::Dir("storage/"),
+        E::File("storage/x", b"file\n"),
+        E::Dir("storage/x/"),
+    ]);
+    refused_by_both(&tar, 1, "collides with a file");
+}
+
+#[test]
+fn verify_fails_an_archive_whose_root_is_a_file_with_entries_inside_it() {
+    let tar = build_tar(&[
+        E::File("storage", b"a file named as the root\n"),
+        E::File("storage/inside", b"x\n"),
+    ]);
+    refused_by_both(&tar, 2, "a parent of it in the archive is a link or a file");
+}
+
+/// The tar end-of-archive marker is two zero blocks; cut them off (and with them any
+/// entries after the cut), and the reader used to stop quietly as if it had seen them.
+fn without_end_marker(mut tar: Vec<u8>) -> Vec<u8> {
+    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|&b| b == 0) {
+        tar.truncate(tar.len() - 512);
+    }
+    tar
+}
+
+#[test]
+fn verify_fails_an_archive_cut_at_an_entry_boundary() {
+    let tar = without_end_marker(build_tar(&[
+        E::Dir("storage/"),
+        E::File("storage/a", b"kept\n"),
+    ]));
+    refused_by_both(&tar, 1, "end-of-archive marker");
+}
+
+#[test]
+fn verify_fails_an_archive_with_fewer_files_than_its_metadata_records() {
+    let tar = build_tar(&[E::Dir("storage/"), E::File("storage/a", b"kept\n")]);
+    refused_by_both(
+        &tar,
+        2,
+        "metadata records 2 files and links, the archive holds 1",
+    );
+}
+
+/// An archive without a single top-level directory whose entry has the name the restore
+/// used for its own staging directory (`.tree`): verify passes it, so restore must too.
+#[test]
+fn an_archive_with_an_entry_named_like_the_staging_root_restores_as_verify_says() {
+    let app = TestApp::new();
+    let tar = build_tar(&[
+        E::Dir("a/"),
+        E::File("a/f", b"f\n"),
+        E::File(".tree", b"named like the root\n"),
+    ]);
+    let archive = plant_storage_backup_of(&app, &tar, 2);
+    app.run(["verify".as_ref(), archive.as_os_str()])
+        .assert_code(0);
+    let target = app.root.join("restored");
+    app.run([
+        "restore".as_ref(),
+        archive.as_os_str(),
+        "--target".as_ref(),
+        target.as_os_str(),
+        "--yes".as_ref(),
+    ])
+    .assert_code(0);
+    assert_eq!(
+        fs::read(target.join(".tree")).unwrap(),
+        b"named like the root\n"
+    );
+    assert_eq!(fs::read(target.join("a/f")).unwrap(), b"f\n");
 }
