@@ -7,28 +7,6 @@
 
 use super::*;
 
-/// A test that cannot do its real check: under CI that is a failure, not a pass.
-fn cannot_run(test: &str, why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} cannot run under CI: {why}"
-    );
-    skipped(test, why);
-}
-
-fn strace_usable() -> Result<(), String> {
-    system(
-        "strace",
-        &[
-            "-f".as_ref(),
-            "-qq".as_ref(),
-            "-o".as_ref(),
-            "/dev/null".as_ref(),
-            "true".as_ref(),
-        ],
-    )
-}
-
 /// What a tree holds, ignoring times and modes: enough to tell two trees apart.
 fn contents(root: &Path) -> BTreeMap<PathBuf, String> {
     snapshot_tree(root)
@@ -112,9 +90,8 @@ const RENAMES: [&str; 3] = ["rename", "renameat", "renameat2"];
 
 #[test]
 fn an_in_place_restore_killed_at_any_rename_never_leaves_the_storage_path_missing() {
-    let test = "an_in_place_restore_killed_at_any_rename_never_leaves_the_storage_path_missing";
-    if let Err(why) = strace_usable() {
-        return cannot_run(test, &format!("strace cannot trace here: {why}"));
+    if !require("strace, able to trace", super::crash::strace_usable()) {
+        return;
     }
     let logs = tempfile::tempdir().expect("tempdir");
     let (app, backup, _, _) = prepared();
@@ -185,9 +162,8 @@ fn an_in_place_restore_killed_at_any_rename_never_leaves_the_storage_path_missin
 
 #[test]
 fn the_restored_tree_is_flushed_before_it_is_swapped_in() {
-    let test = "the_restored_tree_is_flushed_before_it_is_swapped_in";
-    if let Err(why) = strace_usable() {
-        return cannot_run(test, &format!("strace cannot trace here: {why}"));
+    if !require("strace, able to trace", super::crash::strace_usable()) {
+        return;
     }
     let logs = tempfile::tempdir().expect("tempdir");
     let (app, backup, restored, _) = prepared();
@@ -227,9 +203,8 @@ fn the_restored_tree_is_flushed_before_it_is_swapped_in() {
 
 #[test]
 fn a_killed_restores_temporary_tree_is_listed_and_removed_by_the_next_backup() {
-    let test = "a_killed_restores_temporary_tree_is_listed_and_removed_by_the_next_backup";
-    if let Err(why) = strace_usable() {
-        return cannot_run(test, &format!("strace cannot trace here: {why}"));
+    if !require("strace, able to trace", super::crash::strace_usable()) {
+        return;
     }
     let logs = tempfile::tempdir().expect("tempdir");
     let (app, backup, _, live) = prepared();
@@ -265,10 +240,8 @@ fn a_killed_restores_temporary_tree_is_listed_and_removed_by_the_next_backup() {
 
 #[test]
 fn an_in_place_restore_of_storage_on_its_own_mount_is_refused_before_touching_anything() {
-    let test =
-        "an_in_place_restore_of_storage_on_its_own_mount_is_refused_before_touching_anything";
-    if !is_root() {
-        return cannot_run(test, "mounting a tmpfs needs root");
+    if !require("root", root("mount a tmpfs")) {
+        return;
     }
     let app = TestApp::new();
     let saved = app.root.join("saved");
@@ -276,7 +249,10 @@ fn an_in_place_restore_of_storage_on_its_own_mount_is_refused_before_touching_an
     fs::create_dir(&app.storage).unwrap();
     let _mount = match Mount::tmpfs(&app.storage, "16m") {
         Ok(m) => m,
-        Err(why) => return cannot_run(test, &why),
+        Err(why) => {
+            require("a tmpfs mount", Err(why));
+            return;
+        }
     };
     assert!(
         system(
