@@ -59,6 +59,20 @@ pub enum Error {
         available: u64,
     },
 
+    /// Not enough free space where a restore would put its tree (the restore target's
+    /// filesystem, not the backup filesystem).
+    #[error(
+        "not enough free space in {} to restore: the restored tree needs about {} but only {} is available",
+        crate::names::shown(dir),
+        crate::units::format_bytes(*needed),
+        crate::units::format_bytes(*available)
+    )]
+    NoSpaceToRestore {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
     /// The live database holds no tables (an empty or truncated file): refused, so an
     /// empty copy never counts as the newest good backup.
     #[error(
@@ -198,10 +212,12 @@ impl Error {
                         crate::names::shown(path)
                     ),
                 }),
-                io::ErrorKind::StorageFull => Some(
-                    "free space on the backup filesystem or lower [retention] keep_last; nothing was deleted"
-                        .into(),
-                ),
+                // The full filesystem is the one holding `path`: the backup directory's
+                // when a backup writes, a restore target's when a restore does.
+                io::ErrorKind::StorageFull => Some(format!(
+                    "the filesystem holding {} is full: free space there (on the backup filesystem: lower [retention] keep_last and run `vertex-backup rotate`); nothing was deleted",
+                    crate::names::shown(path.parent().unwrap_or(path))
+                )),
                 io::ErrorKind::ReadOnlyFilesystem => {
                     Some("the filesystem is mounted read-only; remount it or choose another backup_dir".into())
                 }
@@ -224,6 +240,10 @@ impl Error {
             Error::EmptyDatabase { path, .. } => Some(format!(
                 "check [paths] database and the app; if {} lost its data, restore the newest good database backup (`vertex-backup list --type database`); no backup was written",
                 crate::names::shown(path)
+            )),
+            Error::NoSpaceToRestore { dir, .. } => Some(format!(
+                "free space on the filesystem holding {}, or restore elsewhere with --target DIR; nothing live was changed",
+                crate::names::shown(dir)
             )),
             Error::NoSpace { .. } => Some(
                 "free space on the backup filesystem, lower [retention] keep_last and run `vertex-backup rotate`, or lower [backup] min_free_space; nothing was deleted"
@@ -307,5 +327,14 @@ mod tests {
                 .unwrap()
                 .starts_with(&format!("{} does not exist", missing.display()))
         );
+    }
+
+    #[test]
+    fn a_full_filesystem_hint_names_the_filesystem_that_is_full() {
+        let target = std::path::Path::new("/mnt/restore-disk/restored/media/a.jpg");
+        let e = Error::io("write", target, io::Error::from(io::ErrorKind::StorageFull));
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("/mnt/restore-disk/restored/media"), "{hint}");
+        assert!(hint.starts_with("the filesystem holding"), "{hint}");
     }
 }

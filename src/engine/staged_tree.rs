@@ -147,10 +147,9 @@ pub fn stage_storage(
     }
     let available = crate::sys::available_space(&parent).ctx("measure free space on", &parent)?;
     if available < s.uncompressed_size {
-        return Err(Error::NoSpace {
+        return Err(Error::NoSpaceToRestore {
             dir: parent,
             needed: s.uncompressed_size,
-            reserve: 0,
             available,
         });
     }

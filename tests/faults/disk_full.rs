@@ -175,3 +175,46 @@ fn the_daemon_survives_a_full_disk_and_the_next_job_succeeds_once_space_is_freed
     assert_only_listed_backups(&app, "after the daemon stopped");
     assert_all_verify(&app, "after the daemon stopped");
 }
+
+/// A restore target too small for the restored tree: refused before anything is written,
+/// and the hint points at the target's filesystem (not at the backup filesystem and its
+/// retention, which would not help); the live tree is untouched.
+#[test]
+fn a_restore_target_without_room_is_refused_with_a_hint_about_that_filesystem() {
+    let app = TestApp::new();
+    app.write_random_files("media", 8, 512 << 10);
+    let meta = app.create("storage");
+    let live = snapshot_tree(&app.storage);
+    let target_fs = app.root.join("small-disk");
+    fs::create_dir(&target_fs).expect("mkdir");
+    let mounted = root("mount a size-limited tmpfs")
+        .and_then(|()| Mount::tmpfs(&target_fs, "1m"))
+        .map_err(|e| format!("cannot mount a tmpfs: {e}"));
+    let _mount = match mounted {
+        Ok(m) => m,
+        Err(why) => {
+            require("root and mount(8), for a size-limited tmpfs", Err(why));
+            return;
+        }
+    };
+    let target = target_fs.join("restored");
+    let r = app.run([
+        "restore",
+        jstr(&meta, "backup_path"),
+        "--target",
+        target.to_str().expect("utf-8 path"),
+        "--yes",
+    ]);
+    assert_fails_naming(
+        &r,
+        &[s(&target_fs), "hint:", "--target"],
+        "restore, no room",
+    );
+    assert!(
+        !r.stderr.contains("backup filesystem") && !r.stderr.contains("keep_last"),
+        "the hint points at the backup filesystem\n{}",
+        r.describe()
+    );
+    assert!(!target.exists(), "the target was created");
+    assert_eq!(snapshot_tree(&app.storage), live, "the live tree changed");
+}
