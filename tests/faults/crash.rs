@@ -107,7 +107,7 @@ fn sigkill_at_any_moment_of_create_leaves_only_complete_verified_backups() {
 }
 
 /// Whether strace can trace a child here (it needs ptrace, which containers may deny).
-fn strace_usable() -> Result<(), String> {
+pub(super) fn strace_usable() -> Result<(), String> {
     system(
         "strace",
         &[
