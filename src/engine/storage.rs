@@ -338,4 +338,54 @@ mod tests {
             ["storage", "storage/a", "storage/b"].map(PathBuf::from)
         );
     }
+
+    #[test]
+    fn a_tree_deeper_than_path_max_archives_what_gnu_tar_extracts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        fs::create_dir(&root).unwrap();
+        crate::engine::walk::swaps::deep_tree(&root.join("deep"), 5000);
+        let out_path = dir.path().join("out.tar");
+        let out = fs::File::create(&out_path).unwrap();
+        let opts = ArchiveOptions {
+            compression: Compression::None,
+            level: 0,
+            threads: 1,
+            exclude: vec![],
+            precompressed: vec![],
+        };
+        let (summary, _) = write_archive(
+            &root,
+            out,
+            &out_path,
+            &opts,
+            &crate::engine::Silent,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+        assert!(summary.file_count > 1000, "{summary:?}");
+        // Extracted beside the original (the same prefix length), every name is created.
+        let into = dir.path().join("x");
+        fs::create_dir(&into).unwrap();
+        let tar = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&out_path)
+            .arg("-C")
+            .arg(&into)
+            .output()
+            .unwrap();
+        assert!(
+            tar.status.success(),
+            "{}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let listed = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&listed.stdout).lines().count() as u64;
+        assert_eq!(names, summary.file_count + summary.dir_count);
+    }
 }

@@ -4,16 +4,23 @@
 //! way: sorted, deterministic order; excludes; hard links yielded once as a file and then
 //! as links to it; symlinks that leave the tree and special files skipped with a warning;
 //! entries that vanish while walked skipped with a warning; files that change while read
-//! reported once their reader is done. A file's reader yields exactly the size it had
+//! reported once their reader is done. A file is opened without following links and
+//! without blocking (so a symlink or a FIFO swapped in after the walk saw a file is never
+//! followed or waited on), then checked to be the regular file the walk saw; anything else
+//! is skipped with the "changed while being backed up" warning, as is an entry whose type
+//! changed under the walk. Paths longer than [`MAX_PATH_BYTES`] (a tree nested thousands of
+//! levels deep) are skipped with one short warning naming the top of that tree, so one
+//! such tree cannot fail every backup and the archive never holds a name a restore
+//! cannot create. A file's reader yields exactly the size it had
 //! when opened (zero-padded if it shrinks, cut if it grows), so a consumer that wrote
 //! that size up front stays valid. A file's data is read only as the consumer pulls it,
 //! straight into the consumer's buffer (no buffer here), and nothing grows with the tree
 //! except the table of multiply-linked files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -22,6 +29,12 @@ use walkdir::{DirEntry, WalkDir};
 use super::Cancel;
 use crate::error::{Error, Result};
 use crate::names::shown;
+
+/// The longest path on disk (storage root included) the walk archives. Below `PATH_MAX`
+/// (4096 bytes with its NUL) by a margin, so a restore, which recreates the tree in a
+/// temporary directory beside the live one (a longer prefix), can still create every
+/// name; anything deeper is skipped with a warning.
+pub const MAX_PATH_BYTES: usize = 4096 - 256;
 
 /// The metadata of an entry, as `lstat` reported it (for a file: `fstat` of the open
 /// handle, so it describes the file being read).
@@ -163,6 +176,8 @@ pub struct StorageSource {
     walker: walkdir::IntoIter,
     /// Multiply-linked files seen so far, by (device, inode): their path relative to the root.
     hardlinks: HashMap<(u64, u64), PathBuf>,
+    /// Top-level directories already warned about for holding a too-deep tree.
+    too_deep: HashSet<PathBuf>,
     warnings: Vec<String>,
     cancel: Cancel,
 }
@@ -178,6 +193,7 @@ impl StorageSource {
                 .sort_by_file_name()
                 .into_iter(),
             hardlinks: HashMap::new(),
+            too_deep: HashSet::new(),
             warnings: Vec::new(),
             cancel,
         })
@@ -224,9 +240,13 @@ impl StorageSource {
         if rel.as_os_str().is_empty() {
             return self.root_entry().map(Some);
         }
-        if self.excludes.is_match(&rel) {
+        let too_deep = entry.path().as_os_str().len() > MAX_PATH_BYTES;
+        if too_deep || self.excludes.is_match(&rel) {
             if entry.file_type().is_dir() {
                 self.walker.skip_current_dir();
+            }
+            if too_deep {
+                self.too_deep(&rel, entry.depth());
             }
             return Ok(None);
         }
@@ -245,6 +265,17 @@ impl StorageSource {
         };
         let ft = entry.file_type();
         let path = entry.into_path();
+        // The walk's type came from the directory listing; `lstat` is later. A
+        // different type now is an entry replaced under the walk (a directory the walk
+        // would not descend into, a link it would read as a file).
+        if meta.file_type() != ft {
+            if ft.is_dir() {
+                // Whatever walkdir opened there is not the directory listed.
+                self.walker.skip_current_dir();
+            }
+            self.changed(&path, kind_name(meta.file_type()));
+            return Ok(None);
+        }
         let found = if ft.is_dir() {
             Some((SourceKind::Dir, meta))
         } else if ft.is_symlink() {
@@ -270,9 +301,21 @@ impl StorageSource {
             .path()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
-        if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) {
+        let kind = e.io_error().map(io::Error::kind);
+        if kind == Some(io::ErrorKind::NotFound) {
             self.warnings
                 .push(format!("{} vanished while the tree was read", shown(&path)));
+            return Ok(());
+        }
+        if kind == Some(io::ErrorKind::NotADirectory) {
+            self.changed(&path, "no longer a directory");
+            return Ok(());
+        }
+        if kind == Some(io::ErrorKind::InvalidFilename) {
+            // ENAMETOOLONG: deeper than the path limit (caught here should the limit
+            // above not be reached first, e.g. a name that jumps past it).
+            let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
+            self.too_deep(&rel, e.depth());
             return Ok(());
         }
         let cause = e
@@ -333,18 +376,10 @@ impl StorageSource {
             let target = first.clone();
             return Ok(Some((SourceKind::HardLink { target }, meta)));
         }
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.vanished(path);
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("read", path, e)),
+        let Some((file, opened)) = self.open_walked(path, &meta)? else {
+            return Ok(None);
         };
         advise_sequential(&file);
-        // Describe the file as it is now that it is open: its size then is the number of
-        // bytes the reader yields, whatever happens to the file meanwhile.
-        let opened = file.metadata().map_err(|e| Error::io("read", path, e))?;
         if meta.nlink() > 1 {
             self.hardlinks.insert(key, rel.to_path_buf());
         }
@@ -358,18 +393,79 @@ impl StorageSource {
         Ok(Some((SourceKind::File(file), opened)))
     }
 
-    fn special(&mut self, path: &Path, ft: fs::FileType) {
-        let what = if ft.is_fifo() {
-            "FIFO"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_block_device() || ft.is_char_device() {
-            "device file"
-        } else {
-            "special file"
+    /// Open the regular file the walk saw at `path` (`walked` is its `lstat`), with
+    /// `fstat` of the handle; `None` (and a warning) when something else is there now.
+    /// The open follows no link (`O_NOFOLLOW`: a symlink swapped in fails with ELOOP)
+    /// and does not wait (`O_NONBLOCK`: a FIFO swapped in opens at once, with no writer),
+    /// and the handle must be the same regular file (device and inode): only then is
+    /// its content what the walk meant to store. The size `fstat` gives is the number of
+    /// bytes the reader yields, whatever happens to the file meanwhile.
+    fn open_walked(&mut self, path: &Path, walked: &Metadata) -> Result<Option<(File, Metadata)>> {
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path);
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.vanished(path);
+                return Ok(None);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                self.changed(path, "now a symlink");
+                return Ok(None);
+            }
+            // ENXIO: a socket swapped in (it cannot be opened).
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                self.changed(path, "now a socket");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("read", path, e)),
         };
-        self.warnings
-            .push(format!("{} is a {what}; skipped", shown(path)));
+        let now = file.metadata().map_err(|e| Error::io("read", path, e))?;
+        if !now.file_type().is_file() {
+            self.changed(path, kind_name(now.file_type()));
+            return Ok(None);
+        }
+        if (now.dev(), now.ino()) != (walked.dev(), walked.ino()) {
+            self.changed(path, "replaced by another file");
+            return Ok(None);
+        }
+        // O_NONBLOCK has no effect on a regular file's reads; it stays set.
+        Ok(Some((file, now)))
+    }
+
+    fn special(&mut self, path: &Path, ft: fs::FileType) {
+        self.warnings.push(format!(
+            "{} is a {}; skipped",
+            shown(path),
+            special_name(ft)
+        ));
+    }
+
+    /// An entry that is no longer what the walk saw: skipped, like one that vanished.
+    fn changed(&mut self, path: &Path, now: &str) {
+        self.warnings.push(format!(
+            "{} changed while being backed up ({now}); skipped",
+            shown(path)
+        ));
+    }
+
+    /// Once per top-level directory: it holds a tree deeper than the path limit, and
+    /// what lies below the limit is skipped. The line names the top of the deep tree
+    /// and the depth, not the (kilobytes long) path.
+    fn too_deep(&mut self, rel: &Path, depth: usize) {
+        let top = rel
+            .components()
+            .next()
+            .map_or_else(PathBuf::new, |c| PathBuf::from(c.as_os_str()));
+        if !self.too_deep.insert(top.clone()) {
+            return;
+        }
+        self.warnings.push(format!(
+            "{} holds a tree nested deeper than paths can go ({MAX_PATH_BYTES} bytes, reached {depth} levels down); everything below that depth is skipped",
+            shown(&self.root.join(top))
+        ));
     }
 
     fn vanished(&mut self, path: &Path) {
@@ -398,6 +494,35 @@ impl Iterator for StorageSource {
     }
 }
 
+/// What an entry that is not a regular file is, for "changed while backed up" warnings.
+fn kind_name(ft: fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "now a directory"
+    } else if ft.is_symlink() {
+        "now a symlink"
+    } else if ft.is_file() {
+        "now a regular file"
+    } else if ft.is_fifo() {
+        "now a FIFO"
+    } else if ft.is_socket() {
+        "now a socket"
+    } else {
+        "now a device or special file"
+    }
+}
+
+fn special_name(ft: fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device file"
+    } else {
+        "special file"
+    }
+}
+
 /// The total size and file count a backup of `root` will read (metadata only), for the
 /// free-space estimate and the progress bar.
 pub fn estimate(root: &Path, exclude: &[String]) -> Result<(u64, u64)> {
@@ -408,7 +533,8 @@ pub fn estimate(root: &Path, exclude: &[String]) -> Result<(u64, u64)> {
     while let Some(entry) = walker.next() {
         let Ok(entry) = entry else { continue };
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        if !rel.as_os_str().is_empty() && excludes.is_match(rel) {
+        let too_deep = entry.path().as_os_str().len() > MAX_PATH_BYTES;
+        if !rel.as_os_str().is_empty() && (too_deep || excludes.is_match(rel)) {
             if entry.file_type().is_dir() {
                 walker.skip_current_dir();
             }
@@ -567,3 +693,7 @@ mod tests {
         assert!(matches!(source.next(), Some(Err(Error::Cancelled))));
     }
 }
+
+#[cfg(test)]
+#[path = "walk_swaps.rs"]
+pub(crate) mod swaps;

@@ -279,3 +279,82 @@ fn a_database_left_with_a_hot_journal_by_a_crashed_app_is_backed_up() {
         "the live data after rollback"
     );
 }
+
+/// The tracee's pid in a strace log (`PID syscall(…)` lines), once it stopped on
+/// `SIGSTOP` (strace writes "--- stopped by SIGSTOP ---" once the group stopped).
+fn stopped_tracee(log: &Path) -> Option<libc::pid_t> {
+    let text = fs::read_to_string(log).ok()?;
+    if !text.contains("stopped by SIGSTOP") {
+        return None;
+    }
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// The walk has listed `swap/` and stored `swap/a`; then (the process stopped by strace
+/// right after opening `a`, so the interleaving is exact) `swap/b` becomes a FIFO. The
+/// backup must finish with the changed-while-read warning, not wait forever in open(2)
+/// for a writer while holding the lock.
+#[test]
+fn a_fifo_swapped_in_during_a_storage_backup_is_skipped_with_a_warning() {
+    if !require("strace, able to trace", super::crash::strace_usable()) {
+        return;
+    }
+    let app = TestApp::new();
+    let first = app.write_storage_file("swap/a", b"stored before the swap");
+    let victim = app.write_storage_file("swap/b", b"becomes a FIFO");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("strace.log");
+    let inner = app.command(["create", "--type", "storage"]);
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=openat",
+        "-e",
+        "inject=openat:signal=STOP",
+        "-P",
+    ])
+    .arg(&first)
+    .arg("-o")
+    .arg(&log)
+    .arg(inner.get_program())
+    .args(inner.get_args())
+    .current_dir(&app.root)
+    .env_remove("VERTEX_BACKUP_CONFIG")
+    .env_remove("RUST_LOG");
+    let mut strace = spawn(cmd);
+    let tracee = poll_for(
+        Duration::from_secs(60),
+        "the backup to stop after opening swap/a",
+        || stopped_tracee(&log),
+    );
+    fs::remove_file(&victim).expect("remove swap/b");
+    let c = std::ffi::CString::new(victim.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path and a plain mode; kill(2) with the tracee's pid.
+    unsafe {
+        assert_eq!(libc::mkfifo(c.as_ptr(), 0o600), 0);
+        assert_eq!(libc::kill(tracee, libc::SIGCONT), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while strace.is_running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if strace.is_running() {
+        // Blocked in open(2) on the FIFO: end the tracee too, not only strace.
+        // SAFETY: kill(2) with the tracee's pid.
+        unsafe { libc::kill(tracee, libc::SIGKILL) };
+        panic!("the backup still runs a minute after a FIFO was swapped in (blocked opening it?)");
+    }
+    let r = strace.wait(Duration::from_secs(5));
+    // Exit 3: done, with a warning.
+    r.assert_code(3);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        out.contains("swap/b changed while being backed up (now a FIFO); skipped"),
+        "no warning naming the swapped file\n{}",
+        r.describe()
+    );
+    let r = app.run(["verify", "--all"]);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+}
