@@ -28,6 +28,10 @@ pub enum Error {
         message: String,
     },
 
+    /// Several problems in the configuration, all reported at once.
+    #[error("{} problems in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    ConfigProblems(Vec<Error>),
+
     /// SQLite refused an operation on a database file.
     #[error("SQLite could not {op} {}", crate::names::shown(path))]
     Sqlite {
@@ -188,7 +192,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::Config { .. } | Error::NotABackup { .. } | Error::Refused(_)
+            Error::Config { .. }
+                | Error::ConfigProblems(_)
+                | Error::NotABackup { .. }
+                | Error::Refused(_)
         )
     }
 
@@ -223,7 +230,9 @@ impl Error {
                 }
                 _ => None,
             },
-            Error::Config { .. } => Some("fix the file and run `vertex-backup check-config`".into()),
+            Error::Config { .. } | Error::ConfigProblems(_) => {
+                Some("fix the file and run `vertex-backup check-config`".into())
+            }
             Error::Sqlite { source, .. } => match source.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Some(
                     "the database stayed locked by another process; retry later or stop the writer holding an exclusive lock"

@@ -66,6 +66,10 @@ pub enum Event {
     RotationFailed {
         error: String,
     },
+    /// Backups dated after now: kept, but not counted as the newest (SPEC §6).
+    FutureDated {
+        backups: Vec<String>,
+    },
     VerifyPassed {
         checked: usize,
     },
@@ -126,7 +130,9 @@ impl Event {
             | Event::RotationFailed { .. }
             | Event::RestoreFailed { .. }
             | Event::VerifyFailed { .. } => "failure",
-            Event::JobSkipped { .. } | Event::StateFileCorrupt { .. } => "warning",
+            Event::JobSkipped { .. }
+            | Event::StateFileCorrupt { .. }
+            | Event::FutureDated { .. } => "warning",
             Event::Stale { .. } => "stale",
             Event::Recovered { .. } => "recovered",
             Event::ConfigReloaded { .. } | Event::ConfigRejected { .. } => "config",
@@ -163,6 +169,10 @@ impl Event {
                 format_bytes(*freed)
             ),
             Event::RotationFailed { error } => format!("rotation FAILED: {error}"),
+            Event::FutureDated { backups } => format!(
+                "backups dated in the future (the clock ran ahead?), kept but not counted as the newest: {}",
+                backups.join(", ")
+            ),
             Event::VerifyPassed { checked } => format!("restore drill: {checked} backups verified"),
             Event::VerifyFailed { failures } => {
                 format!("restore drill FAILED: {}", failures.join("; "))

@@ -10,6 +10,10 @@
 //!   `keep_daily` days, `keep_weekly` ISO weeks, `keep_monthly` months (calendar buckets
 //!   in the configured zone, like restic's `forget`); keep everything within `keep_within`;
 //! - the newest complete backup of a type is always kept, whatever the policy says;
+//! - a backup dated after `now` (made while the clock ran ahead) is kept, reported, and
+//!   neither counts as the newest nor fills a `keep_last` or calendar slot: one backup
+//!   from the future must never make a present one (the one just taken) deletable. Once
+//!   the clock passes its date it is an ordinary candidate again;
 //! - a restore's pre-restore safety copies form their own group under the same policy, so
 //!   restoring never pushes a scheduled backup out (the one just restored included).
 
@@ -77,6 +81,23 @@ impl From<&RetentionSection> for RetentionPolicy {
     }
 }
 
+/// The reason a backup dated after `now` is kept (and what `list` and events call it).
+pub const FUTURE_DATED: &str = "future-dated";
+
+/// Whether `created` lies after `now`: the clock that dated it ran ahead of today's.
+pub fn is_future(created: &DateTime<FixedOffset>, now: DateTime<Utc>) -> bool {
+    created.with_timezone(&Utc) > now
+}
+
+impl RetentionPlan {
+    /// Backups kept only because they are dated after `now`.
+    pub fn future_dated(&self) -> impl Iterator<Item = &Decision> {
+        self.keep
+            .iter()
+            .filter(|d| d.reasons.iter().any(|r| r == FUTURE_DATED))
+    }
+}
+
 /// `db_backup_20261127_020000_10` → ("db_backup_20261127_020000", 10).
 fn id_order(id: &str) -> (&str, u32) {
     match id.rsplit_once('_') {
@@ -108,7 +129,13 @@ pub fn apply(
             if b.part_of.is_some() {
                 continue;
             }
-            if b.complete {
+            if b.complete && is_future(&b.created, now) {
+                plan.keep.push(Decision {
+                    id: b.id.clone(),
+                    kind,
+                    reasons: vec![FUTURE_DATED.into()],
+                });
+            } else if b.complete {
                 candidates.push(b);
             } else {
                 plan.ignored.push(Decision {

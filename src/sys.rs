@@ -30,3 +30,14 @@ pub fn available_space(path: &Path) -> std::io::Result<u64> {
 pub fn total_space(path: &Path) -> std::io::Result<u64> {
     fs4::total_space(path)
 }
+
+/// Whether this process may create files in `dir` (`access(W_OK)`: real uid, as the
+/// kernel will judge the create).
+pub fn may_write(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}

@@ -500,6 +500,10 @@ pub fn format_message(event: &Event, host: &str) -> String {
         Event::JobSkipped { job, reason } => {
             format!("⚠️ {h} · {job} job skipped: {}", escape(reason))
         }
+        Event::FutureDated { backups } => format!(
+            "⚠️ {h} · backups dated in the future (check the clock); kept, not counted as the newest\n{}",
+            escape(&backups.join(", "))
+        ),
         Event::ConfigReloaded { next_runs } => {
             let runs: Vec<String> = next_runs
                 .iter()

@@ -494,3 +494,112 @@ fn rotate_keeps_a_complete_backup_beside_a_stale_metadata_partial() {
     app.run(["verify".as_ref(), data_path(&real).as_os_str()])
         .assert_code(0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Clock skew and symlinks (issue 13)
+
+/// A backup dated a year ahead (a clock that ran ahead, then NTP corrected it) must not
+/// take the place of the newest: with keep_last = 2 the backup just taken survives the
+/// rotation after it, the future one is kept and reported by `list`, `status` and the
+/// rotation's log line.
+#[test]
+fn a_backup_from_the_future_never_makes_the_one_just_taken_deletable() {
+    let app = TestApp::new();
+    let old = app.create("database");
+    let kept = app.create("database");
+    let ahead = app.create("database");
+    // Move `ahead` a year into the future: its metadata's created_at and timestamp, and
+    // its files' names.
+    let dir = app.kind_dir("database");
+    let future_ts = "20991231_235959";
+    let mut meta: Value =
+        serde_json::from_slice(&fs::read(meta_path(&app, &ahead)).unwrap()).unwrap();
+    let new_data = dir.join(format!("db_backup_{future_ts}.db"));
+    fs::rename(data_path(&ahead), &new_data).unwrap();
+    fs::remove_file(meta_path(&app, &ahead)).unwrap();
+    meta["created_at"] = Value::from("2099-12-31T23:59:59+00:00");
+    meta["timestamp"] = Value::from(future_ts);
+    meta["backup_path"] = Value::from(new_data.display().to_string());
+    fs::write(
+        dir.join(format!("db_backup_{future_ts}.json")),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )
+    .unwrap();
+
+    let just_taken = app
+        .run([
+            "--max-backups",
+            "2",
+            "create",
+            "--type",
+            "database",
+            "--json",
+        ])
+        .assert_code(0)
+        .json();
+    let names: BTreeSet<String> = app.list().iter().map(stem).collect();
+    assert!(
+        names.contains(&stem(&just_taken)),
+        "the backup just taken was deleted: {names:?}"
+    );
+    assert!(
+        names.contains(&format!("db_backup_{future_ts}")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&stem(&kept)),
+        "keep_last counts present backups: {names:?}"
+    );
+    assert!(
+        !names.contains(&stem(&old)),
+        "the oldest is beyond keep_last: {names:?}"
+    );
+
+    let list = app.run(["list"]).assert_code(0).stdout.clone();
+    let row = list
+        .lines()
+        .find(|l| l.contains(future_ts))
+        .unwrap_or_default();
+    assert!(row.contains("DATED IN THE FUTURE"), "{list}");
+    let status = app.run(["status"]).stdout.clone();
+    assert!(
+        status.contains("dated in the future") && status.contains(future_ts),
+        "{status}"
+    );
+    let status_json = app.status_json();
+    let newest = &status_json["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| jstr(t, "type") == "database")
+        .unwrap()["newest"];
+    assert_eq!(
+        newest.as_str(),
+        Some(jstr(&just_taken, "backup_path").rsplit('/').next().unwrap())
+    );
+    assert!(
+        app.backup_log().contains("dated in the future"),
+        "{}",
+        app.backup_log()
+    );
+}
+
+/// A backup whose data file is a symlink frees nothing when rotated but the link: the
+/// report must not count the target's size.
+#[test]
+fn rotating_a_symlinked_backup_reports_only_what_is_freed() {
+    let app = TestApp::new();
+    let first = app.create("database");
+    app.create("database");
+    let data = data_path(&first);
+    let elsewhere = app.path().join("kept-elsewhere.db");
+    fs::rename(&data, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &data).unwrap();
+    let report = rotate(&app, 1, false);
+    assert!(
+        plan_ids(&report, "delete").contains(&stem(&first)),
+        "{report:#}"
+    );
+    assert_eq!(report["freed_bytes"], 0, "{report:#}");
+    assert!(elsewhere.exists());
+}

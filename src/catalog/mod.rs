@@ -5,6 +5,7 @@
 
 mod atomic;
 mod format;
+mod labels;
 mod lock;
 mod metadata;
 mod oplog;
@@ -26,6 +27,7 @@ pub use atomic::{
     PARTIAL_SUFFIX, PartialFile, partial_path, sync_dir, write_atomic, write_partial,
 };
 pub use format::{Encryption, Format, FormatKind};
+pub use labels::{entry_notes, leftover_note, running_operation};
 pub use lock::{BackupDirLock, LOCK_FILE};
 pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
 pub use oplog::{LOG_FILE, OperationLog};
@@ -136,6 +138,29 @@ pub struct Listing {
 impl Listing {
     pub fn of_kind(&self, kind: BackupKind) -> impl Iterator<Item = &BackupEntry> {
         self.backups.iter().filter(move |b| b.kind == kind)
+    }
+    /// The newest complete backup of `kind` that is not dated after `now`: one from the
+    /// future (a clock that ran ahead) never counts as the newest, or it would hide for
+    /// as long as the skew that every backup since is missing.
+    pub fn newest_present(
+        &self,
+        kind: BackupKind,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<&BackupEntry> {
+        self.of_kind(kind).filter(|b| b.is_complete()).find(|b| {
+            b.created
+                .is_some_and(|c| !crate::retention::is_future(&c, now))
+        })
+    }
+    /// Backups dated after `now`, which `list`, `status` and the daemon report.
+    pub fn future_dated(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl Iterator<Item = &BackupEntry> {
+        self.backups.iter().filter(move |b| {
+            b.created
+                .is_some_and(|c| crate::retention::is_future(&c, now))
+        })
     }
     pub fn find_stem(&self, stem: &str) -> Option<&BackupEntry> {
         self.backups.iter().find(|b| b.stem == stem)

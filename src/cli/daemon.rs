@@ -178,6 +178,8 @@ struct KindStatus {
     last_success: Option<String>,
     last_failure: Option<String>,
     last_failure_error: Option<String>,
+    /// Backups of this type dated after now (the clock ran ahead): never the newest.
+    future_dated: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -206,7 +208,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let types: Vec<KindStatus> = BackupKind::ALL
         .into_iter()
         .map(|kind| {
-            let newest = listing.of_kind(kind).find(|b| b.is_complete());
+            let newest = listing.newest_present(kind, now);
             let age = newest
                 .and_then(|b| b.created)
                 .and_then(|c| (now - c.with_timezone(&Utc)).to_std().ok());
@@ -232,6 +234,11 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 last_failure: record.and_then(|r| r.last_failure.as_ref().map(|o| o.at.clone())),
                 last_failure_error: record
                     .and_then(|r| r.last_failure.as_ref().and_then(|o| o.error.clone())),
+                future_dated: listing
+                    .future_dated(now)
+                    .filter(|b| b.kind == kind)
+                    .map(|b| b.stem.clone())
+                    .collect(),
             }
         })
         .collect();
@@ -282,6 +289,12 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 out!(
                     "          last failure: {f}: {}",
                     t.last_failure_error.as_deref().unwrap_or("?")
+                );
+            }
+            if !t.future_dated.is_empty() {
+                out!(
+                    "          WARNING: dated in the future (check the clock; not counted as newest): {}",
+                    t.future_dated.join(", ")
                 );
             }
         }

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vertex_backup::catalog::{Stats, Verdict};
+use vertex_backup::catalog::{self, Stats, Verdict};
 use vertex_backup::config::{ConfigSource, JobSchedule};
 use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
 use vertex_backup::engine::{Cancel, Progress, Silent, restore, rotate, verify};
@@ -194,7 +194,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     daemon::init_tracing(matches!(cli.command, Command::Daemon));
     if let Command::Openapi = cli.command {
         // The document does not depend on the config, so none is needed.
-        println!("{}", vertex_backup::api::openapi::document());
+        out!("{}", vertex_backup::api::openapi::document());
         return Ok(ExitCode::SUCCESS);
     }
     let config = load_config(&args)?;
@@ -472,7 +472,24 @@ fn cmd_notify_test(config: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Reading commands on a backup directory that does not exist: a wrong path (a typo in
+/// `--backup-dir`), not an empty directory — "no backups" with exit 0 would hide it.
+fn require_backup_dir(config: &Config) -> vertex_backup::Result<()> {
+    let dir = &config.paths.backup_dir;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(config.key_error(
+        "paths.backup_dir",
+        format!(
+            "the backup directory {} does not exist (or is not a directory); check --backup-dir or [paths] backup_dir",
+            vertex_backup::names::shown(dir)
+        ),
+    ))
+}
+
 fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitCode> {
+    require_backup_dir(config)?;
     let catalog = catalog_for(config);
     let listing = catalog.list()?;
     let wanted: Option<BackupKind> = match kind {
@@ -489,12 +506,25 @@ fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitC
     if json {
         output::print_list_json(&entries)?;
     } else {
-        output::print_list(&entries, &listing.leftovers);
+        let verdicts = catalog.load_verdicts();
+        let now = chrono::Utc::now();
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| (*e, catalog::entry_notes(e, &verdicts, now)))
+            .collect();
+        let running = catalog::running_operation(catalog.root());
+        let leftovers: Vec<_> = listing
+            .leftovers
+            .iter()
+            .map(|p| (p.clone(), catalog::leftover_note(p, running.as_deref())))
+            .collect();
+        output::print_list(&rows, &leftovers);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    require_backup_dir(config)?;
     let catalog = catalog_for(config);
     let listing = catalog.list()?;
     let state = catalog.load_state();
@@ -509,12 +539,8 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
-    let mut problems = Vec::new();
-    for kind in [BackupKind::Database, BackupKind::Storage] {
-        if let Err(e) = config.check_sources(kind) {
-            problems.push(e);
-        }
-    }
+    // The daemon's own token reader: what it would refuse, this refuses.
+    let live = config.check_live(&vertex_backup::api::api_token);
     output::print_config(config);
     let now = chrono::Utc::now();
     out!("\nschedule (time zone: {}):", config.schedule.timezone);
@@ -532,8 +558,14 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if let Some(first) = problems.into_iter().next() {
-        return Err(first.into());
+    for w in &live.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut problems = live.problems;
+    match problems.len() {
+        0 => {}
+        1 => return Err(problems.remove(0).into()),
+        _ => return Err(Error::ConfigProblems(problems).into()),
     }
     out!("\nconfiguration OK");
     Ok(ExitCode::SUCCESS)

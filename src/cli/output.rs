@@ -55,24 +55,9 @@ fn short(checksum: &str) -> String {
     }
 }
 
-fn note(e: &BackupEntry) -> String {
-    let mut notes = Vec::new();
-    if let Some(p) = &e.problem {
-        notes.push(format!("INCOMPLETE: {p}"));
-    }
-    if let Some(full) = e.part_of() {
-        notes.push(format!("part of {full}"));
-    }
-    if e.metadata.is_pre_restore() {
-        notes.push("pre-restore safety copy".into());
-    }
-    if !e.metadata.warnings.is_empty() {
-        notes.push(format!("{} warnings", e.metadata.warnings.len()));
-    }
-    notes.join("; ")
-}
-
-pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
+/// The `list` table: each backup with its notes, then each file that is not a backup
+/// with what it is (from [`vertex_backup::catalog::entry_notes`] and `leftover_note`).
+pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf, String)]) {
     if entries.is_empty() {
         out!("no backups");
     } else {
@@ -84,7 +69,7 @@ pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
             "FILES",
             "CREATED"
         );
-        for e in entries {
+        for (e, notes) in entries {
             let name = e
                 .data_path
                 .file_name()
@@ -97,17 +82,14 @@ pub fn print_list(entries: &[&BackupEntry], leftovers: &[PathBuf]) {
                 format_bytes(e.metadata.file_size),
                 e.metadata.file_count,
                 e.metadata.created_at,
-                note(e)
+                notes.join("; ")
             );
         }
     }
     if !leftovers.is_empty() {
-        out!(
-            "\n{} file(s) that are not backups (interrupted runs; removed by the next backup or rotate):",
-            leftovers.len()
-        );
-        for l in leftovers {
-            out!("  {}", l.display());
+        out!("\n{} file(s) that are not backups:", leftovers.len());
+        for (path, what) in leftovers {
+            out!("  {}  ({what})", path.display());
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here touches the filesystem beyond reading the file; checks that need the
 //! live data (does the database exist?) are in [`Config::check_sources`].
 
+mod checks;
 mod lines;
 mod ranges;
 mod types;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use checks::LiveCheck;
 pub use lines::key_line;
 pub use types::{ByteSize, HumanDuration, JobSchedule, Mode, Secret, Timezone};
 
@@ -403,16 +405,33 @@ impl Config {
             api: model.api,
             hooks: model.hooks,
         };
-        cfg.paths.database = absolute(base, &cfg.paths.database);
-        cfg.paths.storage = absolute(base, &cfg.paths.storage);
-        cfg.paths.backup_dir = absolute(base, &cfg.paths.backup_dir);
-        if let Some(tf) = &cfg.api.token_file {
-            cfg.api.token_file = Some(absolute(base, tf));
+        let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let mut problems = Vec::new();
+        let mut resolve = |key: &str, p: &Path| match expand_home(p, home.as_deref()) {
+            Ok(p) => absolute(base, &p),
+            Err(why) => {
+                problems.push((key.to_string(), why));
+                p.to_path_buf()
+            }
+        };
+        cfg.paths.database = resolve("paths.database", &cfg.paths.database);
+        cfg.paths.storage = resolve("paths.storage", &cfg.paths.storage);
+        cfg.paths.backup_dir = resolve("paths.backup_dir", &cfg.paths.backup_dir);
+        if let Some(tf) = cfg.api.token_file.clone() {
+            cfg.api.token_file = Some(resolve("api.token_file", &tf));
         }
+        let mut problems: Vec<Error> = problems
+            .into_iter()
+            .map(|(key, why)| cfg.key_error(&key, why))
+            .collect();
         cfg.apply_env(env)?;
-        cfg.validate()?;
-        cfg.check_ranges()?;
-        Ok(cfg)
+        problems.extend(cfg.problems());
+        problems.extend(cfg.range_problems());
+        match problems.len() {
+            0 => Ok(cfg),
+            1 => Err(problems.remove(0)),
+            _ => Err(Error::ConfigProblems(problems)),
+        }
     }
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -451,113 +470,6 @@ impl Config {
             key: key.to_string(),
             message: message.into(),
         }
-    }
-
-    fn validate(&self) -> Result<()> {
-        let b = &self.backup;
-        match b.compression {
-            Compression::Zstd if !(-7..=22).contains(&b.compression_level) => {
-                return Err(self.key_error(
-                    "backup.compression_level",
-                    "zstd levels run from -7 to 22 (3 is the default)",
-                ));
-            }
-            Compression::Gzip if !(0..=9).contains(&b.compression_level) => {
-                return Err(
-                    self.key_error("backup.compression_level", "gzip levels run from 0 to 9")
-                );
-            }
-            _ => {}
-        }
-        if b.threads > 256 {
-            return Err(self.key_error("backup.threads", "at most 256 threads (0 = all cores)"));
-        }
-        for (i, glob) in b.exclude.iter().enumerate() {
-            if let Err(e) = globset::Glob::new(glob) {
-                return Err(self.key_error(
-                    "backup.exclude",
-                    format!("pattern {} `{glob}` is invalid: {e}", i + 1),
-                ));
-            }
-        }
-        if b.file_mode.0 & 0o600 != 0o600 {
-            return Err(self.key_error(
-                "backup.file_mode",
-                "the owner must be able to read and write backups (at least 0600)",
-            ));
-        }
-        if b.dir_mode.0 & 0o700 != 0o700 {
-            return Err(self.key_error(
-                "backup.dir_mode",
-                "the owner needs rwx on backup directories (at least 0700)",
-            ));
-        }
-        if self.retention.keep_last == 0 {
-            return Err(self.key_error(
-                "retention.keep_last",
-                "keep_last must be at least 1: the newest good backup is never deleted",
-            ));
-        }
-        for (name, v) in [
-            ("retention.keep_daily", self.retention.keep_daily),
-            ("retention.keep_weekly", self.retention.keep_weekly),
-            ("retention.keep_monthly", self.retention.keep_monthly),
-        ] {
-            if v == Some(0) {
-                return Err(self.key_error(
-                    name,
-                    "0 keeps nothing from this bucket; remove the key instead",
-                ));
-            }
-        }
-        for ev in &self.telegram.notify_on {
-            if !NOTIFY_EVENTS.contains(&ev.as_str()) {
-                return Err(self.key_error(
-                    "telegram.notify_on",
-                    format!(
-                        "unknown event `{ev}`; choose from {}",
-                        NOTIFY_EVENTS.join(", ")
-                    ),
-                ));
-            }
-        }
-        if !(self.telegram.api_url.starts_with("http://")
-            || self.telegram.api_url.starts_with("https://"))
-        {
-            return Err(self.key_error("telegram.api_url", "must start with http:// or https://"));
-        }
-        let p = &self.paths;
-        if p.backup_dir.starts_with(&p.storage) {
-            return Err(self.key_error(
-                "paths.backup_dir",
-                format!(
-                    "{} is inside the storage directory {}: every storage backup would archive the backups; put backup_dir elsewhere",
-                    p.backup_dir.display(),
-                    p.storage.display()
-                ),
-            ));
-        }
-        if p.storage.starts_with(&p.backup_dir) {
-            return Err(self.key_error(
-                "paths.storage",
-                format!(
-                    "{} is inside backup_dir {}; keep them apart",
-                    p.storage.display(),
-                    p.backup_dir.display()
-                ),
-            ));
-        }
-        if p.database.starts_with(&p.backup_dir) {
-            return Err(self.key_error(
-                "paths.database",
-                format!(
-                    "{} is inside backup_dir {}; keep them apart",
-                    p.database.display(),
-                    p.backup_dir.display()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Checks that need the live data: the sources a backup of `kind` reads must exist.
@@ -658,6 +570,30 @@ impl Config {
                 .unwrap_or(1),
             n => n,
         }
+    }
+}
+
+/// `~` and `~/x` as a shell would write them, from `$HOME`: TOML does not expand them, and
+/// taken literally they name a directory called `~` beside the config file. `~user` is
+/// refused (whose home it is depends on the passwd database of the machine running it).
+fn expand_home(p: &Path, home: Option<&Path>) -> std::result::Result<PathBuf, String> {
+    let Some(text) = p.to_str().filter(|t| t.starts_with('~')) else {
+        return Ok(p.to_path_buf());
+    };
+    let rest = match text.strip_prefix('~') {
+        Some("") => "",
+        Some(r) if r.starts_with('/') => r.trim_start_matches('/'),
+        _ => {
+            return Err(format!(
+                "`{text}`: `~user` is not expanded; write the absolute path"
+            ));
+        }
+    };
+    match home {
+        Some(h) => Ok(h.join(rest)),
+        None => Err(format!(
+            "`{text}` starts with `~` but $HOME is not set; write the absolute path"
+        )),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Config;
-use crate::error::Result;
+use crate::error::Error;
 use crate::units::format_bytes;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -25,12 +25,13 @@ struct DurationKey {
 pub const MAX_MIN_FREE_SPACE: u64 = 1 << 50;
 
 impl Config {
-    /// Every duration and size key inside its range, or an error naming key and line.
-    pub(super) fn check_ranges(&self) -> Result<()> {
+    /// Every duration and size key outside its range, each as an error naming key and line.
+    pub(super) fn range_problems(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
         for k in self.duration_keys() {
             let Some(value) = k.value else { continue };
             if value < k.min || value > k.max {
-                return Err(self.key_error(
+                problems.push(self.key_error(
                     k.key,
                     format!(
                         "{} is out of range: allowed from {} to {}",
@@ -43,7 +44,7 @@ impl Config {
         }
         let reserve = self.backup.min_free_space.0;
         if reserve > MAX_MIN_FREE_SPACE {
-            return Err(self.key_error(
+            problems.push(self.key_error(
                 "backup.min_free_space",
                 format!(
                     "{} is out of range: at most {}",
@@ -52,7 +53,7 @@ impl Config {
                 ),
             ));
         }
-        Ok(())
+        problems
     }
 
     fn duration_keys(&self) -> [DurationKey; 8] {

@@ -98,13 +98,12 @@ impl JobSchedule {
                 "`{t}` has {fields} fields; write a crontab line with 5 fields (\"0 2 * * *\"), 6 with seconds first, or \"off\""
             ));
         }
-        let parser = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build();
-        let cron = parser
-            .parse(t)
-            .map_err(|e| format!("`{t}` is not a valid cron expression: {e}"))?;
+        let cron = cron_parser().parse(t).map_err(|e| {
+            format!(
+                "`{t}` is not a valid cron expression: {}",
+                field_error(t, e)
+            )
+        })?;
         Ok(JobSchedule::Cron {
             expression: t.to_string(),
             cron: Box::new(cron),
@@ -118,12 +117,54 @@ impl JobSchedule {
         }
     }
 
+    /// A line that parses but names no real date (`0 0 31 2 *`): the job would silently
+    /// never run, so the config check refuses it like a malformed one.
+    pub fn never_fires(&self) -> bool {
+        let probe = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        self.cron()
+            .is_some_and(|c| c.find_next_occurrence(&probe, false).is_err())
+    }
+
     pub fn cron(&self) -> Option<&Cron> {
         match self {
             JobSchedule::Off => None,
             JobSchedule::Cron { cron, .. } => Some(cron),
         }
     }
+}
+
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// The parser's error, naming the field at fault: croner says only "Number out of
+/// bounds", so each field is tried alone (the others `*`) to find the first it refuses.
+fn field_error(text: &str, error: croner::errors::CronError) -> String {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let names: &[&str] = match fields.len() {
+        5 => &["minute", "hour", "day of month", "month", "day of week"],
+        6 => &[
+            "second",
+            "minute",
+            "hour",
+            "day of month",
+            "month",
+            "day of week",
+        ],
+        _ => return error.to_string(),
+    };
+    for (i, name) in names.iter().enumerate() {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[j] } else { "*" })
+            .collect();
+        if let Err(e) = cron_parser().parse(&alone.join(" ")) {
+            return format!("the {name} field `{}`: {e}", fields[i]);
+        }
+    }
+    error.to_string()
 }
 
 impl<'de> Deserialize<'de> for JobSchedule {
@@ -215,5 +256,18 @@ mod tests {
         assert!(JobSchedule::parse("0 25 * * *").is_err());
         assert!(JobSchedule::parse("every day").is_err());
         assert!(JobSchedule::parse("0 0 2 * * * 2027").is_err());
+    }
+
+    #[test]
+    fn cron_errors_name_the_field_and_a_line_that_never_fires_is_refused() {
+        let e = JobSchedule::parse("0 25 * * *").unwrap_err();
+        assert!(e.contains("the hour field `25`"), "{e}");
+        let e = JobSchedule::parse("0 0 1 13 *").unwrap_err();
+        assert!(e.contains("the month field `13`"), "{e}");
+        let e = JobSchedule::parse("61 * * * * *").unwrap_err();
+        assert!(e.contains("the second field `61`"), "{e}");
+        assert!(JobSchedule::parse("0 0 31 2 *").unwrap().never_fires());
+        // The 29th of February exists, in leap years.
+        assert!(!JobSchedule::parse("0 0 29 2 *").unwrap().never_fires());
     }
 }

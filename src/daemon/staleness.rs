@@ -68,9 +68,8 @@ impl StaleTracker {
                 continue;
             };
             let newest = listing
-                .of_kind(kind)
-                .filter(|b| b.is_complete())
-                .find_map(|b| b.created.map(|c| (b, c)));
+                .newest_present(kind, now)
+                .and_then(|b| b.created.map(|c| (b, c)));
             let reference = newest
                 .map(|(_, c)| c.with_timezone(&Utc))
                 .or(self.since)
@@ -116,10 +115,7 @@ impl StaleTracker {
             .filter(|k| !self.alerted.get(k).copied().unwrap_or(false))
             .filter_map(|kind| {
                 let limit = chrono::Duration::from_std(max_age(config, *kind, now)?).ok()?;
-                let newest = listing
-                    .of_kind(*kind)
-                    .filter(|b| b.is_complete())
-                    .find_map(|b| b.created);
+                let newest = listing.newest_present(*kind, now).and_then(|b| b.created);
                 let reference = newest.map(|c| c.with_timezone(&Utc)).or(self.since)?;
                 Some(reference + limit + chrono::Duration::seconds(1))
             })

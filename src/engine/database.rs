@@ -48,13 +48,45 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
         conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))?;
         Ok(conn)
     };
+    let failed = |e| read_only_directory(path).unwrap_or_else(|| Error::sqlite("read", path, e));
     match open(OpenFlags::SQLITE_OPEN_READ_ONLY) {
         Ok(conn) => Ok(conn),
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
-            open(OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(|e| Error::sqlite("read", path, e))
+            open(OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(failed)
         }
-        Err(e) => Err(Error::sqlite("read", path, e)),
+        Err(e) => Err(failed(e)),
     }
+}
+
+/// The case SQLite words as "attempt to write a readonly database": a WAL database the
+/// app closed cleanly (no `-shm` beside it) in a directory this user may not write. Every
+/// reader of a WAL database needs the `-shm` index, so SQLite must create it, and cannot.
+/// Opening it `immutable` would work only while no writer exists, which a backup of a
+/// live database cannot know — so it is refused, naming what to grant.
+fn read_only_directory(path: &Path) -> Option<Error> {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .ok()?;
+    // Bytes 18 and 19 of the header: file format read/write versions, 2 = WAL.
+    let wal = header.starts_with(b"SQLite format 3\0") && header[18] == 2 && header[19] == 2;
+    let shm = crate::catalog::sqlite_side_file(path, "-shm");
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    if !wal || shm.exists() || crate::sys::may_write(dir) {
+        return None;
+    }
+    Some(Error::io(
+        "read the WAL-mode database in",
+        dir,
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "SQLite must create {} to read a WAL database the app closed cleanly, but this user may not write to the directory; give the service user write access to it (README: permissions)",
+                crate::names::shown(&shm)
+            ),
+        ),
+    ))
 }
 
 /// Refuse a source database that holds no tables: an empty file (truncated to 0 bytes,

@@ -88,6 +88,12 @@ pub fn rotate_locked(
 ) -> Result<RotateReport> {
     let cleaned = catalog.clean_leftovers()?;
     let (listing, plan) = plan(catalog, config, policy)?;
+    for d in plan.future_dated() {
+        catalog.log().warn(&format!(
+            "rotate: {} is dated in the future (the clock ran ahead?): kept, not counted as the newest",
+            d.id
+        ));
+    }
     let result = execute(&plan, &listing, catalog, lock);
     match &result {
         Ok(executed) => {
@@ -159,7 +165,16 @@ fn freed_bytes(plan: &RetentionPlan, listing: &Listing) -> u64 {
         .sum()
 }
 
+/// Bytes deleting `entry` gives back: its data files as they are on disk now. A data file
+/// that is a symlink frees nothing (only the link goes; its target stays), so it is
+/// measured with `lstat`, not by the size its metadata records. A full backup's parts
+/// include its members' data.
 fn entry_bytes(entry: &BackupEntry) -> u64 {
-    // A full backup's parts include its members' data.
-    entry.parts.data_bytes()
+    entry
+        .parts
+        .data()
+        .filter_map(|p| std::fs::symlink_metadata(&p.path).ok())
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.len())
+        .sum()
 }

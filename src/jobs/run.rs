@@ -102,11 +102,17 @@ fn rotate_job(config: &Config, keep_last: Option<u32>, events: &EventSender) -> 
     }
     let result = rotate(config, &policy, false);
     match &result {
-        Ok(r) => events.send(Event::RotationDone {
-            deleted: r.plan.delete.len(),
-            kept: r.plan.keep.len(),
-            freed: r.freed_bytes,
-        }),
+        Ok(r) => {
+            let future: Vec<String> = r.plan.future_dated().map(|d| d.id.clone()).collect();
+            if !future.is_empty() {
+                events.send(Event::FutureDated { backups: future });
+            }
+            events.send(Event::RotationDone {
+                deleted: r.plan.delete.len(),
+                kept: r.plan.keep.len(),
+                freed: r.freed_bytes,
+            })
+        }
         Err(e) => events.send(Event::RotationFailed {
             error: crate::error_chain(e),
         }),

@@ -138,7 +138,10 @@ fn weekly_and_monthly_buckets() {
         keep_monthly: Some(3),
         ..policy(1)
     };
-    let plan = apply(&b, &p, now(), utc());
+    // The history runs to 11-29, past `now()`: evaluate it after its last backup, so none
+    // of it is future-dated.
+    let after_the_history = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let plan = apply(&b, &p, after_the_history, utc());
     // Newest is 11-29 (a Sunday): weekly keeps 11-29 and 11-22; monthly keeps the last
     // day of Nov, Oct, Sep.
     assert_eq!(ids(&plan.keep), ["0930", "1031", "1122", "1129"]);
@@ -273,5 +276,76 @@ proptest! {
             .cloned().collect();
         let again = apply(&survivors, &p, now(), utc());
         prop_assert!(again.delete.is_empty(), "second pass deleted {:?}", again.delete);
+    }
+}
+
+#[test]
+fn a_backup_from_the_future_never_makes_the_one_just_taken_deletable() {
+    // One backup dated a year ahead (the clock ran ahead, then NTP corrected it), then
+    // the backups of today: with keep_last = 2 the future one must not take a slot.
+    let b = vec![
+        db("from_the_future", at(2027, 11, 27, 2)),
+        db("older", at(2026, 11, 25, 2)),
+        db("yesterday", at(2026, 11, 26, 2)),
+        db("just_taken", at(2026, 11, 27, 11)),
+    ];
+    let plan = apply(&b, &policy(2), now(), utc());
+    assert_eq!(
+        ids(&plan.keep),
+        ["from_the_future", "just_taken", "yesterday"]
+    );
+    assert_eq!(ids(&plan.delete), ["older"]);
+    let newest = plan.keep.iter().find(|d| d.id == "just_taken").unwrap();
+    assert!(newest.reasons.iter().any(|r| r == "newest"), "{newest:?}");
+    let future: Vec<&str> = plan.future_dated().map(|d| d.id.as_str()).collect();
+    assert_eq!(future, ["from_the_future"]);
+}
+
+#[test]
+fn a_future_backup_becomes_ordinary_once_its_date_has_passed() {
+    let b = vec![
+        db("was_future", at(2026, 11, 27, 2)),
+        db("old", at(2026, 11, 20, 2)),
+    ];
+    let plan = apply(&b, &policy(1), now(), utc());
+    assert_eq!(ids(&plan.keep), ["was_future"]);
+    assert_eq!(plan.future_dated().count(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever backups are dated ahead of `now`, the newest present one and the present
+    /// `keep_last` are kept, and nothing from the future is deleted.
+    #[test]
+    fn future_backups_never_push_present_ones_out(
+        history in prop::collection::vec(arb_candidate(), 0..40),
+        ahead in prop::collection::vec((0..3usize, 1i64..(400 * 24)), 1..5),
+        p in arb_policy(),
+    ) {
+        let mut seen = BTreeSet::new();
+        let mut history: Vec<Candidate> = history.into_iter().filter(|c| seen.insert(c.id.clone())).collect();
+        for (i, (k, hours)) in ahead.into_iter().enumerate() {
+            history.push(Candidate {
+                kind: BackupKind::ALL[k],
+                ..db(&format!("future{i}"), (now() + chrono::Duration::hours(hours)).fixed_offset())
+            });
+        }
+        let plan = apply(&history, &p, now(), utc());
+        for d in &plan.delete {
+            prop_assert!(!d.id.starts_with("future"), "deleted {}", d.id);
+        }
+        for kind in BackupKind::ALL {
+            let present: Vec<&Candidate> = history.iter()
+                .filter(|c| c.kind == kind && c.complete && c.part_of.is_none() && !c.id.starts_with("future"))
+                .collect();
+            if let Some(newest) = present.iter().max_by(|a, b| a.created.cmp(&b.created).then_with(|| id_order(&a.id).cmp(&id_order(&b.id)))) {
+                prop_assert!(plan.keep.iter().any(|d| d.id == newest.id), "newest present {} deleted", newest.id);
+            }
+            let kept_present = plan.keep.iter()
+                .filter(|d| d.kind == kind && !d.id.starts_with("future"))
+                .count();
+            prop_assert!(kept_present >= present.len().min(p.keep_last as usize));
+        }
     }
 }

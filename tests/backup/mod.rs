@@ -20,6 +20,7 @@ use crate::util::*;
 
 mod database;
 mod errors;
+mod messages;
 mod metadata;
 mod safety;
 mod storage;

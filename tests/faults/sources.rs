@@ -358,3 +358,41 @@ fn a_fifo_swapped_in_during_a_storage_backup_is_skipped_with_a_warning() {
     let r = app.run(["verify", "--all"]);
     assert_eq!(r.code(), Some(0), "{}", r.describe());
 }
+
+/// A WAL database the app closed cleanly (no `-wal`, no `-shm`) in a directory the
+/// service user may only read: SQLite must create the `-shm` to read it. The backup fails
+/// saying so and naming the directory to grant write access on, not "attempt to write a
+/// readonly database". Runs as `nobody` (root may write anywhere).
+#[test]
+fn a_clean_wal_database_in_a_read_only_directory_fails_naming_the_permission() {
+    let app = TestApp::new();
+    {
+        let conn = app.open_db();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .expect("WAL");
+        assert_eq!(mode, "wal");
+    }
+    for sfx in ["-wal", "-shm"] {
+        let mut side = app.db.as_os_str().to_owned();
+        side.push(sfx);
+        assert!(!Path::new(&side).exists(), "the app's close left {sfx}");
+    }
+    if is_root() {
+        chown_app_to_nobody(&app).expect("run the binary as nobody");
+    }
+    let dir = app.db.parent().expect("database directory").to_path_buf();
+    set_mode(&dir, 0o555);
+    let r = run_unprivileged(&app, &["create", "--type", "database"]);
+    set_mode(&dir, 0o755);
+    assert_fails_naming(
+        &r,
+        &[s(&dir), "write access", "-shm"],
+        "read-only directory",
+    );
+    assert!(
+        !r.stderr.contains("attempt to write a readonly database"),
+        "{}",
+        r.describe()
+    );
+}

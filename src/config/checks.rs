@@ -1,0 +1,243 @@
+//! Every check of a parsed [`Config`]: the values, all at load (every problem reported,
+//! not the first), and what only the live system can tell, for `check-config` — the
+//! same things the daemon would refuse (an unusable token, a `min_free_space` the backup
+//! filesystem can never satisfy) and what deserves a warning (a token file others may
+//! read, an API listening beyond this machine).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::{Compression, Config, NOTIFY_EVENTS};
+use crate::error::Error;
+
+/// What the live checks found: problems (the daemon would refuse) and warnings.
+#[derive(Debug, Default)]
+pub struct LiveCheck {
+    pub problems: Vec<Error>,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Every problem of the checked values, not only the first: an operator fixing a file
+    /// should not meet them one run at a time.
+    pub(super) fn problems(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
+        self.backup_problems(&mut problems);
+        self.retention_and_telegram_problems(&mut problems);
+        self.path_problems(&mut problems);
+        self.schedule_problems(&mut problems);
+        problems
+    }
+
+    /// `[backup]`: levels, threads, patterns, modes.
+    fn backup_problems(&self, problems: &mut Vec<Error>) {
+        let b = &self.backup;
+        match b.compression {
+            Compression::Zstd if !(-7..=22).contains(&b.compression_level) => {
+                problems.push(self.key_error(
+                    "backup.compression_level",
+                    "zstd levels run from -7 to 22 (3 is the default)",
+                ));
+            }
+            Compression::Gzip if !(0..=9).contains(&b.compression_level) => {
+                problems.push(
+                    self.key_error("backup.compression_level", "gzip levels run from 0 to 9"),
+                );
+            }
+            _ => {}
+        }
+        if b.threads > 256 {
+            problems.push(self.key_error("backup.threads", "at most 256 threads (0 = all cores)"));
+        }
+        for (i, glob) in b.exclude.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                problems.push(self.key_error(
+                    "backup.exclude",
+                    format!("pattern {} `{glob}` is invalid: {e}", i + 1),
+                ));
+            }
+        }
+        if b.file_mode.0 & 0o600 != 0o600 {
+            problems.push(self.key_error(
+                "backup.file_mode",
+                "the owner must be able to read and write backups (at least 0600)",
+            ));
+        }
+        if b.dir_mode.0 & 0o700 != 0o700 {
+            problems.push(self.key_error(
+                "backup.dir_mode",
+                "the owner needs rwx on backup directories (at least 0700)",
+            ));
+        }
+    }
+
+    /// `[retention]` buckets and `[telegram]` events and URL.
+    fn retention_and_telegram_problems(&self, problems: &mut Vec<Error>) {
+        if self.retention.keep_last == 0 {
+            problems.push(self.key_error(
+                "retention.keep_last",
+                "keep_last must be at least 1: the newest good backup is never deleted",
+            ));
+        }
+        for (name, v) in [
+            ("retention.keep_daily", self.retention.keep_daily),
+            ("retention.keep_weekly", self.retention.keep_weekly),
+            ("retention.keep_monthly", self.retention.keep_monthly),
+        ] {
+            if v == Some(0) {
+                problems.push(self.key_error(
+                    name,
+                    "0 keeps nothing from this bucket; remove the key instead",
+                ));
+            }
+        }
+        for ev in &self.telegram.notify_on {
+            if !NOTIFY_EVENTS.contains(&ev.as_str()) {
+                problems.push(self.key_error(
+                    "telegram.notify_on",
+                    format!(
+                        "unknown event `{ev}`; choose from {}",
+                        NOTIFY_EVENTS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !(self.telegram.api_url.starts_with("http://")
+            || self.telegram.api_url.starts_with("https://"))
+        {
+            problems
+                .push(self.key_error("telegram.api_url", "must start with http:// or https://"));
+        }
+    }
+
+    /// `[paths]` that overlap.
+    fn path_problems(&self, problems: &mut Vec<Error>) {
+        let p = &self.paths;
+        if p.backup_dir.starts_with(&p.storage) {
+            problems.push(self.key_error(
+                "paths.backup_dir",
+                format!(
+                    "{} is inside the storage directory {}: every storage backup would archive the backups; put backup_dir elsewhere",
+                    p.backup_dir.display(),
+                    p.storage.display()
+                ),
+            ));
+        }
+        if p.storage.starts_with(&p.backup_dir) {
+            problems.push(self.key_error(
+                "paths.storage",
+                format!(
+                    "{} is inside backup_dir {}; keep them apart",
+                    p.storage.display(),
+                    p.backup_dir.display()
+                ),
+            ));
+        }
+        if p.database.starts_with(&p.backup_dir) {
+            problems.push(self.key_error(
+                "paths.database",
+                format!(
+                    "{} is inside backup_dir {}; keep them apart",
+                    p.database.display(),
+                    p.backup_dir.display()
+                ),
+            ));
+        }
+    }
+
+    /// Cron lines that parse but never fire.
+    fn schedule_problems(&self, problems: &mut Vec<Error>) {
+        for (name, schedule) in self.jobs() {
+            if schedule.never_fires() {
+                problems.push(self.key_error(
+                    &format!("schedule.{name}"),
+                    format!(
+                        "`{}` never fires: no date matches it (e.g. the 31st of February); fix its day and month fields, or write \"off\"",
+                        schedule.expression()
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// What only the live system tells (`check-config`): sources, the backup
+    /// filesystem's size against `min_free_space`, the token file's mode, the listen
+    /// address. `api_token` is the daemon's own token reader, so both judge alike.
+    pub fn check_live(&self, api_token: &dyn Fn(&Config) -> Result<String, String>) -> LiveCheck {
+        let mut live = LiveCheck::default();
+        for kind in [crate::BackupKind::Database, crate::BackupKind::Storage] {
+            if let Err(e) = self.check_sources(kind) {
+                live.problems.push(e);
+            }
+        }
+        if self.api.enabled {
+            let key = if self.api.token_file.is_some() && self.api.token.is_none() {
+                "api.token_file"
+            } else {
+                "api.token"
+            };
+            let configured = self.api.token.is_some() || self.api.token_file.is_some();
+            if !configured {
+                // Not set up at all (the defaults): the daemon runs without its API.
+                live.warnings.push("[api] is enabled but no token is set: the daemon will not start the API (set [api] token_file, or enabled = false)".into());
+            } else if let Err(why) = api_token(self) {
+                live.problems.push(
+                    self.key_error(key, format!("{why}; the daemon would not start the API")),
+                );
+            }
+            live.warnings.extend(self.token_file_warning());
+            if !self.api.listen.ip().is_loopback() {
+                live.warnings.push(format!(
+                    "[api] listen = {} is reachable from other machines: the API can start backups and restores; put it behind TLS and a firewall, or listen on 127.0.0.1",
+                    self.api.listen
+                ));
+            }
+        }
+        if let Some(e) = self.min_free_space_problem() {
+            live.problems.push(e);
+        }
+        live
+    }
+
+    /// A token file that group or others may read.
+    fn token_file_warning(&self) -> Option<String> {
+        let file = self
+            .api
+            .token_file
+            .as_ref()
+            .filter(|_| self.api.token.is_none())?;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the API token file {} is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
+                file.display(),
+                file.display()
+            )
+        })
+    }
+
+    /// `min_free_space` at least as big as the whole backup filesystem: every backup
+    /// would be refused for lack of space, whatever is deleted.
+    fn min_free_space_problem(&self) -> Option<Error> {
+        let reserve = self.backup.min_free_space.0;
+        // The backup directory may not exist yet: measure the filesystem it will be on.
+        let existing = self
+            .paths
+            .backup_dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let total = crate::sys::total_space(existing).ok()?;
+        (reserve >= total).then(|| {
+            self.key_error(
+                "backup.min_free_space",
+                format!(
+                    "{} must stay free, but the filesystem of {} holds only {} in all: every backup would be refused; lower it",
+                    crate::units::format_bytes(reserve),
+                    existing.display(),
+                    crate::units::format_bytes(total)
+                ),
+            )
+        })
+    }
+}
