@@ -33,7 +33,7 @@ fn check_config_reports_every_problem_the_daemon_would_refuse_in_one_run() {
         )
         .replace(
             "min_free_space = \"1 MiB\"",
-            "min_free_space = \"100000 TiB\"",
+            "min_free_space = \"900 TiB\"",
         );
     app.write_config_raw(&text);
     let r = app.run(["check-config"]);
