@@ -40,28 +40,49 @@ pub fn run_hook(
         command: command.to_string(),
         detail,
     };
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| hook_error(format!("could not start: {e}")))?;
+    let Some((status, output)) = wait_with_output(child, timeout) else {
+        return Err(hook_error(format!(
+            "did not finish within {} s and was killed",
+            timeout.as_secs()
+        )));
+    };
+    let output = shown_output(&output);
+    if !output.is_empty() {
+        tracing::info!("{name} hook output: {output}");
+    }
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(hook_error(format!(
+            "failed ({s}){}",
+            match output.lines().last() {
+                Some(last) => format!(": {last}"),
+                None => String::new(),
+            }
+        ))),
+        Err(e) => Err(hook_error(format!("could not be waited for: {e}"))),
+    }
+}
+
+/// Wait for the hook to exit and both its pipes to close, all within `timeout`; past it
+/// the hook's process group is killed and `None` returned. Both pipes and the exit status
+/// arrive on one channel, so one deadline bounds them all (a process the hook left in the
+/// background may hold the pipes open).
+fn wait_with_output(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> Option<(std::io::Result<std::process::ExitStatus>, Vec<u8>)> {
     let pid = child.id() as libc::pid_t;
     let deadline = std::time::Instant::now() + timeout;
-    // Both pipes and the exit status arrive on one channel, so one deadline bounds them
-    // all (a process the hook left in the background may hold the pipes open).
     let (tx, rx) = mpsc::channel();
     let mut readers = 0;
-    for (i, pipe) in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    for (i, pipe) in pipes.into_iter().enumerate() {
         if let Some(pipe) = pipe {
             drain(i, pipe, tx.clone());
             readers += 1;
@@ -87,31 +108,13 @@ pub fn run_hook(
                     libc::kill(-pid, libc::SIGKILL);
                 }
                 let _ = waiter.join();
-                return Err(hook_error(format!(
-                    "did not finish within {} s and was killed",
-                    timeout.as_secs()
-                )));
+                return None;
             }
         }
     }
     let _ = waiter.join();
-    let output = outputs.concat();
     let status = status.unwrap_or_else(|| Err(std::io::Error::other("no exit status")));
-    let output = shown_output(&output);
-    if !output.is_empty() {
-        tracing::info!("{name} hook output: {output}");
-    }
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(hook_error(format!(
-            "failed ({s}){}",
-            match output.lines().last() {
-                Some(last) => format!(": {last}"),
-                None => String::new(),
-            }
-        ))),
-        Err(e) => Err(hook_error(format!("could not be waited for: {e}"))),
-    }
+    Some((status, outputs.concat()))
 }
 
 /// What the hook's threads report: one pipe's output (0 stdout, 1 stderr), or its exit.

@@ -31,10 +31,7 @@ fn check_config_reports_every_problem_the_daemon_would_refuse_in_one_run() {
             "",
             "[api]\nlisten = \"0.0.0.0:8787\"\ntoken_file = \"token\"\n",
         )
-        .replace(
-            "min_free_space = \"1 MiB\"",
-            "min_free_space = \"900 TiB\"",
-        );
+        .replace("min_free_space = \"1 MiB\"", "min_free_space = \"900 TiB\"");
     app.write_config_raw(&text);
     let r = app.run(["check-config"]);
     r.assert_code(2);
