@@ -120,10 +120,11 @@ pub(super) fn strace_usable() -> Result<(), String> {
     )
 }
 
-/// `strace [-e inject=SYSCALL:signal=KILL:when=N] -e trace=SYSCALLS BIN --config … ARGS`,
+/// `strace [-e inject=SYSCALL:signal=KILL:when=N] -e trace=SYSCALLS BIN --config … ARGS…`,
 /// with strace's own record of the traced calls in `log`.
-fn strace_command(
+pub(super) fn strace_command<S: AsRef<std::ffi::OsStr>>(
     app: &TestApp,
+    args: &[S],
     trace: &str,
     inject: Option<(&str, usize)>,
     log: &Path,
@@ -137,7 +138,7 @@ fn strace_command(
         cmd.arg("-e")
             .arg(format!("inject={syscall}:signal=KILL:when={n}"));
     }
-    let inner = app.command(["create", "--type"]);
+    let inner = app.command(args);
     cmd.arg(inner.get_program())
         .args(inner.get_args())
         .current_dir(&app.root)
@@ -169,7 +170,7 @@ fn sigkill_at_each_commit_syscall_leaves_only_complete_verified_backups() {
     for kind in ["database", "storage", "full"] {
         // Count each call in an unkilled run.
         let log = logs.path().join(format!("{kind}.strace"));
-        let mut cmd = strace_command(&app, &trace, None, &log);
+        let mut cmd = strace_command(&app, &["create", "--type"], &trace, None, &log);
         cmd.arg(kind);
         run(cmd).assert_code(0);
         ledger.check(
@@ -191,7 +192,13 @@ fn sigkill_at_each_commit_syscall_leaves_only_complete_verified_backups() {
                 let ctx = format!("{kind} backup killed at {syscall} #{n} of {calls}");
                 let before: BTreeSet<PathBuf> = app.backup_files().into_iter().collect();
                 let log = logs.path().join(format!("{kind}-{syscall}-{n}.strace"));
-                let mut cmd = strace_command(&app, syscall, Some((syscall, n)), &log);
+                let mut cmd = strace_command(
+                    &app,
+                    &["create", "--type"],
+                    syscall,
+                    Some((syscall, n)),
+                    &log,
+                );
                 cmd.arg(kind);
                 let r = run(cmd);
                 let phase = if r.signal() == Some(libc::SIGKILL) || r.code() == Some(137) {

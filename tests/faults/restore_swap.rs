@@ -49,22 +49,8 @@ fn strace_restore(
     inject: Option<(&str, usize)>,
     log: &Path,
 ) -> Run {
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-e"])
-        .arg(format!("trace={trace}"))
-        .arg("-o")
-        .arg(log);
-    if let Some((syscall, n)) = inject {
-        cmd.arg("-e")
-            .arg(format!("inject={syscall}:signal=KILL:when={n}"));
-    }
-    let inner = app.command(["restore".as_ref(), backup.as_os_str(), "--yes".as_ref()]);
-    cmd.arg(inner.get_program())
-        .args(inner.get_args())
-        .current_dir(&app.root)
-        .env_remove("VERTEX_BACKUP_CONFIG")
-        .env_remove("RUST_LOG");
-    run(cmd)
+    let args = ["restore".as_ref(), backup.as_os_str(), "--yes".as_ref()];
+    run(super::crash::strace_command(app, &args, trace, inject, log))
 }
 
 /// The traced calls of a strace log, in order ("syscall(args) = result").
