@@ -45,6 +45,10 @@ pub struct BackupFacts {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The worker began a job (for dead-man pings' `/start`; the worker logs it itself).
+    JobStarted {
+        job: JobName,
+    },
     BackupSucceeded {
         facts: BackupFacts,
         next_run: Option<DateTime<FixedOffset>>,
@@ -139,11 +143,14 @@ impl Event {
             Event::RestoreDone { .. } => "restore",
             Event::RotationDone { .. } => "rotate",
             Event::DaemonStarted { .. } | Event::DaemonStopping { .. } => "lifecycle",
+            // Not a `notify_on` name: a start is worth a ping, not a message.
+            Event::JobStarted { .. } => "started",
         }
     }
 
     pub fn summary(&self) -> String {
         match self {
+            Event::JobStarted { job } => format!("{job} job started"),
             Event::BackupSucceeded { facts, .. } => format!(
                 "{} backup {} ({}, {}, {}){}",
                 facts.kind,
@@ -231,6 +238,9 @@ pub struct LogSink {
 
 impl Sink for LogSink {
     fn handle(&self, event: &Event) {
+        if matches!(event, Event::JobStarted { .. }) {
+            return; // the worker's own "job started" line says it, with the trigger
+        }
         let line = event.summary();
         if event.is_bad() {
             tracing::warn!(category = event.category(), "{line}");

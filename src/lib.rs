@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod healthchecks;
 pub mod jobs;
 pub mod kind;
 pub mod names;

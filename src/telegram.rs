@@ -530,6 +530,7 @@ pub fn format_message(event: &Event, host: &str) -> String {
         Event::DaemonStarted { version } => {
             format!("▶️ {h} · vertex-backup {} started", escape(version))
         }
+        Event::JobStarted { job } => format!("▶️ {h} · {job} job started"),
         Event::DaemonStopping { reason } => {
             format!("⏹ {h} · vertex-backup stopping: {}", escape(reason))
         }

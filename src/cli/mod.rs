@@ -286,6 +286,10 @@ fn cmd_create(
         progress: progress_for(&bar),
         cancel: interrupt::cancel_on_sigint(),
     };
+    let pings = vertex_backup::healthchecks::OneShot::start(config);
+    pings.send(&vertex_backup::events::Event::JobStarted {
+        job: vertex_backup::kind::JobName::creating(kind),
+    });
     let result = create_backup(&job);
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
     let next = vertex_backup::schedule::next_runs(
@@ -299,7 +303,9 @@ fn cmd_create(
     .first()
     .copied();
     let event = vertex_backup::events::backup_event(config, kind, &result, next);
+    pings.send(&event);
     vertex_backup::telegram::notify_blocking(config, &event, config.telegram.timeout.0);
+    pings.finish();
     let report = result?;
     if json {
         out!("{}", serde_json::to_string_pretty(&report.metadata)?);

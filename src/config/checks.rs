@@ -26,6 +26,7 @@ impl Config {
         self.retention_and_telegram_problems(&mut problems);
         self.path_problems(&mut problems);
         self.schedule_problems(&mut problems);
+        self.healthchecks_problems(&mut problems);
         problems
     }
 

@@ -5,6 +5,7 @@
 //! live data (does the database exist?) are in [`Config::check_sources`].
 
 mod checks;
+mod healthchecks;
 mod lines;
 mod ranges;
 mod types;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use checks::LiveCheck;
+pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
 pub use types::{ByteSize, HumanDuration, JobSchedule, Mode, Secret, Timezone};
 
@@ -311,6 +313,7 @@ struct FileModel {
     telegram: TelegramSection,
     api: ApiSection,
     hooks: HooksSection,
+    healthchecks: HealthchecksSection,
 }
 
 /// The checked configuration the rest of the program sees. Paths are absolute.
@@ -330,6 +333,7 @@ pub struct Config {
     pub telegram: TelegramSection,
     pub api: ApiSection,
     pub hooks: HooksSection,
+    pub healthchecks: HealthchecksSection,
 }
 
 /// How the config file was chosen.
@@ -404,6 +408,7 @@ impl Config {
             telegram: model.telegram,
             api: model.api,
             hooks: model.hooks,
+            healthchecks: model.healthchecks,
         };
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
         let mut problems = Vec::new();

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::engine::backup::catalog_for;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, EventSender, LogSink, Sink};
+use crate::healthchecks::HealthchecksSink;
 use crate::jobs::{self, Finished, Queue};
 use crate::status::{Health, Metrics};
 use crate::telegram::TelegramSink;
@@ -83,6 +84,7 @@ pub struct Daemon {
     worker: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
     telegram_task: JoinHandle<()>,
+    pings_task: JoinHandle<()>,
     _daemon_lock: BackupDirLock,
 }
 
@@ -109,6 +111,7 @@ impl Daemon {
         // 3. Events: the log, Telegram (from the live config), metrics, whatever the
         // caller adds.
         let (telegram, telegram_task) = TelegramSink::start(cfg_rx.clone());
+        let (pings, pings_task) = HealthchecksSink::start(cfg_rx.clone());
         let health = Arc::new(Health::default());
         health.tick(Utc::now());
         let metrics = Arc::new(Metrics::default());
@@ -116,6 +119,7 @@ impl Daemon {
             Arc::new(LogSink { log: Some(log) }),
             telegram,
             metrics.clone(),
+            pings,
         ];
         sinks.extend(extra_sinks);
         let (events, dispatcher) = events::dispatcher(sinks, 256);
@@ -156,6 +160,7 @@ impl Daemon {
             worker,
             dispatcher,
             telegram_task,
+            pings_task,
             _daemon_lock: daemon_lock,
         })
     }
@@ -178,6 +183,7 @@ impl Daemon {
             mut worker,
             dispatcher,
             telegram_task,
+            pings_task,
             _daemon_lock,
         } = self;
         let queue = services.queue.clone();
@@ -214,10 +220,10 @@ impl Daemon {
         // The reporter holds an event sender too: the dispatcher drains only when all are gone.
         drop(set_aside_reports);
         // Deliver what is queued, bounded: the dispatcher drains into the sinks, then the
-        // Telegram task sends what it holds (its retries are cut short by the bound).
+        // Telegram and ping tasks send what they hold (their retries are cut short by the bound).
         let flush = async {
             let _ = dispatcher.await;
-            let _ = telegram_task.await;
+            let _ = tokio::join!(telegram_task, pings_task);
         };
         if tokio::time::timeout(FLUSH_LIMIT, flush).await.is_err() {
             tracing::warn!("gave up delivering queued notifications after {FLUSH_LIMIT:?}");

@@ -49,6 +49,7 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
             return restore_job(config, path, *verify, cancel, events);
         }
     };
+    events.send(Event::JobStarted { job });
     let next_run = || {
         next_runs(
             config.schedule.of(job),
