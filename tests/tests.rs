@@ -11,6 +11,7 @@ mod daemon;
 mod faults;
 mod format;
 mod fuzz;
+mod healthchecks;
 mod hostile;
 mod install;
 mod pressure;

@@ -1,7 +1,7 @@
 //! The `[healthchecks]` section: dead-man pings per job (the healthchecks.io protocol, a
 //! full URL, a bare UUID or a slug under a project's ping key, on hc-ping.com or a
 //! self-hosted base URL) and one generic `ping_url` template for other monitors (Uptime
-//! Kuma, Cronitor). Sending lives in `crate::healthchecks`; here are the keys, their
+//! Kuma, Cronitor). Sending lives in src/healthchecks.rs; here are the keys, their
 //! defaults and their checks.
 
 use std::time::Duration;

@@ -269,8 +269,15 @@ impl Spawned {
 /// The secret parts of every token the tests put into a config (a Telegram bot token's
 /// part after the colon, the API token). None may appear in anything the binary writes:
 /// its stdout and stderr (checked for every run and every daemon, see [`Spawned`]) and
-/// the files of its backup directory (checked when a [`TestApp`] is dropped).
-pub const TEST_SECRETS: &[&str] = &["TESTsecretTOKENvalueXYZ", "api-token-0123456789abcdef"];
+/// the files of its backup directory (checked when a [`TestApp`] is dropped). Ping URLs
+/// (tests/healthchecks.rs) carry a check UUID, a ping key and a push token.
+pub const TEST_SECRETS: &[&str] = &[
+    "TESTsecretTOKENvalueXYZ",
+    "api-token-0123456789abcdef",
+    "7e57a5ec-0bad-4bad-8bad-7e57a5ec0001",
+    "TESTpingKEYsecret42",
+    "TESTkumaPUSHtoken77",
+];
 
 /// Panic naming the secret and where it leaked, if `text` holds one of [`TEST_SECRETS`].
 #[track_caller]
