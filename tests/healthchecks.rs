@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 
-use crate::util::{TestApp, poll_until};
+use crate::util::{LocalServer, TestApp, poll_until};
 
 /// In tests/util/process.rs TEST_SECRETS: no output may show them.
 const UUID: &str = "7e57a5ec-0bad-4bad-8bad-7e57a5ec0001";
@@ -32,12 +32,11 @@ struct Monitor {
     failing: bool,
 }
 
-/// A fake healthchecks.io / Uptime Kuma on its own thread.
+/// A fake healthchecks.io / Uptime Kuma.
 struct FakeMonitor {
     base: String,
     state: Arc<Mutex<Monitor>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 async fn record(
@@ -68,31 +67,15 @@ impl FakeMonitor {
             hits: Vec::new(),
             failing,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let st = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(record).with_state(st);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = LocalServer::start(
+            axum::Router::new()
+                .fallback(record)
+                .with_state(state.clone()),
+        );
         FakeMonitor {
-            base,
+            base: server.base.clone(),
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -107,17 +90,6 @@ impl FakeMonitor {
             .map(|h| h.target)
             .filter(|t| t.starts_with(prefix))
             .collect()
-    }
-}
-
-impl Drop for FakeMonitor {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
