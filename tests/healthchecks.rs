@@ -276,3 +276,28 @@ fn check_config_refuses_a_slug_without_a_ping_key() {
     assert!(all.contains("healthchecks.database"), "{all}");
     assert!(all.contains("ping_key"), "{all}");
 }
+
+#[test]
+fn check_config_names_the_pinging_jobs_never_their_urls() {
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        &format!(
+            "[healthchecks]\ndatabase = \"{UUID}\"\nping_url = \"https://kuma.example/api/push/{PUSH_TOKEN}\"\n"
+        ),
+    ));
+    // The secrets themselves are checked in every output by the runner (TEST_SECRETS).
+    let run = app.run(["check-config"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("pings:      checks for database; ping_url on success, failure"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("chmod 600"),
+        "a readable file of ping URLs draws the warning: {}",
+        run.describe()
+    );
+}

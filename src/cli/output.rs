@@ -196,6 +196,29 @@ pub fn print_config(c: &Config) {
     } else {
         out!("api:        disabled");
     }
+    // Which jobs ping, never the URLs: they are credentials.
+    let hc = &c.healthchecks;
+    let jobs: Vec<&str> = vertex_backup::kind::JobName::ALL
+        .iter()
+        .filter(|j| hc.check_of(**j).is_some())
+        .map(|j| j.as_str())
+        .collect();
+    match (jobs.is_empty(), &hc.ping_url) {
+        (true, None) => out!("pings:      off"),
+        (_, url) => out!(
+            "pings:      {}{}",
+            if jobs.is_empty() {
+                "no job checks".to_string()
+            } else {
+                format!("checks for {}", jobs.join(", "))
+            },
+            if url.is_some() {
+                format!("; ping_url on {}", hc.ping_url_on.join(", "))
+            } else {
+                String::new()
+            }
+        ),
+    }
 }
 
 pub fn print_restore_plan(plan: &RestorePlan, json: bool) -> anyhow::Result<()> {

@@ -395,7 +395,9 @@ impl Config {
                 .unwrap_or_default(),
             message: e.message().trim().to_string(),
         })?;
-        let secrets_in_file = model.telegram.bot_token.is_some() || model.api.token.is_some();
+        let secrets_in_file = model.telegram.bot_token.is_some()
+            || model.api.token.is_some()
+            || model.healthchecks.enabled();
         let mut cfg = Config {
             file,
             source: text.to_string(),
