@@ -12,6 +12,11 @@
 //! 4. storage: the restored tree, flushed to disk, is exchanged with the live one in one
 //!    `renameat2(RENAME_EXCHANGE)` — the only moment the live path changes — and the
 //!    replaced tree kept as `NAME.pre-restore-TIMESTAMP` (see [`super::staged_tree`]).
+//!
+//! With `--path` ([`plan_restore_paths`]) only those storage paths are extracted (see
+//! [`super::path_selection`]) and, in place, swapped one by one, each previous version
+//! kept at its place under `NAME.pre-restore-TIMESTAMP/`; a full backup's database is
+//! then left alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};

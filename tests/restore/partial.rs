@@ -139,6 +139,27 @@ fn in_place_partial_restore_replaces_only_that_folder_and_keeps_it_aside() {
     let ids_before: Vec<_> = siblings.iter().map(|s| sibling(s)).collect();
     let root_ino = fs::metadata(&app.storage).unwrap().ino();
 
+    // The plan says what is replaced and where the previous version goes.
+    let dry = app.run([
+        "restore".as_ref(),
+        backup.as_os_str(),
+        "--path".as_ref(),
+        "client_1/".as_ref(),
+        "--dry-run".as_ref(),
+    ]);
+    dry.assert_code(0);
+    let plan = format!("{}{}", dry.stdout, dry.stderr);
+    assert!(
+        plan.contains("replace only client_1") && plan.contains("storage.pre-restore-"),
+        "the plan does not say what a partial restore replaces:\n{}",
+        dry.describe()
+    );
+    assert_eq!(
+        snapshot_tree(&app.storage),
+        changed,
+        "--dry-run changed the tree"
+    );
+
     let r = app.run([
         "restore".as_ref(),
         backup.as_os_str(),
