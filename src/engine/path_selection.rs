@@ -267,6 +267,81 @@ mod tests {
         assert!(!s.is_above(Path::new("b/c")));
     }
 
+    fn entry(path: &str, kind: EntryKind) -> SafeEntry {
+        SafeEntry {
+            path: PathBuf::from(path),
+            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            kind,
+            mtime: 1_600_000_000,
+            uid: 0,
+            gid: 0,
+            size: 1,
+        }
+    }
+
+    /// Feed `entries` through a [`SelectiveSink`] extracting under a temporary root.
+    fn run(
+        paths: &[&str],
+        entries: &[SafeEntry],
+    ) -> (tempfile::TempDir, Vec<(PathBuf, PathBuf)>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let selection = sel(paths).unwrap();
+        let mut x = Extractor::new(dir.path(), Path::new("a.tar"));
+        let mut sink = SelectiveSink::new(&mut x, &selection);
+        for e in entries {
+            sink.entry(e, &mut &b"x"[..]).unwrap();
+        }
+        let hint = sink
+            .check_all_matched(Path::new("a.tar"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let orphans = sink.orphan_links.clone();
+        x.finish().unwrap();
+        (dir, orphans, hint)
+    }
+
+    fn tree() -> Vec<SafeEntry> {
+        use EntryKind::*;
+        vec![
+            entry("s", Dir),
+            entry("s/a", Dir),
+            entry("s/a/f", File),
+            entry("s/o", Dir),
+            entry("s/o/h", Hardlink("s/a/f".into())),
+            entry("s/c", Dir),
+            entry("s/c/l", Hardlink("s/o/h".into())),
+            entry("s/c/m", Hardlink("s/c/l".into())),
+            entry("s/top.txt", File),
+        ]
+    }
+
+    #[test]
+    fn links_resolve_to_the_file_carrying_the_data_through_unselected_links() {
+        // The data file selected: the links are made from it, the unselected one skipped.
+        let (dir, orphans, hint) = run(&["a", "c"], &tree());
+        assert!(orphans.is_empty() && hint.is_empty(), "{orphans:?} {hint}");
+        assert!(!dir.path().join("s/o").exists());
+        assert_eq!(std::fs::read(dir.path().join("s/c/m")).unwrap(), b"x");
+        // The data file not selected: both selected links are noted for the second pass.
+        let (dir, orphans, _) = run(&["c"], &tree());
+        assert_eq!(
+            orphans,
+            vec![
+                (PathBuf::from("s/c/l"), PathBuf::from("s/a/f")),
+                (PathBuf::from("s/c/m"), PathBuf::from("s/a/f"))
+            ]
+        );
+        assert!(!dir.path().join("s/a").exists() && dir.path().join("s/c").is_dir());
+    }
+
+    #[test]
+    fn a_path_matching_nothing_is_named_with_the_top_level_entries() {
+        let (_dir, _, hint) = run(&["c", "nope"], &tree());
+        assert!(hint.contains("--path nope matches nothing"), "{hint}");
+        assert!(hint.contains("a/, c/, o/, top.txt"), "{hint}");
+    }
+
     #[test]
     fn paths_leaving_the_storage_directory_or_naming_all_of_it_are_refused() {
         for bad in ["/etc", "../x", "a/../../b", ".", "./"] {

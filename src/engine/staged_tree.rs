@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::archive::ArchiveStats;
+use super::archive::{ArchiveStats, EntrySink};
 use super::extract::{Extractor, fresh_dir};
 use super::path_selection::{PathSelection, SelectiveSink, SpillSink};
 use super::restore::StorageStep;
@@ -186,17 +186,14 @@ impl StagedTree {
             checksum: verify.then_some(s.checksum.as_str()),
             file_count: s.file_count,
         };
+        // One read of the whole archive, checked as `verify` checks it, into `sink`.
+        let read = |sink: &mut dyn EntrySink| {
+            read_storage_archive(&s.source, s.compression, expect, progress, cancel, sink)
+        };
         if s.paths.is_empty() {
-            self.stats = read_storage_archive(
-                &s.source,
-                s.compression,
-                expect,
-                progress,
-                cancel,
-                &mut extractor,
-            )?;
+            self.stats = read(&mut extractor)?;
         } else {
-            self.extract_selected(s, expect, &mut extractor, progress, cancel)?;
+            self.extract_selected(s, &read, &mut extractor)?;
         }
         extractor.finish()?;
         // Our archives hold one top-level directory (the storage directory's name); take
@@ -223,36 +220,19 @@ impl StagedTree {
     fn extract_selected(
         &mut self,
         s: &StorageStep,
-        expect: ArchiveExpectation,
+        read: &dyn Fn(&mut dyn EntrySink) -> Result<ArchiveStats>,
         extractor: &mut Extractor,
-        progress: &dyn Progress,
-        cancel: &Cancel,
     ) -> Result<()> {
         let selection = PathSelection::new(&s.paths)?;
         let mut sink = SelectiveSink::new(extractor, &selection);
-        self.stats = read_storage_archive(
-            &s.source,
-            s.compression,
-            expect,
-            progress,
-            cancel,
-            &mut sink,
-        )?;
+        self.stats = read(&mut sink)?;
         sink.check_all_matched(&s.source)?;
         let (orphans, selected) = (std::mem::take(&mut sink.orphan_links), sink.stats);
         if !orphans.is_empty() {
             let spill = self.temp.join("spill");
             fresh_dir(&spill)?;
             let mut spill_extractor = Extractor::new(&spill, &s.source);
-            let mut spill_sink = SpillSink::new(&mut spill_extractor, &orphans);
-            read_storage_archive(
-                &s.source,
-                s.compression,
-                expect,
-                progress,
-                cancel,
-                &mut spill_sink,
-            )?;
+            read(&mut SpillSink::new(&mut spill_extractor, &orphans))?;
             for (link, data_file) in &orphans {
                 extractor.link_to(&spill.join(data_file), link)?;
             }
