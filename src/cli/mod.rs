@@ -140,6 +140,9 @@ struct RestoreArgs {
     /// Restore elsewhere (a new file for a database, a new directory otherwise); nothing live is touched
     #[arg(long, value_name = "DIR|FILE")]
     target: Option<PathBuf>,
+    /// Restore only this path of the storage (relative to the storage directory, e.g. client_1/); repeatable. In place, only these paths are replaced; a full backup's database is then left alone
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
     /// Do not ask for confirmation (required when not on a terminal)
     #[arg(long, short)]
     yes: bool,
@@ -329,11 +332,12 @@ fn cmd_create(
 fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let target = args.target.as_ref().map(|t| cwd.join(t));
-    let plan = restore::plan_restore(
+    let plan = restore::plan_restore_paths(
         config,
         &cwd.join(&args.path),
         target.as_deref(),
         !args.no_verify,
+        &args.paths,
     )?;
     if args.no_verify {
         eprintln!(

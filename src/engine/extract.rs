@@ -87,6 +87,16 @@ impl Extractor {
         }
     }
 
+    /// Make `rel` a hard link to `outside`, a file extracted elsewhere on the same
+    /// filesystem (a partial restore's link whose data file was not selected); the same
+    /// parent checks as any entry.
+    pub fn link_to(&self, outside: &Path, rel: &Path) -> Result<()> {
+        self.ensure_parents(rel)?;
+        let dest = self.root.join(rel);
+        self.clear(&dest)?;
+        fs::hard_link(outside, &dest).ctx("create hard link", &dest)
+    }
+
     fn chown(&self, path: &Path, e: &SafeEntry) {
         if self.as_root {
             let _ = std::os::unix::fs::lchown(path, Some(e.uid as u32), Some(e.gid as u32));

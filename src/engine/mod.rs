@@ -12,6 +12,7 @@ pub mod extract;
 pub mod hashing;
 pub mod hooks;
 pub mod output;
+pub mod path_selection;
 pub mod restore;
 pub mod rotate;
 pub mod staged_tree;

@@ -12,6 +12,11 @@
 //! 4. storage: the restored tree, flushed to disk, is exchanged with the live one in one
 //!    `renameat2(RENAME_EXCHANGE)` — the only moment the live path changes — and the
 //!    replaced tree kept as `NAME.pre-restore-TIMESTAMP` (see [`super::staged_tree`]).
+//!
+//! With `--path` ([`plan_restore_paths`]) only those storage paths are extracted (see
+//! [`super::path_selection`]) and, in place, swapped one by one, each previous version
+//! kept at its place under `NAME.pre-restore-TIMESTAMP/`; a full backup's database is
+//! then left alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +28,7 @@ use serde::Serialize;
 
 use super::backup::{BackupJob, catalog_for, create_backup_locked};
 use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
+use super::path_selection::PathSelection;
 use super::staged_tree::{StagedTree, is_mount_point, stage_storage};
 use super::verify::{full_parts, verify_database_file};
 use super::{Cancel, Progress};
@@ -69,8 +75,20 @@ pub struct StorageStep {
     /// As the backup's metadata records it.
     pub compression: Compression,
     pub target: PathBuf,
-    /// Where the current tree is moved (in-place restores).
+    /// Where the current tree is moved (in-place restores). With `paths`, only the
+    /// replaced paths go there, each at its own place under it.
     pub previous_tree: Option<PathBuf>,
+    /// `--path`: restore only these (normalised, relative to the storage directory);
+    /// empty for the whole tree.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl StorageStep {
+    fn paths_shown(&self) -> String {
+        let shown: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        shown.join(", ")
+    }
 }
 
 impl RestorePlan {
@@ -85,7 +103,14 @@ impl RestorePlan {
         } else {
             lines.push("NO VERIFICATION (--no-verify): the backup is trusted as it is".to_string());
         }
-        if let Some(s) = &self.storage {
+        if let Some(s) = self.storage.as_ref().filter(|s| !s.paths.is_empty()) {
+            lines.push(format!(
+                "extract only {} from {} into a temporary directory beside {}",
+                s.paths_shown(),
+                s.source.display(),
+                s.target.display()
+            ));
+        } else if let Some(s) = &self.storage {
             lines.push(format!(
                 "extract {} ({} of files) into a temporary directory beside {}",
                 s.source.display(),
@@ -108,6 +133,13 @@ impl RestorePlan {
         }
         if let Some(s) = &self.storage {
             match &s.previous_tree {
+                Some(prev) if !s.paths.is_empty() => lines.push(format!(
+                    "replace only {} in {}, each in one atomic swap; the versions replaced go to {} (same layout); nothing else in {} is touched",
+                    s.paths_shown(),
+                    s.target.display(),
+                    prev.display(),
+                    s.target.display()
+                )),
                 Some(prev) => lines.push(format!(
                     "move the current {} to {} and put the restored tree in its place",
                     s.target.display(),
@@ -180,6 +212,19 @@ pub fn plan_restore(
     target: Option<&Path>,
     verify: bool,
 ) -> Result<RestorePlan> {
+    plan_restore_paths(config, path, target, verify, &[])
+}
+
+/// [`plan_restore`] of only `paths` of the storage (`restore --path`; empty: all of it).
+/// With a full backup, only its storage part is restored: the database stays as it is.
+pub fn plan_restore_paths(
+    config: &Config,
+    path: &Path,
+    target: Option<&Path>,
+    verify: bool,
+    paths: &[PathBuf],
+) -> Result<RestorePlan> {
+    let selection = PathSelection::new(paths)?;
     let (_catalog, listing, entry) = resolve_backup(config, path)?;
     if let Some(problem) = &entry.problem {
         return Err(Error::verify(&entry.meta_path, "complete", problem.clone()));
@@ -201,6 +246,14 @@ pub fn plan_restore(
             )
         }
     };
+    if !selection.is_empty() && storage_part.is_none() {
+        return Err(Error::Refused(format!(
+            "--path selects paths of the storage, and {} is a database backup; leave --path out",
+            entry.data_path.display()
+        )));
+    }
+    // A partial restore is of storage paths only: a full backup's database is left alone.
+    let db_part = db_part.filter(|_| selection.is_empty());
     if let Some(p) = db_part {
         data_format(p, FormatKind::Sqlite)?;
     }
@@ -272,6 +325,17 @@ pub fn plan_restore(
             live_storage.display()
         )));
     }
+    if in_place
+        && let Some(p) = selection
+            .paths()
+            .iter()
+            .find(|p| is_mount_point(&live_storage.join(p)))
+    {
+        return Err(Error::Refused(format!(
+            "{} is a mount point: a partial restore swaps it whole, which cannot be done to a mount point; restore with --target instead",
+            live_storage.join(p).display()
+        )));
+    }
     let previous_tree =
         (in_place && live_storage.exists()).then(|| unused_aside_path(live_storage, &stamp));
     Ok(RestorePlan {
@@ -293,6 +357,7 @@ pub fn plan_restore(
             compression: storage_compression,
             target: storage_target.clone(),
             previous_tree: previous_tree.clone(),
+            paths: selection.paths().to_vec(),
         }),
     })
 }
@@ -435,10 +500,16 @@ fn apply_locked(
                 tree.stats.files,
                 tree.stats.content_bytes,
             );
-            tree.swap_into(&s.target, s.previous_tree.as_deref())?;
+            let previous_tree = match &s.previous_tree {
+                Some(prev) if !s.paths.is_empty() => tree.swap_paths(&s.target, prev, &s.paths)?,
+                _ => {
+                    tree.swap_into(&s.target, s.previous_tree.as_deref())?;
+                    s.previous_tree.clone()
+                }
+            };
             report.storage = Some(RestoredStorage {
                 target: s.target.clone(),
-                previous_tree: s.previous_tree.clone(),
+                previous_tree,
                 entries,
                 files,
                 bytes,

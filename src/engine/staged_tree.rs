@@ -11,8 +11,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::archive::ArchiveStats;
+use super::archive::{ArchiveStats, EntrySink};
 use super::extract::{Extractor, fresh_dir};
+use super::path_selection::{PathSelection, SelectiveSink, SpillSink};
 use super::restore::StorageStep;
 use super::verify::{ArchiveExpectation, read_storage_archive};
 use super::{Cancel, Progress};
@@ -185,14 +186,15 @@ impl StagedTree {
             checksum: verify.then_some(s.checksum.as_str()),
             file_count: s.file_count,
         };
-        self.stats = read_storage_archive(
-            &s.source,
-            s.compression,
-            expect,
-            progress,
-            cancel,
-            &mut extractor,
-        )?;
+        // One read of the whole archive, checked as `verify` checks it, into `sink`.
+        let read = |sink: &mut dyn EntrySink| {
+            read_storage_archive(&s.source, s.compression, expect, progress, cancel, sink)
+        };
+        if s.paths.is_empty() {
+            self.stats = read(&mut extractor)?;
+        } else {
+            self.extract_selected(s, &read, &mut extractor)?;
+        }
         extractor.finish()?;
         // Our archives hold one top-level directory (the storage directory's name); take
         // its contents. An archive without one is taken as the tree itself.
@@ -211,6 +213,78 @@ impl StagedTree {
         sync_filesystem(&self.temp)?;
         self.record.ready(&self.tree)?;
         self.record.save(&self.root)
+    }
+
+    /// Extract only `s.paths`: one pass, plus a second for the data of selected hard
+    /// links whose data file is outside the selection (see [`super::path_selection`]).
+    fn extract_selected(
+        &mut self,
+        s: &StorageStep,
+        read: &dyn Fn(&mut dyn EntrySink) -> Result<ArchiveStats>,
+        extractor: &mut Extractor,
+    ) -> Result<()> {
+        let selection = PathSelection::new(&s.paths)?;
+        let mut sink = SelectiveSink::new(extractor, &selection);
+        self.stats = read(&mut sink)?;
+        sink.check_all_matched(&s.source)?;
+        let (orphans, selected) = (std::mem::take(&mut sink.orphan_links), sink.stats);
+        if !orphans.is_empty() {
+            let spill = self.temp.join("spill");
+            fresh_dir(&spill)?;
+            let mut spill_extractor = Extractor::new(&spill, &s.source);
+            read(&mut SpillSink::new(&mut spill_extractor, &orphans))?;
+            for (link, data_file) in &orphans {
+                extractor.link_to(&spill.join(data_file), link)?;
+            }
+            fs::remove_dir_all(&spill).ctx("delete", &spill)?;
+        }
+        self.stats.entries = selected.entries;
+        self.stats.files = selected.files;
+        self.stats.content_bytes = selected.bytes;
+        Ok(())
+    }
+
+    /// Put each of `paths` of the staged tree in place under the live `target`, one
+    /// atomic swap each (a killed restore is finished or undone path by path, by the same
+    /// record); what each replaces goes to the same relative place under `previous`.
+    /// Nothing else under `target` is touched. Returns `previous` if anything went there.
+    pub fn swap_paths(
+        self,
+        target: &Path,
+        previous: &Path,
+        paths: &[PathBuf],
+    ) -> Result<Option<PathBuf>> {
+        let mut kept_aside = false;
+        for rel in paths {
+            let (staged, live, aside) = (self.tree.join(rel), target.join(rel), previous.join(rel));
+            let replaces = fs::symlink_metadata(&live).is_ok();
+            let mut record =
+                RestoreStaging::new(&self.temp, &live, replaces.then_some(aside.as_path()));
+            record.ready(&staged)?;
+            record.save(&self.root)?;
+            for dir in [live.parent(), replaces.then(|| aside.parent()).flatten()]
+                .into_iter()
+                .flatten()
+            {
+                fs::create_dir_all(dir).ctx("create", dir)?;
+            }
+            if replaces {
+                if exchange(&staged, &live)? {
+                    // The replaced version now sits where the staged one was.
+                    fs::rename(&staged, &aside).ctx("move the replaced version to", &aside)?;
+                } else {
+                    fs::rename(&live, &aside).ctx("move the current version aside to", &aside)?;
+                    fs::rename(&staged, &live).ctx("move the restored path to", &live)?;
+                }
+                kept_aside = true;
+            } else {
+                fs::rename(&staged, &live).ctx("move the restored path to", &live)?;
+            }
+            if let Some(parent) = live.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(kept_aside.then(|| previous.to_path_buf()))
     }
 
     /// Drop the staged tree (the live one was never touched).

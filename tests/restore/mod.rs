@@ -17,6 +17,7 @@ use crate::util::*;
 mod confirmation;
 mod corruption;
 mod hostile_archives;
+mod partial;
 mod round_trips;
 
 // ---------------------------------------------------------------------------------------
