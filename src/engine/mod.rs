@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod browse;
 pub mod compression;
 pub mod database;
 pub mod entry_tree;
@@ -14,6 +15,7 @@ pub mod hooks;
 pub mod output;
 pub mod restore;
 pub mod rotate;
+pub mod select;
 pub mod staged_tree;
 pub mod storage;
 pub mod verify;

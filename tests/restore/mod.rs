@@ -14,6 +14,8 @@ use tar::{EntryType, Header};
 
 use crate::util::*;
 
+mod browse;
+mod by_name;
 mod confirmation;
 mod corruption;
 mod hostile_archives;
