@@ -3,14 +3,6 @@
 
 use super::*;
 
-fn listed_name(meta: &Value) -> String {
-    data_path(meta)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The `entries` of an `ls --json` document.
 fn entries(doc: &Value) -> Vec<Value> {
     doc["entries"]

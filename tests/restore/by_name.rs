@@ -17,15 +17,6 @@ fn set_created(meta: &Value, created_at: &str) {
     fs::write(&meta_path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 }
 
-/// The name `list` prints for a backup: its data file's (a full backup's manifest's).
-fn listed_name(meta: &Value) -> String {
-    data_path(meta)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn clients_in(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row("SELECT count(*) FROM clients", [], |r| r.get(0))
@@ -208,4 +199,39 @@ fn an_unknown_name_is_a_usage_error_pointing_at_list() {
     let r = app.run(["restore", "--latest", "--dry-run"]);
     r.assert_code(2);
     assert!(r.stderr.contains("full"), "{}", r.describe());
+}
+
+#[test]
+fn latest_and_at_skip_a_backup_that_failed_verification() {
+    let app = TestApp::new();
+    let (older, newer) = two_database_backups(&app);
+    let newer_path = app.kind_dir("database").join(&newer);
+    let mut bytes = fs::read(&newer_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newer_path, bytes).unwrap();
+    app.run(["verify", newer.as_str()]).assert_code(1);
+
+    let r = app.run(["restore", "--latest", "database", "--dry-run", "--json"]);
+    r.assert_code(0);
+    assert!(
+        r.stdout.contains(&older) && !r.stdout.contains(&newer),
+        "--latest took the backup that failed verification\n{}",
+        r.describe()
+    );
+    let r = app.run([
+        "restore",
+        "--at",
+        "2026-11-21T00:00:00Z",
+        "--type",
+        "database",
+        "--dry-run",
+        "--json",
+    ]);
+    r.assert_code(0);
+    assert!(
+        r.stdout.contains(&older) && !r.stdout.contains(&newer),
+        "{}",
+        r.describe()
+    );
 }

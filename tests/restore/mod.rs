@@ -29,6 +29,15 @@ fn data_path(meta: &Value) -> PathBuf {
     PathBuf::from(jstr(meta, "backup_path"))
 }
 
+/// The name `list` prints for a backup: its data file's (a full backup's manifest's).
+fn listed_name(meta: &Value) -> String {
+    data_path(meta)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Give the app's storage tree a symlink, a subdirectory, an empty directory and files
 /// with distinct modes, then fixed mtimes on everything.
 fn build_tree(app: &TestApp) {
