@@ -110,6 +110,10 @@ pub enum Error {
     #[error("{} is not a backup: {reason}", crate::names::shown(path))]
     NotABackup { path: PathBuf, reason: String },
 
+    /// A backup named (by name, `--latest` or `--at`) that the backup directory does not hold.
+    #[error("no backup matches {wanted}: {reason}")]
+    NoSuchBackup { wanted: String, reason: String },
+
     /// An archive entry that would escape or damage the restore target.
     #[error(
         "unsafe entry \"{entry}\" in {}: {reason}",
@@ -195,6 +199,7 @@ impl Error {
             Error::Config { .. }
                 | Error::ConfigProblems(_)
                 | Error::NotABackup { .. }
+                | Error::NoSuchBackup { .. }
                 | Error::Refused(_)
         )
     }
@@ -269,6 +274,9 @@ impl Error {
             Error::NotABackup { .. } => {
                 Some("pass a file listed by `vertex-backup list` (a .db, .tar.* or full_backup_*.json)".into())
             }
+            Error::NoSuchBackup { .. } => Some(
+                "run `vertex-backup list` to see the backups by name, or pass --latest [TYPE] or --at TIME".into(),
+            ),
             Error::UnsafeEntry { .. } => {
                 Some("the archive was not written by vertex-backup or has been tampered with; nothing was restored".into())
             }

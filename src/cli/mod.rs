@@ -28,7 +28,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vertex_backup::catalog::{self, Stats, Verdict};
 use vertex_backup::config::{ConfigSource, JobSchedule};
 use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
-use vertex_backup::engine::{Cancel, Progress, Silent, restore, rotate, verify};
+use vertex_backup::engine::{Cancel, Progress, Silent, browse, restore, rotate, select, verify};
 use vertex_backup::retention::RetentionPolicy;
 use vertex_backup::{BackupKind, Config, Error};
 
@@ -108,6 +108,8 @@ enum Command {
     Restore(RestoreArgs),
     /// Check backups (checksum, SQLite integrity, archive readable end to end); changes nothing
     Verify(VerifyArgs),
+    /// List the files in a storage or full backup (path, type, size, mode, mtime), or a database backup's tables
+    Ls(LsArgs),
     /// Apply the retention policy; --dry-run prints what would be deleted
     Rotate {
         #[arg(long)]
@@ -130,10 +132,53 @@ enum Command {
     Openapi,
 }
 
+/// Which backup a command works on, besides a name or path: `--latest [TYPE]` or
+/// `--at TIME` (see [`vertex_backup::engine::select`]).
+#[derive(Debug, Args)]
+struct BackupChoice {
+    /// The newest good backup (complete, not failed verification) of TYPE
+    #[arg(long, value_enum, value_name = "TYPE", num_args = 0..=1, conflicts_with = "at")]
+    latest: Option<Option<TypeArg>>,
+    /// The newest good backup taken at or before TIME ("2026-11-30 14:00" in the [schedule] timezone, or RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// With --at: the type of backup wanted (default: full)
+    #[arg(
+        long = "type",
+        short = 't',
+        value_enum,
+        value_name = "TYPE",
+        requires = "at"
+    )]
+    at_type: Option<TypeArg>,
+}
+
+impl BackupChoice {
+    /// What was asked for, if `--latest` or `--at` was given; `default` is the type a bare
+    /// `--latest` or `--at` means (`None`: the caller handles a bare `--latest` itself).
+    fn chosen(&self, default: Option<BackupKind>) -> Option<select::BackupRef> {
+        if let Some(time) = &self.at {
+            let kind = self
+                .at_type
+                .map(BackupKind::from)
+                .unwrap_or(BackupKind::Full);
+            return Some(select::BackupRef::At {
+                time: time.clone(),
+                kind,
+            });
+        }
+        let kind = self.latest?.map(BackupKind::from).or(default)?;
+        Some(select::BackupRef::Latest(kind))
+    }
+}
+
 #[derive(Debug, Args)]
 struct RestoreArgs {
-    /// A backup: database/db_backup_*.db, storage/storage_backup_*.tar.*, or full/full_backup_*.json
-    path: PathBuf,
+    /// A backup: its name as `list` prints it (db_backup_….db, storage_backup_….tar.zst, full_backup_….json) or a path
+    #[arg(required_unless_present_any = ["latest", "at"], conflicts_with_all = ["latest", "at"])]
+    backup: Option<PathBuf>,
+    #[command(flatten)]
+    choice: BackupChoice,
     /// Skip checksum and integrity verification (not recommended)
     #[arg(long)]
     no_verify: bool,
@@ -155,15 +200,28 @@ struct RestoreArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// One backup to verify (default: the newest of each type)
-    #[arg(conflicts_with_all = ["all", "latest"])]
-    path: Option<PathBuf>,
+    /// One backup to verify, by name as `list` prints it or by path (default: the newest of each type)
+    #[arg(conflicts_with_all = ["all", "latest", "at"])]
+    backup: Option<PathBuf>,
     /// Verify every backup
-    #[arg(long, conflicts_with = "latest")]
+    #[arg(long, conflicts_with_all = ["latest", "at"])]
     all: bool,
-    /// Verify the newest backup of each type (the default)
+    /// --latest: the newest backup of each type (the default); --latest TYPE: the newest good one of TYPE
+    #[command(flatten)]
+    choice: BackupChoice,
     #[arg(long)]
-    latest: bool,
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    /// A backup (name as `list` prints it, or a path); with --latest/--at, omit it and give only PATH
+    backup: Option<String>,
+    /// Show only this path and what is under it (as `ls` prints paths, e.g. client_1/)
+    path: Option<String>,
+    #[command(flatten)]
+    choice: BackupChoice,
+    /// One JSON document: the backup and its entries (or a database backup's tables)
     #[arg(long)]
     json: bool,
 }
@@ -213,6 +271,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Stats { json } => cmd_stats(&config, json),
         Command::Restore(args) => cmd_restore(&config, args, quiet),
         Command::Verify(args) => cmd_verify(&config, args, quiet),
+        Command::Ls(args) => cmd_ls(&config, args, quiet),
         Command::Rotate { dry_run, json } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
         Command::Openapi => unreachable!("answered before the config is loaded"),
@@ -332,9 +391,15 @@ fn cmd_create(
 fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let target = args.target.as_ref().map(|t| cwd.join(t));
+    let wanted = match (&args.backup, args.choice.chosen(Some(BackupKind::Full))) {
+        (Some(given), _) => select::BackupRef::Given(given.clone()),
+        (None, Some(chosen)) => chosen,
+        (None, None) => unreachable!("clap requires a backup, --latest or --at"),
+    };
+    let chosen = select::select_backup(config, &cwd, &wanted)?;
     let plan = restore::plan_restore_paths(
         config,
-        &cwd.join(&args.path),
+        &chosen.entry.data_path,
         target.as_deref(),
         !args.no_verify,
         &args.paths,
@@ -388,11 +453,15 @@ fn confirm(question: &str) -> anyhow::Result<()> {
 
 fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let (listing, single) = match &args.path {
-        Some(p) => {
+    let wanted = match &args.backup {
+        Some(given) => Some(select::BackupRef::Given(given.clone())),
+        None => args.choice.chosen(None),
+    };
+    let (listing, single) = match &wanted {
+        Some(wanted) => {
             let cwd = std::env::current_dir().context("cannot read the working directory")?;
-            let (_, listing, entry) = restore::resolve_backup(config, &cwd.join(p))?;
-            (listing, Some(entry))
+            let chosen = select::select_backup(config, &cwd, wanted)?;
+            (chosen.listing, Some(chosen.entry))
         }
         None => (catalog_for(config).list()?, None),
     };
@@ -446,6 +515,62 @@ fn record_verdicts(config: &Config, reports: &[verify::VerifyReport]) {
     if let Err(e) = catalog_for(config).record_verdicts(results) {
         eprintln!("warning: could not record the verification results: {e}");
     }
+}
+
+fn cmd_ls(config: &Config, mut args: LsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let wanted = match args.choice.chosen(Some(BackupKind::Full)) {
+        Some(chosen) => {
+            // With --latest/--at the one positional given is the PATH.
+            if args.path.is_some() {
+                return Err(Error::Refused(
+                    "with --latest or --at, give no backup name: `ls --latest [TYPE] [PATH]`"
+                        .into(),
+                )
+                .into());
+            }
+            args.path = args.backup.take();
+            chosen
+        }
+        None => match &args.backup {
+            Some(given) => select::BackupRef::Given(PathBuf::from(given)),
+            None => {
+                return Err(Error::Refused(
+                    "name a backup (as `list` prints it), or pass --latest [TYPE] or --at TIME"
+                        .into(),
+                )
+                .into());
+            }
+        },
+    };
+    let chosen = select::select_backup(config, &cwd, &wanted)?;
+    let prefix = browse::path_prefix(args.path.as_deref().unwrap_or(""))?;
+    let name = select::listed_name(&chosen.entry);
+    let Some(archive) = browse::storage_archive(&chosen.entry, &chosen.listing)? else {
+        let tables = match chosen.entry.kind {
+            BackupKind::Database => Some(browse::database_tables(&chosen.entry)?),
+            _ => None,
+        };
+        output::print_ls_no_archive(&name, chosen.entry.kind, tables.as_deref(), args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let bar = TerminalProgress::for_stderr(quiet || !args.json);
+    let cancel = interrupt::cancel_on_sigint();
+    let mut entries = Vec::new();
+    let shown = browse::list_archive(archive, &prefix, progress_for(&bar), &cancel, &mut |e| {
+        if args.json {
+            entries.push(e);
+        } else {
+            output::print_ls_entry(&e, config.schedule.timezone);
+        }
+    })?;
+    if args.json {
+        output::print_ls_json(&name, &chosen.entry, archive, &entries)?;
+    } else if shown == 0 && !prefix.as_os_str().is_empty() {
+        eprintln!("nothing under {} in {name}", prefix.display());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_rotate(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use vertex_backup::Config;
 use vertex_backup::catalog::{BackupEntry, ListRow, Stats};
+use vertex_backup::config::Timezone;
 use vertex_backup::engine::backup::BackupReport;
+use vertex_backup::engine::browse::{ListedEntry, TableRows};
 use vertex_backup::engine::restore::{RestorePlan, RestoreReport};
 use vertex_backup::engine::rotate::RotateReport;
 use vertex_backup::engine::verify::VerifyReport;
 use vertex_backup::units::{format_bytes, format_duration, plural};
+use vertex_backup::{BackupKind, Config};
 
 pub fn print_created(r: &BackupReport) {
     out!(
@@ -330,4 +332,93 @@ pub fn print_rotation(r: &RotateReport) {
             ""
         }
     );
+}
+
+/// One `ls` line, like `tar -tv`: mode, size, mtime (in the configured zone), path.
+pub fn print_ls_entry(e: &ListedEntry, zone: Timezone) {
+    let kind_char = match e.kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "hardlink" => 'h',
+        _ => '-',
+    };
+    let mode = u32::from_str_radix(&e.mode, 8).unwrap_or(0);
+    let rwx: String = (0..9)
+        .map(|i| {
+            let bit = 1 << (8 - i);
+            match (mode & bit != 0, i % 3) {
+                (false, _) => '-',
+                (true, 0) => 'r',
+                (true, 1) => 'w',
+                (true, _) => 'x',
+            }
+        })
+        .collect();
+    let size = match e.kind {
+        "file" => format_bytes(e.size),
+        _ => "-".into(),
+    };
+    let mtime = i64::try_from(e.mtime)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|t| zone.localize(&t).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "?".into());
+    let slash = if e.kind == "dir" { "/" } else { "" };
+    let link = match (&e.link_target, e.kind) {
+        (Some(t), "symlink") => format!(" -> {t}"),
+        (Some(t), _) => format!(" link to {t}"),
+        (None, _) => String::new(),
+    };
+    out!(
+        "{kind_char}{rwx} {size:>10}  {mtime}  {}{slash}{link}",
+        e.path
+    );
+}
+
+/// `ls --json` of a storage or full backup: one document, its shape documented in README.
+pub fn print_ls_json(
+    name: &str,
+    entry: &BackupEntry,
+    archive: &BackupEntry,
+    entries: &[ListedEntry],
+) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "backup": name,
+        "type": entry.kind,
+        "archive": archive.data_path,
+        "entries": entries,
+    });
+    out!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+/// `ls` of a backup without files: a database backup (its tables, when read), or a full
+/// backup made without storage.
+pub fn print_ls_no_archive(
+    name: &str,
+    kind: BackupKind,
+    tables: Option<&[TableRows]>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let doc = serde_json::json!({
+            "backup": name,
+            "type": kind,
+            "entries": [],
+            "tables": tables,
+        });
+        out!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    match tables {
+        Some(tables) => {
+            out!("{name} is a database backup (SQLite), not a file archive; its tables:");
+            let width = tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
+            for t in tables {
+                out!("  {:<width$}  {}", t.name, plural(t.rows, "row"));
+            }
+        }
+        None => out!("{name} holds no storage archive (a {kind} backup without files)"),
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod browse;
 pub mod compression;
 pub mod database;
 pub mod entry_tree;
@@ -15,6 +16,7 @@ pub mod output;
 pub mod path_selection;
 pub mod restore;
 pub mod rotate;
+pub mod select;
 pub mod staged_tree;
 pub mod storage;
 pub mod verify;

@@ -364,7 +364,7 @@ pub fn plan_restore_paths(
 
 /// The compression of a database or storage backup's data file, by the format its
 /// metadata records; refused when that is not `expected` or this build cannot read it.
-fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<Compression> {
+pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<Compression> {
     let not_readable = |reason: String| Error::NotABackup {
         path: entry.data_path.clone(),
         reason,

@@ -14,6 +14,8 @@ use tar::{EntryType, Header};
 
 use crate::util::*;
 
+mod browse;
+mod by_name;
 mod confirmation;
 mod corruption;
 mod hostile_archives;
@@ -26,6 +28,15 @@ mod round_trips;
 /// The data file a metadata names (for a full backup: its manifest).
 fn data_path(meta: &Value) -> PathBuf {
     PathBuf::from(jstr(meta, "backup_path"))
+}
+
+/// The name `list` prints for a backup: its data file's (a full backup's manifest's).
+fn listed_name(meta: &Value) -> String {
+    data_path(meta)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Give the app's storage tree a symlink, a subdirectory, an empty directory and files
