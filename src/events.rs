@@ -28,6 +28,46 @@ impl DiskSpace {
     }
 }
 
+/// One part a restore put back: the database or the storage tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredPart {
+    /// "database" or "storage".
+    pub what: &'static str,
+    pub target: String,
+    /// The previous version, kept aside; `None` when there was none to keep.
+    pub safety_copy: Option<String>,
+}
+
+impl RestoredPart {
+    /// The parts of a finished restore.
+    pub fn of(report: &crate::engine::restore::RestoreReport) -> Vec<RestoredPart> {
+        let db = report.database.as_ref().map(|d| RestoredPart {
+            what: "database",
+            target: d.target.display().to_string(),
+            safety_copy: d.safety_copy.as_ref().map(|p| p.display().to_string()),
+        });
+        let storage = report.storage.as_ref().map(|s| RestoredPart {
+            what: "storage",
+            target: s.target.display().to_string(),
+            safety_copy: s.previous_tree.as_ref().map(|p| p.display().to_string()),
+        });
+        db.into_iter().chain(storage).collect()
+    }
+
+    /// "database → /srv/app.db (safety copy: /srv/app.db.pre-restore-…)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} → {} ({})",
+            self.what,
+            self.target,
+            match &self.safety_copy {
+                Some(p) => format!("safety copy: {p}"),
+                None => "nothing was there to keep".into(),
+            }
+        )
+    }
+}
+
 /// The facts of a backup that landed.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupFacts {
@@ -61,6 +101,9 @@ pub enum Event {
         disk: Option<DiskSpace>,
         last_success: Option<String>,
         next_run: Option<DateTime<FixedOffset>>,
+        /// Stopped by a shutdown, not broken: reported as cancelled, with no "next try".
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cancelled: bool,
     },
     RotationDone {
         deleted: usize,
@@ -82,6 +125,8 @@ pub enum Event {
     },
     RestoreDone {
         backup: String,
+        /// What was put back, where, and where the previous version was kept.
+        restored: Vec<RestoredPart>,
     },
     RestoreFailed {
         backup: String,
@@ -161,9 +206,17 @@ impl Event {
                 if facts.warnings.is_empty() {
                     String::new()
                 } else {
-                    format!(" with {} warnings", facts.warnings.len())
+                    format!(
+                        " with {}",
+                        crate::units::plural(facts.warnings.len() as u64, "warning")
+                    )
                 }
             ),
+            Event::BackupFailed {
+                job,
+                cancelled: true,
+                ..
+            } => format!("{job} backup cancelled by the shutdown; nothing partial was kept"),
             Event::BackupFailed {
                 job, step, error, ..
             } => format!("{job} backup FAILED at \"{step}\": {error}"),
@@ -180,11 +233,17 @@ impl Event {
                 "backups dated in the future (the clock ran ahead?), kept but not counted as the newest: {}",
                 backups.join(", ")
             ),
-            Event::VerifyPassed { checked } => format!("restore drill: {checked} backups verified"),
+            Event::VerifyPassed { checked } => format!(
+                "restore drill: {} verified",
+                crate::units::plural(*checked as u64, "backup")
+            ),
             Event::VerifyFailed { failures } => {
                 format!("restore drill FAILED: {}", failures.join("; "))
             }
-            Event::RestoreDone { backup } => format!("restored {backup}"),
+            Event::RestoreDone { backup, restored } => {
+                let parts: Vec<String> = restored.iter().map(RestoredPart::describe).collect();
+                format!("restored {backup}: {}", parts.join("; "))
+            }
             Event::RestoreFailed { backup, error } => {
                 format!("restore of {backup} FAILED: {error}")
             }
@@ -336,6 +395,7 @@ pub fn backup_event(
                 disk: DiskSpace::measure(dir),
                 last_success,
                 next_run,
+                cancelled: matches!(*f.error, crate::error::Error::Cancelled),
             }
         }
     }

@@ -408,6 +408,7 @@ mod tests {
             disk: None,
             last_success: None,
             next_run: None,
+            cancelled: false,
         }
     }
 

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use teloxide::prelude::*;
-use teloxide::types::{ChatId, MessageId, ParseMode, ThreadId};
+use teloxide::types::{ChatId, MessageId, ParseMode, Recipient, ThreadId};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, TelegramSection};
+use crate::config::{ChatRef, Config, TelegramSection};
 use crate::events::{DiskSpace, Event, Sink};
 use crate::units::{format_bytes, format_duration};
+
+pub mod bot;
 
 /// Telegram's limit for one message.
 pub const MAX_MESSAGE: usize = 4096;
@@ -27,7 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct TelegramTarget {
     token: String,
-    chats: Vec<i64>,
+    chats: Vec<ChatRef>,
     thread: Option<i32>,
     api_url: url::Url,
     /// Total time one message may take, retries included.
@@ -56,7 +58,7 @@ impl TelegramTarget {
         }))
     }
 
-    fn bot(&self) -> Bot {
+    pub(crate) fn bot(&self) -> Bot {
         Bot::new(&self.token).set_api_url(self.api_url.clone())
     }
 
@@ -117,15 +119,23 @@ fn classify(e: &RequestError, target: &TelegramTarget) -> SendFailure {
     }
 }
 
+/// The Bot API's form of a configured chat.
+fn recipient(chat: &ChatRef) -> Recipient {
+    match chat {
+        ChatRef::Id(id) => Recipient::Id(ChatId(*id)),
+        ChatRef::Channel(name) => Recipient::ChannelUsername(name.clone()),
+    }
+}
+
 /// Send one message to one chat, once.
 pub async fn send_once(
     target: &TelegramTarget,
     bot: &Bot,
-    chat: i64,
+    chat: &ChatRef,
     text: &str,
 ) -> Result<(), SendFailure> {
     let mut req = bot
-        .send_message(ChatId(chat), text)
+        .send_message(recipient(chat), text)
         .parse_mode(ParseMode::Html);
     if let Some(t) = target.thread {
         req = req.message_thread_id(ThreadId(MessageId(t)));
@@ -138,7 +148,7 @@ pub async fn send_once(
 pub async fn send_with_retries(
     target: &TelegramTarget,
     bot: &Bot,
-    chat: i64,
+    chat: &ChatRef,
     text: &str,
 ) -> Result<(), SendFailure> {
     let deadline = tokio::time::Instant::now() + target.timeout;
@@ -224,7 +234,7 @@ impl TelegramSink {
 pub async fn deliver(target: &TelegramTarget, text: &str) {
     let bot = target.bot();
     for chat in &target.chats {
-        if let Err(f) = send_with_retries(target, &bot, *chat, text).await {
+        if let Err(f) = send_with_retries(target, &bot, chat, text).await {
             tracing::warn!("telegram message to chat {chat} dropped: {}", f.message());
         }
     }
@@ -317,15 +327,26 @@ fn free_text(disk: Option<DiskSpace>) -> Option<String> {
     })
 }
 
+/// A next-run time, as short as it can be: the date only when it is not today, the
+/// seconds only when the schedule has them (a run at 12:00:30 is not "12:00").
 fn when(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
-    let now = chrono::Utc::now().with_timezone(t.offset());
-    if t.date_naive() == now.date_naive() {
-        t.format("%H:%M").to_string()
+    when_from(t, &chrono::Utc::now().with_timezone(t.offset()))
+}
+
+fn when_from(
+    t: &chrono::DateTime<chrono::FixedOffset>,
+    now: &chrono::DateTime<chrono::FixedOffset>,
+) -> String {
+    use chrono::Timelike;
+    let time = if t.second() == 0 { "%H:%M" } else { "%H:%M:%S" };
+    let format = if t.date_naive() == now.date_naive() {
+        time.to_string()
     } else if (t.date_naive() - now.date_naive()).num_days() < 7 {
-        t.format("%a %H:%M").to_string()
+        format!("%a {time}")
     } else {
-        t.format("%Y-%m-%d %H:%M").to_string()
-    }
+        format!("%Y-%m-%d {time}")
+    };
+    t.format(&format).to_string()
 }
 
 /// Cut `text` (already escaped) so the message fits, with a note.
@@ -369,7 +390,10 @@ pub fn format_message(event: &Event, host: &str) -> String {
                 if facts.warnings.is_empty() {
                     String::new()
                 } else {
-                    format!(" with {} warnings", facts.warnings.len())
+                    format!(
+                        " with {}",
+                        crate::units::plural(facts.warnings.len() as u64, "warning")
+                    )
                 },
                 escape(&facts.file_name),
                 format_bytes(facts.size),
@@ -404,12 +428,18 @@ pub fn format_message(event: &Event, host: &str) -> String {
         }
         Event::BackupFailed {
             job,
+            cancelled: true,
+            ..
+        } => format!("⏹ {h} · {job} backup cancelled by the shutdown; nothing partial was kept"),
+        Event::BackupFailed {
+            job,
             step,
             error,
             hint,
             disk,
             last_success,
             next_run,
+            cancelled: false,
         } => {
             let mut s = format!(
                 "❌ {h} · {job} backup FAILED at \"{}\"\n{}",
@@ -478,7 +508,10 @@ pub fn format_message(event: &Event, host: &str) -> String {
             )
         }
         Event::VerifyPassed { checked } => {
-            format!("✅ {h} · restore drill: {checked} backups verified")
+            format!(
+                "✅ {h} · restore drill: {} verified",
+                crate::units::plural(*checked as u64, "backup")
+            )
         }
         Event::RotationDone {
             deleted,
@@ -491,7 +524,13 @@ pub fn format_message(event: &Event, host: &str) -> String {
             )
         }
         Event::RotationFailed { error } => format!("❌ {h} · rotation FAILED\n{}", escape(error)),
-        Event::RestoreDone { backup } => format!("♻️ {h} · restored {}", escape(backup)),
+        Event::RestoreDone { backup, restored } => {
+            let mut s = format!("♻️ {h} · restored {}", escape(backup));
+            for part in restored {
+                s.push_str(&format!("\n{}", escape(&part.describe())));
+            }
+            s
+        }
         Event::RestoreFailed { backup, error } => format!(
             "❌ {h} · restore of {} FAILED\n{}",
             escape(backup),
@@ -539,7 +578,7 @@ pub fn format_message(event: &Event, host: &str) -> String {
 }
 
 /// `notify-test`: one test message to every chat, at once, with a clear reason on failure.
-pub async fn send_test(config: &Config) -> Result<Vec<i64>, String> {
+pub async fn send_test(config: &Config) -> Result<Vec<ChatRef>, String> {
     let target = match TelegramTarget::from_config(&config.telegram) {
         None => return Err("Telegram is not configured: set [telegram] bot_token (or $TELEGRAM_BOT_TOKEN) and chat_ids (or $TELEGRAM_CHAT_ID)".into()),
         Some(Err(why)) => return Err(why),
@@ -553,8 +592,8 @@ pub async fn send_test(config: &Config) -> Result<Vec<i64>, String> {
     );
     let mut sent = Vec::new();
     for chat in &target.chats {
-        match send_once(&target, &bot, *chat, &text).await {
-            Ok(()) => sent.push(*chat),
+        match send_once(&target, &bot, chat, &text).await {
+            Ok(()) => sent.push(chat.clone()),
             Err(SendFailure::Transient(m, _)) | Err(SendFailure::Permanent(m)) => {
                 return Err(format!("chat {chat}: {m}"));
             }

@@ -1,6 +1,7 @@
-//! Telegram notifications against a fake Bot API: a local axum server on 127.0.0.1:0
-//! that records every request and answers the way api.telegram.org does (ok, 429 with
-//! `retry_after`, 401, 5xx). The real API is unreachable from tests; everything else —
+//! Telegram notifications and chat commands against a fake Bot API: a local axum server
+//! on 127.0.0.1:0 that records every request and answers the way api.telegram.org does
+//! (ok, 429 with `retry_after`, 401, 5xx), and serves queued chat messages to
+//! `getUpdates` long polls. The real API is unreachable from tests; everything else —
 //! the binary, the daemon, SQLite — is real.
 
 use std::collections::VecDeque;
@@ -13,7 +14,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::util::{TestApp, poll_until};
+use crate::util::{Daemon, TestApp, poll_until, schedule_config};
 
 const TOKEN: &str = "123456789:TESTsecretTOKENvalueXYZ";
 const SECRET: &str = "TESTsecretTOKENvalueXYZ";
@@ -38,6 +39,36 @@ struct FakeState {
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Chat messages waiting for `getUpdates`, as Bot API `Update` objects.
+    updates: Vec<Value>,
+    next_update_id: u64,
+    /// Wakes a waiting long poll when a message is queued.
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+/// The longest the fake holds an empty long poll: the bot's own `timeout` (seconds) would
+/// slow every test and every shutdown down; a prompt empty answer is still an answer.
+const LONG_POLL_HOLD: Duration = Duration::from_millis(200);
+
+/// `getUpdates`: confirm everything below `offset`, answer what is left, or wait a little
+/// for news.
+async fn get_updates(state: &Arc<Mutex<FakeState>>, body: &Value) -> Response {
+    let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0);
+    let arrived = {
+        let mut st = state.lock().unwrap();
+        st.updates
+            .retain(|u| u["update_id"].as_u64().unwrap_or(0) >= offset);
+        if st.updates.is_empty() {
+            Some(st.arrived.clone())
+        } else {
+            None
+        }
+    };
+    if let Some(arrived) = arrived {
+        let _ = tokio::time::timeout(LONG_POLL_HOLD, arrived.notified()).await;
+    }
+    let updates = state.lock().unwrap().updates.clone();
+    axum::Json(json!({"ok": true, "result": updates})).into_response()
 }
 
 /// A fake Bot API server running on its own thread (also used by tests/faults.rs).
@@ -51,6 +82,7 @@ pub(crate) struct FakeBotApi {
 async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let chat = body.get("chat_id").cloned().unwrap_or(json!(0));
+    let polling = uri.path().to_ascii_lowercase().ends_with("/getupdates");
     let reply = {
         let mut st = state.lock().unwrap();
         st.requests.push(Recorded {
@@ -58,7 +90,11 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, body: Byte
             body: body.clone(),
             at: Instant::now(),
         });
-        st.script.pop_front().or(st.default).unwrap_or(Reply::Ok)
+        // The script is for messages sent; polls always succeed.
+        (!polling).then(|| st.script.pop_front().or(st.default).unwrap_or(Reply::Ok))
+    };
+    let Some(reply) = reply else {
+        return get_updates(&state, &body).await;
     };
     match reply {
         Reply::Ok => (
@@ -98,6 +134,7 @@ impl FakeBotApi {
             requests: Vec::new(),
             script: script.iter().copied().collect(),
             default,
+            ..FakeState::default()
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -129,6 +166,36 @@ impl FakeBotApi {
 
     fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Queue a text message from `chat` for the bot's next `getUpdates` (a private chat
+    /// for positive ids, a group for negative ones, as Telegram numbers them).
+    pub(crate) fn say(&self, chat: i64, text: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.next_update_id += 1;
+        let id = st.next_update_id;
+        let chat_obj = if chat < 0 {
+            json!({"id": chat, "type": "group", "title": "ops"})
+        } else {
+            json!({"id": chat, "type": "private", "first_name": "op"})
+        };
+        st.updates.push(json!({
+            "update_id": id,
+            "message": {
+                "message_id": id, "date": 1_700_000_000, "chat": chat_obj,
+                "from": {"id": chat.abs(), "is_bot": false, "first_name": "op"},
+                "text": text
+            }
+        }));
+        st.arrived.notify_waiters();
+    }
+
+    /// getUpdates requests.
+    fn polls(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.to_ascii_lowercase().ends_with("/getupdates"))
+            .collect()
     }
 
     /// sendMessage requests (method names are matched case-insensitively, as teloxide
@@ -448,5 +515,150 @@ fn a_config_holding_a_token_warns_when_others_can_read_it() {
         !run.stderr.contains("readable by group or others"),
         "{}",
         run.describe()
+    );
+}
+
+/// A daemon with chat commands on (or off) for chat 7, every job off unless `jobs` says.
+fn command_daemon<'a>(
+    app: &'a TestApp,
+    fake: &FakeBotApi,
+    commands: bool,
+    jobs: &[(&str, &str)],
+) -> Daemon<'a> {
+    let telegram = telegram_section(&fake.base, "7", "\"success\"", "10s");
+    let text = schedule_config(app, "", jobs, &format!("{telegram}commands = {commands}\n"));
+    app.write_config_raw(&text);
+    Daemon::start(app)
+}
+
+/// Wait for a message to `chat` whose text satisfies `pred`; return its text.
+fn answer_to(
+    fake: &FakeBotApi,
+    d: &mut Daemon,
+    chat: i64,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    d.poll_for(Duration::from_secs(30), what, |_| {
+        fake.messages()
+            .iter()
+            .filter(|m| chat_of(m) == chat)
+            .map(text_of)
+            .find(|t| pred(t))
+    })
+}
+
+#[test]
+fn status_is_answered_in_an_allowed_chat_and_a_foreign_chat_gets_nothing() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let mut d = command_daemon(&app, &fake, true, &[]);
+    // The stranger speaks first: when the allowed chat has its answer, the stranger's
+    // command has been handled (updates are handled in order) and must have none.
+    fake.say(99, "/status");
+    fake.say(7, "/status");
+    let status = answer_to(&fake, &mut d, 7, "an answer to /status", |t| {
+        t.contains("status")
+    });
+    for kind in ["full:", "database:", "storage:"] {
+        assert!(status.contains(kind), "{status}");
+    }
+    d.poll(Duration::from_secs(10), "the stranger to be logged", |d| {
+        d.stderr().contains("ignored a command from chat 99")
+    });
+    fake.say(7, "/frobnicate");
+    let help = answer_to(&fake, &mut d, 7, "help for an unknown command", |t| {
+        t.contains("commands:")
+    });
+    assert!(help.contains("/backup full|database|storage"), "{help}");
+    assert!(help.lines().count() <= 3, "help is short: {help}");
+    fake.say(7, "/restore");
+    answer_to(&fake, &mut d, 7, "/restore refused", |t| {
+        t.contains("not offered from chat")
+    });
+    let stranger: Vec<String> = fake
+        .messages()
+        .iter()
+        .filter(|m| chat_of(m) == 99)
+        .map(text_of)
+        .collect();
+    assert!(
+        stranger.is_empty(),
+        "a foreign chat got answers: {stranger:?}"
+    );
+    d.stop();
+}
+
+#[test]
+fn backup_from_chat_runs_through_the_queue_and_is_answered_when_done() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let mut d = command_daemon(&app, &fake, true, &[]);
+    assert!(app.list_of("database").is_empty());
+    fake.say(7, "/backup database");
+    answer_to(&fake, &mut d, 7, "the queued note", |t| {
+        t.contains("database queued")
+    });
+    let done = answer_to(&fake, &mut d, 7, "the backup's answer", |t| {
+        t.contains("database backup done")
+    });
+    let backups = app.list_of("database");
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let name = backups[0]["name"].as_str().unwrap().to_string();
+    let stem = name.split('.').next().unwrap().to_string();
+    assert!(done.contains(&stem), "{done} names {stem}");
+    fake.say(7, "/list database");
+    let list = answer_to(&fake, &mut d, 7, "the /list answer", |t| {
+        t.contains("newest database backups")
+    });
+    assert!(list.contains(&stem), "{list}");
+    fake.say(7, "/verify latest");
+    let verified = answer_to(&fake, &mut d, 7, "the /verify answer", |t| {
+        t.contains("verified") || t.contains("FAILED")
+    });
+    assert!(verified.contains("✅ verified 1 backup"), "{verified}");
+    fake.say(7, "/list storage");
+    answer_to(&fake, &mut d, 7, "an empty /list", |t| {
+        t.contains("no storage backups yet")
+    });
+    d.stop();
+}
+
+#[test]
+fn with_commands_off_the_bot_never_polls() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    // A scheduled backup being notified shows the daemon is past the point where the
+    // bot starts; with commands on, it would have polled by then.
+    let mut d = command_daemon(&app, &fake, false, &[("database", "*/1 * * * * *")]);
+    answer_to(&fake, &mut d, 7, "a scheduled backup notified", |t| {
+        t.contains("database backup")
+    });
+    assert!(
+        fake.polls().is_empty(),
+        "getUpdates with commands = false: {:?}",
+        fake.polls()
+    );
+    d.stop();
+}
+
+#[test]
+fn chat_ids_take_channel_names_and_group_ids_and_a_wrong_one_shows_the_forms() {
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        "[telegram]\nbot_token = \"1:x\"\nchat_ids = [-1001234567890, \"@vertex_ops\"]\n",
+    ));
+    let run = app.run(["check-config"]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert!(run.stdout.contains("2 chats"), "{}", run.stdout);
+    app.write_config_raw(&app.config_text("", "[telegram]\nchat_ids = [\"vertex_ops\"]\n"));
+    let run = app.run(["check-config"]);
+    assert_ne!(run.code(), Some(0), "{}", run.describe());
+    let err = run.stderr;
+    assert!(err.contains("chat_ids"), "{err}");
+    assert!(
+        err.contains("-1001234567890") && err.contains("\"@username\""),
+        "{err}"
     );
 }

@@ -1,5 +1,5 @@
-//! `daemon` and `status`: the service wired to signals and logs, with the REST API started
-//! beside it over the daemon's job queue, and a look at its state.
+//! `daemon` and `status`: the service wired to signals and logs, with the REST API and the
+//! Telegram command bot started beside it over the daemon's job queue, and a look at its state.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -70,7 +70,12 @@ pub fn cmd_daemon(config: Config, args: ConfigArgs) -> anyhow::Result<ExitCode> 
         let result = async {
             let daemon = Daemon::start(config, loader, Vec::new()).await?;
             let api = start_api(daemon.services(), control.shutdown.clone()).await;
+            let bot = start_bot(daemon.services(), control.shutdown.clone());
             let result = daemon.run(control).await;
+            // The bot stops polling at the shutdown; answers in flight are not waited for.
+            if let Some(bot) = bot {
+                bot.abort();
+            }
             // The API stopped taking requests with the shutdown; let open ones finish.
             if let Some(api) = api {
                 let _ = tokio::time::timeout(API_DRAIN, api).await;
@@ -116,6 +121,15 @@ async fn start_api(
             None
         }
     }
+}
+
+/// The Telegram command bot, if `[telegram] commands` is on, over the daemon's config and
+/// job queue until `shutdown` (like the API, a client of the daemon's services).
+fn start_bot(
+    services: Services,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    vertex_backup::telegram::bot::start(services.config, services.queue, shutdown)
 }
 
 /// Keep the idle daemon small once a job is done (SPEC §10: the idle daemon ≤ 30 MiB RSS).

@@ -153,11 +153,11 @@ pub fn print_config(c: &Config) {
     out!("storage:    {}", c.paths.storage.display());
     out!("backup_dir: {}", c.paths.backup_dir.display());
     out!(
-        "backup:     {} level {}, {} threads, integrity check {:?}, min free {}",
+        "backup:     {} level {}, {} threads, integrity check {}, min free {}",
         c.backup.compression.name(),
         c.backup.compression_level,
         c.compressor_threads(),
-        c.backup.integrity_check,
+        c.backup.integrity_check.as_str(),
         format_bytes(c.backup.min_free_space.0)
     );
     let r = &c.retention;
@@ -180,9 +180,10 @@ pub fn print_config(c: &Config) {
     let tg = &c.telegram;
     match (&tg.bot_token, tg.chat_ids.is_empty()) {
         (Some(_), false) => out!(
-            "telegram:   token set, {} chat(s), notify on {}",
-            tg.chat_ids.len(),
-            tg.notify_on.join(", ")
+            "telegram:   token set, {}, notify on {}, chat commands {}",
+            vertex_backup::units::plural(tg.chat_ids.len() as u64, "chat"),
+            tg.notify_on.join(", "),
+            if tg.commands { "on" } else { "off" }
         ),
         (Some(_), true) => out!("telegram:   token set but no chat_ids: nothing will be sent"),
         (None, _) => out!("telegram:   off (no bot token)"),

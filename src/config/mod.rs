@@ -20,7 +20,9 @@ use serde::Deserialize;
 pub use checks::LiveCheck;
 pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
-pub use types::{ByteSize, HumanDuration, JobSchedule, Mode, Secret, Timezone};
+pub use types::{
+    ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, Mode, Secret, Timezone,
+};
 
 use crate::error::{Error, Result};
 use crate::kind::{BackupKind, JobName};
@@ -61,6 +63,17 @@ pub enum IntegrityCheck {
     Quick,
     Full,
     Off,
+}
+
+impl IntegrityCheck {
+    /// The value as written in the file ("quick"), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrityCheck::Quick => "quick",
+            IntegrityCheck::Full => "full",
+            IntegrityCheck::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,7 +235,10 @@ pub struct AlertsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct TelegramSection {
     pub bot_token: Option<Secret>,
-    pub chat_ids: Vec<i64>,
+    pub chat_ids: Vec<ChatRef>,
+    /// Answer chat commands (`/status`, `/backup` …) from `chat_ids`; off by default, since a
+    /// token set for notifications alone should not open a way to start jobs.
+    pub commands: bool,
     pub message_thread_id: Option<i32>,
     pub notify_on: Vec<String>,
     pub api_url: String,
@@ -248,6 +264,7 @@ impl Default for TelegramSection {
         TelegramSection {
             bot_token: None,
             chat_ids: Vec::new(),
+            commands: false,
             message_thread_id: None,
             notify_on: ["failure", "warning", "stale", "recovered", "config"]
                 .iter()
@@ -451,11 +468,11 @@ impl Config {
             && let Some(ids) = env("TELEGRAM_CHAT_ID").filter(|s| !s.is_empty())
         {
             for part in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let id = part.parse::<i64>().map_err(|_| Error::Config {
+                let id = ChatRef::parse(part).map_err(|message| Error::Config {
                     file: None,
                     line: None,
                     key: "TELEGRAM_CHAT_ID".into(),
-                    message: format!("`{part}` is not a numeric chat id"),
+                    message,
                 })?;
                 self.telegram.chat_ids.push(id);
             }

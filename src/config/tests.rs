@@ -182,3 +182,37 @@ fn every_duration_and_size_key_out_of_range_names_key_and_line() {
     parse("[backup]\nbusy_timeout = \"1h\"\nmin_free_space = \"1024 TiB\"\n[hooks]\ntimeout = \"1d\"\n")
         .unwrap();
 }
+
+#[test]
+fn chat_ids_accept_channel_usernames_and_negative_group_ids() {
+    use super::ChatRef;
+    let c = parse("[telegram]\nchat_ids = [42, -1001234567890, \"@vertex_ops\", \"-100987\"]\n");
+    let c = c.expect("valid chat ids");
+    assert_eq!(
+        c.telegram.chat_ids,
+        vec![
+            ChatRef::Id(42),
+            ChatRef::Id(-1001234567890),
+            ChatRef::Channel("@vertex_ops".into()),
+            ChatRef::Id(-100987),
+        ]
+    );
+    assert!(
+        !c.telegram.commands,
+        "chat commands are off unless asked for"
+    );
+}
+
+#[test]
+fn a_wrong_chat_id_names_the_key_and_the_forms() {
+    for bad in ["[1.5]", "[\"vertex_ops\"]", "[\"@ab\"]", "[true]"] {
+        let e = parse(&format!("[telegram]\nchat_ids = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chat_ids"), "{bad}: {e}");
+        assert!(
+            e.contains("-1001234567890") && e.contains("@username"),
+            "{bad}: {e}"
+        );
+    }
+}

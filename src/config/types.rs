@@ -223,6 +223,78 @@ impl<'de> Deserialize<'de> for Timezone {
     }
 }
 
+/// One entry of `[telegram] chat_ids`: a numeric chat id (negative for groups and
+/// channels, e.g. -1001234567890) or a public channel's `@username`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChatRef {
+    Id(i64),
+    Channel(String),
+}
+
+/// The forms `chat_ids` accepts, for every error about a wrong one.
+pub const CHAT_ID_FORMS: &str = "write a numeric chat id (42, or -1001234567890 for a group or channel) or a channel's \"@username\"";
+
+impl ChatRef {
+    /// Parse one entry as written in the file or `$TELEGRAM_CHAT_ID`.
+    pub fn parse(s: &str) -> Result<ChatRef, String> {
+        let s = s.trim();
+        if let Some(name) = s.strip_prefix('@') {
+            // Telegram usernames: 5–32 characters, letters, digits and underscores.
+            let valid = (5..=32).contains(&name.len())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            return if valid {
+                Ok(ChatRef::Channel(format!("@{name}")))
+            } else {
+                Err(format!(
+                    "`{s}` is not a channel username (5–32 letters, digits or _); {CHAT_ID_FORMS}"
+                ))
+            };
+        }
+        s.parse::<i64>()
+            .map(ChatRef::Id)
+            .map_err(|_| format!("`{s}` is not a chat id; {CHAT_ID_FORMS}"))
+    }
+}
+
+impl fmt::Display for ChatRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChatRef::Id(id) => write!(f, "{id}"),
+            ChatRef::Channel(name) => f.write_str(name),
+        }
+    }
+}
+
+impl PartialEq<i64> for ChatRef {
+    fn eq(&self, other: &i64) -> bool {
+        matches!(self, ChatRef::Id(id) if id == other)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChatRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ChatRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a chat id; {CHAT_ID_FORMS}")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ChatRef, E> {
+                Ok(ChatRef::Id(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ChatRef, E> {
+                i64::try_from(v).map(ChatRef::Id).map_err(|_| {
+                    E::custom(format!("{v} is too large for a chat id; {CHAT_ID_FORMS}"))
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ChatRef, E> {
+                ChatRef::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// A secret (token) that never prints itself.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

@@ -132,7 +132,10 @@ fn restore_job(
         .and_then(|plan| apply(&plan, config, &Silent, cancel));
     let backup = backup_name(path);
     events.send(match &result {
-        Ok(_) => Event::RestoreDone { backup },
+        Ok(report) => Event::RestoreDone {
+            backup,
+            restored: crate::events::RestoredPart::of(report),
+        },
         Err(e) => Event::RestoreFailed {
             backup,
             error: crate::error_chain(e),

@@ -51,6 +51,7 @@ fn dynamic_values_are_escaped() {
             disk: None,
             last_success: None,
             next_run: None,
+            cancelled: false,
         },
         "host<&>",
     );
@@ -87,4 +88,122 @@ fn redaction_removes_the_token_and_its_secret_half() {
     let r = redact(&text, token);
     assert!(!r.contains("ABCdefGHIjklMNOpqr"), "{r}");
     assert!(r.contains("<redacted>"));
+}
+
+fn failed(cancelled: bool, next_run: Option<chrono::DateTime<chrono::FixedOffset>>) -> Event {
+    Event::BackupFailed {
+        job: crate::kind::JobName::Database,
+        step: "copy the database".into(),
+        error: "cancelled before it finished; no partial backup was kept".into(),
+        hint: None,
+        disk: None,
+        last_success: None,
+        next_run,
+        cancelled,
+    }
+}
+
+#[test]
+fn a_backup_cancelled_by_shutdown_is_not_a_failure_and_has_no_next_try() {
+    let next = chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:30+00:00").unwrap();
+    let m = format_message(&failed(true, Some(next)), "h");
+    assert!(
+        m.contains("database backup cancelled by the shutdown"),
+        "{m}"
+    );
+    assert!(!m.contains("FAILED"), "{m}");
+    assert!(!m.contains("Next try"), "{m}");
+    let m = format_message(&failed(false, Some(next)), "h");
+    assert!(m.contains("FAILED") && m.contains("Next try"), "{m}");
+}
+
+#[test]
+fn next_run_times_keep_their_seconds_only_when_they_have_them() {
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    let now = t("2026-12-01T10:00:00+00:00");
+    assert_eq!(when_from(&t("2026-12-01T12:00:30+00:00"), &now), "12:00:30");
+    assert_eq!(when_from(&t("2026-12-01T12:00:00+00:00"), &now), "12:00");
+    assert_eq!(
+        when_from(&t("2026-12-02T03:04:05+00:00"), &now),
+        "Wed 03:04:05"
+    );
+    assert_eq!(
+        when_from(&t("2027-01-02T03:04:00+00:00"), &now),
+        "2027-01-02 03:04"
+    );
+}
+
+#[test]
+fn counts_read_as_english() {
+    let m = format_message(&Event::VerifyPassed { checked: 1 }, "h");
+    assert!(m.contains("restore drill: 1 backup verified"), "{m}");
+    let m = format_message(&Event::VerifyPassed { checked: 3 }, "h");
+    assert!(m.contains("3 backups verified"), "{m}");
+    let mut f = facts("db.db");
+    f.warnings = vec!["one".into()];
+    let m = format_message(
+        &Event::BackupSucceeded {
+            facts: f,
+            next_run: None,
+        },
+        "h",
+    );
+    assert!(m.contains("database backup with 1 warning\n"), "{m}");
+}
+
+#[test]
+fn the_restore_message_says_what_went_where_and_where_the_safety_copy_is() {
+    let m = format_message(
+        &Event::RestoreDone {
+            backup: "full_backup_20261201_100000".into(),
+            restored: vec![
+                crate::events::RestoredPart {
+                    what: "database",
+                    target: "/srv/app/db.sqlite".into(),
+                    safety_copy: Some("/srv/app/db.sqlite.pre-restore-1".into()),
+                },
+                crate::events::RestoredPart {
+                    what: "storage",
+                    target: "/srv/app/media".into(),
+                    safety_copy: None,
+                },
+            ],
+        },
+        "h",
+    );
+    assert!(m.contains("restored full_backup_20261201_100000"), "{m}");
+    assert!(
+        m.contains("database → /srv/app/db.sqlite (safety copy: /srv/app/db.sqlite.pre-restore-1)"),
+        "{m}"
+    );
+    assert!(
+        m.contains("storage → /srv/app/media (nothing was there to keep)"),
+        "{m}"
+    );
+}
+
+#[test]
+fn chat_commands_parse_with_and_without_the_bot_name() {
+    use crate::kind::JobName;
+    use bot::Command;
+    assert_eq!(Command::parse("/status"), Command::Status);
+    assert_eq!(Command::parse("/status@vertex_bot"), Command::Status);
+    assert_eq!(
+        Command::parse("/backup database"),
+        Command::Backup(JobName::Database)
+    );
+    assert_eq!(
+        Command::parse("/backup@vertex_bot full"),
+        Command::Backup(JobName::Full)
+    );
+    assert_eq!(Command::parse("/backup rotate"), Command::Help);
+    assert_eq!(Command::parse("/backup"), Command::Help);
+    assert_eq!(
+        Command::parse("/list storage"),
+        Command::List(Some(BackupKind::Storage))
+    );
+    assert_eq!(Command::parse("/list"), Command::List(None));
+    assert_eq!(Command::parse("/verify latest"), Command::Verify);
+    assert_eq!(Command::parse("/restore db_backup_x"), Command::Restore);
+    assert_eq!(Command::parse("/frobnicate"), Command::Help);
 }
