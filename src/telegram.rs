@@ -102,7 +102,7 @@ impl SendFailure {
 fn classify(e: &RequestError, target: &TelegramTarget) -> SendFailure {
     match e {
         RequestError::RetryAfter(s) => SendFailure::Transient("rate limited by Telegram (429)".into(), Some(s.duration())),
-        RequestError::Network(n) => SendFailure::Transient(target.redact(&format!("network error: {n}")), None),
+        RequestError::Network(n) => SendFailure::Transient(target.redact(&format!("network error: {}", with_causes(n.as_ref()))), None),
         RequestError::InvalidJson { .. } => SendFailure::Transient("Telegram answered with something that is not its API (a proxy or a 5xx page?)".into(), None),
         RequestError::Api(ApiError::InvalidToken) => SendFailure::Permanent("the bot token was rejected (401 Unauthorized): check [telegram] bot_token / $TELEGRAM_BOT_TOKEN".into()),
         RequestError::Api(ApiError::ChatNotFound) => SendFailure::Permanent("chat not found: check [telegram] chat_ids, and that the bot was added to the chat".into()),
@@ -115,6 +115,24 @@ fn classify(e: &RequestError, target: &TelegramTarget) -> SendFailure {
         }
         other => SendFailure::Permanent(target.redact(&format!("Telegram refused the message: {other}"))),
     }
+}
+
+/// An error and every cause under it ("error sending request …: client error (Connect):
+/// tcp connect error: Connection refused (os error 111)"): reqwest's own text stops at
+/// the first line, which does not say what the operator has to fix.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        // Some layers repeat their cause's text in their own; say it once.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Send one message to one chat, once.
