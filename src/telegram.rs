@@ -104,7 +104,7 @@ impl SendFailure {
 fn classify(e: &RequestError, target: &TelegramTarget) -> SendFailure {
     match e {
         RequestError::RetryAfter(s) => SendFailure::Transient("rate limited by Telegram (429)".into(), Some(s.duration())),
-        RequestError::Network(n) => SendFailure::Transient(target.redact(&format!("network error: {n}")), None),
+        RequestError::Network(n) => SendFailure::Transient(target.redact(&format!("network error: {}", crate::error_chain(n.as_ref()))), None),
         RequestError::InvalidJson { .. } => SendFailure::Transient("Telegram answered with something that is not its API (a proxy or a 5xx page?)".into(), None),
         RequestError::Api(ApiError::InvalidToken) => SendFailure::Permanent("the bot token was rejected (401 Unauthorized): check [telegram] bot_token / $TELEGRAM_BOT_TOKEN".into()),
         RequestError::Api(ApiError::ChatNotFound) => SendFailure::Permanent("chat not found: check [telegram] chat_ids, and that the bot was added to the chat".into()),

@@ -1,8 +1,8 @@
 //! The install procedure README gives (`scripts/install.sh`), run into a scratch root:
 //! the installed unit passes `systemd-analyze verify`, names the environment file the
 //! script wrote and only optional `ReadWritePaths=`, and the service user can read its
-//! config while other users cannot. Also the `systemd-analyze verify` check both this and
-//! the repository unit's test use.
+//! config while other users cannot; the shell completions and the man page are in place.
+//! Also the `systemd-analyze verify` check both this and the repository unit's test use.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -85,6 +85,56 @@ fn read_as(uid: u32, file: &Path) -> Run {
     run(cmd)
 }
 
+/// The completions where bash-completion, zsh and fish look, and the man page where man
+/// does: root's, 0644, naming the commands; the bash one parses, and `man -l` renders the
+/// page with every command (when man is installed).
+#[track_caller]
+fn assert_completions_and_man_page_installed(root: &Path) {
+    let files = [
+        "usr/share/bash-completion/completions/vertex-backup",
+        "usr/share/zsh/site-functions/_vertex-backup",
+        "usr/share/fish/vendor_completions.d/vertex-backup.fish",
+        "usr/share/man/man1/vertex-backup.1",
+    ];
+    let commands = [
+        "create",
+        "restore",
+        "check-config",
+        "notify-test",
+        "completions",
+    ];
+    for file in files {
+        let path = root.join(file);
+        assert_eq!(owner_and_mode(&path), (0o644, 0, 0), "{file}");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for command in commands {
+            // The man page writes a command's `-` as roff's `\-`.
+            let shown = command.replace('-', "\\-");
+            assert!(
+                text.contains(command) || text.contains(&shown),
+                "{file} does not mention `{command}`:\n{text}"
+            );
+        }
+    }
+    let bash = tool("bash", ["-n".as_ref(), root.join(files[0]).as_os_str()]);
+    assert!(
+        bash.code() == Some(0),
+        "the bash completion does not parse\n{}",
+        bash.describe()
+    );
+    if runs_ok("man", &["--version"]).is_ok() {
+        let man = tool("man", ["-l".as_ref(), root.join(files[3]).as_os_str()]);
+        assert!(man.code() == Some(0), "{}", man.describe());
+        for command in commands {
+            assert!(
+                man.stdout.contains(command),
+                "man page lacks `{command}`:\n{}",
+                man.stdout
+            );
+        }
+    }
+}
+
 #[test]
 fn the_scripted_install_gives_a_unit_that_verifies_and_a_config_the_service_user_can_read() {
     let root_ok = root("chown the installed files to the service user");
@@ -129,6 +179,7 @@ fn the_scripted_install_gives_a_unit_that_verifies_and_a_config_the_service_user
             "{path}: (mode, uid, gid) installed"
         );
     }
+    assert_completions_and_man_page_installed(root);
     // The service user reads its config and environment; another user reads neither.
     for file in ["/etc/vertex-backup/config.toml", "/etc/vertex-backup/env"] {
         read_as(SERVICE_ID, &at(file)).assert_code(0);

@@ -7,6 +7,7 @@ mod util;
 mod api;
 mod architecture;
 mod backup;
+mod cli;
 mod daemon;
 mod faults;
 mod format;

@@ -15,6 +15,7 @@ macro_rules! out {
     };
 }
 
+mod completions;
 mod daemon;
 mod interrupt;
 mod output;
@@ -47,14 +48,42 @@ pub struct Cli {
     /// Override [paths] backup_dir
     #[arg(long, global = true, value_name = "DIR")]
     backup_dir: Option<PathBuf>,
-    /// Override [retention] keep_last (with `create`: rotate after a successful backup)
+    /// Keep N backups: overrides [retention] keep_last for `rotate`, `daemon` and
+    /// `check-config`; with `create`, also rotate after a successful backup
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_backups: Option<u32>,
-    /// No progress bar
+    /// No progress bar on the terminal
     #[arg(long, short, global = true)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The commands `--max-backups` changes something for.
+const MAX_BACKUPS_USED_BY: [&str; 4] = ["create", "rotate", "daemon", "check-config"];
+
+/// [`Cli`]'s clap command, with `--max-backups` left out of the help (and completions) of
+/// the commands that ignore it. It stays a global flag — `vertex-backup --max-backups 7
+/// rotate` is how the seed's users write it — so every other command gets a hidden copy,
+/// which clap then does not replace with the visible global one.
+pub fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let hidden = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "max_backups")
+        .map(|a| a.clone().global(false).hide(true));
+    let ignoring: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .filter(|n| !MAX_BACKUPS_USED_BY.contains(&n.as_str()))
+        .collect();
+    if let Some(hidden) = hidden {
+        for name in ignoring {
+            cmd = cmd.mut_subcommand(name, |sc| sc.arg(hidden.clone()));
+        }
+    }
+    cmd
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,6 +115,7 @@ enum ListType {
 enum Command {
     /// Take one backup now (the seed's `backup_cli.py create` and `backup.sh`)
     Create {
+        /// What to back up: the database and the storage (full), or one of them
         #[arg(long = "type", short = 't', value_enum, default_value = "full")]
         kind: TypeArg,
         /// Print the new backup's metadata as JSON
@@ -94,13 +124,16 @@ enum Command {
     },
     /// List backups, newest first
     List {
+        /// Only backups of this type
         #[arg(long = "type", short = 't', value_enum, default_value = "all")]
         kind: ListType,
+        /// Print the backups' metadata as a JSON array
         #[arg(long)]
         json: bool,
     },
     /// Totals per type, sizes, newest/oldest, last failure
     Stats {
+        /// Print the totals as JSON
         #[arg(long)]
         json: bool,
     },
@@ -112,8 +145,10 @@ enum Command {
     Ls(LsArgs),
     /// Apply the retention policy; --dry-run prints what would be deleted
     Rotate {
+        /// Print what would be deleted and why the rest is kept; delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the kept and deleted backups as JSON
         #[arg(long)]
         json: bool,
     },
@@ -125,11 +160,20 @@ enum Command {
     NotifyTest,
     /// Last success and failure per type, staleness, next runs
     Status {
+        /// Print the status as JSON
         #[arg(long)]
         json: bool,
     },
     /// Print the REST API's OpenAPI document (what the daemon serves at /openapi.json)
     Openapi,
+    /// Print a shell completion script (scripts/install.sh installs them)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; scripts/install.sh installs it as vertex-backup.1)
+    Man,
 }
 
 /// Which backup a command works on, besides a name or path: `--latest [TYPE]` or
@@ -194,6 +238,7 @@ struct RestoreArgs {
     /// Print the plan and stop
     #[arg(long)]
     dry_run: bool,
+    /// Print the plan (with --dry-run) or the result as JSON
     #[arg(long)]
     json: bool,
 }
@@ -209,6 +254,7 @@ struct VerifyArgs {
     /// --latest: the newest backup of each type (the default); --latest TYPE: the newest good one of TYPE
     #[command(flatten)]
     choice: BackupChoice,
+    /// Print one JSON report per backup verified
     #[arg(long)]
     json: bool,
 }
@@ -246,7 +292,10 @@ pub fn write_out(text: std::fmt::Arguments) {
 
 /// Parse flags, load the config, run the command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::FromArgMatches;
+        Cli::from_arg_matches(&cli_command().get_matches()).map_err(|e| e.exit())?
+    };
     let args = ConfigArgs {
         config: cli.config.clone(),
         backup_dir: cli.backup_dir.clone(),
@@ -257,6 +306,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         // The document does not depend on the config, so none is needed.
         out!("{}", vertex_backup::api::openapi::document());
         return Ok(ExitCode::SUCCESS);
+    }
+    // Generated from the definitions above, so they need no config either.
+    match cli.command {
+        Command::Completions { shell } => return completions::print_completions(shell),
+        Command::Man => return completions::print_man_page(),
+        _ => {}
     }
     let config = load_config(&args)?;
     let quiet = cli.quiet;
@@ -274,7 +329,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Ls(args) => cmd_ls(&config, args, quiet),
         Command::Rotate { dry_run, json } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
-        Command::Openapi => unreachable!("answered before the config is loaded"),
+        Command::Openapi | Command::Completions { .. } | Command::Man => {
+            unreachable!("answered before the config is loaded")
+        }
     }
 }
 

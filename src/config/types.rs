@@ -144,24 +144,26 @@ fn cron_parser() -> CronParser {
 /// bounds", so each field is tried alone (the others `*`) to find the first it refuses.
 fn field_error(text: &str, error: croner::errors::CronError) -> String {
     let fields: Vec<&str> = text.split_whitespace().collect();
-    let names: &[&str] = match fields.len() {
-        5 => &["minute", "hour", "day of month", "month", "day of week"],
-        6 => &[
-            "second",
-            "minute",
-            "hour",
-            "day of month",
-            "month",
-            "day of week",
-        ],
+    // (field, what it allows): the operator fixing `25` needs to see "0–23".
+    const SECOND: (&str, &str) = ("second", "0–59");
+    const MINUTE: (&str, &str) = ("minute", "0–59");
+    const HOUR: (&str, &str) = ("hour", "0–23");
+    const DAY: (&str, &str) = ("day of month", "1–31 or L");
+    const MONTH: (&str, &str) = ("month", "1–12 or JAN–DEC");
+    const WEEKDAY: (&str, &str) = ("day of week", "0–7 (0 and 7 are Sunday) or SUN–SAT");
+    let names: &[(&str, &str)] = match fields.len() {
+        5 => &[MINUTE, HOUR, DAY, MONTH, WEEKDAY],
+        6 => &[SECOND, MINUTE, HOUR, DAY, MONTH, WEEKDAY],
         _ => return error.to_string(),
     };
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, allowed)) in names.iter().enumerate() {
         let alone: Vec<&str> = (0..fields.len())
             .map(|j| if j == i { fields[j] } else { "*" })
             .collect();
         if let Err(e) = cron_parser().parse(&alone.join(" ")) {
-            return format!("the {name} field `{}`: {e}", fields[i]);
+            let why = e.to_string();
+            let why = why.trim_end_matches('.');
+            return format!("the {name} field `{}`: {why}; allowed {allowed}", fields[i]);
         }
     }
     error.to_string()
@@ -334,10 +336,16 @@ mod tests {
     fn cron_errors_name_the_field_and_a_line_that_never_fires_is_refused() {
         let e = JobSchedule::parse("0 25 * * *").unwrap_err();
         assert!(e.contains("the hour field `25`"), "{e}");
+        assert!(e.contains("allowed 0–23"), "{e}");
         let e = JobSchedule::parse("0 0 1 13 *").unwrap_err();
         assert!(e.contains("the month field `13`"), "{e}");
+        assert!(e.contains("allowed 1–12 or JAN–DEC"), "{e}");
         let e = JobSchedule::parse("61 * * * * *").unwrap_err();
         assert!(e.contains("the second field `61`"), "{e}");
+        assert!(e.contains("allowed 0–59"), "{e}");
+        let e = JobSchedule::parse("0 0 * * 8").unwrap_err();
+        assert!(e.contains("the day of week field `8`"), "{e}");
+        assert!(e.contains("allowed 0–7"), "{e}");
         assert!(JobSchedule::parse("0 0 31 2 *").unwrap().never_fires());
         // The 29th of February exists, in leap years.
         assert!(!JobSchedule::parse("0 0 29 2 *").unwrap().never_fires());
