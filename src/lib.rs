@@ -15,6 +15,7 @@ pub mod events;
 pub mod jobs;
 pub mod kind;
 pub mod names;
+pub mod priority;
 pub mod retention;
 pub mod schedule;
 pub mod status;

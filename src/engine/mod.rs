@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod output;
 pub mod restore;
 pub mod rotate;
+pub mod safety_copies;
 pub mod staged_tree;
 pub mod storage;
 pub mod verify;
