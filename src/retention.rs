@@ -238,6 +238,41 @@ fn pre_restore_reasons(candidates: &[&Candidate], keep: u32) -> Vec<Reasons> {
         .collect()
 }
 
+/// A calendar bucket: (year, day of year | ISO week | month).
+type BucketKey = (i32, u32);
+
+/// One calendar rule of the policy: how many buckets it keeps, its label, the bucket a
+/// local date falls in, and the bucket's name in words.
+struct CalendarRule {
+    keep: Option<u32>,
+    label: &'static str,
+    bucket: fn(NaiveDate) -> BucketKey,
+    name: fn(BucketKey) -> String,
+}
+
+fn calendar_rules(policy: &RetentionPolicy) -> [CalendarRule; 3] {
+    [
+        CalendarRule {
+            keep: policy.keep_daily,
+            label: "daily",
+            bucket: |d| (d.year(), d.ordinal()),
+            name: |(y, o)| NaiveDate::from_yo_opt(y, o).map_or_else(String::new, |d| d.to_string()),
+        },
+        CalendarRule {
+            keep: policy.keep_weekly,
+            label: "weekly",
+            bucket: |d| (d.iso_week().year(), d.iso_week().week()),
+            name: |(y, w)| format!("{y}-W{w:02}"),
+        },
+        CalendarRule {
+            keep: policy.keep_monthly,
+            label: "monthly",
+            bucket: |d| (d.year(), d.month()),
+            name: |(y, m)| format!("{y}-{m:02}"),
+        },
+    ]
+}
+
 /// Scheduled backups (newest first) under `keep_last`, the calendar buckets and
 /// `keep_within`; the newest is always kept.
 fn scheduled_reasons(
@@ -265,29 +300,9 @@ fn scheduled_reasons(
             format!("one of the last {} (keep_last)", policy.keep_last),
         );
     }
-    type Key = (i32, u32);
-    let buckets: [(Option<u32>, &str, fn(NaiveDate) -> Key, fn(Key) -> String); 3] = [
-        (
-            policy.keep_daily,
-            "daily",
-            |d| (d.year(), d.ordinal()),
-            |(y, o)| NaiveDate::from_yo_opt(y, o).map_or_else(String::new, |d| d.to_string()),
-        ),
-        (
-            policy.keep_weekly,
-            "weekly",
-            |d| (d.iso_week().year(), d.iso_week().week()),
-            |(y, w)| format!("{y}-W{w:02}"),
-        ),
-        (
-            policy.keep_monthly,
-            "monthly",
-            |d| (d.year(), d.month()),
-            |(y, m)| format!("{y}-{m:02}"),
-        ),
-    ];
-    for (n, label, key, show) in buckets {
-        let Some(n) = n else { continue };
+    for rule in calendar_rules(policy) {
+        let (label, key, show) = (rule.label, rule.bucket, rule.name);
+        let Some(n) = rule.keep else { continue };
         let mut seen = BTreeSet::new();
         for (i, c) in candidates.iter().enumerate() {
             if seen.len() >= n as usize {

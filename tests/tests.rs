@@ -13,6 +13,7 @@ mod format;
 mod fuzz;
 mod hostile;
 mod install;
+mod operator;
 mod pressure;
 mod restore;
 mod rotate;
