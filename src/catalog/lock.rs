@@ -6,10 +6,15 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
 
 pub const LOCK_FILE: &str = ".vertex-backup.lock";
+
+/// The longest pause between two attempts while waiting: a released lock is taken within
+/// a second, without spinning on the file.
+const MAX_POLL_PAUSE: Duration = Duration::from_secs(1);
 
 /// Held while a backup, restore or rotation mutates the backup directory.
 #[derive(Debug)]
@@ -24,6 +29,45 @@ impl BackupDirLock {
         Self::acquire_file(dir, LOCK_FILE, operation)
     }
 
+    /// Take the lock, waiting up to `wait` for its holder to finish (`--wait`: a cron job
+    /// overlapping a long backup). Who holds it is logged once; at the deadline the error
+    /// is the same [`Error::Locked`] `acquire` gives at once. Polls with a bounded backoff
+    /// rather than blocking in `flock` on a helper thread, which could not be abandoned
+    /// at the deadline without taking the lock behind our back later.
+    pub fn acquire_waiting(
+        dir: &Path,
+        operation: &str,
+        wait: Option<Duration>,
+    ) -> Result<BackupDirLock> {
+        let Some(wait) = wait else {
+            return Self::acquire(dir, operation);
+        };
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(20);
+        let mut announced = false;
+        loop {
+            match Self::acquire(dir, operation) {
+                Err(Error::Locked { dir, holder }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Locked { dir, holder });
+                    }
+                    if !announced {
+                        tracing::warn!(
+                            "{} is locked ({holder}): waiting up to {} for it",
+                            dir.display(),
+                            humantime::format_duration(wait)
+                        );
+                        announced = true;
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(MAX_POLL_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The same protocol on another lock file in `dir` (the daemon's own lock).
     pub fn acquire_file(dir: &Path, file_name: &str, operation: &str) -> Result<BackupDirLock> {
         let path = dir.join(file_name);
@@ -31,16 +75,9 @@ impl BackupDirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
                 return Err(Error::Locked {
                     dir: dir.to_path_buf(),
-                    holder: if holder.is_empty() {
-                        "holder unknown".into()
-                    } else {
-                        holder.to_string()
-                    },
+                    holder: read_holder(&mut file),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
@@ -61,6 +98,17 @@ impl BackupDirLock {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The holder a locked file names, or "holder unknown" (written between its open and
+/// its stamp, or by a version that did not stamp).
+fn read_holder(file: &mut File) -> String {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    match holder.trim() {
+        "" => "holder unknown".into(),
+        h => h.to_string(),
     }
 }
 
@@ -94,5 +142,33 @@ mod tests {
         assert!(msg.contains("create full"), "{msg}");
         drop(first);
         BackupDirLock::acquire(dir.path(), "rotate").unwrap();
+    }
+
+    #[test]
+    fn waiting_gets_the_lock_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = BackupDirLock::acquire(dir.path(), "create full").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            BackupDirLock::acquire_waiting(&root, "rotate", Some(Duration::from_secs(60)))
+        });
+        rx.recv().unwrap();
+        drop(first);
+        let taken = waiter.join().unwrap().unwrap();
+        assert!(taken.path().ends_with(LOCK_FILE));
+    }
+
+    #[test]
+    fn waiting_fails_at_the_deadline_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = BackupDirLock::acquire(dir.path(), "create full").unwrap();
+        let began = Instant::now();
+        let err =
+            BackupDirLock::acquire_waiting(dir.path(), "rotate", Some(Duration::from_millis(300)))
+                .unwrap_err();
+        assert!(began.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(&err, Error::Locked { holder, .. } if holder.contains("create full")));
     }
 }

@@ -58,6 +58,8 @@ pub struct Catalog {
     root: PathBuf,
     file_mode: u32,
     dir_mode: u32,
+    /// How long [`Catalog::lock`] waits for another holder (`--wait`); `None`: not at all.
+    lock_wait: Option<std::time::Duration>,
 }
 
 /// One backup found on disk. `problem` is `None` when it is complete: data and metadata
@@ -179,6 +181,7 @@ impl Catalog {
             root: root.into(),
             file_mode,
             dir_mode,
+            lock_wait: None,
         }
     }
 
@@ -215,7 +218,13 @@ impl Catalog {
 
     pub fn lock(&self, operation: &str) -> Result<BackupDirLock> {
         self.prepare()?;
-        BackupDirLock::acquire(&self.root, operation)
+        BackupDirLock::acquire_waiting(&self.root, operation, self.lock_wait)
+    }
+
+    /// This catalog, its [`Catalog::lock`] waiting up to `wait` for another holder.
+    pub fn with_lock_wait(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     /// A timestamp token for a new backup made at `now`: `YYYYMMDD_HHMMSS`, or, when that

@@ -121,6 +121,8 @@ enum Command {
         /// Print the new backup's metadata as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// List backups, newest first
     List {
@@ -151,6 +153,8 @@ enum Command {
         /// Print the kept and deleted backups as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Validate the config and print the resolved schedule with the next run times
     CheckConfig(CheckConfigArgs),
@@ -241,6 +245,16 @@ struct RestoreArgs {
     /// Print the plan (with --dry-run) or the result as JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    wait: WaitArg,
+}
+
+/// `--wait`, on the commands that take the backup directory's lock.
+#[derive(Debug, Args, Clone, Copy)]
+struct WaitArg {
+    /// If another run holds the backup directory's lock, wait up to DURATION (e.g. 30s, 10m) for it instead of failing at once
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -313,13 +327,28 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Man => return completions::print_man_page(),
         _ => {}
     }
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
+    config.lock_wait = match &cli.command {
+        Command::Create { wait, .. } | Command::Rotate { wait, .. } => wait.wait,
+        Command::Restore(r) => r.wait.wait,
+        _ => None,
+    };
+    if matches!(
+        cli.command,
+        Command::Create { .. } | Command::Restore(_) | Command::Verify(_) | Command::Rotate { .. }
+    ) {
+        // The jobs' priority, set on the main thread before any other starts, so the
+        // engine's workers and the hooks inherit it; the daemon sets it per job instead.
+        for p in vertex_backup::priority::apply_to_current_thread((&config.backup).into()) {
+            eprintln!("warning: {p}");
+        }
+    }
     let quiet = cli.quiet;
     match cli.command {
         Command::Daemon => daemon::cmd_daemon(config, args),
         Command::Status { json } => daemon::cmd_status(&config, json),
         Command::NotifyTest => cmd_notify_test(&config),
-        Command::Create { kind, json } => {
+        Command::Create { kind, json, .. } => {
             cmd_create(&config, kind.into(), json, quiet, cli.max_backups)
         }
         Command::List { kind, json } => cmd_list(&config, kind, json),
@@ -327,7 +356,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Restore(args) => cmd_restore(&config, args, quiet),
         Command::Verify(args) => cmd_verify(&config, args, quiet),
         Command::Ls(args) => cmd_ls(&config, args, quiet),
-        Command::Rotate { dry_run, json } => cmd_rotate(&config, dry_run, json),
+        Command::Rotate { dry_run, json, .. } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
         Command::Openapi | Command::Completions { .. } | Command::Man => {
             unreachable!("answered before the config is loaded")
@@ -711,6 +740,11 @@ fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitC
             .map(|p| (p.clone(), catalog::leftover_note(p, running.as_deref())))
             .collect();
         output::print_list(&rows, &leftovers);
+        let copies: Vec<_> = vertex_backup::engine::safety_copies::find(config)
+            .into_iter()
+            .filter(|c| wanted.is_none_or(|k| c.kind == k))
+            .collect();
+        output::print_safety_copies(&copies, config.retention.keep_pre_restore);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use vertex_backup::engine::backup::BackupReport;
 use vertex_backup::engine::browse::{ListedEntry, TableRows};
 use vertex_backup::engine::restore::{RestorePlan, RestoreReport};
 use vertex_backup::engine::rotate::RotateReport;
+use vertex_backup::engine::safety_copies::SafetyCopy;
 use vertex_backup::engine::verify::VerifyReport;
 use vertex_backup::units::{format_bytes, format_duration, plural};
 use vertex_backup::{BackupKind, Config};
@@ -93,6 +94,28 @@ pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf
         for (path, what) in leftovers {
             out!("  {}  ({what})", path.display());
         }
+    }
+}
+
+/// The safety copies restores set aside beside the live data, with what they occupy and
+/// the retention that applies to them.
+pub fn print_safety_copies(copies: &[SafetyCopy], keep: u32) {
+    if copies.is_empty() {
+        return;
+    }
+    out!(
+        "\nsafety copies set aside by restores: {}, {} in all ([retention] keep_pre_restore = {keep} of each kind)",
+        copies.len(),
+        format_bytes(copies.iter().map(|c| c.bytes).sum())
+    );
+    for c in copies {
+        out!(
+            "  {:<9} {}  {:>10}  {}",
+            c.kind.as_str(),
+            c.path.display(),
+            format_bytes(c.bytes),
+            c.created.format("%Y-%m-%d %H:%M:%S")
+        );
     }
 }
 
@@ -298,15 +321,16 @@ pub fn print_rotation(r: &RotateReport) {
             "keep    {:<9} {}  ({})",
             d.kind.as_str(),
             d.id,
-            d.reasons.join(", ")
+            d.explained.join("; ")
         );
     }
     for d in &r.plan.delete {
         out!(
-            "{}  {:<9} {}",
+            "{}  {:<9} {}  ({})",
             if r.dry_run { "would delete" } else { "delete" },
             d.kind.as_str(),
-            d.id
+            d.id,
+            d.explained.join("; ")
         );
     }
     for d in &r.plan.ignored {

@@ -47,6 +47,14 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(n) = b.nice
+            && !(0..=19).contains(&n)
+        {
+            problems.push(self.key_error(
+                "backup.nice",
+                format!("{n} is out of range: niceness runs from 0 (normal) to 19 (lowest)"),
+            ));
+        }
         if b.threads > 256 {
             problems.push(self.key_error("backup.threads", "at most 256 threads (0 = all cores)"));
         }

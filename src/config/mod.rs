@@ -110,6 +110,21 @@ pub struct BackupSection {
     /// Extensions of already-compressed files (video, images, archives): zstd stores them
     /// at its fastest level instead of searching them for matches that are not there.
     pub precompressed: Vec<String>,
+    /// CPU niceness (0..19) a backup runs at, so tens of GB do not starve the app; `None`
+    /// leaves the scheduler's default.
+    pub nice: Option<i32>,
+    /// I/O scheduling class (`ioprio_set`) a backup runs at; `None` leaves the default.
+    pub io_class: Option<IoClass>,
+}
+
+/// `[backup] io_class`: the Linux I/O scheduling classes a backup may take. `idle` gets the
+/// disk only when nobody else wants it; `best-effort` is the default class (at its lowest
+/// level, 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoClass {
+    Idle,
+    BestEffort,
 }
 
 /// Media and archive formats that do not compress further.
@@ -132,6 +147,8 @@ impl Default for BackupSection {
             dir_mode: Mode(0o700),
             busy_timeout: HumanDuration(Duration::from_secs(30)),
             precompressed: PRECOMPRESSED.iter().map(|s| s.to_string()).collect(),
+            nice: None,
+            io_class: None,
         }
     }
 }
@@ -145,6 +162,10 @@ pub struct RetentionSection {
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_within: Option<HumanDuration>,
+    /// How many of a restore's safety copies to keep, of each kind (pre-restore database
+    /// backups, `storage.pre-restore-*` trees, set-aside databases): the newest ones; 0 =
+    /// delete them all at rotation.
+    pub keep_pre_restore: u32,
 }
 
 impl Default for RetentionSection {
@@ -155,6 +176,7 @@ impl Default for RetentionSection {
             keep_weekly: None,
             keep_monthly: None,
             keep_within: None,
+            keep_pre_restore: 1,
         }
     }
 }
@@ -351,6 +373,9 @@ pub struct Config {
     pub api: ApiSection,
     pub hooks: HooksSection,
     pub healthchecks: HealthchecksSection,
+    /// How long a mutating command waits for the backup directory's lock (`--wait`); `None`
+    /// fails at once. Not a file key: a flag of one invocation.
+    pub lock_wait: Option<Duration>,
 }
 
 /// How the config file was chosen.
@@ -428,6 +453,7 @@ impl Config {
             api: model.api,
             hooks: model.hooks,
             healthchecks: model.healthchecks,
+            lock_wait: None,
         };
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
         let mut problems = Vec::new();

@@ -98,6 +98,7 @@ pub fn catalog_for(config: &Config) -> Catalog {
         config.backup.file_mode.0,
         config.backup.dir_mode.0,
     )
+    .with_lock_wait(config.lock_wait)
 }
 
 /// Take a backup: the whole protocol, lock included. Whatever step fails — the source

@@ -16,6 +16,7 @@ pub mod output;
 pub mod path_selection;
 pub mod restore;
 pub mod rotate;
+pub mod safety_copies;
 pub mod select;
 pub mod staged_tree;
 pub mod storage;

@@ -2,7 +2,9 @@
 //! listing and the verdicts (pure), the plan from the pure [`crate::retention::apply`],
 //! then [`execute`], the only phase that deletes — metadata first, so a backup stops
 //! existing in one step; a full backup takes its parts with it. The middle never reads
-//! the disk, so it can serve a remote listing or snapshots as well.
+//! the disk, so it can serve a remote listing or snapshots as well. The safety copies a
+//! restore set aside beside the live data ([`super::safety_copies`]) go through the same
+//! three phases, under `keep_pre_restore`.
 
 use std::path::PathBuf;
 
@@ -10,6 +12,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::backup::catalog_for;
+use super::safety_copies::{self, SafetyCopy};
 use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Listing, Outcome, Verdicts};
 use crate::config::Config;
 use crate::error::Result;
@@ -43,9 +46,33 @@ pub fn candidates(listing: &Listing, verdicts: &Verdicts) -> Vec<Candidate> {
                 complete: b.is_complete() && !verdicts.failed(&b.stem),
                 part_of: b.metadata.part_of.clone(),
                 pre_restore: b.metadata.is_pre_restore(),
+                set_aside: false,
             })
         })
         .collect()
+}
+
+/// Phase one for the safety copies beside the live data. Pure, like [`candidates`].
+pub fn safety_candidates(copies: &[SafetyCopy]) -> Vec<Candidate> {
+    copies
+        .iter()
+        .map(|c| Candidate {
+            id: c.id(),
+            kind: c.kind,
+            created: c.created,
+            complete: true,
+            part_of: None,
+            pre_restore: true,
+            set_aside: true,
+        })
+        .collect()
+}
+
+/// What a plan was made from: the catalog's listing and the safety copies found.
+#[derive(Debug)]
+pub struct Found {
+    pub listing: Listing,
+    pub copies: Vec<SafetyCopy>,
 }
 
 /// The retention plan for what is on disk now: list, build the candidates, then the pure
@@ -54,19 +81,21 @@ pub fn plan(
     catalog: &Catalog,
     config: &Config,
     policy: &RetentionPolicy,
-) -> Result<(Listing, RetentionPlan)> {
+) -> Result<(Found, RetentionPlan)> {
     let listing = catalog.list()?;
-    let candidates = candidates(&listing, &catalog.load_verdicts());
-    let plan = retention::apply(&candidates, policy, Utc::now(), config.schedule.timezone);
-    Ok((listing, plan))
+    let copies = safety_copies::find(config);
+    let mut all = candidates(&listing, &catalog.load_verdicts());
+    all.extend(safety_candidates(&copies));
+    let plan = retention::apply(&all, policy, Utc::now(), config.schedule.timezone);
+    Ok((Found { listing, copies }, plan))
 }
 
 /// Rotate: take the lock (unless a dry run), clean leftovers, plan, delete.
 pub fn rotate(config: &Config, policy: &RetentionPolicy, dry_run: bool) -> Result<RotateReport> {
     let catalog = catalog_for(config);
     if dry_run {
-        let (listing, plan) = plan(&catalog, config, policy)?;
-        let freed = freed_bytes(&plan, &listing);
+        let (found, plan) = plan(&catalog, config, policy)?;
+        let freed = freed_bytes(&plan, &found);
         return Ok(RotateReport {
             dry_run,
             plan,
@@ -87,14 +116,14 @@ pub fn rotate_locked(
     policy: &RetentionPolicy,
 ) -> Result<RotateReport> {
     let cleaned = catalog.clean_leftovers()?;
-    let (listing, plan) = plan(catalog, config, policy)?;
+    let (found, plan) = plan(catalog, config, policy)?;
     for d in plan.future_dated() {
         catalog.log().warn(&format!(
             "rotate: {} is dated in the future (the clock ran ahead?): kept, not counted as the newest",
             d.id
         ));
     }
-    let result = execute(&plan, &listing, catalog, lock);
+    let result = execute(&plan, &found, catalog, lock);
     match &result {
         Ok(executed) => {
             let line = format!(
@@ -132,36 +161,49 @@ pub struct Executed {
     pub freed_bytes: u64,
 }
 
-/// Phase three, the only one that deletes: remove the backups `plan` says go, as
-/// `listing` found them, logging each. Needs the lock (`_lock` proves it is held).
+/// Phase three, the only one that deletes: remove the backups and safety copies `plan`
+/// says go, as `found` found them, logging each. Needs the lock (`_lock` proves it is
+/// held).
 pub fn execute(
     plan: &RetentionPlan,
-    listing: &Listing,
+    found: &Found,
     catalog: &Catalog,
     _lock: &BackupDirLock,
 ) -> Result<Executed> {
     let log = catalog.log();
     let mut done = Executed::default();
     for d in &plan.delete {
-        if let Some(entry) = listing.find_stem(&d.id) {
+        if let Some(entry) = found.listing.find_stem(&d.id) {
             done.freed_bytes += entry_bytes(entry);
-            done.deleted_files.extend(catalog.delete(entry, listing)?);
-            log.info(&format!(
-                "rotate: deleted {} ({})",
-                d.id,
-                d.reasons.join(", ")
-            ));
+            done.deleted_files
+                .extend(catalog.delete(entry, &found.listing)?);
+        } else if let Some(copy) = found.copies.iter().find(|c| c.id() == d.id) {
+            done.deleted_files.extend(safety_copies::delete(copy)?);
+            done.freed_bytes += copy.bytes;
+        } else {
+            continue;
         }
+        log.info(&format!(
+            "rotate: deleted {} ({})",
+            d.id,
+            d.explained.join("; ")
+        ));
     }
     Ok(done)
 }
 
-/// Bytes the backups `plan` deletes occupy (what a dry run would free).
-fn freed_bytes(plan: &RetentionPlan, listing: &Listing) -> u64 {
+/// Bytes the backups and copies `plan` deletes occupy (what a dry run would free).
+fn freed_bytes(plan: &RetentionPlan, found: &Found) -> u64 {
     plan.delete
         .iter()
-        .filter_map(|d| listing.find_stem(&d.id))
-        .map(entry_bytes)
+        .map(|d| match found.listing.find_stem(&d.id) {
+            Some(entry) => entry_bytes(entry),
+            None => found
+                .copies
+                .iter()
+                .find(|c| c.id() == d.id)
+                .map_or(0, |c| c.bytes),
+        })
         .sum()
 }
 

@@ -167,6 +167,13 @@ fn start_with(
             let ev = events.clone();
             let work = req.work.clone();
             let outcome = tokio::task::spawn_blocking(move || {
+                // `[backup] nice` / `io_class` for this job only: the pooled thread (and the
+                // hooks and workers it spawns) run at it until the guard drops.
+                let (_priority, problems) =
+                    crate::priority::JobPriority::apply((&cfg.backup).into());
+                for p in problems {
+                    tracing::warn!("{}: {p}", work.key());
+                }
                 // A panic is caught here, on the blocking thread, so that it is journaled
                 // and alerted like any failure (file writes stay off the runtime).
                 let run = std::panic::AssertUnwindSafe(|| runner(&cfg, &work, &cancel, &ev));

@@ -20,6 +20,7 @@ fn db(id: &str, created: DateTime<FixedOffset>) -> Candidate {
         complete: true,
         part_of: None,
         pre_restore: false,
+        set_aside: false,
     }
 }
 
@@ -30,6 +31,7 @@ fn policy(keep_last: u32) -> RetentionPolicy {
         keep_weekly: None,
         keep_monthly: None,
         keep_within: None,
+        keep_pre_restore: 1,
     }
 }
 
@@ -219,6 +221,7 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
             complete,
             part_of: part.then(|| "full_backup_x".to_string()),
             pre_restore: false,
+            set_aside: false,
         })
 }
 
@@ -236,6 +239,7 @@ fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
             keep_weekly: w,
             keep_monthly: m,
             keep_within: within.map(Duration::from_secs),
+            keep_pre_restore: 1,
         })
 }
 
@@ -348,4 +352,101 @@ proptest! {
             prop_assert!(kept_present >= present.len().min(p.keep_last as usize));
         }
     }
+}
+
+fn safety(
+    id: &str,
+    kind: BackupKind,
+    set_aside: bool,
+    created: DateTime<FixedOffset>,
+) -> Candidate {
+    Candidate {
+        kind,
+        pre_restore: true,
+        set_aside,
+        ..db(id, created)
+    }
+}
+
+#[test]
+fn keep_pre_restore_keeps_the_newest_of_each_kind() {
+    let mut b = vec![db("scheduled", at(2026, 11, 1, 2))];
+    for d in 1..=3 {
+        b.push(safety(
+            &format!("copy{d}"),
+            BackupKind::Database,
+            false,
+            at(2026, 11, d, 3),
+        ));
+        b.push(safety(
+            &format!("tree{d}"),
+            BackupKind::Storage,
+            true,
+            at(2026, 11, d, 3),
+        ));
+        b.push(safety(
+            &format!("aside{d}"),
+            BackupKind::Database,
+            true,
+            at(2026, 11, d, 3),
+        ));
+    }
+    let plan = apply(&b, &policy(7), now(), utc());
+    assert_eq!(ids(&plan.keep), ["aside3", "copy3", "scheduled", "tree3"]);
+    assert_eq!(
+        ids(&plan.delete),
+        ["aside1", "aside2", "copy1", "copy2", "tree1", "tree2"]
+    );
+    let tree = plan.keep.iter().find(|d| d.id == "tree3").unwrap();
+    assert_eq!(
+        tree.explained,
+        ["pre-restore copy, newest (keep_pre_restore)"]
+    );
+}
+
+#[test]
+fn keep_pre_restore_zero_deletes_every_copy_but_no_scheduled_backup() {
+    let b = vec![
+        db("scheduled", at(2026, 11, 1, 2)),
+        safety("copy", BackupKind::Database, false, at(2026, 11, 2, 3)),
+        safety("tree", BackupKind::Storage, true, at(2026, 11, 2, 3)),
+    ];
+    let p = RetentionPolicy {
+        keep_pre_restore: 0,
+        ..policy(1)
+    };
+    let plan = apply(&b, &p, now(), utc());
+    assert_eq!(ids(&plan.keep), ["scheduled"]);
+    assert_eq!(ids(&plan.delete), ["copy", "tree"]);
+}
+
+#[test]
+fn every_keep_reason_is_explained_in_words() {
+    let b: Vec<_> = (25..=27)
+        .map(|d| db(&format!("d{d}"), at(2026, 11, d, 2)))
+        .collect();
+    let p = RetentionPolicy {
+        keep_daily: Some(2),
+        keep_weekly: Some(1),
+        keep_monthly: Some(1),
+        keep_within: Some(Duration::from_secs(86400)),
+        ..policy(1)
+    };
+    let plan = apply(&b, &p, now(), utc());
+    let newest = plan.keep.iter().find(|d| d.id == "d27").unwrap();
+    assert_eq!(
+        newest.explained,
+        [
+            "newest good backup of its type (never deleted)",
+            "one of the last 1 (keep_last)",
+            "daily bucket 2026-11-27 (keep_daily)",
+            "weekly bucket 2026-W48 (keep_weekly)",
+            "monthly bucket 2026-11 (keep_monthly)",
+            "taken within the last 1day (keep_within)",
+        ]
+    );
+    let second = plan.keep.iter().find(|d| d.id == "d26").unwrap();
+    assert_eq!(second.explained, ["daily bucket 2026-11-26 (keep_daily)"]);
+    let gone = plan.delete.iter().find(|d| d.id == "d25").unwrap();
+    assert_eq!(gone.explained, ["beyond policy: no keep rule covers it"]);
 }
