@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
@@ -25,7 +24,7 @@ use super::{ApiContext, ApiError};
 use crate::catalog::{ListRow, Stats};
 use crate::engine::backup::catalog_for;
 use crate::engine::restore::resolve_backup;
-use crate::jobs::{JobOutcome, Rejected, Request, Trigger, Work};
+use crate::jobs::{JobOutcome, Rejected, Work};
 use crate::kind::BackupKind;
 use crate::kind::JobName;
 
@@ -109,16 +108,9 @@ fn bad_query(e: QueryRejection) -> ApiError {
 /// Queue `work`; wait for its outcome or answer 202 with a job id.
 async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Response, ApiError> {
     let key = work.key();
-    let (tx, rx) = oneshot::channel();
     let id = ctx.jobs.add(key);
-    let submitted = ctx.queue.submit(Request {
-        work,
-        trigger: Trigger::Manual,
-        slot: Utc::now(),
-        reply: Some(tx),
-    });
-    match submitted {
-        Ok(()) => {}
+    let rx = match ctx.queue.request(work) {
+        Ok(rx) => rx,
         Err(Rejected::AlreadyQueued(k)) => {
             ctx.jobs.forget(id);
             return Err(ApiError(
@@ -133,7 +125,7 @@ async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Respo
                 "the daemon is shutting down".into(),
             ));
         }
-    }
+    };
     let ctx2 = ctx.clone();
     let finished = async move {
         let (status, body) = match rx.await {

@@ -95,6 +95,19 @@ impl Queue {
         })
     }
 
+    /// Queue `work` that a client asked for (the API, a chat command): its outcome
+    /// arrives on the returned receiver once it has run.
+    pub fn request(&self, work: Work) -> Result<oneshot::Receiver<JobOutcome>, Rejected> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Request {
+            work,
+            trigger: Trigger::Manual,
+            slot: Utc::now(),
+            reply: Some(tx),
+        })?;
+        Ok(rx)
+    }
+
     /// Work queued or running, by key.
     pub fn busy(&self) -> Vec<&'static str> {
         self.busy

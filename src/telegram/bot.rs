@@ -11,13 +11,13 @@ use std::time::Duration;
 use chrono::Utc;
 use teloxide::prelude::*;
 use teloxide::types::{AllowedUpdate, Chat, UpdateKind};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{TelegramTarget, escape, send_with_retries};
 use crate::config::{ChatRef, Config};
 use crate::engine::backup::catalog_for;
-use crate::jobs::{JobOutcome, Queue, Rejected, Request, Trigger, Work};
+use crate::jobs::{JobOutcome, Queue, Rejected, Work};
 use crate::kind::{BackupKind, JobName};
 use crate::units::{format_bytes, format_duration};
 
@@ -218,20 +218,13 @@ async fn run(
     bot: &Bot,
     chat: &ChatRef,
 ) -> String {
-    let (tx, rx) = oneshot::channel();
-    let submitted = queue.submit(Request {
-        work: Work::Job(job),
-        trigger: Trigger::Manual,
-        slot: Utc::now(),
-        reply: Some(tx),
-    });
-    match submitted {
-        Ok(()) => {}
+    let rx = match queue.request(Work::Job(job)) {
+        Ok(rx) => rx,
         Err(Rejected::AlreadyQueued(k)) => {
             return format!("a {k} job is already queued or running; try again when it is done");
         }
         Err(Rejected::ShuttingDown) => return "the daemon is shutting down".into(),
-    }
+    };
     let queued = format!("⏳ {job} queued; I will answer when it is done");
     if let Err(f) = send_with_retries(target, bot, chat, &queued).await {
         tracing::debug!(
