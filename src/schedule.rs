@@ -2,9 +2,12 @@
 //! it last fire. Used by `check-config` and `status` now, and by the daemon's loop.
 //! Times are computed from the previous slot, never from "now", so no slot is skipped.
 
+use std::time::Duration;
+
 use chrono::{DateTime, FixedOffset, Local, Utc};
 
-use crate::config::{JobSchedule, Timezone};
+use crate::config::{Config, JobSchedule, Timezone};
+use crate::kind::{BackupKind, JobName};
 
 /// The next `n` fire times strictly after `after`, in the zone's offset.
 pub fn next_runs(
@@ -55,6 +58,28 @@ pub fn previous_run(
             .ok()
             .map(|t| t.fixed_offset()),
     }
+}
+
+/// `[alerts] max_age` for `kind`, or derived from the schedule: 1.5 × the shortest
+/// interval of the jobs producing it (a daily backup is stale after 36 h, one missed run).
+/// `None` when nothing produces it on a schedule and no limit is configured.
+pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<Duration> {
+    if let Some(d) = config.alerts.max_age.of(kind) {
+        return Some(d);
+    }
+    // The jobs whose runs leave a fresh backup of `kind` (a full backup makes all three).
+    JobName::ALL
+        .into_iter()
+        .filter(|job| job.refreshes().contains(&kind))
+        .filter_map(|job| {
+            let runs = next_runs(config.schedule.of(job), config.schedule.timezone, now, 2);
+            match runs.as_slice() {
+                [a, b] => (*b - *a).to_std().ok(),
+                _ => None,
+            }
+        })
+        .min()
+        .map(|interval| interval + interval / 2)
 }
 
 #[cfg(test)]

@@ -4,37 +4,14 @@
 //! fails before it can report.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::catalog::Listing;
 use crate::config::Config;
 use crate::events::Event;
-use crate::kind::{BackupKind, JobName};
-use crate::schedule::next_runs;
-
-/// `[alerts] max_age` for `kind`, or derived from the schedule: 1.5 × the shortest
-/// interval of the jobs producing it (a daily backup is stale after 36 h, one missed run).
-/// `None` when nothing produces it on a schedule and no limit is configured.
-pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<Duration> {
-    if let Some(d) = config.alerts.max_age.of(kind) {
-        return Some(d);
-    }
-    // The jobs whose runs leave a fresh backup of `kind` (a full backup makes all three).
-    JobName::ALL
-        .into_iter()
-        .filter(|job| job.refreshes().contains(&kind))
-        .filter_map(|job| {
-            let runs = next_runs(config.schedule.of(job), config.schedule.timezone, now, 2);
-            match runs.as_slice() {
-                [a, b] => (*b - *a).to_std().ok(),
-                _ => None,
-            }
-        })
-        .min()
-        .map(|interval| interval + interval / 2)
-}
+use crate::kind::BackupKind;
+pub use crate::schedule::max_age;
 
 /// Remembers which types are currently alerted, so each state change is told once.
 #[derive(Debug, Default)]
@@ -132,6 +109,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use std::path::Path;
+    use std::time::Duration;
 
     fn config(text: &str) -> Config {
         Config::parse(text, None, Path::new("/srv"), &|_| None).unwrap()

@@ -209,6 +209,17 @@ mod tests {
 
     /// What the writer put in a header before the source existed: the tar crate's own
     /// description of the `stat`, with the permission bits only in the mode.
+    /// An uncompressed, single-threaded archive: what the tests read back directly.
+    fn plain_tar() -> ArchiveOptions {
+        ArchiveOptions {
+            compression: Compression::None,
+            level: 0,
+            threads: 1,
+            exclude: vec![],
+            precompressed: vec![],
+        }
+    }
+
     fn header_from_stat(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
@@ -300,13 +311,7 @@ mod tests {
         fs::write(root.join("b"), b"after").unwrap();
         let out_path = dir.path().join("out.tar");
         let out = fs::File::create(&out_path).unwrap();
-        let opts = ArchiveOptions {
-            compression: Compression::None,
-            level: 0,
-            threads: 1,
-            exclude: vec![],
-            precompressed: vec![],
-        };
+        let opts = plain_tar();
         let progress = TruncateMidRead {
             victim: std::sync::Mutex::new(Some(root.join("a"))),
         };
@@ -347,13 +352,7 @@ mod tests {
         crate::engine::walk::swaps::deep_tree(&root.join("deep"), 5000);
         let out_path = dir.path().join("out.tar");
         let out = fs::File::create(&out_path).unwrap();
-        let opts = ArchiveOptions {
-            compression: Compression::None,
-            level: 0,
-            threads: 1,
-            exclude: vec![],
-            precompressed: vec![],
-        };
+        let opts = plain_tar();
         let (summary, _) = write_archive(
             &root,
             out,

@@ -282,16 +282,21 @@ pub fn outcome_text(job: JobName, outcome: &JobOutcome) -> String {
     }
 }
 
+/// The backups on disk, or the answer saying why they cannot be listed.
+fn listing(cfg: &Config) -> Result<crate::catalog::Listing, String> {
+    catalog_for(cfg).list().map_err(|e| {
+        format!(
+            "❌ cannot list backups: {}",
+            escape(&crate::error_chain(&e))
+        )
+    })
+}
+
 /// `status`, short: the newest backup of each type with its age, and each job's next run.
 pub fn status_text(cfg: &Config) -> String {
-    let listing = match catalog_for(cfg).list() {
+    let listing = match listing(cfg) {
         Ok(l) => l,
-        Err(e) => {
-            return format!(
-                "❌ cannot list backups: {}",
-                escape(&crate::error_chain(&e))
-            );
-        }
+        Err(answer) => return answer,
     };
     let now = Utc::now();
     let mut lines = vec![format!(
@@ -303,7 +308,7 @@ pub fn status_text(cfg: &Config) -> String {
         let age = newest
             .and_then(|b| b.created)
             .and_then(|c| (now - c.with_timezone(&Utc)).to_std().ok());
-        let stale = match (age, cfg.alerts.max_age.of(kind)) {
+        let stale = match (age, crate::schedule::max_age(cfg, kind, now)) {
             (Some(a), Some(max)) => a > max,
             (None, Some(_)) => true,
             _ => false,
@@ -335,14 +340,9 @@ pub fn status_text(cfg: &Config) -> String {
 
 /// The newest few backups, of one type or all.
 pub fn list_text(cfg: &Config, kind: Option<BackupKind>) -> String {
-    let listing = match catalog_for(cfg).list() {
+    let listing = match listing(cfg) {
         Ok(l) => l,
-        Err(e) => {
-            return format!(
-                "❌ cannot list backups: {}",
-                escape(&crate::error_chain(&e))
-            );
-        }
+        Err(answer) => return answer,
     };
     let shown: Vec<String> = listing
         .backups
