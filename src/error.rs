@@ -141,9 +141,70 @@ pub enum Error {
     #[error("internal error: {0} (a bug: please report it)")]
     Internal(String),
 
+    /// An offsite target failed an operation (after its retries): names the target.
+    #[error("offsite target `{target}` ({url}): cannot {op}: {detail}")]
+    Offsite {
+        target: String,
+        url: String,
+        op: String,
+        detail: String,
+        failure: RemoteFailure,
+    },
+
+    /// `--target NAME` / `NAME:backup` names no `[[offsite]]` table.
+    #[error("{0}")]
+    UnknownTarget(String),
+
     /// The operation was cancelled (shutdown) before it finished; nothing partial was kept.
     #[error("cancelled before it finished; no partial backup was kept")]
     Cancelled,
+}
+
+/// What kind of thing went wrong on a target: decides the hint and whether a retry helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteFailure {
+    /// Unreachable, timed out, reset, 5xx, slow-down: retried, then reported.
+    Network,
+    /// Credentials missing, wrong or expired; access denied.
+    Credentials,
+    /// The bucket (or the target directory) does not exist.
+    Missing,
+    /// The target's filesystem is full.
+    Full,
+    /// What came back is not what was sent (size or checksum).
+    Mismatch,
+    Other,
+}
+
+impl RemoteFailure {
+    /// Whether trying again later can help (a network problem can; a wrong key cannot).
+    pub fn transient(self) -> bool {
+        matches!(self, RemoteFailure::Network)
+    }
+
+    fn hint(self, target: &str) -> String {
+        match self {
+            RemoteFailure::Network => format!(
+                "the target `{target}` could not be reached or kept failing; the backups stay pending and the next upload job sends them (oldest first); check the network and the endpoint"
+            ),
+            RemoteFailure::Credentials => format!(
+                "check the credentials of `{target}` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the service environment, or its credentials_file) and that the key may list, read and write the bucket"
+            ),
+            RemoteFailure::Missing => format!(
+                "create the bucket (or mount the directory) of `{target}`, or correct its url; nothing local was touched"
+            ),
+            RemoteFailure::Full => format!(
+                "the target `{target}` is full: free space there or lower its [offsite.retention] and run `vertex-backup offsite prune`; nothing local was touched"
+            ),
+            RemoteFailure::Mismatch => format!(
+                "what `{target}` returned differs from what was sent; it is uploaded again by the next run (`vertex-backup offsite push --target {target}`)"
+            ),
+            RemoteFailure::Other => format!(
+                "see the detail above; `vertex-backup offsite list --target {target}` shows what the target holds"
+            ),
+        }
+    }
 }
 
 fn config_message(file: &Option<PathBuf>, line: Option<usize>, key: &str, message: &str) -> String {
@@ -201,6 +262,7 @@ impl Error {
                 | Error::NotABackup { .. }
                 | Error::NoSuchBackup { .. }
                 | Error::Refused(_)
+                | Error::UnknownTarget(_)
         )
     }
 
@@ -284,6 +346,10 @@ impl Error {
                 "fix the {hook} command in [hooks] (it runs with sh -c, with the job's variables); its output is in the log"
             )),
             Error::Internal(_) => Some("the daemon carries on; the log has the details".into()),
+            Error::Offsite { target, failure, .. } => Some(failure.hint(target)),
+            Error::UnknownTarget(_) => {
+                Some("the targets are the `name`s of the [[offsite]] tables in the config".into())
+            }
             Error::Refused(_) | Error::Cancelled => None,
         }
     }

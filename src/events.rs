@@ -159,6 +159,50 @@ pub enum Event {
         moved_to: String,
         error: String,
     },
+    /// Backups uploaded to an offsite target (and its retention applied).
+    OffsiteUploaded {
+        target: String,
+        backups: Vec<String>,
+        bytes: u64,
+        /// Remote backups deleted by the target's retention.
+        pruned: usize,
+    },
+    /// An upload job failed for a target (after its retries); the backups stay pending.
+    OffsiteUploadFailed {
+        target: String,
+        error: String,
+        hint: Option<String>,
+        pending: Vec<String>,
+        pending_bytes: u64,
+        /// When the current run of failures began (RFC 3339).
+        failing_since: Option<String>,
+    },
+    /// A target that had failed took an upload again.
+    OffsiteRecovered {
+        target: String,
+        failed_for: Option<Duration>,
+    },
+    OffsiteVerifyPassed {
+        target: String,
+        checked: usize,
+        sampled_bytes: u64,
+        /// Bad remote copies uploaded again from local ones.
+        repaired: Vec<String>,
+    },
+    OffsiteVerifyFailed {
+        target: String,
+        /// `backup: what is wrong` for each bad copy that could not be repaired.
+        problems: Vec<String>,
+        repaired: Vec<String>,
+    },
+    /// No complete copy of a type on a target newer than its max_age.
+    OffsiteStale {
+        target: String,
+        kind: BackupKind,
+        age: Option<Duration>,
+        max_age: Duration,
+        pending: usize,
+    },
     DaemonStarted {
         version: String,
     },
@@ -174,7 +218,14 @@ impl Event {
     pub fn category(&self) -> &'static str {
         match self {
             Event::BackupSucceeded { facts, .. } if !facts.warnings.is_empty() => "warning",
-            Event::BackupSucceeded { .. } | Event::VerifyPassed { .. } => "success",
+            Event::BackupSucceeded { .. }
+            | Event::VerifyPassed { .. }
+            | Event::OffsiteUploaded { .. } => "success",
+            Event::OffsiteVerifyPassed { repaired, .. } if !repaired.is_empty() => "warning",
+            Event::OffsiteVerifyPassed { .. } => "success",
+            Event::OffsiteUploadFailed { .. } | Event::OffsiteVerifyFailed { .. } => "failure",
+            Event::OffsiteStale { .. } => "stale",
+            Event::OffsiteRecovered { .. } => "recovered",
             Event::BackupFailed { .. }
             | Event::RotationFailed { .. }
             | Event::RestoreFailed { .. }
@@ -255,6 +306,70 @@ impl Event {
                 format_duration(*max_age)
             ),
             Event::Recovered { kind, backup } => format!("{kind} backups recovered: {backup}"),
+            Event::OffsiteUploaded {
+                target,
+                backups,
+                bytes,
+                pruned,
+            } => format!(
+                "offsite {target}: uploaded {} ({}){}",
+                crate::units::plural(backups.len() as u64, "backup"),
+                format_bytes(*bytes),
+                if *pruned > 0 {
+                    format!(", {pruned} old remote deleted by its retention")
+                } else {
+                    String::new()
+                }
+            ),
+            Event::OffsiteUploadFailed {
+                target,
+                error,
+                pending,
+                pending_bytes,
+                ..
+            } => format!(
+                "offsite {target}: upload FAILED: {error}; pending: {} ({})",
+                crate::units::plural(pending.len() as u64, "backup"),
+                format_bytes(*pending_bytes)
+            ),
+            Event::OffsiteRecovered { target, failed_for } => format!(
+                "offsite {target}: uploads work again{}",
+                failed_for
+                    .map(|d| format!(" after failing for {}", format_duration(d)))
+                    .unwrap_or_default()
+            ),
+            Event::OffsiteVerifyPassed {
+                target,
+                checked,
+                sampled_bytes,
+                repaired,
+            } => format!(
+                "offsite {target}: {} checked, {} read back{}",
+                crate::units::plural(*checked as u64, "backup"),
+                format_bytes(*sampled_bytes),
+                if repaired.is_empty() {
+                    String::new()
+                } else {
+                    format!("; repaired from local copies: {}", repaired.join(", "))
+                }
+            ),
+            Event::OffsiteVerifyFailed {
+                target, problems, ..
+            } => format!(
+                "offsite {target}: verification FAILED: {}",
+                problems.join("; ")
+            ),
+            Event::OffsiteStale {
+                target,
+                kind,
+                age,
+                max_age,
+                pending,
+            } => format!(
+                "offsite {target}: no complete {kind} copy for {} (max_age {}); {pending} pending",
+                age.map(format_duration).unwrap_or_else(|| "ever".into()),
+                format_duration(*max_age)
+            ),
             Event::JobSkipped { job, reason } => format!("{job} job skipped: {reason}"),
             Event::ConfigReloaded { next_runs } => format!(
                 "configuration reloaded; next runs: {}",

@@ -72,17 +72,24 @@ pub enum JobName {
     Storage,
     Rotate,
     Verify,
+    /// Upload what the `[[offsite]]` targets lack, then apply their retention.
+    Offsite,
+    /// Check what the targets hold; repair from local copies.
+    #[serde(rename = "offsite_verify")]
+    OffsiteVerify,
 }
 
 impl JobName {
     /// Every job, in the order due jobs run (full before database before storage before
-    /// rotate before verify).
-    pub const ALL: [JobName; 5] = [
+    /// rotate before verify before the offsite jobs).
+    pub const ALL: [JobName; 7] = [
         JobName::Full,
         JobName::Database,
         JobName::Storage,
         JobName::Rotate,
         JobName::Verify,
+        JobName::Offsite,
+        JobName::OffsiteVerify,
     ];
 
     /// The name: the `[schedule]` key, the metric label and the run-history key.
@@ -93,6 +100,8 @@ impl JobName {
             JobName::Storage => "storage",
             JobName::Rotate => "rotate",
             JobName::Verify => "verify",
+            JobName::Offsite => "offsite",
+            JobName::OffsiteVerify => "offsite_verify",
         }
     }
 
@@ -102,7 +111,7 @@ impl JobName {
             JobName::Full => Some(BackupKind::Full),
             JobName::Database => Some(BackupKind::Database),
             JobName::Storage => Some(BackupKind::Storage),
-            JobName::Rotate | JobName::Verify => None,
+            JobName::Rotate | JobName::Verify | JobName::Offsite | JobName::OffsiteVerify => None,
         }
     }
 
@@ -122,8 +131,13 @@ impl JobName {
             JobName::Full => &BackupKind::ALL,
             JobName::Database => &[BackupKind::Database],
             JobName::Storage => &[BackupKind::Storage],
-            JobName::Rotate | JobName::Verify => &[],
+            JobName::Rotate | JobName::Verify | JobName::Offsite | JobName::OffsiteVerify => &[],
         }
+    }
+
+    /// Whether this job works on the `[[offsite]]` targets (and so only runs with some).
+    pub fn is_offsite(self) -> bool {
+        matches!(self, JobName::Offsite | JobName::OffsiteVerify)
     }
 
     pub fn parse(s: &str) -> Option<JobName> {

@@ -16,6 +16,7 @@ pub mod healthchecks;
 pub mod jobs;
 pub mod kind;
 pub mod names;
+pub mod offsite;
 pub mod priority;
 pub mod retention;
 pub mod schedule;

@@ -101,6 +101,20 @@ pub fn is_future(created: &DateTime<FixedOffset>, now: DateTime<Utc>) -> bool {
 }
 
 impl RetentionPlan {
+    /// Keep `ids` whatever the policy said (they are being uploaded, or locked on the
+    /// target): each moves from `delete` to `keep` with `reason`.
+    pub fn hold(&mut self, ids: &[String], reason: &str, explained: &str) {
+        let (held, rest): (Vec<Decision>, Vec<Decision>) = std::mem::take(&mut self.delete)
+            .into_iter()
+            .partition(|d| ids.contains(&d.id));
+        self.delete = rest;
+        for mut d in held {
+            d.reasons = vec![reason.to_string()];
+            d.explained = vec![explained.to_string()];
+            self.keep.push(d);
+        }
+    }
+
     /// Backups kept only because they are dated after `now`.
     pub fn future_dated(&self) -> impl Iterator<Item = &Decision> {
         self.keep

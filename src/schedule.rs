@@ -72,7 +72,7 @@ pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<
         .into_iter()
         .filter(|job| job.refreshes().contains(&kind))
         .filter_map(|job| {
-            let runs = next_runs(config.schedule.of(job), config.schedule.timezone, now, 2);
+            let runs = next_runs(config.schedule_of(job), config.schedule.timezone, now, 2);
             match runs.as_slice() {
                 [a, b] => (*b - *a).to_std().ok(),
                 _ => None,

@@ -18,6 +18,7 @@ use crate::events::{DiskSpace, Event, Sink};
 use crate::units::{format_bytes, format_duration};
 
 pub mod bot;
+mod offsite;
 
 /// Telegram's limit for one message.
 pub const MAX_MESSAGE: usize = 4096;
@@ -377,6 +378,9 @@ fn fit(mut text: String) -> String {
 /// servers; every dynamic value is escaped.
 pub fn format_message(event: &Event, host: &str) -> String {
     let h = format!("<b>{}</b>", escape(host));
+    if let Some(text) = offsite::message(event, &h) {
+        return fit(text);
+    }
     let text = match event {
         Event::BackupSucceeded { facts, next_run } => {
             let mark = if facts.warnings.is_empty() {
@@ -573,6 +577,13 @@ pub fn format_message(event: &Event, host: &str) -> String {
         Event::DaemonStopping { reason } => {
             format!("⏹ {h} · vertex-backup stopping: {}", escape(reason))
         }
+        // Formatted by `offsite::message` above.
+        Event::OffsiteUploaded { .. }
+        | Event::OffsiteUploadFailed { .. }
+        | Event::OffsiteRecovered { .. }
+        | Event::OffsiteVerifyPassed { .. }
+        | Event::OffsiteVerifyFailed { .. }
+        | Event::OffsiteStale { .. } => String::new(),
     };
     fit(text)
 }

@@ -214,7 +214,9 @@ fn outcome_json(outcome: &JobOutcome, job_id: u64) -> (StatusCode, Value) {
             }),
             Err(e) => fail(format!("rotation failed: {}", crate::error_chain(e))),
         },
-        JobOutcome::Verify(_) => fail("unexpected job".into()),
+        JobOutcome::Verify(_) | JobOutcome::Offsite(_) | JobOutcome::OffsiteVerify(_) => {
+            fail("unexpected job".into())
+        }
         JobOutcome::Crashed(why) => fail(format!("the job crashed: {why}")),
     }
 }

@@ -14,6 +14,7 @@ mod restore_staging;
 mod state;
 mod stats;
 mod store;
+mod upload_pin;
 mod verdicts;
 
 use std::ffi::OsStr;
@@ -38,6 +39,7 @@ pub use stats::{KindStats, Stats};
 pub use store::{
     Loaded, ReporterGuard, SetAside, StateFile, Updated, report, report_set_asides_to,
 };
+pub use upload_pin::UploadPin;
 pub use verdicts::{VERDICTS_FILE, Verdict, Verdicts};
 
 use crate::error::{Error, IoContext, Result};

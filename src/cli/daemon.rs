@@ -263,7 +263,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let run = history.jobs.get(job.as_str());
             JobStatus {
                 job,
-                schedule: config.schedule.of(job).expression().to_string(),
+                schedule: config.schedule_of(job).expression().to_string(),
                 next_run: timetable
                     .next_of(job)
                     .map(|t| config.schedule.timezone.format(&t)),

@@ -18,6 +18,7 @@ macro_rules! out {
 mod completions;
 mod daemon;
 mod interrupt;
+mod offsite;
 mod output;
 mod progress;
 
@@ -121,6 +122,9 @@ enum Command {
         /// Print the new backup's metadata as JSON
         #[arg(long)]
         json: bool,
+        /// Do not upload to the [[offsite]] targets afterwards
+        #[arg(long)]
+        no_offsite: bool,
         #[command(flatten)]
         wait: WaitArg,
     },
@@ -178,6 +182,8 @@ enum Command {
     },
     /// Print the manual page (roff; scripts/install.sh installs it as vertex-backup.1)
     Man,
+    /// Copies off this machine: push, list, prune and verify the [[offsite]] targets
+    Offsite(offsite::OffsiteArgs),
 }
 
 /// Which backup a command works on, besides a name or path: `--latest [TYPE]` or
@@ -227,6 +233,9 @@ struct RestoreArgs {
     backup: Option<PathBuf>,
     #[command(flatten)]
     choice: BackupChoice,
+    /// Take the backup from this offsite target (downloaded into the backup directory and checked first); also `NAME:backup`
+    #[arg(long, value_name = "NAME")]
+    from: Option<String>,
     /// Skip checksum and integrity verification (not recommended)
     #[arg(long)]
     no_verify: bool,
@@ -348,9 +357,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Daemon => daemon::cmd_daemon(config, args),
         Command::Status { json } => daemon::cmd_status(&config, json),
         Command::NotifyTest => cmd_notify_test(&config),
-        Command::Create { kind, json, .. } => {
-            cmd_create(&config, kind.into(), json, quiet, cli.max_backups)
-        }
+        Command::Create {
+            kind,
+            json,
+            no_offsite,
+            ..
+        } => cmd_create(
+            &config,
+            kind.into(),
+            json,
+            quiet,
+            cli.max_backups,
+            no_offsite,
+        ),
+        Command::Offsite(args) => offsite::cmd_offsite(&config, args),
         Command::List { kind, json } => cmd_list(&config, kind, json),
         Command::Stats { json } => cmd_stats(&config, json),
         Command::Restore(args) => cmd_restore(&config, args, quiet),
@@ -425,6 +445,7 @@ fn cmd_create(
     json: bool,
     quiet: bool,
     rotate_to: Option<u32>,
+    no_offsite: bool,
 ) -> anyhow::Result<ExitCode> {
     let bar = TerminalProgress::for_stderr(quiet || json);
     let job = BackupJob {
@@ -467,6 +488,14 @@ fn cmd_create(
             output::print_rotation(&rotated);
         }
     }
+    // Then offsite, like the daemon after every good backup: a failed upload fails the
+    // command (exit 1) but the local backup stands.
+    if !no_offsite
+        && !config.offsite.is_empty()
+        && !offsite::upload_after_create(config, quiet || json)?
+    {
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(if report.warnings().is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -477,10 +506,24 @@ fn cmd_create(
 fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let target = args.target.as_ref().map(|t| cwd.join(t));
-    let wanted = match (&args.backup, args.choice.chosen(Some(BackupKind::Full))) {
-        (Some(given), _) => select::BackupRef::Given(given.clone()),
-        (None, Some(chosen)) => chosen,
-        (None, None) => unreachable!("clap requires a backup, --latest or --at"),
+    let fetched = offsite::fetch_for_restore(
+        config,
+        args.from.as_deref(),
+        args.backup.as_ref().and_then(|b| b.to_str()),
+        args.choice
+            .latest
+            .map(|k| k.map(BackupKind::from).unwrap_or(BackupKind::Full)),
+        args.choice.at.is_some(),
+    )?;
+    let wanted = match (
+        fetched,
+        &args.backup,
+        args.choice.chosen(Some(BackupKind::Full)),
+    ) {
+        (Some(path), _, _) => select::BackupRef::Given(path),
+        (None, Some(given), _) => select::BackupRef::Given(given.clone()),
+        (None, None, Some(chosen)) => chosen,
+        (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
     };
     let chosen = select::select_backup(config, &cwd, &wanted)?;
     let plan = restore::plan_restore_paths(

@@ -29,6 +29,8 @@ pub struct HealthchecksSection {
     pub storage: Option<Secret>,
     pub rotate: Option<Secret>,
     pub verify: Option<Secret>,
+    pub offsite: Option<Secret>,
+    pub offsite_verify: Option<Secret>,
     /// A URL template for any job's events: {job}, {event}, {status}, {state}, {message}.
     pub ping_url: Option<Secret>,
     /// Which events `ping_url` is sent for.
@@ -49,6 +51,8 @@ impl Default for HealthchecksSection {
             storage: None,
             rotate: None,
             verify: None,
+            offsite: None,
+            offsite_verify: None,
             ping_url: None,
             ping_url_on: vec!["success".into(), "failure".into()],
             timeout: HumanDuration(Duration::from_secs(10)),
@@ -66,6 +70,8 @@ impl HealthchecksSection {
             JobName::Storage => self.storage.as_ref(),
             JobName::Rotate => self.rotate.as_ref(),
             JobName::Verify => self.verify.as_ref(),
+            JobName::Offsite => self.offsite.as_ref(),
+            JobName::OffsiteVerify => self.offsite_verify.as_ref(),
         }
         .filter(|s| !s.expose().trim().is_empty())
     }

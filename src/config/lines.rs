@@ -10,9 +10,24 @@ pub fn key_line(source: &str, path: &[&str]) -> Option<usize> {
     let mut table = root.get_ref();
     let mut found: Option<usize> = None;
     for (depth, name) in path.iter().enumerate() {
-        let (key, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        // `offsite[1]`: the second table of an `[[offsite]]` array.
+        let (name, index) = match name.strip_suffix(']').and_then(|n| n.split_once('[')) {
+            Some((n, i)) => (n, i.parse::<usize>().ok()),
+            None => (*name, None),
+        };
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            return found;
+        };
         found = Some(line_of(source, key.span().start));
-        match value.get_ref() {
+        let value = match (value.get_ref(), index) {
+            (DeValue::Array(items), Some(i)) => {
+                let item = items.get(i)?;
+                found = Some(line_of(source, item.span().start));
+                item.get_ref()
+            }
+            (v, _) => v,
+        };
+        match value {
             DeValue::Table(inner) if depth + 1 < path.len() => table = inner,
             _ => break,
         }
@@ -82,5 +97,13 @@ mod tests {
         assert_eq!(key_line(SRC, &["alerts", "max_age", "full"]), Some(8));
         assert_eq!(key_line(SRC, &["schedule"]), Some(5));
         assert_eq!(key_line(SRC, &["nope"]), None);
+    }
+
+    #[test]
+    fn finds_keys_in_arrays_of_tables() {
+        let src = "[[offsite]]\nname = \"a\"\n\n[[offsite]]\nname = \"b\"\nurl = \"s3://x\"\n";
+        assert_eq!(key_line(src, &["offsite[1]", "url"]), Some(6));
+        assert_eq!(key_line(src, &["offsite[0]", "name"]), Some(2));
+        assert_eq!(key_line(src, &["offsite[0]", "url"]), Some(1));
     }
 }

@@ -7,6 +7,7 @@
 mod checks;
 mod healthchecks;
 mod lines;
+mod offsite;
 mod ranges;
 mod types;
 
@@ -20,6 +21,9 @@ use serde::Deserialize;
 pub use checks::LiveCheck;
 pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
+pub use offsite::{
+    MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, TargetLocation,
+};
 pub use types::{
     ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, Mode, Secret, Timezone,
 };
@@ -191,6 +195,11 @@ pub struct ScheduleSection {
     pub storage: JobSchedule,
     pub rotate: JobSchedule,
     pub verify: JobSchedule,
+    /// Uploads to the `[[offsite]]` targets beyond the one after each backup (catch-up
+    /// during a long outage); off by default.
+    pub offsite: JobSchedule,
+    /// Checks what the targets hold (sizes, checksums, a sample read back).
+    pub offsite_verify: JobSchedule,
     /// How long a running job may take to finish after SIGTERM before it is aborted.
     pub shutdown_grace: HumanDuration,
     /// Reload when the config file is saved (inotify); SIGHUP always reloads.
@@ -206,6 +215,8 @@ impl ScheduleSection {
             JobName::Storage => &self.storage,
             JobName::Rotate => &self.rotate,
             JobName::Verify => &self.verify,
+            JobName::Offsite => &self.offsite,
+            JobName::OffsiteVerify => &self.offsite_verify,
         }
     }
 }
@@ -221,6 +232,8 @@ impl Default for ScheduleSection {
             storage: cron("0 3 * * 0"),
             rotate: cron("0 4 * * *"),
             verify: cron("30 4 * * *"),
+            offsite: JobSchedule::Off,
+            offsite_verify: cron("0 5 * * *"),
             shutdown_grace: HumanDuration(Duration::from_secs(60)),
             watch_config: true,
         }
@@ -353,6 +366,7 @@ struct FileModel {
     api: ApiSection,
     hooks: HooksSection,
     healthchecks: HealthchecksSection,
+    offsite: Vec<OffsiteSection>,
 }
 
 /// The checked configuration the rest of the program sees. Paths are absolute.
@@ -373,6 +387,8 @@ pub struct Config {
     pub api: ApiSection,
     pub hooks: HooksSection,
     pub healthchecks: HealthchecksSection,
+    /// The `[[offsite]]` targets, checked, in the order written.
+    pub offsite: Vec<OffsiteTarget>,
     /// How long a mutating command waits for the backup directory's lock (`--wait`); `None`
     /// fails at once. Not a file key: a flag of one invocation.
     pub lock_wait: Option<Duration>,
@@ -453,6 +469,7 @@ impl Config {
             api: model.api,
             hooks: model.hooks,
             healthchecks: model.healthchecks,
+            offsite: Vec::new(),
             lock_wait: None,
         };
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -475,6 +492,7 @@ impl Config {
             .map(|(key, why)| cfg.key_error(&key, why))
             .collect();
         cfg.apply_env(env)?;
+        cfg.offsite = cfg.offsite_targets(&model.offsite, base, &mut problems);
         problems.extend(cfg.problems());
         problems.extend(cfg.range_problems());
         match problems.len() {
@@ -604,11 +622,21 @@ impl Config {
         })
     }
 
+    /// The schedule `job` runs on: its `[schedule]` entry, except that the offsite jobs
+    /// are off while no `[[offsite]]` target is configured.
+    pub fn schedule_of(&self, job: JobName) -> &JobSchedule {
+        static OFF: JobSchedule = JobSchedule::Off;
+        if job.is_offsite() && self.offsite.is_empty() {
+            return &OFF;
+        }
+        self.schedule.of(job)
+    }
+
     /// The schedule of each job, in a fixed order.
     pub fn jobs(&self) -> BTreeMap<&'static str, &JobSchedule> {
         JobName::ALL
             .into_iter()
-            .map(|job| (job.as_str(), self.schedule.of(job)))
+            .map(|job| (job.as_str(), self.schedule_of(job)))
             .collect()
     }
 

@@ -157,6 +157,23 @@ impl Scheduler {
             let (cfg, job) = (self.config.borrow().clone(), *job);
             let _ = blocking(move || record_run(&cfg, job, run)).await;
         }
+        // Every good backup goes offsite next, through the same queue (so an upload never
+        // races a rotation). One already queued will take this backup too.
+        let cfg = self.config.borrow().clone();
+        if done.ok
+            && !cfg.offsite.is_empty()
+            && matches!(&done.work, Work::Job(j) if j.backup_kind().is_some())
+        {
+            let queued = self.queue.submit(Request {
+                work: Work::Job(JobName::Offsite),
+                trigger: Trigger::Manual,
+                slot: Utc::now(),
+                reply: None,
+            });
+            if let Err(Rejected::AlreadyQueued(_)) = queued {
+                tracing::debug!("offsite upload already queued; it takes the new backup too");
+            }
+        }
         self.stale_check_at = Some(Utc::now());
         systemd::status(&status_line(&self.timetable, &self.queue));
     }
@@ -286,7 +303,7 @@ fn log_schedule(timetable: &Timetable, cfg: &Config) {
         match timetable.next_of(job) {
             Some(t) => tracing::info!(
                 "{job}: `{}`, next run {}",
-                cfg.schedule.of(job).expression(),
+                cfg.schedule_of(job).expression(),
                 cfg.schedule.timezone.format(&t)
             ),
             None => tracing::info!("{job}: off"),

@@ -32,7 +32,7 @@ impl Timetable {
         let mut schedules = BTreeMap::new();
         let mut next = BTreeMap::new();
         for job in JobName::ALL {
-            let s = config.schedule.of(job).clone();
+            let s = config.schedule_of(job).clone();
             if let Some(t) = next_after(&s, tz, now) {
                 next.insert(job, t);
             }
@@ -97,7 +97,7 @@ pub fn catch_up(
     JobName::ALL
         .into_iter()
         .filter_map(|job| {
-            let prev = previous_run(config.schedule.of(job), tz, now)?.with_timezone(&Utc);
+            let prev = previous_run(config.schedule_of(job), tz, now)?.with_timezone(&Utc);
             let last = last_runs.get(&job)?;
             (*last < prev).then_some((job, prev))
         })

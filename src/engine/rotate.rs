@@ -86,7 +86,12 @@ pub fn plan(
     let copies = safety_copies::find(config);
     let mut all = candidates(&listing, &catalog.load_verdicts());
     all.extend(safety_candidates(&copies));
-    let plan = retention::apply(&all, policy, Utc::now(), config.schedule.timezone);
+    let mut plan = retention::apply(&all, policy, Utc::now(), config.schedule.timezone);
+    plan.hold(
+        &catalog.pinned_for_upload(),
+        "uploading",
+        "being uploaded to an offsite target (kept until the upload ends)",
+    );
     Ok((Found { listing, copies }, plan))
 }
 

@@ -25,6 +25,9 @@ pub enum JobOutcome {
     Rotate(Result<RotateReport, Error>),
     Restore(Box<Result<RestoreReport, Error>>),
     Verify(Result<Vec<VerifyReport>, Error>),
+    /// An upload job: per target, or why it could not start.
+    Offsite(Result<Vec<crate::offsite::run::TargetUpload>, Error>),
+    OffsiteVerify(Result<Vec<crate::offsite::run::TargetVerify>, Error>),
     /// The job panicked (a bug); the daemon carries on.
     Crashed(String),
 }
@@ -36,6 +39,10 @@ impl JobOutcome {
             JobOutcome::Rotate(r) => r.is_ok(),
             JobOutcome::Restore(r) => r.is_ok(),
             JobOutcome::Verify(r) => r.as_ref().is_ok_and(|v| v.iter().all(|r| r.ok)),
+            JobOutcome::Offsite(r) => r.as_ref().is_ok_and(|v| v.iter().all(|t| t.result.is_ok())),
+            JobOutcome::OffsiteVerify(r) => r
+                .as_ref()
+                .is_ok_and(|v| v.iter().all(|t| t.result.as_ref().is_ok_and(|r| r.ok()))),
             JobOutcome::Crashed(_) => false,
         }
     }
@@ -52,7 +59,7 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
     events.send(Event::JobStarted { job });
     let next_run = || {
         next_runs(
-            config.schedule.of(job),
+            config.schedule_of(job),
             config.schedule.timezone,
             Utc::now(),
             1,
@@ -92,6 +99,20 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
                 }),
             }
             JobOutcome::Verify(result)
+        }
+        JobName::Offsite => {
+            let result = crate::offsite::run::upload(config, None, cancel).map(|(runs, evs)| {
+                evs.into_iter().for_each(|e| events.send(e));
+                runs
+            });
+            JobOutcome::Offsite(result)
+        }
+        JobName::OffsiteVerify => {
+            let result = crate::offsite::run::verify(config, None, cancel).map(|(runs, evs)| {
+                evs.into_iter().for_each(|e| events.send(e));
+                runs
+            });
+            JobOutcome::OffsiteVerify(result)
         }
     }
 }
@@ -172,12 +193,15 @@ pub fn crashed(config: &Config, work: &Work, panic: &str, events: &EventSender) 
                 let result = Err(BackupFailure::new(kind, "internal error", error));
                 record_outcome(&catalog, kind.as_str(), &result);
                 let next = next_runs(
-                    config.schedule.of(*job),
+                    config.schedule_of(*job),
                     config.schedule.timezone,
                     Utc::now(),
                     1,
                 );
                 events.send(backup_event(config, kind, &result, next.first().copied()));
+            }
+            None if job.is_offsite() => {
+                failed(job.as_str(), format!("{job}: failed: {chain}"));
             }
             None if *job == JobName::Rotate => {
                 failed("rotate", format!("rotate: failed: {chain}"));

@@ -277,6 +277,16 @@ pub fn outcome_text(job: JobName, outcome: &JobOutcome) -> String {
         JobOutcome::Verify(Err(e)) | JobOutcome::Rotate(Err(e)) => {
             format!("❌ {job} FAILED\n{}", escape(&crate::error_chain(e)))
         }
+        JobOutcome::Offsite(Err(e)) | JobOutcome::OffsiteVerify(Err(e)) => {
+            format!("❌ {job} FAILED\n{}", escape(&crate::error_chain(e)))
+        }
+        outcome @ (JobOutcome::Offsite(Ok(_)) | JobOutcome::OffsiteVerify(Ok(_))) => {
+            if outcome.ok() {
+                format!("✅ {job} done")
+            } else {
+                format!("❌ {job} FAILED on a target (the notification says which)")
+            }
+        }
         JobOutcome::Rotate(Ok(_)) | JobOutcome::Restore(_) => format!("✅ {job} done"),
         JobOutcome::Crashed(why) => format!("❌ {job} crashed: {}", escape(why)),
     }
@@ -326,7 +336,7 @@ pub fn status_text(cfg: &Config) -> String {
     let next: Vec<String> = JobName::ALL
         .into_iter()
         .filter_map(|job| {
-            let t = crate::schedule::next_runs(cfg.schedule.of(job), cfg.schedule.timezone, now, 1)
+            let t = crate::schedule::next_runs(cfg.schedule_of(job), cfg.schedule.timezone, now, 1)
                 .into_iter()
                 .next()?;
             Some(format!("{job} {}", cfg.schedule.timezone.format(&t)))

@@ -1,0 +1,181 @@
+//! Bringing a remote backup home: its objects downloaded into the backup directory with
+//! the same protocol as a backup being written (`.partial`, fsync, rename; data first,
+//! metadata last), each data object checked against the size and SHA-256 its metadata
+//! records while it streams in. The backup then is an ordinary local backup, and the
+//! normal restore path (verify first, safety copy, atomic swap) takes it from there.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Remote;
+use super::push::read_listing;
+use super::remote::RemoteBackup;
+use crate::catalog::PartRole;
+use crate::config::Config;
+use crate::engine::Cancel;
+use crate::engine::backup::catalog_for;
+use crate::error::{Error, Result};
+use crate::kind::BackupKind;
+
+/// Which remote backup: by name (as `offsite list` prints it) or the newest of a type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemotePick {
+    Named(String),
+    Latest(Option<BackupKind>),
+}
+
+/// Choose from a listing: complete backups only.
+pub fn pick<'l>(
+    backups: &'l [RemoteBackup],
+    pick: &RemotePick,
+    target: &str,
+) -> Result<&'l RemoteBackup> {
+    let complete = backups.iter().filter(|b| b.is_complete());
+    let found = match pick {
+        RemotePick::Named(n) => {
+            let stem = [".json", ".db", ".tar.zst", ".tar.gz", ".tar"]
+                .iter()
+                .find_map(|ext| n.strip_suffix(ext))
+                .unwrap_or(n);
+            complete.clone().find(|b| b.name == *n || b.stem == stem)
+        }
+        // Newest first.
+        RemotePick::Latest(kind) => complete.clone().find(|b| kind.is_none_or(|k| b.kind == k)),
+    };
+    found.ok_or_else(|| Error::NoSuchBackup {
+        wanted: match pick {
+            RemotePick::Named(n) => format!("`{target}:{n}`"),
+            RemotePick::Latest(Some(k)) => format!("the latest {k} backup on `{target}`"),
+            RemotePick::Latest(None) => format!("the latest backup on `{target}`"),
+        },
+        reason: format!(
+            "the target holds {} complete backup(s); `vertex-backup offsite list --target {target}` shows them",
+            backups.iter().filter(|b| b.is_complete()).count()
+        ),
+    })
+}
+
+/// Download the chosen backup into the backup directory; returns the path restore takes
+/// (its data file; a full backup's manifest).
+pub fn fetch(
+    config: &Config,
+    remote: &Remote,
+    wanted: &RemotePick,
+    cancel: &Cancel,
+) -> Result<PathBuf> {
+    let listing = read_listing(remote, cancel)?;
+    let backup = pick(&listing.backups, wanted, &remote.config.name)?;
+    let catalog = catalog_for(config);
+    catalog.prepare()?;
+    let _lock = catalog.lock("fetch from offsite")?;
+    let local = catalog.list()?;
+    if let Some(e) = local.find_stem(&backup.stem)
+        && e.is_complete()
+        && e.metadata.checksum == backup.checksum
+    {
+        return Ok(e.data_path.clone());
+    }
+    for object in &backup.objects {
+        cancel.check()?;
+        let dest = config.paths.backup_dir.join(&object.key);
+        let expect = match object.role {
+            PartRole::Data => Some((object.size, object.sha256.as_deref())),
+            PartRole::Metadata => None,
+        };
+        let op = format!("download {}", object.key);
+        remote.with_retries(&op, cancel, || {
+            download(
+                remote,
+                &object.key,
+                &dest,
+                expect,
+                config.backup.file_mode.0,
+            )
+        })?;
+    }
+    let local = catalog.list()?;
+    let entry = local
+        .find_stem(&backup.stem)
+        .ok_or_else(|| Error::NoSuchBackup {
+            wanted: backup.stem.clone(),
+            reason: "downloaded, but it does not list as a backup".into(),
+        })?;
+    Ok(entry.data_path.clone())
+}
+
+/// One object to `dest`, atomically; checked when `expect` is given.
+fn download(
+    remote: &Remote,
+    key: &str,
+    dest: &Path,
+    expect: Option<(u64, Option<&str>)>,
+    mode: u32,
+) -> std::result::Result<(), super::RemoteError> {
+    use super::RemoteError;
+    use crate::error::RemoteFailure;
+    let local = |e: std::io::Error, what: &str| {
+        RemoteError::new(
+            RemoteFailure::Other,
+            format!("{what} {}: {e}", dest.display()),
+        )
+    };
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| local(e, "create the directory of"))?;
+    let partial = PathBuf::from(format!("{}.partial", dest.display()));
+    let result = (|| {
+        let mut reader = remote.target.get(key)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&partial)
+                .map_err(|e| local(e, "create"))?
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RemoteError::new(
+                        RemoteFailure::Network,
+                        format!("read {key}: {e}"),
+                    ));
+                }
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            file.write_all(&buf[..n]).map_err(|e| local(e, "write"))?;
+        }
+        file.sync_all().map_err(|e| local(e, "sync"))?;
+        if let Some((want_size, want_sha)) = expect {
+            let got = hex::encode(hasher.finalize());
+            if size != want_size || want_sha.is_some_and(|w| w != got) {
+                return Err(RemoteError::new(
+                    RemoteFailure::Mismatch,
+                    format!(
+                        "{key} arrived as {size} bytes with SHA-256 {got}; its metadata records {want_size} bytes and {}",
+                        want_sha.unwrap_or("no checksum")
+                    ),
+                ));
+            }
+        }
+        fs::rename(&partial, dest).map_err(|e| local(e, "rename into place"))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| local(e, "sync the directory of"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}

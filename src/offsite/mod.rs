@@ -1,0 +1,144 @@
+//! Offsite copies (SPEC §13): every backup replicated to the `[[offsite]]` targets — an
+//! S3-compatible bucket or a mounted path — verified there, retained there by the same
+//! pure retention as locally, and restorable from there on a new server.
+//!
+//! - [`target`]: the `Target` interface every kind of target implements; [`path`] and
+//!   [`s3`] implement it; [`transfer`] hashes and paces the bytes on their way.
+//! - [`remote`]: a target's objects read as backups (complete or not), as the catalog
+//!   reads the backup directory.
+//! - [`push`]: upload what a target lacks, oldest first, data before metadata, resuming
+//!   at object granularity and retrying with capped backoff.
+//! - [`prune`]: remote retention (plan, then execute; never the newest complete copy,
+//!   never a locked object).
+//! - [`check`]: the scheduled `offsite_verify` — sizes and checksums of everything, a
+//!   rotating sample read back, repair from the local copy.
+//! - [`fetch`]: bring a remote backup into the local backup directory, verified, for the
+//!   normal restore path.
+//! - [`state`]: what this server remembers about its targets between runs.
+//!
+//! Blocking like the rest of the engine; the S3 target keeps its own small runtime.
+
+pub mod check;
+pub mod fetch;
+pub mod path;
+pub mod prune;
+pub mod push;
+pub mod remote;
+pub mod run;
+pub mod s3;
+pub mod state;
+pub mod target;
+pub mod transfer;
+
+use std::time::Duration;
+
+use crate::config::{Config, OffsiteTarget, TargetLocation};
+use crate::engine::Cancel;
+use crate::error::{Error, RemoteFailure, Result};
+
+pub use remote::{RemoteBackup, RemoteListing};
+pub use state::{OffsiteState, OffsiteStore, TargetState};
+pub use target::{RemoteError, Target};
+
+/// A configured target, opened: its config, its implementation, and the state store.
+pub struct Remote<'a> {
+    pub config: &'a OffsiteTarget,
+    pub target: Box<dyn Target>,
+    pub store: OffsiteStore,
+}
+
+impl<'a> Remote<'a> {
+    pub fn open(config: &Config, target: &'a OffsiteTarget) -> Result<Remote<'a>> {
+        let store = OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0);
+        let opened: Box<dyn Target> = match &target.location {
+            TargetLocation::Path(root) => {
+                Box::new(path::PathTarget::new(root, target.bandwidth_limit))
+            }
+            TargetLocation::S3 { .. } => Box::new(
+                s3::S3Target::open(target, store.journal(&target.name))
+                    .map_err(|e| error(target, "connect", e))?,
+            ),
+        };
+        Ok(Remote {
+            config: target,
+            target: opened,
+            store,
+        })
+    }
+
+    /// A target failure as the operator sees it: which target, doing what.
+    pub fn error(&self, op: &str, e: RemoteError) -> Error {
+        error(self.config, op, e)
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the retries are spent; waits
+    /// between attempts double from `retry_backoff` up to 30 s. Only transient failures
+    /// (network, 5xx, slow-down) are retried: a wrong key stays wrong.
+    pub fn with_retries<T>(
+        &self,
+        op: &str,
+        cancel: &Cancel,
+        mut attempt: impl FnMut() -> std::result::Result<T, RemoteError>,
+    ) -> Result<T> {
+        let mut wait = self.config.retry_backoff;
+        let mut tries = 0;
+        loop {
+            cancel.check()?;
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.failure.transient() && tries < self.config.retries => {
+                    tries += 1;
+                    tracing::warn!(
+                        "offsite {}: {op} failed ({}), retry {tries} of {} in {}",
+                        self.config.name,
+                        e.detail,
+                        self.config.retries,
+                        crate::units::format_duration(wait)
+                    );
+                    pause(wait, cancel)?;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(self.error(op, e)),
+            }
+        }
+    }
+}
+
+/// Wait `d`, returning early (as cancelled) when the job is asked to stop.
+fn pause(d: Duration, cancel: &Cancel) -> Result<()> {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until {
+        cancel.check()?;
+        std::thread::sleep((until - std::time::Instant::now()).min(Duration::from_millis(100)));
+    }
+    cancel.check()
+}
+
+pub fn error(target: &OffsiteTarget, op: &str, e: RemoteError) -> Error {
+    Error::Offsite {
+        target: target.name.clone(),
+        url: target.url.clone(),
+        op: op.to_string(),
+        detail: e.detail,
+        failure: e.failure,
+    }
+}
+
+/// `NAME:db_backup_….db` → the target's name and the backup's name, when `NAME` is a
+/// configured target (a local path with a colon stays a local path).
+pub fn split_remote_name<'c>(
+    config: &'c Config,
+    wanted: &str,
+) -> Option<(&'c OffsiteTarget, String)> {
+    let (name, backup) = wanted.split_once(':')?;
+    let target = config.offsite.iter().find(|t| t.name == name)?;
+    Some((target, backup.to_string()))
+}
+
+/// The failure of an error from a target, if it is one.
+pub fn failure_of(e: &Error) -> Option<RemoteFailure> {
+    match e {
+        Error::Offsite { failure, .. } => Some(*failure),
+        _ => None,
+    }
+}

@@ -1,0 +1,94 @@
+//! Remote retention: the target's listing through the same pure
+//! [`crate::retention::apply`] as the backup directory (its own `[offsite.retention]`),
+//! then the plan applied. The newest complete remote copy of each type is always kept
+//! (the pure function guarantees it); objects still under S3 Object Lock are held, not
+//! attempted. A backup is deleted metadata first, so it stops being a backup in one step.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::Remote;
+use super::push::read_listing;
+use crate::config::Config;
+use crate::engine::Cancel;
+use crate::error::Result;
+use crate::retention::{self, RetentionPlan, RetentionPolicy};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub target: String,
+    pub dry_run: bool,
+    pub plan: RetentionPlan,
+    pub deleted_objects: Vec<String>,
+    /// Bytes of the backups deleted (a dry run: would delete).
+    pub freed_bytes: u64,
+}
+
+/// Plan, and unless `dry_run`, delete.
+pub fn prune(
+    config: &Config,
+    remote: &Remote,
+    dry_run: bool,
+    cancel: &Cancel,
+) -> Result<PruneReport> {
+    let _lock = remote.store.lock_target(&remote.config.name)?;
+    let listing = read_listing(remote, cancel)?;
+    let policy = RetentionPolicy::from(&remote.config.retention);
+    let now = Utc::now();
+    let mut plan = retention::apply(
+        &listing.candidates(),
+        &policy,
+        now,
+        config.schedule.timezone,
+    );
+    let locked: Vec<String> = plan
+        .delete
+        .iter()
+        .filter_map(|d| listing.find(&d.id))
+        .filter(|b| {
+            b.uploaded
+                .and_then(|u| remote.target.locked_until(u))
+                .is_some_and(|until| until > now)
+        })
+        .map(|b| b.stem.clone())
+        .collect();
+    plan.hold(
+        &locked,
+        "locked",
+        "under S3 Object Lock retention on the target",
+    );
+    let freed_bytes = plan
+        .delete
+        .iter()
+        .filter_map(|d| listing.find(&d.id))
+        .map(|b| b.size)
+        .sum();
+    let mut deleted_objects = Vec::new();
+    if !dry_run {
+        for d in &plan.delete {
+            let Some(backup) = listing.find(&d.id) else {
+                continue;
+            };
+            // The metadata object (listed last) first: then the rest is debris at worst.
+            for object in backup.objects.iter().rev() {
+                cancel.check()?;
+                let op = format!("delete {}", object.key);
+                remote.with_retries(&op, cancel, || remote.target.delete(&object.key))?;
+                deleted_objects.push(object.key.clone());
+            }
+            tracing::info!(
+                "offsite {}: deleted {} ({})",
+                remote.config.name,
+                d.id,
+                d.explained.join("; ")
+            );
+        }
+    }
+    Ok(PruneReport {
+        target: remote.config.name.clone(),
+        dry_run,
+        plan,
+        deleted_objects,
+        freed_bytes,
+    })
+}

@@ -1,0 +1,286 @@
+//! Uploading: send a target every local backup it lacks (of the types it takes), oldest
+//! first, so a long outage catches up in order. Per backup the data objects go first and
+//! its metadata object last (a full backup: both members' data, their metadata, then the
+//! manifest) — the on-disk invariant, so an upload killed at any moment leaves nothing
+//! that lists as a backup. An object already there with the right size is not sent again:
+//! a killed upload resumes where it stopped. Each object is checked after upload (size,
+//! and on S3 the `x-amz-meta-sha256` it carries), because provider checksums are not
+//! portable.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::Remote;
+use super::remote::RemoteListing;
+use super::state::RecordedFailure;
+use super::target::{RemoteError, Stored};
+use crate::catalog::{BackupEntry, Part, PartRole};
+use crate::config::Config;
+use crate::engine::Cancel;
+use crate::engine::backup::catalog_for;
+use crate::error::{RemoteFailure, Result};
+use crate::kind::BackupKind;
+
+/// One backup sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadedBackup {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    /// Bytes sent (objects already there are not counted).
+    pub bytes: u64,
+    pub objects: usize,
+}
+
+/// What one push to one target did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    pub target: String,
+    pub uploaded: Vec<UploadedBackup>,
+    /// Local backups the target already held.
+    pub already_there: usize,
+    /// Interrupted uploads cleaned up first (multipart uploads aborted, `.partial` files).
+    pub cleaned: Vec<String>,
+    /// Objects of backups that never completed, removed.
+    pub debris_removed: Vec<String>,
+    /// Complete backups on the target afterwards.
+    pub remote_backups: usize,
+}
+
+/// Push to `remote` whatever it lacks; the outcome is recorded in the offsite state (a
+/// failure with what is still pending).
+pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushReport> {
+    let _lock = remote.store.lock_target(&remote.config.name)?;
+    let catalog = catalog_for(config);
+    let local = catalog.list()?;
+    let wanted: Vec<&BackupEntry> = {
+        let mut w: Vec<&BackupEntry> = local
+            .backups
+            .iter()
+            .filter(|b| b.is_complete() && b.part_of().is_none())
+            .filter(|b| !b.metadata.is_pre_restore() && remote.config.takes(b.kind))
+            .collect();
+        w.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.stem.cmp(&b.stem)));
+        w
+    };
+    let mut pending: Vec<&BackupEntry> = wanted.clone();
+    let result = (|| {
+        let cleaned = remote.with_retries("clean up interrupted uploads", cancel, || {
+            remote.target.clean_interrupted()
+        })?;
+        let listing = read_listing(remote, cancel)?;
+        pending.retain(|b| !listing.holds(b));
+        let already_there = wanted.len() - pending.len();
+        let stems: Vec<String> = pending.iter().map(|b| b.stem.clone()).collect();
+        let _pin = catalog.pin_for_upload(&stems)?;
+        let mut uploaded = Vec::new();
+        let mut newest = listing.newest();
+        while let Some(entry) = pending.first().copied() {
+            let sent = upload_backup(remote, entry, &listing, cancel)?;
+            record_upload(remote, entry, sent.bytes);
+            if let Some(created) = entry.created {
+                for kind in crate::kind::JobName::creating(entry.kind).refreshes() {
+                    let e = newest.entry(*kind).or_insert(created);
+                    if created > *e {
+                        *e = created;
+                    }
+                }
+            }
+            uploaded.push(sent);
+            pending.remove(0);
+        }
+        let debris_removed = remove_debris(remote, &listing, &local, cancel)?;
+        Ok((
+            cleaned,
+            already_there,
+            uploaded,
+            newest,
+            listing,
+            debris_removed,
+        ))
+    })();
+    match result {
+        Ok((cleaned, already_there, uploaded, newest, listing, debris_removed)) => {
+            let remote_backups =
+                listing.backups.iter().filter(|b| b.is_complete()).count() + uploaded.len();
+            let remote_bytes = listing.backups.iter().map(|b| b.size).sum::<u64>()
+                + uploaded.iter().map(|u| u.bytes).sum::<u64>();
+            let done = remote.store.update(&remote.config.name, |t| {
+                t.last_success = Some(Utc::now());
+                t.last_failure = None;
+                t.failing_since = None;
+                t.pending.clear();
+                t.pending_bytes = 0;
+                t.newest_remote = newest;
+                t.remote_backups = remote_backups as u64;
+                t.remote_bytes = remote_bytes;
+            });
+            if let Err(e) = done {
+                tracing::warn!("could not record the upload: {}", crate::error_chain(&e));
+            }
+            Ok(PushReport {
+                target: remote.config.name.clone(),
+                uploaded,
+                already_there,
+                cleaned,
+                debris_removed,
+                remote_backups,
+            })
+        }
+        Err(e) => {
+            record_failure(remote, &e, &pending);
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn read_listing(remote: &Remote, cancel: &Cancel) -> Result<RemoteListing> {
+    remote.with_retries("list the backups", cancel, || {
+        RemoteListing::read(remote.target.as_ref())
+    })
+}
+
+fn record_upload(remote: &Remote, entry: &BackupEntry, bytes: u64) {
+    let done = remote.store.update(&remote.config.name, |t| {
+        *t.uploaded_bytes.entry(entry.kind).or_default() += bytes;
+        t.last_upload.insert(entry.kind, Utc::now());
+    });
+    if let Err(e) = done {
+        tracing::warn!("could not record the upload: {}", crate::error_chain(&e));
+    }
+}
+
+fn record_failure(remote: &Remote, e: &crate::error::Error, pending: &[&BackupEntry]) {
+    let now = Utc::now();
+    let done = remote.store.update(&remote.config.name, |t| {
+        t.last_failure = Some(RecordedFailure {
+            at: now,
+            error: crate::error_chain(e),
+        });
+        t.failing_since.get_or_insert(now);
+        t.pending = pending.iter().map(|b| b.stem.clone()).collect();
+        t.pending_bytes = pending.iter().map(|b| b.parts.data_bytes()).sum();
+    });
+    if let Err(e) = done {
+        tracing::warn!(
+            "could not record the upload failure: {}",
+            crate::error_chain(&e)
+        );
+    }
+}
+
+/// The order a backup's files go up in: data, then members' metadata, its own last.
+pub(super) fn upload_order(entry: &BackupEntry) -> Vec<&Part> {
+    let mut order: Vec<&Part> = entry.parts.data().collect();
+    order.extend(
+        entry
+            .parts
+            .iter()
+            .filter(|p| p.role == PartRole::Metadata && p.of != entry.stem),
+    );
+    order.extend(
+        entry
+            .parts
+            .iter()
+            .filter(|p| p.role == PartRole::Metadata && p.of == entry.stem),
+    );
+    order
+}
+
+/// Send one backup; objects already there (same size) are skipped.
+pub(super) fn upload_backup(
+    remote: &Remote,
+    entry: &BackupEntry,
+    listing: &RemoteListing,
+    cancel: &Cancel,
+) -> Result<UploadedBackup> {
+    let mut sent = UploadedBackup {
+        name: entry.stem.clone(),
+        kind: entry.kind,
+        bytes: 0,
+        objects: 0,
+    };
+    for part in upload_order(entry) {
+        cancel.check()?;
+        let there = listing.objects.get(&part.name);
+        if part.role == PartRole::Data && there.is_some_and(|o| o.size == part.size) {
+            continue;
+        }
+        let stored = upload_part(remote, part, cancel)?;
+        sent.bytes += stored.size;
+        sent.objects += 1;
+    }
+    tracing::info!(
+        "offsite {}: uploaded {} ({}, {} objects)",
+        remote.config.name,
+        entry.stem,
+        crate::units::format_bytes(sent.bytes),
+        sent.objects
+    );
+    Ok(sent)
+}
+
+/// Send one file and check what the target then holds.
+pub(super) fn upload_part(remote: &Remote, part: &Part, cancel: &Cancel) -> Result<Stored> {
+    let expect = match part.role {
+        PartRole::Data => part.checksum.as_deref(),
+        PartRole::Metadata => None,
+    };
+    let op = format!("upload {}", part.name);
+    let stored = remote.with_retries(&op, cancel, || {
+        let mut file = File::open(&part.path).map_err(|e| {
+            RemoteError::new(
+                RemoteFailure::Other,
+                format!("open the local copy {}: {e}", part.path.display()),
+            )
+        })?;
+        remote.target.put(&part.name, &mut file, expect)
+    })?;
+    let check = format!("check the uploaded {}", part.name);
+    let head = remote.with_retries(&check, cancel, || remote.target.head(&part.name))?;
+    let fine = head.as_ref().is_some_and(|h| {
+        h.size == stored.size && h.sha256.as_ref().is_none_or(|s| *s == stored.sha256)
+    });
+    if !fine {
+        return Err(remote.error(
+            &check,
+            RemoteError::new(
+                RemoteFailure::Mismatch,
+                format!(
+                    "sent {} bytes with SHA-256 {}, the target reports {:?}",
+                    stored.size, stored.sha256, head
+                ),
+            ),
+        ));
+    }
+    Ok(stored)
+}
+
+/// Remove the objects of uploads that never completed and will not be completed: their
+/// backup is neither listed on the target nor still present locally (a local one is
+/// completed by this or the next push, reusing what is there).
+fn remove_debris(
+    remote: &Remote,
+    listing: &RemoteListing,
+    local: &crate::catalog::Listing,
+    cancel: &Cancel,
+) -> Result<Vec<String>> {
+    let local_names: BTreeMap<&str, ()> = local
+        .backups
+        .iter()
+        .flat_map(|b| b.parts.iter().map(|p| (p.name.as_str(), ())))
+        .collect();
+    let mut removed = Vec::new();
+    for o in listing.debris() {
+        if local_names.contains_key(o.key.as_str()) {
+            continue;
+        }
+        let op = format!("remove the unfinished upload {}", o.key);
+        remote.with_retries(&op, cancel, || remote.target.delete(&o.key))?;
+        removed.push(o.key.clone());
+    }
+    Ok(removed)
+}
