@@ -15,6 +15,7 @@ mod fuzz;
 mod healthchecks;
 mod hostile;
 mod install;
+mod offsite;
 mod operator;
 mod pressure;
 mod restore;
