@@ -21,6 +21,7 @@ mod interrupt;
 mod offsite;
 mod output;
 mod progress;
+mod restore_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vertex_backup::catalog::{self, Stats, Verdict};
 use vertex_backup::config::{ConfigSource, JobSchedule};
 use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
-use vertex_backup::engine::{Cancel, Progress, Silent, browse, restore, rotate, select, verify};
+use vertex_backup::engine::{Cancel, Progress, Silent, browse, rotate, select, verify};
 use vertex_backup::retention::RetentionPolicy;
 use vertex_backup::{BackupKind, Config, Error};
 
@@ -144,7 +145,7 @@ enum Command {
         json: bool,
     },
     /// Restore a database backup, a storage archive or a full backup (type from the path)
-    Restore(RestoreArgs),
+    Restore(restore_cmd::RestoreArgs),
     /// Check backups (checksum, SQLite integrity, archive readable end to end); changes nothing
     Verify(VerifyArgs),
     /// List the files in a storage or full backup (path, type, size, mode, mtime), or a database backup's tables
@@ -224,38 +225,6 @@ impl BackupChoice {
         let kind = self.latest?.map(BackupKind::from).or(default)?;
         Some(select::BackupRef::Latest(kind))
     }
-}
-
-#[derive(Debug, Args)]
-struct RestoreArgs {
-    /// A backup: its name as `list` prints it (db_backup_….db, storage_backup_….tar.zst, full_backup_….json) or a path
-    #[arg(required_unless_present_any = ["latest", "at"], conflicts_with_all = ["latest", "at"])]
-    backup: Option<PathBuf>,
-    #[command(flatten)]
-    choice: BackupChoice,
-    /// Take the backup from this offsite target (downloaded into the backup directory and checked first); also `NAME:backup`
-    #[arg(long, value_name = "NAME")]
-    from: Option<String>,
-    /// Skip checksum and integrity verification (not recommended)
-    #[arg(long)]
-    no_verify: bool,
-    /// Restore elsewhere (a new file for a database, a new directory otherwise); nothing live is touched
-    #[arg(long, value_name = "DIR|FILE")]
-    target: Option<PathBuf>,
-    /// Restore only this path of the storage (relative to the storage directory, e.g. client_1/); repeatable. In place, only these paths are replaced; a full backup's database is then left alone
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
-    /// Do not ask for confirmation (required when not on a terminal)
-    #[arg(long, short)]
-    yes: bool,
-    /// Print the plan and stop
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the plan (with --dry-run) or the result as JSON
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    wait: WaitArg,
 }
 
 /// `--wait`, on the commands that take the backup directory's lock.
@@ -373,7 +342,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Offsite(args) => offsite::cmd_offsite(&config, args),
         Command::List { kind, json } => cmd_list(&config, kind, json),
         Command::Stats { json } => cmd_stats(&config, json),
-        Command::Restore(args) => cmd_restore(&config, args, quiet),
+        Command::Restore(args) => restore_cmd::cmd_restore(&config, args, quiet),
         Command::Verify(args) => cmd_verify(&config, args, quiet),
         Command::Ls(args) => cmd_ls(&config, args, quiet),
         Command::Rotate { dry_run, json, .. } => cmd_rotate(&config, dry_run, json),
@@ -501,83 +470,6 @@ fn cmd_create(
     } else {
         ExitCode::from(3)
     })
-}
-
-fn cmd_restore(config: &Config, args: RestoreArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let cwd = std::env::current_dir().context("cannot read the working directory")?;
-    let target = args.target.as_ref().map(|t| cwd.join(t));
-    let fetched = offsite::fetch_for_restore(
-        config,
-        args.from.as_deref(),
-        args.backup.as_ref().and_then(|b| b.to_str()),
-        args.choice
-            .latest
-            .map(|k| k.map(BackupKind::from).unwrap_or(BackupKind::Full)),
-        args.choice.at.is_some(),
-    )?;
-    let wanted = match (
-        fetched,
-        &args.backup,
-        args.choice.chosen(Some(BackupKind::Full)),
-    ) {
-        (Some(path), _, _) => select::BackupRef::Given(path),
-        (None, Some(given), _) => select::BackupRef::Given(given.clone()),
-        (None, None, Some(chosen)) => chosen,
-        (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
-    };
-    let chosen = select::select_backup(config, &cwd, &wanted)?;
-    let plan = restore::plan_restore_paths(
-        config,
-        &chosen.entry.data_path,
-        target.as_deref(),
-        !args.no_verify,
-        &args.paths,
-    )?;
-    if args.no_verify {
-        eprintln!(
-            "WARNING: --no-verify: the backup's checksum and integrity are NOT checked before it replaces data"
-        );
-    }
-    if !args.json || args.dry_run {
-        output::print_restore_plan(&plan, args.json)?;
-    }
-    if args.dry_run {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if plan.in_place && !args.yes {
-        confirm("Replace the live data as planned above?")?;
-    }
-    // Only now: Ctrl-C at the question or during verification still ends it at once,
-    // with nothing written.
-    let cancel = interrupt::cancel_on_sigint();
-    let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let report = restore::apply(&plan, config, progress_for(&bar), &cancel)?;
-    if args.json {
-        out!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        output::print_restored(&report);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Ask on a terminal; refuse without one (a script must say --yes).
-fn confirm(question: &str) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Refused("refusing to restore in place without --yes: standard input is not a terminal, so nobody can confirm".into()).into());
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-        Ok(())
-    } else {
-        Err(Error::Refused("restore cancelled; nothing was changed".into()).into())
-    }
 }
 
 fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -34,24 +34,31 @@ pub enum OffsiteCommand {
     },
     /// List the backups on the targets, newest first
     List {
+        /// Only this target (a `name` of an [[offsite]] table)
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Print the backups as JSON, per target
         #[arg(long)]
         json: bool,
     },
     /// Apply a target's [offsite.retention]; --dry-run prints what would be deleted
     Prune {
+        /// Only this target (a `name` of an [[offsite]] table)
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Print what would be deleted and why the rest is kept; delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the plans as JSON
         #[arg(long)]
         json: bool,
     },
     /// Check what the targets hold (sizes, checksums, a sample read back); repair from local
     Verify {
+        /// Only this target (a `name` of an [[offsite]] table)
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Print the findings as JSON
         #[arg(long)]
         json: bool,
     },

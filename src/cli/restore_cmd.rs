@@ -1,0 +1,127 @@
+//! `vertex-backup restore`: its flags, the plan shown before anything changes, the
+//! confirmation an in-place restore needs, and a backup fetched from an offsite target
+//! first when one is named.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use vertex_backup::engine::{restore, select};
+use vertex_backup::{BackupKind, Config, Error};
+
+use super::progress::TerminalProgress;
+use super::{BackupChoice, WaitArg, interrupt, offsite, output, progress_for};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A backup: its name as `list` prints it (db_backup_….db, storage_backup_….tar.zst, full_backup_….json) or a path
+    #[arg(required_unless_present_any = ["latest", "at"], conflicts_with_all = ["latest", "at"])]
+    pub(super) backup: Option<PathBuf>,
+    #[command(flatten)]
+    choice: BackupChoice,
+    /// Take the backup from this offsite target (downloaded into the backup directory and checked first); also `NAME:backup`
+    #[arg(long, value_name = "NAME")]
+    from: Option<String>,
+    /// Skip checksum and integrity verification (not recommended)
+    #[arg(long)]
+    no_verify: bool,
+    /// Restore elsewhere (a new file for a database, a new directory otherwise); nothing live is touched
+    #[arg(long, value_name = "DIR|FILE")]
+    target: Option<PathBuf>,
+    /// Restore only this path of the storage (relative to the storage directory, e.g. client_1/); repeatable. In place, only these paths are replaced; a full backup's database is then left alone
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Do not ask for confirmation (required when not on a terminal)
+    #[arg(long, short)]
+    yes: bool,
+    /// Print the plan and stop
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan (with --dry-run) or the result as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pub(super) wait: WaitArg,
+}
+
+pub(super) fn cmd_restore(
+    config: &Config,
+    args: RestoreArgs,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let target = args.target.as_ref().map(|t| cwd.join(t));
+    let fetched = offsite::fetch_for_restore(
+        config,
+        args.from.as_deref(),
+        args.backup.as_ref().and_then(|b| b.to_str()),
+        args.choice
+            .latest
+            .map(|k| k.map(BackupKind::from).unwrap_or(BackupKind::Full)),
+        args.choice.at.is_some(),
+    )?;
+    let wanted = match (
+        fetched,
+        &args.backup,
+        args.choice.chosen(Some(BackupKind::Full)),
+    ) {
+        (Some(path), _, _) => select::BackupRef::Given(path),
+        (None, Some(given), _) => select::BackupRef::Given(given.clone()),
+        (None, None, Some(chosen)) => chosen,
+        (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
+    };
+    let chosen = select::select_backup(config, &cwd, &wanted)?;
+    let plan = restore::plan_restore_paths(
+        config,
+        &chosen.entry.data_path,
+        target.as_deref(),
+        !args.no_verify,
+        &args.paths,
+    )?;
+    if args.no_verify {
+        eprintln!(
+            "WARNING: --no-verify: the backup's checksum and integrity are NOT checked before it replaces data"
+        );
+    }
+    if !args.json || args.dry_run {
+        output::print_restore_plan(&plan, args.json)?;
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.in_place && !args.yes {
+        confirm("Replace the live data as planned above?")?;
+    }
+    // Only now: Ctrl-C at the question or during verification still ends it at once,
+    // with nothing written.
+    let cancel = interrupt::cancel_on_sigint();
+    let bar = TerminalProgress::for_stderr(quiet || args.json);
+    let report = restore::apply(&plan, config, progress_for(&bar), &cancel)?;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::print_restored(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ask on a terminal; refuse without one (a script must say --yes).
+fn confirm(question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Refused("refusing to restore in place without --yes: standard input is not a terminal, so nobody can confirm".into()).into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Refused("restore cancelled; nothing was changed".into()).into())
+    }
+}
