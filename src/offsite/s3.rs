@@ -307,6 +307,11 @@ fn lock_headers(
         "x-amz-object-lock-mode",
         HeaderValue::from_static("COMPLIANCE"),
     );
+    // S3 refuses a locked write without a request checksum it can name.
+    headers.insert(
+        "x-amz-sdk-checksum-algorithm",
+        HeaderValue::from_static("SHA256"),
+    );
     let date = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     headers.insert(
         "x-amz-object-lock-retain-until-date",
@@ -350,6 +355,9 @@ fn classify(e: &object_store::Error) -> RemoteError {
         {
             RemoteFailure::Full
         }
+        // Any other 4xx but timeouts and throttling is a request the store refuses:
+        // sending it again will not help.
+        _ if client_error(&text) => RemoteFailure::Other,
         _ => RemoteFailure::Network,
     };
     RemoteError::new(failure, text)
@@ -479,6 +487,15 @@ impl Target for S3Target {
     }
 }
 
+/// A 4xx status other than 408 (timeout) and 429 (slow down), from object_store's text.
+fn client_error(text: &str) -> bool {
+    let Some(at) = text.find("status code: ") else {
+        return false;
+    };
+    let code = &text[at + "status code: ".len()..];
+    code.starts_with('4') && !code.starts_with("408") && !code.starts_with("429")
+}
+
 fn check_sent(want: Option<&str>, sent: &str) -> RemoteResult<()> {
     match want {
         Some(w) if w != sent => Err(RemoteError::new(
@@ -567,6 +584,20 @@ mod tests {
             bucket_endpoint("http://127.0.0.1:9000", "b", true),
             "http://127.0.0.1:9000"
         );
+    }
+
+    #[test]
+    fn refused_requests_are_not_retried() {
+        assert!(client_error(
+            "Server returned non-2xx status code: 400 Bad Request: x"
+        ));
+        assert!(!client_error(
+            "Server returned non-2xx status code: 429 Too Many Requests"
+        ));
+        assert!(!client_error(
+            "Server returned non-2xx status code: 503 Slow Down"
+        ));
+        assert!(!client_error("connection refused"));
     }
 
     #[test]

@@ -122,6 +122,19 @@ impl S3Server {
         bucket
     }
 
+    /// A new bucket with S3 Object Lock enabled (as `new_bucket`, plus the header).
+    pub fn new_locked_bucket(&self) -> String {
+        let bucket = format!("l{}", &self.new_bucket()[1..]);
+        let request = self
+            .request(Method::PUT, &bucket, "", &[])
+            .header("x-amz-bucket-object-lock-enabled", "true");
+        expect_success(
+            self.send(request),
+            &format!("create locked bucket {bucket}"),
+        );
+        bucket
+    }
+
     /// Every object under `prefix` as (key, size), in key order (ListObjectsV2, all pages).
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
         let mut objects = Vec::new();
