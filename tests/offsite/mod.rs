@@ -11,6 +11,10 @@
 //! `errors`: missing bucket, unmounted and full path targets, wrong credentials.
 //! `corruption`: a remote object changed on the server, found and repaired by verify.
 
+mod corruption;
+mod errors;
+mod killed;
+mod network;
 mod round_trip;
 mod server;
 mod setup;
