@@ -36,12 +36,19 @@ fn assert_repaired(s3: &S3Server, bucket: &str, app: &TestApp, key: &str, sha: &
     let run = app.run(["offsite", "verify"]);
     run.assert_code(0);
     assert!(run.stdout.contains("REPAIRED"), "{}", run.describe());
-    assert!(run.stdout.contains(key), "the report does not name {key}: {}", run.describe());
+    assert!(
+        run.stdout.contains(key),
+        "the report does not name {key}: {}",
+        run.describe()
+    );
     let full = format!("{PREFIX}/{key}");
     let head = s3.head(bucket, &full).expect("the repaired object");
     assert_eq!(head.get("x-amz-meta-sha256").map(String::as_str), Some(sha));
     let bytes = s3.get(bucket, &full).expect("the repaired object");
-    assert_eq!(bytes, fs::read(app.backups.join(key)).expect("the local copy"));
+    assert_eq!(
+        bytes,
+        fs::read(app.backups.join(key)).expect("the local copy")
+    );
     assert_eq!(sha256_file(&app.backups.join(key)), sha);
 }
 
@@ -75,6 +82,10 @@ fn a_corrupted_remote_object_without_a_local_copy_is_reported_bad() {
     run.assert_code(1);
     let report = format!("{}{}", run.stdout, run.stderr);
     assert!(report.contains("BAD"), "{}", run.describe());
-    assert!(report.contains(&key), "the report does not name {key}: {}", run.describe());
+    assert!(
+        report.contains(&key),
+        "the report does not name {key}: {}",
+        run.describe()
+    );
     assert!(!report.contains("REPAIRED"), "{}", run.describe());
 }

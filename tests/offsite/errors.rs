@@ -8,9 +8,7 @@ use std::path::PathBuf;
 
 use crate::faults::Mount;
 use crate::offsite::setup::{configure, path_table, s3_table};
-use crate::util::{
-    PrivateS3, Run, TestApp, files_under, require, root, s3_server, sha256_file,
-};
+use crate::util::{PrivateS3, Run, TestApp, files_under, require, root, s3_server, sha256_file};
 
 /// Every file of the per-type backup directories with its checksum.
 fn local_backups(app: &TestApp) -> BTreeMap<PathBuf, String> {
@@ -43,7 +41,11 @@ fn push_fails_untouched(app: &TestApp, hint: &str) -> Run {
         "no hint with {hint:?}: {}",
         run.describe()
     );
-    assert_eq!(local_backups(app), before, "the failed push changed local backups");
+    assert_eq!(
+        local_backups(app),
+        before,
+        "the failed push changed local backups"
+    );
     assert!(app.partial_files().is_empty(), "{:?}", app.partial_files());
     run
 }
@@ -53,7 +55,16 @@ fn a_missing_bucket_fails_the_push_naming_the_target_and_saying_to_create_it() {
     let Some(s3) = s3_server() else { return };
     let app = TestApp::new();
     let bucket = format!("never-created-{}", std::process::id());
-    configure(&app, &[s3_table(&app, "remote", s3.endpoint(), &bucket, "retries = 0")]);
+    configure(
+        &app,
+        &[s3_table(
+            &app,
+            "remote",
+            s3.endpoint(),
+            &bucket,
+            "retries = 0",
+        )],
+    );
     push_fails_untouched(&app, "create the bucket");
 }
 
@@ -106,7 +117,13 @@ fn credentials_the_server_rejects_fail_the_push_with_the_credentials_hint() {
     let app = TestApp::new();
     configure(
         &app,
-        &[s3_table(&app, "remote", server.endpoint(), "any-bucket", "retries = 0")],
+        &[s3_table(
+            &app,
+            "remote",
+            server.endpoint(),
+            "any-bucket",
+            "retries = 0",
+        )],
     );
     push_fails_untouched(&app, "check the credentials of `remote`");
 }

@@ -21,7 +21,10 @@ fn an_uploader_killed_at_ten_moments_never_leaves_a_half_backup_and_the_next_pus
     let app = TestApp::new();
     app.write_random_files("big", 6, 5 * MIB as usize);
     let extra = "part_size = \"5 MiB\"\nbandwidth_limit = \"20 MiB/s\"\nretries = 3";
-    configure(&app, &[s3_table(&app, "remote", &proxy.endpoint(), &bucket, extra)]);
+    configure(
+        &app,
+        &[s3_table(&app, "remote", &proxy.endpoint(), &bucket, extra)],
+    );
     app.run(["create", "--type", "storage", "--no-offsite"])
         .assert_code(0);
 
@@ -63,7 +66,10 @@ fn an_uploader_killed_at_ten_moments_never_leaves_a_half_backup_and_the_next_pus
         // Behind the code's back, and as the binary lists it.
         assert_no_half_listed(&s3, &bucket);
         for b in remote_backups(&app, "remote") {
-            assert!(b["problem"].is_null(), "killed at {at}: listed incomplete {b:#}");
+            assert!(
+                b["problem"].is_null(),
+                "killed at {at}: listed incomplete {b:#}"
+            );
         }
         dangling_seen += s3.multipart_uploads(&bucket).len();
     }

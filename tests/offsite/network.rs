@@ -19,7 +19,10 @@ fn big_storage_backup(s3: &S3Server, bucket: &str, proxy: &FaultProxy) -> TestAp
     let app = TestApp::new();
     app.write_random_files("big", 4, 5 * MIB);
     let extra = "part_size = \"5 MiB\"\nconcurrency = 1\nretries = 3\ntimeout = \"20s\"";
-    configure(&app, &[s3_table(&app, "remote", &proxy.endpoint(), bucket, extra)]);
+    configure(
+        &app,
+        &[s3_table(&app, "remote", &proxy.endpoint(), bucket, extra)],
+    );
     app.run(["create", "--type", "storage", "--no-offsite"])
         .assert_code(0);
     assert!(s3.list(bucket, "").is_empty());
@@ -68,7 +71,11 @@ fn a_network_that_stays_down_fails_the_push_naming_the_target_and_lists_nothing_
     proxy.set(Fault::Refuse);
     let refused = app.run(["offsite", "push"]);
     refused.assert_code(1);
-    assert!(refused.stderr.contains("`remote`"), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("`remote`"),
+        "{}",
+        refused.describe()
+    );
     assert!(assert_no_half_listed(&s3, &bucket).is_empty());
 
     // Every connection cut mid-part, retries and all: the data object never completes,

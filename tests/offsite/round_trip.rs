@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::offsite::setup::{assert_s3_objects_match, configure, data_objects, path_table, remote_backups, s3_table};
+use crate::offsite::setup::{
+    assert_s3_objects_match, configure, data_objects, path_table, remote_backups, s3_table,
+};
 use crate::util::{TestApp, add_clients, assert_same_tree, dump_db, s3_server, sha256_file};
 
 /// Where the round trip goes.
@@ -20,7 +22,10 @@ enum Via {
 fn distinct_app() -> TestApp {
     let app = TestApp::new();
     add_clients(&mut app.open_db(), 7, 200);
-    app.write_storage_file("client_9/videos/only_here.mp4", &crate::util::random_bytes(99, 70_000));
+    app.write_storage_file(
+        "client_9/videos/only_here.mp4",
+        &crate::util::random_bytes(99, 70_000),
+    );
     app
 }
 
@@ -74,11 +79,19 @@ fn round_trip(kind: &str, via: Via, into_target: bool) {
     let want_media: &Path = &app.storage;
     match (kind, into_target) {
         ("full", false) => {
-            assert_eq!(dump_db(&fresh.open_db()), want_db, "the database came back different");
+            assert_eq!(
+                dump_db(&fresh.open_db()),
+                want_db,
+                "the database came back different"
+            );
             assert_same_tree(want_media, &fresh.storage);
         }
         ("database", false) => {
-            assert_eq!(dump_db(&fresh.open_db()), want_db, "the database came back different");
+            assert_eq!(
+                dump_db(&fresh.open_db()),
+                want_db,
+                "the database came back different"
+            );
         }
         ("database", true) => {
             let conn = rusqlite::Connection::open(&restored_to).expect("open the restored db");

@@ -107,18 +107,14 @@ pub fn assert_s3_objects_match(s3: &S3Server, bucket: &str, backup: &Value, loca
         let head = s3
             .head(bucket, &format!("{PREFIX}/{key}"))
             .unwrap_or_else(|| panic!("{key} is not in the bucket"));
-        assert_eq!(
-            head.get("x-amz-meta-sha256"),
-            Some(&sha),
-            "{key}: {head:?}"
-        );
-        assert_eq!(
-            head.get("content-length"),
-            Some(&size.to_string()),
-            "{key}"
-        );
+        assert_eq!(head.get("x-amz-meta-sha256"), Some(&sha), "{key}: {head:?}");
+        assert_eq!(head.get("content-length"), Some(&size.to_string()), "{key}");
         if let Some(backups) = local {
-            assert_eq!(sha256_file(&backups.join(&key)), sha, "{key} differs locally");
+            assert_eq!(
+                sha256_file(&backups.join(&key)),
+                sha,
+                "{key} differs locally"
+            );
         }
     }
 }
@@ -141,7 +137,11 @@ pub fn assert_no_half_listed(s3: &S3Server, bucket: &str) -> Vec<String> {
         }
         let file = meta["backup_path"].as_str().expect("backup_path");
         let name = Path::new(file).file_name().expect("file name");
-        let data_key = format!("{}/{}", meta["type"].as_str().expect("type"), name.display());
+        let data_key = format!(
+            "{}/{}",
+            meta["type"].as_str().expect("type"),
+            name.display()
+        );
         let size = meta["file_size"].as_u64().expect("file_size");
         assert!(
             objects.contains(&(data_key.clone(), size)),

@@ -204,10 +204,7 @@ impl S3Server {
         for (name, value) in meta {
             request = request.header(format!("x-amz-meta-{name}"), *value);
         }
-        let response = request
-            .body(bytes)
-            .send()
-            .map_err(|e| error_chain(&e))?;
+        let response = request.body(bytes).send().map_err(|e| error_chain(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
