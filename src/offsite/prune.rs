@@ -4,12 +4,12 @@
 //! (the pure function guarantees it); objects still under S3 Object Lock are held, not
 //! attempted. A backup is deleted metadata first, so it stops being a backup in one step.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::Remote;
 use super::push::read_listing;
-use crate::config::Config;
+use super::{Remote, RemoteListing};
+use crate::config::{Config, Timezone};
 use crate::engine::Cancel;
 use crate::error::Result;
 use crate::retention::{self, RetentionPlan, RetentionPolicy};
@@ -24,6 +24,36 @@ pub struct PruneReport {
     pub freed_bytes: u64,
 }
 
+/// What retention deletes from `listing` at `now`: `retention::apply` over the remote
+/// candidates, then every backup still under Object Lock (`locked_until` of its upload
+/// time lies after `now`) held. Pure, so the property tests can drive it.
+pub fn plan(
+    listing: &RemoteListing,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+    timezone: Timezone,
+    locked_until: &dyn Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> RetentionPlan {
+    let mut plan = retention::apply(&listing.candidates(), policy, now, timezone);
+    let locked: Vec<String> = plan
+        .delete
+        .iter()
+        .filter_map(|d| listing.find(&d.id))
+        .filter(|b| {
+            b.uploaded
+                .and_then(locked_until)
+                .is_some_and(|until| until > now)
+        })
+        .map(|b| b.stem.clone())
+        .collect();
+    plan.hold(
+        &locked,
+        "locked",
+        "under S3 Object Lock retention on the target",
+    );
+    plan
+}
+
 /// Plan, and unless `dry_run`, delete.
 pub fn prune(
     config: &Config,
@@ -34,28 +64,13 @@ pub fn prune(
     let _lock = remote.store.lock_target(&remote.config.name)?;
     let listing = read_listing(remote, cancel)?;
     let policy = RetentionPolicy::from(&remote.config.retention);
-    let now = Utc::now();
-    let mut plan = retention::apply(
-        &listing.candidates(),
+    let locked_until = |uploaded| remote.target.locked_until(uploaded);
+    let plan = plan(
+        &listing,
         &policy,
-        now,
+        Utc::now(),
         config.schedule.timezone,
-    );
-    let locked: Vec<String> = plan
-        .delete
-        .iter()
-        .filter_map(|d| listing.find(&d.id))
-        .filter(|b| {
-            b.uploaded
-                .and_then(|u| remote.target.locked_until(u))
-                .is_some_and(|until| until > now)
-        })
-        .map(|b| b.stem.clone())
-        .collect();
-    plan.hold(
-        &locked,
-        "locked",
-        "under S3 Object Lock retention on the target",
+        &locked_until,
     );
     let freed_bytes = plan
         .delete
@@ -92,3 +107,6 @@ pub fn prune(
         freed_bytes,
     })
 }
+
+#[cfg(test)]
+mod tests;

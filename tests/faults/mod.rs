@@ -82,13 +82,13 @@ fn system(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
 }
 
 /// A mount made by a test, unmounted when dropped — also when the test panics.
-struct Mount {
+pub(crate) struct Mount {
     target: PathBuf,
 }
 
 impl Mount {
     /// A tmpfs of `size` (e.g. "8m"), mode 0700, over `target`.
-    fn tmpfs(target: &Path, size: &str) -> Result<Mount, String> {
+    pub(crate) fn tmpfs(target: &Path, size: &str) -> Result<Mount, String> {
         let opts = format!("size={size},mode=0700");
         system(
             "mount",

@@ -5,7 +5,18 @@
 //! under CI (`.ci/run` runs `scripts/test.sh`).
 //!
 //! `server`: the test infrastructure itself answers, refuses and cuts as the other tests
-//! rely on.
+//! rely on. `setup`: the config tables and read-backs the other modules share.
+//! `round_trip`: every type through S3 and a path to a fresh server. `network`: the
+//! connection cut or refused mid-upload. `killed`: the uploader SIGKILLed at many moments.
+//! `errors`: missing bucket, unmounted and full path targets, wrong credentials.
+//! `corruption`: a remote object changed on the server, found and repaired by verify.
+//! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 
+mod corruption;
+mod errors;
 mod guards;
+mod killed;
+mod network;
+mod round_trip;
 mod server;
+mod setup;

@@ -191,15 +191,33 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e}"));
     }
 
+    /// `put` with user metadata (`x-amz-meta-NAME: VALUE`), e.g. a forged `sha256` so that
+    /// only reading the bytes back finds the replacement.
+    pub fn put_with_meta(&self, bucket: &str, key: &str, bytes: &[u8], meta: &[(&str, &str)]) {
+        self.put_request(bucket, key, bytes.to_vec(), meta)
+            .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e}"));
+    }
+
     /// `put`, with a transport error or refusal returned instead of failing the test.
     pub fn try_put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
-        let response = self
+        self.put_request(bucket, key, bytes, &[])
+    }
+
+    fn put_request(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        meta: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let mut request = self
             .request(Method::PUT, bucket, key, &[])
             // Without it moto reads a form-encoded body as a form and stores nothing.
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .map_err(|e| error_chain(&e))?;
+            .header("content-type", "application/octet-stream");
+        for (name, value) in meta {
+            request = request.header(format!("x-amz-meta-{name}"), *value);
+        }
+        let response = request.body(bytes).send().map_err(|e| error_chain(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -405,12 +423,19 @@ pub struct PrivateS3 {
     child: Option<Child>,
     log: tempfile::NamedTempFile,
     s3: S3Server,
+    /// Extra environment for moto (e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`: check credentials).
+    env: Vec<(String, String)>,
 }
 
 impl PrivateS3 {
     /// Start a server and wait until it answers; `None` (skip, or fail under CI) when
     /// `VERTEX_TEST_MOTO_SERVER` does not name a moto_server.
     pub fn start() -> Option<PrivateS3> {
+        PrivateS3::start_with_env(&[])
+    }
+
+    /// `start` with extra environment variables for moto.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Option<PrivateS3> {
         let program = match std::env::var_os("VERTEX_TEST_MOTO_SERVER") {
             Some(p) if PathBuf::from(&p).is_file() => PathBuf::from(p),
             Some(p) => {
@@ -437,6 +462,10 @@ impl PrivateS3 {
                 child: None,
                 log: tempfile::NamedTempFile::new().expect("moto log file"),
                 s3: S3Server::at(&format!("http://{addr}")),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Some(server),
@@ -486,6 +515,7 @@ impl PrivateS3 {
         let stderr = stdout.try_clone().expect("clone the moto log");
         let child = Command::new(&self.program)
             .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
