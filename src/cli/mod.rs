@@ -707,7 +707,7 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
     out!("\nschedule (time zone: {}):", config.schedule.timezone);
     for (name, sched) in config.jobs() {
         match sched {
-            JobSchedule::Off => out!("  {name:<9} off"),
+            JobSchedule::Off => out!("  {name:<14} off"),
             JobSchedule::Cron { expression, .. } => {
                 let next =
                     vertex_backup::schedule::next_runs(sched, config.schedule.timezone, now, runs);
@@ -715,8 +715,15 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|t| t.format("%a %Y-%m-%d %H:%M:%S %:z").to_string())
                     .collect();
-                out!("  {name:<9} {expression:<16} next: {}", times.join(", "));
+                out!("  {name:<14} {expression:<16} next: {}", times.join(", "));
             }
+        }
+    }
+    if !config.offsite.is_empty() {
+        out!("\noffsite targets (`vertex-backup offsite list` checks that each answers):");
+        for t in &config.offsite {
+            let kinds: Vec<&str> = t.upload.iter().map(|k| k.as_str()).collect();
+            out!("  {:<14} {}  ({})", t.name, t.url, kinds.join(", "));
         }
     }
     for w in &live.warnings {
