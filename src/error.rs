@@ -151,6 +151,15 @@ pub enum Error {
         failure: RemoteFailure,
     },
 
+    /// An encrypted backup did not open: no or an unusable identity, a wrong key, damage.
+    #[error("cannot decrypt {}: {}", crate::names::shown(path), failure.describe())]
+    Decrypt {
+        path: PathBuf,
+        failure: crate::encryption::DecryptFailure,
+        /// age's own words (never key material).
+        detail: String,
+    },
+
     /// `--target NAME` / `NAME:backup` names no `[[offsite]]` table.
     #[error("{0}")]
     UnknownTarget(String),
@@ -224,6 +233,15 @@ fn config_message(file: &Option<PathBuf>, line: Option<usize>, key: &str, messag
 }
 
 impl Error {
+    /// A decryption failure of `path`.
+    pub fn decrypt(path: impl Into<PathBuf>, e: crate::encryption::DecryptError) -> Self {
+        Error::Decrypt {
+            path: path.into(),
+            failure: e.failure,
+            detail: e.detail,
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
@@ -347,6 +365,7 @@ impl Error {
             )),
             Error::Internal(_) => Some("the daemon carries on; the log has the details".into()),
             Error::Offsite { target, failure, .. } => Some(failure.hint(target)),
+            Error::Decrypt { failure, .. } => Some(failure.hint().to_string()),
             Error::UnknownTarget(_) => {
                 Some("the targets are the `name`s of the [[offsite]] tables in the config".into())
             }

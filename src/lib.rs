@@ -9,6 +9,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod encryption;
 pub mod engine;
 pub mod error;
 pub mod events;

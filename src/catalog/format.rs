@@ -33,9 +33,9 @@ impl FormatKind {
     }
 }
 
-/// Encryption of the data file. No build writes it yet; it is here so an encrypted
-/// backup's metadata has its place (`{"scheme": "age", "recipients": [fingerprints]}`)
-/// and so this build refuses such a backup by name instead of misreading its bytes.
+/// Encryption of the data file: `{"scheme": "age", "recipients": [fingerprints]}`. The
+/// data file is then an age file (`….age`) whose plaintext is what `kind` and
+/// `compression` describe; its checksum is of the stored (encrypted) bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Encryption {
     /// `age`.
@@ -44,6 +44,9 @@ pub struct Encryption {
     #[serde(default)]
     pub recipients: Vec<String>,
 }
+
+/// The one encryption scheme this build writes and reads.
+pub const AGE: &str = "age";
 
 /// The metadata's `format` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -82,11 +85,26 @@ impl Format {
         }
     }
 
-    /// Why this build cannot read data in this format, if it cannot.
+    /// The same format, encrypted with age to the recipients with these fingerprints.
+    pub fn encrypted(mut self, fingerprints: Vec<String>) -> Self {
+        self.encryption = Some(Encryption {
+            scheme: AGE.into(),
+            recipients: fingerprints,
+        });
+        self
+    }
+
+    /// Whether the data file is an age file.
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Why this build cannot read data in this format, if it cannot: an encryption scheme
+    /// other than age.
     pub fn unreadable(&self) -> Option<String> {
-        self.encryption.as_ref().map(|e| {
+        self.encryption.as_ref().filter(|e| e.scheme != AGE).map(|e| {
             format!(
-                "it is encrypted ({}), and this build of vertex-backup cannot decrypt",
+                "it is encrypted with `{}`, which this build of vertex-backup cannot decrypt (it reads age)",
                 e.scheme
             )
         })
@@ -149,9 +167,15 @@ mod tests {
         assert!(f.unreadable().is_none());
         let encrypted: Format = serde_json::from_value(serde_json::json!({
             "kind": "archive", "compression": "zstd",
-            "encryption": {"scheme": "age", "recipients": ["SHA256:abc"]}
+            "encryption": {"scheme": "age", "recipients": ["sha256:abc"]}
         }))
         .unwrap();
-        assert!(encrypted.unreadable().unwrap().contains("age"));
+        assert!(encrypted.is_encrypted());
+        assert_eq!(encrypted, f.clone().encrypted(vec!["sha256:abc".into()]));
+        // age is read (with an identity); another scheme is refused by name.
+        assert!(encrypted.unreadable().is_none());
+        let mut other = encrypted.clone();
+        other.encryption.as_mut().unwrap().scheme = "gpg".into();
+        assert!(other.unreadable().unwrap().contains("gpg"));
     }
 }

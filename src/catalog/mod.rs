@@ -48,8 +48,16 @@ use crate::kind::BackupKind;
 /// Data file extensions recognised per kind (storage: by compression).
 fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
     match kind {
-        BackupKind::Database => &[".db"],
-        BackupKind::Storage => &[".tar.zst", ".tar.gz", ".tar"],
+        // Longest first, so `strip_data_ext` takes `.tar.zst.age` whole.
+        BackupKind::Database => &[".db.age", ".db"],
+        BackupKind::Storage => &[
+            ".tar.zst.age",
+            ".tar.gz.age",
+            ".tar.age",
+            ".tar.zst",
+            ".tar.gz",
+            ".tar",
+        ],
         BackupKind::Full => &[],
     }
 }

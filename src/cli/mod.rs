@@ -54,6 +54,9 @@ pub struct Cli {
     /// `check-config`; with `create`, also rotate after a successful backup
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_backups: Option<u32>,
+    /// age identity file to open encrypted backups with (restore, verify, ls; else $VERTEX_BACKUP_IDENTITY). Keep it off the production server
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
     /// No progress bar on the terminal
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -292,6 +295,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         config: cli.config.clone(),
         backup_dir: cli.backup_dir.clone(),
         max_backups: cli.max_backups,
+        identity: cli.identity.clone(),
     };
     daemon::init_tracing(matches!(cli.command, Command::Daemon));
     if let Command::Openapi = cli.command {
@@ -380,6 +384,7 @@ pub struct ConfigArgs {
     config: Option<PathBuf>,
     backup_dir: Option<PathBuf>,
     max_backups: Option<u32>,
+    identity: Option<PathBuf>,
 }
 
 pub fn load_config(cli: &ConfigArgs) -> vertex_backup::Result<Config> {
@@ -394,6 +399,9 @@ pub fn load_config(cli: &ConfigArgs) -> vertex_backup::Result<Config> {
     }
     if let Some(n) = cli.max_backups {
         config.retention.keep_last = n;
+    }
+    if let Some(id) = &cli.identity {
+        config.identity = Some(cwd.join(id));
     }
     if let Some(w) = config.permission_warning() {
         eprintln!("warning: {w}");

@@ -5,6 +5,7 @@
 //! live data (does the database exist?) are in [`Config::check_sources`].
 
 mod checks;
+mod encryption;
 mod healthchecks;
 mod lines;
 mod offsite;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub use checks::LiveCheck;
 pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
+pub use encryption::{EncryptWhat, Encryption, EncryptionSection};
 pub use lines::key_line;
 pub use offsite::{
     MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, TargetLocation,
@@ -367,6 +369,7 @@ struct FileModel {
     hooks: HooksSection,
     healthchecks: HealthchecksSection,
     offsite: Vec<OffsiteSection>,
+    encryption: EncryptionSection,
 }
 
 /// The checked configuration the rest of the program sees. Paths are absolute.
@@ -389,6 +392,11 @@ pub struct Config {
     pub healthchecks: HealthchecksSection,
     /// The `[[offsite]]` targets, checked, in the order written.
     pub offsite: Vec<OffsiteTarget>,
+    /// `[encryption]`, checked; `None`: nothing is encrypted.
+    pub encryption: Option<Encryption>,
+    /// The age identity to decrypt with (`--identity` / `$VERTEX_BACKUP_IDENTITY`, or
+    /// `[encryption] identity_file`). Not kept in the file for production servers.
+    pub identity: Option<PathBuf>,
     /// How long a mutating command waits for the backup directory's lock (`--wait`); `None`
     /// fails at once. Not a file key: a flag of one invocation.
     pub lock_wait: Option<Duration>,
@@ -470,6 +478,8 @@ impl Config {
             hooks: model.hooks,
             healthchecks: model.healthchecks,
             offsite: Vec::new(),
+            encryption: None,
+            identity: None,
             lock_wait: None,
         };
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -493,6 +503,18 @@ impl Config {
             .collect();
         cfg.apply_env(env)?;
         cfg.offsite = cfg.offsite_targets(&model.offsite, base, &mut problems);
+        let mut encryption = model.encryption.clone();
+        if let Some(f) = encryption.recipients_file.take() {
+            encryption.recipients_file = Some(absolute(base, &f));
+        }
+        if let Some(f) = encryption.identity_file.take() {
+            encryption.identity_file = Some(absolute(base, &f));
+        }
+        cfg.encryption = cfg.encryption_of(&encryption, &mut problems);
+        cfg.identity = env(crate::encryption::IDENTITY_ENV)
+            .filter(|s| !s.is_empty())
+            .map(|p| absolute(base, Path::new(&p)))
+            .or_else(|| cfg.encryption.as_ref().and_then(|e| e.identity_file.clone()));
         problems.extend(cfg.problems());
         problems.extend(cfg.range_problems());
         match problems.len() {
