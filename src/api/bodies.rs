@@ -181,9 +181,9 @@ pub struct Listed<'a> {
 /// `GET /health`: `ok` with no reasons, or `unhealthy` with them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
-    /// `ok` or `unhealthy`.
+    /// `ok`, `degraded` (an offsite target is stale; HTTP 200) or `unhealthy` (HTTP 503).
     pub status: &'static str,
-    /// Why the daemon is unhealthy.
+    /// Why the daemon is unhealthy or degraded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
 }

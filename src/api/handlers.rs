@@ -512,26 +512,34 @@ pub async fn job(
         })
 }
 
-/// Liveness: scheduler running and nothing stale (no auth)
+/// Liveness: scheduler running and nothing stale (no auth); degraded (still 200) when only an offsite target is stale
 #[utoipa::path(
     get,
     path = "/health",
     operation_id = "health",
     security(()),
     responses(
-        (status = 200, description = "Healthy: status ok", body = HealthBody),
+        (status = 200, description = "Healthy: status ok, or degraded (with reasons) when an offsite target has no recent complete copy", body = HealthBody),
         (status = 503, description = "Unhealthy: status unhealthy, with reasons", body = HealthBody),
     ),
 )]
 pub async fn health(State(ctx): State<Arc<ApiContext>>) -> Response {
-    let problems = ctx.health.problems(Utc::now());
+    let mut problems = ctx.health.problems(Utc::now());
+    let degraded = ctx.health.degraded();
     if problems.is_empty() {
-        let ok = HealthBody {
-            status: "ok",
-            reasons: problems,
+        // A stale offsite target does not make the daemon unhealthy (a liveness probe
+        // would restart a daemon that works), but it says so.
+        let body = HealthBody {
+            status: if degraded.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            },
+            reasons: degraded,
         };
-        (StatusCode::OK, Json(ok)).into_response()
+        (StatusCode::OK, Json(body)).into_response()
     } else {
+        problems.extend(degraded);
         let unhealthy = HealthBody {
             status: "unhealthy",
             reasons: problems,
@@ -559,8 +567,17 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, Api
         let catalog = catalog_for(&cfg);
         let listing = catalog.list().unwrap_or_default();
         let free = crate::sys::available_space(catalog.root()).ok();
+        let offsite_state = if cfg.offsite.is_empty() {
+            crate::offsite::OffsiteState::default()
+        } else {
+            crate::offsite::OffsiteStore::new(&cfg.paths.backup_dir, cfg.backup.file_mode.0).load()
+        };
+        let offsite = crate::status::OffsiteView {
+            targets: &cfg.offsite,
+            state: &offsite_state,
+        };
         c.metrics
-            .render(&listing, &catalog.load_state(), &c.health, free)
+            .render(&listing, &catalog.load_state(), &c.health, &offsite, free)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

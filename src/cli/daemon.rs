@@ -13,6 +13,8 @@ use signal_hook_tokio::Signals;
 use vertex_backup::daemon::{self, Control, Daemon, JobRuns, Services, Timetable};
 use vertex_backup::engine::backup::catalog_for;
 use vertex_backup::kind::JobName;
+use vertex_backup::offsite::OffsiteStore;
+use vertex_backup::offsite::summary::TargetStatus;
 use vertex_backup::units::format_duration;
 use vertex_backup::{BackupKind, Config};
 
@@ -211,6 +213,9 @@ struct Status {
     timezone: String,
     types: Vec<KindStatus>,
     jobs: Vec<JobStatus>,
+    /// Per `[[offsite]]` target, from its state file (absent without targets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    offsite: Vec<TargetStatus>,
 }
 
 pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -279,6 +284,11 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         timezone: config.schedule.timezone.to_string(),
         types,
         jobs,
+        offsite: vertex_backup::offsite::summary::status(
+            config,
+            &OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0).load(),
+            now,
+        ),
     };
     if json {
         out!("{}", serde_json::to_string_pretty(&status)?);
@@ -327,6 +337,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        print_offsite_status(&status.offsite);
     }
     let any_stale = status.types.iter().any(|t| t.stale);
     Ok(if any_stale {
@@ -334,4 +345,49 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The offsite part of `status`: per target its last upload and failure, what is pending,
+/// per type the lag of its newest remote copy, and its last verification.
+fn print_offsite_status(targets: &[TargetStatus]) {
+    use vertex_backup::units::format_bytes;
+    let secs = |s: Option<u64>| s.map(|s| format_duration(std::time::Duration::from_secs(s)));
+    for t in targets {
+        out!("\noffsite {} ({}):", t.name, t.url);
+        out!(
+            "  last upload: {}   pending: {} ({})",
+            t.last_success.as_deref().unwrap_or("never"),
+            vertex_backup::units::plural(t.pending.len() as u64, "backup"),
+            format_bytes(t.pending_bytes)
+        );
+        if let Some(f) = &t.last_failure {
+            out!(
+                "  last failure: {f}: {}{}",
+                t.last_failure_error.as_deref().unwrap_or("?"),
+                t.failing_since
+                    .as_deref()
+                    .map(|s| format!(" (failing since {s})"))
+                    .unwrap_or_default()
+            );
+        }
+        for k in &t.types {
+            out!(
+                "  {:<9} lag: {} (max_age {}){}",
+                k.kind.as_str(),
+                secs(k.lag_seconds).unwrap_or_else(|| "no remote copy".into()),
+                secs(k.max_age_seconds).unwrap_or_else(|| "none".into()),
+                if k.stale { "  STALE" } else { "" }
+            );
+        }
+        out!(
+            "  last verify: {}",
+            t.last_verify.as_deref().unwrap_or("never")
+        );
+        if let Some(f) = &t.last_verify_failure {
+            out!(
+                "  last verify failure: {f}: {}",
+                t.last_verify_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
 }

@@ -700,7 +700,30 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let free = vertex_backup::sys::available_space(catalog.root()).ok();
     let stats = Stats::compute(catalog.root(), &listing, &state, free);
     if json {
-        out!("{}", serde_json::to_string_pretty(&stats)?);
+        // The REST API's shape plus, with targets, `offsite` per target (the API's stays
+        // the seed's).
+        #[derive(serde::Serialize)]
+        struct WithOffsite<'a> {
+            #[serde(flatten)]
+            stats: &'a Stats,
+            #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+            offsite:
+                std::collections::BTreeMap<String, vertex_backup::offsite::summary::TargetStats>,
+        }
+        let offsite = if config.offsite.is_empty() {
+            Default::default()
+        } else {
+            let store = vertex_backup::offsite::OffsiteStore::new(
+                &config.paths.backup_dir,
+                config.backup.file_mode.0,
+            );
+            vertex_backup::offsite::summary::stats(config, &store.load())
+        };
+        let shown = WithOffsite {
+            stats: &stats,
+            offsite,
+        };
+        out!("{}", serde_json::to_string_pretty(&shown)?);
     } else {
         output::print_stats(&stats);
     }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::reload::Reloader;
 use super::runs::{JobRun, JobRuns};
-use super::staleness::StaleTracker;
+use super::staleness::{OffsiteStaleTracker, StaleTracker};
 use super::timetable::{Timetable, catch_up};
 use super::{Control, DEBOUNCE, MAX_SLEEP, Services, blocking, systemd, watch as config_watch};
 use crate::catalog::Listing;
@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::events::{Event, EventSender};
 use crate::jobs::{Finished, Queue, Rejected, Request, Trigger, Work};
 use crate::kind::{BackupKind, JobName};
+use crate::offsite::{OffsiteState, OffsiteStore};
 use crate::status::Health;
 
 /// What the loop keeps between wake-ups.
@@ -35,6 +36,7 @@ pub(super) struct Scheduler {
     finished: mpsc::UnboundedReceiver<Finished>,
     timetable: Timetable,
     stale: StaleTracker,
+    offsite_stale: OffsiteStaleTracker,
     stale_check_at: Option<DateTime<Utc>>,
     /// A saved edit reloads at this deadline (the debounce), not at once.
     reload_at: Option<Instant>,
@@ -100,6 +102,7 @@ impl Scheduler {
             finished,
             timetable,
             stale: StaleTracker::new(now),
+            offsite_stale: OffsiteStaleTracker::new(now),
             stale_check_at: Some(now),
             reload_at: None,
             edits,
@@ -186,10 +189,13 @@ impl Scheduler {
         }
         if self.stale_check_at.is_some_and(|t| t <= now) {
             let cfg = self.config.borrow().clone();
-            self.stale_check_at = check_staleness(cfg, &mut self.stale, &self.events, now).await;
+            let trackers = (&mut self.stale, &mut self.offsite_stale);
+            self.stale_check_at = check_staleness(cfg, trackers, &self.events, now).await;
             for kind in BackupKind::ALL {
                 self.health.set_stale(kind, self.stale.is_stale(kind));
             }
+            self.health
+                .set_offsite_stale(self.offsite_stale.stale().clone());
         }
         systemd::status(&status_line(&self.timetable, &self.queue));
     }
@@ -254,17 +260,18 @@ fn record_run(cfg: &Config, job: JobName, run: JobRun) {
     }
 }
 
-/// Compare the newest backups with their `max_age`, and say when to look again. The
-/// listing and the state file are read on the blocking pool; the judgement is pure.
+/// Compare the newest backups, local and on each offsite target, with their `max_age`, and
+/// say when to look again. The listing and the state files are read on the blocking
+/// pool; the judgement is pure.
 async fn check_staleness(
     cfg: Arc<Config>,
-    stale: &mut StaleTracker,
+    (stale, offsite_stale): (&mut StaleTracker, &mut OffsiteStaleTracker),
     events: &EventSender,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let scan_cfg = cfg.clone();
     let scanned = blocking(move || scan_backups(&scan_cfg)).await;
-    let (listing, failures) = match scanned.and_then(|r| r) {
+    let (listing, failures, offsite) = match scanned.and_then(|r| r) {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(
@@ -277,11 +284,19 @@ async fn check_staleness(
     for e in stale.check(&cfg, &listing, &failures, now) {
         events.send(e);
     }
-    stale.next_deadline(&cfg, &listing, now)
+    for e in offsite_stale.check(&cfg, &offsite, now) {
+        events.send(e);
+    }
+    let local = stale.next_deadline(&cfg, &listing, now);
+    let remote = offsite_stale.next_deadline(&cfg, &offsite, now);
+    local.into_iter().chain(remote).min()
 }
 
-/// The backups on disk and the last failure of each type ("at (error)").
-fn scan_backups(cfg: &Config) -> Result<(Listing, BTreeMap<BackupKind, String>)> {
+/// What the staleness scan reads: the backups on disk, the last failure of each type
+/// ("at (error)"), and what the offsite state file records about the targets.
+type Scanned = (Listing, BTreeMap<BackupKind, String>, OffsiteState);
+
+fn scan_backups(cfg: &Config) -> Result<Scanned> {
     let catalog = catalog_for(cfg);
     let listing = catalog.list()?;
     let state = catalog.load_state();
@@ -295,7 +310,12 @@ fn scan_backups(cfg: &Config) -> Result<(Listing, BTreeMap<BackupKind, String>)>
             ))
         })
         .collect();
-    Ok((listing, failures))
+    let offsite = if cfg.offsite.is_empty() {
+        OffsiteState::default()
+    } else {
+        OffsiteStore::new(&cfg.paths.backup_dir, cfg.backup.file_mode.0).load()
+    };
+    Ok((listing, failures, offsite))
 }
 
 fn log_schedule(timetable: &Timetable, cfg: &Config) {

@@ -14,7 +14,8 @@
 //!   rotating sample read back, repair from the local copy.
 //! - [`fetch`]: bring a remote backup into the local backup directory, verified, for the
 //!   normal restore path.
-//! - [`state`]: what this server remembers about its targets between runs.
+//! - [`state`]: what this server remembers about its targets between runs; [`summary`]
+//!   reads it for `status` and `stats`.
 //!
 //! Blocking like the rest of the engine; the S3 target keeps its own small runtime.
 
@@ -27,6 +28,7 @@ pub mod remote;
 pub mod run;
 pub mod s3;
 pub mod state;
+pub mod summary;
 pub mod target;
 pub mod transfer;
 

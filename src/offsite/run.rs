@@ -10,6 +10,7 @@ use super::Remote;
 use super::check::{self, RemoteVerifyReport};
 use super::prune::{self, PruneReport};
 use super::push::{self, PushReport};
+use super::state::{RecordedFailure, TargetState};
 use crate::catalog::Outcome;
 use crate::config::Config;
 use crate::engine::Cancel;
@@ -79,14 +80,8 @@ pub fn upload(
                 catalog.journal("offsite", true, &line, Outcome::default());
             }
             Err(e) => {
-                let state =
-                    super::OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0)
-                        .load()
-                        .targets
-                        .get(&t.name)
-                        .cloned()
-                        .unwrap_or_default();
                 let chain = crate::error_chain(e);
+                let state = record_failure(config, &t.name, &chain);
                 events.push(Event::OffsiteUploadFailed {
                     target: t.name.clone(),
                     error: chain.clone(),
@@ -116,6 +111,35 @@ pub fn upload(
         });
     }
     Ok((runs, events))
+}
+
+/// Record a failed upload job in the state file and return the target's record. Push
+/// records its own failures with what is pending, but a target that cannot be opened
+/// (credentials), is locked by another job, or fails in its retention never reaches
+/// that: without this the state said "no failure" and the next success told no recovery.
+fn record_failure(config: &Config, target: &str, chain: &str) -> TargetState {
+    let store = super::OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0);
+    let now = Utc::now();
+    let recorded = store.update(target, |t| {
+        t.last_failure = Some(RecordedFailure {
+            at: now,
+            error: chain.to_string(),
+        });
+        t.failing_since.get_or_insert(now);
+        t.clone()
+    });
+    recorded.unwrap_or_else(|e| {
+        tracing::warn!(
+            "could not record the upload failure: {}",
+            crate::error_chain(&e)
+        );
+        store
+            .load()
+            .targets
+            .get(target)
+            .cloned()
+            .unwrap_or_default()
+    })
 }
 
 /// `offsite_verify` on every target named by `only` (all when `None`).
@@ -194,4 +218,37 @@ pub fn verify(
         });
     }
     Ok((runs, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_that_cannot_be_opened_is_recorded_as_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[paths]\nbackup_dir = \"{}/backups\"\n[[offsite]]\nname = \"b2\"\nurl = \"s3://bucket/p\"\n\
+             credentials_file = \"{}\"\n",
+            dir.path().display(),
+            dir.path().join("no-such-credentials").display()
+        );
+        let config = Config::parse(&text, None, dir.path(), &|_| None).unwrap();
+        let backups = dir.path().join("backups");
+        std::fs::create_dir(&backups).unwrap();
+        let (runs, events) = upload(&config, None, &Cancel::new()).unwrap();
+        assert!(runs[0].result.is_err(), "{runs:?}");
+        assert!(
+            matches!(events.as_slice(), [Event::OffsiteUploadFailed { target, .. }] if target == "b2"),
+            "{events:?}"
+        );
+        let store = super::super::OffsiteStore::new(&backups, 0o600);
+        let first = store.load().targets["b2"].clone();
+        let failure = first.last_failure.expect("the failure is recorded");
+        assert!(failure.error.contains("b2"), "{}", failure.error);
+        let since = first.failing_since.expect("failing since then");
+        // A second failure keeps when the failing began.
+        upload(&config, None, &Cancel::new()).unwrap();
+        assert_eq!(store.load().targets["b2"].failing_since, Some(since));
+    }
 }

@@ -3,6 +3,9 @@
 //! other. The durable facts (last success and failure,
 //! sizes, durations, counts) come from the backup directory at scrape time; the daemon's
 //! own facts (failures since start, staleness, loop alive) from events and the loop.
+//! [`offsite`] renders the offsite targets' families.
+
+mod offsite;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -13,6 +16,14 @@ use chrono::{DateTime, Utc};
 use crate::catalog::{CatalogState, Listing};
 use crate::events::{Event, Sink};
 use crate::kind::{BackupKind, JobName};
+use crate::offsite::OffsiteState;
+
+/// What the metrics show about the offsite targets: the configured ones, and what the
+/// state file records about them.
+pub struct OffsiteView<'a> {
+    pub targets: &'a [crate::config::OffsiteTarget],
+    pub state: &'a OffsiteState,
+}
 
 /// The daemon's liveness, as `/health` judges it.
 #[derive(Default)]
@@ -24,6 +35,8 @@ pub struct Health {
 struct HealthInner {
     last_tick: Option<DateTime<Utc>>,
     stale: BTreeSet<BackupKind>,
+    /// (target, type) pairs with no complete remote copy within `max_age`.
+    offsite_stale: BTreeSet<(String, BackupKind)>,
 }
 
 impl Health {
@@ -42,6 +55,33 @@ impl Health {
         } else {
             h.stale.remove(&kind);
         }
+    }
+
+    /// The (target, type) pairs the scheduler's last scan found stale.
+    pub fn set_offsite_stale(&self, stale: BTreeSet<(String, BackupKind)>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offsite_stale = stale;
+    }
+
+    pub fn is_offsite_stale(&self, target: &str, kind: BackupKind) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offsite_stale
+            .contains(&(target.to_string(), kind))
+    }
+
+    /// Why the daemon is degraded, if it is: it runs and keeps its local backups fresh,
+    /// but some offsite target has no recent complete copy. Not a reason to restart it
+    /// (a liveness probe must not), but one to look.
+    pub fn degraded(&self) -> Vec<String> {
+        let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        h.offsite_stale
+            .iter()
+            .map(|(t, k)| format!("offsite target {t}: no recent complete {k} copy (stale)"))
+            .collect()
     }
 
     pub fn is_stale(&self, kind: BackupKind) -> bool {
@@ -76,10 +116,20 @@ impl Health {
 #[derive(Default)]
 pub struct Metrics {
     failures: Mutex<BTreeMap<JobName, u64>>,
+    /// Failed upload jobs per offsite target since the daemon started.
+    offsite_failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Sink for Metrics {
     fn handle(&self, event: &Event) {
+        if let Event::OffsiteUploadFailed { target, .. } = event {
+            *self
+                .offsite_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(target.clone())
+                .or_default() += 1;
+        }
         let job = match event {
             Event::BackupFailed { job, .. } => *job,
             Event::RotationFailed { .. } => JobName::Rotate,
@@ -108,15 +158,12 @@ impl Metrics {
         listing: &Listing,
         state: &CatalogState,
         health: &Health,
+        offsite: &OffsiteView,
         free_bytes: Option<u64>,
     ) -> String {
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
+            write_family(&mut out, name, kind, help, samples);
         };
         let per_type = |f: &dyn Fn(BackupKind) -> Option<f64>| -> Vec<(String, f64)> {
             BackupKind::ALL
@@ -201,6 +248,12 @@ impl Metrics {
             "1 when the newest good backup of this type is older than its max_age.",
             per_type(&|k| Some(if health.is_stale(k) { 1.0 } else { 0.0 })),
         );
+        let offsite_failures = self
+            .offsite_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        offsite::render(&mut family, offsite, &offsite_failures, health);
         if let Some(free) = free_bytes {
             family(
                 "vertex_backup_free_bytes",
@@ -219,5 +272,15 @@ impl Metrics {
             )],
         );
         out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines and its samples (`labels` as written,
+/// `{…}` or empty).
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
     }
 }

@@ -10,9 +10,11 @@
 //! connection cut or refused mid-upload. `killed`: the uploader SIGKILLed at many moments.
 //! `errors`: missing bucket, unmounted and full path targets, wrong credentials.
 //! `corruption`: a remote object changed on the server, found and repaired by verify.
+//! `daemon`: the real daemon uploads after a backup, verifies, tells failure and staleness.
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 
 mod corruption;
+mod daemon;
 mod errors;
 mod guards;
 mod killed;
