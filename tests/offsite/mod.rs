@@ -8,3 +8,4 @@
 //! rely on.
 
 mod server;
+mod runbook;
