@@ -316,7 +316,7 @@ fn add_members(full: &mut RemoteBackup, all: &[RemoteBackup]) {
     }
     // Data first, then the members' metadata, the manifest last.
     objects.sort_by_key(|o| o.role == PartRole::Metadata);
-    objects.extend(full.objects.drain(..));
+    objects.append(&mut full.objects);
     full.objects = objects;
     full.size = size;
     full.problem = problem;

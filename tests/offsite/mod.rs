@@ -7,5 +7,5 @@
 //! `server`: the test infrastructure itself answers, refuses and cuts as the other tests
 //! rely on.
 
-mod server;
 mod runbook;
+mod server;
