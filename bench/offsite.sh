@@ -116,6 +116,7 @@ timed() {
   end=$(date +%s.%N)
   awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}' >"$out.s"
   awk -F': ' '/Maximum resident set size/ {print $2}' "$out.time" >"$out.rss"
+  awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f\n", s}' "$out.time" >"$out.cpu"
 }
 
 for i in $(seq 1 "$runs"); do
@@ -148,10 +149,10 @@ mkdir -p "$root/bench/results"
   echo "- Server: moto $("$py" -c 'import moto; print(moto.__version__)') (one Python process on 127.0.0.1), boto3 $("$py" -c 'import boto3; print(boto3.__version__)')"
   echo "- Command: \`$invocation\`"
   echo
-  echo "| client | median s | MiB/s | runs (s) | peak RSS |"
-  echo "|---|--:|--:|---|--:|"
-  echo "| \`vertex-backup offsite push\` (S3Target) | $ours | $(rate "$ours") | $(cat "$work"/ours-*.s | tr '\n' ' ') | $(kib_mib "$ours_rss") MiB (bound $bound_mib MiB) |"
-  echo "| boto3 \`upload_file\` (TransferConfig, same part size and concurrency) | $theirs | $(rate "$theirs") | $(cat "$work"/boto3-*.s | tr '\n' ' ') | $(kib_mib "$theirs_rss") MiB |"
+  echo "| client | median s | MiB/s | runs (s) | CPU s (user + sys) | peak RSS |"
+  echo "|---|--:|--:|---|---|--:|"
+  echo "| \`vertex-backup offsite push\` (S3Target) | $ours | $(rate "$ours") | $(cat "$work"/ours-*.s | tr '\n' ' ') | $(cat "$work"/ours-*.cpu | tr '\n' ' ') | $(kib_mib "$ours_rss") MiB (bound $bound_mib MiB) |"
+  echo "| boto3 \`upload_file\` (TransferConfig, same part size and concurrency) | $theirs | $(rate "$theirs") | $(cat "$work"/boto3-*.s | tr '\n' ' ') | $(cat "$work"/boto3-*.cpu | tr '\n' ' ') | $(kib_mib "$theirs_rss") MiB |"
   echo
   echo "Ours ÷ boto3: **${ratio}×**; our peak RSS $(kib_mib "$ours_rss") MiB vs the bound 64 MiB + $part_mib MiB × $concurrency = $bound_mib MiB."
 } | tee "$root/bench/results/offsite.md"
