@@ -1,8 +1,8 @@
 //! Every check of a parsed [`Config`]: the values, all at load (every problem reported,
 //! not the first), and what only the live system can tell, for `check-config` — the
 //! same things the daemon would refuse (an unusable token, a `min_free_space` the backup
-//! filesystem can never satisfy) and what deserves a warning (a token file others may
-//! read, an API listening beyond this machine).
+//! filesystem can never satisfy) and what deserves a warning (a token file or an offsite
+//! target's credentials file others may read, an API listening beyond this machine).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -202,10 +202,31 @@ impl Config {
                 ));
             }
         }
+        live.warnings.extend(self.credentials_file_warnings());
         if let Some(e) = self.min_free_space_problem() {
             live.problems.push(e);
         }
         live
+    }
+
+    /// An `[[offsite]]` target's `credentials_file` that group or others may read: it
+    /// holds the bucket's secret key, as the token file holds the API's.
+    fn credentials_file_warnings(&self) -> Vec<String> {
+        self.offsite
+            .iter()
+            .filter_map(|t| {
+                let file = t.credentials_file.as_ref()?;
+                let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+                (mode & 0o077 != 0).then(|| {
+                    format!(
+                        "the credentials_file of offsite target `{}`, {}, is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
+                        t.name,
+                        file.display(),
+                        file.display()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// A token file that group or others may read.
@@ -248,5 +269,50 @@ impl Config {
                 ),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::Config;
+
+    fn with_credentials_file(dir: &Path, mode: u32) -> Vec<String> {
+        let file = dir.join("s3-credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = AKIA\naws_secret_access_key = s3cr3t\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = format!(
+            "[api]\nenabled = false\n[[offsite]]\nname = \"b2\"\nurl = \"s3://bucket-x/p\"\ncredentials_file = \"{}\"\n",
+            file.display()
+        );
+        let config = Config::parse(&text, None, dir, &|_| None).unwrap();
+        config.check_live(&|_| Ok(String::new())).warnings
+    }
+
+    #[test]
+    fn a_credentials_file_others_can_read_draws_a_warning_naming_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let warnings = with_credentials_file(dir.path(), 0o644);
+        let ours: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.contains("credentials_file"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{warnings:?}");
+        assert!(ours[0].contains("`b2`"), "{}", ours[0]);
+        assert!(ours[0].contains("mode 0644"), "{}", ours[0]);
+        assert!(ours[0].contains("chmod 600"), "{}", ours[0]);
+        assert!(!ours[0].contains("s3cr3t"), "{}", ours[0]);
+
+        let warnings = with_credentials_file(dir.path(), 0o600);
+        assert!(
+            !warnings.iter().any(|w| w.contains("credentials_file")),
+            "{warnings:?}"
+        );
     }
 }

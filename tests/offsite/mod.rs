@@ -12,6 +12,7 @@
 //! `corruption`: a remote object changed on the server, found and repaired by verify.
 //! `daemon`: the real daemon uploads after a backup, verifies, tells failure and staleness.
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
+//! `runbook`: the README's disaster-recovery runbook, run as written.
 
 mod corruption;
 mod daemon;
@@ -20,5 +21,6 @@ mod guards;
 mod killed;
 mod network;
 mod round_trip;
+mod runbook;
 mod server;
 mod setup;
