@@ -277,6 +277,10 @@ pub const TEST_SECRETS: &[&str] = &[
     "7e57a5ec-0bad-4bad-8bad-7e57a5ec0001",
     "TESTpingKEYsecret42",
     "TESTkumaPUSHtoken77",
+    // tests/fixtures/age: the age test identities.
+    "AGE-SECRET-KEY-1VTF3S4FJ4XWPJA9G9HKKWFVWCEHF8JHMHAEXSLLZJVCNLFMTE3LSYQQY3C",
+    "AGE-SECRET-KEY-1QY2QEQDLJ0ZLU05KCVDUU7M6EQX2T4VVN9J72L2MR6TT6KUCG4TQ6S76MZ",
+    "AGE-SECRET-KEY-1G89RLHA56XSUFJ24K6A7SRJRHLKGCFSW5U82PQUYVSJ0UNJ4MGCQVJY4YD",
 ];
 
 /// Panic naming the secret and where it leaked, if `text` holds one of [`TEST_SECRETS`].
