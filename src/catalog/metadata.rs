@@ -84,6 +84,12 @@ pub struct BackupMetadata {
     /// Why it was taken when not by plan: "pre-restore" for the safety copy a restore makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Remote copies on an encrypted target only: base64 of the age encryption (to the
+    /// backup's recipients) of the full local metadata JSON. The clear fields beside it
+    /// then say only type, time, sizes, checksums and format; whatever describes content
+    /// (paths, host, file counts, warnings naming files) travels in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 fn default_algorithm() -> String {

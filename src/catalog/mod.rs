@@ -696,6 +696,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         parts: Vec::new(),
         part_of: None,
         reason: None,
+        sealed: None,
     }
 }
 

@@ -275,6 +275,7 @@ fn base_metadata(
         parts: Vec::new(),
         part_of: None,
         reason: None,
+        sealed: None,
     }
 }
 

@@ -74,7 +74,7 @@ pub fn fetch(
     let local = catalog.list()?;
     if let Some(e) = local.find_stem(&backup.stem)
         && e.is_complete()
-        && e.metadata.checksum == backup.checksum
+        && backup.copy_of(e)
     {
         return Ok(e.data_path.clone());
     }

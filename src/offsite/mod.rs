@@ -4,6 +4,9 @@
 //!
 //! - [`target`]: the `Target` interface every kind of target implements; [`path`] and
 //!   [`s3`] implement it; [`transfer`] hashes and paces the bytes on their way.
+//! - [`encrypt`]: a plain local file read as age ciphertext on its way up, and
+//!   [`sealed`]: the clear metadata of an encrypted remote backup, its original sealed
+//!   inside (`[encryption]`, SPEC §14).
 //! - [`remote`]: a target's objects read as backups (complete or not), as the catalog
 //!   reads the backup directory.
 //! - [`push`]: upload what a target lacks, oldest first, data before metadata, resuming
@@ -20,6 +23,7 @@
 //! Blocking like the rest of the engine; the S3 target keeps its own small runtime.
 
 pub mod check;
+pub mod encrypt;
 pub mod fetch;
 pub mod path;
 pub mod prune;
@@ -27,6 +31,7 @@ pub mod push;
 pub mod remote;
 pub mod run;
 pub mod s3;
+pub mod sealed;
 pub mod state;
 pub mod summary;
 pub mod target;
@@ -47,6 +52,10 @@ pub struct Remote<'a> {
     pub config: &'a OffsiteTarget,
     pub target: Box<dyn Target>,
     pub store: OffsiteStore,
+    /// The recipients every object sent to this target is encrypted to (`[encryption]`
+    /// with recipients: `encrypt = "offsite"` and `"all"` both encrypt what leaves);
+    /// `None`: objects go as they are locally.
+    pub seal: Option<crate::encryption::Recipients>,
 }
 
 impl<'a> Remote<'a> {
@@ -65,6 +74,7 @@ impl<'a> Remote<'a> {
             config: target,
             target: opened,
             store,
+            seal: config.encryption.as_ref().map(|e| e.recipients.clone()),
         })
     }
 

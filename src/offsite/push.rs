@@ -9,19 +9,23 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 
 use chrono::Utc;
 use serde::Serialize;
 
 use super::Remote;
+use super::encrypt::EncryptingReader;
 use super::remote::RemoteListing;
+use super::sealed;
 use super::state::RecordedFailure;
 use super::target::{RemoteError, Stored};
-use crate::catalog::{BackupEntry, Part, PartRole};
+use crate::catalog::{BackupEntry, BackupMetadata, Part, PartRef, PartRole};
 use crate::config::Config;
+use crate::encryption::{AGE_SUFFIX, Recipients};
 use crate::engine::Cancel;
 use crate::engine::backup::catalog_for;
-use crate::error::{RemoteFailure, Result};
+use crate::error::{Error, RemoteFailure, Result};
 use crate::kind::BackupKind;
 
 /// One backup sent.
@@ -190,7 +194,8 @@ pub(super) fn upload_order(entry: &BackupEntry) -> Vec<&Part> {
     order
 }
 
-/// Send one backup; objects already there (same size) are skipped.
+/// Send one backup; objects already there (same size) are skipped. To a target that
+/// takes only ciphertext, the backup goes encrypted ([`upload_sealed`]).
 pub(super) fn upload_backup(
     remote: &Remote,
     entry: &BackupEntry,
@@ -203,15 +208,20 @@ pub(super) fn upload_backup(
         bytes: 0,
         objects: 0,
     };
-    for part in upload_order(entry) {
-        cancel.check()?;
-        let there = listing.objects.get(&part.name);
-        if part.role == PartRole::Data && there.is_some_and(|o| o.size == part.size) {
-            continue;
+    match &remote.seal {
+        Some(recipients) => upload_sealed(remote, recipients, entry, listing, cancel, &mut sent)?,
+        None => {
+            for part in upload_order(entry) {
+                cancel.check()?;
+                let there = listing.objects.get(&part.name);
+                if part.role == PartRole::Data && there.is_some_and(|o| o.size == part.size) {
+                    continue;
+                }
+                let stored = upload_part(remote, part, cancel)?;
+                sent.bytes += stored.size;
+                sent.objects += 1;
+            }
         }
-        let stored = upload_part(remote, part, cancel)?;
-        sent.bytes += stored.size;
-        sent.objects += 1;
     }
     tracing::info!(
         "offsite {}: uploaded {} ({}, {} objects)",
@@ -223,24 +233,204 @@ pub(super) fn upload_backup(
     Ok(sent)
 }
 
+/// A data part as stored on an encrypted target.
+struct StoredPart {
+    /// The stem of the backup it is the data of (a full backup's member).
+    of: String,
+    /// The local data file's bare name (`db_backup_X.db`): what the local manifest names.
+    local_name: String,
+    remote: PartRef,
+}
+
+/// Send one backup encrypted (SPEC §14), in the same order as a plain one: each data
+/// object as ciphertext — a plain local file encrypted on its way up under its name +
+/// `.age`, one already encrypted as it is — then each member's clear metadata with its
+/// original sealed inside, the backup's own (a full backup's manifest, naming the
+/// members' remote objects) last. A plain file's ciphertext is new at every upload, so
+/// one already there is sent again: its checksum, which the metadata records, is known
+/// only from sending it.
+fn upload_sealed(
+    remote: &Remote,
+    recipients: &Recipients,
+    entry: &BackupEntry,
+    listing: &RemoteListing,
+    cancel: &Cancel,
+    sent: &mut UploadedBackup,
+) -> Result<()> {
+    let mut stored: Vec<StoredPart> = Vec::new();
+    for part in entry.parts.data() {
+        cancel.check()?;
+        let local_name = bare_name(&part.name).to_string();
+        let encrypted = part.format.as_ref().is_some_and(|f| f.is_encrypted());
+        let (key, got, sent_now) = if encrypted {
+            let there = listing.objects.get(&part.name);
+            match (there, &part.checksum) {
+                (Some(o), Some(sum)) if o.size == part.size => {
+                    let got = Stored {
+                        size: part.size,
+                        sha256: sum.clone(),
+                    };
+                    (part.name.clone(), got, false)
+                }
+                _ => (part.name.clone(), upload_part(remote, part, cancel)?, true),
+            }
+        } else {
+            let key = format!("{}{AGE_SUFFIX}", part.name);
+            let got = upload_encrypting(remote, recipients, part, &key, cancel)?;
+            (key, got, true)
+        };
+        if sent_now {
+            sent.bytes += got.size;
+            sent.objects += 1;
+        }
+        stored.push(StoredPart {
+            of: part.of.clone(),
+            local_name,
+            remote: PartRef {
+                kind: part.kind,
+                file_name: bare_name(&key).to_string(),
+                backup_path: bare_name(&key).to_string(),
+                file_size: got.size,
+                checksum: got.sha256,
+            },
+        });
+    }
+    for part in upload_order(entry)
+        .into_iter()
+        .filter(|p| p.role == PartRole::Metadata)
+    {
+        cancel.check()?;
+        let local = if part.of == entry.stem {
+            entry.metadata.clone()
+        } else {
+            read_metadata(&part.path)?
+        };
+        let clear = clear_metadata(recipients, part, &local, &stored)?;
+        let json = serde_json::to_vec_pretty(&clear)
+            .map_err(|e| Error::Internal(format!("serialize the remote metadata: {e}")))?;
+        let got = put_checked(remote, &part.name, None, cancel, || {
+            Ok(Box::new(std::io::Cursor::new(json.clone())))
+        })?;
+        sent.bytes += got.size;
+        sent.objects += 1;
+    }
+    Ok(())
+}
+
+/// The clear remote metadata for the metadata file `part` (whose contents are `local`),
+/// its original sealed inside.
+fn clear_metadata(
+    recipients: &Recipients,
+    part: &Part,
+    local: &BackupMetadata,
+    stored: &[StoredPart],
+) -> Result<BackupMetadata> {
+    let sealed = sealed::seal(recipients, local)
+        .map_err(|e| Error::io("seal the metadata", &part.path, e))?;
+    let not_a_backup = |reason: String| Error::NotABackup {
+        path: part.path.clone(),
+        reason,
+    };
+    if part.kind == BackupKind::Full {
+        let mut parts = Vec::new();
+        for named in &local.parts {
+            let s = stored
+                .iter()
+                .find(|s| s.remote.kind == named.kind && s.local_name == named.file_name)
+                .ok_or_else(|| {
+                    not_a_backup(format!("its part {} was not sent", named.file_name))
+                })?;
+            parts.push(s.remote.clone());
+        }
+        return Ok(sealed::clear_manifest(local, parts, sealed));
+    }
+    let own = stored
+        .iter()
+        .find(|s| s.remote.kind == part.kind && s.of == part.of)
+        .ok_or_else(|| not_a_backup("its data file was not sent".into()))?;
+    sealed::clear_single(
+        local,
+        &own.remote.file_name,
+        own.remote.file_size,
+        &own.remote.checksum,
+        recipients.fingerprints(),
+        sealed,
+    )
+    .map_err(not_a_backup)
+}
+
+/// A member's metadata file, read for sealing.
+fn read_metadata(path: &std::path::Path) -> Result<BackupMetadata> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::NotABackup {
+        path: path.to_path_buf(),
+        reason: format!("its metadata is not valid: {e}"),
+    })
+}
+
+/// `database/db_backup_X.db` → `db_backup_X.db`.
+fn bare_name(key: &str) -> &str {
+    key.rsplit_once('/').map_or(key, |(_, f)| f)
+}
+
+/// Send the plain local data file `part` encrypted to `recipients`, as `key`. The
+/// checksum of the ciphertext is not known before it is sent, so none is expected (and
+/// on S3 a multipart upload carries none); the plaintext is checked against the local
+/// checksum on the way instead.
+fn upload_encrypting(
+    remote: &Remote,
+    recipients: &Recipients,
+    part: &Part,
+    key: &str,
+    cancel: &Cancel,
+) -> Result<Stored> {
+    put_checked(remote, key, None, cancel, || {
+        let file = open_local(part)?;
+        let reader =
+            EncryptingReader::start(recipients.clone(), Box::new(file), part.checksum.clone())
+                .map_err(|e| {
+                    RemoteError::new(RemoteFailure::Other, format!("start encrypting: {e}"))
+                })?;
+        Ok(Box::new(reader))
+    })
+}
+
+fn open_local(part: &Part) -> std::result::Result<File, RemoteError> {
+    File::open(&part.path).map_err(|e| {
+        RemoteError::new(
+            RemoteFailure::Other,
+            format!("open the local copy {}: {e}", part.path.display()),
+        )
+    })
+}
+
 /// Send one file and check what the target then holds.
 pub(super) fn upload_part(remote: &Remote, part: &Part, cancel: &Cancel) -> Result<Stored> {
     let expect = match part.role {
         PartRole::Data => part.checksum.as_deref(),
         PartRole::Metadata => None,
     };
-    let op = format!("upload {}", part.name);
+    put_checked(remote, &part.name, expect, cancel, || {
+        Ok(Box::new(open_local(part)?))
+    })
+}
+
+/// Put what `open` gives (opened again for every attempt) under `key`, then check what
+/// the target holds: its size, and the checksum it carries where it carries one.
+fn put_checked(
+    remote: &Remote,
+    key: &str,
+    expect: Option<&str>,
+    cancel: &Cancel,
+    open: impl Fn() -> std::result::Result<Box<dyn Read + Send>, RemoteError>,
+) -> Result<Stored> {
+    let op = format!("upload {key}");
     let stored = remote.with_retries(&op, cancel, || {
-        let mut file = File::open(&part.path).map_err(|e| {
-            RemoteError::new(
-                RemoteFailure::Other,
-                format!("open the local copy {}: {e}", part.path.display()),
-            )
-        })?;
-        remote.target.put(&part.name, &mut file, expect)
+        let mut data = open()?;
+        remote.target.put(key, &mut data, expect)
     })?;
-    let check = format!("check the uploaded {}", part.name);
-    let head = remote.with_retries(&check, cancel, || remote.target.head(&part.name))?;
+    let check = format!("check the uploaded {key}");
+    let head = remote.with_retries(&check, cancel, || remote.target.head(key))?;
     let fine = head.as_ref().is_some_and(|h| {
         h.size == stored.size && h.sha256.as_ref().is_none_or(|s| *s == stored.sha256)
     });
@@ -268,10 +458,13 @@ fn remove_debris(
     local: &crate::catalog::Listing,
     cancel: &Cancel,
 ) -> Result<Vec<String>> {
-    let local_names: BTreeMap<&str, ()> = local
+    // A local backup's data object goes to an encrypting target as its name + `.age`.
+    let local_names: BTreeMap<String, ()> = local
         .backups
         .iter()
-        .flat_map(|b| b.parts.iter().map(|p| (p.name.as_str(), ())))
+        .flat_map(|b| b.parts.iter())
+        .flat_map(|p| [p.name.clone(), format!("{}{AGE_SUFFIX}", p.name)])
+        .map(|n| (n, ()))
         .collect();
     let mut removed = Vec::new();
     for o in listing.debris() {

@@ -52,6 +52,15 @@ impl RemoteBackup {
     pub fn is_complete(&self) -> bool {
         self.problem.is_none()
     }
+
+    /// Whether this is a copy of the local backup `entry`: the same name and checksum,
+    /// or — a sealed (encrypted) copy, whose checksums are of ciphertext made at upload
+    /// and so differ from a plain local backup's — the same name, which no two backups
+    /// share. Nothing of the local content is kept in clear to compare with.
+    pub fn copy_of(&self, entry: &BackupEntry) -> bool {
+        self.stem == entry.stem
+            && (self.checksum == entry.metadata.checksum || self.metadata.sealed.is_some())
+    }
 }
 
 /// What a target holds.
@@ -122,10 +131,10 @@ impl RemoteListing {
     }
 
     /// Whether the local backup `entry` is on the target, complete and the same backup
-    /// (same checksum).
+    /// ([`RemoteBackup::copy_of`]).
     pub fn holds(&self, entry: &BackupEntry) -> bool {
         self.find(&entry.stem)
-            .is_some_and(|r| r.is_complete() && r.checksum == entry.metadata.checksum)
+            .is_some_and(|r| r.is_complete() && r.copy_of(entry))
     }
 
     /// What retention needs to know about each remote backup.
