@@ -11,7 +11,7 @@ use crate::util::{S3Server, TestApp, s3_server, sha256_file};
 
 /// Replace the object at `key` (relative to the target) by other bytes of its size;
 /// `forge_sha`: keep its recorded checksum header, so only a read-back can tell.
-fn corrupt(s3: &S3Server, bucket: &str, key: &str, sha: &str, forge_sha: bool) {
+pub fn corrupt(s3: &S3Server, bucket: &str, key: &str, sha: &str, forge_sha: bool) {
     let full = format!("{PREFIX}/{key}");
     let mut bytes = s3.get(bucket, &full).expect("the object to corrupt");
     for b in bytes.iter_mut().skip(1000).take(64) {

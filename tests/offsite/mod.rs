@@ -10,12 +10,15 @@
 //! connection cut or refused mid-upload. `killed`: the uploader SIGKILLed at many moments.
 //! `errors`: missing bucket, unmounted and full path targets, wrong credentials.
 //! `corruption`: a remote object changed on the server, found and repaired by verify.
+//! `encrypted`: with `[encryption]` recipients, only ciphertext and content-free metadata
+//! reach a target; the age CLI opens it; verify and fetch work on it (issue 15).
 //! `daemon`: the real daemon uploads after a backup, verifies, tells failure and staleness.
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 
 mod corruption;
 mod daemon;
+mod encrypted;
 mod errors;
 mod guards;
 mod killed;
