@@ -1,6 +1,7 @@
 //! `offsite_verify`: is what the target holds still what was uploaded? Every remote
 //! backup's objects are compared with their metadata (size; on S3 also the SHA-256 each
-//! object carries — an object replaced behind our back carries none); a rotating sample
+//! object carries — an object replaced behind our back carries none, unless it is age
+//! ciphertext sent in parts, whose checksum was known only once sent); a rotating sample
 //! (`verify_sample` bytes per run, resuming after the last backup read) is downloaded
 //! and re-hashed, so over time the whole target is read back. A bad remote copy is
 //! uploaded again from the local one when that still exists, else reported.
