@@ -268,6 +268,7 @@ fn every_type_goes_to_s3_as_ciphertext_that_opens_with_either_key_and_only_with_
 #[track_caller]
 fn assert_fetched(fresh: &TestApp, kind: &str, get: &dyn Fn(&str) -> Vec<u8>) {
     let run = fresh.run(["restore", "--from", "remote", "--latest", kind, "--dry-run"]);
+    run.assert_code(0);
     assert!(
         run.stderr.contains("downloaded and checked"),
         "{}",
