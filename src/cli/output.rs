@@ -265,7 +265,10 @@ fn print_encryption(c: &Config) {
         e.recipients.fingerprints().join(", ")
     );
     if let Some(id) = &c.identity {
-        out!("identity:   {} (for reading; keep it off a production server)", id.display());
+        out!(
+            "identity:   {} (for reading; keep it off a production server)",
+            id.display()
+        );
     }
 }
 
