@@ -56,9 +56,8 @@ impl Recipients {
                     &key[..key.len().min(12)]
                 ));
             }
-            let recipient = age::x25519::Recipient::from_str(key).map_err(|e| {
-                format!("`{key}` is not an age X25519 public key (age1…): {e}")
-            })?;
+            let recipient = age::x25519::Recipient::from_str(key)
+                .map_err(|e| format!("`{key}` is not an age X25519 public key (age1…): {e}"))?;
             parsed.push(recipient);
             text.push(key.to_string());
         }
@@ -77,10 +76,9 @@ impl Recipients {
     /// A writer that encrypts everything written to `out` to every recipient. Call
     /// `finish()` on it, or the file is truncated (and will not decrypt).
     pub fn encrypt<W: Write>(&self, out: W) -> io::Result<age::stream::StreamWriter<W>> {
-        let encryptor = age::Encryptor::with_recipients(
-            self.keys.iter().map(|k| k as &dyn age::Recipient),
-        )
-        .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
+        let encryptor =
+            age::Encryptor::with_recipients(self.keys.iter().map(|k| k as &dyn age::Recipient))
+                .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
         encryptor.wrap_output(out)
     }
 }
@@ -172,7 +170,12 @@ pub struct Identities {
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identities({}, {} keys)", self.file.display(), self.identities.len())
+        write!(
+            f,
+            "Identities({}, {} keys)",
+            self.file.display(),
+            self.identities.len()
+        )
     }
 }
 
@@ -183,13 +186,17 @@ impl Identities {
             failure: DecryptFailure::BadIdentity,
             detail,
         };
-        let file = File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
+        let file =
+            File::open(path).map_err(|e| bad(format!("cannot open {}: {e}", path.display())))?;
         let parsed = age::IdentityFile::from_buffer(BufReader::new(file))
             // The parser's message may quote the line; say only that it is not one.
             .map_err(|_| bad(format!("{} is not an age identity file", path.display())))?;
-        let identities = parsed
-            .into_identities()
-            .map_err(|_| bad(format!("{} holds an identity this build cannot use", path.display())))?;
+        let identities = parsed.into_identities().map_err(|_| {
+            bad(format!(
+                "{} holds an identity this build cannot use",
+                path.display()
+            ))
+        })?;
         if identities.is_empty() {
             return Err(bad(format!("{} holds no identity", path.display())));
         }
@@ -212,7 +219,11 @@ impl Identities {
             detail: e.to_string(),
         })?;
         decryptor
-            .decrypt(self.identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .decrypt(
+                self.identities
+                    .iter()
+                    .map(|i| i.as_ref() as &dyn age::Identity),
+            )
             .map_err(|e| DecryptError {
                 failure: DecryptFailure::of(&e),
                 detail: e.to_string(),
@@ -236,7 +247,10 @@ mod tests {
 
     fn keypair() -> (String, String) {
         let id = age::x25519::Identity::generate();
-        (id.to_public().to_string(), id.to_string().expose_secret().to_string())
+        (
+            id.to_public().to_string(),
+            id.to_string().expose_secret().to_string(),
+        )
     }
 
     fn identity_file(dir: &Path, secret: &str) -> PathBuf {
@@ -259,7 +273,10 @@ mod tests {
         for secret in [&op_secret, &escrow_secret] {
             let ids = Identities::load(&identity_file(dir.path(), secret)).unwrap();
             let mut out = Vec::new();
-            ids.decrypt(&sealed[..]).unwrap().read_to_end(&mut out).unwrap();
+            ids.decrypt(&sealed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, b"the plaintext");
         }
         let wrong = Identities::load(&identity_file(dir.path(), &stranger)).unwrap();
@@ -292,11 +309,19 @@ mod tests {
         let mut body = sealed.clone();
         let n = body.len();
         body[n - 100] ^= 1;
-        let e = ids.decrypt(&body[..]).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        let e = ids
+            .decrypt(&body[..])
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert!(body_error(&e), "{e:?}");
         // Truncated.
         let cut = &sealed[..sealed.len() - 1000];
-        let e = ids.decrypt(cut).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        let e = ids
+            .decrypt(cut)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert!(body_error(&e), "{e:?}");
     }
 
@@ -306,8 +331,16 @@ mod tests {
         let e = Recipients::parse([secret.as_str()]).unwrap_err();
         assert!(e.contains("IDENTITY"), "{e}");
         assert!(!e.contains(&secret[15..]), "the secret leaked into: {e}");
-        assert!(Recipients::parse(["age1nope"]).unwrap_err().contains("age1nope"));
-        assert!(Recipients::parse(["ssh-ed25519 AAAA"]).unwrap_err().contains("SSH"));
+        assert!(
+            Recipients::parse(["age1nope"])
+                .unwrap_err()
+                .contains("age1nope")
+        );
+        assert!(
+            Recipients::parse(["ssh-ed25519 AAAA"])
+                .unwrap_err()
+                .contains("SSH")
+        );
         assert!(Recipients::parse(["# only a comment", ""]).is_err());
     }
 

@@ -52,6 +52,14 @@ impl Encryption {
 }
 
 impl Config {
+    /// The recipients local backups are encrypted to (`encrypt = "all"`), if they are.
+    pub fn local_recipients(&self) -> Option<&Recipients> {
+        self.encryption
+            .as_ref()
+            .filter(|e| e.local())
+            .map(|e| &e.recipients)
+    }
+
     /// Check `[encryption]`; recipients that do not parse, or `encrypt` without any, are
     /// errors at their key's line.
     pub(super) fn encryption_of(
@@ -72,7 +80,9 @@ impl Config {
                 }
             }
         }
-        let none_given = keys.iter().all(|k| k.split('#').next().unwrap_or("").trim().is_empty());
+        let none_given = keys
+            .iter()
+            .all(|k| k.split('#').next().unwrap_or("").trim().is_empty());
         if none_given {
             if section.encrypt.is_some() {
                 problems.push(self.key_error(
@@ -122,8 +132,13 @@ mod tests {
 
     #[test]
     fn encryption_without_recipients_and_bad_keys_name_the_key_and_line() {
-        let err = parse("[encryption]\nencrypt = \"all\"\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("needs recipients"), "{err}");
+        let err = parse("[encryption]\nencrypt = \"all\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("needs recipients"),
+            "{err}"
+        );
         let err = parse("\n[encryption]\nrecipients = [\"age1bogus\"]\n")
             .unwrap_err()
             .to_string();

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use checks::LiveCheck;
-pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use encryption::{EncryptWhat, Encryption, EncryptionSection};
+pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
 pub use offsite::{
     MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, TargetLocation,
@@ -514,7 +514,11 @@ impl Config {
         cfg.identity = env(crate::encryption::IDENTITY_ENV)
             .filter(|s| !s.is_empty())
             .map(|p| absolute(base, Path::new(&p)))
-            .or_else(|| cfg.encryption.as_ref().and_then(|e| e.identity_file.clone()));
+            .or_else(|| {
+                cfg.encryption
+                    .as_ref()
+                    .and_then(|e| e.identity_file.clone())
+            });
         problems.extend(cfg.problems());
         problems.extend(cfg.range_problems());
         match problems.len() {
