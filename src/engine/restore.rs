@@ -472,7 +472,7 @@ fn apply_locked(
 ) -> Result<RestoreReport> {
     // 1. Database part: verified (and, encrypted, decrypted into a private copy) before
     // anything is written anywhere.
-    let db_file = match &plan.database {
+    let mut db_file = match &plan.database {
         Some(d) => Some(prepare_database(d, plan.verify, progress)?),
         None => None,
     };
@@ -520,6 +520,16 @@ fn apply_locked(
             } else {
                 None
             };
+            // The safety copy cleans crash debris first, and a decrypted copy's name is
+            // such debris's: decrypt afresh after it (every chunk is authenticated again).
+            if d.safety_copy && d.format.is_encrypted() {
+                drop(db_file.take());
+                db_file = Some(SqliteFile::open(
+                    &d.source,
+                    &d.format,
+                    d.identity.as_deref(),
+                )?);
+            }
             let source = db_file
                 .as_ref()
                 .map_or(d.source.as_path(), SqliteFile::path);
