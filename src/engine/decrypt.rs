@@ -236,8 +236,12 @@ mod tests {
             panic!("opened without an identity")
         };
         assert!(e.to_string().contains("no identity was given"), "{e}");
-        let clear = open_data(&path, &Format::sqlite(), None).unwrap();
-        assert_eq!(clear.bytes().count() as u64, path.metadata().unwrap().len());
+        let mut clear = Vec::new();
+        open_data(&path, &Format::sqlite(), None)
+            .unwrap()
+            .read_to_end(&mut clear)
+            .unwrap();
+        assert_eq!(clear, std::fs::read(&path).unwrap());
     }
 
     #[test]

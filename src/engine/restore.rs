@@ -279,13 +279,15 @@ pub fn plan_restore_paths(
         .map(|p| data_format(p, FormatKind::Archive))
         .transpose()?;
     // An encrypted part needs a usable identity: say so now, before any prompt or step.
-    let parts = [(db_part, &db_format), (storage_part, &storage_format)];
-    for (part, format) in parts {
-        if let (Some(p), Some(f)) = (part, format)
-            && f.is_encrypted()
-        {
-            load_identity(&p.data_path, config.identity.as_deref())?;
-        }
+    for (p, _) in [
+        db_part.zip(db_format.as_ref()),
+        storage_part.zip(storage_format.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|(_, f)| f.is_encrypted())
+    {
+        load_identity(&p.data_path, config.identity.as_deref())?;
     }
     let live_db = &config.paths.database;
     // When `[paths] storage` is a symlink (media on another disk), restore the directory
@@ -494,29 +496,7 @@ fn apply_locked(
         if let Some(d) = &plan.database {
             cancel.check()?;
             let safety_copy = if d.safety_copy {
-                let job = BackupJob {
-                    config,
-                    kind: BackupKind::Database,
-                    reason: Some("pre-restore".into()),
-                    progress,
-                    cancel: cancel.clone(),
-                };
-                match create_backup_locked(&job, catalog, lock) {
-                    Ok(r) => Some(r.path),
-                    // The live database is what needs repairing: SQLite cannot copy it, so
-                    // keep its bytes aside instead and restore into a fresh file.
-                    Err(f) if is_damaged_database(&f.error) => {
-                        let aside = set_damaged_database_aside(&d.target)?;
-                        catalog.log().warn(&format!(
-                            "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
-                            crate::names::shown(&d.target),
-                            crate::error_chain(&*f.error),
-                            crate::names::shown(&aside)
-                        ));
-                        Some(aside)
-                    }
-                    Err(f) => return Err(*f.error),
-                }
+                take_safety_copy(d, config, catalog, lock, progress, cancel)?
             } else {
                 None
             };
@@ -567,6 +547,41 @@ fn apply_locked(
         tree.discard();
     }
     result
+}
+
+/// The pre-restore safety copy of the live database (or, when SQLite cannot read it, the
+/// damaged file set aside): where it went.
+fn take_safety_copy(
+    d: &DatabaseStep,
+    config: &Config,
+    catalog: &Catalog,
+    lock: &BackupDirLock,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<Option<PathBuf>> {
+    let job = BackupJob {
+        config,
+        kind: BackupKind::Database,
+        reason: Some("pre-restore".into()),
+        progress,
+        cancel: cancel.clone(),
+    };
+    match create_backup_locked(&job, catalog, lock) {
+        Ok(r) => Ok(Some(r.path)),
+        // The live database is what needs repairing: SQLite cannot copy it, so keep its
+        // bytes aside instead and restore into a fresh file.
+        Err(f) if is_damaged_database(&f.error) => {
+            let aside = set_damaged_database_aside(&d.target)?;
+            catalog.log().warn(&format!(
+                "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
+                crate::names::shown(&d.target),
+                crate::error_chain(&*f.error),
+                crate::names::shown(&aside)
+            ));
+            Ok(Some(aside))
+        }
+        Err(f) => Err(*f.error),
+    }
 }
 
 /// The database backup as a file SQLite restores from: checked first unless `verify` is
