@@ -73,6 +73,15 @@ impl Recipients {
         self.text.iter().map(|t| fingerprint(t)).collect()
     }
 
+    /// Each recipient's public key (`age1…`, not secret) with its fingerprint, in order:
+    /// what `check-config` prints so an operator can tell which key a fingerprint is.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.text
+            .iter()
+            .map(|t| (t.clone(), fingerprint(t)))
+            .collect()
+    }
+
     /// A writer that encrypts everything written to `out` to every recipient. Call
     /// `finish()` on it, or the file is truncated (and will not decrypt).
     pub fn encrypt<W: Write>(&self, out: W) -> io::Result<age::stream::StreamWriter<W>> {

@@ -19,8 +19,10 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence};
 
+use vertex_backup::catalog::Format;
 use vertex_backup::config::{Compression, Config};
 use vertex_backup::engine::archive::read_archive;
+use vertex_backup::engine::decrypt::Reading;
 use vertex_backup::engine::extract::{Extractor, fresh_dir};
 use vertex_backup::engine::{Cancel, Silent};
 
@@ -455,7 +457,9 @@ proptest! {
         let target = jail.join("target");
         fresh_dir(&target).unwrap();
         let mut extractor = Extractor::new(&target, &archive);
-        let read = read_archive(&archive, compression, None, &Silent, &Cancel::new(), &mut extractor);
+        let format = Format::archive(compression);
+        let reading = Reading { format: &format, identity: None };
+        let read = read_archive(&archive, reading, None, &Silent, &Cancel::new(), &mut extractor);
         if read.is_ok() {
             let _ = extractor.finish();
         }

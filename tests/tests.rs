@@ -9,6 +9,7 @@ mod architecture;
 mod backup;
 mod cli;
 mod daemon;
+mod encryption;
 mod faults;
 mod format;
 mod fuzz;

@@ -90,6 +90,24 @@ pub struct BackupEntry {
 }
 
 impl BackupEntry {
+    /// The fingerprints of the keys that open this backup's encrypted data (a full
+    /// backup's: its members'), in order, each once; empty when nothing is encrypted.
+    pub fn recipients(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for part in self.parts.data() {
+            let encryption = part.format.as_ref().and_then(|f| f.encryption.as_ref());
+            for key in encryption
+                .map(|e| e.recipients.as_slice())
+                .unwrap_or_default()
+            {
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        keys
+    }
+
     /// The backup's own data file (not a member's), with its format; `None` for a full
     /// backup and for one whose metadata names no usable data file.
     pub fn data_part(&self) -> Option<&Part> {
@@ -116,6 +134,10 @@ pub struct ListRow<'a> {
     pub metadata_path: String,
     pub complete: bool,
     pub problem: Option<&'a str>,
+    /// Fingerprints of the keys that open it (a full backup's: its parts'); absent when
+    /// it is not encrypted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<String>,
     #[serde(flatten)]
     pub metadata: &'a BackupMetadata,
 }
@@ -132,6 +154,7 @@ impl<'a> ListRow<'a> {
             metadata_path: e.meta_path.display().to_string(),
             complete: e.is_complete(),
             problem: e.problem.as_deref(),
+            encrypted_to: e.recipients(),
             metadata: &e.metadata,
         }
     }

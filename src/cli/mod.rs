@@ -504,7 +504,8 @@ fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<
     let reports: Vec<_> = chosen
         .iter()
         .map(|e| {
-            let r = verify::verify_entry(e, &listing, progress_for(&bar), &cancel);
+            let keys = verify::Keys::given(config.identity.as_deref());
+            let r = verify::verify_entry(e, &listing, keys, progress_for(&bar), &cancel);
             if !args.json {
                 output::print_verify_line(&r);
             }
@@ -577,7 +578,10 @@ fn cmd_ls(config: &Config, mut args: LsArgs, quiet: bool) -> anyhow::Result<Exit
     let name = select::listed_name(&chosen.entry);
     let Some(archive) = browse::storage_archive(&chosen.entry, &chosen.listing)? else {
         let tables = match chosen.entry.kind {
-            BackupKind::Database => Some(browse::database_tables(&chosen.entry)?),
+            BackupKind::Database => Some(browse::database_tables(
+                &chosen.entry,
+                config.identity.as_deref(),
+            )?),
             _ => None,
         };
         output::print_ls_no_archive(&name, chosen.entry.kind, tables.as_deref(), args.json)?;
@@ -586,13 +590,20 @@ fn cmd_ls(config: &Config, mut args: LsArgs, quiet: bool) -> anyhow::Result<Exit
     let bar = TerminalProgress::for_stderr(quiet || !args.json);
     let cancel = interrupt::cancel_on_sigint();
     let mut entries = Vec::new();
-    let shown = browse::list_archive(archive, &prefix, progress_for(&bar), &cancel, &mut |e| {
-        if args.json {
-            entries.push(e);
-        } else {
-            output::print_ls_entry(&e, config.schedule.timezone);
-        }
-    })?;
+    let shown = browse::list_archive(
+        archive,
+        config.identity.as_deref(),
+        &prefix,
+        progress_for(&bar),
+        &cancel,
+        &mut |e| {
+            if args.json {
+                entries.push(e);
+            } else {
+                output::print_ls_entry(&e, config.schedule.timezone);
+            }
+        },
+    )?;
     if args.json {
         output::print_ls_json(&name, &chosen.entry, archive, &entries)?;
     } else if shown == 0 && !prefix.as_os_str().is_empty() {

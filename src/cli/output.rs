@@ -78,6 +78,12 @@ pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let mut notes = notes.clone();
+            let keys = e.recipients();
+            if !keys.is_empty() {
+                // Which keys open it: `check-config` maps fingerprints to public keys.
+                notes.insert(0, format!("🔒 {}", keys.join(", ")));
+            }
             out!(
                 "{:<9} {:<40} {:>10} {:>7}  {:<25} {}",
                 e.kind.as_str(),
@@ -175,6 +181,22 @@ pub fn print_config(c: &Config) {
     out!("database:   {}", c.paths.database.display());
     out!("storage:    {}", c.paths.storage.display());
     out!("backup_dir: {}", c.paths.backup_dir.display());
+    if let Some(e) = &c.encryption {
+        let what = match e.encrypt {
+            vertex_backup::config::EncryptWhat::All => "every backup (local and offsite)",
+            vertex_backup::config::EncryptWhat::Offsite => "what goes offsite",
+        };
+        out!("encryption: age, {what}, to:");
+        for (key, fingerprint) in e.recipients.keys() {
+            out!("  {fingerprint}  {key}");
+        }
+    }
+    if let Some(identity) = &c.identity {
+        out!(
+            "identity:   {} (decrypts for restore, verify, ls)",
+            identity.display()
+        );
+    }
     out!(
         "backup:     {} level {}, {} threads, integrity check {}, min free {}",
         c.backup.compression.name(),

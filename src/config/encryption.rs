@@ -52,6 +52,14 @@ impl Encryption {
 }
 
 impl Config {
+    /// The recipients local backups are encrypted to (`encrypt = "all"`), if they are.
+    pub fn local_recipients(&self) -> Option<&Recipients> {
+        self.encryption
+            .as_ref()
+            .filter(|e| e.local())
+            .map(|e| &e.recipients)
+    }
+
     /// Check `[encryption]`; recipients that do not parse, or `encrypt` without any, are
     /// errors at their key's line.
     pub(super) fn encryption_of(

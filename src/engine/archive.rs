@@ -1,4 +1,5 @@
-//! Reading a storage archive in one pass: file → SHA-256 → decompressor → tar entries.
+//! Reading a storage archive in one pass: file → SHA-256 → (age) → decompressor → tar
+//! entries; the checksum is of the stored bytes, so it is checked with or without a key.
 //! Every entry is checked for safety (no absolute paths, no `..`, no links out of the
 //! tree, no device files) before a sink sees it, and the checksum is compared once the
 //! whole file has streamed past. `verify` drains entries; `restore` extracts them —
@@ -9,6 +10,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use super::compression::Decompressor;
+use super::decrypt::{Reading, plaintext};
 use super::entry_tree::EntryTree;
 use super::hashing::ThreadedHashReader;
 use super::{Cancel, Progress, ProgressReader};
@@ -89,7 +91,7 @@ pub struct ArchiveStats {
 /// usually fails both and the checksum is the root cause.
 pub fn read_archive(
     path: &Path,
-    compression: Compression,
+    reading: Reading,
     expected: Option<&str>,
     progress: &dyn Progress,
     cancel: &Cancel,
@@ -100,14 +102,30 @@ pub fn read_archive(
     progress.begin("read archive", total, None);
     let mut hashing = ThreadedHashReader::new(file);
     let mut stats = ArchiveStats::default();
-    let walked = walk_entries(
-        &mut hashing,
-        path,
-        compression,
+    let counted = ProgressReader {
+        inner: &mut hashing,
         progress,
-        cancel,
-        sink,
-        &mut stats,
+    };
+    // Decryption (when the format says so) sits between the stored bytes, which are
+    // hashed, and the decompressor. Its failure to open is judged after the checksum.
+    let walked = plaintext(counted, path, reading.format, reading.identity).and_then(
+        |(mut plain, watch)| {
+            walk_entries(
+                &mut plain,
+                path,
+                reading.format.compression,
+                cancel,
+                sink,
+                &mut stats,
+            )
+            // Read what the decoder left, so an age stream's last chunk is authenticated.
+            .and_then(|()| {
+                io::copy(&mut plain, &mut io::sink())
+                    .map(|_| ())
+                    .map_err(|e| Error::verify(path, "archive readable", e.to_string()))
+            })
+            .map_err(|e| watch.error(path).unwrap_or(e))
+        },
     );
     // Hash whatever the decoder did not consume, so the checksum covers the whole file.
     let (checksum, bytes) = hashing.finish().ctx("read", path)?;
@@ -130,20 +148,15 @@ pub fn read_archive(
 }
 
 fn walk_entries(
-    hashing: &mut ThreadedHashReader<File>,
+    input: &mut dyn Read,
     path: &Path,
     compression: Compression,
-    progress: &dyn Progress,
     cancel: &Cancel,
     sink: &mut dyn EntrySink,
     stats: &mut ArchiveStats,
 ) -> Result<()> {
     let unreadable = |e: io::Error| Error::verify(path, "archive readable", e.to_string());
-    let counted = ProgressReader {
-        inner: hashing,
-        progress,
-    };
-    let decoder = Decompressor::new(BufReader::with_capacity(1 << 20, counted), compression)
+    let decoder = Decompressor::new(BufReader::with_capacity(1 << 20, input), compression)
         .map_err(unreadable)?;
     let mut archive = tar::Archive::new(EndWatch {
         inner: decoder,

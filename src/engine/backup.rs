@@ -10,8 +10,10 @@ use std::time::Instant;
 use chrono::{DateTime, Local, SecondsFormat};
 
 use super::database;
-use super::hashing::sha256_file;
+use super::hashing::{HashingWriter, sha256_file};
 use super::hooks::run_hook;
+use super::output::ArchiveFile;
+use super::sealing::seal_stream;
 use super::storage::{self, ArchiveOptions};
 use super::walk;
 use super::{Cancel, Progress};
@@ -302,9 +304,16 @@ fn database_part(
     if job.reason.is_none() {
         database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
     }
-    let final_path = catalog.data_path(BackupKind::Database, ts, "db");
+    let recipients = cfg.local_recipients();
+    // The SQLite copy: the data file itself or, encrypted, a private plaintext file
+    // that only lives until it is sealed.
+    let plain_path = catalog.data_path(BackupKind::Database, ts, "db");
+    let plain_mode = match recipients {
+        Some(_) => 0o600,
+        None => catalog.file_mode(),
+    };
     let (partial, file) =
-        PartialFile::create(&final_path, catalog.file_mode()).map_err(fail("copy database"))?;
+        PartialFile::create(&plain_path, plain_mode).map_err(fail("copy database"))?;
     drop(file);
     database::copy_database(&source, src_path, partial.temp_path(), busy)
         .map_err(fail("copy database"))?;
@@ -312,29 +321,73 @@ fn database_part(
     job.cancel.check().map_err(fail("copy database"))?;
     let integrity = database::integrity_check(partial.temp_path(), cfg.backup.integrity_check)
         .map_err(fail("integrity check"))?;
-    OpenOptions::new()
-        .write(true)
-        .open(partial.temp_path())
-        .and_then(|f| f.sync_all())
-        .ctx("fsync", partial.temp_path())
-        .map_err(fail("copy database"))?;
-    let (checksum, size) = sha256_file(partial.temp_path()).map_err(fail("checksum"))?;
+    let (data, checksum, size, plain_size) = match recipients {
+        Some(r) => {
+            let final_path = catalog.data_path(BackupKind::Database, ts, "db.age");
+            let sealed = seal_database(&partial, &final_path, catalog, r, &job.cancel)
+                .map_err(fail("encrypt database"))?;
+            // The plaintext copy goes as soon as the sealed one is on disk.
+            drop(partial);
+            sealed
+        }
+        None => {
+            OpenOptions::new()
+                .write(true)
+                .open(partial.temp_path())
+                .and_then(|f| f.sync_all())
+                .ctx("fsync", partial.temp_path())
+                .map_err(fail("copy database"))?;
+            let (checksum, size) = sha256_file(partial.temp_path()).map_err(fail("checksum"))?;
+            (partial, checksum, size, size)
+        }
+    };
+    let final_path = data.final_path().to_path_buf();
     job.progress.advance(size, 1);
     job.progress.end();
     let mut m = base_metadata(BackupKind::Database, ts, src_path, &final_path, created);
     m.file_size = size;
-    m.uncompressed_size = size;
+    m.uncompressed_size = plain_size;
     m.checksum = checksum;
     m.file_count = 1;
+    if let Some(r) = recipients {
+        m.format = Some(Format::sqlite().encrypted(r.fingerprints()));
+    }
     m.compression = Some("none".into());
     m.integrity_check = Some(integrity);
     m.part_of = part_of.map(str::to_string);
     m.reason = job.reason.clone();
     m.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(PendingPart {
-        data: partial,
-        metadata: m,
-    })
+    Ok(PendingPart { data, metadata: m })
+}
+
+/// Stream the plaintext copy at `plain` through age → SHA-256 → `final_path.partial`,
+/// fsynced. Returns the sealed file, its checksum and size, and the plaintext's size.
+fn seal_database(
+    plain: &PartialFile,
+    final_path: &std::path::Path,
+    catalog: &Catalog,
+    recipients: &crate::encryption::Recipients,
+    cancel: &Cancel,
+) -> Result<(PartialFile, String, u64, u64)> {
+    let source = plain.temp_path();
+    let input = std::fs::File::open(source).ctx("open", source)?;
+    let plain_size = input.metadata().ctx("stat", source)?.len();
+    let (sealed, out) = PartialFile::create(final_path, catalog.file_mode())?;
+    let failed = |e| {
+        if cancel.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::io("encrypt the database copy into", sealed.temp_path(), e)
+        }
+    };
+    let hashed = HashingWriter::new(ArchiveFile::new(out, cancel.clone()));
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let hashed = seal_stream(&mut reader, hashed, recipients).map_err(failed)?;
+    let (sink, checksum, size) = hashed.finish();
+    let file = sink.into_file().map_err(failed)?;
+    sealed.sync(&file)?;
+    cancel.check()?;
+    Ok((sealed, checksum, size, plain_size))
 }
 
 fn storage_part(
@@ -349,7 +402,12 @@ fn storage_part(
     let cfg = job.config;
     let started = Instant::now();
     let compression = cfg.backup.compression;
-    let final_path = catalog.data_path(BackupKind::Storage, ts, compression.extension());
+    let recipients = cfg.local_recipients();
+    let extension = match recipients {
+        Some(_) => format!("{}.age", compression.extension()),
+        None => compression.extension().to_string(),
+    };
+    let final_path = catalog.data_path(BackupKind::Storage, ts, &extension);
     job.progress
         .begin("archive storage", Some(total_bytes), Some(total_files));
     let (partial, file) =
@@ -360,6 +418,7 @@ fn storage_part(
         threads: cfg.compressor_threads(),
         exclude: cfg.backup.exclude.clone(),
         precompressed: cfg.backup.precompressed.clone(),
+        recipients: recipients.cloned(),
     };
     let (summary, file) = storage::write_archive(
         &cfg.paths.storage,
@@ -385,7 +444,10 @@ fn storage_part(
     m.checksum = summary.checksum;
     m.file_count = summary.file_count;
     m.compression = Some(compression.name().into());
-    m.format = Some(Format::archive(compression));
+    m.format = Some(match recipients {
+        Some(r) => Format::archive(compression).encrypted(r.fingerprints()),
+        None => Format::archive(compression),
+    });
     m.warnings = summary.warnings;
     m.part_of = part_of.map(str::to_string);
     m.reason = job.reason.clone();

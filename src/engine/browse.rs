@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use super::archive::{EntryKind, EntrySink, SafeEntry};
+use super::decrypt::{Reading, SqliteFile};
 use super::restore::data_format;
 use super::verify::{ArchiveExpectation, full_parts, read_storage_archive};
 use super::{Cancel, Progress};
@@ -106,12 +107,17 @@ pub fn path_prefix(text: &str) -> Result<PathBuf> {
 /// archive is read and checked, so a damaged one fails after the entries before the damage.
 pub fn list_archive(
     archive: &BackupEntry,
+    identity: Option<&Path>,
     prefix: &Path,
     progress: &dyn Progress,
     cancel: &Cancel,
     each: &mut dyn FnMut(ListedEntry),
 ) -> Result<u64> {
-    let compression = data_format(archive, FormatKind::Archive)?;
+    let format = data_format(archive, FormatKind::Archive)?;
+    let reading = Reading {
+        format: &format,
+        identity,
+    };
     let expect = ArchiveExpectation {
         checksum: Some(&archive.metadata.checksum),
         file_count: archive.metadata.file_count,
@@ -124,7 +130,7 @@ pub fn list_archive(
     };
     read_storage_archive(
         &archive.data_path,
-        compression,
+        reading,
         expect,
         progress,
         cancel,
@@ -165,12 +171,15 @@ impl EntrySink for PrefixSink<'_> {
     }
 }
 
-/// The tables of a database backup with their row counts, read-only.
-pub fn database_tables(entry: &BackupEntry) -> Result<Vec<TableRows>> {
+/// The tables of a database backup with their row counts, read-only (an encrypted one
+/// from a private decrypted copy, removed afterwards).
+pub fn database_tables(entry: &BackupEntry, identity: Option<&Path>) -> Result<Vec<TableRows>> {
     let path = &entry.data_path;
+    let format = data_format(entry, FormatKind::Sqlite)?;
+    let sqlite = SqliteFile::open(path, &format, identity)?;
     let failed = |e: rusqlite::Error| Error::verify(path, "database readable", e.to_string());
     let conn = rusqlite::Connection::open_with_flags(
-        path,
+        sqlite.path(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(failed)?;

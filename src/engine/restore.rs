@@ -28,13 +28,14 @@ use serde::Serialize;
 
 use super::backup::{BackupJob, catalog_for, create_backup_locked};
 use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
+use super::decrypt::{Reading, SqliteFile, load_identity};
 use super::path_selection::PathSelection;
 use super::staged_tree::{StagedTree, is_mount_point, stage_storage};
-use super::verify::{full_parts, verify_database_file};
+use super::verify::{full_parts, open_verified_database};
 use super::{Cancel, Progress};
 use crate::catalog::{
-    BackupDirLock, BackupEntry, Catalog, FormatKind, Listing, Outcome, SQLITE_SIDE_SUFFIXES,
-    sqlite_side_file, sync_dir,
+    BackupDirLock, BackupEntry, Catalog, Format, FormatKind, Listing, Outcome,
+    SQLITE_SIDE_SUFFIXES, sqlite_side_file, sync_dir,
 };
 use crate::config::{Compression, Config};
 use crate::error::{Error, IoContext, Result};
@@ -59,6 +60,11 @@ pub struct DatabaseStep {
     pub source: PathBuf,
     #[serde(skip)]
     pub checksum: String,
+    /// How to read it (encrypted or not), and the identity to decrypt with.
+    #[serde(skip)]
+    pub format: Format,
+    #[serde(skip)]
+    pub identity: Option<PathBuf>,
     pub target: PathBuf,
     /// A pre-restore backup of the current database is taken first.
     pub safety_copy: bool,
@@ -74,6 +80,11 @@ pub struct StorageStep {
     pub file_count: u64,
     /// As the backup's metadata records it.
     pub compression: Compression,
+    /// The whole format (encrypted or not), and the identity to decrypt with.
+    #[serde(skip)]
+    pub format: Format,
+    #[serde(skip)]
+    pub identity: Option<PathBuf>,
     pub target: PathBuf,
     /// Where the current tree is moved (in-place restores). With `paths`, only the
     /// replaced paths go there, each at its own place under it.
@@ -85,6 +96,13 @@ pub struct StorageStep {
 }
 
 impl StorageStep {
+    pub fn reading(&self) -> Reading<'_> {
+        Reading {
+            format: &self.format,
+            identity: self.identity.as_deref(),
+        }
+    }
+
     fn paths_shown(&self) -> String {
         let shown: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
         shown.join(", ")
@@ -254,13 +272,23 @@ pub fn plan_restore_paths(
     }
     // A partial restore is of storage paths only: a full backup's database is left alone.
     let db_part = db_part.filter(|_| selection.is_empty());
-    if let Some(p) = db_part {
-        data_format(p, FormatKind::Sqlite)?;
+    let db_format = db_part
+        .map(|p| data_format(p, FormatKind::Sqlite))
+        .transpose()?;
+    let storage_format = storage_part
+        .map(|p| data_format(p, FormatKind::Archive))
+        .transpose()?;
+    // An encrypted part needs a usable identity: say so now, before any prompt or step.
+    for (p, _) in [
+        db_part.zip(db_format.as_ref()),
+        storage_part.zip(storage_format.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|(_, f)| f.is_encrypted())
+    {
+        load_identity(&p.data_path, config.identity.as_deref())?;
     }
-    let storage_compression = match storage_part {
-        Some(p) => data_format(p, FormatKind::Archive)?,
-        None => Compression::None,
-    };
     let live_db = &config.paths.database;
     // When `[paths] storage` is a symlink (media on another disk), restore the directory
     // behind it: staging beside it keeps the swap a rename on one filesystem, and the
@@ -343,28 +371,34 @@ pub fn plan_restore_paths(
         kind: entry.kind,
         verify,
         in_place,
-        database: db_part.map(|p| DatabaseStep {
+        database: db_part.zip(db_format).map(|(p, format)| DatabaseStep {
             source: p.data_path.clone(),
             checksum: p.metadata.checksum.clone(),
+            format,
+            identity: config.identity.clone(),
             target: db_target.clone(),
             safety_copy: in_place && db_target.exists(),
         }),
-        storage: storage_part.map(|p| StorageStep {
-            source: p.data_path.clone(),
-            checksum: p.metadata.checksum.clone(),
-            uncompressed_size: p.metadata.uncompressed_size,
-            file_count: p.metadata.file_count,
-            compression: storage_compression,
-            target: storage_target.clone(),
-            previous_tree: previous_tree.clone(),
-            paths: selection.paths().to_vec(),
-        }),
+        storage: storage_part
+            .zip(storage_format)
+            .map(|(p, format)| StorageStep {
+                source: p.data_path.clone(),
+                checksum: p.metadata.checksum.clone(),
+                uncompressed_size: p.metadata.uncompressed_size,
+                file_count: p.metadata.file_count,
+                compression: format.compression,
+                format,
+                identity: config.identity.clone(),
+                target: storage_target.clone(),
+                previous_tree: previous_tree.clone(),
+                paths: selection.paths().to_vec(),
+            }),
     })
 }
 
-/// The compression of a database or storage backup's data file, by the format its
-/// metadata records; refused when that is not `expected` or this build cannot read it.
-pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<Compression> {
+/// The format of a database or storage backup's data file, as its metadata records it;
+/// refused when that is not `expected` or this build cannot read it.
+pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<Format> {
     let not_readable = |reason: String| Error::NotABackup {
         path: entry.data_path.clone(),
         reason,
@@ -383,7 +417,7 @@ pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<C
             expected.as_str()
         )));
     }
-    Ok(format.compression)
+    Ok(format.clone())
 }
 
 /// Carry out a plan. Takes the backup-directory lock for its whole length.
@@ -438,12 +472,12 @@ fn apply_locked(
     cancel: &Cancel,
     started: Instant,
 ) -> Result<RestoreReport> {
-    // 1. Database part: verified before anything is written anywhere.
-    if let (Some(d), true) = (&plan.database, plan.verify) {
-        progress.begin("verify database", None, None);
-        verify_database_file(&d.source, Some(&d.checksum))?;
-        progress.end();
-    }
+    // 1. Database part: verified (and, encrypted, decrypted into a private copy) before
+    // anything is written anywhere.
+    let mut db_file = match &plan.database {
+        Some(d) => Some(prepare_database(d, plan.verify, progress)?),
+        None => None,
+    };
     // 2. Storage part: extracted beside its target; checksum and safety checked on the way.
     let mut staged: Option<StagedTree> = None;
     if let Some(s) = &plan.storage {
@@ -462,33 +496,24 @@ fn apply_locked(
         if let Some(d) = &plan.database {
             cancel.check()?;
             let safety_copy = if d.safety_copy {
-                let job = BackupJob {
-                    config,
-                    kind: BackupKind::Database,
-                    reason: Some("pre-restore".into()),
-                    progress,
-                    cancel: cancel.clone(),
-                };
-                match create_backup_locked(&job, catalog, lock) {
-                    Ok(r) => Some(r.path),
-                    // The live database is what needs repairing: SQLite cannot copy it, so
-                    // keep its bytes aside instead and restore into a fresh file.
-                    Err(f) if is_damaged_database(&f.error) => {
-                        let aside = set_damaged_database_aside(&d.target)?;
-                        catalog.log().warn(&format!(
-                            "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
-                            crate::names::shown(&d.target),
-                            crate::error_chain(&*f.error),
-                            crate::names::shown(&aside)
-                        ));
-                        Some(aside)
-                    }
-                    Err(f) => return Err(*f.error),
-                }
+                take_safety_copy(d, config, catalog, lock, progress, cancel)?
             } else {
                 None
             };
-            restore_database(&d.source, &d.target, config, safety_copy.as_deref())?;
+            // The safety copy cleans crash debris first, and a decrypted copy's name is
+            // such debris's: decrypt afresh after it (every chunk is authenticated again).
+            if d.safety_copy && d.format.is_encrypted() {
+                drop(db_file.take());
+                db_file = Some(SqliteFile::open(
+                    &d.source,
+                    &d.format,
+                    d.identity.as_deref(),
+                )?);
+            }
+            let source = db_file
+                .as_ref()
+                .map_or(d.source.as_path(), SqliteFile::path);
+            restore_database(source, &d.target, config, safety_copy.as_deref())?;
             report.database = Some(RestoredDatabase {
                 target: d.target.clone(),
                 safety_copy,
@@ -522,6 +547,57 @@ fn apply_locked(
         tree.discard();
     }
     result
+}
+
+/// The pre-restore safety copy of the live database (or, when SQLite cannot read it, the
+/// damaged file set aside): where it went.
+fn take_safety_copy(
+    d: &DatabaseStep,
+    config: &Config,
+    catalog: &Catalog,
+    lock: &BackupDirLock,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<Option<PathBuf>> {
+    let job = BackupJob {
+        config,
+        kind: BackupKind::Database,
+        reason: Some("pre-restore".into()),
+        progress,
+        cancel: cancel.clone(),
+    };
+    match create_backup_locked(&job, catalog, lock) {
+        Ok(r) => Ok(Some(r.path)),
+        // The live database is what needs repairing: SQLite cannot copy it, so keep its
+        // bytes aside instead and restore into a fresh file.
+        Err(f) if is_damaged_database(&f.error) => {
+            let aside = set_damaged_database_aside(&d.target)?;
+            catalog.log().warn(&format!(
+                "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
+                crate::names::shown(&d.target),
+                crate::error_chain(&*f.error),
+                crate::names::shown(&aside)
+            ));
+            Ok(Some(aside))
+        }
+        Err(f) => Err(*f.error),
+    }
+}
+
+/// The database backup as a file SQLite restores from: checked first unless `verify` is
+/// off; an encrypted one decrypted whole (so every chunk is authenticated) either way.
+fn prepare_database(d: &DatabaseStep, verify: bool, progress: &dyn Progress) -> Result<SqliteFile> {
+    let reading = Reading {
+        format: &d.format,
+        identity: d.identity.as_deref(),
+    };
+    if !verify {
+        return SqliteFile::open(&d.source, reading.format, reading.identity);
+    }
+    progress.begin("verify database", None, None);
+    let (_, _, file) = open_verified_database(&d.source, reading, Some(&d.checksum))?;
+    progress.end();
+    Ok(file)
 }
 
 /// Did the safety copy fail because the live database itself is damaged (not SQLite,

@@ -188,7 +188,7 @@ impl StagedTree {
         };
         // One read of the whole archive, checked as `verify` checks it, into `sink`.
         let read = |sink: &mut dyn EntrySink| {
-            read_storage_archive(&s.source, s.compression, expect, progress, cancel, sink)
+            read_storage_archive(&s.source, s.reading(), expect, progress, cancel, sink)
         };
         if s.paths.is_empty() {
             self.stats = read(&mut extractor)?;

@@ -4,7 +4,8 @@
 //! entries and picks zstd's level per file. The tar crate writes long names, headers,
 //! data and padding; each file's data is read exactly once, straight from the file into
 //! the tar crate's copy buffer and on into the compressor, so memory stays bounded
-//! whatever the tree's size.
+//! whatever the tree's size. With recipients, the compressor's output goes through age
+//! on a thread of its own ([`super::sealing`]) before it is hashed and written.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -13,9 +14,11 @@ use std::path::{Path, PathBuf};
 use super::compression::Compressor;
 use super::hashing::{CountingWriter, HashingWriter};
 use super::output::ArchiveFile;
+use super::sealing::Sealer;
 use super::walk::{EntryMeta, SourceEntry, SourceKind, StorageSource};
 use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
+use crate::encryption::Recipients;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -26,6 +29,9 @@ pub struct ArchiveOptions {
     pub exclude: Vec<String>,
     /// Extensions (lower case, no dot) of files that are already compressed.
     pub precompressed: Vec<String>,
+    /// Encrypt the archive to these (`encrypt = "all"`); the checksum is then of the
+    /// encrypted bytes.
+    pub recipients: Option<Recipients>,
 }
 
 /// zstd's level for already-compressed files: its fastest positive level, which stores
@@ -79,8 +85,9 @@ pub fn write_archive(
     };
 
     let hashed = HashingWriter::new(ArchiveFile::new(out, cancel.clone()));
+    let sealer = Sealer::threaded(hashed, opts.recipients.as_ref()).map_err(w)?;
     let compressor =
-        Compressor::new(hashed, opts.compression, opts.level, opts.threads).map_err(w)?;
+        Compressor::new(sealer, opts.compression, opts.level, opts.threads).map_err(w)?;
     let mut tar = tar::Builder::new(CountingWriter::new(compressor));
     tar.mode(tar::HeaderMode::Complete);
 
@@ -120,7 +127,8 @@ pub fn write_archive(
 
     let counting = tar.into_inner().map_err(w)?;
     summary.uncompressed_size = counting.count;
-    let hashed = counting.into_inner().finish().map_err(w)?;
+    let sealer = counting.into_inner().finish().map_err(w)?;
+    let hashed = sealer.finish().map_err(w)?;
     let (sink, checksum, written) = hashed.finish();
     let file = sink.into_file().map_err(w)?;
     cancel.check()?;
@@ -217,6 +225,7 @@ mod tests {
             threads: 1,
             exclude: vec![],
             precompressed: vec![],
+            recipients: None,
         }
     }
 

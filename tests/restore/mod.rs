@@ -26,7 +26,7 @@ mod round_trips;
 // Helpers local to these tests
 
 /// The data file a metadata names (for a full backup: its manifest).
-fn data_path(meta: &Value) -> PathBuf {
+pub(crate) fn data_path(meta: &Value) -> PathBuf {
     PathBuf::from(jstr(meta, "backup_path"))
 }
 
@@ -41,7 +41,7 @@ fn listed_name(meta: &Value) -> String {
 
 /// Give the app's storage tree a symlink, a subdirectory, an empty directory and files
 /// with distinct modes, then fixed mtimes on everything.
-fn build_tree(app: &TestApp) {
+pub(crate) fn build_tree(app: &TestApp) {
     let s = &app.storage;
     fs::create_dir_all(s.join("links")).unwrap();
     symlink(
@@ -67,7 +67,7 @@ fn build_tree(app: &TestApp) {
 
 /// What happens to a tree after a backup: a file edited, files added, files deleted, a
 /// symlink pointed elsewhere, a file's mode changed.
-fn change_tree(app: &TestApp) {
+pub(crate) fn change_tree(app: &TestApp) {
     let s = &app.storage;
     fs::write(
         s.join("client_1/nft_markers/portrait_1.fset"),
@@ -88,7 +88,7 @@ fn change_tree(app: &TestApp) {
 }
 
 /// What the app does to its database after a backup: rows updated, inserted, deleted.
-fn change_db(app: &TestApp) {
+pub(crate) fn change_db(app: &TestApp) {
     let mut conn = app.open_db();
     conn.execute("UPDATE clients SET name = 'renamed' WHERE id = 1", [])
         .unwrap();
@@ -100,7 +100,7 @@ fn change_db(app: &TestApp) {
 
 /// Every row of the live database (the connection is closed again, so the WAL is
 /// checkpointed and the files left as the app would leave them).
-fn live_dump(app: &TestApp) -> Vec<String> {
+pub(crate) fn live_dump(app: &TestApp) -> Vec<String> {
     let conn = app.open_db();
     let d = dump_db(&conn);
     drop(conn);
@@ -126,14 +126,14 @@ fn pre_restore_rows(app: &TestApp) -> Vec<Value> {
 /// Everything live, to prove a failed or refused restore changed nothing: the database
 /// directory (file bytes, modes, mtimes), the storage tree, and the names in the root.
 #[derive(Debug, PartialEq)]
-struct Live {
+pub(crate) struct Live {
     db_dir: BTreeMap<PathBuf, Node>,
     db_sha256: String,
     storage: BTreeMap<PathBuf, Node>,
     root_names: Vec<String>,
 }
 
-fn live(app: &TestApp) -> Live {
+pub(crate) fn live(app: &TestApp) -> Live {
     let mut root_names: Vec<String> = fs::read_dir(&app.root)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -148,7 +148,7 @@ fn live(app: &TestApp) -> Live {
 }
 
 #[track_caller]
-fn assert_live_unchanged(app: &TestApp, before: &Live, what: &str) {
+pub(crate) fn assert_live_unchanged(app: &TestApp, before: &Live, what: &str) {
     let after = live(app);
     assert_eq!(
         after.db_sha256, before.db_sha256,
