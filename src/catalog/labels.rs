@@ -8,7 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::{BackupEntry, Format, LOCK_FILE, PARTIAL_SUFFIX, SQLITE_SIDE_SUFFIXES, Verdicts};
+use super::{BackupEntry, LOCK_FILE, PARTIAL_SUFFIX, SQLITE_SIDE_SUFFIXES, Verdicts};
 use crate::retention::is_future;
 
 /// The notes of one backup row: incomplete, failed verification, dated in the future,
@@ -37,28 +37,7 @@ pub fn entry_notes(e: &BackupEntry, verdicts: &Verdicts, now: DateTime<Utc>) -> 
     if !e.metadata.warnings.is_empty() {
         notes.push(format!("{} warnings", e.metadata.warnings.len()));
     }
-    if let Some(keys) = keys_note(e.parts.data().filter_map(|p| p.format.as_ref())) {
-        notes.push(keys);
-    }
     notes
-}
-
-/// `encrypted to sha256:…, sha256:…`: the fingerprints of the recipients whose identities
-/// open the backup (for a full backup, those of its parts, each named once), so an
-/// operator who rotated keys sees which key each backup needs. `None` when nothing is
-/// encrypted.
-pub fn keys_note<'a>(formats: impl Iterator<Item = &'a Format>) -> Option<String> {
-    let mut keys: Vec<&str> = Vec::new();
-    let mut encrypted = false;
-    for e in formats.filter_map(|f| f.encryption.as_ref()) {
-        encrypted = true;
-        for k in &e.recipients {
-            if !keys.contains(&k.as_str()) {
-                keys.push(k);
-            }
-        }
-    }
-    encrypted.then(|| format!("encrypted to {}", keys.join(", ")))
 }
 
 /// The run holding the backup directory's lock, as its lock file names it, if that
@@ -109,22 +88,4 @@ pub fn leftover_note(path: &Path, running: Option<&str>) -> String {
         return "data of a run interrupted before its metadata landed; removed by the next backup or rotate".into();
     }
     "a data file without metadata: not a backup this program can restore (copied in, or its metadata was deleted); left alone".into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Compression;
-
-    #[test]
-    fn the_keys_note_names_each_recipient_once_and_only_for_encrypted_data() {
-        let plain = Format::archive(Compression::Zstd);
-        assert_eq!(keys_note([&plain, &Format::sqlite()].into_iter()), None);
-        let a = Format::sqlite().encrypted(vec!["sha256:aa".into(), "sha256:bb".into()]);
-        let b = Format::archive(Compression::Zstd).encrypted(vec!["sha256:bb".into()]);
-        assert_eq!(
-            keys_note([&a, &b, &plain].into_iter()).as_deref(),
-            Some("encrypted to sha256:aa, sha256:bb")
-        );
-    }
 }

@@ -222,7 +222,6 @@ pub fn print_config(c: &Config) {
             .map(|d| format!(", keep_within {}", humantime::format_duration(d.0)))
             .unwrap_or_default(),
     );
-    print_encryption(c);
     let tg = &c.telegram;
     match (&tg.bot_token, tg.chat_ids.is_empty()) {
         (Some(_), false) => out!(
@@ -267,30 +266,6 @@ pub fn print_config(c: &Config) {
                 String::new()
             }
         ),
-    }
-}
-
-/// What is encrypted and to which keys, by fingerprint (the same `sha256:…` that `list`
-/// shows per backup and `printf %s age1… | sha256sum` reproduces); whether an identity is
-/// at hand, never what it holds.
-fn print_encryption(c: &Config) {
-    let Some(e) = &c.encryption else {
-        out!("encryption: off (no [encryption] recipients)");
-        return;
-    };
-    let what = match e.encrypt {
-        vertex_backup::config::EncryptWhat::Offsite => "what goes offsite",
-        vertex_backup::config::EncryptWhat::All => "every backup, local and offsite",
-    };
-    out!(
-        "encryption: age, {what}, to {}",
-        e.recipients.fingerprints().join(", ")
-    );
-    if let Some(id) = &c.identity {
-        out!(
-            "identity:   {} (for reading; keep it off a production server)",
-            id.display()
-        );
     }
 }
 
