@@ -97,6 +97,13 @@ fn default_algorithm() -> String {
 }
 
 impl BackupMetadata {
+    /// The files and links its archive holds, when the metadata says: a copy whose
+    /// metadata came sealed from an offsite target keeps the real count encrypted (its
+    /// clear `file_count` is 0).
+    pub fn recorded_file_count(&self) -> Option<u64> {
+        self.sealed.is_none().then_some(self.file_count)
+    }
+
     /// The data file's format: as recorded (format_version 2 on), else — a version-1 or
     /// seed file — as its data file's name implies, the way those builds read it. Err: a
     /// version-2 file without one, or an old name that is no known archive's.

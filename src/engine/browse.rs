@@ -120,7 +120,7 @@ pub fn list_archive(
     };
     let expect = ArchiveExpectation {
         checksum: Some(&archive.metadata.checksum),
-        file_count: archive.metadata.file_count,
+        file_count: archive.metadata.recorded_file_count(),
     };
     let mut sink = PrefixSink {
         prefix,

@@ -76,8 +76,8 @@ pub struct StorageStep {
     #[serde(skip)]
     pub checksum: String,
     pub uncompressed_size: u64,
-    /// Files and links in the archive, as its metadata records them.
-    pub file_count: u64,
+    /// Files and links in the archive, as its metadata records them (`None`: sealed).
+    pub file_count: Option<u64>,
     /// As the backup's metadata records it.
     pub compression: Compression,
     /// The whole format (encrypted or not), and the identity to decrypt with.
@@ -385,7 +385,7 @@ pub fn plan_restore_paths(
                 source: p.data_path.clone(),
                 checksum: p.metadata.checksum.clone(),
                 uncompressed_size: p.metadata.uncompressed_size,
-                file_count: p.metadata.file_count,
+                file_count: p.metadata.recorded_file_count(),
                 compression: format.compression,
                 format,
                 identity: config.identity.clone(),

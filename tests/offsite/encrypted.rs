@@ -263,11 +263,23 @@ fn every_type_goes_to_s3_as_ciphertext_that_opens_with_either_key_and_only_with_
     assert_fetched(&fresh, "full", &get);
 }
 
-/// `restore --from remote --latest KIND --dry-run` on `fresh` brought the backup home:
+/// `restore --from remote --latest KIND --dry-run` (with the identity) on `fresh` brought the backup home:
 /// `list` shows it complete and encrypted, each data file is the remote object's bytes.
 #[track_caller]
 fn assert_fetched(fresh: &TestApp, kind: &str, get: &dyn Fn(&str) -> Vec<u8>) {
-    let run = fresh.run(["restore", "--from", "remote", "--latest", kind, "--dry-run"]);
+    // A restore of an encrypted backup needs the identity, even to plan it.
+    let keys = tempfile::tempdir().expect("key dir");
+    let operator = identity(keys.path(), "operator.key");
+    let run = fresh.run([
+        "--identity".as_ref(),
+        operator.as_os_str(),
+        "restore".as_ref(),
+        "--from".as_ref(),
+        "remote".as_ref(),
+        "--latest".as_ref(),
+        kind.as_ref(),
+        "--dry-run".as_ref(),
+    ]);
     run.assert_code(0);
     assert!(
         run.stderr.contains("downloaded and checked"),
@@ -430,4 +442,56 @@ fn a_large_object_is_encrypted_while_sent_in_parts_and_verifies_without_a_carrie
     corrupt(&s3, &bucket, &key, &sha, false);
     let run = app.run(["offsite", "verify"]);
     assert!(run.stdout.contains("REPAIRED"), "{}", run.describe());
+}
+
+/// The disaster with encryption: the server is gone; a new one has the config (recipients,
+/// target) but no identity, and the operator brings the identity for the restore. Without
+/// it the restore is refused before anything live changes; with it the app comes back.
+#[test]
+fn an_encrypted_full_backup_restores_on_a_fresh_server_only_with_the_identity() {
+    if !age_cli() {
+        return;
+    }
+    let Some(s3) = s3_server() else { return };
+    let bucket = s3.new_bucket();
+    let app = marked_app(|a| s3_table(a, "remote", s3.endpoint(), &bucket, ""));
+    crate::util::add_clients(&mut app.open_db(), 5, 100);
+    app.run(["create", "--type", "full"]).assert_code(0);
+
+    let fresh = TestApp::new();
+    configure_encrypted(
+        &fresh,
+        &s3_table(&fresh, "remote", s3.endpoint(), &bucket, ""),
+    );
+    let before_db = crate::util::dump_db(&fresh.open_db());
+    let before_media = crate::util::snapshot_tree(&fresh.storage);
+    let refused = fresh.run(["restore", "--from", "remote", "--latest", "full", "--yes"]);
+    assert_ne!(refused.code(), Some(0), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("no identity"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(crate::util::dump_db(&fresh.open_db()), before_db);
+    crate::util::assert_tree_matches(&before_media, &fresh.storage);
+
+    let keys = tempfile::tempdir().expect("key dir");
+    let escrow = identity(keys.path(), "escrow.key");
+    let restored = fresh.run([
+        "--identity".as_ref(),
+        escrow.as_os_str(),
+        "restore".as_ref(),
+        "--from".as_ref(),
+        "remote".as_ref(),
+        "--latest".as_ref(),
+        "full".as_ref(),
+        "--yes".as_ref(),
+    ]);
+    restored.assert_code(0);
+    assert_eq!(
+        crate::util::dump_db(&fresh.open_db()),
+        crate::util::dump_db(&app.open_db()),
+        "the database came back different"
+    );
+    crate::util::assert_same_tree(&app.storage, &fresh.storage);
 }
