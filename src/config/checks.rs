@@ -216,15 +216,10 @@ impl Config {
             .iter()
             .filter_map(|t| {
                 let file = t.credentials_file.as_ref()?;
-                let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
-                (mode & 0o077 != 0).then(|| {
-                    format!(
-                        "the credentials_file of offsite target `{}`, {}, is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
-                        t.name,
-                        file.display(),
-                        file.display()
-                    )
-                })
+                readable_by_others(
+                    file,
+                    &format!("the credentials_file of offsite target `{}`,", t.name),
+                )
             })
             .collect()
     }
@@ -236,14 +231,7 @@ impl Config {
             .token_file
             .as_ref()
             .filter(|_| self.api.token.is_none())?;
-        let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then(|| {
-            format!(
-                "the API token file {} is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
-                file.display(),
-                file.display()
-            )
-        })
+        readable_by_others(file, "the API token file")
     }
 
     /// `min_free_space` at least as big as the whole backup filesystem: every backup
@@ -270,6 +258,19 @@ impl Config {
             )
         })
     }
+}
+
+/// A warning when the secret file `file` (`what`, e.g. "the API token file") may be read
+/// by group or others, with the command that fixes it.
+fn readable_by_others(file: &Path, what: &str) -> Option<String> {
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{what} {} is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
+            file.display(),
+            file.display()
+        )
+    })
 }
 
 #[cfg(test)]
