@@ -353,4 +353,4 @@ fn scheduled_reasons(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

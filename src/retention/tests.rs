@@ -225,7 +225,8 @@ fn arb_candidate() -> impl Strategy<Value = Candidate> {
         })
 }
 
-fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
+/// Any policy `keep_last` ≥ 1 allows (remote retention's property test uses it too).
+pub(crate) fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
     (
         1u32..10,
         prop::option::of(1u32..10),

@@ -4,7 +4,6 @@
 //! still under Object Lock.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -15,7 +14,7 @@ use crate::config::Timezone;
 use crate::kind::BackupKind;
 use crate::offsite::RemoteListing;
 use crate::offsite::target::ObjectInfo;
-use crate::retention::RetentionPolicy;
+use crate::retention::tests::arb_policy;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
@@ -44,24 +43,6 @@ fn arb_generated() -> impl Strategy<Value = Generated> {
             hours_ago,
             complete,
             uploaded_days_ago,
-        })
-}
-
-fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
-    (
-        1u32..6,
-        prop::option::of(1u32..10),
-        prop::option::of(1u32..6),
-        prop::option::of(1u32..6),
-        prop::option::of(0u64..(30 * 86400)),
-    )
-        .prop_map(|(l, d, w, m, within)| RetentionPolicy {
-            keep_last: l,
-            keep_daily: d,
-            keep_weekly: w,
-            keep_monthly: m,
-            keep_within: within.map(Duration::from_secs),
-            keep_pre_restore: 1,
         })
 }
 
