@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example gen_corpus -- --out DIR --size 1GiB --seed 42
 //!     [--files N]       N small files (1–16 KiB) instead of the media mix: the scaling test
+//!     [--db-size SIZE]  grow the database to SIZE instead of size/64 (the database benchmark)
 //!     [--small-change]  edit ~0.5 % and add ~0.5 % of the files of an existing corpus,
 //!                       and update a few database rows (an incremental day of the app)
 //! ```
@@ -252,7 +253,15 @@ fn media_sizes(rng: &mut Rng, videos: u64) -> [u64; 6] {
     })
 }
 
-fn generate(out: &Path, size: u64, files: Option<u64>, rng: &mut Rng) -> Result<()> {
+/// What to generate: storage bytes, small-file count (the scaling test), database bytes.
+struct Shape {
+    size: u64,
+    files: Option<u64>,
+    db_size: Option<u64>,
+}
+
+fn generate(out: &Path, shape: &Shape, rng: &mut Rng) -> Result<()> {
+    let Shape { size, files, .. } = *shape;
     let (storage, app) = (out.join("storage"), out.join("app_data"));
     if storage.exists() || app.exists() {
         bail!(
@@ -287,7 +296,11 @@ fn generate(out: &Path, size: u64, files: Option<u64>, rng: &mut Rng) -> Result<
         count += before - limit;
     }
     // Rows of media deleted from disk since: the database grows to about size/64.
-    let target = if files.is_some() { 0 } else { size / 64 };
+    let target = match (shape.db_size, files) {
+        (Some(bytes), _) => bytes,
+        (None, Some(_)) => 0,
+        (None, None) => size / 64,
+    };
     while db.bytes()? < target {
         let c = db.client(rng)?;
         for _ in 0..rng.range(1, 6) {
@@ -374,9 +387,9 @@ fn small_change(out: &Path, rng: &mut Rng) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let usage =
-        "usage: gen_corpus --out DIR [--size 1GiB] [--seed 42] [--files N] [--small-change]";
+    let usage = "usage: gen_corpus --out DIR [--size 1GiB] [--seed 42] [--files N] [--db-size SIZE] [--small-change]";
     let (mut out, mut size, mut seed, mut files, mut change) = (None, 1 << 30, 42, None, false);
+    let mut db_size = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -388,6 +401,7 @@ fn main() -> Result<()> {
             "--size" => size = parse_bytes(&value()?).map_err(anyhow::Error::msg)?,
             "--seed" => seed = value()?.parse().context("--seed takes a number")?,
             "--files" => files = Some(value()?.parse().context("--files takes a number")?),
+            "--db-size" => db_size = Some(parse_bytes(&value()?).map_err(anyhow::Error::msg)?),
             "--small-change" => change = true,
             _ => bail!("unknown argument `{a}`; {usage}"),
         }
@@ -397,6 +411,15 @@ fn main() -> Result<()> {
     if change {
         small_change(&out, &mut rng)
     } else {
-        generate(&out, size, files.map(|n: u64| n.max(1)), &mut rng)
+        let files = files.map(|n: u64| n.max(1));
+        generate(
+            &out,
+            &Shape {
+                size,
+                files,
+                db_size,
+            },
+            &mut rng,
+        )
     }
 }
