@@ -319,27 +319,34 @@ fn database_part(
         .map_err(fail("copy database"))?;
     drop(source);
     job.cancel.check().map_err(fail("copy database"))?;
-    let integrity = database::integrity_check(partial.temp_path(), cfg.backup.integrity_check)
-        .map_err(fail("integrity check"))?;
-    let (data, checksum, size, plain_size) = match recipients {
-        Some(r) => {
-            let final_path = catalog.data_path(BackupKind::Database, ts, "db.age");
-            let sealed = seal_database(&partial, &final_path, catalog, r, &job.cancel)
-                .map_err(fail("encrypt database"))?;
-            // The plaintext copy goes as soon as the sealed one is on disk.
+    // The check, the fsync and the hash (or the sealing) of the copy run side by side.
+    let (integrity, proven) = database::integrity_check_alongside(
+        partial.temp_path(),
+        cfg.backup.integrity_check,
+        || match recipients {
+            Some(r) => {
+                let final_path = catalog.data_path(BackupKind::Database, ts, "db.age");
+                seal_database(&partial, &final_path, catalog, r, &job.cancel)
+                    .map(|(sealed, checksum, size, plain)| (Some(sealed), checksum, size, plain))
+                    .map_err(fail("encrypt database"))
+            }
+            None => {
+                let (synced, digest) = sync_and_hash(partial.temp_path());
+                synced.map_err(fail("copy database"))?;
+                let (checksum, size) = digest.map_err(fail("checksum"))?;
+                Ok((None, checksum, size, size))
+            }
+        },
+    );
+    let integrity = integrity.map_err(fail("integrity check"))?;
+    let (sealed, checksum, size, plain_size) = proven?;
+    let data = match sealed {
+        // The plaintext copy goes as soon as the sealed one is on disk.
+        Some(sealed) => {
             drop(partial);
             sealed
         }
-        None => {
-            OpenOptions::new()
-                .write(true)
-                .open(partial.temp_path())
-                .and_then(|f| f.sync_all())
-                .ctx("fsync", partial.temp_path())
-                .map_err(fail("copy database"))?;
-            let (checksum, size) = sha256_file(partial.temp_path()).map_err(fail("checksum"))?;
-            (partial, checksum, size, size)
-        }
+        None => partial,
     };
     let final_path = data.final_path().to_path_buf();
     job.progress.advance(size, 1);
@@ -358,6 +365,36 @@ fn database_part(
     m.reason = job.reason.clone();
     m.duration_ms = started.elapsed().as_millis() as u64;
     Ok(PendingPart { data, metadata: m })
+}
+
+/// fsync the finished copy at `path` on one thread while SHA-256 reads it on this one
+/// (the pages are still in the cache: the hash does not wait for the disk). Returns the
+/// fsync's result and the digest's.
+fn sync_and_hash(path: &std::path::Path) -> (Result<()>, Result<(String, u64)>) {
+    let fsync = || {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.sync_all())
+            .ctx("fsync", path)
+    };
+    std::thread::scope(|scope| {
+        let synced = std::thread::Builder::new()
+            .name("fsync".into())
+            .spawn_scoped(scope, fsync);
+        let digest = sha256_file(path);
+        let synced = match synced {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "fsync",
+                    path,
+                    std::io::Error::other("the fsync thread panicked"),
+                ))
+            }),
+            Err(_) => fsync(),
+        };
+        (synced, digest)
+    })
 }
 
 /// Stream the plaintext copy at `plain` through age → SHA-256 → `final_path.partial`,

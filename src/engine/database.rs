@@ -114,7 +114,16 @@ pub fn copy_database(
     dest: &Path,
     busy_timeout: Duration,
 ) -> Result<()> {
-    let mut target = Connection::open(dest).map_err(|e| Error::sqlite("create", dest, e))?;
+    // Through the coalescing VFS: the copy is private until it is renamed into place.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let opened = if super::sqlite_vfs::register() {
+        Connection::open_with_flags_and_vfs(dest, flags, super::sqlite_vfs::NAME)
+    } else {
+        Connection::open_with_flags(dest, flags)
+    };
+    let mut target = opened.map_err(|e| Error::sqlite("create", dest, e))?;
     // The caller fsyncs the finished copy once; SQLite's own syncs of a file nobody else
     // can see yet would only add waits.
     // No rollback journal either: a crash leaves a `.partial` that is thrown away anyway.
@@ -181,12 +190,44 @@ pub fn integrity_check(path: &Path, mode: IntegrityCheck) -> Result<String> {
         IntegrityCheck::Quick => "quick_check",
         IntegrityCheck::Full => "integrity_check",
     };
-    let conn = Connection::open_with_flags(
+    let opened = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::verify(path, "database opens", e.to_string()))?;
+    );
+    let conn = opened.map_err(|e| Error::verify(path, "database opens", e.to_string()))?;
     run_check(&conn, pragma).map_err(|detail| Error::verify(path, pragma_label(pragma), detail))
+}
+
+/// Run the configured integrity check of the copy at `path` on a thread of its own while
+/// `alongside` runs on this one, and return both results. The check is CPU work on pages
+/// the copy just left in the page cache; what runs beside it (the fsync that waits for the
+/// disk, the SHA-256 of the same bytes, or the sealing) needs none of its results, and the
+/// backup counts only once all of them succeeded — so on two cores the check costs no
+/// wall time of its own (issue 18: the check, the hash and the fsync were three passes in
+/// a row).
+pub fn integrity_check_alongside<T: Send>(
+    path: &Path,
+    mode: IntegrityCheck,
+    alongside: impl FnOnce() -> T + Send,
+) -> (Result<String>, T) {
+    thread::scope(|scope| {
+        let check = thread::Builder::new()
+            .name("quick_check".into())
+            .spawn_scoped(scope, || integrity_check(path, mode));
+        let other = alongside();
+        let integrity = match check {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::verify(
+                    path,
+                    "database opens",
+                    "the check thread panicked".to_string(),
+                ))
+            }),
+            // No thread to be had: check here, after the other work.
+            Err(_) => integrity_check(path, mode),
+        };
+        (integrity, other)
+    })
 }
 
 /// Run the check on an open connection: `Ok("ok")`, or the problems SQLite listed.

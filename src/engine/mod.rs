@@ -20,6 +20,7 @@ pub mod rotate;
 pub mod safety_copies;
 pub mod sealing;
 pub mod select;
+mod sqlite_vfs;
 pub mod staged_tree;
 pub mod storage;
 pub mod verify;
