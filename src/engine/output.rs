@@ -1,73 +1,165 @@
 //! The archive file as the compressor's last writer: refuses every write once cancelled
 //! (so even zstd's final flush, which with many threads can be most of the work, stops
-//! promptly), and starts the disk writing behind us as we go — `sync_file_range` every few
-//! MiB — so the fsync that makes the backup durable has only the tail left to wait for,
-//! and written pages are dropped from the page cache instead of pushing the app's out.
+//! promptly), and has the disk write behind us as we go, so the fsync that makes the
+//! backup durable has only the tail left to wait for, and written pages leave the page
+//! cache instead of pushing the app's out.
+//!
+//! The writeback runs on a thread of its own ("settle"): every [`KICK`] bytes the writer
+//! hands it the new range and goes on; the settle thread starts writeback of that range,
+//! waits for the one before it and drops it from the cache. Issue 18 measured the same
+//! steps done inline on the writing thread — which is the thread that feeds zstd — at
+//! 0.4 s of a 3.6 s backup quiet and more with a disk writer beside it: both the wait
+//! and `POSIX_FADV_DONTNEED` (which drains the per-CPU page lists of every core) stalled
+//! the compressor.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use super::Cancel;
 
 /// How much is written between two writeback kicks.
 const KICK: u64 = 8 << 20;
+/// Ranges the settle thread may fall behind by before the writer waits for it: at most
+/// this many × [`KICK`] bytes are dirty beyond what the disk has been asked to write.
+const BACKLOG: usize = 16;
 
 pub struct ArchiveFile {
     inner: BufWriter<File>,
     cancel: Cancel,
     written: u64,
-    /// Writeback was started for bytes before this offset.
+    /// Ranges before this offset have been handed to the writeback.
     kicked: u64,
-    /// Bytes before this offset are on disk and dropped from the cache.
-    settled: u64,
+    settle: Settle,
+}
+
+/// Where the writeback of finished ranges happens.
+enum Settle {
+    Thread(SettleThread),
+    /// No thread could be had (or the file could not be duplicated): the same steps,
+    /// done by the writer itself.
+    Inline(Window),
+}
+
+/// The settle thread's end of the channel; dropping it lets the thread finish its range
+/// and waits for it, so the file is never used by two threads past `into_file`.
+struct SettleThread {
+    ranges: Option<SyncSender<(u64, u64)>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for SettleThread {
+    fn drop(&mut self) {
+        drop(self.ranges.take());
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl ArchiveFile {
     pub fn new(file: File, cancel: Cancel) -> Self {
+        let settle = match file.try_clone() {
+            Ok(dup) => {
+                let (tx, rx) = sync_channel(BACKLOG);
+                match std::thread::Builder::new()
+                    .name("settle".into())
+                    .spawn(move || settle_ranges(&dup, &rx))
+                {
+                    Ok(handle) => Settle::Thread(SettleThread {
+                        ranges: Some(tx),
+                        handle: Some(handle),
+                    }),
+                    Err(_) => Settle::Inline(Window::default()),
+                }
+            }
+            Err(_) => Settle::Inline(Window::default()),
+        };
         ArchiveFile {
             inner: BufWriter::with_capacity(1 << 20, file),
             cancel,
             written: 0,
             kicked: 0,
-            settled: 0,
+            settle,
         }
     }
 
+    /// The file, once everything is written and the settle thread has stopped; the
+    /// caller's fsync then waits for the tail only.
     pub fn into_file(self) -> io::Result<File> {
-        self.inner.into_inner().map_err(|e| e.into_error())
+        let ArchiveFile { inner, settle, .. } = self;
+        drop(settle);
+        inner.into_inner().map_err(|e| e.into_error())
     }
 
-    fn writeback(&mut self) {
-        let fd = self.inner.get_ref().as_raw_fd();
-        // Wait for the previous window (the disk has had a whole window's time to write
-        // it), then start the current one: at most two windows are ever dirty.
-        if self.kicked > self.settled {
-            let (from, len) = (self.settled as i64, (self.kicked - self.settled) as i64);
-            // SAFETY: plain syscalls on our own open fd with in-range offsets.
+    fn kick(&mut self) -> io::Result<()> {
+        self.inner.flush()?;
+        let range = (self.kicked, self.written);
+        self.kicked = self.written;
+        match &mut self.settle {
+            Settle::Thread(thread) => {
+                // A send fails only if the thread is gone; the final fsync still
+                // makes the file durable, so the writeback is simply not started early.
+                if let Some(tx) = &thread.ranges {
+                    let _ = tx.send(range);
+                }
+            }
+            Settle::Inline(window) => window.settle(self.inner.get_ref(), range),
+        }
+        Ok(())
+    }
+}
+
+/// The settle thread: one range at a time, in order.
+fn settle_ranges(file: &File, ranges: &Receiver<(u64, u64)>) {
+    let mut window = Window::default();
+    while let Ok(range) = ranges.recv() {
+        window.settle(file, range);
+    }
+}
+
+/// The writeback of a file written front to back: the range before the newest is
+/// waited for and dropped, the newest is started, so at most two ranges are dirty.
+#[derive(Default)]
+struct Window {
+    /// Writeback was started for bytes before this offset.
+    started: u64,
+    /// Bytes before this offset are on disk and dropped from the cache.
+    settled: u64,
+}
+
+impl Window {
+    fn settle(&mut self, file: &File, (from, to): (u64, u64)) {
+        let fd = file.as_raw_fd();
+        if self.started > self.settled {
+            let (start, len) = (self.settled as i64, (self.started - self.settled) as i64);
+            // SAFETY: plain syscalls on an open fd with in-range offsets. Errors are left
+            // to the final fsync, which reports them.
             unsafe {
                 libc::sync_file_range(
                     fd,
-                    from,
+                    start,
                     len,
                     libc::SYNC_FILE_RANGE_WAIT_BEFORE
                         | libc::SYNC_FILE_RANGE_WRITE
                         | libc::SYNC_FILE_RANGE_WAIT_AFTER,
                 );
-                libc::posix_fadvise(fd, from, len, libc::POSIX_FADV_DONTNEED);
+                libc::posix_fadvise(fd, start, len, libc::POSIX_FADV_DONTNEED);
             }
-            self.settled = self.kicked;
+            self.settled = self.started;
         }
         // SAFETY: as above.
         unsafe {
             libc::sync_file_range(
                 fd,
-                self.kicked as i64,
-                (self.written - self.kicked) as i64,
+                from as i64,
+                (to - from) as i64,
                 libc::SYNC_FILE_RANGE_WRITE,
             );
         }
-        self.kicked = self.written;
+        self.started = to;
     }
 }
 
@@ -79,13 +171,49 @@ impl Write for ArchiveFile {
         let n = self.inner.write(buf)?;
         self.written += n as u64;
         if self.written - self.kicked >= KICK {
-            self.inner.flush()?;
-            self.writeback();
+            self.kick()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn every_byte_lands_across_many_writeback_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive");
+        let file = File::create(&path).unwrap();
+        let mut out = ArchiveFile::new(file, Cancel::default());
+        assert!(matches!(out.settle, Settle::Thread(_)));
+        // 3.5 ranges of writeback, in odd-sized writes so ranges end mid-write.
+        let total = (KICK * 7 / 2) as usize;
+        let data: Vec<u8> = (0..total).map(|i| (i % 253) as u8).collect();
+        for chunk in data.chunks(100_003) {
+            out.write_all(chunk).unwrap();
+        }
+        let file = out.into_file().unwrap();
+        file.sync_all().unwrap();
+        let mut back = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == data, "the file differs from what was written");
+    }
+
+    #[test]
+    fn a_cancelled_archive_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = Cancel::default();
+        let file = File::create(dir.path().join("archive")).unwrap();
+        let mut out = ArchiveFile::new(file, cancel.clone());
+        out.write_all(b"before").unwrap();
+        cancel.cancel();
+        assert!(out.write(b"after").is_err());
     }
 }
