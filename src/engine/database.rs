@@ -219,7 +219,7 @@ pub fn integrity_check_alongside<T: Send>(
             Ok(handle) => handle.join().unwrap_or_else(|_| {
                 Err(Error::verify(
                     path,
-                    "database opens",
+                    check_label(mode),
                     "the check thread panicked".to_string(),
                 ))
             }),
@@ -248,6 +248,14 @@ pub fn run_check(conn: &Connection, pragma: &str) -> std::result::Result<String,
             detail = "no result".into();
         }
         Err(detail)
+    }
+}
+
+/// How errors name the check `mode` runs.
+fn check_label(mode: IntegrityCheck) -> &'static str {
+    match mode {
+        IntegrityCheck::Full => INTEGRITY_CHECKS[1],
+        _ => INTEGRITY_CHECKS[0],
     }
 }
 

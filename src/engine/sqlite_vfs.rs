@@ -67,6 +67,12 @@ struct Coalescing {
     /// Bytes waiting to be written at `offset`; `None` once closed.
     pending: Option<Vec<u8>>,
     offset: i64,
+    /// The first failed flush's code, returned by every call after it. Sticky because
+    /// SQLite ignores the result of some calls that flush (the size hint sent when a
+    /// spilled page passes the file's end, checkpoint notices): the next call it does
+    /// check — at the latest the commit's `SQLITE_FCNTL_SYNC` — must fail too, or pages
+    /// SQLite counts as written would be missing from a copy that looks complete.
+    failed: c_int,
 }
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -130,6 +136,7 @@ unsafe extern "C" fn open(
                 inner,
                 pending: Some(Vec::with_capacity(BUFFER)),
                 offset: 0,
+                failed: ffi::SQLITE_OK,
             },
         );
         ffi::SQLITE_OK
@@ -151,9 +158,12 @@ unsafe fn parts<'a>(
     }
 }
 
-/// Write what is pending. An error is SQLite's `SQLITE_IOERR_WRITE` (the inner VFS has
-/// already recorded errno for `sqlite3_system_errno`).
+/// Write what is pending. The error is the unix VFS's own (`SQLITE_IOERR_WRITE`, or
+/// `SQLITE_FULL` for a full disk), and it sticks: see [`Coalescing::failed`].
 unsafe fn flush(ours: &mut Coalescing, methods: &ffi::sqlite3_io_methods) -> c_int {
+    if ours.failed != ffi::SQLITE_OK {
+        return ours.failed;
+    }
     let Some(pending) = ours.pending.as_mut() else {
         return ffi::SQLITE_OK;
     };
@@ -173,6 +183,9 @@ unsafe fn flush(ours: &mut Coalescing, methods: &ffi::sqlite3_io_methods) -> c_i
         )
     };
     pending.clear();
+    if rc != ffi::SQLITE_OK {
+        ours.failed = rc;
+    }
     rc
 }
 
@@ -193,6 +206,10 @@ unsafe fn flushed(
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
+    // SQLite ignores what close returns; nothing is pending by then in our use, because
+    // every commit (the copy's, and the `journal_mode = DELETE` that finishes it) sends
+    // `SQLITE_FCNTL_SYNC` — even with `synchronous = OFF` — which flushes and whose
+    // result SQLite checks. A write error surfaces there, failing the copy.
     // SAFETY: as in `flushed`; after the inner close our state is dropped exactly once.
     unsafe {
         let (ours, methods) = parts(file);
@@ -216,6 +233,9 @@ unsafe extern "C" fn write(
     // SAFETY: as in `flushed`; `buf` holds `amount` bytes (SQLite's contract).
     unsafe {
         let (ours, methods) = parts(file);
+        if ours.failed != ffi::SQLITE_OK {
+            return ours.failed;
+        }
         let bytes = std::slice::from_raw_parts(buf.cast::<u8>(), amount.max(0) as usize);
         let Some(pending) = ours.pending.as_mut() else {
             return ffi::SQLITE_IOERR_WRITE;
@@ -295,11 +315,19 @@ unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // The unlock happens whatever the flush says: SQLite records the new lock level
+    // either way, and the inner file must agree with it.
     unsafe {
-        flushed(file, |inner, m| {
-            m.xUnlock
-                .map_or(ffi::SQLITE_IOERR_UNLOCK, |f| f(inner, level))
-        })
+        let (ours, m) = parts(file);
+        let flushed = flush(ours, m);
+        let unlocked = m
+            .xUnlock
+            .map_or(ffi::SQLITE_IOERR_UNLOCK, |f| f(ours.inner, level));
+        if flushed != ffi::SQLITE_OK {
+            flushed
+        } else {
+            unlocked
+        }
     }
 }
 
