@@ -40,19 +40,10 @@ recipients=$root/tests/fixtures/age/operator.pub
 identity_fixture=$root/tests/fixtures/age/operator.key
 [ -f "$recipients" ] || die "no test public key at $recipients"
 need_tools /usr/bin/time:time sqlite3:sqlite3 sha256sum:coreutils 'age:age?'
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-bin=$target_dir/$profile/vertex-backup
-gen=$target_dir/release/examples/gen_corpus
+gen=${CARGO_TARGET_DIR:-$root/target}/release/examples/gen_corpus
 log "cargo build --release --example gen_corpus"
 (cd "$root" && cargo build --release --quiet --example gen_corpus)
-if [ "$profile" = release ]; then
-  log "cargo build --release"
-  (cd "$root" && cargo build --release --quiet)
-else
-  log "using the DEBUG binary (--debug): times are pessimistic for both variants"
-  (cd "$root" && cargo build --quiet)
-fi
-[ -x "$bin" ] || die "no binary at $bin"
+build_profile "$profile" "the times of both variants"
 
 mkdir -p "$work"
 work=$(cd "$work" && pwd)

@@ -37,6 +37,21 @@ build() {
   (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example gen_corpus)
 }
 
+# build_profile PROFILE WHAT: build the binary as release or (--debug) debug; sets $bin to it
+# (under $CARGO_TARGET_DIR, default target/). WHAT says whose times a debug build makes
+# pessimistic, for the log.
+build_profile() {
+  bin=${CARGO_TARGET_DIR:-$root/target}/$1/vertex-backup
+  if [ "$1" = release ]; then
+    log "cargo build --release"
+    (cd "$root" && cargo build --release --quiet)
+  else
+    log "using the DEBUG binary (--debug): $2 are pessimistic"
+    (cd "$root" && cargo build --quiet)
+  fi
+  [ -x "$bin" ] || die "no binary at $bin"
+}
+
 # make_corpus DIR GEN-ARGS...: generate once, again only when the generator's source changed;
 # a corpus counts only once it is complete.
 make_corpus() {

@@ -41,15 +41,7 @@ case $size in
 esac
 
 need_tools /usr/bin/time:time python3:python3
-bin=${CARGO_TARGET_DIR:-$root/target}/$profile/vertex-backup
-if [ "$profile" = release ]; then
-  log "cargo build --release"
-  (cd "$root" && cargo build --release --quiet)
-else
-  log "using the DEBUG binary (--debug): our times are pessimistic"
-  (cd "$root" && cargo build --quiet)
-fi
-[ -x "$bin" ] || die "no binary at $bin"
+build_profile "$profile" "our times"
 ensure_moto_venv
 py=$(moto_venv_dir)/bin/python
 case $server in

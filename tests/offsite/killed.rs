@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::offsite::setup::{
-    assert_no_half_listed, assert_s3_objects_match, configure, remote_backups, s3_table,
+    assert_no_half_listed, assert_one_clean_remote_backup, configure, remote_backups, s3_table,
 };
 use crate::util::{FaultProxy, RUN_TIMEOUT, TestApp, poll_until, s3_server};
 
@@ -83,14 +83,10 @@ fn an_uploader_killed_at_ten_moments_never_leaves_a_half_backup_and_the_next_pus
     );
 
     app.run(["offsite", "push"]).assert_code(0);
-    let backups = remote_backups(&app, "remote");
-    assert_eq!(backups.len(), 1, "{backups:#?}");
-    assert!(backups[0]["problem"].is_null(), "{:#}", backups[0]);
-    assert_s3_objects_match(&s3, &bucket, &backups[0], Some(&app.backups));
-    assert_eq!(assert_no_half_listed(&s3, &bucket).len(), 1);
-    assert_eq!(
-        s3.multipart_uploads(&bucket),
-        vec![],
-        "dangling multipart uploads were not aborted"
+    assert_one_clean_remote_backup(
+        &app,
+        &s3,
+        &bucket,
+        "dangling multipart uploads were not aborted",
     );
 }

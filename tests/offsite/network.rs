@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use crate::offsite::setup::{
-    assert_no_half_listed, assert_s3_objects_match, configure, remote_backups, s3_table,
+    assert_no_half_listed, assert_one_clean_remote_backup, assert_s3_objects_match, configure,
+    remote_backups, s3_table,
 };
 use crate::util::{Fault, FaultProxy, RUN_TIMEOUT, S3Server, TestApp, poll_until, s3_server};
 
@@ -92,14 +93,5 @@ fn a_network_that_stays_down_fails_the_push_naming_the_target_and_lists_nothing_
 
     proxy.set(Fault::Pass);
     app.run(["offsite", "push"]).assert_code(0);
-    let backups = remote_backups(&app, "remote");
-    assert_eq!(backups.len(), 1, "{backups:#?}");
-    assert!(backups[0]["problem"].is_null(), "{:#}", backups[0]);
-    assert_s3_objects_match(&s3, &bucket, &backups[0], Some(&app.backups));
-    assert_eq!(assert_no_half_listed(&s3, &bucket).len(), 1);
-    assert_eq!(
-        s3.multipart_uploads(&bucket),
-        vec![],
-        "the cut uploads were left dangling"
-    );
+    assert_one_clean_remote_backup(&app, &s3, &bucket, "the cut uploads were left dangling");
 }

@@ -119,6 +119,19 @@ pub fn assert_s3_objects_match(s3: &S3Server, bucket: &str, backup: &Value, loca
     }
 }
 
+/// After a push that recovered from a fault: the one backup `offsite list` shows is whole
+/// (no problem, every object there with our checksum), nothing half-done lists, and no
+/// multipart upload was left open (`why`: what would have left one).
+#[track_caller]
+pub fn assert_one_clean_remote_backup(app: &TestApp, s3: &S3Server, bucket: &str, why: &str) {
+    let backups = remote_backups(app, "remote");
+    assert_eq!(backups.len(), 1, "{backups:#?}");
+    assert!(backups[0]["problem"].is_null(), "{:#}", backups[0]);
+    assert_s3_objects_match(s3, bucket, &backups[0], Some(&app.backups));
+    assert_eq!(assert_no_half_listed(s3, bucket).len(), 1);
+    assert_eq!(s3.multipart_uploads(bucket), vec![], "{why}");
+}
+
 /// The bucket's invariant, read behind the code's back: a backup's metadata object
 /// (`<type>/<stem>.json`) is there only when every data object it names is there with
 /// the size it records. Returns the stems that list as backups.
