@@ -190,11 +190,11 @@ pub fn integrity_check(path: &Path, mode: IntegrityCheck) -> Result<String> {
         IntegrityCheck::Quick => "quick_check",
         IntegrityCheck::Full => "integrity_check",
     };
-    let opened = Connection::open_with_flags(
+    let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    );
-    let conn = opened.map_err(|e| Error::verify(path, "database opens", e.to_string()))?;
+    )
+    .map_err(|e| Error::verify(path, "database opens", e.to_string()))?;
     run_check(&conn, pragma).map_err(|detail| Error::verify(path, pragma_label(pragma), detail))
 }
 
@@ -202,9 +202,9 @@ pub fn integrity_check(path: &Path, mode: IntegrityCheck) -> Result<String> {
 /// `alongside` runs on this one, and return both results. The check is CPU work on pages
 /// the copy just left in the page cache; what runs beside it (the fsync that waits for the
 /// disk, the SHA-256 of the same bytes, or the sealing) needs none of its results, and the
-/// backup counts only once all of them succeeded — so on two cores the check costs no
-/// wall time of its own (issue 18: the check, the hash and the fsync were three passes in
-/// a row).
+/// backup counts only once all of them succeeded — so their times overlap instead of
+/// adding up (issue 18: the check, the fsync and the hash were three passes in a row; the
+/// check, the longest, is now what the others hide behind).
 pub fn integrity_check_alongside<T: Send>(
     path: &Path,
     mode: IntegrityCheck,
@@ -212,7 +212,7 @@ pub fn integrity_check_alongside<T: Send>(
 ) -> (Result<String>, T) {
     thread::scope(|scope| {
         let check = thread::Builder::new()
-            .name("quick_check".into())
+            .name("db-check".into())
             .spawn_scoped(scope, || integrity_check(path, mode));
         let other = alongside();
         let integrity = match check {
