@@ -61,22 +61,11 @@ recipients_file = "$recipients"
 encrypt = "all"
 TOML
 
-# timed OUT_PREFIX COMMAND…: wall seconds to OUT_PREFIX.s, peak RSS KiB to .rss, CPU s to .cpu
-timed() {
-  local out=$1 start end; shift
-  start=$(date +%s.%N)
-  /usr/bin/time -v -o "$out.time" "$@" >"$out.log" 2>&1 || { cat "$out.log" "$out.time" >&2; die "failed: $*"; }
-  end=$(date +%s.%N)
-  awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}' >"$out.s"
-  awk -F': ' '/Maximum resident set size/ {print $2}' "$out.time" >"$out.rss"
-  awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f\n", s}' "$out.time" >"$out.cpu"
-}
-
 # backup VARIANT RUN: one storage backup into an emptied, synced backup dir (untimed prep)
 backup() {
   rm -rf "${run:?}/$1"
   sync
-  timed "$run/$1-$2" "$bin" --config "$run/$1.toml" -q create --type storage --no-offsite
+  measure_run "$run/$1-$2" "$bin" --config "$run/$1.toml" -q create --type storage --no-offsite
 }
 
 # The encrypted run must have written an age file and said so in its metadata: on a build

@@ -52,6 +52,18 @@ build_profile() {
   [ -x "$bin" ] || die "no binary at $bin"
 }
 
+# measure_run OUT_PREFIX COMMAND…: run under GNU time -v; wall seconds to OUT_PREFIX.s, peak
+# RSS KiB to .rss, CPU s (user + system) to .cpu; the output to .log. A failure is fatal.
+measure_run() {
+  local out=$1 start end; shift
+  start=$(date +%s.%N)
+  /usr/bin/time -v -o "$out.time" "$@" >"$out.log" 2>&1 || { cat "$out.log" "$out.time" >&2; die "failed: $*"; }
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}' >"$out.s"
+  awk -F': ' '/Maximum resident set size/ {print $2}' "$out.time" >"$out.rss"
+  awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f\n", s}' "$out.time" >"$out.cpu"
+}
+
 # make_corpus DIR GEN-ARGS...: generate once, again only when the generator's source changed;
 # a corpus counts only once it is complete.
 make_corpus() {

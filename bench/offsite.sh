@@ -140,27 +140,16 @@ s3 = boto3.resource("s3", endpoint_url=sys.argv[1])
 s3.Bucket(sys.argv[2]).objects.all().delete()
 PY
 
-# timed OUT_PREFIX COMMAND…: wall seconds to OUT_PREFIX.s, peak RSS KiB to OUT_PREFIX.rss
-timed() {
-  local out=$1 start end; shift
-  start=$(date +%s.%N)
-  /usr/bin/time -v -o "$out.time" "$@" >"$out.log" 2>&1 || { cat "$out.log" "$out.time" >&2; die "failed: $*"; }
-  end=$(date +%s.%N)
-  awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}' >"$out.s"
-  awk -F': ' '/Maximum resident set size/ {print $2}' "$out.time" >"$out.rss"
-  awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f\n", s}' "$out.time" >"$out.cpu"
-}
-
 for i in $(seq 1 "$runs"); do
   config "$work/run$i.toml" "ours-$i"
   log "run $i/$runs: vertex-backup offsite push"
   sync
-  timed "$work/ours-$i" "$bin" --config "$work/run$i.toml" -q offsite push --target bench
+  measure_run "$work/ours-$i" "$bin" --config "$work/run$i.toml" -q offsite push --target bench
   grep -q 'storage_backup_' "$work/ours-$i.log" || { cat "$work/ours-$i.log" >&2; die "push uploaded nothing"; }
   "$py" "$work/empty_bucket.py" "$endpoint" "$bucket"
   log "run $i/$runs: boto3 upload_file"
   sync
-  timed "$work/boto3-$i" "$py" "$work/boto3_upload.py" "$endpoint" "$bucket" "boto3-$i/$(basename "$archive")" "$archive" "$part_mib" "$concurrency"
+  measure_run "$work/boto3-$i" "$py" "$work/boto3_upload.py" "$endpoint" "$bucket" "boto3-$i/$(basename "$archive")" "$archive" "$part_mib" "$concurrency"
   "$py" "$work/empty_bucket.py" "$endpoint" "$bucket"
 done
 
