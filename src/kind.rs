@@ -41,6 +41,21 @@ impl BackupKind {
             BackupKind::Storage => "storage_backup_",
         }
     }
+
+    /// File name prefix of a snapshot of this kind (`[backup] storage_format` or
+    /// `database_format = "snapshot"`); a full backup is never a snapshot itself.
+    pub fn snapshot_prefix(self) -> Option<&'static str> {
+        match self {
+            BackupKind::Full => None,
+            BackupKind::Database => Some("db_snapshot_"),
+            BackupKind::Storage => Some("storage_snapshot_"),
+        }
+    }
+
+    /// Every prefix a backup of this kind may be named with (none is a prefix of another).
+    pub fn prefixes(self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.prefix()).chain(self.snapshot_prefix())
+    }
 }
 
 impl fmt::Display for BackupKind {

@@ -18,9 +18,11 @@ pub enum FormatKind {
     Sqlite,
     /// A tar archive (a storage backup), compressed as `compression` says.
     Archive,
-    /// A JSON manifest naming other files (a full backup names its two member backups;
-    /// a snapshot will name its content objects).
+    /// A JSON manifest naming other files (a full backup names its two member backups).
     Manifest,
+    /// A snapshot: the data file is its entry list (`.tree.zst`), whose files' contents
+    /// are chunks in packs of the content store shared by all snapshots.
+    Snapshot,
 }
 
 impl FormatKind {
@@ -29,6 +31,7 @@ impl FormatKind {
             FormatKind::Sqlite => "sqlite",
             FormatKind::Archive => "archive",
             FormatKind::Manifest => "manifest",
+            FormatKind::Snapshot => "snapshot",
         }
     }
 }
@@ -65,6 +68,10 @@ impl Format {
     pub fn archive(compression: Compression) -> Self {
         Format::plain(FormatKind::Archive, compression)
     }
+    /// A snapshot's entry list: zstd-compressed JSON lines.
+    pub fn snapshot() -> Self {
+        Format::plain(FormatKind::Snapshot, Compression::Zstd)
+    }
     pub fn manifest() -> Self {
         Format::plain(FormatKind::Manifest, Compression::None)
     }
@@ -92,6 +99,11 @@ impl Format {
             recipients: fingerprints,
         });
         self
+    }
+
+    /// Whether the backup is a snapshot (its data lives in the content store).
+    pub fn is_snapshot(&self) -> bool {
+        self.kind == FormatKind::Snapshot
     }
 
     /// Whether the data file is an age file.

@@ -90,6 +90,39 @@ pub struct BackupMetadata {
     /// (paths, host, file counts, warnings naming files) travels in here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// Snapshots only: the packs of the content store it needs and what it added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// What a snapshot needs from the content store, readable without opening its entry list
+/// (so rotation can prune by it), and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotInfo {
+    /// The snapshot it was compared with (its stem): unchanged files were taken from it
+    /// without being read.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Every pack holding a chunk of its files: kept while this snapshot is.
+    pub packs: Vec<PackRef>,
+    /// Bytes of the chunks it added to the store (compressed, as stored).
+    pub added_bytes: u64,
+    /// Chunks it references, and how many of them it added.
+    pub chunks: u64,
+    pub added_chunks: u64,
+    /// Files taken from the parent unread (size, mtime, ctime and inode unchanged).
+    pub unchanged_files: u64,
+    /// Files read (new or changed).
+    pub read_files: u64,
+}
+
+/// One pack of the content store: `store/packs/<id[..2]>/<id>.pack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PackRef {
+    pub id: String,
+    pub size: u64,
+    /// SHA-256 of the pack file.
+    pub checksum: String,
 }
 
 fn default_algorithm() -> String {

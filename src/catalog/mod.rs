@@ -9,6 +9,7 @@ mod labels;
 mod lock;
 mod metadata;
 mod oplog;
+mod packs;
 mod parts;
 mod restore_staging;
 mod state;
@@ -30,7 +31,7 @@ pub use atomic::{
 pub use format::{Encryption, Format, FormatKind};
 pub use labels::{entry_notes, leftover_note, running_operation};
 pub use lock::{BackupDirLock, LOCK_FILE};
-pub use metadata::{BackupMetadata, FORMAT_VERSION, PartRef};
+pub use metadata::{BackupMetadata, FORMAT_VERSION, PackRef, PartRef, SnapshotInfo};
 pub use oplog::{LOG_FILE, OperationLog};
 pub use parts::{BackupParts, Part, PartRole};
 pub use restore_staging::{RESTORE_STAGING_FILE, RestoreStaging, node_id};
@@ -49,8 +50,9 @@ use crate::kind::BackupKind;
 fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
     match kind {
         // Longest first, so `strip_data_ext` takes `.tar.zst.age` whole.
-        BackupKind::Database => &[".db.age", ".db"],
+        BackupKind::Database => &[".db.age", ".db", SNAPSHOT_TREE_EXT],
         BackupKind::Storage => &[
+            SNAPSHOT_TREE_EXT,
             ".tar.zst.age",
             ".tar.gz.age",
             ".tar.age",
@@ -60,6 +62,20 @@ fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
         ],
         BackupKind::Full => &[],
     }
+}
+
+/// The data file of a snapshot: its entry list, zstd-compressed JSON lines.
+pub const SNAPSHOT_TREE_EXT: &str = ".tree.zst";
+
+/// The content store's directory under the backup directory.
+pub const STORE_DIR: &str = "store";
+
+/// `store/packs/ab/abcdef….pack`: where a pack lives, relative to the backup directory.
+pub fn pack_name(id: &str) -> String {
+    format!(
+        "{STORE_DIR}/packs/{}/{id}.pack",
+        id.get(..2).unwrap_or("00")
+    )
 }
 
 /// A backup directory.
@@ -270,10 +286,13 @@ impl Catalog {
             let Ok(rd) = fs::read_dir(self.kind_dir(kind)) else {
                 continue;
             };
-            let stem = format!("{}{base}", kind.prefix());
+            let stems: Vec<String> = kind.prefixes().map(|p| format!("{p}{base}")).collect();
             for e in rd.flatten() {
                 let name = e.file_name();
-                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(stem.as_str())) else {
+                let Some(rest) = name
+                    .to_str()
+                    .and_then(|n| stems.iter().find_map(|s| n.strip_prefix(s.as_str())))
+                else {
                     continue;
                 };
                 let n = if rest.starts_with('.') {
@@ -298,6 +317,25 @@ impl Catalog {
     pub fn data_path(&self, kind: BackupKind, timestamp: &str, extension: &str) -> PathBuf {
         self.kind_dir(kind)
             .join(format!("{}{timestamp}.{extension}", kind.prefix()))
+    }
+
+    /// Path of the data file (its entry list) of a new snapshot.
+    pub fn snapshot_tree_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
+        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
+        self.kind_dir(kind)
+            .join(format!("{prefix}{timestamp}{SNAPSHOT_TREE_EXT}"))
+    }
+
+    /// Path of the metadata of a new snapshot.
+    pub fn snapshot_meta_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
+        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
+        self.kind_dir(kind)
+            .join(format!("{prefix}{timestamp}.json"))
+    }
+
+    /// The content store snapshots share.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join(STORE_DIR)
     }
 
     /// Path of the metadata (for full: the manifest) of a backup.
@@ -358,11 +396,16 @@ impl Catalog {
                     listing.leftovers.push(path);
                     continue;
                 }
-                let Some(rest) = name.strip_prefix(kind.prefix()) else {
+                let Some((prefix, rest)) = kind
+                    .prefixes()
+                    .find_map(|p| name.strip_prefix(p).map(|rest| (p, rest)))
+                else {
                     continue;
                 };
                 if let Some(ts) = rest.strip_suffix(".json") {
-                    listing.backups.push(self.load_entry(kind, ts, &path));
+                    listing
+                        .backups
+                        .push(self.load_entry(kind, prefix, ts, &path));
                 } else if data_extensions(kind).iter().any(|ext| name.ends_with(ext)) {
                     let stem = strip_data_ext(kind, name);
                     if !names.iter().any(|n| n == &format!("{stem}.json")) {
@@ -403,8 +446,14 @@ impl Catalog {
         Ok((listing, orphans))
     }
 
-    fn load_entry(&self, kind: BackupKind, ts: &str, meta_path: &Path) -> BackupEntry {
-        let stem = format!("{}{ts}", kind.prefix());
+    fn load_entry(
+        &self,
+        kind: BackupKind,
+        prefix: &str,
+        ts: &str,
+        meta_path: &Path,
+    ) -> BackupEntry {
+        let stem = format!("{prefix}{ts}");
         let parsed = fs::read(meta_path)
             .map_err(|e| format!("cannot read its metadata: {e}"))
             .and_then(|b| {
@@ -460,8 +509,14 @@ impl Catalog {
                 p,
                 metadata.file_size,
                 &metadata.checksum,
-                format.ok(),
+                format.clone().ok(),
             ));
+        }
+        // A snapshot's packs: shared with other snapshots, deleted with the last of them.
+        if let (Some(info), Ok(true)) = (&metadata.snapshot, format.map(|f| f.is_snapshot())) {
+            for pack in &info.packs {
+                parts.push(Part::pack(kind, &stem, &self.root, pack));
+            }
         }
         BackupEntry {
             kind,
@@ -515,7 +570,7 @@ impl Catalog {
                 .collect();
             for name in &names {
                 // Only names we write: an operator's `notes.partial` is not ours to delete.
-                if !name.starts_with(kind.prefix()) {
+                if !kind.prefixes().any(|p| name.starts_with(p)) {
                     continue;
                 }
                 if is_sqlite_side_file_of_partial(name) {
@@ -543,6 +598,9 @@ impl Catalog {
                 remove_if_exists(&part.path, &mut removed)?;
             }
         }
+        // Packs only once every leftover that could list them is gone.
+        let (listing, _) = self.list_with_orphans()?;
+        removed.extend(self.sweep_store(&listing)?);
         Ok(removed)
     }
 }
@@ -720,6 +778,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         part_of: None,
         reason: None,
         sealed: None,
+        snapshot: None,
     }
 }
 

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::format::Format;
+use super::metadata::PackRef;
 use crate::kind::BackupKind;
 
 /// What a part is to its backup.
@@ -40,7 +41,8 @@ pub struct Part {
     pub checksum: Option<String>,
     /// How to read it (data parts).
     pub format: Option<Format>,
-    /// Also listed by other backups (a snapshot's content objects); none are yet.
+    /// Also listed by other backups (a snapshot's packs): deleted only with the last
+    /// backup that lists it.
     pub shared: bool,
 }
 
@@ -75,6 +77,24 @@ impl Part {
             checksum: Some(checksum.to_string()),
             format,
             ..Part::metadata(kind, of, path)
+        }
+    }
+}
+
+impl Part {
+    /// A pack of the content store that the snapshot `of` needs.
+    pub fn pack(kind: BackupKind, of: &str, root: &Path, pack: &PackRef) -> Part {
+        let name = super::pack_name(&pack.id);
+        Part {
+            role: PartRole::Data,
+            kind,
+            of: of.to_string(),
+            path: root.join(&name),
+            name,
+            size: pack.size,
+            checksum: Some(pack.checksum.clone()),
+            format: None,
+            shared: true,
         }
     }
 }

@@ -22,16 +22,18 @@ mod offsite;
 mod output;
 mod progress;
 mod restore_cmd;
+mod snapshot_cmd;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vertex_backup::catalog::{self, Stats, Verdict};
+use vertex_backup::catalog::{self, Stats};
 use vertex_backup::config::{ConfigSource, JobSchedule};
 use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
-use vertex_backup::engine::{Cancel, Progress, Silent, browse, rotate, select, verify};
+use vertex_backup::engine::{Progress, Silent, browse, rotate, select};
 use vertex_backup::retention::RetentionPolicy;
 use vertex_backup::{BackupKind, Config, Error};
 
@@ -150,7 +152,7 @@ enum Command {
     /// Restore a database backup, a storage archive or a full backup (type from the path)
     Restore(restore_cmd::RestoreArgs),
     /// Check backups (checksum, SQLite integrity, archive readable end to end); changes nothing
-    Verify(VerifyArgs),
+    Verify(verify_cmd::VerifyArgs),
     /// List the files in a storage or full backup (path, type, size, mode, mtime), or a database backup's tables
     Ls(LsArgs),
     /// Apply the retention policy; --dry-run prints what would be deleted
@@ -188,12 +190,16 @@ enum Command {
     Man,
     /// Copies off this machine: push, list, prune and verify the [[offsite]] targets
     Offsite(offsite::OffsiteArgs),
+    /// Write a storage snapshot out as a plain .tar.zst that GNU tar extracts
+    Export(snapshot_cmd::ExportArgs),
+    /// What changed between two storage snapshots: + added, - removed, M modified, U metadata only
+    Diff(snapshot_cmd::DiffArgs),
 }
 
 /// Which backup a command works on, besides a name or path: `--latest [TYPE]` or
 /// `--at TIME` (see [`vertex_backup::engine::select`]).
 #[derive(Debug, Args)]
-struct BackupChoice {
+pub(crate) struct BackupChoice {
     /// The newest good backup (complete, not failed verification) of TYPE
     #[arg(long, value_enum, value_name = "TYPE", num_args = 0..=1, conflicts_with = "at")]
     latest: Option<Option<TypeArg>>,
@@ -214,7 +220,7 @@ struct BackupChoice {
 impl BackupChoice {
     /// What was asked for, if `--latest` or `--at` was given; `default` is the type a bare
     /// `--latest` or `--at` means (`None`: the caller handles a bare `--latest` itself).
-    fn chosen(&self, default: Option<BackupKind>) -> Option<select::BackupRef> {
+    pub(crate) fn chosen(&self, default: Option<BackupKind>) -> Option<select::BackupRef> {
         if let Some(time) = &self.at {
             let kind = self
                 .at_type
@@ -236,22 +242,6 @@ struct WaitArg {
     /// If another run holds the backup directory's lock, wait up to DURATION (e.g. 30s, 10m) for it instead of failing at once
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     wait: Option<std::time::Duration>,
-}
-
-#[derive(Debug, Args)]
-struct VerifyArgs {
-    /// One backup to verify, by name as `list` prints it or by path (default: the newest of each type)
-    #[arg(conflicts_with_all = ["all", "latest", "at"])]
-    backup: Option<PathBuf>,
-    /// Verify every backup
-    #[arg(long, conflicts_with_all = ["latest", "at"])]
-    all: bool,
-    /// --latest: the newest backup of each type (the default); --latest TYPE: the newest good one of TYPE
-    #[command(flatten)]
-    choice: BackupChoice,
-    /// Print one JSON report per backup verified
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -347,7 +337,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::List { kind, json } => cmd_list(&config, kind, json),
         Command::Stats { json } => cmd_stats(&config, json),
         Command::Restore(args) => restore_cmd::cmd_restore(&config, args, quiet),
-        Command::Verify(args) => cmd_verify(&config, args, quiet),
+        Command::Verify(args) => verify_cmd::cmd_verify(&config, args, quiet),
+        Command::Export(args) => snapshot_cmd::cmd_export(&config, args, quiet),
+        Command::Diff(args) => snapshot_cmd::cmd_diff(&config, args),
         Command::Ls(args) => cmd_ls(&config, args, quiet),
         Command::Rotate { dry_run, json, .. } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),
@@ -409,7 +401,7 @@ pub fn load_config(cli: &ConfigArgs) -> vertex_backup::Result<Config> {
     Ok(config)
 }
 
-fn progress_for(bar: &Option<TerminalProgress>) -> &dyn Progress {
+pub(crate) fn progress_for(bar: &Option<TerminalProgress>) -> &dyn Progress {
     match bar {
         Some(b) => b,
         None => &Silent,
@@ -478,73 +470,6 @@ fn cmd_create(
     } else {
         ExitCode::from(3)
     })
-}
-
-fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let wanted = match &args.backup {
-        Some(given) => Some(select::BackupRef::Given(given.clone())),
-        None => args.choice.chosen(None),
-    };
-    let (listing, single) = match &wanted {
-        Some(wanted) => {
-            let cwd = std::env::current_dir().context("cannot read the working directory")?;
-            let chosen = select::select_backup(config, &cwd, wanted)?;
-            (chosen.listing, Some(chosen.entry))
-        }
-        None => (catalog_for(config).list()?, None),
-    };
-    let selection = match &single {
-        Some(e) => verify::Selection::One(e),
-        None if args.all => verify::Selection::All,
-        None => verify::Selection::Latest,
-    };
-    let chosen = verify::select(&listing, selection);
-    let cancel = Cancel::new();
-    let reports: Vec<_> = chosen
-        .iter()
-        .map(|e| {
-            let keys = verify::Keys::given(config.identity.as_deref());
-            let r = verify::verify_entry(e, &listing, keys, progress_for(&bar), &cancel);
-            if !args.json {
-                output::print_verify_line(&r);
-            }
-            r
-        })
-        .collect();
-    if args.json {
-        out!("{}", serde_json::to_string_pretty(&reports)?);
-    }
-    record_verdicts(config, &reports);
-    if reports.is_empty() {
-        eprintln!(
-            "no backups to verify in {}",
-            config.paths.backup_dir.display()
-        );
-        return Ok(ExitCode::from(1));
-    }
-    let failed = reports.iter().filter(|r| !r.ok).count();
-    if failed > 0 {
-        eprintln!("{failed} of {} backups FAILED verification", reports.len());
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Remember the verdicts so retention never keeps a known-bad backup as the good one.
-fn record_verdicts(config: &Config, reports: &[verify::VerifyReport]) {
-    let at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-    let results = reports.iter().map(|r| {
-        let verdict = Verdict {
-            ok: r.ok,
-            at: at.clone(),
-            failure: r.failure(),
-        };
-        (r.id.clone(), verdict)
-    });
-    if let Err(e) = catalog_for(config).record_verdicts(results) {
-        eprintln!("warning: could not record the verification results: {e}");
-    }
 }
 
 fn cmd_ls(config: &Config, mut args: LsArgs, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -33,6 +33,21 @@ pub fn print_created(r: &BackupReport) {
     if r.parts.is_empty() {
         out!("  sha256 {}", r.metadata.checksum);
     }
+    for m in std::iter::once(&r.metadata).chain(r.parts.iter().map(|p| &p.metadata)) {
+        if let Some(s) = &m.snapshot {
+            out!(
+                "  {} snapshot: {} added ({} new of {} chunks; {} read, {} unchanged), {} in {}",
+                m.kind,
+                format_bytes(s.added_bytes),
+                s.added_chunks,
+                s.chunks,
+                plural(s.read_files, "file"),
+                s.unchanged_files,
+                format_bytes(s.packs.iter().map(|p| p.size).sum()),
+                plural(s.packs.len() as u64, "pack")
+            );
+        }
+    }
     if let Some(ic) = &r.metadata.integrity_check {
         out!("  integrity check: {ic}");
     }

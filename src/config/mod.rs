@@ -121,6 +121,30 @@ pub struct BackupSection {
     pub nice: Option<i32>,
     /// I/O scheduling class (`ioprio_set`) a backup runs at; `None` leaves the default.
     pub io_class: Option<IoClass>,
+    /// How storage backups are kept: one archive each (the seed's `storage_backup_*.tar.*`)
+    /// or snapshots sharing a content store (only what changed is stored).
+    pub storage_format: StorageFormat,
+    /// How database backups are kept: a whole SQLite copy each, or a snapshot of the
+    /// checked copy cut into chunks (only changed chunks are stored).
+    pub database_format: DatabaseFormat,
+}
+
+/// `[backup] storage_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageFormat {
+    #[default]
+    Archive,
+    Snapshot,
+}
+
+/// `[backup] database_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseFormat {
+    #[default]
+    Copy,
+    Snapshot,
 }
 
 /// `[backup] io_class`: the Linux I/O scheduling classes a backup may take. `idle` gets the
@@ -155,6 +179,8 @@ impl Default for BackupSection {
             precompressed: PRECOMPRESSED.iter().map(|s| s.to_string()).collect(),
             nice: None,
             io_class: None,
+            storage_format: StorageFormat::Archive,
+            database_format: DatabaseFormat::Copy,
         }
     }
 }

@@ -168,6 +168,16 @@ impl SqliteFile {
     /// Decrypt `path` if `format` says it is encrypted; the whole body is read (and so
     /// authenticated) before this returns.
     pub fn open(path: &Path, format: &Format, identity: Option<&Path>) -> Result<SqliteFile> {
+        if format.is_snapshot() {
+            // A database snapshot: its chunks put back together (each checked on the way).
+            let mut name = path.as_os_str().to_os_string();
+            name.push(".db");
+            let (partial, file) = PartialFile::create(Path::new(&name), 0o600)?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            super::snapshot::read_database_snapshot(path, None, &mut out)?;
+            io::Write::flush(&mut out).map_err(|e| Error::io("write", partial.temp_path(), e))?;
+            return Ok(SqliteFile::Decrypted(partial));
+        }
         if !format.is_encrypted() && format.unreadable().is_none() {
             return Ok(SqliteFile::Stored(path.to_path_buf()));
         }

@@ -20,6 +20,7 @@ pub mod rotate;
 pub mod safety_copies;
 pub mod sealing;
 pub mod select;
+pub mod snapshot;
 mod sqlite_vfs;
 pub mod staged_tree;
 pub mod storage;

@@ -410,7 +410,13 @@ pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<F
     if let Some(why) = format.unreadable() {
         return Err(not_readable(why));
     }
-    if format.kind != expected {
+    // A snapshot holds either kind of data (its entry list says which).
+    let snapshot_of = |k| {
+        format.kind == FormatKind::Snapshot
+            && entry.kind != BackupKind::Full
+            && k != FormatKind::Manifest
+    };
+    if format.kind != expected && !snapshot_of(expected) {
         return Err(not_readable(format!(
             "its metadata says it is {} data, not {}",
             format.kind.as_str(),

@@ -179,7 +179,7 @@ pub fn execute(
     let mut done = Executed::default();
     for d in &plan.delete {
         if let Some(entry) = found.listing.find_stem(&d.id) {
-            done.freed_bytes += entry_bytes(entry);
+            done.freed_bytes += entry_bytes(entry, plan, found);
             done.deleted_files
                 .extend(catalog.delete(entry, &found.listing)?);
         } else if let Some(copy) = found.copies.iter().find(|c| c.id() == d.id) {
@@ -202,7 +202,7 @@ fn freed_bytes(plan: &RetentionPlan, found: &Found) -> u64 {
     plan.delete
         .iter()
         .map(|d| match found.listing.find_stem(&d.id) {
-            Some(entry) => entry_bytes(entry),
+            Some(entry) => entry_bytes(entry, plan, found),
             None => found
                 .copies
                 .iter()
@@ -215,11 +215,24 @@ fn freed_bytes(plan: &RetentionPlan, found: &Found) -> u64 {
 /// Bytes deleting `entry` gives back: its data files as they are on disk now. A data file
 /// that is a symlink frees nothing (only the link goes; its target stays), so it is
 /// measured with `lstat`, not by the size its metadata records. A full backup's parts
-/// include its members' data.
-fn entry_bytes(entry: &BackupEntry) -> u64 {
+/// include its members' data. A snapshot's pack counts only for the first deleted
+/// snapshot listing it, and only when no kept snapshot lists it too.
+fn entry_bytes(entry: &BackupEntry, plan: &RetentionPlan, found: &Found) -> u64 {
+    let deleted = |b: &BackupEntry| plan.delete.iter().any(|d| d.id == b.stem);
+    let freed_here = |p: &&crate::catalog::Part| {
+        !p.shared
+            || !found.listing.backups.iter().any(|b| {
+                b.stem != entry.stem
+                    && b.parts.contains_path(&p.path)
+                    && (!deleted(b)
+                        || plan.delete.iter().position(|d| d.id == b.stem)
+                            < plan.delete.iter().position(|d| d.id == entry.stem))
+            })
+    };
     entry
         .parts
         .data()
+        .filter(freed_here)
         .filter_map(|p| std::fs::symlink_metadata(&p.path).ok())
         .filter(|m| m.file_type().is_file())
         .map(|m| m.len())

@@ -16,6 +16,10 @@ use super::backup::parts_checksum;
 use super::database::integrity_check;
 use super::decrypt::{Reading, SqliteFile};
 use super::hashing::sha256_file;
+use super::snapshot::{
+    self,
+    check::{Depth, check_snapshot},
+};
 use super::{Cancel, Progress};
 use crate::catalog::{BackupEntry, FormatKind, Listing, Part};
 use crate::config::IntegrityCheck;
@@ -120,6 +124,8 @@ pub struct Keys<'a> {
     /// Without an identity, check only an encrypted backup's stored bytes (the daemon's
     /// drill on a server that must not hold the key); otherwise such a backup fails.
     pub ciphertext_only_without_identity: bool,
+    /// Read every chunk of a snapshot back (else check each is present in its pack).
+    pub read_data: bool,
 }
 
 impl<'a> Keys<'a> {
@@ -128,6 +134,7 @@ impl<'a> Keys<'a> {
         Keys {
             identity,
             ciphertext_only_without_identity: false,
+            read_data: false,
         }
     }
 
@@ -136,6 +143,7 @@ impl<'a> Keys<'a> {
         Keys {
             identity,
             ciphertext_only_without_identity: true,
+            read_data: true,
         }
     }
 }
@@ -163,7 +171,11 @@ pub fn read_storage_archive(
     cancel: &Cancel,
     sink: &mut dyn EntrySink,
 ) -> Result<ArchiveStats> {
-    let stats = archive::read_archive(path, reading, expect.checksum, progress, cancel, sink)?;
+    let stats = if reading.format.is_snapshot() {
+        snapshot::read_snapshot(path, expect.checksum, progress, cancel, sink)?
+    } else {
+        archive::read_archive(path, reading, expect.checksum, progress, cancel, sink)?
+    };
     if let Some(count) = expect.file_count
         && stats.non_dir_entries != count
     {
@@ -332,7 +344,8 @@ fn run_checks(
         full_parts(entry, listing)?;
         checks.push(passed("manifest"));
     }
-    for part in entry.parts.data() {
+    // A snapshot's packs are checked through its entry list, chunk by chunk.
+    for part in entry.parts.data().filter(|p| !p.shared) {
         // A member's checks are named after it: "database part: checksum".
         let member = (part.of != entry.stem).then(|| format!("{} part", part.kind));
         // The part's own metadata records its entry count (a full backup's member's).
@@ -410,6 +423,46 @@ fn verify_data_part(
                 file_count,
             };
             verify_storage_file(&part.path, reading, expect, progress, cancel)
+        }
+        FormatKind::Snapshot if part.kind == BackupKind::Database => {
+            verify_database_file(&part.path, reading, expected)
+        }
+        FormatKind::Snapshot => {
+            let depth = if keys.read_data {
+                Depth::ReadData
+            } else {
+                Depth::Presence
+            };
+            let checked = check_snapshot(&part.path, expected, depth, progress, cancel)?;
+            let mut checks = vec![passed("checksum"), passed("entries safe")];
+            if let Some(count) = file_count {
+                if checked.non_dir_entries != count {
+                    return Err(Error::verify(
+                        &part.path,
+                        "entry count",
+                        format!(
+                            "its metadata records {count} files and links, the snapshot holds {}",
+                            checked.non_dir_entries
+                        ),
+                    ));
+                }
+                checks.push(passed("entry count"));
+            }
+            checks.push(Check {
+                name: "contents".into(),
+                ok: true,
+                detail: match depth {
+                    Depth::ReadData => format!(
+                        "{} chunks of {} files read back and hashed",
+                        checked.chunks, checked.files
+                    ),
+                    Depth::Presence => format!(
+                        "{} chunks of {} files present in their packs (--read-data reads them back)",
+                        checked.chunks, checked.files
+                    ),
+                },
+            });
+            Ok((checks, checked.bytes_read))
         }
         FormatKind::Manifest => Err(Error::verify(
             &part.path,

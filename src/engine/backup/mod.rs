@@ -21,10 +21,12 @@ use crate::catalog::{
     BackupDirLock, BackupMetadata, Catalog, FORMAT_VERSION, Format, Outcome, PartRef, PartialFile,
     write_atomic, write_partial,
 };
-use crate::config::{Compression, Config};
+use crate::config::{Compression, Config, DatabaseFormat, StorageFormat};
 use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
 use crate::units::{format_bytes, format_duration};
+
+mod snapshot;
 
 /// One backup to take.
 pub struct BackupJob<'a> {
@@ -242,7 +244,7 @@ fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<(u64, u64)> {
 }
 
 /// A part whose data is written (under its `.partial` name) and whose metadata is ready.
-struct PendingPart {
+pub(super) struct PendingPart {
     data: PartialFile,
     metadata: BackupMetadata,
 }
@@ -278,6 +280,7 @@ fn base_metadata(
         part_of: None,
         reason: None,
         sealed: None,
+        snapshot: None,
     }
 }
 
@@ -288,6 +291,9 @@ fn database_part(
     part_of: Option<&str>,
     created: DateTime<Local>,
 ) -> std::result::Result<PendingPart, BackupFailure> {
+    if job.config.backup.database_format == DatabaseFormat::Snapshot {
+        return snapshot::database_snapshot_part(job, catalog, ts, part_of, created);
+    }
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
@@ -435,6 +441,10 @@ fn storage_part(
     created: DateTime<Local>,
     (total_bytes, total_files): (u64, u64),
 ) -> std::result::Result<PendingPart, BackupFailure> {
+    if job.config.backup.storage_format == StorageFormat::Snapshot {
+        let tree = (total_bytes, total_files);
+        return snapshot::storage_snapshot_part(job, catalog, ts, part_of, created, tree);
+    }
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
@@ -500,14 +510,18 @@ fn storage_part(
 /// plus `X.json.partial`, which cleaning recognises as ours and removes.
 fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<BackupReport> {
     let m = pending.metadata;
-    let meta_path = catalog.meta_path(m.kind, &m.timestamp);
+    let snapshot = m.format.as_ref().is_some_and(Format::is_snapshot);
+    let (meta_path, prefix) = match m.kind.snapshot_prefix().filter(|_| snapshot) {
+        Some(prefix) => (catalog.snapshot_meta_path(m.kind, &m.timestamp), prefix),
+        None => (catalog.meta_path(m.kind, &m.timestamp), m.kind.prefix()),
+    };
     let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
     let meta_partial = write_partial(&meta_path, &json, catalog.file_mode())?;
     let data_path = pending.data.rename()?;
     meta_partial.rename()?;
     Ok(BackupReport {
         kind: m.kind,
-        stem: format!("{}{}", m.kind.prefix(), m.timestamp),
+        stem: format!("{prefix}{}", m.timestamp),
         path: data_path,
         metadata: m,
         parts: Vec::new(),
@@ -534,7 +548,7 @@ fn full_backup(
     let st = match commit_part(catalog, st) {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(catalog.meta_path(BackupKind::Database, ts));
+            let _ = std::fs::remove_file(report_meta_path(catalog, &db));
             let _ = std::fs::remove_file(&db.path);
             return Err(fail("write metadata")(e));
         }
@@ -575,7 +589,7 @@ fn full_backup(
     let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
     if let Err(e) = write_atomic(&manifest_path, &json, catalog.file_mode()) {
         for r in [&db, &st] {
-            let _ = std::fs::remove_file(catalog.meta_path(r.kind, ts));
+            let _ = std::fs::remove_file(report_meta_path(catalog, r));
             let _ = std::fs::remove_file(&r.path);
         }
         return Err(fail("write manifest")(e));
@@ -589,6 +603,11 @@ fn full_backup(
         cleaned: Vec::new(),
         free_after: None,
     })
+}
+
+/// The metadata file of a part that landed (an archive's or a snapshot's name).
+fn report_meta_path(catalog: &Catalog, r: &BackupReport) -> PathBuf {
+    catalog.kind_dir(r.kind).join(format!("{}.json", r.stem))
 }
 
 /// The checksum of a full backup: SHA-256 over its parts' names and checksums, one

@@ -1,0 +1,209 @@
+//! The snapshot forms of a backup's parts (`[backup] storage_format` / `database_format =
+//! "snapshot"`): the same protocol as an archive or a database copy — data durable under a
+//! `.partial` name, then metadata — with the data being the entry list, whose chunks are
+//! already durable in the store's packs when it is renamed into place. The parent is the
+//! newest complete snapshot of the same kind: its unchanged files are not read again.
+
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, Local};
+
+use super::{BackupFailure, BackupJob, PendingPart, base_metadata};
+use crate::catalog::{BackupEntry, Catalog, Format, PartialFile, SnapshotInfo};
+use crate::engine::database;
+use crate::engine::snapshot::{self, Parent, SnapshotOptions, SnapshotSummary};
+use crate::error::Result;
+use crate::kind::BackupKind;
+
+/// The newest complete snapshot of `kind`, to compare with.
+fn parent_of(catalog: &Catalog, kind: BackupKind) -> Result<Option<BackupEntry>> {
+    let listing = catalog.list()?;
+    Ok(listing
+        .of_kind(kind)
+        .filter(|b| b.is_complete() && b.metadata.snapshot.is_some())
+        .find(|b| b.metadata.format().is_ok_and(|f| f.is_snapshot()))
+        .cloned())
+}
+
+fn options<'a>(
+    job: &'a BackupJob,
+    catalog: &'a Catalog,
+    parent: Option<&'a BackupEntry>,
+) -> SnapshotOptions<'a> {
+    let cfg = job.config;
+    SnapshotOptions {
+        root: catalog.root(),
+        file_mode: catalog.file_mode(),
+        dir_mode: cfg.backup.dir_mode.0,
+        level: cfg.backup.compression_level,
+        precompressed: &cfg.backup.precompressed,
+        exclude: &cfg.backup.exclude,
+        parent: parent.and_then(|p| {
+            p.metadata.snapshot.as_ref().map(|info| Parent {
+                tree: p.data_path.clone(),
+                packs: &info.packs,
+            })
+        }),
+    }
+}
+
+/// The metadata of a snapshot part from what it wrote.
+#[allow(clippy::too_many_arguments)]
+fn snapshot_metadata(
+    job: &BackupJob,
+    kind: BackupKind,
+    ts: &str,
+    original: &Path,
+    tree: &Path,
+    created: DateTime<Local>,
+    part_of: Option<&str>,
+    parent: Option<&BackupEntry>,
+    summary: SnapshotSummary,
+    started: Instant,
+) -> crate::catalog::BackupMetadata {
+    let mut m = base_metadata(kind, ts, original, tree, created);
+    let w = summary.written;
+    m.file_size = w.tree_size;
+    m.checksum = w.tree_checksum;
+    m.uncompressed_size = summary.content_bytes;
+    m.file_count = summary.file_count;
+    m.compression = Some("zstd".into());
+    m.format = Some(Format::snapshot());
+    m.warnings = summary.warnings;
+    m.part_of = part_of.map(str::to_string);
+    m.reason = job.reason.clone();
+    m.snapshot = Some(SnapshotInfo {
+        parent: parent.map(|p| p.stem.clone()),
+        packs: w.packs,
+        added_bytes: w.added_bytes,
+        chunks: w.chunks,
+        added_chunks: w.added_chunks,
+        unchanged_files: summary.unchanged_files,
+        read_files: summary.read_files,
+    });
+    m.duration_ms = started.elapsed().as_millis() as u64;
+    m
+}
+
+pub(super) fn storage_snapshot_part(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    part_of: Option<&str>,
+    created: DateTime<Local>,
+    (total_bytes, total_files): (u64, u64),
+) -> std::result::Result<PendingPart, BackupFailure> {
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
+    let cfg = job.config;
+    let started = Instant::now();
+    let parent =
+        parent_of(catalog, BackupKind::Storage).map_err(fail("find the parent snapshot"))?;
+    let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts);
+    job.progress
+        .begin("snapshot storage", Some(total_bytes), Some(total_files));
+    let (partial, file) =
+        PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
+    let opts = options(job, catalog, parent.as_ref());
+    let (summary, file) = snapshot::snapshot_storage(
+        &cfg.paths.storage,
+        &opts,
+        &partial,
+        file,
+        job.progress,
+        &job.cancel,
+    )
+    .map_err(fail("write snapshot"))?;
+    partial.sync(&file).map_err(fail("write snapshot"))?;
+    job.cancel.check().map_err(fail("write snapshot"))?;
+    job.progress.end();
+    let metadata = snapshot_metadata(
+        job,
+        BackupKind::Storage,
+        ts,
+        &cfg.paths.storage,
+        &tree,
+        created,
+        part_of,
+        parent.as_ref(),
+        summary,
+        started,
+    );
+    Ok(PendingPart {
+        data: partial,
+        metadata,
+    })
+}
+
+/// A database snapshot: the SQLite backup-API copy into a private `.partial` file,
+/// integrity-checked, then cut into chunks; the copy itself is deleted once the entry
+/// list holds it.
+pub(super) fn database_snapshot_part(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    part_of: Option<&str>,
+    created: DateTime<Local>,
+) -> std::result::Result<PendingPart, BackupFailure> {
+    let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
+    let cfg = job.config;
+    let started = Instant::now();
+    let src_path = &cfg.paths.database;
+    let busy = cfg.backup.busy_timeout.0;
+    job.progress.begin(
+        "copy database",
+        Some(database::estimate_size(src_path)),
+        Some(1),
+    );
+    let source = database::open_source(src_path, busy).map_err(fail("open database"))?;
+    if job.reason.is_none() {
+        database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
+    }
+    let parent =
+        parent_of(catalog, BackupKind::Database).map_err(fail("find the parent snapshot"))?;
+    // The copy is ours alone (0600) and lives only until the snapshot holds it.
+    let copy_path = catalog.data_path(BackupKind::Database, &format!("{ts}_copy"), "db");
+    let (copy, file) = PartialFile::create(&copy_path, 0o600).map_err(fail("copy database"))?;
+    drop(file);
+    database::copy_database(&source, src_path, copy.temp_path(), busy)
+        .map_err(fail("copy database"))?;
+    drop(source);
+    job.cancel.check().map_err(fail("copy database"))?;
+    let tree = catalog.snapshot_tree_path(BackupKind::Database, ts);
+    let (partial, file) =
+        PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
+    let opts = options(job, catalog, parent.as_ref());
+    let name = src_path
+        .file_name()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "app_data.db".into());
+    // The check and the chunking read the same fresh copy side by side.
+    let (integrity, stored) =
+        database::integrity_check_alongside(copy.temp_path(), cfg.backup.integrity_check, || {
+            snapshot::snapshot_database(copy.temp_path(), &name, &opts, &partial, file, &job.cancel)
+                .map_err(fail("write snapshot"))
+        });
+    let integrity = integrity.map_err(fail("integrity check"))?;
+    let (summary, file) = stored?;
+    drop(copy);
+    partial.sync(&file).map_err(fail("write snapshot"))?;
+    job.progress.advance(summary.content_bytes, 1);
+    job.progress.end();
+    let mut metadata = snapshot_metadata(
+        job,
+        BackupKind::Database,
+        ts,
+        src_path,
+        &tree,
+        created,
+        part_of,
+        parent.as_ref(),
+        summary,
+        started,
+    );
+    metadata.integrity_check = Some(integrity);
+    Ok(PendingPart {
+        data: partial,
+        metadata,
+    })
+}

@@ -1,0 +1,381 @@
+//! Taking a snapshot: walk the storage tree (or take the checked database copy), and for
+//! every file either take its chunks from the parent snapshot unread — size, mtime, ctime
+//! and inode all unchanged — or read it once, cut it, hash each chunk, and send the chunks
+//! the store lacks to the pack thread. The parent's entry list is walked alongside the
+//! tree (both are in the walk's sorted order), so finding a file's previous version costs
+//! nothing and holds nothing; the parent's chunk ids are loaded only when a file has to be
+//! read, since only then can a chunk be found again.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::chunker::{Chunker, Chunking, DATABASE_CHUNK, WHOLE_FILE_MAX};
+use super::pack::PackWriter;
+use super::tree::{Node, NodeKind, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader};
+use super::writer::{SnapshotWriter, Written};
+use crate::catalog::{PackRef, PartialFile};
+use crate::engine::walk::{EntryMeta, SourceKind, StorageSource};
+use crate::engine::{Cancel, Progress};
+use crate::error::{Error, IoContext, Result};
+use crate::kind::BackupKind;
+
+/// zstd's level for already-compressed media (as in archives).
+const PRECOMPRESSED_LEVEL: i32 = 1;
+
+/// Where a snapshot goes and how it is made.
+pub struct SnapshotOptions<'a> {
+    /// The backup directory (the store is under it).
+    pub root: &'a Path,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub level: i32,
+    pub precompressed: &'a [String],
+    pub exclude: &'a [String],
+    /// The parent snapshot's entry list and the packs its metadata records.
+    pub parent: Option<Parent<'a>>,
+}
+
+/// The snapshot a new one is compared with.
+pub struct Parent<'a> {
+    pub tree: PathBuf,
+    pub packs: &'a [PackRef],
+}
+
+/// What a snapshot holds and what it cost.
+#[derive(Debug, Default)]
+pub struct SnapshotSummary {
+    pub written: Written,
+    /// Non-directory entries.
+    pub file_count: u64,
+    /// Bytes of file content.
+    pub content_bytes: u64,
+    pub unchanged_files: u64,
+    pub read_files: u64,
+    pub warnings: Vec<String>,
+}
+
+fn node_of(rel: &Path, meta: &EntryMeta, kind: NodeKind, target: Option<PathBuf>) -> Node {
+    Node {
+        path: rel.to_path_buf(),
+        kind,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime,
+        mtime_ns: meta.mtime_nsec as u32,
+        ctime: meta.ctime,
+        ctime_ns: meta.ctime_nsec as u32,
+        ino: meta.ino,
+        size: if kind == NodeKind::File { meta.size } else { 0 },
+        target,
+        chunks: Vec::new(),
+    }
+}
+
+/// The parent's entry list, walked alongside the tree.
+struct ParentWalk {
+    reader: Option<TreeReader<File>>,
+    next: Option<Node>,
+    path: PathBuf,
+}
+
+impl ParentWalk {
+    fn open(parent: Option<&Parent>) -> Result<Self> {
+        let Some(p) = parent else {
+            return Ok(ParentWalk {
+                reader: None,
+                next: None,
+                path: PathBuf::new(),
+            });
+        };
+        let mut reader = TreeReader::open(&p.tree)?;
+        let next = reader.next_node()?;
+        Ok(ParentWalk {
+            reader: Some(reader),
+            next,
+            path: p.tree.clone(),
+        })
+    }
+
+    /// The parent's entry at `rel`, if it has one (entries before it are passed over).
+    fn find(&mut self, rel: &Path) -> Result<Option<Node>> {
+        loop {
+            let Some(n) = &self.next else {
+                return Ok(None);
+            };
+            match n.path.as_path().cmp(rel) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    let found = self.next.take();
+                    self.advance()?;
+                    return Ok(found);
+                }
+                Ordering::Greater => return Ok(None),
+            }
+            self.advance()?;
+        }
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.next = match &mut self.reader {
+            Some(r) => r.next_node()?,
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Every chunk the parent references, for the writer to know (read once, lazily).
+    fn seed(&self, writer: &mut SnapshotWriter) -> Result<()> {
+        if self.reader.is_none() || writer.knows_anything() {
+            return Ok(());
+        }
+        for node in TreeReader::open(&self.path)? {
+            for c in &node?.chunks {
+                writer.seed(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unchanged(was: &Node, meta: &EntryMeta) -> bool {
+    was.kind == NodeKind::File
+        && was.size == meta.size
+        && was.mtime == meta.mtime
+        && i64::from(was.mtime_ns) == meta.mtime_nsec
+        && was.ctime == meta.ctime
+        && i64::from(was.ctime_ns) == meta.ctime_nsec
+        && was.ino == meta.ino
+}
+
+/// Read `data` once, cut it, and describe its chunks to `writer`. Returns the bytes read.
+fn store_stream(
+    data: &mut dyn Read,
+    chunking: Chunking,
+    level: i32,
+    buf: &mut Vec<u8>,
+    writer: &mut SnapshotWriter,
+    cancel: &Cancel,
+) -> std::io::Result<u64> {
+    let mut chunker = Chunker::new(data, chunking, buf);
+    let mut total = 0;
+    while let Some(chunk) = chunker.next_chunk()? {
+        if cancel.is_cancelled() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        let id: [u8; 32] = Sha256::digest(chunk).into();
+        total += chunk.len() as u64;
+        writer
+            .chunk(id, chunk, level)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    Ok(total)
+}
+
+fn start_writer(
+    opts: &SnapshotOptions,
+    tree_partial: &PartialFile,
+    tree_file: File,
+    kind: BackupKind,
+    root_name: PathBuf,
+) -> Result<SnapshotWriter> {
+    let header = TreeHeader {
+        format: TREE_FORMAT.into(),
+        version: TREE_VERSION,
+        kind,
+        root: root_name,
+    };
+    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode);
+    SnapshotWriter::start(tree_file, tree_partial, header, packs)
+}
+
+/// Fill in the size and checksum of the packs taken from the parent.
+fn record_reused_packs(written: &mut Written, parent: Option<&Parent>) -> Result<()> {
+    let known = parent.map(|p| p.packs).unwrap_or_default();
+    for pack in written.packs.iter_mut().filter(|p| p.checksum.is_empty()) {
+        let from = known.iter().find(|k| k.id == pack.id).ok_or_else(|| {
+            Error::verify(
+                parent.map(|p| p.tree.as_path()).unwrap_or(Path::new("")),
+                "packs",
+                format!(
+                    "the parent snapshot references pack {} that its metadata does not list",
+                    pack.id
+                ),
+            )
+        })?;
+        *pack = from.clone();
+    }
+    written.packs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(())
+}
+
+/// Snapshot the storage tree at `storage` into the entry list `tree_partial` (its file
+/// `tree_file`) and the store.
+pub fn snapshot_storage(
+    storage: &Path,
+    opts: &SnapshotOptions,
+    tree_partial: &PartialFile,
+    tree_file: File,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<(SnapshotSummary, File)> {
+    let mut source = StorageSource::new(storage, opts.exclude, cancel.clone())?;
+    let top = storage
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("storage"));
+    let mut writer = start_writer(opts, tree_partial, tree_file, BackupKind::Storage, top)?;
+    let mut parent = ParentWalk::open(opts.parent.as_ref())?;
+    let mut summary = SnapshotSummary::default();
+    let mut buf = Vec::new();
+    while let Some(entry) = source.next() {
+        let mut entry = entry?;
+        cancel.check()?;
+        let node = match &mut entry.kind {
+            SourceKind::Dir => node_of(&entry.rel, &entry.meta, NodeKind::Dir, None),
+            SourceKind::Symlink { target } => node_of(
+                &entry.rel,
+                &entry.meta,
+                NodeKind::Symlink,
+                Some(target.clone()),
+            ),
+            SourceKind::HardLink { target } => node_of(
+                &entry.rel,
+                &entry.meta,
+                NodeKind::Hardlink,
+                Some(target.clone()),
+            ),
+            SourceKind::File(file) => {
+                let node = node_of(&entry.rel, &entry.meta, NodeKind::File, None);
+                match parent.find(&entry.rel)? {
+                    Some(was) if unchanged(&was, &entry.meta) => {
+                        writer.reuse(&was.chunks)?;
+                        summary.unchanged_files += 1;
+                    }
+                    _ => {
+                        parent.seed(&mut writer)?;
+                        let (chunking, level) = chunking_for(&entry.rel, &entry.meta, opts);
+                        store_stream(file, chunking, level, &mut buf, &mut writer, cancel)
+                            .map_err(|e| {
+                                if cancel.is_cancelled() {
+                                    return Error::Cancelled;
+                                }
+                                match file.take_read_error() {
+                                    Some(source) => Error::io("read", &entry.path, source),
+                                    None => Error::io("store", &entry.path, e),
+                                }
+                            })?;
+                        summary.read_files += 1;
+                    }
+                }
+                summary.content_bytes += entry.meta.size;
+                progress.advance(entry.meta.size, 1);
+                node
+            }
+        };
+        if node.kind != NodeKind::Dir {
+            summary.file_count += 1;
+        }
+        writer.node(node)?;
+        source.finish(entry)?;
+    }
+    summary.warnings = source.into_warnings();
+    let (file, mut written) = writer.finish()?;
+    cancel.check()?;
+    record_reused_packs(&mut written, opts.parent.as_ref())?;
+    summary.written = written;
+    Ok((summary, file))
+}
+
+fn chunking_for(rel: &Path, meta: &EntryMeta, opts: &SnapshotOptions) -> (Chunking, i32) {
+    let precompressed = rel
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| opts.precompressed.iter().any(|x| x.eq_ignore_ascii_case(e)));
+    let level = if precompressed {
+        PRECOMPRESSED_LEVEL
+    } else {
+        opts.level
+    };
+    let chunking = if meta.size <= WHOLE_FILE_MAX {
+        Chunking::Fixed(WHOLE_FILE_MAX as usize)
+    } else {
+        Chunking::Content
+    };
+    (chunking, level)
+}
+
+/// Snapshot the database copy at `copy` (checked, private, complete): one file entry
+/// named `name`, cut into fixed chunks so only the pages the app changed are stored.
+pub fn snapshot_database(
+    copy: &Path,
+    name: &Path,
+    opts: &SnapshotOptions,
+    tree_partial: &PartialFile,
+    tree_file: File,
+    cancel: &Cancel,
+) -> Result<(SnapshotSummary, File)> {
+    let mut input = File::open(copy).ctx("open", copy)?;
+    let meta = input.metadata().ctx("stat", copy)?;
+    let mut writer = start_writer(
+        opts,
+        tree_partial,
+        tree_file,
+        BackupKind::Database,
+        name.to_path_buf(),
+    )?;
+    let parent = ParentWalk::open(opts.parent.as_ref())?;
+    parent.seed(&mut writer)?;
+    let mut buf = Vec::new();
+    let read = store_stream(
+        &mut input,
+        Chunking::Fixed(DATABASE_CHUNK),
+        opts.level,
+        &mut buf,
+        &mut writer,
+        cancel,
+    )
+    .map_err(|e| {
+        if cancel.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::io("read", copy, e)
+        }
+    })?;
+    let entry_meta = EntryMeta {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: meta_mtime(&meta),
+        mtime_nsec: 0,
+        ctime: 0,
+        ctime_nsec: 0,
+        ino: 0,
+        dev: 0,
+        size: read,
+    };
+    writer.node(node_of(name, &entry_meta, NodeKind::File, None))?;
+    let (file, mut written) = writer.finish()?;
+    cancel.check()?;
+    record_reused_packs(&mut written, opts.parent.as_ref())?;
+    Ok((
+        SnapshotSummary {
+            written,
+            file_count: 1,
+            content_bytes: read,
+            unchanged_files: 0,
+            read_files: 1,
+            warnings: Vec::new(),
+        },
+        file,
+    ))
+}
+
+fn meta_mtime(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+}

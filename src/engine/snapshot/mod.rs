@@ -1,0 +1,21 @@
+//! Snapshots (SPEC §15): backups that cost what changed. A snapshot is its metadata, its
+//! entry list ([`tree`]) and the chunks of its files in the content store's packs
+//! ([`pack`]), shared by every snapshot in the backup directory. Taking one
+//! ([`create`]) reads only new and changed files; reading one ([`read`]) feeds the same
+//! sinks an archive feeds; [`check`] verifies one and names the files a damaged or
+//! missing pack affects; [`compare`] says what changed between two; [`export`] writes one
+//! as a plain `.tar.zst`. Deleting snapshots and sweeping the packs nothing lists any more
+//! is the catalog's (rotation, then cleaning).
+
+pub mod check;
+mod chunker;
+pub mod compare;
+mod create;
+pub mod export;
+pub mod pack;
+pub mod read;
+pub mod tree;
+mod writer;
+
+pub use create::{Parent, SnapshotOptions, SnapshotSummary, snapshot_database, snapshot_storage};
+pub use read::{read_database_snapshot, read_snapshot};

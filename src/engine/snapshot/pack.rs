@@ -1,0 +1,256 @@
+//! Packs: the files of the content store (`store/packs/ab/<id>.pack`). A pack is chunks
+//! end to end, each stored zstd-compressed (or as is when that is no smaller), up to
+//! [`PACK_TARGET`] bytes, so 100 000 small files are a few dozen files on disk or on S3.
+//! A pack is written under its `.partial` name, fsynced and renamed before any entry list
+//! that points into it is renamed into place: a snapshot never references a pack that a
+//! crash could lose. Its id is random (chosen before its content is known, since entries
+//! point into it while it fills); its SHA-256 is recorded in each snapshot's metadata.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
+use crate::engine::hashing::HashingWriter;
+use crate::error::{Error, IoContext, Result};
+
+/// Packs are closed once they reach this size.
+pub const PACK_TARGET: u64 = 16 << 20;
+
+/// A new random id: 32 hex digits from the kernel's random source.
+fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .ctx("read", "/dev/urandom")?;
+    Ok(hex::encode(bytes))
+}
+
+struct OpenPack {
+    id: String,
+    partial: PartialFile,
+    out: HashingWriter<BufWriter<File>>,
+    len: u64,
+}
+
+/// Appends chunks to packs, one open at a time.
+pub struct PackWriter {
+    root: PathBuf,
+    file_mode: u32,
+    dir_mode: u32,
+    open: Option<OpenPack>,
+    finished: Vec<PackRef>,
+}
+
+impl PackWriter {
+    /// `root` is the backup directory.
+    pub fn new(root: &Path, file_mode: u32, dir_mode: u32) -> Self {
+        PackWriter {
+            root: root.to_path_buf(),
+            file_mode,
+            dir_mode,
+            open: None,
+            finished: Vec::new(),
+        }
+    }
+
+    fn start(&mut self) -> Result<&mut OpenPack> {
+        if self.open.is_none() {
+            let id = random_id()?;
+            let path = self.root.join(pack_name(&id));
+            if let Some(dir) = path.parent()
+                && !dir.is_dir()
+            {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(self.dir_mode)
+                    .create(dir)
+                    .ctx("create the content store directory", dir)?;
+            }
+            let (partial, file) = PartialFile::create(&path, self.file_mode)?;
+            self.open = Some(OpenPack {
+                id,
+                partial,
+                out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+                len: 0,
+            });
+        }
+        self.open
+            .as_mut()
+            .ok_or_else(|| Error::io("open a pack", &self.root, io::ErrorKind::Other.into()))
+    }
+
+    /// Append `stored` bytes; returns the pack's id and the offset they start at.
+    pub fn append(&mut self, stored: &[u8]) -> Result<(String, u64)> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|p| p.len > 0 && p.len + stored.len() as u64 > PACK_TARGET)
+        {
+            self.close()?;
+        }
+        let pack = self.start()?;
+        let offset = pack.len;
+        pack.out
+            .write_all(stored)
+            .ctx("write", pack.partial.temp_path())?;
+        pack.len += stored.len() as u64;
+        Ok((pack.id.clone(), offset))
+    }
+
+    /// Make the open pack durable under its final name.
+    fn close(&mut self) -> Result<()> {
+        let Some(pack) = self.open.take() else {
+            return Ok(());
+        };
+        let (buffered, checksum, size) = pack.out.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| Error::io("write", pack.partial.temp_path(), e.into_error()))?;
+        pack.partial.sync(&file)?;
+        drop(file);
+        pack.partial.rename()?;
+        self.finished.push(PackRef {
+            id: pack.id,
+            size,
+            checksum,
+        });
+        Ok(())
+    }
+
+    /// Close the open pack; every pack written is then durable. Returns them.
+    pub fn finish(mut self) -> Result<Vec<PackRef>> {
+        self.close()?;
+        if let Ok(rd) = fs::read_dir(self.root.join(crate::catalog::STORE_DIR).join("packs")) {
+            // The renames are durable with their directories; the store's own entries too.
+            for dir in rd.flatten() {
+                let _ = sync_dir(&dir.path());
+            }
+        }
+        Ok(self.finished)
+    }
+}
+
+/// Reads chunks out of packs, keeping the last pack open (chunks of a file, and files of
+/// a snapshot, mostly lie in one pack after another).
+pub struct PackReader {
+    root: PathBuf,
+    open: Option<(String, File)>,
+    stored: Vec<u8>,
+}
+
+/// Why a chunk could not be read: the pack is missing, or the chunk is damaged.
+#[derive(Debug)]
+pub enum ChunkError {
+    Missing(String),
+    Damaged(String),
+}
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkError::Missing(d) | ChunkError::Damaged(d) => f.write_str(d),
+        }
+    }
+}
+
+impl PackReader {
+    pub fn new(root: &Path) -> Self {
+        PackReader {
+            root: root.to_path_buf(),
+            open: None,
+            stored: Vec::new(),
+        }
+    }
+
+    pub fn pack_path(&self, id: &str) -> PathBuf {
+        self.root.join(pack_name(id))
+    }
+
+    fn file(&mut self, id: &str) -> std::result::Result<&File, ChunkError> {
+        if self.open.as_ref().is_none_or(|(open, _)| open != id) {
+            let path = self.pack_path(id);
+            let file = File::open(&path)
+                .map_err(|e| ChunkError::Missing(format!("pack {id} cannot be opened: {e}")))?;
+            self.open = Some((id.to_string(), file));
+        }
+        match &self.open {
+            Some((_, f)) => Ok(f),
+            None => Err(ChunkError::Missing(format!("pack {id} is not open"))),
+        }
+    }
+
+    /// The plain bytes of `chunk` into `out` (cleared first), checked against its id.
+    pub fn read_chunk(
+        &mut self,
+        chunk: &super::tree::ChunkRef,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), ChunkError> {
+        let mut stored = std::mem::take(&mut self.stored);
+        let result = self.read_into(chunk, &mut stored, out);
+        self.stored = stored;
+        result
+    }
+
+    fn read_into(
+        &mut self,
+        chunk: &super::tree::ChunkRef,
+        stored: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), ChunkError> {
+        let file = self.file(&chunk.pack)?;
+        stored.resize(chunk.stored as usize, 0);
+        file.read_exact_at(stored, chunk.offset).map_err(|e| {
+            ChunkError::Damaged(format!(
+                "pack {} has no {} bytes at offset {}: {e}",
+                chunk.pack, chunk.stored, chunk.offset
+            ))
+        })?;
+        out.clear();
+        if chunk.zstd {
+            out.reserve(chunk.raw as usize);
+            zstd::stream::copy_decode(&stored[..], &mut *out).map_err(|e| {
+                ChunkError::Damaged(format!(
+                    "chunk {} in pack {} does not decompress: {e}",
+                    chunk.id, chunk.pack
+                ))
+            })?;
+        } else {
+            out.extend_from_slice(stored);
+        }
+        let id = hex::encode(Sha256::digest(&out[..]));
+        if out.len() != chunk.raw as usize || id != chunk.id {
+            return Err(ChunkError::Damaged(format!(
+                "chunk {} in pack {} reads back as {} bytes with sha256 {id}",
+                chunk.id,
+                chunk.pack,
+                out.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `chunk`'s bytes are all in its pack (the pack's length covers them).
+    pub fn check_present(
+        &mut self,
+        chunk: &super::tree::ChunkRef,
+    ) -> std::result::Result<(), ChunkError> {
+        let file = self.file(&chunk.pack)?;
+        let len = file
+            .metadata()
+            .map_err(|e| ChunkError::Missing(format!("pack {}: {e}", chunk.pack)))?
+            .len();
+        if chunk.offset + u64::from(chunk.stored) > len {
+            return Err(ChunkError::Damaged(format!(
+                "pack {} is {len} bytes, chunk {} ends at {}",
+                chunk.pack,
+                chunk.id,
+                chunk.offset + u64::from(chunk.stored)
+            )));
+        }
+        Ok(())
+    }
+}

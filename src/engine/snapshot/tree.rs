@@ -1,0 +1,377 @@
+//! A snapshot's entry list (its data file, `…_snapshot_TS.tree.zst`): one zstd stream of
+//! JSON lines — a header, one line per entry in the walk's order (sorted, depth first, so
+//! the next snapshot can walk its parent alongside the tree), and an end line with the
+//! count, so a list cut short is never read as a complete one. A file's line lists its
+//! chunks with where each lies in the store, so reading needs no index.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::kind::BackupKind;
+
+/// The `format` of a tree's header line.
+pub const TREE_FORMAT: &str = "vertex-backup-tree";
+/// Version written by this build; readers accept it and every older one.
+pub const TREE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHeader {
+    pub format: String,
+    pub version: u32,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    /// The name entries are restored under (the storage directory's name, or the
+    /// database file's), as an archive names its top directory.
+    #[serde(with = "raw_path")]
+    pub root: PathBuf,
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+    /// Another name of a file listed earlier (`target`, relative to the root).
+    Hardlink,
+}
+
+/// One chunk of a file: its id (SHA-256 of the plain bytes, hex), the pack it lies in, and
+/// where: `stored` bytes at `offset`, `raw` bytes once decompressed. Written as a JSON
+/// array, `[id, pack, offset, stored, raw, zstd]`, because a large tree has millions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ChunkTuple", into = "ChunkTuple")]
+pub struct ChunkRef {
+    pub id: String,
+    pub pack: String,
+    pub offset: u64,
+    pub stored: u32,
+    pub raw: u32,
+    /// Stored zstd-compressed (else as is: it did not get smaller).
+    pub zstd: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChunkTuple(String, String, u64, u32, u32, u8);
+
+impl From<ChunkTuple> for ChunkRef {
+    fn from(t: ChunkTuple) -> Self {
+        ChunkRef {
+            id: t.0,
+            pack: t.1,
+            offset: t.2,
+            stored: t.3,
+            raw: t.4,
+            zstd: t.5 != 0,
+        }
+    }
+}
+
+impl From<ChunkRef> for ChunkTuple {
+    fn from(c: ChunkRef) -> Self {
+        ChunkTuple(c.id, c.pack, c.offset, c.stored, c.raw, u8::from(c.zstd))
+    }
+}
+
+/// One entry: what `lstat` said when it was stored, and (files) its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Relative to the root; empty for the root itself.
+    #[serde(with = "raw_path")]
+    pub path: PathBuf,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_ns: u32,
+    pub ctime: i64,
+    pub ctime_ns: u32,
+    pub ino: u64,
+    pub size: u64,
+    /// A symlink's target as stored, or a hard link's first name.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "raw_path_opt"
+    )]
+    pub target: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+enum Line {
+    Header(TreeHeader),
+    Entry(Node),
+    End { entries: u64 },
+}
+
+/// Writes a tree; [`TreeWriter::finish`] adds the end line and returns the file.
+pub struct TreeWriter<W: Write> {
+    out: zstd::stream::write::Encoder<'static, BufWriter<W>>,
+    entries: u64,
+    line: Vec<u8>,
+}
+
+impl<W: Write> TreeWriter<W> {
+    pub fn new(out: W, header: TreeHeader) -> io::Result<Self> {
+        let mut out = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 16, out), 3)?;
+        out.include_checksum(true)?;
+        let mut w = TreeWriter {
+            out,
+            entries: 0,
+            line: Vec::with_capacity(512),
+        };
+        w.write_line(&Line::Header(header))?;
+        Ok(w)
+    }
+
+    fn write_line(&mut self, line: &Line) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, line)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    pub fn push(&mut self, node: Node) -> io::Result<()> {
+        self.entries += 1;
+        self.write_line(&Line::Entry(node))
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        let entries = self.entries;
+        self.write_line(&Line::End { entries })?;
+        let buffered = self.out.finish()?;
+        buffered.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+/// Reads a tree: the header on open, then its entries in order; an error when it is cut
+/// short (no end line, or a count that differs) or a line does not parse.
+pub struct TreeReader<R: io::Read> {
+    lines: BufReader<zstd::stream::read::Decoder<'static, BufReader<R>>>,
+    path: PathBuf,
+    header: TreeHeader,
+    read: u64,
+    ended: bool,
+    line: String,
+}
+
+impl TreeReader<File> {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        TreeReader::new(file, path)
+    }
+}
+
+impl<R: io::Read> TreeReader<R> {
+    pub fn new(input: R, path: &Path) -> Result<Self> {
+        let bad = |d: String| Error::verify(path, "entry list readable", d);
+        let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| bad(e.to_string()))?;
+        let mut lines = BufReader::with_capacity(1 << 16, decoder);
+        let mut line = String::new();
+        lines.read_line(&mut line).map_err(|e| bad(e.to_string()))?;
+        let header = match serde_json::from_str::<Line>(&line) {
+            Ok(Line::Header(h)) if h.format == TREE_FORMAT => h,
+            Ok(_) => return Err(bad("it does not start with a snapshot header".into())),
+            Err(e) => return Err(bad(format!("its header does not parse: {e}"))),
+        };
+        if header.version > TREE_VERSION {
+            return Err(bad(format!(
+                "it is version {} of the entry list, newer than this build reads ({TREE_VERSION}): upgrade vertex-backup",
+                header.version
+            )));
+        }
+        Ok(TreeReader {
+            lines,
+            path: path.to_path_buf(),
+            header,
+            read: 0,
+            ended: false,
+            line,
+        })
+    }
+
+    pub fn header(&self) -> &TreeHeader {
+        &self.header
+    }
+
+    /// The next entry; `Ok(None)` at a proper end.
+    pub fn next_node(&mut self) -> Result<Option<Node>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let bad = |d: String| Error::verify(&self.path, "entry list readable", d);
+        self.line.clear();
+        let n = self
+            .lines
+            .read_line(&mut self.line)
+            .map_err(|e| bad(e.to_string()))?;
+        if n == 0 {
+            return Err(bad(format!(
+                "it ends after {} entries without its end line (cut short?)",
+                self.read
+            )));
+        }
+        match serde_json::from_str::<Line>(&self.line) {
+            Ok(Line::Entry(node)) => {
+                self.read += 1;
+                Ok(Some(node))
+            }
+            Ok(Line::End { entries }) if entries == self.read => {
+                self.ended = true;
+                Ok(None)
+            }
+            Ok(Line::End { entries }) => Err(bad(format!(
+                "its end line counts {entries} entries, it holds {}",
+                self.read
+            ))),
+            Ok(Line::Header(_)) => Err(bad("a second header inside it".into())),
+            Err(e) => Err(bad(format!("entry {} does not parse: {e}", self.read + 1))),
+        }
+    }
+}
+
+impl<R: io::Read> Iterator for TreeReader<R> {
+    type Item = Result<Node>;
+    fn next(&mut self) -> Option<Result<Node>> {
+        self.next_node().transpose()
+    }
+}
+
+/// A path as JSON: a string when it is UTF-8, else `{"b64": "…"}` of its bytes (a media
+/// file may be named anything a filesystem allows).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PathRepr {
+    Text(String),
+    Bytes { b64: String },
+}
+
+impl PathRepr {
+    fn of(path: &Path) -> Self {
+        match path.to_str() {
+            Some(s) => PathRepr::Text(s.to_string()),
+            None => PathRepr::Bytes {
+                b64: base64::engine::general_purpose::STANDARD.encode(path.as_os_str().as_bytes()),
+            },
+        }
+    }
+    fn into_path<E: serde::de::Error>(self) -> std::result::Result<PathBuf, E> {
+        match self {
+            PathRepr::Text(s) => Ok(PathBuf::from(s)),
+            PathRepr::Bytes { b64 } => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(|b| PathBuf::from(OsString::from_vec(b)))
+                .map_err(E::custom),
+        }
+    }
+}
+
+mod raw_path {
+    use super::*;
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+        PathRepr::of(p).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<PathBuf, D::Error> {
+        PathRepr::deserialize(d)?.into_path()
+    }
+}
+
+mod raw_path_opt {
+    use super::*;
+    pub fn serialize<S: Serializer>(
+        p: &Option<PathBuf>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        p.as_deref().map(PathRepr::of).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<PathBuf>, D::Error> {
+        Option::<PathRepr>::deserialize(d)?
+            .map(PathRepr::into_path)
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &[u8]) -> Node {
+        Node {
+            path: PathBuf::from(OsString::from_vec(path.to_vec())),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime: -5,
+            mtime_ns: 7,
+            ctime: 9,
+            ctime_ns: 11,
+            ino: 13,
+            size: 3,
+            target: None,
+            chunks: vec![ChunkRef {
+                id: "ab".repeat(32),
+                pack: "cd".repeat(16),
+                offset: 17,
+                stored: 3,
+                raw: 3,
+                zstd: false,
+            }],
+        }
+    }
+
+    fn header() -> TreeHeader {
+        TreeHeader {
+            format: TREE_FORMAT.into(),
+            version: TREE_VERSION,
+            kind: BackupKind::Storage,
+            root: PathBuf::from("storage"),
+        }
+    }
+
+    #[test]
+    fn a_tree_reads_back_with_any_names() {
+        let mut w = TreeWriter::new(Vec::new(), header()).unwrap();
+        w.push(node(b"a/\xff\nb")).unwrap();
+        w.push(node("клиент/фото.jpg".as_bytes())).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = TreeReader::new(&bytes[..], Path::new("t")).unwrap();
+        assert_eq!(r.header(), &header());
+        let nodes: Vec<Node> = r.by_ref().map(|n| n.unwrap()).collect();
+        assert_eq!(
+            nodes,
+            vec![node(b"a/\xff\nb"), node("клиент/фото.jpg".as_bytes())]
+        );
+    }
+
+    #[test]
+    fn a_tree_cut_short_is_refused() {
+        let mut w = TreeWriter::new(Vec::new(), header()).unwrap();
+        w.push(node(b"a")).unwrap();
+        let mut out = w.out;
+        out.write_all(b"").unwrap();
+        let bytes = out.finish().unwrap().into_inner().unwrap();
+        let mut r = TreeReader::new(&bytes[..], Path::new("t")).unwrap();
+        assert!(r.next_node().unwrap().is_some());
+        let e = r.next_node().unwrap_err().to_string();
+        assert!(e.contains("without its end line"), "{e}");
+    }
+}
