@@ -64,6 +64,11 @@ impl PartialFile {
         file.sync_all().ctx("fsync", &self.temp_path)
     }
 
+    /// The file was moved into place by other means: do not delete it when dropped.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+
     /// Rename into place and fsync the directory. After this the file is final.
     pub fn rename(mut self) -> Result<PathBuf> {
         fs::rename(&self.temp_path, &self.final_path).ctx("rename into place", &self.final_path)?;

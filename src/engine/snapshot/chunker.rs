@@ -12,7 +12,7 @@ pub const WHOLE_FILE_MAX: u64 = 1 << 20;
 /// Content-defined chunk sizes for larger files (restic's average is 1 MiB as well).
 pub const CDC_MIN: usize = 512 << 10;
 pub const CDC_AVG: usize = 1 << 20;
-pub const CDC_MAX: usize = 8 << 20;
+pub const CDC_MAX: usize = 4 << 20;
 /// A database copy's chunk: 16 KiB, four 4 KiB pages (and a whole number of pages for any
 /// SQLite page size up to 16 KiB), so a change of a few rows stores a few chunks.
 pub const DATABASE_CHUNK: usize = 16 << 10;

@@ -1,15 +1,20 @@
 //! Packs: the files of the content store (`store/packs/ab/<id>.pack`). A pack is chunks
 //! end to end, each stored zstd-compressed (or as is when that is no smaller), up to
 //! [`PACK_TARGET`] bytes, so 100 000 small files are a few dozen files on disk or on S3.
-//! A pack is written under its `.partial` name, fsynced and renamed before any entry list
-//! that points into it is renamed into place: a snapshot never references a pack that a
-//! crash could lose. Its id is random (chosen before its content is known, since entries
+//! A pack is written under its `.partial` name and renamed when full; an "fsync" thread
+//! makes closed packs durable while the next one fills (so the disk's flush overlaps the
+//! reading), and [`PackWriter::finish`] waits for all of them and their directories before
+//! any entry list that points into them is renamed into place: a snapshot never
+//! references a pack that a crash could lose. (A pack renamed but not yet durable when
+//! the machine dies belongs to no snapshot, and the next cleaning sweeps it.) Its id is random (chosen before its content is known, since entries
 //! point into it while it fills); its SHA-256 is recorded in each snapshot's metadata.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -36,6 +41,9 @@ struct OpenPack {
     len: u64,
 }
 
+/// Closed packs waiting for their fsync: at most this many (then the writer waits).
+const UNSYNCED: usize = 8;
+
 /// Appends chunks to packs, one open at a time.
 pub struct PackWriter {
     root: PathBuf,
@@ -43,6 +51,15 @@ pub struct PackWriter {
     dir_mode: u32,
     open: Option<OpenPack>,
     finished: Vec<PackRef>,
+    syncing: Option<(SyncSender<(File, PathBuf)>, JoinHandle<Result<()>>)>,
+}
+
+/// fsync each closed pack in turn; the first failure ends the thread and is its result.
+fn fsync_thread(rx: Receiver<(File, PathBuf)>) -> Result<()> {
+    for (file, path) in rx {
+        file.sync_all().ctx("fsync", &path)?;
+    }
+    Ok(())
 }
 
 impl PackWriter {
@@ -54,7 +71,44 @@ impl PackWriter {
             dir_mode,
             open: None,
             finished: Vec::new(),
+            syncing: None,
         }
+    }
+
+    /// Hand a closed pack to the fsync thread (started on first use; inline without one).
+    fn sync_later(&mut self, file: File, path: PathBuf) -> Result<()> {
+        if self.syncing.is_none() {
+            let (tx, rx) = sync_channel(UNSYNCED);
+            if let Ok(handle) = std::thread::Builder::new()
+                .name("fsync".into())
+                .spawn(move || fsync_thread(rx))
+            {
+                self.syncing = Some((tx, handle));
+            }
+        }
+        match &self.syncing {
+            Some((tx, _)) => match tx.send((file, path)) {
+                Ok(()) => Ok(()),
+                // The thread stopped at a failed fsync: its result says which.
+                Err(_) => self.wait_synced(),
+            },
+            None => file.sync_all().ctx("fsync", &path),
+        }
+    }
+
+    /// Wait until every pack handed over is durable (or say which one is not).
+    fn wait_synced(&mut self) -> Result<()> {
+        let Some((tx, handle)) = self.syncing.take() else {
+            return Ok(());
+        };
+        drop(tx);
+        handle.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "fsync a pack",
+                &self.root,
+                io::Error::other("the fsync thread panicked"),
+            ))
+        })
     }
 
     fn start(&mut self) -> Result<&mut OpenPack> {
@@ -110,9 +164,11 @@ impl PackWriter {
         let file = buffered
             .into_inner()
             .map_err(|e| Error::io("write", pack.partial.temp_path(), e.into_error()))?;
-        pack.partial.sync(&file)?;
-        drop(file);
-        pack.partial.rename()?;
+        // Renamed now, durable soon: no snapshot lists it until `finish` has waited.
+        let path = pack.partial.final_path().to_path_buf();
+        fs::rename(pack.partial.temp_path(), &path).ctx("rename into place", &path)?;
+        pack.partial.keep();
+        self.sync_later(file, path)?;
         self.finished.push(PackRef {
             id: pack.id,
             size,
@@ -124,6 +180,7 @@ impl PackWriter {
     /// Close the open pack; every pack written is then durable. Returns them.
     pub fn finish(mut self) -> Result<Vec<PackRef>> {
         self.close()?;
+        self.wait_synced()?;
         if let Ok(rd) = fs::read_dir(self.root.join(crate::catalog::STORE_DIR).join("packs")) {
             // The renames are durable with their directories; the store's own entries too.
             for dir in rd.flatten() {
