@@ -36,7 +36,7 @@ pub fn pick<'l>(
     let complete = backups.iter().filter(|b| b.is_complete());
     let found = match pick {
         RemotePick::Named(n) => {
-            let stem = [".json", ".db", ".tar.zst", ".tar.gz", ".tar"]
+            let stem = [".json", ".tree.zst", ".db", ".tar.zst", ".tar.gz", ".tar"]
                 .iter()
                 .find_map(|ext| n.strip_suffix(ext))
                 .unwrap_or(n);
@@ -85,6 +85,10 @@ pub fn fetch(
             PartRole::Data => Some((object.size, object.sha256.as_deref())),
             PartRole::Metadata => None,
         };
+        // A pack the store already holds (another snapshot brought it) is not fetched again.
+        if object.shared && fs::metadata(&dest).is_ok_and(|m| m.len() == object.size) {
+            continue;
+        }
         let op = format!("download {}", object.key);
         remote.with_retries(&op, cancel, || {
             download(

@@ -72,6 +72,7 @@ pub fn prune(
         config.schedule.timezone,
         &locked_until,
     );
+    // A snapshot's size is its entry list (its packs are shared): an estimate.
     let freed_bytes = plan
         .delete
         .iter()
@@ -80,12 +81,27 @@ pub fn prune(
         .sum();
     let mut deleted_objects = Vec::new();
     if !dry_run {
+        // A snapshot's pack stays while a backup that is kept lists it.
+        let kept: std::collections::BTreeSet<&str> = listing
+            .backups
+            .iter()
+            .filter(|b| !plan.delete.iter().any(|d| d.id == b.stem))
+            .flat_map(|b| b.objects.iter().filter(|o| o.shared))
+            .map(|o| o.key.as_str())
+            .collect();
+        let mut gone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for d in &plan.delete {
             let Some(backup) = listing.find(&d.id) else {
                 continue;
             };
             // The metadata object (listed last) first: then the rest is debris at worst.
             for object in backup.objects.iter().rev() {
+                if object.shared
+                    && (kept.contains(object.key.as_str()) || gone.contains(&object.key))
+                {
+                    continue;
+                }
+                gone.insert(object.key.clone());
                 cancel.check()?;
                 let op = format!("delete {}", object.key);
                 remote.with_retries(&op, cancel, || remote.target.delete(&object.key))?;

@@ -23,6 +23,9 @@ pub struct RemoteObject {
     /// Bytes and SHA-256 as the metadata records them (data objects).
     pub size: u64,
     pub sha256: Option<String>,
+    /// A snapshot's pack: other snapshots may list it too, so it goes with the last.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// One backup on a target.
@@ -195,17 +198,19 @@ pub fn metadata_key(key: &str) -> Option<(BackupKind, &str)> {
     let (dir, file) = key.split_once('/')?;
     let kind = BackupKind::ALL.into_iter().find(|k| k.dir_name() == dir)?;
     let stem = file.strip_suffix(".json")?;
-    stem.strip_prefix(kind.prefix())?;
+    kind.prefixes().find_map(|p| stem.strip_prefix(p))?;
     Some((kind, stem))
 }
 
-/// Whether `key` is named like one of our objects (`KIND/PREFIX…`).
+/// Whether `key` is named like one of our objects (`KIND/PREFIX…`, or a pack of the
+/// content store).
 fn ours(key: &str) -> bool {
-    key.split_once('/').is_some_and(|(dir, file)| {
-        BackupKind::ALL
-            .into_iter()
-            .any(|k| k.dir_name() == dir && file.starts_with(k.prefix()))
-    })
+    key.starts_with(&format!("{}/packs/", crate::catalog::STORE_DIR))
+        || key.split_once('/').is_some_and(|(dir, file)| {
+            BackupKind::ALL
+                .into_iter()
+                .any(|k| k.dir_name() == dir && k.prefixes().any(|p| file.starts_with(p)))
+        })
 }
 
 /// One metadata object and the data object it names.
@@ -221,6 +226,7 @@ fn single(
         role: PartRole::Metadata,
         size: 0,
         sha256: None,
+        shared: false,
     };
     let uploaded = objects.get(key).and_then(|o| o.modified);
     let metadata = match meta {
@@ -268,7 +274,27 @@ fn single(
             role: PartRole::Data,
             size: metadata.file_size,
             sha256: Some(metadata.checksum.clone()),
+            shared: false,
         });
+        // A snapshot's packs: complete only with every one there at its size.
+        for pack in metadata.snapshot.iter().flat_map(|s| &s.packs) {
+            let key = crate::catalog::pack_name(&pack.id);
+            problem = problem.or_else(|| match objects.get(&key) {
+                None => Some(format!("its pack {key} is missing")),
+                Some(o) if o.size != pack.size => Some(format!(
+                    "its pack {key} is {} bytes but the metadata says {}",
+                    o.size, pack.size
+                )),
+                Some(_) => None,
+            });
+            objects_of.push(RemoteObject {
+                key,
+                role: PartRole::Data,
+                size: pack.size,
+                sha256: Some(pack.checksum.clone()),
+                shared: true,
+            });
+        }
         name = file;
     }
     objects_of.push(metadata_object);
@@ -332,7 +358,10 @@ fn add_members(full: &mut RemoteBackup, all: &[RemoteBackup]) {
 }
 
 fn placeholder(kind: BackupKind, stem: &str) -> BackupMetadata {
-    let ts = stem.strip_prefix(kind.prefix()).unwrap_or(stem);
+    let ts = kind
+        .prefixes()
+        .find_map(|p| stem.strip_prefix(p))
+        .unwrap_or(stem);
     serde_json::from_value(serde_json::json!({
         "timestamp": ts, "type": kind, "original_path": "", "backup_path": "",
         "file_size": 0, "checksum": "", "created_at": "", "file_count": 0,
