@@ -51,8 +51,11 @@ pub struct PackWriter {
     dir_mode: u32,
     open: Option<OpenPack>,
     finished: Vec<PackRef>,
-    syncing: Option<(SyncSender<(File, PathBuf)>, JoinHandle<Result<()>>)>,
+    syncing: Option<FsyncThread>,
 }
+
+/// The fsync thread's inbox and handle.
+type FsyncThread = (SyncSender<(File, PathBuf)>, JoinHandle<Result<()>>);
 
 /// fsync each closed pack in turn; the first failure ends the thread and is its result.
 fn fsync_thread(rx: Receiver<(File, PathBuf)>) -> Result<()> {
