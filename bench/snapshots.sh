@@ -22,17 +22,22 @@
 #   bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]
 #                      [--only first,change,restore,weekly,files,database]
 #                      [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]
+#                      [--bin PATH]
+#
+# --bin PATH times that vertex-backup binary instead of building one (the corpus generator
+# is still built); --tools restic,borg measures the baselines alone.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 size=2GiB runs=3 seed=42 work=$root/bench/work files_n=100000 db_size=256MiB
-only=first,change,restore,weekly,files,database tools=ours,restic,borg
+only=first,change,restore,weekly,files,database tools=ours,restic,borg own_bin=""
 invocation="bench/snapshots.sh $*"
 usage() {
   echo "usage: bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]"
   echo "                          [--only first,change,restore,weekly,files,database]"
   echo "                          [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]"
+  echo "                          [--bin PATH]"
 }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
     --files) files_n=${2:?--files needs a value}; shift 2 ;;
     --db-size) db_size=${2:?--db-size needs a value}; shift 2 ;;
     --tools) tools=${2:?--tools needs a value}; shift 2 ;;
+    --bin) own_bin=${2:?--bin needs a value}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -66,11 +72,15 @@ deps=(/usr/bin/time:time sqlite3:sqlite3)
 if uses restic; then deps+=(restic:restic); fi
 if uses borg; then deps+=(borg:borgbackup); fi
 need_tools "${deps[@]}"
-if uses ours; then
+if uses ours && [ -z "$own_bin" ]; then
   build
 else
-  log "cargo build --release --example gen_corpus (the corpus generator; --tools has no ours)"
+  log "cargo build --release --example gen_corpus (the corpus generator)"
   (cd "$root" && cargo build --release --quiet --example gen_corpus)
+  if [ -n "$own_bin" ]; then
+    [ -x "$own_bin" ] || die "--bin $own_bin is not an executable"
+    bin=$(cd "$(dirname "$own_bin")" && pwd)/$(basename "$own_bin")
+  fi
 fi
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
@@ -323,6 +333,8 @@ agg() {
   [ -f "${f[0]}" ] || return 0
   case $4 in
     rss) cat "${f[@]}" | sort -n | tail -n1 ;;
+    bytes) # whole bytes (median's awk would print a large x.5 as 1.23457e+08)
+      cat "${f[@]}" | sort -n | awk '{v[NR] = $1} END {printf "%.0f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}' ;;
     *) cat "${f[@]}" | median ;;
   esac
 }
@@ -351,9 +363,10 @@ result() {
     rs="" rb=""
     if [ "$t" != ours ] && uses ours; then
       rs=$(ratio "$(agg "$ctx" "$label" ours s)" "$s")
-      [ "$label" = restore ] || rb=$(ratio "$(agg "$ctx" "$label" ours bytes)" "$b")
+      # bytes: only against at least 1 MiB (a no-change backup adds a few KiB: ratios of noise)
+      if [ "$label" != restore ] && [ "${b:-0}" -ge 1048576 ]; then rb=$(ratio "$(agg "$ctx" "$label" ours bytes)" "$b"); fi
     fi
-    printf '| %s | %s | %.3f | %s | %s | %s | %s | %s | %s | %s |\n' "$row" "$t" "$s" "$(series "$ctx" "$label" "$t")" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$row" "$t" "$(num "$s" %.3f)" "$(series "$ctx" "$label" "$t")" \
       "$(num "$(agg "$ctx" "$label" "$t" cpu)" %.1f)" "$(num "$(agg "$ctx" "$label" "$t" rss)" %.1f 1024)" \
       "$added" "$extra" "${rs:-—}" "${rb:-—}"
   done
