@@ -435,6 +435,7 @@ report() {
   echo "## Machine"
   echo
   machine_info "$work"
+  echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running moves these numbers by tens of percent)"
   echo
   echo "## Targets"
   echo
@@ -494,7 +495,7 @@ report() {
     echo "- Restore: into an empty directory, checked afterwards to hold the source's file count and bytes. Our restore syncs the tree before it returns; \`restic restore\` and \`borg extract\` do not, so \`sync -f\` of the restored tree is timed apart (column \`sync -f\` s) and the equal-durability line adds it to theirs."
   fi
   if wanted files; then
-    echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then $runs backups with nothing changed, the order rotating."
+    echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating."
   fi
   if wanted database; then
     echo "- Database: \`gen_corpus --size 2MiB --db-size $db_size --seed $seed\` ($(mib "$db_bytes") MiB, WAL mode), copied each round; between the two backups \`sqlite3\` sets \`$set_clause\` in 100 of the $big_rows rows of \`$big_table\` (the largest table), drawn at random from the seed: the same rows every round. Ours: \`create --type database\`; restic and borg back up the .db file (reference)."
