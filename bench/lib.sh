@@ -1,33 +1,53 @@
-# Shared helpers of bench/run.sh and bench/scaling.sh; sourced, not run.
+# Shared helpers of the bench/ scripts; sourced, not run.
 # shellcheck shell=bash
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bin=$root/target/release/vertex-backup
-gen=$root/target/release/examples/gen_corpus
+# Where cargo puts what `build` makes: $CARGO_TARGET_DIR when set (a relative one is taken
+# from the root of the clone, where `build` runs cargo), else target/.
+case ${CARGO_TARGET_DIR:-} in
+  "") target_dir=$root/target ;;
+  /*) target_dir=$CARGO_TARGET_DIR ;;
+  *) target_dir=$root/$CARGO_TARGET_DIR ;;
+esac
+bin=$target_dir/release/vertex-backup
+gen=$target_dir/release/examples/gen_corpus
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg) # a busy machine makes every number noisy
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# Install the missing tools with apt-get when we can (root on Debian/Ubuntu); args are
-# "command:package" pairs. Tools that stay missing are fatal unless marked optional with '?'.
+# Install the missing tools with apt-get when we can (Debian/Ubuntu: as root, else through
+# sudo); args are "command:package" pairs. Tools that stay missing are fatal unless marked
+# optional with '?'.
 need_tools() {
-  local want=() spec cmd pkg
+  local want=() spec cmd pkg apt=() why=""
   for spec in "$@"; do
     cmd=${spec%%:*}; pkg=${spec#*:}; pkg=${pkg%\?}
     command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
   done
-  if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if [ ${#want[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null; then
+      why=" (no apt-get on this machine to install it with)"
+    elif [ "$(id -u)" = 0 ]; then
+      apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    elif command -v sudo >/dev/null; then
+      apt=(sudo env DEBIAN_FRONTEND=noninteractive apt-get)
+    else
+      why=" (not root and no sudo: apt-get cannot install it)"
+    fi
+  fi
+  if [ ${#apt[@]} -gt 0 ]; then
     log "installing ${want[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${want[@]}" >&2 ||
-      { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${want[@]}" >&2; } ||
-      log "apt-get could not install ${want[*]}"
+    "${apt[@]}" install -y "${want[@]}" >&2 ||
+      { "${apt[@]}" update >&2 && "${apt[@]}" install -y "${want[@]}" >&2; } ||
+      { log "apt-get could not install ${want[*]}"; why=" (apt-get install failed, see above)"; }
   fi
   for spec in "$@"; do
     cmd=${spec%%:*}
     if ! command -v "$cmd" >/dev/null 2>&1; then
       [[ $spec == *\? ]] && { log "$cmd is missing: falling back"; continue; }
-      die "$cmd is missing (package ${spec#*:}); install it and run again"
+      pkg=${spec#*:}
+      die "$cmd is missing (package ${pkg%\?})$why; install it and run again"
     fi
   done
 }
@@ -38,10 +58,10 @@ build() {
 }
 
 # build_profile PROFILE WHAT: build the binary as release or (--debug) debug; sets $bin to it
-# (under $CARGO_TARGET_DIR, default target/). WHAT says whose times a debug build makes
+# (under $target_dir: $CARGO_TARGET_DIR, default target/). WHAT says whose times a debug build makes
 # pessimistic, for the log.
 build_profile() {
-  bin=${CARGO_TARGET_DIR:-$root/target}/$1/vertex-backup
+  bin=$target_dir/$1/vertex-backup
   if [ "$1" = release ]; then
     log "cargo build --release"
     (cd "$root" && cargo build --release --quiet)
@@ -77,7 +97,9 @@ make_corpus() {
   fi
 }
 
-# write_config FILE CORPUS BACKUP_DIR COMPRESSION LEVEL
+# write_config FILE CORPUS BACKUP_DIR COMPRESSION LEVEL [FORMAT]: FORMAT "snapshot" makes
+# both storage and database backups snapshots (content packs under BACKUP_DIR/store, issue
+# 16); the default, "archive", writes no format keys (tar archives and database copies).
 write_config() {
   cat >"$1" <<EOF
 [paths]
@@ -91,6 +113,11 @@ compression_level = $5
 threads = 0
 min_free_space = "0"
 EOF
+  case ${6:-archive} in
+    archive) ;;
+    snapshot) printf 'storage_format = "snapshot"\ndatabase_format = "snapshot"\n' >>"$1" ;;
+    *) die "write_config: unknown format $6" ;;
+  esac
 }
 
 # Sum of the sizes of the regular files under the given paths (0 when none exist).
@@ -102,6 +129,11 @@ bytes_of() {
     total=$((total + n))
   done
   echo "$total"
+}
+
+# du -sb of PATH: bytes of everything under it, directories included (0 when it is missing).
+du_bytes() {
+  if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi
 }
 
 # Median of the numbers on stdin.
