@@ -50,8 +50,14 @@ use crate::kind::BackupKind;
 fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
     match kind {
         // Longest first, so `strip_data_ext` takes `.tar.zst.age` whole.
-        BackupKind::Database => &[".db.age", ".db", SNAPSHOT_TREE_EXT],
+        BackupKind::Database => &[
+            ".db.age",
+            ".db",
+            SNAPSHOT_TREE_SEALED_EXT,
+            SNAPSHOT_TREE_EXT,
+        ],
         BackupKind::Storage => &[
+            SNAPSHOT_TREE_SEALED_EXT,
             SNAPSHOT_TREE_EXT,
             ".tar.zst.age",
             ".tar.gz.age",
@@ -66,14 +72,18 @@ fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
 
 /// The data file of a snapshot: its entry list, zstd-compressed JSON lines.
 pub const SNAPSHOT_TREE_EXT: &str = ".tree.zst";
+/// An encrypted snapshot's entry list.
+pub const SNAPSHOT_TREE_SEALED_EXT: &str = ".tree.zst.age";
 
 /// The content store's directory under the backup directory.
 pub const STORE_DIR: &str = "store";
 
-/// `store/packs/ab/abcdef….pack`: where a pack lives, relative to the backup directory.
-pub fn pack_name(id: &str) -> String {
+/// `store/packs/ab/abcdef….pack` (encrypted: `….pack.age`): where a pack lives,
+/// relative to the backup directory.
+pub fn pack_name(id: &str, sealed: bool) -> String {
+    let age = if sealed { ".age" } else { "" };
     format!(
-        "{STORE_DIR}/packs/{}/{id}.pack",
+        "{STORE_DIR}/packs/{}/{id}.pack{age}",
         id.get(..2).unwrap_or("00")
     )
 }
@@ -319,11 +329,16 @@ impl Catalog {
             .join(format!("{}{timestamp}.{extension}", kind.prefix()))
     }
 
-    /// Path of the data file (its entry list) of a new snapshot.
-    pub fn snapshot_tree_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
+    /// Path of the data file (its entry list) of a new snapshot, encrypted or not.
+    pub fn snapshot_tree_path(&self, kind: BackupKind, timestamp: &str, sealed: bool) -> PathBuf {
         let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
+        let ext = if sealed {
+            SNAPSHOT_TREE_SEALED_EXT
+        } else {
+            SNAPSHOT_TREE_EXT
+        };
         self.kind_dir(kind)
-            .join(format!("{prefix}{timestamp}{SNAPSHOT_TREE_EXT}"))
+            .join(format!("{prefix}{timestamp}{ext}"))
     }
 
     /// Path of the metadata of a new snapshot.
@@ -513,9 +528,11 @@ impl Catalog {
             ));
         }
         // A snapshot's packs: shared with other snapshots, deleted with the last of them.
-        if let (Some(info), Ok(true)) = (&metadata.snapshot, format.map(|f| f.is_snapshot())) {
+        if let (Some(info), Ok(f)) = (&metadata.snapshot, &format)
+            && f.is_snapshot()
+        {
             for pack in &info.packs {
-                parts.push(Part::pack(kind, &stem, &self.root, pack));
+                parts.push(Part::pack(kind, &stem, &self.root, pack, f.is_encrypted()));
             }
         }
         BackupEntry {

@@ -56,7 +56,7 @@ impl Catalog {
                 let name = name.to_string_lossy();
                 let garbage = name.ends_with(PARTIAL_SUFFIX)
                     || (unreadable.is_none()
-                        && name.ends_with(".pack")
+                        && (name.ends_with(".pack") || name.ends_with(".pack.age"))
                         && !listed.contains(path.as_path()));
                 if garbage {
                     remove_if_exists(&path, &mut removed)?;
@@ -105,7 +105,7 @@ mod tests {
         });
         fs::write(dir.join(format!("{stem}.json")), meta.to_string()).unwrap();
         for p in packs {
-            let path = root.join(pack_name(&pack_id(*p)));
+            let path = root.join(pack_name(&pack_id(*p), false));
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, b"pack").unwrap();
         }
@@ -175,7 +175,7 @@ mod tests {
         write_snapshot(root, "20261102_000000", &BTreeSet::from([3]));
         let broken = root.join("storage/storage_snapshot_20261102_000000.json");
         fs::write(&broken, b"{ not json").unwrap();
-        let orphan = root.join(pack_name(&pack_id(7)));
+        let orphan = root.join(pack_name(&pack_id(7), false));
         fs::create_dir_all(orphan.parent().unwrap()).unwrap();
         fs::write(&orphan, b"orphan").unwrap();
         catalog.clean_leftovers().unwrap();

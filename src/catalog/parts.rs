@@ -83,8 +83,8 @@ impl Part {
 
 impl Part {
     /// A pack of the content store that the snapshot `of` needs.
-    pub fn pack(kind: BackupKind, of: &str, root: &Path, pack: &PackRef) -> Part {
-        let name = super::pack_name(&pack.id);
+    pub fn pack(kind: BackupKind, of: &str, root: &Path, pack: &PackRef, sealed: bool) -> Part {
+        let name = super::pack_name(&pack.id, sealed);
         Part {
             role: PartRole::Data,
             kind,

@@ -91,7 +91,10 @@ pub fn cmd_export(config: &Config, args: ExportArgs, quiet: bool) -> anyhow::Res
     let cancel = interrupt::cancel_on_sigint();
     let size = export_snapshot(
         &snapshot.data_path,
-        Some(&snapshot.metadata.checksum),
+        (
+            Some(snapshot.metadata.checksum.as_str()),
+            config.identity.as_deref(),
+        ),
         &args.output,
         config.backup.compression_level,
         progress_for(&bar),
@@ -113,14 +116,19 @@ pub fn cmd_diff(config: &Config, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let b = storage_snapshot(config, &select::BackupRef::Given(args.b.clone()))?;
     let mut changes = Vec::new();
     let mut counts = [0u64; 4];
-    diff_snapshots(&a.data_path, &b.data_path, &mut |c| {
-        counts[c.change as usize] += 1;
-        if args.json {
-            changes.push(c);
-        } else {
-            out!("{}  {}", c.change.mark(), shown(&c.path));
-        }
-    })?;
+    diff_snapshots(
+        &a.data_path,
+        &b.data_path,
+        config.identity.as_deref(),
+        &mut |c| {
+            counts[c.change as usize] += 1;
+            if args.json {
+                changes.push(c);
+            } else {
+                out!("{}  {}", c.change.mark(), shown(&c.path));
+            }
+        },
+    )?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&changes)?);
     } else {

@@ -55,25 +55,6 @@ impl Config {
                 format!("{n} is out of range: niceness runs from 0 (normal) to 19 (lowest)"),
             ));
         }
-        if self.encryption.is_some() {
-            use super::{DatabaseFormat, StorageFormat};
-            let snapshot_keys = [
-                (
-                    "backup.storage_format",
-                    b.storage_format == StorageFormat::Snapshot,
-                ),
-                (
-                    "backup.database_format",
-                    b.database_format == DatabaseFormat::Snapshot,
-                ),
-            ];
-            for (key, _) in snapshot_keys.iter().filter(|(_, on)| *on) {
-                problems.push(self.key_error(
-                    key,
-                    "snapshots are not encrypted by this build: with [encryption] recipients, keep the format at its default (\"archive\" / \"copy\"), or remove [encryption] to use snapshots",
-                ));
-            }
-        }
         if b.threads > 256 {
             problems.push(self.key_error("backup.threads", "at most 256 threads (0 = all cores)"));
         }

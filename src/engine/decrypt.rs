@@ -174,7 +174,7 @@ impl SqliteFile {
             name.push(".db");
             let (partial, file) = PartialFile::create(Path::new(&name), 0o600)?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
-            super::snapshot::read_database_snapshot(path, None, &mut out)?;
+            super::snapshot::read_database_snapshot(path, (None, identity), &mut out)?;
             io::Write::flush(&mut out).map_err(|e| Error::io("write", partial.temp_path(), e))?;
             return Ok(SqliteFile::Decrypted(partial));
         }

@@ -172,7 +172,8 @@ pub fn read_storage_archive(
     sink: &mut dyn EntrySink,
 ) -> Result<ArchiveStats> {
     let stats = if reading.format.is_snapshot() {
-        snapshot::read_snapshot(path, expect.checksum, progress, cancel, sink)?
+        let keys = (expect.checksum, reading.identity);
+        snapshot::read_snapshot(path, keys, progress, cancel, sink)?
     } else {
         archive::read_archive(path, reading, expect.checksum, progress, cancel, sink)?
     };
@@ -433,7 +434,13 @@ fn verify_data_part(
             } else {
                 Depth::Presence
             };
-            let checked = check_snapshot(&part.path, expected, depth, progress, cancel)?;
+            let checked = check_snapshot(
+                &part.path,
+                (expected, keys.identity),
+                depth,
+                progress,
+                cancel,
+            )?;
             let mut checks = vec![passed("checksum"), passed("entries safe")];
             if let Some(count) = file_count {
                 if checked.non_dir_entries != count {

@@ -20,7 +20,7 @@ use super::remote::RemoteListing;
 use super::sealed;
 use super::state::RecordedFailure;
 use super::target::{RemoteError, Stored};
-use crate::catalog::{BackupEntry, BackupMetadata, Part, PartRef, PartRole};
+use crate::catalog::{BackupEntry, BackupMetadata, PackRef, Part, PartRef, PartRole};
 use crate::config::Config;
 use crate::encryption::{AGE_SUFFIX, Recipients};
 use crate::engine::Cancel;
@@ -258,8 +258,18 @@ fn upload_sealed(
     sent: &mut UploadedBackup,
 ) -> Result<()> {
     let mut stored: Vec<StoredPart> = Vec::new();
+    let mut packs: Vec<(String, PackRef)> = Vec::new();
     for part in entry.parts.data() {
         cancel.check()?;
+        if part.shared {
+            let (pack, sent_now) = upload_sealed_pack(remote, recipients, part, listing, cancel)?;
+            if sent_now {
+                sent.bytes += pack.size;
+                sent.objects += 1;
+            }
+            packs.push((part.of.clone(), pack));
+            continue;
+        }
         let local_name = bare_name(&part.name).to_string();
         let encrypted = part.format.as_ref().is_some_and(|f| f.is_encrypted());
         let (key, got, sent_now) = if encrypted {
@@ -305,7 +315,15 @@ fn upload_sealed(
         } else {
             read_metadata(&part.path)?
         };
-        let clear = clear_metadata(recipients, part, &local, &stored)?;
+        let mut clear = clear_metadata(recipients, part, &local, &stored)?;
+        // A snapshot's packs as the target holds them: encrypted, with their own sizes.
+        if let Some(info) = clear.snapshot.as_mut() {
+            info.packs = packs
+                .iter()
+                .filter(|(of, _)| *of == part.of)
+                .map(|(_, p)| p.clone())
+                .collect();
+        }
         let json = serde_json::to_vec_pretty(&clear)
             .map_err(|e| Error::Internal(format!("serialize the remote metadata: {e}")))?;
         let got = put_checked(remote, &part.name, None, cancel, || {
@@ -315,6 +333,54 @@ fn upload_sealed(
         sent.objects += 1;
     }
     Ok(())
+}
+
+/// Send a snapshot's pack to an encrypting target, unless it is there already (packs are
+/// never rewritten: their ids are random): encrypted on the way up as `….pack.age`, or
+/// as it is when the local store is encrypted too. Returns the pack as the target holds
+/// it and whether it was sent now.
+fn upload_sealed_pack(
+    remote: &Remote,
+    recipients: &Recipients,
+    part: &Part,
+    listing: &RemoteListing,
+    cancel: &Cancel,
+) -> Result<(PackRef, bool)> {
+    let encrypted = part.name.ends_with(AGE_SUFFIX);
+    let key = if encrypted {
+        part.name.clone()
+    } else {
+        format!("{}{AGE_SUFFIX}", part.name)
+    };
+    let id = bare_name(&key)
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let recorded = listing
+        .backups
+        .iter()
+        .filter_map(|b| b.metadata.snapshot.as_ref())
+        .flat_map(|s| &s.packs)
+        .find(|p| p.id == id);
+    if let (Some(there), Some(known)) = (listing.objects.get(&key), recorded)
+        && there.size == known.size
+    {
+        return Ok((known.clone(), false));
+    }
+    let got = if encrypted {
+        upload_part(remote, part, cancel)?
+    } else {
+        upload_encrypting(remote, recipients, part, &key, cancel)?
+    };
+    Ok((
+        PackRef {
+            id,
+            size: got.size,
+            checksum: got.sha256,
+        },
+        true,
+    ))
 }
 
 /// The clear remote metadata for the metadata file `part` (whose contents are `local`),

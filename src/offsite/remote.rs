@@ -277,8 +277,9 @@ fn single(
             shared: false,
         });
         // A snapshot's packs: complete only with every one there at its size.
+        let sealed = metadata.format().is_ok_and(|f| f.is_encrypted());
         for pack in metadata.snapshot.iter().flat_map(|s| &s.packs) {
-            let key = crate::catalog::pack_name(&pack.id);
+            let key = crate::catalog::pack_name(&pack.id, sealed);
             problem = problem.or_else(|| match objects.get(&key) {
                 None => Some(format!("its pack {key} is missing")),
                 Some(o) if o.size != pack.size => Some(format!(

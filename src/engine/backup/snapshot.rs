@@ -12,17 +12,54 @@ use chrono::{DateTime, Local};
 use super::{BackupFailure, BackupJob, PendingPart, base_metadata};
 use crate::catalog::{BackupEntry, Catalog, Format, PartialFile, SnapshotInfo};
 use crate::engine::database;
+use crate::engine::snapshot::keys::{Opening, Sealing, StoreKey};
 use crate::engine::snapshot::{self, Parent, SnapshotOptions, SnapshotSummary};
 use crate::error::Result;
 use crate::kind::BackupKind;
 
-/// The newest complete snapshot of `kind`, to compare with.
-fn parent_of(catalog: &Catalog, kind: BackupKind) -> Result<Option<BackupEntry>> {
+/// What a snapshot is encrypted with (`encrypt = "all"`) and what opens its parent.
+struct Keys {
+    sealing: Option<Sealing>,
+    opening: Opening,
+}
+
+impl Keys {
+    fn of(job: &BackupJob, catalog: &Catalog) -> Result<Keys> {
+        let sealing = match job.config.local_recipients() {
+            Some(r) => Some(Sealing::new(r, &StoreKey::load_or_create(catalog.root())?)?),
+            None => None,
+        };
+        Ok(Keys {
+            sealing,
+            opening: Opening::new(None, catalog.root())?,
+        })
+    }
+
+    /// The format a snapshot made with these keys records.
+    fn format(&self, job: &BackupJob) -> Format {
+        match job
+            .config
+            .local_recipients()
+            .filter(|_| self.sealing.is_some())
+        {
+            Some(r) => Format::snapshot().encrypted(r.fingerprints()),
+            None => Format::snapshot(),
+        }
+    }
+}
+
+/// The newest complete snapshot of `kind` encrypted as the new one will be, to compare
+/// with.
+fn parent_of(catalog: &Catalog, kind: BackupKind, sealed: bool) -> Result<Option<BackupEntry>> {
     let listing = catalog.list()?;
     Ok(listing
         .of_kind(kind)
         .filter(|b| b.is_complete() && b.metadata.snapshot.is_some())
-        .find(|b| b.metadata.format().is_ok_and(|f| f.is_snapshot()))
+        .find(|b| {
+            b.metadata
+                .format()
+                .is_ok_and(|f| f.is_snapshot() && f.is_encrypted() == sealed)
+        })
         .cloned())
 }
 
@@ -30,9 +67,12 @@ fn options<'a>(
     job: &'a BackupJob,
     catalog: &'a Catalog,
     parent: Option<&'a BackupEntry>,
+    keys: &'a Keys,
 ) -> SnapshotOptions<'a> {
     let cfg = job.config;
     SnapshotOptions {
+        sealing: keys.sealing.as_ref(),
+        opening: &keys.opening,
         root: catalog.root(),
         file_mode: catalog.file_mode(),
         dir_mode: cfg.backup.dir_mode.0,
@@ -60,7 +100,7 @@ fn snapshot_metadata(
     part_of: Option<&str>,
     parent: Option<&BackupEntry>,
     summary: SnapshotSummary,
-    started: Instant,
+    (started, format): (Instant, Format),
 ) -> crate::catalog::BackupMetadata {
     let mut m = base_metadata(kind, ts, original, tree, created);
     let w = summary.written;
@@ -69,7 +109,7 @@ fn snapshot_metadata(
     m.uncompressed_size = summary.content_bytes;
     m.file_count = summary.file_count;
     m.compression = Some("zstd".into());
-    m.format = Some(Format::snapshot());
+    m.format = Some(format);
     m.warnings = summary.warnings;
     m.part_of = part_of.map(str::to_string);
     m.reason = job.reason.clone();
@@ -97,14 +137,16 @@ pub(super) fn storage_snapshot_part(
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
-    let parent =
-        parent_of(catalog, BackupKind::Storage).map_err(fail("find the parent snapshot"))?;
-    let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts);
+    let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
+    let sealed = keys.sealing.is_some();
+    let parent = parent_of(catalog, BackupKind::Storage, sealed)
+        .map_err(fail("find the parent snapshot"))?;
+    let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts, sealed);
     job.progress
         .begin("snapshot storage", Some(total_bytes), Some(total_files));
     let (partial, file) =
         PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
-    let opts = options(job, catalog, parent.as_ref());
+    let opts = options(job, catalog, parent.as_ref(), &keys);
     let (summary, file) = snapshot::snapshot_storage(
         &cfg.paths.storage,
         &opts,
@@ -127,7 +169,7 @@ pub(super) fn storage_snapshot_part(
         part_of,
         parent.as_ref(),
         summary,
-        started,
+        (started, keys.format(job)),
     );
     Ok(PendingPart {
         data: partial,
@@ -159,8 +201,10 @@ pub(super) fn database_snapshot_part(
     if job.reason.is_none() {
         database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
     }
-    let parent =
-        parent_of(catalog, BackupKind::Database).map_err(fail("find the parent snapshot"))?;
+    let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
+    let sealed = keys.sealing.is_some();
+    let parent = parent_of(catalog, BackupKind::Database, sealed)
+        .map_err(fail("find the parent snapshot"))?;
     // The copy is ours alone (0600) and lives only until the snapshot holds it.
     let copy_path = catalog.data_path(BackupKind::Database, &format!("{ts}_copy"), "db");
     let (copy, file) = PartialFile::create(&copy_path, 0o600).map_err(fail("copy database"))?;
@@ -169,10 +213,10 @@ pub(super) fn database_snapshot_part(
         .map_err(fail("copy database"))?;
     drop(source);
     job.cancel.check().map_err(fail("copy database"))?;
-    let tree = catalog.snapshot_tree_path(BackupKind::Database, ts);
+    let tree = catalog.snapshot_tree_path(BackupKind::Database, ts, sealed);
     let (partial, file) =
         PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
-    let opts = options(job, catalog, parent.as_ref());
+    let opts = options(job, catalog, parent.as_ref(), &keys);
     let name = src_path
         .file_name()
         .map(std::path::PathBuf::from)
@@ -199,7 +243,7 @@ pub(super) fn database_snapshot_part(
         part_of,
         parent.as_ref(),
         summary,
-        started,
+        (started, keys.format(job)),
     );
     metadata.integrity_check = Some(integrity);
     Ok(PendingPart {

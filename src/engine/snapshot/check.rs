@@ -6,9 +6,7 @@
 
 use std::path::Path;
 
-use super::pack::PackReader;
-use super::read::{backup_dir_of, check_tree, safe_entry};
-use super::tree::TreeReader;
+use super::read::{check_tree, open_tree, safe_entry};
 use crate::engine::entry_tree::EntryTree;
 use crate::engine::{Cancel, Progress};
 use crate::error::{Error, Result};
@@ -38,15 +36,15 @@ const NAMED: usize = 10;
 
 pub fn check_snapshot(
     tree: &Path,
-    expected: Option<&str>,
+    (expected, identity): (Option<&str>, Option<&Path>),
     depth: Depth,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<Checked> {
     let (_, size) = check_tree(tree, expected)?;
-    let mut reader = TreeReader::open(tree)?;
+    let mut opened = open_tree(tree, identity)?;
+    let (reader, mut packs) = opened.split();
     let top = reader.header().root.clone();
-    let mut packs = PackReader::new(&backup_dir_of(tree));
     let mut judged = EntryTree::default();
     let mut checked = Checked {
         bytes_read: size,

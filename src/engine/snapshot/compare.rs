@@ -6,7 +6,8 @@
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
-use super::tree::{Node, TreeReader};
+use super::read::open_tree;
+use super::tree::Node;
 use crate::error::Result;
 
 /// How an entry differs.
@@ -57,10 +58,16 @@ fn metadata_differs(a: &Node, b: &Node) -> bool {
         || a.mtime_ns != b.mtime_ns
 }
 
-/// The changes from `a` to `b`, in path order; `visit` sees each.
-pub fn diff_snapshots(a: &Path, b: &Path, visit: &mut dyn FnMut(Change)) -> Result<()> {
-    let mut ra = TreeReader::open(a)?;
-    let mut rb = TreeReader::open(b)?;
+/// The changes from `a` to `b`, in path order; `visit` sees each. Encrypted entry lists
+/// are opened with `identity` or the store key.
+pub fn diff_snapshots(
+    a: &Path,
+    b: &Path,
+    identity: Option<&Path>,
+    visit: &mut dyn FnMut(Change),
+) -> Result<()> {
+    let mut ra = open_tree(a, identity)?.reader;
+    let mut rb = open_tree(b, identity)?.reader;
     let mut na = ra.next_node()?;
     let mut nb = rb.next_node()?;
     loop {

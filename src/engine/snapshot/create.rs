@@ -11,11 +11,10 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::chunker::{Chunker, Chunking, DATABASE_CHUNK, WHOLE_FILE_MAX};
+use super::keys::{ChunkIds, Opening, Sealing};
 use super::pack::PackWriter;
-use super::tree::{Node, NodeKind, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader};
+use super::tree::{Node, NodeKind, StoredTree, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader};
 use super::writer::{SnapshotWriter, Written};
 use crate::catalog::{PackRef, PartialFile};
 use crate::engine::walk::{EntryMeta, SourceKind, StorageSource};
@@ -37,6 +36,16 @@ pub struct SnapshotOptions<'a> {
     pub exclude: &'a [String],
     /// The parent snapshot's entry list and the packs its metadata records.
     pub parent: Option<Parent<'a>>,
+    /// Encrypt packs and the entry list (`encrypt = "all"`).
+    pub sealing: Option<&'a Sealing>,
+    /// What opens the parent's entry list when it is encrypted (the store key).
+    pub opening: &'a Opening,
+}
+
+impl SnapshotOptions<'_> {
+    fn ids(&self) -> ChunkIds {
+        self.sealing.map_or(ChunkIds::Sha256, |s| s.ids.clone())
+    }
 }
 
 /// The snapshot a new one is compared with.
@@ -77,28 +86,44 @@ fn node_of(rel: &Path, meta: &EntryMeta, kind: NodeKind, target: Option<PathBuf>
 }
 
 /// The parent's entry list, walked alongside the tree.
-struct ParentWalk {
-    reader: Option<TreeReader<File>>,
+struct ParentWalk<'o> {
+    reader: Option<TreeReader<StoredTree>>,
     next: Option<Node>,
     path: PathBuf,
+    opening: &'o Opening,
 }
 
-impl ParentWalk {
-    fn open(parent: Option<&Parent>) -> Result<Self> {
-        let Some(p) = parent else {
-            return Ok(ParentWalk {
-                reader: None,
-                next: None,
-                path: PathBuf::new(),
-            });
+impl<'o> ParentWalk<'o> {
+    /// The parent's entry list, when it can be read and its chunk ids are made as ours
+    /// (else every file is read: a warning says why).
+    fn open(opts: &SnapshotOptions<'o>, warnings: &mut Vec<String>) -> Result<Self> {
+        let mut walk = ParentWalk {
+            reader: None,
+            next: None,
+            path: PathBuf::new(),
+            opening: opts.opening,
         };
-        let mut reader = TreeReader::open(&p.tree)?;
-        let next = reader.next_node()?;
-        Ok(ParentWalk {
-            reader: Some(reader),
-            next,
-            path: p.tree.clone(),
-        })
+        let Some(p) = &opts.parent else {
+            return Ok(walk);
+        };
+        let mut reader = match TreeReader::open(&p.tree, opts.opening) {
+            Ok(r) => r,
+            Err(Error::Decrypt { .. }) => {
+                warnings.push(format!(
+                    "the previous snapshot {} cannot be opened with this backup directory's store key: every file was read again",
+                    p.tree.display()
+                ));
+                return Ok(walk);
+            }
+            Err(e) => return Err(e),
+        };
+        if reader.header().chunk_key != opts.ids().key_hex() {
+            return Ok(walk);
+        }
+        walk.next = reader.next_node()?;
+        walk.reader = Some(reader);
+        walk.path = p.tree.clone();
+        Ok(walk)
     }
 
     /// The parent's entry at `rel`, if it has one (entries before it are passed over).
@@ -133,7 +158,7 @@ impl ParentWalk {
         if self.reader.is_none() || writer.knows_anything() {
             return Ok(());
         }
-        for node in TreeReader::open(&self.path)? {
+        for node in TreeReader::open(&self.path, self.opening)? {
             for c in &node?.chunks {
                 writer.seed(c);
             }
@@ -155,7 +180,7 @@ fn unchanged(was: &Node, meta: &EntryMeta) -> bool {
 /// Read `data` once, cut it, and describe its chunks to `writer`. Returns the bytes read.
 fn store_stream(
     data: &mut dyn Read,
-    chunking: Chunking,
+    (chunking, ids): (Chunking, &ChunkIds),
     level: i32,
     buf: &mut Vec<u8>,
     writer: &mut SnapshotWriter,
@@ -167,7 +192,7 @@ fn store_stream(
         if cancel.is_cancelled() {
             return Err(std::io::Error::other("cancelled"));
         }
-        let id: [u8; 32] = Sha256::digest(chunk).into();
+        let id = ids.id(chunk);
         total += chunk.len() as u64;
         writer
             .chunk(id, chunk, level)
@@ -188,9 +213,12 @@ fn start_writer(
         version: TREE_VERSION,
         kind,
         root: root_name,
+        chunk_key: opts.ids().key_hex(),
     };
-    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode);
-    SnapshotWriter::start(tree_file, tree_partial, header, packs)
+    let sealing = opts.sealing.map(|s| s.packs.clone());
+    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing);
+    let trees = opts.sealing.map(|s| &s.trees);
+    SnapshotWriter::start(tree_file, tree_partial, header, packs, trees)
 }
 
 /// Fill in the size and checksum of the packs taken from the parent.
@@ -229,8 +257,9 @@ pub fn snapshot_storage(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("storage"));
     let mut writer = start_writer(opts, tree_partial, tree_file, BackupKind::Storage, top)?;
-    let mut parent = ParentWalk::open(opts.parent.as_ref())?;
     let mut summary = SnapshotSummary::default();
+    let mut parent = ParentWalk::open(opts, &mut summary.warnings)?;
+    let ids = opts.ids();
     let mut buf = Vec::new();
     while let Some(entry) = source.next() {
         let mut entry = entry?;
@@ -259,7 +288,7 @@ pub fn snapshot_storage(
                     _ => {
                         parent.seed(&mut writer)?;
                         let (chunking, level) = chunking_for(&entry.rel, &entry.meta, opts);
-                        store_stream(file, chunking, level, &mut buf, &mut writer, cancel)
+                        store_stream(file, (chunking, &ids), level, &mut buf, &mut writer, cancel)
                             .map_err(|e| {
                                 if cancel.is_cancelled() {
                                     return Error::Cancelled;
@@ -283,7 +312,7 @@ pub fn snapshot_storage(
         writer.node(node)?;
         source.finish(entry)?;
     }
-    summary.warnings = source.into_warnings();
+    summary.warnings.extend(source.into_warnings());
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
     record_reused_packs(&mut written, opts.parent.as_ref())?;
@@ -328,12 +357,13 @@ pub fn snapshot_database(
         BackupKind::Database,
         name.to_path_buf(),
     )?;
-    let parent = ParentWalk::open(opts.parent.as_ref())?;
+    let mut warnings = Vec::new();
+    let parent = ParentWalk::open(opts, &mut warnings)?;
     parent.seed(&mut writer)?;
     let mut buf = Vec::new();
     let read = store_stream(
         &mut input,
-        Chunking::Fixed(DATABASE_CHUNK),
+        (Chunking::Fixed(DATABASE_CHUNK), &opts.ids()),
         opts.level,
         &mut buf,
         &mut writer,
@@ -369,7 +399,7 @@ pub fn snapshot_database(
             content_bytes: read,
             unchanged_files: 0,
             read_files: 1,
-            warnings: Vec::new(),
+            warnings,
         },
         file,
     ))

@@ -52,7 +52,7 @@ impl<W: Write> EntrySink for TarSink<W> {
 /// `out`. Returns the archive's size.
 pub fn export_snapshot(
     tree: &Path,
-    expected: Option<&str>,
+    expected: (Option<&str>, Option<&Path>),
     out: &Path,
     level: i32,
     progress: &dyn Progress,

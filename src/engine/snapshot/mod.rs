@@ -12,6 +12,7 @@ mod chunker;
 pub mod compare;
 mod create;
 pub mod export;
+pub mod keys;
 pub mod pack;
 pub mod read;
 pub mod tree;

@@ -10,15 +10,15 @@
 //! point into it while it fills); its SHA-256 is recorded in each snapshot's metadata.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use sha2::{Digest, Sha256};
-
+use super::keys::{ChunkIds, MaybeSealed};
 use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
+use crate::encryption::{Identities, Recipients};
 use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 
@@ -37,7 +37,8 @@ fn random_id() -> Result<String> {
 struct OpenPack {
     id: String,
     partial: PartialFile,
-    out: HashingWriter<BufWriter<File>>,
+    out: MaybeSealed<HashingWriter<BufWriter<File>>>,
+    /// Plain bytes written (what chunk offsets count).
     len: u64,
 }
 
@@ -52,6 +53,8 @@ pub struct PackWriter {
     open: Option<OpenPack>,
     finished: Vec<PackRef>,
     syncing: Option<FsyncThread>,
+    /// Encrypt each pack to these (`<id>.pack.age`).
+    sealing: Option<Recipients>,
 }
 
 /// The fsync thread's inbox and handle.
@@ -66,9 +69,10 @@ fn fsync_thread(rx: Receiver<(File, PathBuf)>) -> Result<()> {
 }
 
 impl PackWriter {
-    /// `root` is the backup directory.
-    pub fn new(root: &Path, file_mode: u32, dir_mode: u32) -> Self {
+    /// `root` is the backup directory; with `sealing`, packs are age files to it.
+    pub fn new(root: &Path, file_mode: u32, dir_mode: u32, sealing: Option<Recipients>) -> Self {
         PackWriter {
+            sealing,
             root: root.to_path_buf(),
             file_mode,
             dir_mode,
@@ -117,7 +121,7 @@ impl PackWriter {
     fn start(&mut self) -> Result<&mut OpenPack> {
         if self.open.is_none() {
             let id = random_id()?;
-            let path = self.root.join(pack_name(&id));
+            let path = self.root.join(pack_name(&id, self.sealing.is_some()));
             if let Some(dir) = path.parent()
                 && !dir.is_dir()
             {
@@ -131,7 +135,11 @@ impl PackWriter {
             self.open = Some(OpenPack {
                 id,
                 partial,
-                out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+                out: MaybeSealed::new(
+                    HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+                    self.sealing.as_ref(),
+                )
+                .ctx("encrypt", &path)?,
                 len: 0,
             });
         }
@@ -163,7 +171,8 @@ impl PackWriter {
         let Some(pack) = self.open.take() else {
             return Ok(());
         };
-        let (buffered, checksum, size) = pack.out.finish();
+        let hashed = pack.out.finish().ctx("write", pack.partial.temp_path())?;
+        let (buffered, checksum, size) = hashed.finish();
         let file = buffered
             .into_inner()
             .map_err(|e| Error::io("write", pack.partial.temp_path(), e.into_error()))?;
@@ -194,11 +203,21 @@ impl PackWriter {
     }
 }
 
+/// An open pack: a plain file read at offsets, or an age file's plaintext sought in.
+enum OpenRead {
+    Plain(File),
+    Sealed(age::stream::StreamReader<File>),
+}
+
 /// Reads chunks out of packs, keeping the last pack open (chunks of a file, and files of
 /// a snapshot, mostly lie in one pack after another).
-pub struct PackReader {
+pub struct PackReader<'k> {
     root: PathBuf,
-    open: Option<(String, File)>,
+    ids: ChunkIds,
+    /// Packs are age files, opened with this identity.
+    sealed: bool,
+    identity: Option<&'k Identities>,
+    open: Option<(String, OpenRead)>,
     stored: Vec<u8>,
 }
 
@@ -217,27 +236,45 @@ impl std::fmt::Display for ChunkError {
     }
 }
 
-impl PackReader {
-    pub fn new(root: &Path) -> Self {
+impl<'k> PackReader<'k> {
+    /// Chunks of the backup directory `root`, with ids made as `ids`; `sealed` packs are
+    /// opened with `identity`.
+    pub fn new(root: &Path, ids: ChunkIds, sealed: bool, identity: Option<&'k Identities>) -> Self {
         PackReader {
             root: root.to_path_buf(),
+            ids,
+            sealed,
+            identity,
             open: None,
             stored: Vec::new(),
         }
     }
 
     pub fn pack_path(&self, id: &str) -> PathBuf {
-        self.root.join(pack_name(id))
+        self.root.join(pack_name(id, self.sealed))
     }
 
-    fn file(&mut self, id: &str) -> std::result::Result<&File, ChunkError> {
+    fn file(&mut self, id: &str) -> std::result::Result<&mut OpenRead, ChunkError> {
         if self.open.as_ref().is_none_or(|(open, _)| open != id) {
             let path = self.pack_path(id);
             let file = File::open(&path)
                 .map_err(|e| ChunkError::Missing(format!("pack {id} cannot be opened: {e}")))?;
-            self.open = Some((id.to_string(), file));
+            let open = if self.sealed {
+                let identity = self.identity.ok_or_else(|| {
+                    ChunkError::Missing(format!(
+                        "pack {id} is encrypted and no identity was given (--identity)"
+                    ))
+                })?;
+                let reader = identity.decrypt(file).map_err(|e| {
+                    ChunkError::Damaged(format!("pack {id} does not decrypt: {}", e.detail))
+                })?;
+                OpenRead::Sealed(reader)
+            } else {
+                OpenRead::Plain(file)
+            };
+            self.open = Some((id.to_string(), open));
         }
-        match &self.open {
+        match &mut self.open {
             Some((_, f)) => Ok(f),
             None => Err(ChunkError::Missing(format!("pack {id} is not open"))),
         }
@@ -261,14 +298,20 @@ impl PackReader {
         stored: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> std::result::Result<(), ChunkError> {
-        let file = self.file(&chunk.pack)?;
         stored.resize(chunk.stored as usize, 0);
-        file.read_exact_at(stored, chunk.offset).map_err(|e| {
+        let short = |e: io::Error| {
             ChunkError::Damaged(format!(
                 "pack {} has no {} bytes at offset {}: {e}",
                 chunk.pack, chunk.stored, chunk.offset
             ))
-        })?;
+        };
+        match self.file(&chunk.pack)? {
+            OpenRead::Plain(f) => f.read_exact_at(stored, chunk.offset).map_err(short)?,
+            OpenRead::Sealed(r) => {
+                r.seek(SeekFrom::Start(chunk.offset)).map_err(short)?;
+                r.read_exact(stored).map_err(short)?;
+            }
+        }
         out.clear();
         if chunk.zstd {
             out.reserve(chunk.raw as usize);
@@ -281,10 +324,10 @@ impl PackReader {
         } else {
             out.extend_from_slice(stored);
         }
-        let id = hex::encode(Sha256::digest(&out[..]));
+        let id = hex::encode(self.ids.id(&out[..]));
         if out.len() != chunk.raw as usize || id != chunk.id {
             return Err(ChunkError::Damaged(format!(
-                "chunk {} in pack {} reads back as {} bytes with sha256 {id}",
+                "chunk {} in pack {} reads back as {} bytes with id {id}",
                 chunk.id,
                 chunk.pack,
                 out.len()
@@ -293,15 +336,15 @@ impl PackReader {
         Ok(())
     }
 
-    /// Whether `chunk`'s bytes are all in its pack (the pack's length covers them).
+    /// Whether `chunk`'s bytes are all in its pack (the pack's length covers them; an
+    /// encrypted pack is longer than its plaintext, so there this is a lower bound).
     pub fn check_present(
         &mut self,
         chunk: &super::tree::ChunkRef,
     ) -> std::result::Result<(), ChunkError> {
-        let file = self.file(&chunk.pack)?;
-        let len = file
-            .metadata()
-            .map_err(|e| ChunkError::Missing(format!("pack {}: {e}", chunk.pack)))?
+        let path = self.pack_path(&chunk.pack);
+        let len = fs::metadata(&path)
+            .map_err(|e| ChunkError::Missing(format!("pack {} cannot be opened: {e}", chunk.pack)))?
             .len();
         if chunk.offset + u64::from(chunk.stored) > len {
             return Err(ChunkError::Damaged(format!(

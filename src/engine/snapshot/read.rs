@@ -7,8 +7,9 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::keys::{ChunkIds, Opening};
 use super::pack::{ChunkError, PackReader};
-use super::tree::{ChunkRef, Node, NodeKind, TreeReader};
+use super::tree::{ChunkRef, Node, NodeKind, StoredTree, TreeReader};
 use crate::engine::archive::{
     ArchiveStats, EntryKind, EntrySink, SafeEntry, link_stays_inside, safe_relative,
 };
@@ -23,6 +24,44 @@ pub fn backup_dir_of(tree: &Path) -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// An entry list open for reading, with what its chunks need.
+pub struct Opened {
+    pub opening: Opening,
+    pub reader: TreeReader<StoredTree>,
+    pub ids: ChunkIds,
+    /// The snapshot is encrypted: its packs are age files.
+    pub sealed: bool,
+    pub root: PathBuf,
+}
+
+impl Opened {
+    /// The entry list to read on, and a reader of this snapshot's chunks.
+    pub fn split(&mut self) -> (&mut TreeReader<StoredTree>, PackReader<'_>) {
+        let packs = PackReader::new(
+            &self.root,
+            self.ids.clone(),
+            self.sealed,
+            self.opening.operator.as_ref(),
+        );
+        (&mut self.reader, packs)
+    }
+}
+
+/// Open the entry list at `tree` (decrypting it with `identity` or the store key).
+pub fn open_tree(tree: &Path, identity: Option<&Path>) -> Result<Opened> {
+    let root = backup_dir_of(tree);
+    let opening = Opening::new(identity, &root)?;
+    let reader = TreeReader::open(tree, &opening)?;
+    let ids = ChunkIds::from_header(reader.header().chunk_key.as_deref(), tree)?;
+    Ok(Opened {
+        sealed: tree.extension().is_some_and(|e| e == "age"),
+        opening,
+        reader,
+        ids,
+        root,
+    })
 }
 
 /// Check the entry list's checksum (when one is expected).
@@ -86,8 +125,8 @@ pub fn safe_entry(tree: &Path, top: &Path, node: &Node) -> Result<SafeEntry> {
 }
 
 /// A file's bytes, chunk after chunk out of the packs.
-pub struct ChunkStream<'a> {
-    packs: &'a mut PackReader,
+pub struct ChunkStream<'a, 'k> {
+    packs: &'a mut PackReader<'k>,
     chunks: std::slice::Iter<'a, ChunkRef>,
     buf: Vec<u8>,
     pos: usize,
@@ -95,9 +134,9 @@ pub struct ChunkStream<'a> {
     pub error: Option<ChunkError>,
 }
 
-impl<'a> ChunkStream<'a> {
+impl<'a, 'k> ChunkStream<'a, 'k> {
     /// `buf` is a buffer to reuse (its contents are dropped).
-    pub fn new(packs: &'a mut PackReader, chunks: &'a [ChunkRef], mut buf: Vec<u8>) -> Self {
+    pub fn new(packs: &'a mut PackReader<'k>, chunks: &'a [ChunkRef], mut buf: Vec<u8>) -> Self {
         buf.clear();
         ChunkStream {
             packs,
@@ -112,7 +151,7 @@ impl<'a> ChunkStream<'a> {
     }
 }
 
-impl Read for ChunkStream<'_> {
+impl Read for ChunkStream<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
             let Some(chunk) = self.chunks.next() else {
@@ -137,15 +176,15 @@ impl Read for ChunkStream<'_> {
 /// [`crate::engine::archive::read_archive`] streams an archive.
 pub fn read_snapshot(
     tree: &Path,
-    expected: Option<&str>,
+    (expected, identity): (Option<&str>, Option<&Path>),
     progress: &dyn Progress,
     cancel: &Cancel,
     sink: &mut dyn EntrySink,
 ) -> Result<ArchiveStats> {
     let (checksum, size) = check_tree(tree, expected)?;
-    let mut reader = TreeReader::open(tree)?;
+    let mut opened = open_tree(tree, identity)?;
+    let (reader, mut packs) = opened.split();
     let top = reader.header().root.clone();
-    let mut packs = PackReader::new(&backup_dir_of(tree));
     let mut judged = EntryTree::default();
     let mut stats = ArchiveStats {
         checksum,
@@ -196,12 +235,12 @@ pub fn read_snapshot(
 /// Write the single file a database snapshot holds into `out`; returns its size.
 pub fn read_database_snapshot(
     tree: &Path,
-    expected: Option<&str>,
+    (expected, identity): (Option<&str>, Option<&Path>),
     out: &mut dyn io::Write,
 ) -> Result<u64> {
     check_tree(tree, expected)?;
-    let mut reader = TreeReader::open(tree)?;
-    let mut packs = PackReader::new(&backup_dir_of(tree));
+    let mut opened = open_tree(tree, identity)?;
+    let (reader, mut packs) = opened.split();
     let node = reader
         .next_node()?
         .filter(|n| n.kind == NodeKind::File)

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::keys::Opening;
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
 
@@ -31,6 +32,10 @@ pub struct TreeHeader {
     /// database file's), as an archive names its top directory.
     #[serde(with = "raw_path")]
     pub root: PathBuf,
+    /// Encrypted snapshots: the HMAC key its chunk ids are made with (hex); absent, they
+    /// are plain SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_key: Option<String>,
 }
 
 /// What an entry is.
@@ -171,10 +176,18 @@ pub struct TreeReader<R: io::Read> {
     line: String,
 }
 
-impl TreeReader<File> {
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        TreeReader::new(file, path)
+/// An entry list as stored: a file, or the plaintext of an age file.
+pub type StoredTree = Box<dyn io::Read + Send>;
+
+impl TreeReader<StoredTree> {
+    /// Open the entry list at `path`, decrypting it (`….age`) with what `keys` holds.
+    pub fn open(path: &Path, keys: &Opening) -> Result<Self> {
+        let input: StoredTree = if path.extension().is_some_and(|e| e == "age") {
+            keys.open_tree(path)?
+        } else {
+            Box::new(File::open(path).map_err(|e| Error::io("open", path, e))?)
+        };
+        TreeReader::new(input, path)
     }
 }
 
@@ -344,6 +357,7 @@ mod tests {
             version: TREE_VERSION,
             kind: BackupKind::Storage,
             root: PathBuf::from("storage"),
+            chunk_key: None,
         }
     }
 

@@ -11,9 +11,11 @@ use std::io::{self, BufWriter};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::keys::MaybeSealed;
 use super::pack::PackWriter;
 use super::tree::{ChunkRef, Node, TreeHeader, TreeWriter};
 use crate::catalog::{PackRef, PartialFile};
+use crate::encryption::Recipients;
 use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 
@@ -74,18 +76,20 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Start the pack thread writing the entry list into `tree` (a `.partial` file)
-    /// and new chunks into packs under the backup directory `root`.
+    /// Start the pack thread writing the entry list into `tree` (a `.partial` file;
+    /// encrypted to `sealed` when given) and new chunks into `packs`.
     pub fn start(
         tree: File,
         tree_partial: &PartialFile,
         header: TreeHeader,
         packs: PackWriter,
+        sealed: Option<&Recipients>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Msg>(IN_FLIGHT);
         let (back_tx, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
         let tree_path = tree_partial.temp_path().to_path_buf();
-        let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, tree));
+        let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, tree));
+        let out = MaybeSealed::new(hashed, sealed).ctx("encrypt", &tree_path)?;
         let writer = TreeWriter::new(out, header).ctx("write", &tree_path)?;
         let thread = std::thread::Builder::new()
             .name("pack".into())
@@ -219,7 +223,7 @@ fn parse_id(hex_id: &str) -> Option<[u8; 32]> {
 fn pack_thread(
     rx: Receiver<Msg>,
     back: SyncSender<Vec<u8>>,
-    mut tree: TreeWriter<HashingWriter<BufWriter<File>>>,
+    mut tree: TreeWriter<MaybeSealed<HashingWriter<BufWriter<File>>>>,
     mut packs: PackWriter,
     tree_path: &std::path::Path,
 ) -> Result<(File, Written)> {
@@ -285,7 +289,10 @@ fn pack_thread(
     }
     written.entries = tree.entries();
     written.packs = packs.finish()?;
-    let hashed = tree.finish().ctx("write", tree_path)?;
+    let hashed = tree
+        .finish()
+        .and_then(MaybeSealed::finish)
+        .ctx("write", tree_path)?;
     let (buffered, checksum, size) = hashed.finish();
     let file = buffered
         .into_inner()
