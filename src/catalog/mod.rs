@@ -33,6 +33,7 @@ pub use labels::{entry_notes, leftover_note, running_operation};
 pub use lock::{BackupDirLock, LOCK_FILE};
 pub use metadata::{BackupMetadata, FORMAT_VERSION, PackRef, PartRef, SnapshotInfo};
 pub use oplog::{LOG_FILE, OperationLog};
+pub use packs::{SNAPSHOT_TREE_EXT, SNAPSHOT_TREE_SEALED_EXT, STORE_DIR, pack_name};
 pub use parts::{BackupParts, Part, PartRole};
 pub use restore_staging::{RESTORE_STAGING_FILE, RestoreStaging, node_id};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
@@ -68,24 +69,6 @@ fn data_extensions(kind: BackupKind) -> &'static [&'static str] {
         ],
         BackupKind::Full => &[],
     }
-}
-
-/// The data file of a snapshot: its entry list, zstd-compressed JSON lines.
-pub const SNAPSHOT_TREE_EXT: &str = ".tree.zst";
-/// An encrypted snapshot's entry list.
-pub const SNAPSHOT_TREE_SEALED_EXT: &str = ".tree.zst.age";
-
-/// The content store's directory under the backup directory.
-pub const STORE_DIR: &str = "store";
-
-/// `store/packs/ab/abcdef….pack` (encrypted: `….pack.age`): where a pack lives,
-/// relative to the backup directory.
-pub fn pack_name(id: &str, sealed: bool) -> String {
-    let age = if sealed { ".age" } else { "" };
-    format!(
-        "{STORE_DIR}/packs/{}/{id}.pack{age}",
-        id.get(..2).unwrap_or("00")
-    )
 }
 
 /// A backup directory.
@@ -327,30 +310,6 @@ impl Catalog {
     pub fn data_path(&self, kind: BackupKind, timestamp: &str, extension: &str) -> PathBuf {
         self.kind_dir(kind)
             .join(format!("{}{timestamp}.{extension}", kind.prefix()))
-    }
-
-    /// Path of the data file (its entry list) of a new snapshot, encrypted or not.
-    pub fn snapshot_tree_path(&self, kind: BackupKind, timestamp: &str, sealed: bool) -> PathBuf {
-        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
-        let ext = if sealed {
-            SNAPSHOT_TREE_SEALED_EXT
-        } else {
-            SNAPSHOT_TREE_EXT
-        };
-        self.kind_dir(kind)
-            .join(format!("{prefix}{timestamp}{ext}"))
-    }
-
-    /// Path of the metadata of a new snapshot.
-    pub fn snapshot_meta_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
-        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
-        self.kind_dir(kind)
-            .join(format!("{prefix}{timestamp}.json"))
-    }
-
-    /// The content store snapshots share.
-    pub fn store_dir(&self) -> PathBuf {
-        self.root.join(STORE_DIR)
     }
 
     /// Path of the metadata (for full: the manifest) of a backup.

@@ -1,4 +1,4 @@
-//! The content store's garbage: packs that no snapshot in the backup directory lists any
+//! The content store's layout (where packs and snapshot files go) and its garbage: packs that no snapshot in the backup directory lists any
 //! more (their last snapshot was rotated away, or a run died after writing them and
 //! before its snapshot landed), and packs still under their `.partial` name. Rotation
 //! deletes a snapshot's metadata first and its packs after, so a kill in between leaves
@@ -11,10 +11,53 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Catalog, Listing, PARTIAL_SUFFIX, STORE_DIR, remove_if_exists, sync_dir};
+use super::{Catalog, Listing, PARTIAL_SUFFIX, remove_if_exists, sync_dir};
 use crate::error::Result;
+use crate::kind::BackupKind;
+
+/// The data file of a snapshot: its entry list, zstd-compressed JSON lines.
+pub const SNAPSHOT_TREE_EXT: &str = ".tree.zst";
+/// An encrypted snapshot's entry list.
+pub const SNAPSHOT_TREE_SEALED_EXT: &str = ".tree.zst.age";
+
+/// The content store's directory under the backup directory.
+pub const STORE_DIR: &str = "store";
+
+/// `store/packs/ab/abcdef….pack` (encrypted: `….pack.age`): where a pack lives,
+/// relative to the backup directory.
+pub fn pack_name(id: &str, sealed: bool) -> String {
+    let age = if sealed { ".age" } else { "" };
+    format!(
+        "{STORE_DIR}/packs/{}/{id}.pack{age}",
+        id.get(..2).unwrap_or("00")
+    )
+}
 
 impl Catalog {
+    /// Path of the data file (its entry list) of a new snapshot, encrypted or not.
+    pub fn snapshot_tree_path(&self, kind: BackupKind, timestamp: &str, sealed: bool) -> PathBuf {
+        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
+        let ext = if sealed {
+            SNAPSHOT_TREE_SEALED_EXT
+        } else {
+            SNAPSHOT_TREE_EXT
+        };
+        self.kind_dir(kind)
+            .join(format!("{prefix}{timestamp}{ext}"))
+    }
+
+    /// Path of the metadata of a new snapshot.
+    pub fn snapshot_meta_path(&self, kind: BackupKind, timestamp: &str) -> PathBuf {
+        let prefix = kind.snapshot_prefix().unwrap_or(kind.prefix());
+        self.kind_dir(kind)
+            .join(format!("{prefix}{timestamp}.json"))
+    }
+
+    /// The content store snapshots share.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join(STORE_DIR)
+    }
+
     /// Delete packs no snapshot of `listing` lists, and `.partial` packs. Returns what was
     /// deleted. With an unreadable snapshot metadata in `listing`, deletes only `.partial`
     /// packs and says why in the log.

@@ -50,6 +50,10 @@ pub struct Stats {
     /// The most recent failure of any type.
     pub last_failure: Option<LastFailure>,
     pub free_space: Option<u64>,
+    /// The snapshots' content store: the packs the complete snapshots list (each once)
+    /// and their bytes, counted in `total_size` (a type's `size` counts its entry lists).
+    pub store_packs: usize,
+    pub store_size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -133,6 +137,15 @@ impl Stats {
                 })
             })
             .max_by(|a, b| a.outcome.at.cmp(&b.outcome.at));
+        let packs: BTreeMap<&std::path::Path, u64> = listing
+            .backups
+            .iter()
+            .filter(|b| b.is_complete())
+            .flat_map(|b| b.parts.iter().filter(|p| p.shared))
+            .map(|p| (p.path.as_path(), p.size))
+            .collect();
+        let store_size: u64 = packs.values().sum();
+        total_size += store_size;
         let count = |k: &str| by_type.get(k).map(|s| s.count).unwrap_or(0);
         Stats {
             backup_dir: backup_dir.display().to_string(),
@@ -147,6 +160,8 @@ impl Stats {
             by_type,
             last_failure,
             free_space,
+            store_packs: packs.len(),
+            store_size,
         }
     }
 }

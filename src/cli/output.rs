@@ -176,6 +176,13 @@ pub fn print_stats(s: &Stats) {
             );
         }
     }
+    if s.store_packs > 0 {
+        out!(
+            "\ncontent store (shared by the snapshots): {}, {}",
+            plural(s.store_packs as u64, "pack"),
+            format_bytes(s.store_size)
+        );
+    }
     if s.incomplete > 0 || s.leftovers > 0 {
         out!(
             "\nincomplete backups: {}, leftover files: {}",

@@ -173,6 +173,10 @@ fn append_entry<W: Write>(
             tar.append_link(&mut header, &name, top.join(&*target))
                 .map_err(EntryError::Sink)
         }
+        // The archive's walk reads every file (it never declines one).
+        SourceKind::Unopened => Err(EntryError::Source(io::Error::other(
+            "a file the walk did not open cannot be archived",
+        ))),
         SourceKind::File(file) => {
             let mut header = header_for(&entry.meta, tar::EntryType::Regular, entry.meta.size);
             let body = ProgressReader {
@@ -268,7 +272,9 @@ mod tests {
                 SourceKind::Dir => (tar::EntryType::Directory, 0),
                 SourceKind::Symlink { .. } => (tar::EntryType::Symlink, 0),
                 SourceKind::HardLink { .. } => (tar::EntryType::Link, 0),
-                SourceKind::File(_) => (tar::EntryType::Regular, stat.len()),
+                SourceKind::File(_) | SourceKind::Unopened => {
+                    (tar::EntryType::Regular, stat.len())
+                }
             };
             let ours = header_for(&entry.meta, kind, size);
             let theirs = header_from_stat(&stat, kind, size);

@@ -87,6 +87,9 @@ pub enum SourceKind {
     },
     /// A regular file, open for reading.
     File(SourceFile),
+    /// A regular file the consumer said it need not read ([`StorageSource::next_entry`]:
+    /// a snapshot's unchanged file), not opened; its metadata is the walk's `lstat`.
+    Unopened,
 }
 
 /// One entry of the storage tree.
@@ -227,7 +230,11 @@ impl StorageSource {
     }
 
     /// The entry a walk item becomes, or `None` when it is left out.
-    fn admit(&mut self, item: walkdir::Result<DirEntry>) -> Result<Option<SourceEntry>> {
+    fn admit(
+        &mut self,
+        item: walkdir::Result<DirEntry>,
+        read_file: &mut dyn FnMut(&Path, &EntryMeta) -> bool,
+    ) -> Result<Option<SourceEntry>> {
         let entry = match item {
             Ok(e) => e,
             Err(e) => return self.walk_error(e).map(|()| None),
@@ -282,7 +289,7 @@ impl StorageSource {
             self.symlink(&path, &rel)?
                 .map(|target| (SourceKind::Symlink { target }, meta))
         } else if ft.is_file() {
-            self.regular(&path, &rel, meta)?
+            self.regular(&path, &rel, meta, read_file)?
         } else {
             self.special(&path, ft);
             None
@@ -368,6 +375,7 @@ impl StorageSource {
         path: &Path,
         rel: &Path,
         meta: Metadata,
+        read_file: &mut dyn FnMut(&Path, &EntryMeta) -> bool,
     ) -> Result<Option<(SourceKind, Metadata)>> {
         let key = (meta.dev(), meta.ino());
         if meta.nlink() > 1
@@ -375,6 +383,12 @@ impl StorageSource {
         {
             let target = first.clone();
             return Ok(Some((SourceKind::HardLink { target }, meta)));
+        }
+        if !read_file(rel, &EntryMeta::of(&meta)) {
+            if meta.nlink() > 1 {
+                self.hardlinks.insert(key, rel.to_path_buf());
+            }
+            return Ok(Some((SourceKind::Unopened, meta)));
         }
         let Some((file, opened)) = self.open_walked(path, &meta)? else {
             return Ok(None);
@@ -476,21 +490,33 @@ impl StorageSource {
     }
 }
 
-impl Iterator for StorageSource {
-    type Item = Result<SourceEntry>;
-
-    fn next(&mut self) -> Option<Result<SourceEntry>> {
+impl StorageSource {
+    /// The next entry, asking `read_file(rel, lstat)` of each regular file (first names
+    /// only) whether it is to be read: if not, it is yielded as [`SourceKind::Unopened`]
+    /// without being opened — a snapshot's unchanged files cost one `lstat` each.
+    pub fn next_entry(
+        &mut self,
+        read_file: &mut dyn FnMut(&Path, &EntryMeta) -> bool,
+    ) -> Option<Result<SourceEntry>> {
         loop {
             let item = self.walker.next()?;
             if let Err(e) = self.cancel.check() {
                 return Some(Err(e));
             }
-            match self.admit(item) {
+            match self.admit(item, read_file) {
                 Ok(Some(entry)) => return Some(Ok(entry)),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+impl Iterator for StorageSource {
+    type Item = Result<SourceEntry>;
+
+    fn next(&mut self) -> Option<Result<SourceEntry>> {
+        self.next_entry(&mut |_, _| true)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::restore::{
 use crate::util::*;
 
 mod refusals;
+mod snapshots;
 
 /// The fixture keys, copied into the app's directory (mode 0600, as `age-keygen` makes
 /// them): what `--identity` is given.

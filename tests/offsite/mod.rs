@@ -27,3 +27,4 @@ mod round_trip;
 mod runbook;
 mod server;
 mod setup;
+mod snapshots;

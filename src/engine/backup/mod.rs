@@ -217,16 +217,26 @@ pub fn create_backup_locked(
 /// storage tree's (bytes, files) when the backup includes it, for the progress totals.
 fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<(u64, u64)> {
     let cfg = job.config;
+    // A storage snapshot stores only what changed, which no walk beforehand can tell: it
+    // checks the free space before each pack it starts instead (see `SnapshotOptions::
+    // reserve`), so the tree is not walked twice; only room for a first pack is asked here.
+    let snapshot = cfg.backup.storage_format == StorageFormat::Snapshot;
     let tree = match job.kind {
         BackupKind::Database => (0, 0),
+        BackupKind::Storage | BackupKind::Full if snapshot => (0, 0),
         BackupKind::Storage | BackupKind::Full => {
             walk::estimate(&cfg.paths.storage, &cfg.backup.exclude)?
         }
     };
+    let storage_needed = if snapshot {
+        snapshot::FIRST_PACK_ROOM
+    } else {
+        tree.0
+    };
     let needed = match job.kind {
-        BackupKind::Storage => tree.0,
+        BackupKind::Storage => storage_needed,
         BackupKind::Database | BackupKind::Full => {
-            database::estimate_size(&cfg.paths.database) + tree.0
+            database::estimate_size(&cfg.paths.database) + storage_needed
         }
     };
     let available =

@@ -63,6 +63,10 @@ fn parent_of(catalog: &Catalog, kind: BackupKind, sealed: bool) -> Result<Option
         .cloned())
 }
 
+/// What a storage snapshot asks to be free before it starts (besides `min_free_space`):
+/// room for its first pack and its entry list.
+pub(super) const FIRST_PACK_ROOM: u64 = 64 << 20;
+
 fn options<'a>(
     job: &'a BackupJob,
     catalog: &'a Catalog,
@@ -79,6 +83,7 @@ fn options<'a>(
         level: cfg.backup.compression_level,
         precompressed: &cfg.backup.precompressed,
         exclude: &cfg.backup.exclude,
+        reserve: cfg.backup.min_free_space.0,
         parent: parent.and_then(|p| {
             p.metadata.snapshot.as_ref().map(|info| Parent {
                 tree: p.data_path.clone(),
@@ -142,8 +147,9 @@ pub(super) fn storage_snapshot_part(
     let parent = parent_of(catalog, BackupKind::Storage, sealed)
         .map_err(fail("find the parent snapshot"))?;
     let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts, sealed);
+    let totals = |n: u64| (n > 0).then_some(n);
     job.progress
-        .begin("snapshot storage", Some(total_bytes), Some(total_files));
+        .begin("snapshot storage", totals(total_bytes), totals(total_files));
     let (partial, file) =
         PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
     let opts = options(job, catalog, parent.as_ref(), &keys);

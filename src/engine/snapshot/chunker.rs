@@ -7,8 +7,10 @@ use std::io::{self, Read};
 
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
-/// Files up to this size are stored as one chunk: cutting them buys nothing.
-pub const WHOLE_FILE_MAX: u64 = 1 << 20;
+/// Files up to this size are stored as one chunk: below the smallest content-defined
+/// chunk, cutting them buys nothing (above it, an edit stores part of the file, as
+/// restic's chunker does).
+pub const WHOLE_FILE_MAX: u64 = 512 << 10;
 /// Content-defined chunk sizes for larger files (restic's average is 1 MiB as well).
 pub const CDC_MIN: usize = 512 << 10;
 pub const CDC_AVG: usize = 1 << 20;

@@ -40,6 +40,9 @@ pub struct SnapshotOptions<'a> {
     pub sealing: Option<&'a Sealing>,
     /// What opens the parent's entry list when it is encrypted (the store key).
     pub opening: &'a Opening,
+    /// Free bytes to leave on the backup filesystem: no pack is started without room
+    /// for it above this.
+    pub reserve: u64,
 }
 
 impl SnapshotOptions<'_> {
@@ -216,7 +219,8 @@ fn start_writer(
         chunk_key: opts.ids().key_hex(),
     };
     let sealing = opts.sealing.map(|s| s.packs.clone());
-    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing);
+    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing)
+        .with_reserve(opts.reserve);
     let trees = opts.sealing.map(|s| &s.trees);
     SnapshotWriter::start(tree_file, tree_partial, header, packs, trees)
 }
@@ -261,10 +265,38 @@ pub fn snapshot_storage(
     let mut parent = ParentWalk::open(opts, &mut summary.warnings)?;
     let ids = opts.ids();
     let mut buf = Vec::new();
-    while let Some(entry) = source.next() {
+    let mut lookup_failed = None;
+    loop {
+        // The parent's entry for the file the walk asks about: unchanged, it is not opened.
+        let mut previous: Option<Node> = None;
+        let next = source.next_entry(&mut |rel, meta| match parent.find(rel) {
+            Ok(found) => {
+                let read = !found.as_ref().is_some_and(|was| unchanged(was, meta));
+                previous = found;
+                read
+            }
+            Err(e) => {
+                lookup_failed = Some(e);
+                true
+            }
+        });
+        if let Some(e) = lookup_failed.take() {
+            return Err(e);
+        }
+        let Some(entry) = next else { break };
         let mut entry = entry?;
         cancel.check()?;
         let node = match &mut entry.kind {
+            SourceKind::Unopened => {
+                let was = previous.take().ok_or_else(|| {
+                    Error::Internal("a file left unread has no previous version".into())
+                })?;
+                writer.reuse(&was.chunks)?;
+                summary.unchanged_files += 1;
+                summary.content_bytes += entry.meta.size;
+                progress.advance(entry.meta.size, 1);
+                node_of(&entry.rel, &entry.meta, NodeKind::File, None)
+            }
             SourceKind::Dir => node_of(&entry.rel, &entry.meta, NodeKind::Dir, None),
             SourceKind::Symlink { target } => node_of(
                 &entry.rel,
@@ -280,7 +312,9 @@ pub fn snapshot_storage(
             ),
             SourceKind::File(file) => {
                 let node = node_of(&entry.rel, &entry.meta, NodeKind::File, None);
-                match parent.find(&entry.rel)? {
+                // Unchanged by `lstat` but not by the open handle's `fstat` (it changed
+                // in between): read it, as any changed file.
+                match previous.take() {
                     Some(was) if unchanged(&was, &entry.meta) => {
                         writer.reuse(&was.chunks)?;
                         summary.unchanged_files += 1;

@@ -55,6 +55,8 @@ pub struct PackWriter {
     syncing: Option<FsyncThread>,
     /// Encrypt each pack to these (`<id>.pack.age`).
     sealing: Option<Recipients>,
+    /// Free bytes to leave on the filesystem (`min_free_space`).
+    reserve: Option<u64>,
 }
 
 /// The fsync thread's inbox and handle.
@@ -73,6 +75,7 @@ impl PackWriter {
     pub fn new(root: &Path, file_mode: u32, dir_mode: u32, sealing: Option<Recipients>) -> Self {
         PackWriter {
             sealing,
+            reserve: None,
             root: root.to_path_buf(),
             file_mode,
             dir_mode,
@@ -118,8 +121,32 @@ impl PackWriter {
         })
     }
 
+    /// Refuse to start a pack that could leave less than `reserve` bytes free.
+    pub fn with_reserve(mut self, reserve: u64) -> Self {
+        self.reserve = Some(reserve);
+        self
+    }
+
+    fn check_room(&self) -> Result<()> {
+        let Some(reserve) = self.reserve else {
+            return Ok(());
+        };
+        let available =
+            crate::sys::available_space(&self.root).ctx("measure free space on", &self.root)?;
+        if available < reserve.saturating_add(PACK_TARGET) {
+            return Err(Error::NoSpace {
+                dir: self.root.clone(),
+                needed: PACK_TARGET,
+                reserve,
+                available,
+            });
+        }
+        Ok(())
+    }
+
     fn start(&mut self) -> Result<&mut OpenPack> {
         if self.open.is_none() {
+            self.check_room()?;
             let id = random_id()?;
             let path = self.root.join(pack_name(&id, self.sealing.is_some()));
             if let Some(dir) = path.parent()
@@ -212,6 +239,7 @@ enum OpenRead {
 /// Reads chunks out of packs, keeping the last pack open (chunks of a file, and files of
 /// a snapshot, mostly lie in one pack after another).
 pub struct PackReader<'k> {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
     root: PathBuf,
     ids: ChunkIds,
     /// Packs are age files, opened with this identity.
@@ -241,6 +269,7 @@ impl<'k> PackReader<'k> {
     /// opened with `identity`.
     pub fn new(root: &Path, ids: ChunkIds, sealed: bool, identity: Option<&'k Identities>) -> Self {
         PackReader {
+            zstd: zstd::bulk::Decompressor::new().ok(),
             root: root.to_path_buf(),
             ids,
             sealed,
@@ -315,7 +344,13 @@ impl<'k> PackReader<'k> {
         out.clear();
         if chunk.zstd {
             out.reserve(chunk.raw as usize);
-            zstd::stream::copy_decode(&stored[..], &mut *out).map_err(|e| {
+            // One decompression context for every chunk (a new one per chunk costs more
+            // than a 16 KiB chunk's decoding); the stream decoder if none could be made.
+            let decoded = match &mut self.zstd {
+                Some(z) => z.decompress_to_buffer(&stored[..], &mut *out).map(|_| ()),
+                None => zstd::stream::copy_decode(&stored[..], &mut *out),
+            };
+            decoded.map_err(|e| {
                 ChunkError::Damaged(format!(
                     "chunk {} in pack {} does not decompress: {e}",
                     chunk.id, chunk.pack
