@@ -272,9 +272,7 @@ mod tests {
                 SourceKind::Dir => (tar::EntryType::Directory, 0),
                 SourceKind::Symlink { .. } => (tar::EntryType::Symlink, 0),
                 SourceKind::HardLink { .. } => (tar::EntryType::Link, 0),
-                SourceKind::File(_) | SourceKind::Unopened => {
-                    (tar::EntryType::Regular, stat.len())
-                }
+                SourceKind::File(_) | SourceKind::Unopened => (tar::EntryType::Regular, stat.len()),
             };
             let ours = header_for(&entry.meta, kind, size);
             let theirs = header_from_stat(&stat, kind, size);

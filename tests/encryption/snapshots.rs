@@ -36,9 +36,8 @@ fn plaintext(app: &TestApp) -> Vec<PathBuf> {
 }
 
 fn store_files(app: &TestApp, suffix: &str) -> Vec<PathBuf> {
-    app.backup_files()
+    files_under(&app.backups.join("store"))
         .into_iter()
-        .filter(|p| p.starts_with(app.backups.join("store")))
         .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect()
 }
