@@ -512,13 +512,17 @@ impl Catalog {
     /// stays while another backup of `listing` still lists it.
     pub fn delete(&self, entry: &BackupEntry, listing: &Listing) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
+        // The others that still exist: a rotation deletes several backups from one
+        // listing, and a pack the earlier ones left to a later one must go with it.
+        let others: Vec<&BackupEntry> = listing
+            .backups
+            .iter()
+            .filter(|b| b.stem != entry.stem && b.part_of() != Some(entry.stem.as_str()))
+            .filter(|b| !entry.parts.iter().any(|p| p.shared) || b.meta_path.exists())
+            .collect();
         for part in entry.parts.iter() {
-            let still_listed = part.shared
-                && listing.backups.iter().any(|b| {
-                    b.stem != entry.stem
-                        && b.part_of() != Some(entry.stem.as_str())
-                        && b.parts.contains_path(&part.path)
-                });
+            let still_listed =
+                part.shared && others.iter().any(|b| b.parts.contains_path(&part.path));
             if !still_listed {
                 remove_if_exists(&part.path, &mut removed)?;
             }
