@@ -24,6 +24,7 @@ use crate::util::*;
 
 mod damage;
 mod database;
+mod fixture;
 mod round_trips;
 
 // ---------------------------------------------------------------------------------------
