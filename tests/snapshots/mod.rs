@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::util::*;
 
+mod cleaning;
 mod daemon;
 mod damage;
 mod database;
