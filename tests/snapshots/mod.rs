@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::util::*;
 
 mod cleaning;
+mod crash;
 mod daemon;
 mod damage;
 mod database;
