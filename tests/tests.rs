@@ -21,5 +21,6 @@ mod operator;
 mod pressure;
 mod restore;
 mod rotate;
+mod snapshots;
 mod state;
 mod telegram;

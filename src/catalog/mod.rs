@@ -573,8 +573,9 @@ impl Catalog {
         }
         let (_, orphans) = self.list_with_orphans()?;
         for orphan in &orphans {
-            // Metadata first: the part stops looking like a backup at once.
-            for part in orphan.parts.iter() {
+            // Metadata first: the part stops looking like a backup at once. Its packs may
+            // be other snapshots' too: the sweep below deletes those no one lists.
+            for part in orphan.parts.iter().filter(|p| !p.shared) {
                 remove_if_exists(&part.path, &mut removed)?;
             }
         }

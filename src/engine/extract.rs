@@ -7,7 +7,6 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use super::archive::{EntryKind, EntrySink, SafeEntry};
 use super::entry_tree::{DIR_COLLIDES, HARDLINK_NOT_BEFORE, PARENT_NOT_DIR, REPLACES_DIR};
@@ -149,7 +148,9 @@ impl EntrySink for Extractor {
                 // After chown: chown clears setuid bits, and the mode must be the archive's.
                 f.set_permissions(fs::Permissions::from_mode(e.mode))
                     .ctx("set permissions on", &dest)?;
-                let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(e.mtime));
+                // Through utimensat, as for directories: `e.mtime` of a time before 1970 is
+                // the wrapped u64 a tar header holds, which `SystemTime` cannot add.
+                set_times(&dest, e.mtime, false);
             }
             EntryKind::Symlink(target) => {
                 self.clear(&dest)?;

@@ -107,7 +107,7 @@ fn sigkill_at_any_moment_of_create_leaves_only_complete_verified_backups() {
 }
 
 /// Whether strace can trace a child here (it needs ptrace, which containers may deny).
-pub(super) fn strace_usable() -> Result<(), String> {
+pub(crate) fn strace_usable() -> Result<(), String> {
     system(
         "strace",
         &[
@@ -122,7 +122,7 @@ pub(super) fn strace_usable() -> Result<(), String> {
 
 /// `strace [-e inject=SYSCALL:signal=KILL:when=N] -e trace=SYSCALLS BIN --config … ARGS…`,
 /// with strace's own record of the traced calls in `log`.
-pub(super) fn strace_command<S: AsRef<std::ffi::OsStr>>(
+pub(crate) fn strace_command<S: AsRef<std::ffi::OsStr>>(
     app: &TestApp,
     args: &[S],
     trace: &str,

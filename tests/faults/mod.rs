@@ -33,7 +33,7 @@ use crate::telegram::{FakeBotApi, Reply, telegram_section, text_of};
 use crate::util::*;
 
 mod backup_dir;
-mod crash;
+pub(crate) mod crash;
 mod disk_full;
 mod restore_swap;
 mod sources;
@@ -45,10 +45,10 @@ mod sources;
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// SplitMix64: a tiny deterministic generator, so every run kills at the same fractions.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -57,7 +57,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

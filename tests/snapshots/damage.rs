@@ -1,0 +1,155 @@
+//! A damaged content store: a lost pack fails `verify` of every snapshot that lists it,
+//! naming the files it costs (and only those snapshots); a flipped byte is found by
+//! `--read-data` (the default only checks each chunk is present) and named by file; and
+//! a restore of a damaged snapshot is refused before the live tree is touched.
+
+use crate::restore::{assert_live_unchanged, live};
+
+use super::*;
+
+/// Paths of the regular files under `root`, relative to it, as `verify` names them.
+fn relative_files(root: &Path) -> Vec<String> {
+    files_under(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_lost_pack_fails_every_snapshot_that_lists_it_naming_its_files() {
+    let app = snapshot_app();
+    let old_files = relative_files(&app.storage);
+    assert!(old_files.len() >= 6, "{old_files:?}");
+    let s1 = app.create("storage");
+    let lost = packs_of(&s1);
+    assert_eq!(lost.len(), 1, "a small tree fills one pack: {s1:#}");
+    let lost = lost.into_iter().next().unwrap();
+    app.write_storage_file("client_3/images/portrait_3.jpg", &random_bytes(33, 40_000));
+    let s2 = app.create("storage");
+    assert!(packs_of(&s2).contains(&lost), "{s2:#}");
+    let db = app.create("database");
+    assert!(!packs_of(&db).contains(&lost), "{db:#}");
+
+    fs::remove_file(pack_path(&app, &lost)).unwrap();
+
+    let (code, reports) = verify_reports(&app, &["--all"]);
+    assert_eq!(code, Some(1), "{reports:#?}");
+    assert_eq!(reports.len(), 3, "{reports:#?}");
+    for snapshot in [&s1, &s2] {
+        let report = &reports[&name_of(snapshot)];
+        assert_eq!(report["ok"], false, "{report:#}");
+        let why = failure_text(report);
+        assert!(
+            why.contains(&lost),
+            "the failure does not name the pack: {why}"
+        );
+        for f in &old_files {
+            assert!(
+                why.contains(f.as_str()),
+                "the failure does not name {f}: {why}"
+            );
+        }
+        assert!(
+            !why.contains("portrait_3"),
+            "a file whose chunks are elsewhere is named: {why}"
+        );
+        assert!(
+            why.contains(&format!("{} file(s) cannot be restored", old_files.len())),
+            "{why}"
+        );
+    }
+    assert_eq!(reports[&name_of(&db)]["ok"], true, "{reports:#?}");
+
+    // The text report says the same, one line per snapshot.
+    let text = app.run(["verify", "--all"]);
+    text.assert_code(1);
+    for snapshot in [&s1, &s2] {
+        let line = text
+            .stdout
+            .lines()
+            .find(|l| l.contains(&name_of(snapshot)))
+            .unwrap_or_else(|| panic!("{} not reported\n{}", name_of(snapshot), text.describe()));
+        assert!(line.starts_with("FAIL"), "{line}");
+        for f in &old_files {
+            assert!(line.contains(f.as_str()), "{line}");
+        }
+    }
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("OK") && l.contains(&name_of(&db))),
+        "{}",
+        text.describe()
+    );
+    assert!(
+        text.stderr.contains("2 of 3 backups FAILED verification"),
+        "{}",
+        text.describe()
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_found_by_read_data_and_a_restore_of_it_is_refused() {
+    let app = snapshot_app();
+    let tree_1 = snapshot_tree(&app.storage);
+    let s1 = app.create("storage");
+    // The only new file of the second snapshot: its pack holds that file alone.
+    app.write_storage_file("client_9/new.bin", &random_bytes(9, 200_000));
+    let s2 = app.create("storage");
+    let new: Vec<String> = packs_of(&s2).difference(&packs_of(&s1)).cloned().collect();
+    assert_eq!(new.len(), 1, "{s2:#}");
+    let pack = pack_path(&app, &new[0]);
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() / 2);
+
+    // Presence is all the default checks: it passes.
+    let (code, reports) = verify_reports(&app, &[name_of(&s2).as_str()]);
+    assert_eq!(code, Some(0), "{reports:#?}");
+    // Reading the data back finds it, names the file and nothing else.
+    let (code, reports) = verify_reports(&app, &["--all", "--read-data"]);
+    assert_eq!(code, Some(1), "{reports:#?}");
+    let why = failure_text(&reports[&name_of(&s2)]);
+    assert!(
+        why.contains("1 file(s) cannot be restored: client_9/new.bin"),
+        "the failure does not name the damaged file: {why}"
+    );
+    assert_eq!(reports[&name_of(&s1)]["ok"], true, "{reports:#?}");
+
+    // A restore of it over the live tree is refused before anything changes.
+    let aside = tempfile::tempdir().unwrap();
+    let copy = aside.path().join("storage");
+    copy_tree(&app.storage, &copy);
+    let before = live(&app);
+    let r = app.run(["restore", name_of(&s2).as_str(), "--yes"]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("client_9/new.bin"),
+        "the refusal does not name the damaged file\n{}",
+        r.describe()
+    );
+    assert_same_tree(&copy, &app.storage);
+    assert_live_unchanged(
+        &app,
+        &before,
+        "after a refused restore of a damaged snapshot",
+    );
+    // Into a new target too: refused, and the target not created.
+    let dest = app.root.join("elsewhere");
+    let r = app.run([
+        "restore".as_ref(),
+        name_of(&s2).as_ref(),
+        "--target".as_ref(),
+        dest.as_os_str(),
+        "--yes".as_ref(),
+    ]);
+    r.assert_code(1);
+    assert!(
+        !dest.exists(),
+        "the refused restore created {}",
+        dest.display()
+    );
+    assert_live_unchanged(&app, &before, "after a refused restore to a target");
+    // The undamaged snapshot still restores.
+    let good = app.root.join("good");
+    restore_to(&app, &tree_of(&s1), &good, &[]);
+    assert_tree_matches(&tree_1, &good);
+}
