@@ -58,6 +58,12 @@ impl Catalog {
         self.root.join(STORE_DIR)
     }
 
+    /// [`Self::sweep_store`] over the backup directory as it is now.
+    pub fn sweep_store_now(&self) -> Result<Vec<PathBuf>> {
+        let (listing, _) = self.list_with_orphans()?;
+        self.sweep_store(&listing)
+    }
+
     /// Delete packs no snapshot of `listing` lists, and `.partial` packs. Returns what was
     /// deleted. With an unreadable snapshot metadata in `listing`, deletes only `.partial`
     /// packs and says why in the log.

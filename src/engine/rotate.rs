@@ -128,7 +128,12 @@ pub fn rotate_locked(
             d.id
         ));
     }
-    let result = execute(&plan, &found, catalog, lock);
+    // Then the store's sweep: a pack the deleted snapshots alone listed is gone with them
+    // (deletion already frees them; this finishes whatever an earlier run left).
+    let result = execute(&plan, &found, catalog, lock).and_then(|mut done| {
+        done.deleted_files.extend(catalog.sweep_store_now()?);
+        Ok(done)
+    });
     match &result {
         Ok(executed) => {
             let line = format!(

@@ -220,11 +220,24 @@ impl PackWriter {
     pub fn finish(mut self) -> Result<Vec<PackRef>> {
         self.close()?;
         self.wait_synced()?;
-        if let Ok(rd) = fs::read_dir(self.root.join(crate::catalog::STORE_DIR).join("packs")) {
-            // The renames are durable with their directories; the store's own entries too.
-            for dir in rd.flatten() {
-                let _ = sync_dir(&dir.path());
-            }
+        // The renames are durable with their directories: those this run wrote into, each
+        // once, then `packs/` itself (which may have gained a directory).
+        let sealed = self.sealing.is_some();
+        let dirs: std::collections::BTreeSet<PathBuf> = self
+            .finished
+            .iter()
+            .filter_map(|p| {
+                self.root
+                    .join(pack_name(&p.id, sealed))
+                    .parent()
+                    .map(Path::to_path_buf)
+            })
+            .collect();
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        if !dirs.is_empty() {
+            sync_dir(&self.root.join(crate::catalog::STORE_DIR).join("packs"))?;
         }
         Ok(self.finished)
     }
