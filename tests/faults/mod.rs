@@ -357,7 +357,7 @@ impl Ledger {
 /// temporary file, no orphan, no SQLite side file), and no temporary file is left at
 /// the top of the backup directory either.
 #[track_caller]
-fn assert_only_listed_backups(app: &TestApp, ctx: &str) {
+pub(crate) fn assert_only_listed_backups(app: &TestApp, ctx: &str) {
     let listed: BTreeSet<PathBuf> = app
         .list()
         .iter()

@@ -37,7 +37,7 @@ fn age_cli() -> bool {
 
 /// `[encryption]` with the operator's and the escrow key as recipients (encrypt defaults
 /// to "offsite").
-fn encryption_section() -> String {
+pub(super) fn encryption_section() -> String {
     let key = |n: &str| {
         fs::read_to_string(fixture(n))
             .expect("a test public key")
@@ -76,7 +76,7 @@ fn configure_encrypted(app: &TestApp, table: &str) {
 }
 
 /// A copy of a test identity with mode 0600 in `dir` (git does not keep modes).
-fn identity(dir: &Path, name: &str) -> PathBuf {
+pub(super) fn identity(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
     fs::copy(fixture(name), &to).expect("copy the identity");
     fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).expect("chmod the identity");

@@ -6,33 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
+use crate::offsite::encrypted::{encryption_section, identity};
 use crate::offsite::setup::{bucket_objects, configure, remote_backups, s3_table};
 use crate::util::{S3Server, TestApp, assert_same_tree, s3_server};
 
 const SNAPSHOTS: &str = "storage_format = \"snapshot\"\ndatabase_format = \"snapshot\"";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/age")
-        .join(name)
-}
-
-fn encryption_section() -> String {
-    let key = |n: &str| {
-        fs::read_to_string(fixture(n))
-            .expect("a test key")
-            .trim()
-            .to_string()
-    };
-    format!(
-        "[encryption]\nrecipients = [\"{}\", \"{}\"]\n",
-        key("operator.pub"),
-        key("escrow.pub")
-    )
-}
 
 /// An app backing up snapshots to `bucket`, with `extra` sections (retention, encryption).
 fn snapshot_app(s3: &S3Server, bucket: &str, table_extra: &str, extra: &str) -> TestApp {
@@ -102,14 +81,6 @@ fn a_push_sends_only_new_packs_and_remote_prune_keeps_what_a_kept_snapshot_needs
         ])
         .assert_code(0);
     assert_same_tree(&app.storage, &fresh.storage);
-}
-
-/// A copy of a test identity with mode 0600 (git does not keep modes).
-fn identity(dir: &Path, name: &str) -> PathBuf {
-    let to = dir.join(name);
-    fs::copy(fixture(name), &to).expect("copy the identity");
-    fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).expect("chmod");
-    to
 }
 
 #[test]

@@ -169,25 +169,7 @@ fn kind_of_stem(stem: &str) -> &'static str {
 /// temporary file), and the store is exactly what the listed snapshots need.
 #[track_caller]
 fn assert_only_listed(app: &TestApp, ctx: &str) {
-    let listed: BTreeSet<PathBuf> = app
-        .list()
-        .iter()
-        .flat_map(|r| {
-            [
-                PathBuf::from(jstr(r, "path")),
-                PathBuf::from(jstr(r, "metadata_path")),
-            ]
-        })
-        .collect();
-    let stray: Vec<PathBuf> = app
-        .backup_files()
-        .into_iter()
-        .filter(|p| !listed.contains(p))
-        .collect();
-    assert!(
-        stray.is_empty(),
-        "{ctx}: files that are not listed backups: {stray:#?}"
-    );
+    crate::faults::assert_only_listed_backups(app, ctx);
     assert_store_exact(app, ctx);
 }
 

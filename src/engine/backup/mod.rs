@@ -309,17 +309,7 @@ fn database_part(
     let started = Instant::now();
     let src_path = &cfg.paths.database;
     let busy = cfg.backup.busy_timeout.0;
-    job.progress.begin(
-        "copy database",
-        Some(database::estimate_size(src_path)),
-        Some(1),
-    );
-    let source = database::open_source(src_path, busy).map_err(fail("open database"))?;
-    // A restore's safety copy takes whatever is there (even an empty file, which is
-    // what a restore may be about to repair); a backup by plan refuses an empty source.
-    if job.reason.is_none() {
-        database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
-    }
+    let source = open_database(job)?;
     let recipients = cfg.local_recipients();
     // The SQLite copy: the data file itself or, encrypted, a private plaintext file
     // that only lives until it is sealed.
@@ -381,6 +371,24 @@ fn database_part(
     m.reason = job.reason.clone();
     m.duration_ms = started.elapsed().as_millis() as u64;
     Ok(PendingPart { data, metadata: m })
+}
+
+/// The live database opened for copying (progress begun). A restore's safety copy takes
+/// whatever is there (even an empty file, which is what a restore may be about to
+/// repair); a backup by plan refuses an empty source.
+fn open_database(job: &BackupJob) -> std::result::Result<rusqlite::Connection, BackupFailure> {
+    let fail = |error| BackupFailure::new(job.kind, "open database", error);
+    let src_path = &job.config.paths.database;
+    job.progress.begin(
+        "copy database",
+        Some(database::estimate_size(src_path)),
+        Some(1),
+    );
+    let source = database::open_source(src_path, job.config.backup.busy_timeout.0).map_err(fail)?;
+    if job.reason.is_none() {
+        database::refuse_empty(&source, src_path).map_err(fail)?;
+    }
+    Ok(source)
 }
 
 /// fsync the finished copy at `path` on one thread while SHA-256 reads it on this one

@@ -198,15 +198,7 @@ pub(super) fn database_snapshot_part(
     let started = Instant::now();
     let src_path = &cfg.paths.database;
     let busy = cfg.backup.busy_timeout.0;
-    job.progress.begin(
-        "copy database",
-        Some(database::estimate_size(src_path)),
-        Some(1),
-    );
-    let source = database::open_source(src_path, busy).map_err(fail("open database"))?;
-    if job.reason.is_none() {
-        database::refuse_empty(&source, src_path).map_err(fail("open database"))?;
-    }
+    let source = super::open_database(job)?;
     let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
     let sealed = keys.sealing.is_some();
     let parent = parent_of(catalog, BackupKind::Database, sealed)

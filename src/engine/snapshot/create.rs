@@ -94,6 +94,8 @@ struct ParentWalk<'o> {
     next: Option<Node>,
     path: PathBuf,
     opening: &'o Opening,
+    /// Its chunk ids were handed to the writer already.
+    seeded: bool,
 }
 
 impl<'o> ParentWalk<'o> {
@@ -105,6 +107,7 @@ impl<'o> ParentWalk<'o> {
             next: None,
             path: PathBuf::new(),
             opening: opts.opening,
+            seeded: false,
         };
         let Some(p) = &opts.parent else {
             return Ok(walk);
@@ -157,10 +160,11 @@ impl<'o> ParentWalk<'o> {
     }
 
     /// Every chunk the parent references, for the writer to know (read once, lazily).
-    fn seed(&self, writer: &mut SnapshotWriter) -> Result<()> {
-        if self.reader.is_none() || writer.knows_anything() {
+    fn seed(&mut self, writer: &mut SnapshotWriter) -> Result<()> {
+        if self.reader.is_none() || self.seeded {
             return Ok(());
         }
+        self.seeded = true;
         for node in TreeReader::open(&self.path, self.opening)? {
             for c in &node?.chunks {
                 writer.seed(c);
@@ -392,7 +396,7 @@ pub fn snapshot_database(
         name.to_path_buf(),
     )?;
     let mut warnings = Vec::new();
-    let parent = ParentWalk::open(opts, &mut warnings)?;
+    let mut parent = ParentWalk::open(opts, &mut warnings)?;
     parent.seed(&mut writer)?;
     let mut buf = Vec::new();
     let read = store_stream(

@@ -22,12 +22,14 @@ use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 
 /// Batches in flight between the two threads.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 /// A batch is sent once it holds this many messages or this many bytes of new chunks:
 /// one message per chunk and per entry would cost a futex wake-up each (100 000 unchanged
 /// files: 400 000 system calls), while memory stays bounded by the bytes.
 const BATCH_MESSAGES: usize = 1024;
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
+/// Buffers of new chunks handed back for reuse, at most.
+const RECYCLED: usize = 4;
 
 /// What the reading side knows of a chunk id: 24 bytes (plus its 32-byte key), so the
 /// table of a parent with a million chunks stays under 100 MB and one of 100 000 files
@@ -120,7 +122,7 @@ impl SnapshotWriter {
         sealed: Option<&Recipients>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Vec<Msg>>(IN_FLIGHT);
-        let (back_tx, recycled) = sync_channel::<Vec<u8>>(2 * IN_FLIGHT);
+        let (back_tx, recycled) = sync_channel::<Vec<u8>>(RECYCLED);
         let tree_path = tree_partial.temp_path().to_path_buf();
         let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, tree));
         let out = MaybeSealed::new(hashed, sealed).ctx("encrypt", &tree_path)?;
@@ -143,11 +145,6 @@ impl SnapshotWriter {
             reused_packs: HashSet::new(),
             abandoned,
         })
-    }
-
-    /// Whether the table has been seeded (see [`Self::seed`]).
-    pub fn knows_anything(&self) -> bool {
-        !self.known.is_empty()
     }
 
     /// Make chunks stored earlier (the parent's) known, so they are not stored again.
@@ -210,6 +207,10 @@ impl SnapshotWriter {
             None => {
                 self.known.insert(id, Known::Sent);
                 let mut buf = self.buffer();
+                // A large buffer is not spent on a small chunk: memory is what is in flight.
+                if buf.capacity() > 2 * data.len().max(1 << 20) {
+                    buf = Vec::new();
+                }
                 buf.clear();
                 buf.extend_from_slice(data);
                 Piece::New {
