@@ -33,7 +33,7 @@ pub use labels::{entry_notes, leftover_note, running_operation};
 pub use lock::{BackupDirLock, LOCK_FILE};
 pub use metadata::{BackupMetadata, FORMAT_VERSION, PackRef, PartRef, SnapshotInfo};
 pub use oplog::{LOG_FILE, OperationLog};
-pub use packs::{SNAPSHOT_TREE_EXT, SNAPSHOT_TREE_SEALED_EXT, STORE_DIR, pack_name};
+pub use packs::{SNAPSHOT_TREE_EXT, SNAPSHOT_TREE_SEALED_EXT, STORE_DIR, pack_name, valid_pack_id};
 pub use parts::{BackupParts, Part, PartRole};
 pub use restore_staging::{RESTORE_STAGING_FILE, RestoreStaging, node_id};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
@@ -490,7 +490,7 @@ impl Catalog {
         if let (Some(info), Ok(f)) = (&metadata.snapshot, &format)
             && f.is_snapshot()
         {
-            for pack in &info.packs {
+            for pack in info.packs.iter().filter(|p| valid_pack_id(&p.id)) {
                 parts.push(Part::pack(kind, &stem, &self.root, pack, f.is_encrypted()));
             }
         }
@@ -525,6 +525,13 @@ impl Catalog {
                 part.shared && others.iter().any(|b| b.parts.contains_path(&part.path));
             if !still_listed {
                 remove_if_exists(&part.path, &mut removed)?;
+            }
+            // The metadata's removal is durable before any pack goes: a power cut must
+            // never bring back a snapshot whose packs are gone.
+            if part.role == PartRole::Metadata
+                && let Some(dir) = part.path.parent()
+            {
+                sync_dir(dir)?;
             }
         }
         for kind in BackupKind::ALL {

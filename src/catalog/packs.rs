@@ -23,6 +23,15 @@ pub const SNAPSHOT_TREE_SEALED_EXT: &str = ".tree.zst.age";
 /// The content store's directory under the backup directory.
 pub const STORE_DIR: &str = "store";
 
+/// Whether `id` is a pack id as this build makes them: 32 lower-case hex digits (so no
+/// name taken from metadata can lead outside `store/packs/`).
+pub fn valid_pack_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// `store/packs/ab/abcdef….pack` (encrypted: `….pack.age`): where a pack lives,
 /// relative to the backup directory.
 pub fn pack_name(id: &str, sealed: bool) -> String {
@@ -72,11 +81,18 @@ impl Catalog {
         let Ok(rd) = fs::read_dir(&packs_dir) else {
             return Ok(Vec::new());
         };
+        // A snapshot whose packs were not all listed as its parts: its metadata did not
+        // parse, names no packs, records no snapshot format, or names a pack badly.
         let unreadable = listing.backups.iter().find(|b| {
-            b.kind
+            let named = b
+                .kind
                 .snapshot_prefix()
-                .is_some_and(|p| b.stem.starts_with(p))
-                && b.metadata.snapshot.is_none()
+                .is_some_and(|p| b.stem.starts_with(p));
+            let listed = b.metadata.snapshot.as_ref().is_some_and(|s| {
+                b.metadata.format().is_ok_and(|f| f.is_snapshot())
+                    && s.packs.iter().all(|p| valid_pack_id(&p.id))
+            });
+            (named || b.metadata.snapshot.is_some()) && !listed
         });
         if let Some(b) = unreadable {
             self.log().warn(&format!(

@@ -96,9 +96,12 @@ pub fn prune(
             };
             // The metadata object (listed last) first: then the rest is debris at worst.
             for object in backup.objects.iter().rev() {
-                if object.shared
-                    && (kept.contains(object.key.as_str()) || gone.contains(&object.key))
-                {
+                // With a snapshot's metadata unreadable, which packs it needs is unknown:
+                // shared packs wait for a prune that can tell (debris removal finishes).
+                let keep = listing.unreadable_snapshot
+                    || kept.contains(object.key.as_str())
+                    || gone.contains(&object.key);
+                if object.shared && keep {
                     continue;
                 }
                 gone.insert(object.key.clone());

@@ -73,6 +73,9 @@ pub struct RemoteListing {
     pub backups: Vec<RemoteBackup>,
     /// Every object by key.
     pub objects: BTreeMap<String, ObjectInfo>,
+    /// A snapshot's metadata object could not be read: which packs it needs is unknown,
+    /// so no pack is debris and no shared pack is pruned until it can be.
+    pub unreadable_snapshot: bool,
 }
 
 impl RemoteListing {
@@ -97,7 +100,13 @@ impl RemoteListing {
             let meta = match read {
                 Ok(_) => serde_json::from_slice::<BackupMetadata>(&body)
                     .map_err(|e| format!("its metadata object is not valid: {e}")),
-                Err(e) if e.failure == crate::error::RemoteFailure::Missing => continue,
+                Err(e) if e.failure == crate::error::RemoteFailure::Missing => {
+                    // Listed, gone when read: a prune or push racing this one, or damage.
+                    if is_snapshot_key(key) {
+                        parsed.push((key.clone(), Err("its metadata object vanished".into())));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             parsed.push((key.clone(), meta));
@@ -111,6 +120,9 @@ impl RemoteListing {
         parsed: Vec<(String, Result<BackupMetadata, String>)>,
     ) -> RemoteListing {
         let mut singles: Vec<RemoteBackup> = Vec::new();
+        let unreadable_snapshot = parsed
+            .iter()
+            .any(|(key, meta)| meta.is_err() && is_snapshot_key(key));
         for (key, meta) in parsed {
             let Some((kind, stem)) = metadata_key(&key) else {
                 continue;
@@ -126,7 +138,11 @@ impl RemoteListing {
             backups.push(b);
         }
         backups.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.stem.cmp(&a.stem)));
-        RemoteListing { backups, objects }
+        RemoteListing {
+            backups,
+            objects,
+            unreadable_snapshot,
+        }
     }
 
     pub fn find(&self, stem: &str) -> Option<&RemoteBackup> {
@@ -181,9 +197,11 @@ impl RemoteListing {
             .iter()
             .flat_map(|b| b.objects.iter().map(|o| o.key.as_str()))
             .collect();
+        let packs = format!("{}/packs/", crate::catalog::STORE_DIR);
         self.objects
             .values()
             .filter(|o| !owned.contains(o.key.as_str()) && ours(&o.key))
+            .filter(|o| !(self.unreadable_snapshot && o.key.starts_with(&packs)))
             .collect()
     }
 }
@@ -200,6 +218,15 @@ pub fn metadata_key(key: &str) -> Option<(BackupKind, &str)> {
     let stem = file.strip_suffix(".json")?;
     kind.prefixes().find_map(|p| stem.strip_prefix(p))?;
     Some((kind, stem))
+}
+
+/// Whether `key` is a snapshot's metadata object (`storage/storage_snapshot_….json`).
+fn is_snapshot_key(key: &str) -> bool {
+    key.split_once('/').is_some_and(|(dir, file)| {
+        BackupKind::ALL.into_iter().any(|k| {
+            k.dir_name() == dir && k.snapshot_prefix().is_some_and(|p| file.starts_with(p))
+        })
+    })
 }
 
 /// Whether `key` is named like one of our objects (`KIND/PREFIX…`, or a pack of the
@@ -279,6 +306,11 @@ fn single(
         // A snapshot's packs: complete only with every one there at its size.
         let sealed = metadata.format().is_ok_and(|f| f.is_encrypted());
         for pack in metadata.snapshot.iter().flat_map(|s| &s.packs) {
+            if !crate::catalog::valid_pack_id(&pack.id) {
+                problem = problem
+                    .or_else(|| Some(format!("it names a pack {:?} that is no pack id", pack.id)));
+                continue;
+            }
             let key = crate::catalog::pack_name(&pack.id, sealed);
             problem = problem.or_else(|| match objects.get(&key) {
                 None => Some(format!("its pack {key} is missing")),

@@ -35,6 +35,11 @@ impl Keys {
         })
     }
 
+    /// The fingerprints a snapshot made with these keys records (`None`: not encrypted).
+    fn fingerprints(&self, job: &BackupJob) -> Option<Vec<String>> {
+        self.format(job).encryption.map(|e| e.recipients)
+    }
+
     /// The format a snapshot made with these keys records.
     fn format(&self, job: &BackupJob) -> Format {
         match job
@@ -48,17 +53,23 @@ impl Keys {
     }
 }
 
-/// The newest complete snapshot of `kind` encrypted as the new one will be, to compare
-/// with.
-fn parent_of(catalog: &Catalog, kind: BackupKind, sealed: bool) -> Result<Option<BackupEntry>> {
+/// The newest complete snapshot of `kind` encrypted as the new one will be — to the same
+/// keys: reusing chunks sealed to a key since replaced would leave the new snapshot
+/// needing the old key — to compare with.
+fn parent_of(
+    catalog: &Catalog,
+    kind: BackupKind,
+    recipients: Option<&[String]>,
+) -> Result<Option<BackupEntry>> {
     let listing = catalog.list()?;
     Ok(listing
         .of_kind(kind)
         .filter(|b| b.is_complete() && b.metadata.snapshot.is_some())
         .find(|b| {
-            b.metadata
-                .format()
-                .is_ok_and(|f| f.is_snapshot() && f.is_encrypted() == sealed)
+            b.metadata.format().is_ok_and(|f| {
+                let keys = f.encryption.as_ref().map(|e| e.recipients.as_slice());
+                f.is_snapshot() && keys == recipients
+            })
         })
         .cloned())
 }
@@ -87,6 +98,7 @@ fn options<'a>(
         parent: parent.and_then(|p| {
             p.metadata.snapshot.as_ref().map(|info| Parent {
                 tree: p.data_path.clone(),
+                checksum: &p.metadata.checksum,
                 packs: &info.packs,
             })
         }),
@@ -144,8 +156,12 @@ pub(super) fn storage_snapshot_part(
     let started = Instant::now();
     let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
     let sealed = keys.sealing.is_some();
-    let parent = parent_of(catalog, BackupKind::Storage, sealed)
-        .map_err(fail("find the parent snapshot"))?;
+    let parent = parent_of(
+        catalog,
+        BackupKind::Storage,
+        keys.fingerprints(job).as_deref(),
+    )
+    .map_err(fail("find the parent snapshot"))?;
     let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts, sealed);
     let totals = |n: u64| (n > 0).then_some(n);
     job.progress
@@ -201,8 +217,12 @@ pub(super) fn database_snapshot_part(
     let source = super::open_database(job)?;
     let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
     let sealed = keys.sealing.is_some();
-    let parent = parent_of(catalog, BackupKind::Database, sealed)
-        .map_err(fail("find the parent snapshot"))?;
+    let parent = parent_of(
+        catalog,
+        BackupKind::Database,
+        keys.fingerprints(job).as_deref(),
+    )
+    .map_err(fail("find the parent snapshot"))?;
     // The copy is ours alone (0600) and lives only until the snapshot holds it.
     let copy_path = catalog.data_path(BackupKind::Database, &format!("{ts}_copy"), "db");
     let (copy, file) = PartialFile::create(&copy_path, 0o600).map_err(fail("copy database"))?;

@@ -77,7 +77,7 @@ pub fn check_snapshot(
                 break;
             }
         }
-        if problem.is_none() && !node.chunks.is_empty() && total != node.size {
+        if problem.is_none() && node.kind == super::tree::NodeKind::File && total != node.size {
             problem = Some(format!(
                 "its chunks hold {total} bytes, the entry says {}",
                 node.size

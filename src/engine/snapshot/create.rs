@@ -54,6 +54,8 @@ impl SnapshotOptions<'_> {
 /// The snapshot a new one is compared with.
 pub struct Parent<'a> {
     pub tree: PathBuf,
+    /// The entry list's SHA-256 as its metadata records it: a damaged one is not used.
+    pub checksum: &'a str,
     pub packs: &'a [PackRef],
 }
 
@@ -96,6 +98,8 @@ struct ParentWalk<'o> {
     opening: &'o Opening,
     /// Its chunk ids were handed to the writer already.
     seeded: bool,
+    /// Why it stopped being used part-way (it could not be read): the rest is read anew.
+    problem: Option<String>,
 }
 
 impl<'o> ParentWalk<'o> {
@@ -108,70 +112,121 @@ impl<'o> ParentWalk<'o> {
             path: PathBuf::new(),
             opening: opts.opening,
             seeded: false,
+            problem: None,
         };
         let Some(p) = &opts.parent else {
             return Ok(walk);
         };
-        let mut reader = match TreeReader::open(&p.tree, opts.opening) {
-            Ok(r) => r,
-            Err(Error::Decrypt { .. }) => {
+        // A parent that cannot be trusted or read is no parent: every file is read (and
+        // the backup still succeeds); only the warning says so.
+        let opened = super::read::check_tree(&p.tree, Some(p.checksum))
+            .and_then(|_| TreeReader::open(&p.tree, opts.opening))
+            .and_then(|mut r| r.next_node().map(|first| (r, first)));
+        let (reader, first) = match opened {
+            Ok(o) => o,
+            Err(e) => {
                 warnings.push(format!(
-                    "the previous snapshot {} cannot be opened with this backup directory's store key: every file was read again",
-                    p.tree.display()
+                    "the previous snapshot {} cannot be used ({}): every file was read again",
+                    p.tree.display(),
+                    crate::error_chain(&e)
                 ));
                 return Ok(walk);
             }
-            Err(e) => return Err(e),
         };
         if reader.header().chunk_key != opts.ids().key_hex() {
             return Ok(walk);
         }
-        walk.next = reader.next_node()?;
+        walk.next = first;
         walk.reader = Some(reader);
         walk.path = p.tree.clone();
         Ok(walk)
     }
 
+    /// Stop using the parent (it failed part-way): what it said so far stays valid, the
+    /// rest of the tree is read anew.
+    fn give_up(&mut self, e: &Error) {
+        self.reader = None;
+        self.next = None;
+        self.problem.get_or_insert_with(|| {
+            format!(
+                "the previous snapshot {} could not be read to its end ({}): the files after that point were read again",
+                self.path.display(),
+                crate::error_chain(e)
+            )
+        });
+    }
+
     /// The parent's entry at `rel`, if it has one (entries before it are passed over).
-    fn find(&mut self, rel: &Path) -> Result<Option<Node>> {
+    fn find(&mut self, rel: &Path) -> Option<Node> {
         loop {
-            let Some(n) = &self.next else {
-                return Ok(None);
-            };
+            let n = self.next.as_ref()?;
             match n.path.as_path().cmp(rel) {
                 Ordering::Less => {}
                 Ordering::Equal => {
                     let found = self.next.take();
-                    self.advance()?;
-                    return Ok(found);
+                    self.advance();
+                    return found;
                 }
-                Ordering::Greater => return Ok(None),
+                Ordering::Greater => return None,
             }
-            self.advance()?;
+            self.advance();
         }
     }
 
-    fn advance(&mut self) -> Result<()> {
-        self.next = match &mut self.reader {
-            Some(r) => r.next_node()?,
-            None => None,
+    fn advance(&mut self) {
+        let next = match &mut self.reader {
+            Some(r) => r.next_node(),
+            None => Ok(None),
         };
-        Ok(())
+        match next {
+            Ok(n) => self.next = n,
+            Err(e) => self.give_up(&e),
+        }
     }
 
     /// Every chunk the parent references, for the writer to know (read once, lazily).
-    fn seed(&mut self, writer: &mut SnapshotWriter) -> Result<()> {
-        if self.reader.is_none() || self.seeded {
-            return Ok(());
+    /// A parent that fails part-way seeds what it gave: chunks are only ever found again
+    /// by their id, so a missing one is stored anew.
+    fn seed(&mut self, writer: &mut SnapshotWriter) {
+        if self.path.as_os_str().is_empty() || self.seeded {
+            return;
         }
         self.seeded = true;
-        for node in TreeReader::open(&self.path, self.opening)? {
-            for c in &node?.chunks {
-                writer.seed(c);
+        let nodes = match TreeReader::open(&self.path, self.opening) {
+            Ok(r) => r,
+            Err(e) => return self.give_up(&e),
+        };
+        for node in nodes {
+            match node {
+                Ok(node) => node.chunks.iter().for_each(|c| writer.seed(c)),
+                Err(e) => return self.give_up(&e),
             }
         }
-        Ok(())
     }
+}
+
+/// A file whose ctime is this close to the moment it was read may change again within
+/// the same tick of the filesystem's coarse clock (the kernel stamps files at jiffy
+/// granularity; NFS and FAT coarser) after it was read, leaving size and times as they
+/// were: it is marked so the next snapshot reads it again rather than keep a torn copy
+/// forever (git's "racy" entries).
+const RACY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `ctime_ns` of a file that must be read again next time: no real time has it.
+const READ_AGAIN: u32 = u32::MAX;
+
+/// Whether `meta` (taken when the file was opened) is within [`RACY`] of now.
+fn is_racy(meta: &EntryMeta) -> bool {
+    let Some(from) = std::time::SystemTime::now()
+        .checked_sub(RACY)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    else {
+        return false;
+    };
+    let at = |secs: i64, nsec: i64| {
+        (secs, nsec) >= (from.as_secs() as i64, i64::from(from.subsec_nanos()))
+    };
+    at(meta.ctime, meta.ctime_nsec) || at(meta.mtime, meta.mtime_nsec)
 }
 
 fn unchanged(was: &Node, meta: &EntryMeta) -> bool {
@@ -269,24 +324,15 @@ pub fn snapshot_storage(
     let mut parent = ParentWalk::open(opts, &mut summary.warnings)?;
     let ids = opts.ids();
     let mut buf = Vec::new();
-    let mut lookup_failed = None;
     loop {
         // The parent's entry for the file the walk asks about: unchanged, it is not opened.
         let mut previous: Option<Node> = None;
-        let next = source.next_entry(&mut |rel, meta| match parent.find(rel) {
-            Ok(found) => {
-                let read = !found.as_ref().is_some_and(|was| unchanged(was, meta));
-                previous = found;
-                read
-            }
-            Err(e) => {
-                lookup_failed = Some(e);
-                true
-            }
+        let next = source.next_entry(&mut |rel, meta| {
+            let found = parent.find(rel);
+            let read = !found.as_ref().is_some_and(|was| unchanged(was, meta));
+            previous = found;
+            read
         });
-        if let Some(e) = lookup_failed.take() {
-            return Err(e);
-        }
         let Some(entry) = next else { break };
         let mut entry = entry?;
         cancel.check()?;
@@ -315,7 +361,10 @@ pub fn snapshot_storage(
                 Some(target.clone()),
             ),
             SourceKind::File(file) => {
-                let node = node_of(&entry.rel, &entry.meta, NodeKind::File, None);
+                let mut node = node_of(&entry.rel, &entry.meta, NodeKind::File, None);
+                if is_racy(&entry.meta) {
+                    node.ctime_ns = READ_AGAIN;
+                }
                 // Unchanged by `lstat` but not by the open handle's `fstat` (it changed
                 // in between): read it, as any changed file.
                 match previous.take() {
@@ -324,7 +373,7 @@ pub fn snapshot_storage(
                         summary.unchanged_files += 1;
                     }
                     _ => {
-                        parent.seed(&mut writer)?;
+                        parent.seed(&mut writer);
                         let (chunking, level) = chunking_for(&entry.rel, &entry.meta, opts);
                         store_stream(file, (chunking, &ids), level, &mut buf, &mut writer, cancel)
                             .map_err(|e| {
@@ -351,6 +400,7 @@ pub fn snapshot_storage(
         source.finish(entry)?;
     }
     summary.warnings.extend(source.into_warnings());
+    summary.warnings.extend(parent.problem.take());
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
     record_reused_packs(&mut written, opts.parent.as_ref())?;
@@ -397,7 +447,8 @@ pub fn snapshot_database(
     )?;
     let mut warnings = Vec::new();
     let mut parent = ParentWalk::open(opts, &mut warnings)?;
-    parent.seed(&mut writer)?;
+    parent.seed(&mut writer);
+    warnings.extend(parent.problem.take());
     let mut buf = Vec::new();
     let read = store_stream(
         &mut input,

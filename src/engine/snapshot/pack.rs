@@ -237,7 +237,11 @@ impl PackWriter {
             sync_dir(dir)?;
         }
         if !dirs.is_empty() {
-            sync_dir(&self.root.join(crate::catalog::STORE_DIR).join("packs"))?;
+            // And up to the backup directory: the first snapshot created `store/` itself.
+            let store = self.root.join(crate::catalog::STORE_DIR);
+            sync_dir(&store.join("packs"))?;
+            sync_dir(&store)?;
+            sync_dir(&self.root)?;
         }
         Ok(self.finished)
     }
