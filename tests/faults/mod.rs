@@ -191,7 +191,7 @@ fn assert_backups_unchanged(app: &TestApp, before: &BTreeMap<PathBuf, String>, c
 /// No file anywhere under `root` whose name has `.partial` in it (our temporary names,
 /// and SQLite's `-journal`/`-wal` beside a `.partial` copy).
 #[track_caller]
-fn assert_no_partials(root: &Path, ctx: &str) {
+pub(crate) fn assert_no_partials(root: &Path, ctx: &str) {
     let partials: Vec<PathBuf> = files_under(root)
         .into_iter()
         .filter(|p| {

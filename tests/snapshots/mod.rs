@@ -139,17 +139,7 @@ pub(crate) fn assert_store_exact(app: &TestApp, ctx: &str) {
         other.is_empty(),
         "{ctx}: not packs, in the store: {other:#?}"
     );
-    let partials: Vec<PathBuf> = files_under(&app.backups)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(".partial"))
-        })
-        .collect();
-    assert!(
-        partials.is_empty(),
-        "{ctx}: temporary files left: {partials:#?}"
-    );
+    crate::faults::assert_no_partials(&app.backups, ctx);
 }
 
 /// `restore BACKUP --target TARGET --yes [extra…]`, which must succeed.

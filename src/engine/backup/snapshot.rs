@@ -35,6 +35,19 @@ impl Keys {
         })
     }
 
+    /// The keys of a new snapshot of `kind` and the parent it is compared with.
+    fn with_parent(
+        job: &BackupJob,
+        catalog: &Catalog,
+        kind: BackupKind,
+    ) -> std::result::Result<(Keys, Option<BackupEntry>), BackupFailure> {
+        let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
+        let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
+        let parent = parent_of(catalog, kind, keys.fingerprints(job).as_deref())
+            .map_err(fail("find the parent snapshot"))?;
+        Ok((keys, parent))
+    }
+
     /// The fingerprints a snapshot made with these keys records (`None`: not encrypted).
     fn fingerprints(&self, job: &BackupJob) -> Option<Vec<String>> {
         self.format(job).encryption.map(|e| e.recipients)
@@ -154,14 +167,8 @@ pub(super) fn storage_snapshot_part(
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
-    let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
+    let (keys, parent) = Keys::with_parent(job, catalog, BackupKind::Storage)?;
     let sealed = keys.sealing.is_some();
-    let parent = parent_of(
-        catalog,
-        BackupKind::Storage,
-        keys.fingerprints(job).as_deref(),
-    )
-    .map_err(fail("find the parent snapshot"))?;
     let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts, sealed);
     let totals = |n: u64| (n > 0).then_some(n);
     job.progress
@@ -215,14 +222,8 @@ pub(super) fn database_snapshot_part(
     let src_path = &cfg.paths.database;
     let busy = cfg.backup.busy_timeout.0;
     let source = super::open_database(job)?;
-    let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
+    let (keys, parent) = Keys::with_parent(job, catalog, BackupKind::Database)?;
     let sealed = keys.sealing.is_some();
-    let parent = parent_of(
-        catalog,
-        BackupKind::Database,
-        keys.fingerprints(job).as_deref(),
-    )
-    .map_err(fail("find the parent snapshot"))?;
     // The copy is ours alone (0600) and lives only until the snapshot holds it.
     let copy_path = catalog.data_path(BackupKind::Database, &format!("{ts}_copy"), "db");
     let (copy, file) = PartialFile::create(&copy_path, 0o600).map_err(fail("copy database"))?;

@@ -153,10 +153,6 @@ impl<W: Write> TreeWriter<W> {
         self.write_line(&Line::Entry(node))
     }
 
-    pub fn entries(&self) -> u64 {
-        self.entries
-    }
-
     pub fn finish(mut self) -> io::Result<W> {
         let entries = self.entries;
         self.write_line(&Line::End { entries })?;

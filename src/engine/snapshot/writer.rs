@@ -76,7 +76,6 @@ pub struct Written {
     pub added_bytes: u64,
     pub added_chunks: u64,
     pub chunks: u64,
-    pub entries: u64,
     pub tree_checksum: String,
     pub tree_size: u64,
 }
@@ -388,7 +387,6 @@ fn pack_thread(
     if abandoned.load(Ordering::SeqCst) {
         return Err(crate::error::Error::Cancelled);
     }
-    written.entries = tree.entries();
     written.packs = packs.finish()?;
     let hashed = tree
         .finish()
