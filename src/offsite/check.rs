@@ -222,15 +222,33 @@ fn repair(
     let _lock = remote.store.lock_target(&remote.config.name)?;
     let local = catalog_for(config).list()?;
     let mut out = Vec::new();
-    // Nothing counts as already there: every object of a bad copy is sent again.
-    let nothing = RemoteListing::default();
+    // A bad copy's own objects are all sent again; a pack it shares with other backups
+    // is reused where some metadata records it as the target holds it — sending it again
+    // as new ciphertext would break the backups that record the old — unless that pack
+    // is the object found bad.
+    let mut known = listing.clone();
+    for (stem, problem) in &found {
+        if let Some(b) = listing.find(stem) {
+            for o in &b.objects {
+                // A pack another backup's record vouches for (the object as it is now)
+                // stays: this backup's record of it is what is wrong.
+                let vouched = listing
+                    .recorded_pack(&o.key)
+                    .is_some_and(|r| r.size != o.size || Some(&r.checksum) != o.sha256.as_ref());
+                if !o.shared || (problem.contains(&o.key) && !vouched) {
+                    known.objects.remove(&o.key);
+                    known.packs.remove(&o.key);
+                }
+            }
+        }
+    }
     for (stem, problem) in found {
         let copy = local
             .find_stem(&stem)
             .filter(|e| e.is_complete())
             .filter(|e| listing.find(&stem).is_none_or(|r| r.copy_of(e)));
         let repaired = match copy {
-            Some(entry) => match upload_backup(remote, entry, &nothing, cancel) {
+            Some(entry) => match upload_backup(remote, entry, &mut known, cancel) {
                 Ok(_) => {
                     tracing::warn!(
                         "offsite {}: {stem} was bad ({problem}); uploaded again",

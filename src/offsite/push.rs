@@ -46,6 +46,11 @@ pub struct PushReport {
     pub uploaded: Vec<UploadedBackup>,
     /// Local backups the target already held.
     pub already_there: usize,
+    /// Local backups not sent because the target's own retention would delete them at
+    /// once (its policy keeps fewer than the local one): sending them would only make
+    /// the next prune delete them again, and on a locked bucket pay for each copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub beyond_retention: Vec<String>,
     /// Interrupted uploads cleaned up first (multipart uploads aborted, `.partial` files).
     pub cleaned: Vec<String>,
     /// Objects of backups that never completed, removed.
@@ -75,15 +80,17 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         let cleaned = remote.with_retries("clean up interrupted uploads", cancel, || {
             remote.target.clean_interrupted()
         })?;
-        let listing = read_listing(remote, cancel)?;
+        let mut listing = read_listing(remote, cancel)?;
         pending.retain(|b| !listing.holds(b));
         let already_there = wanted.len() - pending.len();
+        let beyond_retention = beyond_remote_retention(config, remote, &listing, &pending);
+        pending.retain(|b| !beyond_retention.contains(&b.stem));
         let stems: Vec<String> = pending.iter().map(|b| b.stem.clone()).collect();
         let _pin = catalog.pin_for_upload(&stems)?;
         let mut uploaded = Vec::new();
         let mut newest = listing.newest();
         while let Some(entry) = pending.first().copied() {
-            let sent = upload_backup(remote, entry, &listing, cancel)?;
+            let sent = upload_backup(remote, entry, &mut listing, cancel)?;
             record_upload(remote, entry, sent.bytes);
             if let Some(created) = entry.created {
                 for kind in crate::kind::JobName::creating(entry.kind).refreshes() {
@@ -98,8 +105,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         }
         let debris_removed = remove_debris(remote, &listing, &local, cancel)?;
         Ok((
-            cleaned,
-            already_there,
+            (cleaned, already_there, beyond_retention),
             uploaded,
             newest,
             listing,
@@ -107,7 +113,13 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         ))
     })();
     match result {
-        Ok((cleaned, already_there, uploaded, newest, listing, debris_removed)) => {
+        Ok((
+            (cleaned, already_there, beyond_retention),
+            uploaded,
+            newest,
+            listing,
+            debris_removed,
+        )) => {
             let remote_backups =
                 listing.backups.iter().filter(|b| b.is_complete()).count() + uploaded.len();
             let remote_bytes = listing.backups.iter().map(|b| b.size).sum::<u64>()
@@ -129,6 +141,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 target: remote.config.name.clone(),
                 uploaded,
                 already_there,
+                beyond_retention,
                 cleaned,
                 debris_removed,
                 remote_backups,
@@ -139,6 +152,41 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
             Err(e)
         }
     }
+}
+
+/// The pending backups that the target's retention, applied to what it holds plus what
+/// is pending, would delete as soon as they landed.
+fn beyond_remote_retention(
+    config: &Config,
+    remote: &Remote,
+    listing: &RemoteListing,
+    pending: &[&BackupEntry],
+) -> Vec<String> {
+    let pending_ids: std::collections::BTreeSet<&str> =
+        pending.iter().map(|b| b.stem.as_str()).collect();
+    let mut candidates: Vec<crate::retention::Candidate> = listing
+        .candidates()
+        .into_iter()
+        .filter(|c| !pending_ids.contains(c.id.as_str()))
+        .collect();
+    candidates.extend(pending.iter().filter_map(|b| {
+        Some(crate::retention::Candidate {
+            id: b.stem.clone(),
+            kind: b.kind,
+            created: b.created?,
+            complete: true,
+            part_of: None,
+            pre_restore: false,
+            set_aside: false,
+        })
+    }));
+    let policy = crate::retention::RetentionPolicy::from(&remote.config.retention);
+    let plan = crate::retention::apply(&candidates, &policy, Utc::now(), config.schedule.timezone);
+    plan.delete
+        .into_iter()
+        .map(|d| d.id)
+        .filter(|id| pending_ids.contains(id.as_str()))
+        .collect()
 }
 
 pub(super) fn read_listing(remote: &Remote, cancel: &Cancel) -> Result<RemoteListing> {
@@ -199,7 +247,7 @@ pub(super) fn upload_order(entry: &BackupEntry) -> Vec<&Part> {
 pub(super) fn upload_backup(
     remote: &Remote,
     entry: &BackupEntry,
-    listing: &RemoteListing,
+    listing: &mut RemoteListing,
     cancel: &Cancel,
 ) -> Result<UploadedBackup> {
     let mut sent = UploadedBackup {
@@ -218,6 +266,12 @@ pub(super) fn upload_backup(
                     continue;
                 }
                 let stored = upload_part(remote, part, cancel)?;
+                let pack = part.shared.then(|| PackRef {
+                    id: pack_id_of(&part.name),
+                    size: stored.size,
+                    checksum: stored.sha256.clone(),
+                });
+                listing.note_put(&part.name, stored.size, pack);
                 sent.bytes += stored.size;
                 sent.objects += 1;
             }
@@ -253,7 +307,7 @@ fn upload_sealed(
     remote: &Remote,
     recipients: &Recipients,
     entry: &BackupEntry,
-    listing: &RemoteListing,
+    listing: &mut RemoteListing,
     cancel: &Cancel,
     sent: &mut UploadedBackup,
 ) -> Result<()> {
@@ -290,6 +344,7 @@ fn upload_sealed(
             (key, got, true)
         };
         if sent_now {
+            listing.note_put(&key, got.size, None);
             sent.bytes += got.size;
             sent.objects += 1;
         }
@@ -329,21 +384,23 @@ fn upload_sealed(
         let got = put_checked(remote, &part.name, None, cancel, || {
             Ok(Box::new(std::io::Cursor::new(json.clone())))
         })?;
+        listing.note_put(&part.name, got.size, None);
         sent.bytes += got.size;
         sent.objects += 1;
     }
     Ok(())
 }
 
-/// Send a snapshot's pack to an encrypting target, unless it is there already (packs are
-/// never rewritten: their ids are random): encrypted on the way up as `….pack.age`, or
-/// as it is when the local store is encrypted too. Returns the pack as the target holds
-/// it and whether it was sent now.
+/// Send a snapshot's pack to an encrypting target, unless it is there already as some
+/// metadata object on the target records it (packs are never rewritten: their ids are
+/// random, and new ciphertext of the same pack would break every backup recording the
+/// old): encrypted on the way up as `….pack.age`, or as it is when the local store is
+/// encrypted too. Returns the pack as the target holds it and whether it was sent now.
 fn upload_sealed_pack(
     remote: &Remote,
     recipients: &Recipients,
     part: &Part,
-    listing: &RemoteListing,
+    listing: &mut RemoteListing,
     cancel: &Cancel,
 ) -> Result<(PackRef, bool)> {
     let encrypted = part.name.ends_with(AGE_SUFFIX);
@@ -352,20 +409,7 @@ fn upload_sealed_pack(
     } else {
         format!("{}{AGE_SUFFIX}", part.name)
     };
-    let id = bare_name(&key)
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let recorded = listing
-        .backups
-        .iter()
-        .filter_map(|b| b.metadata.snapshot.as_ref())
-        .flat_map(|s| &s.packs)
-        .find(|p| p.id == id);
-    if let (Some(there), Some(known)) = (listing.objects.get(&key), recorded)
-        && there.size == known.size
-    {
+    if let Some(known) = listing.recorded_pack(&key) {
         return Ok((known.clone(), false));
     }
     let got = if encrypted {
@@ -373,14 +417,22 @@ fn upload_sealed_pack(
     } else {
         upload_encrypting(remote, recipients, part, &key, cancel)?
     };
-    Ok((
-        PackRef {
-            id,
-            size: got.size,
-            checksum: got.sha256,
-        },
-        true,
-    ))
+    let pack = PackRef {
+        id: pack_id_of(&key),
+        size: got.size,
+        checksum: got.sha256,
+    };
+    listing.note_put(&key, pack.size, Some(pack.clone()));
+    Ok((pack, true))
+}
+
+/// `store/packs/ab/abcd….pack[.age]` → `abcd…`.
+fn pack_id_of(key: &str) -> String {
+    bare_name(key)
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The clear remote metadata for the metadata file `part` (whose contents are `local`),

@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::target::{ObjectInfo, RemoteResult, Target};
-use crate::catalog::{BackupEntry, BackupMetadata, PartRole};
+use crate::catalog::{BackupEntry, BackupMetadata, PackRef, PartRole};
 use crate::kind::BackupKind;
 use crate::retention::Candidate;
 
@@ -76,6 +76,15 @@ pub struct RemoteListing {
     /// A snapshot's metadata object could not be read: which packs it needs is unknown,
     /// so no pack is debris and no shared pack is pruned until it can be.
     pub unreadable_snapshot: bool,
+    /// Every pack some metadata object on the target records (a full backup's members
+    /// too, complete or not), by key, where the object is there at the recorded size:
+    /// what a push may reuse instead of sending the pack again. A pack is never
+    /// rewritten while a record of it stands — an encrypted one would come out as other
+    /// ciphertext and break every backup that records the old.
+    pub packs: BTreeMap<String, PackRef>,
+    /// Stems whose metadata object is listed but could not be read or parsed: their
+    /// objects cannot be attributed, so none of them is debris.
+    pub unreadable: std::collections::BTreeSet<(BackupKind, String)>,
 }
 
 impl RemoteListing {
@@ -102,9 +111,9 @@ impl RemoteListing {
                     .map_err(|e| format!("its metadata object is not valid: {e}")),
                 Err(e) if e.failure == crate::error::RemoteFailure::Missing => {
                     // Listed, gone when read: a prune or push racing this one, or damage.
-                    if is_snapshot_key(key) {
-                        parsed.push((key.clone(), Err("its metadata object vanished".into())));
-                    }
+                    // Its objects are not debris: it may come back, and it may be the
+                    // only copy of its backup.
+                    parsed.push((key.clone(), Err("its metadata object vanished".into())));
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -123,12 +132,17 @@ impl RemoteListing {
         let unreadable_snapshot = parsed
             .iter()
             .any(|(key, meta)| meta.is_err() && is_snapshot_key(key));
+        let mut unreadable = std::collections::BTreeSet::new();
         for (key, meta) in parsed {
             let Some((kind, stem)) = metadata_key(&key) else {
                 continue;
             };
+            if meta.is_err() {
+                unreadable.insert((kind, stem.to_string()));
+            }
             singles.push(single(kind, stem, &key, meta, &objects));
         }
+        let packs = recorded_packs(&singles, &objects);
         let mut backups = Vec::new();
         for b in singles.iter().filter(|b| b.metadata.part_of.is_none()) {
             let mut b = b.clone();
@@ -142,7 +156,31 @@ impl RemoteListing {
             backups,
             objects,
             unreadable_snapshot,
+            packs,
+            unreadable,
         }
+    }
+
+    /// What a push just stored, so that the rest of the same push knows it is there (a
+    /// pack several pending snapshots share goes up once).
+    pub fn note_put(&mut self, key: &str, size: u64, pack: Option<PackRef>) {
+        self.objects.insert(
+            key.to_string(),
+            ObjectInfo {
+                key: key.to_string(),
+                size,
+                modified: Some(Utc::now()),
+            },
+        );
+        if let Some(pack) = pack {
+            self.packs.insert(key.to_string(), pack);
+        }
+    }
+
+    /// The record of the pack at `key`, when the target holds it at the recorded size.
+    pub fn recorded_pack(&self, key: &str) -> Option<&PackRef> {
+        let record = self.packs.get(key)?;
+        (self.objects.get(key)?.size == record.size).then_some(record)
     }
 
     pub fn find(&self, stem: &str) -> Option<&RemoteBackup> {
@@ -198,12 +236,54 @@ impl RemoteListing {
             .flat_map(|b| b.objects.iter().map(|o| o.key.as_str()))
             .collect();
         let packs = format!("{}/packs/", crate::catalog::STORE_DIR);
+        let any_unreadable = self.unreadable_snapshot || !self.unreadable.is_empty();
         self.objects
             .values()
             .filter(|o| !owned.contains(o.key.as_str()) && ours(&o.key))
-            .filter(|o| !(self.unreadable_snapshot && o.key.starts_with(&packs)))
+            .filter(|o| !(any_unreadable && o.key.starts_with(&packs)))
+            .filter(|o| !self.unattributable(&o.key))
             .collect()
     }
+}
+
+impl RemoteListing {
+    /// Whether `key` may belong to a backup whose metadata object is listed but could not
+    /// be read (a 404 while listing, a flipped byte): the object of a stem we cannot
+    /// read, or — with any full backup's manifest unreadable — any member's object.
+    fn unattributable(&self, key: &str) -> bool {
+        let Some((dir, file)) = key.split_once('/') else {
+            return false;
+        };
+        self.unreadable.iter().any(|(kind, stem)| {
+            *kind == BackupKind::Full
+                || (kind.dir_name() == dir
+                    && file
+                        .strip_prefix(stem.as_str())
+                        .is_some_and(|rest| rest.starts_with('.')))
+        })
+    }
+}
+
+/// The pack records of every parsed metadata object whose pack is there at the recorded
+/// size. Two records of one key that disagree: the one that matches the object wins.
+fn recorded_packs(
+    singles: &[RemoteBackup],
+    objects: &BTreeMap<String, ObjectInfo>,
+) -> BTreeMap<String, PackRef> {
+    let mut packs = BTreeMap::new();
+    for b in singles {
+        let sealed = b.metadata.format().is_ok_and(|f| f.is_encrypted());
+        for pack in b.metadata.snapshot.iter().flat_map(|s| &s.packs) {
+            if !crate::catalog::valid_pack_id(&pack.id) {
+                continue;
+            }
+            let key = crate::catalog::pack_name(&pack.id, sealed);
+            if objects.get(&key).is_some_and(|o| o.size == pack.size) {
+                packs.entry(key).or_insert_with(|| pack.clone());
+            }
+        }
+    }
+    packs
 }
 
 /// A full backup is also a database and a storage backup, as locally.

@@ -16,6 +16,7 @@
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 
+mod composed;
 mod corruption;
 mod daemon;
 mod encrypted;
