@@ -276,7 +276,12 @@ fn verify(
                     if v.ok() { ", all good" } else { "" }
                 );
                 for p in &v.problems {
-                    let state = if p.repaired { "REPAIRED" } else { "BAD" };
+                    let state = match (p.lost, p.repaired) {
+                        (true, true) => "LOST (uploaded again)",
+                        (true, false) => "LOST",
+                        (false, true) => "REPAIRED",
+                        (false, false) => "BAD",
+                    };
                     out!("  {state} {}: {}", p.backup, p.problem);
                 }
             }

@@ -26,6 +26,10 @@ pub struct RemoteProblem {
     pub problem: String,
     /// Uploaded again from the local copy.
     pub repaired: bool,
+    /// It was on the target at this server's last push, prune or verification and is not
+    /// there now: the target lost it. A failure even when uploaded again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,9 +44,10 @@ pub struct RemoteVerifyReport {
 }
 
 impl RemoteVerifyReport {
-    /// Nothing left wrong (problems that were repaired do not count).
+    /// Nothing left wrong (problems that were repaired do not count; a backup the target
+    /// lost always does).
     pub fn ok(&self) -> bool {
-        self.problems.iter().all(|p| p.repaired)
+        self.problems.iter().all(|p| p.repaired && !p.lost)
     }
 }
 
@@ -60,16 +65,23 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
             found.push((b.stem.clone(), problem));
         }
     }
-    let cursor = remote
+    let known = remote
         .store
         .load()
         .targets
         .get(&remote.config.name)
-        .and_then(|t| t.verify_cursor.clone());
+        .cloned()
+        .unwrap_or_default();
+    let lost = lost_backups(&listing, &known.held);
+    found.extend(lost.iter().cloned());
+    let cursor = known.verify_cursor.clone();
     let (sampled, sampled_bytes, next_cursor) =
         sample(remote, &listing, cursor.as_deref(), &mut found, cancel)?;
     drop(lock);
-    let problems = repair(config, remote, &listing, found, cancel)?;
+    let mut problems = repair(config, remote, &listing, found, cancel)?;
+    for p in &mut problems {
+        p.lost = lost.iter().any(|(stem, _)| *stem == p.backup);
+    }
     let report = RemoteVerifyReport {
         target: remote.config.name.clone(),
         checked: listing.backups.len(),
@@ -82,12 +94,26 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
         error: report
             .problems
             .iter()
-            .filter(|p| !p.repaired)
+            .filter(|p| !p.repaired || p.lost)
             .map(|p| format!("{}: {}", p.backup, p.problem))
             .collect::<Vec<_>>()
             .join("; "),
     });
+    let held = listing
+        .backups
+        .iter()
+        .filter(|b| b.is_complete())
+        .map(|b| b.stem.clone())
+        .chain(
+            report
+                .problems
+                .iter()
+                .filter(|p| p.repaired)
+                .map(|p| p.backup.clone()),
+        )
+        .collect();
     let recorded = remote.store.update(&remote.config.name, |t| {
+        t.held = held;
         t.verify_cursor = next_cursor;
         t.last_verify = Some(chrono::Utc::now());
         t.last_verify_failure = failure;
@@ -99,6 +125,28 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
         );
     }
     Ok(report)
+}
+
+/// The backups this server last left on the target (`held`) that the listing no longer
+/// shows at all, each with why it is a problem.
+fn lost_backups(
+    listing: &RemoteListing,
+    held: &std::collections::BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let gone: Vec<&String> = held
+        .iter()
+        .filter(|stem| listing.find(stem).is_none())
+        .collect();
+    let why = if !held.is_empty() && listing.backups.is_empty() {
+        format!(
+            "the target holds no backup at all, but held {} at this server's last check: \
+             it was emptied, or the url/prefix now points elsewhere",
+            held.len()
+        )
+    } else {
+        "it was on the target at this server's last check and is gone now".to_string()
+    };
+    gone.into_iter().map(|s| (s.clone(), why.clone())).collect()
 }
 
 /// Each data object's size and carried checksum against the metadata.
@@ -271,6 +319,7 @@ fn repair(
             backup: stem,
             problem,
             repaired,
+            lost: false,
         });
     }
     Ok(out)

@@ -118,6 +118,16 @@ pub fn prune(
             );
         }
     }
+    if !dry_run && !plan.delete.is_empty() {
+        let recorded = remote.store.update(&remote.config.name, |t| {
+            for d in &plan.delete {
+                t.held.remove(&d.id);
+            }
+        });
+        if let Err(e) = recorded {
+            tracing::warn!("could not record the prune: {}", crate::error_chain(&e));
+        }
+    }
     Ok(PruneReport {
         target: remote.config.name.clone(),
         dry_run,

@@ -133,6 +133,13 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 t.newest_remote = newest;
                 t.remote_backups = remote_backups as u64;
                 t.remote_bytes = remote_bytes;
+                t.held = listing
+                    .backups
+                    .iter()
+                    .filter(|b| b.is_complete())
+                    .map(|b| b.stem.clone())
+                    .chain(uploaded.iter().map(|u| u.name.clone()))
+                    .collect();
             });
             if let Err(e) = done {
                 tracing::warn!("could not record the upload: {}", crate::error_chain(&e));

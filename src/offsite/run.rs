@@ -176,7 +176,7 @@ pub fn verify(
                         problems: r
                             .problems
                             .iter()
-                            .filter(|p| !p.repaired)
+                            .filter(|p| !p.repaired || p.lost)
                             .map(|p| format!("{}: {}", p.backup, p.problem))
                             .collect(),
                         repaired,

@@ -68,6 +68,12 @@ pub struct TargetState {
     pub remote_backups: u64,
     #[serde(default)]
     pub remote_bytes: u64,
+    /// The complete remote backups (stems) as this server last left the target: after a
+    /// push, a prune, a verification. A later listing without one of them means the
+    /// target lost it (emptied, a rooted server, another writer): `offsite verify` says
+    /// so and fails, even where a local copy can be sent again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub held: std::collections::BTreeSet<String>,
     /// Multipart uploads in flight (aborted by the next run if still here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_uploads: Vec<OpenUpload>,

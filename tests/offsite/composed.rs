@@ -153,6 +153,8 @@ fn a_damaged_metadata_object_does_not_get_its_backups_data_deleted() {
         change(&app, 1);
         app.run(["create", "--type", "storage", "--no-offsite"])
             .assert_code(0);
+        app.run(["rotate"]).assert_code(0);
+        assert_eq!(app.list_of("storage").len(), 1, "{what}");
         let meta_key = format!("{PREFIX}/storage/{stem}.json");
         let mut body = s3.get(&bucket, &meta_key).expect("the metadata object");
         body[0] ^= 0x55;
@@ -269,4 +271,49 @@ fn verify_repairs_a_damaged_shared_pack_without_breaking_the_backups_that_share_
         serde_json::json!([]),
         "{again:#}"
     );
+}
+
+#[test]
+fn verify_fails_when_the_target_lost_what_it_held_even_an_emptied_bucket() {
+    let Some(s3) = s3_server() else { return };
+    let bucket = s3.new_bucket();
+    let app = app_on(
+        &s3,
+        &bucket,
+        "",
+        "[offsite.retention]\nkeep_last = 3",
+        "[retention]\nkeep_last = 1\n",
+    );
+    for round in 0..2 {
+        change(&app, round);
+        app.run(["create", "--type", "storage"]).assert_code(0);
+    }
+    let held = complete_remote(&app, "storage");
+    assert_eq!(held.len(), 2);
+    app.run(["rotate"]).assert_code(0);
+    assert_eq!(app.list_of("storage").len(), 1);
+    for (key, _) in bucket_objects(&s3, &bucket) {
+        s3.delete(&bucket, &format!("{PREFIX}/{key}"));
+    }
+    let run = app.run(["offsite", "verify", "--json"]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    let json = run.json();
+    let problems = json[0]["report"]["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 2, "{json:#}");
+    for p in problems {
+        assert_eq!(p["lost"], true, "{json:#}");
+        assert!(
+            p["problem"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("holds no backup at all"),
+            "{json:#}"
+        );
+    }
+    // The local copy of the newer one went up again; the older existed only there.
+    let repaired: Vec<&Value> = problems.iter().filter(|p| p["repaired"] == true).collect();
+    assert_eq!(repaired.len(), 1, "{json:#}");
+    assert_eq!(repaired[0]["backup"], held[0]["stem"], "{json:#}");
+    // Said once: the next verification finds the target as this one left it.
+    app.run(["offsite", "verify"]).assert_code(0);
 }
