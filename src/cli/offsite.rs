@@ -299,15 +299,23 @@ fn exit(ok: bool) -> ExitCode {
     }
 }
 
+/// A remote backup brought home for a restore.
+pub struct Fetched {
+    pub path: std::path::PathBuf,
+    /// Newer backups `--latest` passed over (each named on stderr): the restore then
+    /// exits 3, succeeded with warnings.
+    pub skipped: usize,
+}
+
 /// For `restore`: a remote backup (`--from NAME`, or `NAME:backup`) downloaded into the
-/// backup directory, verified; returns its local path. `None`: the backup is local.
+/// backup directory, verified. `None`: the backup is local.
 pub fn fetch_for_restore(
     config: &Config,
     from: Option<&str>,
     given: Option<&str>,
     latest: Option<BackupKind>,
     at: bool,
-) -> anyhow::Result<Option<std::path::PathBuf>> {
+) -> anyhow::Result<Option<Fetched>> {
     let (target, pick) = match (from, given) {
         (Some(name), g) => {
             let t = config.offsite_target(name)?;
@@ -334,7 +342,16 @@ pub fn fetch_for_restore(
         "downloading from offsite target {} ({})…",
         target.name, target.url
     );
-    let path = fetch::fetch(config, &remote, &pick, &interrupt::cancel_on_sigint())?;
+    let (path, skipped) = fetch::fetch(config, &remote, &pick, &interrupt::cancel_on_sigint())?;
+    for s in &skipped {
+        eprintln!(
+            "WARNING: passed over the newer {} on {}: {}",
+            s.name, target.name, s.problem
+        );
+    }
     eprintln!("downloaded and checked: {}", path.display());
-    Ok(Some(path))
+    Ok(Some(Fetched {
+        path,
+        skipped: skipped.len(),
+    }))
 }

@@ -61,12 +61,13 @@ pub(super) fn cmd_restore(
             .map(|k| k.map(BackupKind::from).unwrap_or(BackupKind::Full)),
         args.choice.at.is_some(),
     )?;
+    let passed_over = fetched.as_ref().map_or(0, |f| f.skipped);
     let wanted = match (
         fetched,
         &args.backup,
         args.choice.chosen(Some(BackupKind::Full)),
     ) {
-        (Some(path), _, _) => select::BackupRef::Given(path),
+        (Some(f), _, _) => select::BackupRef::Given(f.path.clone()),
         (None, Some(given), _) => select::BackupRef::Given(given.clone()),
         (None, None, Some(chosen)) => chosen,
         (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
@@ -103,7 +104,12 @@ pub(super) fn cmd_restore(
     } else {
         output::print_restored(&report);
     }
-    Ok(ExitCode::SUCCESS)
+    // Restored, but not the newest backup there is: said above, and in the exit code.
+    Ok(if passed_over > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Ask on a terminal; refuse without one (a script must say --yes).

@@ -27,25 +27,60 @@ pub enum RemotePick {
     Latest(Option<BackupKind>),
 }
 
-/// Choose from a listing: complete backups only.
+/// A newer remote backup passed over by `--latest`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub problem: String,
+}
+
+/// Choose from a listing (newest first): complete backups only. With `--latest`, every
+/// newer backup of the type passed over because it is incomplete is returned with its
+/// problem — never skipped silently. A named backup that is on the target but
+/// incomplete is refused with its problem, not "no such backup".
 pub fn pick<'l>(
     backups: &'l [RemoteBackup],
     pick: &RemotePick,
     target: &str,
-) -> Result<&'l RemoteBackup> {
-    let complete = backups.iter().filter(|b| b.is_complete());
+) -> Result<(&'l RemoteBackup, Vec<Skipped>)> {
+    let mut skipped = Vec::new();
     let found = match pick {
         RemotePick::Named(n) => {
             let stem = [".json", ".tree.zst", ".db", ".tar.zst", ".tar.gz", ".tar"]
                 .iter()
                 .find_map(|ext| n.strip_suffix(ext))
                 .unwrap_or(n);
-            complete.clone().find(|b| b.name == *n || b.stem == stem)
+            let named = backups.iter().find(|b| b.name == *n || b.stem == stem);
+            if let Some(b) = named
+                && let Some(problem) = &b.problem
+            {
+                return Err(Error::NoSuchBackup {
+                    wanted: format!("`{target}:{n}`"),
+                    reason: format!(
+                        "it is on the target but not complete ({problem}); `vertex-backup offsite verify --target {target}` repairs it from a local copy where there is one"
+                    ),
+                });
+            }
+            named
         }
-        // Newest first.
-        RemotePick::Latest(kind) => complete.clone().find(|b| kind.is_none_or(|k| b.kind == k)),
+        RemotePick::Latest(kind) => {
+            let mut chosen = None;
+            for b in backups.iter().filter(|b| kind.is_none_or(|k| b.kind == k)) {
+                match &b.problem {
+                    None => {
+                        chosen = Some(b);
+                        break;
+                    }
+                    Some(problem) => skipped.push(Skipped {
+                        name: b.name.clone(),
+                        problem: problem.clone(),
+                    }),
+                }
+            }
+            chosen
+        }
     };
-    found.ok_or_else(|| Error::NoSuchBackup {
+    let found = found.ok_or_else(|| Error::NoSuchBackup {
         wanted: match pick {
             RemotePick::Named(n) => format!("`{target}:{n}`"),
             RemotePick::Latest(Some(k)) => format!("the latest {k} backup on `{target}`"),
@@ -55,19 +90,28 @@ pub fn pick<'l>(
             "the target holds {} complete backup(s); `vertex-backup offsite list --target {target}` shows them",
             backups.iter().filter(|b| b.is_complete()).count()
         ),
-    })
+    })?;
+    Ok((found, skipped))
 }
 
 /// Download the chosen backup into the backup directory; returns the path restore takes
-/// (its data file; a full backup's manifest).
+/// (its data file; a full backup's manifest) and the newer backups passed over.
 pub fn fetch(
     config: &Config,
     remote: &Remote,
     wanted: &RemotePick,
     cancel: &Cancel,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Vec<Skipped>)> {
     let listing = read_listing(remote, cancel)?;
-    let backup = pick(&listing.backups, wanted, &remote.config.name)?;
+    let (backup, skipped) = pick(&listing.backups, wanted, &remote.config.name)?;
+    for s in &skipped {
+        tracing::warn!(
+            "offsite {}: passed over the newer {}: {}",
+            remote.config.name,
+            s.name,
+            s.problem
+        );
+    }
     let catalog = catalog_for(config);
     catalog.prepare()?;
     let _lock = catalog.lock("fetch from offsite")?;
@@ -76,7 +120,7 @@ pub fn fetch(
         && e.is_complete()
         && backup.copy_of(e)
     {
-        return Ok(e.data_path.clone());
+        return Ok((e.data_path.clone(), skipped));
     }
     for object in &backup.objects {
         cancel.check()?;
@@ -107,7 +151,7 @@ pub fn fetch(
             wanted: backup.stem.clone(),
             reason: "downloaded, but it does not list as a backup".into(),
         })?;
-    Ok(entry.data_path.clone())
+    Ok((entry.data_path.clone(), skipped))
 }
 
 /// One object to `dest`, atomically; checked when `expect` is given.

@@ -62,9 +62,12 @@ impl<'a> Remote<'a> {
     pub fn open(config: &Config, target: &'a OffsiteTarget) -> Result<Remote<'a>> {
         let store = OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0);
         let opened: Box<dyn Target> = match &target.location {
-            TargetLocation::Path(root) => {
-                Box::new(path::PathTarget::new(root, target.bandwidth_limit))
-            }
+            TargetLocation::Path(root) => Box::new(path::PathTarget::new(
+                root,
+                target.bandwidth_limit,
+                config.backup.file_mode.0,
+                config.backup.dir_mode.0,
+            )),
             TargetLocation::S3 { .. } => Box::new(
                 s3::S3Target::open(target, store.journal(&target.name))
                     .map_err(|e| error(target, "connect", e))?,

@@ -3,9 +3,20 @@
 //! `NAME.partial`, fsynced, renamed into place and its directory fsynced — the same
 //! protocol as the backup directory — so a crash leaves only `.partial` files, which
 //! [`Target::clean_interrupted`] removes.
+//!
+//! The root is the operator's (it may itself be a link to the mount); below it nothing is
+//! trusted: whoever else writes to the share could plant `database -> /var/lib/…`, and a
+//! followed link would put a plaintext backup on this machine or delete a local file.
+//! So every directory below the root is opened with `O_NOFOLLOW | O_DIRECTORY` from its
+//! parent's handle, and files are created, opened, renamed, stat'ed and unlinked relative
+//! to that handle ([`Dir`]): a symbolic link anywhere inside is refused, never followed.
+//! Files get the backup directory's `file_mode`, directories its `dir_mode`.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::CString;
+use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::target::{ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored, Target};
@@ -17,17 +28,148 @@ const PARTIAL: &str = ".partial";
 pub struct PathTarget {
     root: PathBuf,
     bandwidth_limit: Option<u64>,
+    file_mode: u32,
+    dir_mode: u32,
 }
 
-impl PathTarget {
-    pub fn new(root: impl Into<PathBuf>, bandwidth_limit: Option<u64>) -> Self {
-        PathTarget {
-            root: root.into(),
-            bandwidth_limit,
+/// A directory inside the target, reached without following a symbolic link.
+struct Dir(File);
+
+fn c_name(name: &str) -> std::io::Result<CString> {
+    CString::new(std::ffi::OsStr::new(name).as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+}
+
+/// A libc return value as an io result.
+fn cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl Dir {
+    fn open_root(root: &Path) -> std::io::Result<Dir> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(root)
+            .map(Dir)
+    }
+
+    fn openat(&self, name: &str, flags: libc::c_int, mode: u32) -> std::io::Result<File> {
+        let c = c_name(name)?;
+        // SAFETY: `c` is a valid NUL-terminated string and the directory handle is open
+        // for the duration of the call; the returned descriptor is new and owned here.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })?;
+        // SAFETY: `fd` was just returned by openat and nothing else owns it.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// The subdirectory `name`, made first (with `mode`) when `create` is set.
+    fn child(&self, name: &str, create: Option<u32>) -> std::io::Result<Dir> {
+        if let Some(mode) = create {
+            let c = c_name(name)?;
+            // SAFETY: valid C string, open directory handle.
+            let made = cvt(unsafe { libc::mkdirat(self.0.as_raw_fd(), c.as_ptr(), mode) });
+            match made {
+                Ok(_) => {
+                    // The mode as asked, whatever the umask; then the new entry is durable.
+                    let dir = self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                    use std::os::unix::fs::PermissionsExt;
+                    dir.set_permissions(fs::Permissions::from_mode(mode))?;
+                    self.sync()?;
+                    return Ok(Dir(dir));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map(Dir)
+    }
+
+    /// `name`'s metadata, not following a link; `None` when it does not exist.
+    fn stat(&self, name: &str) -> std::io::Result<Option<libc::stat>> {
+        let c = c_name(name)?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: valid C string and handle; `st` is written by a successful call.
+        let r = unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match cvt(r) {
+            // SAFETY: fstatat succeeded, so it filled `st`.
+            Ok(_) => Ok(Some(unsafe { st.assume_init() })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    fn path(&self, key: &str) -> RemoteResult<PathBuf> {
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let (f, t) = (c_name(from)?, c_name(to)?);
+        let fd = self.0.as_raw_fd();
+        // SAFETY: valid C strings, the same open directory handle for both names.
+        cvt(unsafe { libc::renameat(fd, f.as_ptr(), fd, t.as_ptr()) }).map(|_| ())
+    }
+
+    fn unlink(&self, name: &str) -> std::io::Result<()> {
+        let c = c_name(name)?;
+        // SAFETY: valid C string and handle.
+        cvt(unsafe { libc::unlinkat(self.0.as_raw_fd(), c.as_ptr(), 0) }).map(|_| ())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.0.sync_all()
+    }
+}
+
+/// The refusal for a link (or a file where a directory belongs) inside the target.
+fn link_refused(e: &std::io::Error, key: &str) -> RemoteError {
+    if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+        RemoteError::new(
+            RemoteFailure::Other,
+            format!(
+                "`{key}`: a symbolic link (or a file where a directory belongs) inside the \
+                 target: refused, never followed. Remove it from the target (it was not \
+                 put there by this tool)"
+            ),
+        )
+    } else {
+        RemoteError::io(e, key)
+    }
+}
+
+impl PathTarget {
+    pub fn new(
+        root: impl Into<PathBuf>,
+        bandwidth_limit: Option<u64>,
+        file_mode: u32,
+        dir_mode: u32,
+    ) -> Self {
+        PathTarget {
+            root: root.into(),
+            bandwidth_limit,
+            file_mode,
+            dir_mode,
+        }
+    }
+
+    /// `key`'s components, checked: relative, no empty, `.` or `..` segment.
+    fn components(key: &str) -> RemoteResult<Vec<&str>> {
         let ok = !key.is_empty()
             && !key.starts_with('/')
             && key
@@ -39,23 +181,41 @@ impl PathTarget {
                 format!("`{key}` is not an object key"),
             ));
         }
-        Ok(self.root.join(key))
+        Ok(key.split('/').collect())
+    }
+
+    /// The directory `key` lives in, reached without following links (made when
+    /// `create`), and its file name. `None`: a directory on the way does not exist.
+    fn parent(&self, key: &str, create: bool) -> RemoteResult<Option<(Dir, String)>> {
+        let parts = Self::components(key)?;
+        let (file, dirs) = parts.split_last().unwrap_or((&"", &[]));
+        let mut dir = Dir::open_root(&self.root).map_err(|e| self.root_error(&e))?;
+        for d in dirs {
+            match dir.child(d, create.then_some(self.dir_mode)) {
+                Ok(next) => dir = next,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+                Err(e) => return Err(link_refused(&e, key)),
+            }
+        }
+        Ok(Some((dir, (*file).to_string())))
+    }
+
+    fn root_error(&self, e: &std::io::Error) -> RemoteError {
+        if e.raw_os_error() == Some(libc::ENOTDIR) {
+            return RemoteError::new(
+                RemoteFailure::Missing,
+                format!("{} is not a directory", self.root.display()),
+            );
+        }
+        RemoteError::io(e, &format!("{} (is it mounted?)", self.root.display()))
     }
 
     /// The root must exist: a target whose mount is missing must fail, not fill the
     /// directory the mount point is on.
     fn check_root(&self) -> RemoteResult<()> {
-        match fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(RemoteError::new(
-                RemoteFailure::Missing,
-                format!("{} is not a directory", self.root.display()),
-            )),
-            Err(e) => Err(RemoteError::io(
-                &e,
-                &format!("{} (is it mounted?)", self.root.display()),
-            )),
-        }
+        Dir::open_root(&self.root)
+            .map(drop)
+            .map_err(|e| self.root_error(&e))
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<(String, fs::Metadata)>) -> RemoteResult<()> {
@@ -65,6 +225,7 @@ impl PathTarget {
         };
         for entry in rd {
             let entry = entry.map_err(|e| RemoteError::io(&e, "list the target"))?;
+            // Not followed: a link is neither a directory nor a file here.
             let meta = entry
                 .metadata()
                 .map_err(|e| RemoteError::io(&e, "list the target"))?;
@@ -80,10 +241,51 @@ impl PathTarget {
         }
         Ok(())
     }
-}
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    /// Write `data` as `NAME.partial` in `dir`, fsynced, with the file mode.
+    fn write_partial(
+        &self,
+        dir: &Dir,
+        partial: &str,
+        data: &mut dyn Read,
+        sha256: Option<&str>,
+    ) -> RemoteResult<Stored> {
+        let io = |e: std::io::Error| link_refused(&e, partial);
+        let mut file = dir
+            .openat(
+                partial,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                self.file_mode,
+            )
+            .map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(self.file_mode))
+            .map_err(io)?;
+        let mut stream = UploadStream::new(data, self.bandwidth_limit);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = stream.fill(&mut buf).map_err(|e| {
+                RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        let (size, sent) = stream.finish();
+        if let Some(want) = sha256
+            && want != sent
+        {
+            return Err(RemoteError::new(
+                RemoteFailure::Mismatch,
+                format!(
+                    "the bytes read hash to {sent}, not {want}: the local copy changed or is damaged"
+                ),
+            ));
+        }
+        Ok(Stored { size, sha256: sent })
+    }
 }
 
 impl Target for PathTarget {
@@ -103,87 +305,62 @@ impl Target for PathTarget {
     }
 
     fn head(&self, key: &str) -> RemoteResult<Option<ObjectHead>> {
-        match fs::metadata(self.path(key)?) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectHead {
-                size: m.len(),
+        let Some((dir, name)) = self.parent(key, false)? else {
+            return Ok(None);
+        };
+        match dir.stat(&name) {
+            Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFREG => Ok(Some(ObjectHead {
+                size: st.st_size as u64,
                 sha256: None,
             })),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.check_root()?;
-                Ok(None)
-            }
             Err(e) => Err(RemoteError::io(&e, key)),
         }
     }
 
     fn put(&self, key: &str, data: &mut dyn Read, sha256: Option<&str>) -> RemoteResult<Stored> {
         self.check_root()?;
-        let path = self.path(key)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| RemoteError::io(&e, &dir.display().to_string()))?;
-        let partial = PathBuf::from(format!("{}{PARTIAL}", path.display()));
-        let mut write = || -> RemoteResult<Stored> {
-            let io = |e: std::io::Error| RemoteError::io(&e, &partial.display().to_string());
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&partial)
-                .map_err(io)?;
-            let mut stream = UploadStream::new(data, self.bandwidth_limit);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = stream.fill(&mut buf).map_err(|e| {
-                    RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
-                })?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buf[..n]).map_err(io)?;
-            }
-            file.sync_all().map_err(io)?;
-            let (size, sent) = stream.finish();
-            if let Some(want) = sha256
-                && want != sent
-            {
-                return Err(RemoteError::new(
-                    RemoteFailure::Mismatch,
-                    format!(
-                        "the bytes read hash to {sent}, not {want}: the local copy changed or is damaged"
-                    ),
-                ));
-            }
-            Ok(Stored { size, sha256: sent })
+        let Some((dir, name)) = self.parent(key, true)? else {
+            return Err(RemoteError::new(
+                RemoteFailure::Other,
+                format!("`{key}`: its directory could not be made"),
+            ));
         };
-        match write() {
+        let partial = format!("{name}{PARTIAL}");
+        match self.write_partial(&dir, &partial, data, sha256) {
             Ok(stored) => {
-                fs::rename(&partial, &path)
-                    .and_then(|()| sync_dir(&dir))
-                    .map_err(|e| RemoteError::io(&e, &path.display().to_string()))?;
+                dir.rename(&partial, &name)
+                    .and_then(|()| dir.sync())
+                    .map_err(|e| RemoteError::io(&e, key))?;
                 Ok(stored)
             }
             Err(e) => {
-                let _ = fs::remove_file(&partial);
+                let _ = dir.unlink(&partial);
                 Err(e)
             }
         }
     }
 
     fn get(&self, key: &str) -> RemoteResult<Box<dyn Read + Send + '_>> {
-        let path = self.path(key)?;
-        File::open(&path)
+        let missing = || {
+            RemoteError::new(
+                RemoteFailure::Missing,
+                format!("{key}: no such object on the target"),
+            )
+        };
+        let (dir, name) = self.parent(key, false)?.ok_or_else(missing)?;
+        dir.openat(&name, libc::O_RDONLY, 0)
             .map(|f| Box::new(f) as Box<dyn Read + Send>)
-            .map_err(|e| RemoteError::io(&e, key))
+            .map_err(|e| link_refused(&e, key))
     }
 
     fn delete(&self, key: &str) -> RemoteResult<()> {
-        let path = self.path(key)?;
-        match fs::remove_file(&path) {
+        let Some((dir, name)) = self.parent(key, false)? else {
+            return Ok(());
+        };
+        match dir.unlink(&name) {
             Ok(()) => {
-                if let Some(dir) = path.parent() {
-                    let _ = sync_dir(dir);
-                }
+                let _ = dir.sync();
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -197,11 +374,8 @@ impl Target for PathTarget {
         self.walk(&self.root, &mut files)?;
         let mut removed = Vec::new();
         for (key, _) in files.into_iter().filter(|(k, _)| k.ends_with(PARTIAL)) {
-            match fs::remove_file(self.root.join(&key)) {
-                Ok(()) => removed.push(key),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(RemoteError::io(&e, &key)),
-            }
+            self.delete(&key)?;
+            removed.push(key);
         }
         Ok(removed)
     }
@@ -214,7 +388,7 @@ mod tests {
     #[test]
     fn put_is_atomic_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let t = PathTarget::new(dir.path(), None);
+        let t = PathTarget::new(dir.path(), None, 0o600, 0o700);
         let data = b"hello".to_vec();
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
         let stored = t.put("database/a.db", &mut &data[..], Some(&sha)).unwrap();
@@ -245,7 +419,7 @@ mod tests {
     #[test]
     fn a_missing_root_is_an_error_not_a_new_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let t = PathTarget::new(dir.path().join("not-mounted"), None);
+        let t = PathTarget::new(dir.path().join("not-mounted"), None, 0o600, 0o700);
         let err = t.put("database/a.db", &mut &b"x"[..], None).unwrap_err();
         assert_eq!(err.failure, RemoteFailure::Missing);
         assert!(!dir.path().join("not-mounted").exists());
@@ -255,8 +429,43 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        let t = PathTarget::new(dir.path(), None);
+        let t = PathTarget::new(dir.path(), None, 0o600, 0o700);
         assert!(t.put("../x", &mut &b"x"[..], None).is_err());
         assert!(t.get("/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn links_inside_the_target_are_refused_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        fs::write(local.path().join("a.db"), b"local file").unwrap();
+        let root = dir.path().join("nas");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(local.path(), root.join("database")).unwrap();
+        let t = PathTarget::new(&root, None, 0o640, 0o750);
+        let err = t.put("database/b.db", &mut &b"x"[..], None).unwrap_err();
+        assert!(err.detail.contains("symbolic link"), "{err}");
+        assert!(!local.path().join("b.db").exists());
+        assert!(!local.path().join("b.db.partial").exists());
+        assert!(t.get("database/a.db").is_err());
+        assert_eq!(t.head("database/a.db").ok().flatten(), None);
+        t.delete("database/a.db").unwrap_err();
+        assert!(
+            local.path().join("a.db").exists(),
+            "a local file was deleted"
+        );
+        assert!(t.list().unwrap().is_empty());
+        // A link in place of the file itself: refused too.
+        fs::create_dir(root.join("storage")).unwrap();
+        std::os::unix::fs::symlink(local.path().join("a.db"), root.join("storage/s.partial"))
+            .unwrap();
+        assert!(t.put("storage/s", &mut &b"x"[..], None).is_err());
+        assert_eq!(fs::read(local.path().join("a.db")).unwrap(), b"local file");
+        // What is written gets the configured modes.
+        t.put("full/f.json", &mut &b"{}"[..], None).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("full/f.json")), 0o640);
+        assert_eq!(mode(&root.join("full")), 0o750);
     }
 }

@@ -9,7 +9,7 @@
 
 use base64::Engine as _;
 
-use crate::catalog::{BackupMetadata, FORMAT_VERSION, PartRef};
+use crate::catalog::{BackupMetadata, FORMAT_VERSION, PartRef, SnapshotInfo};
 use crate::encryption::{DecryptError, DecryptFailure, Identities, Recipients};
 use crate::engine::backup::parts_checksum;
 
@@ -89,21 +89,42 @@ pub fn clear_manifest(
     m
 }
 
-/// `local` with what describes content blanked and `sealed` set.
+/// The clear metadata of `local` on an encrypted target, field by field from an
+/// allow-list — what listing, retention, prune and verification need without a key —
+/// and nothing else: a field added to the metadata later stays sealed until it is named
+/// here. Clear: type, timestamp, creation time, sizes and checksums of the stored
+/// (encrypted) objects, the format with the recipients' fingerprints, the full backup it
+/// belongs to, why it was taken, and a snapshot's packs (ids, sizes, checksums: prune
+/// needs them). Sealed only: paths, host, file counts, durations, warnings, integrity
+/// results, a snapshot's parent and how many files or chunks it read, kept or added.
 fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
     BackupMetadata {
+        timestamp: local.timestamp.clone(),
+        kind: local.kind,
         original_path: String::new(),
         backup_path: String::new(),
+        // Set by the callers to the stored object's.
+        file_size: 0,
+        checksum: String::new(),
+        created_at: local.created_at.clone(),
         file_count: 0,
         format_version: local.format_version.max(FORMAT_VERSION),
+        format: None,
+        checksum_algorithm: local.checksum_algorithm.clone(),
+        compression: local.compression.clone(),
         duration_ms: 0,
         uncompressed_size: 0,
+        tool_version: String::new(),
         hostname: String::new(),
         warnings: Vec::new(),
         integrity_check: None,
         parts: Vec::new(),
+        part_of: local.part_of.clone(),
+        reason: local.reason.clone(),
         sealed: Some(sealed),
-        ..local.clone()
+        // The packs are set by the caller (as the target holds them); nothing else of
+        // what a snapshot read or added is said in clear.
+        snapshot: local.snapshot.as_ref().map(|_| SnapshotInfo::default()),
     }
 }
 
@@ -116,7 +137,7 @@ mod tests {
     use age::secrecy::ExposeSecret;
 
     fn local() -> BackupMetadata {
-        serde_json::from_value(serde_json::json!({
+        let mut m: BackupMetadata = serde_json::from_value(serde_json::json!({
             "timestamp": "20261201_020000", "type": "storage",
             "original_path": "/srv/app/storage-secret-client",
             "backup_path": "/srv/backups/storage/storage_backup_20261201_020000.tar.zst",
@@ -126,7 +147,17 @@ mod tests {
             "warnings": ["client_7/secret-name.mp4 changed while read"],
             "format": {"kind": "archive", "compression": "zstd", "encryption": null}
         }))
-        .unwrap()
+        .unwrap();
+        m.snapshot = Some(SnapshotInfo {
+            parent: Some("storage_snapshot_20261130_020000".into()),
+            packs: Vec::new(),
+            added_bytes: 4242,
+            chunks: 4242,
+            added_chunks: 4242,
+            unchanged_files: 4242,
+            read_files: 4242,
+        });
+        m
     }
 
     #[test]
@@ -148,12 +179,20 @@ mod tests {
             sealed,
         )
         .unwrap();
-        let text = serde_json::to_string(&clear).unwrap();
+        // The clear fields (the sealed base64 is random and may show any digits).
+        let shown = BackupMetadata {
+            sealed: None,
+            ..clear.clone()
+        };
+        let text = serde_json::to_string(&shown).unwrap();
         for secret in [
             "storage-secret-client",
             "prod-host-1",
             "secret-name",
             "/srv/",
+            "storage_snapshot_20261130_020000",
+            "4242",
+            "99999",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }

@@ -82,6 +82,7 @@ fn encrypted_snapshot_fulls_offsite_stay_complete_send_nothing_twice_and_the_new
     // Every full is whole on the target (the packs their members record were once
     // re-sealed and overwritten by later pushes), and nothing is left to send.
     assert_eq!(complete_remote(&app, "full").len(), 3);
+    assert_clear_metadata_says_no_counts(&s3, &bucket);
     assert_eq!(push_bytes(&app), 0, "a second push sent bytes again");
     assert_eq!(complete_remote(&app, "full").len(), 3);
 
@@ -316,4 +317,111 @@ fn verify_fails_when_the_target_lost_what_it_held_even_an_emptied_bucket() {
     assert_eq!(repaired[0]["backup"], held[0]["stem"], "{json:#}");
     // Said once: the next verification finds the target as this one left it.
     app.run(["offsite", "verify"]).assert_code(0);
+}
+
+#[test]
+fn a_link_planted_on_a_path_target_is_refused_not_followed() {
+    let app = TestApp::new();
+    let nas = app.root.join("nas");
+    let local = app.root.join("somewhere-local");
+    std::fs::create_dir_all(&nas).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    std::os::unix::fs::symlink(&local, nas.join("database")).unwrap();
+    let table = crate::offsite::setup::path_table("nas", &nas, "");
+    app.write_config_raw(&app.config_text("", &format!("{}\n{table}", encryption_section())));
+    let run = app.run(["create", "--type", "database"]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    assert!(
+        run.describe().contains("symbolic link"),
+        "{}",
+        run.describe()
+    );
+    let written: Vec<_> = std::fs::read_dir(&local).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "the backup went into a local directory: {written:?}"
+    );
+}
+
+/// Every metadata object on an encrypting target says in clear only what listing, prune
+/// and verification need: no file or chunk counts, no bytes added, no parent, no paths.
+#[track_caller]
+fn assert_clear_metadata_says_no_counts(s3: &S3Server, bucket: &str) {
+    let mut seen = 0;
+    for (key, _) in bucket_objects(s3, bucket) {
+        if !key.ends_with(".json") {
+            continue;
+        }
+        let body = s3.get(bucket, &format!("{PREFIX}/{key}")).expect("listed");
+        let meta: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(meta["file_count"], 0, "{key}: {meta:#}");
+        assert_eq!(meta["uncompressed_size"], 0, "{key}: {meta:#}");
+        assert_eq!(meta["original_path"], "", "{key}: {meta:#}");
+        assert_eq!(meta["hostname"], "", "{key}: {meta:#}");
+        if let Some(snapshot) = meta.get("snapshot") {
+            for field in [
+                "added_bytes",
+                "chunks",
+                "added_chunks",
+                "unchanged_files",
+                "read_files",
+            ] {
+                assert_eq!(snapshot[field], 0, "{key}: {field} in clear: {meta:#}");
+            }
+            assert!(
+                snapshot["parent"].is_null(),
+                "{key}: parent in clear: {meta:#}"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no snapshot metadata on the target");
+}
+
+#[test]
+fn a_restore_from_a_target_names_the_newer_backups_it_passes_over_and_exits_3() {
+    let Some(s3) = s3_server() else { return };
+    let bucket = s3.new_bucket();
+    let app = app_on(&s3, &bucket, "", "", "");
+    let mut stems = Vec::new();
+    for round in 0..2 {
+        change(&app, round);
+        app.run(["create", "--type", "storage"]).assert_code(0);
+        stems.push(
+            app.list_of("storage")[0]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // The newer one's data object is lost on the target.
+    let newest = complete_remote(&app, "storage")[0].clone();
+    let (data_key, _, _) = crate::offsite::setup::data_objects(&newest)[0].clone();
+    s3.delete(&bucket, &format!("{PREFIX}/{data_key}"));
+
+    let fresh = TestApp::new();
+    crate::offsite::setup::configure(
+        &fresh,
+        &[s3_table(&fresh, "remote", s3.endpoint(), &bucket, "")],
+    );
+    let run = fresh.run([
+        "restore", "--from", "remote", "--latest", "storage", "--yes",
+    ]);
+    assert_eq!(run.code(), Some(3), "{}", run.describe());
+    let newest_name = newest["name"].as_str().unwrap();
+    assert!(
+        run.stderr
+            .contains(&format!("passed over the newer {newest_name}")),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("missing"), "{}", run.describe());
+    // Named, the incomplete one is refused with its problem, not "no such backup".
+    let named = fresh.run(["restore", "--from", "remote", newest_name, "--yes"]);
+    assert_eq!(named.code(), Some(2), "{}", named.describe());
+    assert!(
+        named.stderr.contains("not complete"),
+        "{}",
+        named.describe()
+    );
 }

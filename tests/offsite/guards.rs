@@ -23,7 +23,8 @@ fn a_backup_being_uploaded_survives_a_rotation_until_its_upload_ends() {
     std::fs::create_dir(&nas).unwrap();
     app.write_config_raw(&app.config_text(
         "",
-        "[retention]\nkeep_last = 1\n\n[[offsite]]\nname = \"nas\"\nurl = \"nas\"\nupload = [\"storage\"]\nbandwidth_limit = \"1 MiB/s\"\n",
+        // The target keeps both (a push sends no backup its own retention would drop).
+        "[retention]\nkeep_last = 1\n\n[[offsite]]\nname = \"nas\"\nurl = \"nas\"\nupload = [\"storage\"]\nbandwidth_limit = \"1 MiB/s\"\n[offsite.retention]\nkeep_last = 2\n",
     ));
     let first = app.run(["create", "--type", "storage", "--json", "--no-offsite"]);
     first.assert_code(0);
