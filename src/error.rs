@@ -183,6 +183,9 @@ pub enum RemoteFailure {
     Full,
     /// What came back is not what was sent (size or checksum).
     Mismatch,
+    /// S3 Object Lock (a retention period or a legal hold) refuses to delete the object
+    /// version: it can go only once its retain-until date has passed. Not retried.
+    Locked,
     Other,
 }
 
@@ -208,6 +211,9 @@ impl RemoteFailure {
             ),
             RemoteFailure::Mismatch => format!(
                 "what `{target}` returned differs from what was sent; it is uploaded again by the next run (`vertex-backup offsite push --target {target}`)"
+            ),
+            RemoteFailure::Locked => format!(
+                "the object version on `{target}` is under S3 Object Lock (a retention period or a legal hold) and cannot be deleted until that ends; nothing was deleted"
             ),
             RemoteFailure::Other => format!(
                 "see the detail above; `vertex-backup offsite list --target {target}` shows what the target holds"

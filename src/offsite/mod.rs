@@ -4,6 +4,8 @@
 //!
 //! - [`target`]: the `Target` interface every kind of target implements; [`path`] and
 //!   [`s3`] implement it; [`transfer`] hashes and paces the bytes on their way.
+//! - [`s3_api`]: S3 requests `object_store` cannot make (odd keys, versions, delete
+//!   markers, Object Lock retention), signed by hand.
 //! - [`encrypt`]: a plain local file read as age ciphertext on its way up, and
 //!   [`sealed`]: the clear metadata of an encrypted remote backup, its original sealed
 //!   inside (`[encryption]`, SPEC §14).
@@ -31,6 +33,7 @@ pub mod push;
 pub mod remote;
 pub mod run;
 pub mod s3;
+pub mod s3_api;
 pub mod sealed;
 pub mod state;
 pub mod summary;

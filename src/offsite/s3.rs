@@ -103,7 +103,9 @@ fn read_credentials_file(path: &std::path::Path) -> RemoteResult<(String, String
 }
 
 /// The access key: the credentials file, else the AWS environment.
-fn credentials(target: &OffsiteTarget) -> RemoteResult<(String, String, Option<String>)> {
+pub(super) fn credentials(
+    target: &OffsiteTarget,
+) -> RemoteResult<(String, String, Option<String>)> {
     if let Some(file) = &target.credentials_file {
         return read_credentials_file(file);
     }
@@ -282,7 +284,7 @@ impl S3Target {
 
 /// The endpoint object_store wants: as given for path-style requests; with the bucket
 /// as the first label of the host for virtual-hosted ones.
-fn bucket_endpoint(endpoint: &str, bucket: &str, path_style: bool) -> String {
+pub(super) fn bucket_endpoint(endpoint: &str, bucket: &str, path_style: bool) -> String {
     if path_style {
         return endpoint.trim_end_matches('/').to_string();
     }

@@ -15,6 +15,7 @@
 //! `daemon`: the real daemon uploads after a backup, verifies, tells failure and staleness.
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
+//! `s3_api`: the hand-signed S3 client (odd keys, versions, Object Lock retention).
 
 mod composed;
 mod corruption;
@@ -26,6 +27,7 @@ mod killed;
 mod network;
 mod round_trip;
 mod runbook;
+mod s3_api;
 mod server;
 mod setup;
 mod snapshots;
