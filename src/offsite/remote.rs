@@ -309,15 +309,31 @@ fn is_snapshot_key(key: &str) -> bool {
     })
 }
 
-/// Whether `key` is named like one of our objects (`KIND/PREFIX…`, or a pack of the
-/// content store).
+/// Whether `key` is named exactly as one of our objects: `KIND/PREFIX<timestamp>…` one
+/// level below a type's directory, or `store/packs/ab/<32 hex>.pack[.age]` under its
+/// id's first two digits. Anything else under the prefix (`notes//readme.txt`,
+/// `storage/storage_backup_X.tar.zst/x`) is someone else's and never touched.
 fn ours(key: &str) -> bool {
-    key.starts_with(&format!("{}/packs/", crate::catalog::STORE_DIR))
-        || key.split_once('/').is_some_and(|(dir, file)| {
-            BackupKind::ALL
-                .into_iter()
-                .any(|k| k.dir_name() == dir && k.prefixes().any(|p| file.starts_with(p)))
-        })
+    if key.chars().any(char::is_control) {
+        return false;
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [store, packs, shard, file] if *store == crate::catalog::STORE_DIR && *packs == "packs" => {
+            let id = file
+                .strip_suffix(".pack")
+                .or_else(|| file.strip_suffix(".pack.age"));
+            id.is_some_and(|id| crate::catalog::valid_pack_id(id) && id.get(..2) == Some(*shard))
+        }
+        [dir, file] => BackupKind::ALL.into_iter().any(|k| {
+            k.dir_name() == *dir
+                && k.prefixes().any(|p| {
+                    file.strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+        }),
+        _ => false,
+    }
 }
 
 /// One metadata object and the data object it names.

@@ -43,6 +43,9 @@ const SHA256_META: &str = "sha256";
 
 pub struct S3Target {
     store: Arc<AmazonS3>,
+    /// Our own signed requests: listings that survive keys `object_store` cannot parse,
+    /// object versions, retention.
+    api: super::s3_api::S3Api,
     prefix: String,
     part_size: usize,
     concurrency: usize,
@@ -175,6 +178,7 @@ impl S3Target {
             })?;
         Ok(S3Target {
             store: Arc::new(store),
+            api: super::s3_api::S3Api::open(target)?,
             prefix: prefix.clone(),
             part_size: target.part_size as usize,
             concurrency: target.concurrency,
@@ -193,17 +197,6 @@ impl S3Target {
         };
         ObjectPath::parse(&full)
             .map_err(|e| RemoteError::new(RemoteFailure::Other, format!("`{key}`: {e}")))
-    }
-
-    fn key_of(&self, path: &ObjectPath) -> Option<String> {
-        let s = path.as_ref();
-        if self.prefix.is_empty() {
-            Some(s.to_string())
-        } else {
-            s.strip_prefix(&self.prefix)?
-                .strip_prefix('/')
-                .map(str::to_string)
-        }
     }
 
     fn attributes(sha256: Option<&str>) -> Attributes {
@@ -366,24 +359,21 @@ fn classify(e: &object_store::Error) -> RemoteError {
 }
 
 impl Target for S3Target {
+    /// Through our own ListObjectsV2 rather than `object_store`'s, which fails the whole
+    /// listing on one key it cannot parse (`notes//readme.txt`, a `.` or `..` segment):
+    /// anyone who can write under the prefix could otherwise take the target down.
+    /// Such keys are listed as they are; nothing of ours is named like them.
     fn list(&self) -> RemoteResult<Vec<ObjectInfo>> {
-        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-        let mut stream = self.store.list(prefix.as_ref());
-        let mut out = Vec::new();
-        self.runtime.block_on(async {
-            while let Some(item) = stream.next().await {
-                let meta = item.map_err(|e| classify(&e))?;
-                if let Some(key) = self.key_of(&meta.location) {
-                    out.push(ObjectInfo {
-                        key,
-                        size: meta.size,
-                        modified: Some(meta.last_modified),
-                    });
-                }
-            }
-            Ok::<(), RemoteError>(())
-        })?;
-        Ok(out)
+        Ok(self
+            .api
+            .list_objects("")?
+            .into_iter()
+            .map(|o| ObjectInfo {
+                key: o.key,
+                size: o.size,
+                modified: Some(o.last_modified),
+            })
+            .collect())
     }
 
     fn head(&self, key: &str) -> RemoteResult<Option<ObjectHead>> {

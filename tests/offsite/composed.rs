@@ -425,3 +425,44 @@ fn a_restore_from_a_target_names_the_newer_backups_it_passes_over_and_exits_3() 
         named.describe()
     );
 }
+
+#[test]
+fn foreign_keys_under_the_prefix_do_not_take_the_target_down_and_are_never_touched() {
+    let Some(s3) = s3_server() else { return };
+    let bucket = s3.new_bucket();
+    let app = app_on(&s3, &bucket, "", "[offsite.retention]\nkeep_last = 1", "");
+    let foreign = [
+        "notes//readme.txt",
+        "storage//storage_backup_20200101_000000.tar.zst",
+        // Named like ours but one level too deep.
+        "storage/storage_backup_20200101_000000.tar.zst/x",
+    ];
+    for key in foreign {
+        s3.put(&bucket, &format!("{PREFIX}/{key}"), b"someone else's");
+    }
+    for round in 0..2 {
+        change(&app, round);
+        app.run(["create", "--type", "storage"]).assert_code(0);
+    }
+    assert_eq!(complete_remote(&app, "storage").len(), 1);
+    app.run(["offsite", "verify"]).assert_code(0);
+    app.run(["offsite", "prune"]).assert_code(0);
+    let held: BTreeSet<String> = bucket_objects(&s3, &bucket)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for key in foreign {
+        assert!(held.contains(key), "{key} was touched: {held:?}");
+    }
+    let fresh = TestApp::new();
+    crate::offsite::setup::configure(
+        &fresh,
+        &[s3_table(&fresh, "remote", s3.endpoint(), &bucket, "")],
+    );
+    fresh
+        .run([
+            "restore", "--from", "remote", "--latest", "storage", "--yes",
+        ])
+        .assert_code(0);
+    assert_same_tree(&app.storage, &fresh.storage);
+}
