@@ -186,6 +186,9 @@ pub enum RemoteFailure {
     /// S3 Object Lock (a retention period or a legal hold) refuses to delete the object
     /// version: it can go only once its retain-until date has passed. Not retried.
     Locked,
+    /// Another server owns the target's prefix (its owner marker names it): two servers
+    /// writing one prefix would delete each other's uploads. Not retried.
+    Owned,
     Other,
 }
 
@@ -214,6 +217,9 @@ impl RemoteFailure {
             ),
             RemoteFailure::Locked => format!(
                 "the object version on `{target}` is under S3 Object Lock (a retention period or a legal hold) and cannot be deleted until that ends; nothing was deleted"
+            ),
+            RemoteFailure::Owned => format!(
+                "two servers must not write one prefix: if this server replaced the other (disaster recovery), run `vertex-backup offsite claim --target {target}` once; otherwise give this server its own prefix in `{target}`'s url. Nothing was uploaded or deleted"
             ),
             RemoteFailure::Other => format!(
                 "see the detail above; `vertex-backup offsite list --target {target}` shows what the target holds"

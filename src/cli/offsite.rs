@@ -53,6 +53,14 @@ pub enum OffsiteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make this server the owner of a target's prefix (after a disaster recovery: the
+    /// old server, should it come back, is then refused instead of deleting this one's
+    /// uploads)
+    Claim {
+        /// The target (a `name` of an [[offsite]] table)
+        #[arg(long, value_name = "NAME")]
+        target: String,
+    },
     /// Check what the targets hold (sizes, checksums, a sample read back); repair from local
     Verify {
         /// Only this target (a `name` of an [[offsite]] table)
@@ -81,7 +89,28 @@ pub fn cmd_offsite(config: &Config, args: OffsiteArgs) -> anyhow::Result<ExitCod
             json,
         } => prune(config, target.as_deref(), dry_run, json, &cancel),
         OffsiteCommand::Verify { target, json } => verify(config, target.as_deref(), json, &cancel),
+        OffsiteCommand::Claim { target } => claim(config, &target, &cancel),
     }
+}
+
+fn claim(config: &Config, target: &str, cancel: &Cancel) -> anyhow::Result<ExitCode> {
+    use vertex_backup::offsite::writers;
+    let t = config.offsite_target(target)?;
+    let remote = Remote::open(config, t)?;
+    let _lock = remote.store.lock_target(&t.name)?;
+    let me = writers::this_writer(&remote)?;
+    let before = writers::read_owner(&remote, cancel).ok().flatten();
+    writers::claim(&remote, &me, cancel)?;
+    match before {
+        Some(old) if old.owner != me => out!(
+            "{}: this server, {me}, now owns the prefix (it was {}'s, claimed {}); if that server runs again, its uploads are refused",
+            t.name,
+            old.owner,
+            old.claimed_at
+        ),
+        _ => out!("{}: this server, {me}, owns the prefix", t.name),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Send the events a CLI run made to Telegram (as `create` does for its backup).

@@ -53,6 +53,8 @@ impl RemoteVerifyReport {
 
 pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<RemoteVerifyReport> {
     let lock = remote.store.lock_target(&remote.config.name)?;
+    // Verification repairs by uploading: a writer like push.
+    let lease = super::writers::acquire(remote, "verify", cancel)?;
     let listing = read_listing(remote, cancel)?;
     let mut found: Vec<(String, String)> = Vec::new();
     for b in &listing.backups {
@@ -79,6 +81,7 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
         sample(remote, &listing, cursor.as_deref(), &mut found, cancel)?;
     drop(lock);
     let mut problems = repair(config, remote, &listing, found, cancel)?;
+    drop(lease);
     for p in &mut problems {
         p.lost = lost.iter().any(|(stem, _)| *stem == p.backup);
     }

@@ -39,6 +39,7 @@ pub mod state;
 pub mod summary;
 pub mod target;
 pub mod transfer;
+pub mod writers;
 
 use std::time::Duration;
 
@@ -53,7 +54,8 @@ pub use target::{RemoteError, Target};
 /// A configured target, opened: its config, its implementation, and the state store.
 pub struct Remote<'a> {
     pub config: &'a OffsiteTarget,
-    pub target: Box<dyn Target>,
+    /// Shared with the thread that keeps this job's lock object fresh ([`writers`]).
+    pub target: std::sync::Arc<dyn Target>,
     pub store: OffsiteStore,
     /// The recipients every object sent to this target is encrypted to (`[encryption]`
     /// with recipients: `encrypt = "offsite"` and `"all"` both encrypt what leaves);
@@ -64,14 +66,14 @@ pub struct Remote<'a> {
 impl<'a> Remote<'a> {
     pub fn open(config: &Config, target: &'a OffsiteTarget) -> Result<Remote<'a>> {
         let store = OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0);
-        let opened: Box<dyn Target> = match &target.location {
-            TargetLocation::Path(root) => Box::new(path::PathTarget::new(
+        let opened: std::sync::Arc<dyn Target> = match &target.location {
+            TargetLocation::Path(root) => std::sync::Arc::new(path::PathTarget::new(
                 root,
                 target.bandwidth_limit,
                 config.backup.file_mode.0,
                 config.backup.dir_mode.0,
             )),
-            TargetLocation::S3 { .. } => Box::new(
+            TargetLocation::S3 { .. } => std::sync::Arc::new(
                 s3::S3Target::open(target, store.journal(&target.name))
                     .map_err(|e| error(target, "connect", e))?,
             ),

@@ -22,6 +22,9 @@ pub struct PruneReport {
     pub deleted_objects: Vec<String>,
     /// Bytes of the backups deleted (a dry run: would delete).
     pub freed_bytes: u64,
+    /// Why nothing was deleted: another writer's live lock on the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<String>,
 }
 
 /// What retention deletes from `listing` at `now`: `retention::apply` over the remote
@@ -62,6 +65,7 @@ pub fn prune(
     cancel: &Cancel,
 ) -> Result<PruneReport> {
     let _lock = remote.store.lock_target(&remote.config.name)?;
+    let lease = super::writers::acquire(remote, "prune", cancel)?;
     let listing = read_listing(remote, cancel)?;
     let policy = RetentionPolicy::from(&remote.config.retention);
     let locked_until = |uploaded| remote.target.locked_until(uploaded);
@@ -80,7 +84,17 @@ pub fn prune(
         .map(|b| b.size)
         .sum();
     let mut deleted_objects = Vec::new();
-    if !dry_run {
+    // Another writer may be mid-push of a snapshot that needs a pack this plan frees:
+    // nothing is deleted while one is live.
+    let postponed = if dry_run {
+        None
+    } else {
+        super::writers::Lease::postponed(&lease.others(cancel)?)
+    };
+    if let Some(why) = &postponed {
+        tracing::warn!("offsite {}: prune postponed: {why}", remote.config.name);
+    }
+    if !dry_run && postponed.is_none() {
         // A snapshot's pack stays while a backup that is kept lists it.
         let kept: std::collections::BTreeSet<&str> = listing
             .backups
@@ -118,7 +132,7 @@ pub fn prune(
             );
         }
     }
-    if !dry_run && !plan.delete.is_empty() {
+    if !dry_run && postponed.is_none() && !plan.delete.is_empty() {
         let recorded = remote.store.update(&remote.config.name, |t| {
             for d in &plan.delete {
                 t.held.remove(&d.id);
@@ -134,6 +148,7 @@ pub fn prune(
         plan,
         deleted_objects,
         freed_bytes,
+        postponed,
     })
 }
 

@@ -55,6 +55,9 @@ pub struct PushReport {
     pub cleaned: Vec<String>,
     /// Objects of backups that never completed, removed.
     pub debris_removed: Vec<String>,
+    /// Why nothing was removed this time: another writer's live lock on the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<String>,
     /// Complete backups on the target afterwards.
     pub remote_backups: usize,
 }
@@ -77,6 +80,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
     };
     let mut pending: Vec<&BackupEntry> = wanted.clone();
     let result = (|| {
+        let lease = super::writers::acquire(remote, "push", cancel)?;
         let cleaned = remote.with_retries("clean up interrupted uploads", cancel, || {
             remote.target.clean_interrupted()
         })?;
@@ -103,9 +107,22 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
             uploaded.push(sent);
             pending.remove(0);
         }
-        let debris_removed = remove_debris(remote, &listing, &local, cancel)?;
+        // Another writer's half-sent objects look like debris: none is removed while one
+        // is live.
+        let others = lease.others(cancel)?;
+        let postponed = super::writers::Lease::postponed(&others);
+        let debris_removed = match &postponed {
+            None => remove_debris(remote, &listing, &local, cancel)?,
+            Some(why) => {
+                tracing::warn!(
+                    "offsite {}: debris removal postponed: {why}",
+                    remote.config.name
+                );
+                Vec::new()
+            }
+        };
         Ok((
-            (cleaned, already_there, beyond_retention),
+            (cleaned, already_there, beyond_retention, postponed),
             uploaded,
             newest,
             listing,
@@ -114,7 +131,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
     })();
     match result {
         Ok((
-            (cleaned, already_there, beyond_retention),
+            (cleaned, already_there, beyond_retention, postponed),
             uploaded,
             newest,
             listing,
@@ -151,6 +168,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 beyond_retention,
                 cleaned,
                 debris_removed,
+                postponed,
                 remote_backups,
             })
         }

@@ -376,6 +376,19 @@ impl Target for S3Target {
             .collect())
     }
 
+    fn list_under(&self, prefix: &str) -> RemoteResult<Vec<ObjectInfo>> {
+        Ok(self
+            .api
+            .list_objects(prefix)?
+            .into_iter()
+            .map(|o| ObjectInfo {
+                key: o.key,
+                size: o.size,
+                modified: Some(o.last_modified),
+            })
+            .collect())
+    }
+
     fn head(&self, key: &str) -> RemoteResult<Option<ObjectHead>> {
         let path = self.path(key)?;
         let options = GetOptions {

@@ -21,6 +21,10 @@ pub const OFFSITE_STATE_FILE: &str = "offsite.json";
 pub struct OffsiteState {
     #[serde(default)]
     pub targets: BTreeMap<String, TargetState>,
+    /// This server's random id, as targets' owner markers and lock objects name it
+    /// (`offsite::writers`); made on first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
 }
 
 /// A failure as recorded.
@@ -108,6 +112,18 @@ impl OffsiteStore {
         let updated = self
             .file
             .update(|s| change(s.targets.entry(target.to_string()).or_default()))?;
+        Ok(updated.result)
+    }
+
+    /// This server's id (made and saved on first use).
+    pub fn server_id(&self) -> Result<String> {
+        if let Some(id) = self.load().server_id {
+            return Ok(id);
+        }
+        let fresh = crate::engine::snapshot::pack::random_id()?;
+        let updated = self
+            .file
+            .update(|s| s.server_id.get_or_insert(fresh).clone())?;
         Ok(updated.result)
     }
 

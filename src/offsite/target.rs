@@ -84,6 +84,14 @@ pub type RemoteResult<T> = Result<T, RemoteError>;
 pub trait Target: Send + Sync {
     /// Every object under the target's root, keys relative to it.
     fn list(&self) -> RemoteResult<Vec<ObjectInfo>>;
+    /// The objects whose keys start with `prefix` (a directory: `vertex-backup/locks/`).
+    fn list_under(&self, prefix: &str) -> RemoteResult<Vec<ObjectInfo>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|o| o.key.starts_with(prefix))
+            .collect())
+    }
     /// One object's size and carried checksum; `None` when it does not exist.
     fn head(&self, key: &str) -> RemoteResult<Option<ObjectHead>>;
     /// Store `data` under `key`, atomically. With `sha256`, the bytes read must hash to it

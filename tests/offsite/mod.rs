@@ -31,3 +31,4 @@ mod s3_api;
 mod server;
 mod setup;
 mod snapshots;
+mod writers;

@@ -88,14 +88,19 @@ pub fn data_objects(backup: &Value) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// Every object of the bucket under the tests' prefix as (key relative to it, size).
+/// Every backup object of the bucket under the tests' prefix as (key relative to it,
+/// size): the owner marker and lock objects under `vertex-backup/` left out.
 pub fn bucket_objects(s3: &S3Server, bucket: &str) -> Vec<(String, u64)> {
     let prefix = format!("{PREFIX}/");
     s3.list(bucket, &prefix)
         .into_iter()
         .map(|(k, size)| (k[prefix.len()..].to_string(), size))
+        .filter(|(k, _)| !k.starts_with(WRITERS_DIR))
         .collect()
 }
+
+/// Where a target keeps its owner marker and lock objects.
+pub const WRITERS_DIR: &str = "vertex-backup/";
 
 /// Each data object of `backup` is in the bucket with its size, its `x-amz-meta-sha256`
 /// equal to the listed checksum and to the local file's (when `local` is given).

@@ -26,7 +26,8 @@ use crate::error::{Error, IoContext, Result};
 pub const PACK_TARGET: u64 = 16 << 20;
 
 /// A new random id: 32 hex digits from the kernel's random source.
-fn random_id() -> Result<String> {
+/// 16 random bytes as hex: a pack's id, a lock object's name.
+pub(crate) fn random_id() -> Result<String> {
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
