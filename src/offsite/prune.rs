@@ -57,6 +57,43 @@ pub fn plan(
     plan
 }
 
+/// The objects to delete for `plan`, per backup in plan order, each backup's metadata
+/// object first (then the rest is debris at worst). Pure, so the property tests can drive
+/// it over damaged listings. Never an object a kept backup lists (shared packs, or
+/// anything a hostile metadata object names twice); with any metadata object unreadable
+/// (which packs it needs is unknown), no shared pack at all.
+pub fn deletions(listing: &RemoteListing, plan: &RetentionPlan) -> Vec<(String, Vec<String>)> {
+    use std::collections::BTreeSet;
+    let deleted: BTreeSet<&str> = plan.delete.iter().map(|d| d.id.as_str()).collect();
+    let kept: BTreeSet<&str> = listing
+        .backups
+        .iter()
+        .filter(|b| !deleted.contains(b.stem.as_str()))
+        .flat_map(|b| b.objects.iter().map(|o| o.key.as_str()))
+        .collect();
+    let unknown_packs = listing.unreadable_snapshot || !listing.unreadable.is_empty();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for d in &plan.delete {
+        let Some(backup) = listing.find(&d.id) else {
+            continue;
+        };
+        let mut keys = Vec::new();
+        for object in backup.objects.iter().rev() {
+            let keep = kept.contains(object.key.as_str())
+                || gone.contains(&object.key)
+                || (object.shared && unknown_packs);
+            if keep {
+                continue;
+            }
+            gone.insert(object.key.clone());
+            keys.push(object.key.clone());
+        }
+        out.push((d.id.clone(), keys));
+    }
+    out
+}
+
 /// Plan, and unless `dry_run`, delete.
 pub fn prune(
     config: &Config,
@@ -95,41 +132,20 @@ pub fn prune(
         tracing::warn!("offsite {}: prune postponed: {why}", remote.config.name);
     }
     if !dry_run && postponed.is_none() {
-        // A snapshot's pack stays while a backup that is kept lists it.
-        let kept: std::collections::BTreeSet<&str> = listing
-            .backups
-            .iter()
-            .filter(|b| !plan.delete.iter().any(|d| d.id == b.stem))
-            .flat_map(|b| b.objects.iter().filter(|o| o.shared))
-            .map(|o| o.key.as_str())
-            .collect();
-        let mut gone: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-        for d in &plan.delete {
-            let Some(backup) = listing.find(&d.id) else {
-                continue;
-            };
-            // The metadata object (listed last) first: then the rest is debris at worst.
-            for object in backup.objects.iter().rev() {
-                // With a snapshot's metadata unreadable, which packs it needs is unknown:
-                // shared packs wait for a prune that can tell (debris removal finishes).
-                let keep = listing.unreadable_snapshot
-                    || kept.contains(object.key.as_str())
-                    || gone.contains(&object.key);
-                if object.shared && keep {
-                    continue;
-                }
-                gone.insert(object.key.clone());
+        for (id, keys) in deletions(&listing, &plan) {
+            for key in keys {
                 cancel.check()?;
-                let op = format!("delete {}", object.key);
-                remote.with_retries(&op, cancel, || remote.target.delete(&object.key))?;
-                deleted_objects.push(object.key.clone());
+                let op = format!("delete {key}");
+                remote.with_retries(&op, cancel, || remote.target.delete(&key))?;
+                deleted_objects.push(key);
             }
-            tracing::info!(
-                "offsite {}: deleted {} ({})",
-                remote.config.name,
-                d.id,
-                d.explained.join("; ")
-            );
+            let why = plan
+                .delete
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| d.explained.join("; "))
+                .unwrap_or_default();
+            tracing::info!("offsite {}: deleted {id} ({why})", remote.config.name);
         }
     }
     if !dry_run && postponed.is_none() && !plan.delete.is_empty() {

@@ -24,6 +24,7 @@ mod encrypted;
 mod errors;
 mod guards;
 mod killed;
+mod matrix;
 mod network;
 mod round_trip;
 mod runbook;

@@ -132,3 +132,156 @@ proptest! {
         }
     }
 }
+
+/// One snapshot in a generated remote history: hours before `now`, which packs of a
+/// shared pool it lists (bits of a mask), and the damage done to it on the target.
+#[derive(Debug, Clone)]
+struct GeneratedSnapshot {
+    hours_ago: i64,
+    packs: u8,
+    /// 0: none; 1: metadata unreadable; 2: its entry list gone; 3: a pack it lists gone;
+    /// 4: a pack it lists at the wrong size.
+    damage: u8,
+}
+
+fn arb_snapshot() -> impl Strategy<Value = GeneratedSnapshot> {
+    (
+        0i64..(60 * 24),
+        1u8..=255,
+        prop::sample::select(vec![0u8, 0, 0, 1, 2, 3, 4]),
+    )
+        .prop_map(|(hours_ago, packs, damage)| GeneratedSnapshot {
+            hours_ago,
+            packs,
+            damage,
+        })
+}
+
+fn pack_id(i: u32) -> String {
+    format!("{:02x}{}", i * 17 + 1, "c".repeat(30))
+}
+
+/// The target's objects and parsed metadata for `generated` database snapshots sharing
+/// packs from a pool of eight, with their damage, plus a few foreign objects.
+fn snapshot_listing(generated: &[GeneratedSnapshot]) -> RemoteListing {
+    let mut objects = BTreeMap::new();
+    let mut parsed = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn put(objects: &mut BTreeMap<String, ObjectInfo>, key: String, size: u64) {
+        objects.insert(
+            key.clone(),
+            ObjectInfo {
+                key,
+                size,
+                modified: Some(now()),
+            },
+        );
+    }
+    for i in 0..8 {
+        put(
+            &mut objects,
+            crate::catalog::pack_name(&pack_id(i), false),
+            1000 + u64::from(i),
+        );
+    }
+    for key in [
+        "notes//readme.txt",
+        "database/db_snapshot_x/../y",
+        "store/packs/zz/x.pack",
+    ] {
+        put(&mut objects, key.to_string(), 5);
+    }
+    for g in generated {
+        let created = now() - chrono::Duration::hours(g.hours_ago);
+        let ts = created.format("%Y%m%d_%H%M%S").to_string();
+        if !seen.insert(ts.clone()) {
+            continue;
+        }
+        let stem = format!("db_snapshot_{ts}");
+        let packs: Vec<serde_json::Value> = (0..8u32)
+            .filter(|i| g.packs & (1 << i) != 0)
+            .map(|i| {
+                let size = 1000 + u64::from(i) + u64::from(g.damage == 4);
+                serde_json::json!({"id": pack_id(i), "size": size, "checksum": "00"})
+            })
+            .collect();
+        let meta: BackupMetadata = serde_json::from_value(serde_json::json!({
+            "timestamp": ts, "type": "database", "original_path": "/data",
+            "backup_path": format!("/b/database/{stem}.tree.zst"), "file_size": 100,
+            "checksum": format!("sum-{stem}"), "created_at": created.to_rfc3339(),
+            "file_count": 1,
+            "snapshot": {"parent": null, "packs": packs, "added_bytes": 0, "chunks": 0,
+                         "added_chunks": 0, "unchanged_files": 0, "read_files": 0},
+        }))
+        .unwrap();
+        if g.damage != 2 {
+            put(&mut objects, format!("database/{stem}.tree.zst"), 100);
+        }
+        let meta_key = format!("database/{stem}.json");
+        put(&mut objects, meta_key.clone(), 1);
+        if g.damage == 3
+            && let Some(first) = (0..8u32).find(|i| g.packs & (1 << i) != 0)
+        {
+            // Gone for every snapshot that lists it: damage on the target is shared.
+            objects.remove(&crate::catalog::pack_name(&pack_id(first), false));
+        }
+        let parsed_meta = if g.damage == 1 {
+            Err("its metadata object is not valid".to_string())
+        } else {
+            Ok(meta)
+        };
+        parsed.push((meta_key, parsed_meta));
+    }
+    RemoteListing::assemble(objects, parsed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the history, the policy and the damage to the listing, remote prune and
+    /// debris removal never delete an object a kept backup lists; with any metadata
+    /// object unreadable they delete no pack at all; and they never touch a key not
+    /// shaped like ours.
+    #[test]
+    fn remote_prune_never_deletes_what_a_kept_backup_needs_whatever_the_damage(
+        generated in prop::collection::vec(arb_snapshot(), 0..14),
+        policy in arb_policy(),
+    ) {
+        let listing = snapshot_listing(&generated);
+        let tz = Timezone::Named(chrono_tz::UTC);
+        let plan = plan(&listing, &policy, now(), tz, &|_| None);
+        let deleted_ids: BTreeSet<&str> = plan.delete.iter().map(|d| d.id.as_str()).collect();
+        let kept: BTreeSet<&str> = listing
+            .backups
+            .iter()
+            .filter(|b| !deleted_ids.contains(b.stem.as_str()))
+            .flat_map(|b| b.objects.iter().map(|o| o.key.as_str()))
+            .collect();
+        let any_unreadable = generated.iter().any(|g| g.damage == 1);
+        let mut removed: Vec<String> = super::deletions(&listing, &plan)
+            .into_iter()
+            .flat_map(|(_, keys)| keys)
+            .collect();
+        removed.extend(listing.debris().into_iter().map(|o| o.key.clone()));
+        for key in &removed {
+            prop_assert!(!kept.contains(key.as_str()), "{key} is needed by a kept backup");
+            prop_assert!(
+                !(any_unreadable && key.starts_with("store/packs/")),
+                "{key} deleted while a metadata object is unreadable"
+            );
+            prop_assert!(
+                !key.contains("//") && !key.contains("..") && !key.starts_with("notes"),
+                "{key} is not ours"
+            );
+        }
+        // An unreadable metadata object's own objects are never removed either.
+        for (i, g) in generated.iter().enumerate().filter(|(_, g)| g.damage == 1) {
+            let created = now() - chrono::Duration::hours(g.hours_ago);
+            let stem = format!("db_snapshot_{}", created.format("%Y%m%d_%H%M%S"));
+            prop_assert!(
+                !removed.iter().any(|k| k.contains(&stem)),
+                "#{i}: an object of the unreadable {stem} was removed"
+            );
+        }
+    }
+}
