@@ -57,6 +57,9 @@ pub struct PushReport {
     pub debris_removed: Vec<String>,
     /// Complete backups on the target afterwards.
     pub remote_backups: usize,
+    /// Objects the uploaded backups reuse whose S3 Object Lock retention was extended to
+    /// this push's (see [`super::locks`]).
+    pub lock_extended: usize,
 }
 
 /// Push to `remote` whatever it lacks; the outcome is recorded in the offsite state (a
@@ -76,6 +79,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         w
     };
     let mut pending: Vec<&BackupEntry> = wanted.clone();
+    let mut locks = super::locks::Upkeep::new(remote);
     let result = (|| {
         let cleaned = remote.with_retries("clean up interrupted uploads", cancel, || {
             remote.target.clean_interrupted()
@@ -90,6 +94,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         let mut uploaded = Vec::new();
         let mut newest = listing.newest();
         while let Some(entry) = pending.first().copied() {
+            locks.before_upload(remote, entry, &listing, cancel)?;
             let sent = upload_backup(remote, entry, &mut listing, cancel)?;
             record_upload(remote, entry, sent.bytes);
             if let Some(created) = entry.created {
@@ -152,6 +157,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 cleaned,
                 debris_removed,
                 remote_backups,
+                lock_extended: locks.extended,
             })
         }
         Err(e) => {
