@@ -24,7 +24,7 @@
 //! tell, instead of deriving it from the config and the upload time of its backup's
 //! metadata: both are wrong once a push has extended an object.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -154,6 +154,31 @@ fn objects_of(
             Some(_) => (format!("{}{AGE_SUFFIX}", part.name), false),
         })
         .collect()
+}
+
+/// The retain-until date of each of `keys` that is locked: as the target tells it (HEAD,
+/// [`Target::retain_until`]), else guessed from the object's own upload time and the
+/// config ([`Target::locked_until`]) — never from another object's. Keys without a lock
+/// are left out. A path target answers without I/O; an S3 target is asked even without
+/// `object_lock` in the config, since a bucket's default retention locks objects too.
+pub(super) fn retain_untils(
+    remote: &Remote,
+    listing: &RemoteListing,
+    keys: &[String],
+    cancel: &Cancel,
+) -> Result<BTreeMap<String, DateTime<Utc>>> {
+    let found = concurrently(remote, cancel, keys, |key| {
+        let op = format!("read the Object Lock of {key}");
+        let told = remote.with_retries(&op, cancel, || remote.target.retain_until(key))?;
+        Ok(told.or_else(|| {
+            let modified = listing.objects.get(key)?.modified?;
+            remote.target.locked_until(modified)
+        }))
+    })?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(key, until)| Some((key, until?)))
+        .collect())
 }
 
 /// `work` on each of `keys`, `concurrency` at a time (the target's parts in flight):
