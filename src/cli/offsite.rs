@@ -177,6 +177,15 @@ fn print_uploads(runs: &[TargetUpload]) {
                 for c in &push.cleaned {
                     out!("  cleaned up an interrupted upload: {c}");
                 }
+                if push.lock_extended > 0 {
+                    out!(
+                        "  extended the Object Lock of {} reused objects",
+                        push.lock_extended
+                    );
+                }
+                for o in &prune.locked_objects {
+                    out!("  held, its delete refused under Object Lock: {o}");
+                }
             }
             Err(e) => {
                 eprintln!("error: {}", vertex_backup::error_chain(e));
@@ -266,6 +275,9 @@ fn prune(
         }
         for d in &r.plan.keep {
             out!("  keep {} ({})", d.id, d.explained.join("; "));
+        }
+        for o in &r.locked_objects {
+            out!("  held, its delete refused under Object Lock: {o}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,8 @@
 //!   reads the backup directory.
 //! - [`push`]: upload what a target lacks, oldest first, data before metadata, resuming
 //!   at object granularity and retrying with capped backoff.
+//! - [`locks`]: S3 Object Lock upkeep — what a new backup reuses extended to its lock,
+//!   each object's own lock read for prune.
 //! - [`prune`]: remote retention (plan, then execute; never the newest complete copy,
 //!   never a locked object).
 //! - [`check`]: the scheduled `offsite_verify` — sizes and checksums of everything, a
@@ -27,6 +29,7 @@
 pub mod check;
 pub mod encrypt;
 pub mod fetch;
+mod locks;
 pub mod path;
 pub mod prune;
 pub mod push;

@@ -60,6 +60,9 @@ pub struct PushReport {
     pub postponed: Option<String>,
     /// Complete backups on the target afterwards.
     pub remote_backups: usize,
+    /// Objects the uploaded backups reuse whose S3 Object Lock retention was extended to
+    /// this push's (see [`super::locks`]).
+    pub lock_extended: usize,
 }
 
 /// Push to `remote` whatever it lacks; the outcome is recorded in the offsite state (a
@@ -79,6 +82,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         w
     };
     let mut pending: Vec<&BackupEntry> = wanted.clone();
+    let mut locks = super::locks::Upkeep::new(remote);
     let result = (|| {
         let lease = super::writers::acquire(remote, "push", cancel)?;
         let cleaned = remote.with_retries("clean up interrupted uploads", cancel, || {
@@ -94,6 +98,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         let mut uploaded = Vec::new();
         let mut newest = listing.newest();
         while let Some(entry) = pending.first().copied() {
+            locks.before_upload(remote, entry, &listing, cancel)?;
             let sent = upload_backup(remote, entry, &mut listing, cancel)?;
             record_upload(remote, entry, sent.bytes);
             if let Some(created) = entry.created {
@@ -170,6 +175,7 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 debris_removed,
                 postponed,
                 remote_backups,
+                lock_extended: locks.extended,
             })
         }
         Err(e) => {

@@ -14,14 +14,16 @@
 //! Object Lock: `object_store` has no option for it, so a target with `object_lock` sends
 //! `x-amz-object-lock-mode: COMPLIANCE` and `x-amz-object-lock-retain-until-date` as
 //! default headers of its client (signed with the request), with SHA-256 request
-//! checksums, which S3 requires on locked writes.
+//! checksums, which S3 requires on locked writes. The date is fixed when the target is
+//! opened ([`Target::write_horizon`]); a push extends what a new backup reuses to it
+//! through [`super::s3_api`] (PutObjectRetention), and reads locks back by HEAD.
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::multipart::MultipartStore;
@@ -51,6 +53,8 @@ pub struct S3Target {
     concurrency: usize,
     bandwidth_limit: Option<u64>,
     object_lock: Option<Duration>,
+    /// The retain-until date every write carries (`object_lock` from the opening).
+    horizon: Option<DateTime<Utc>>,
     journal: UploadJournal,
     runtime: tokio::runtime::Runtime,
 }
@@ -160,8 +164,12 @@ impl S3Target {
             }
             None => builder = builder.with_virtual_hosted_style_request(!target.path_style),
         }
-        if let Some(lock) = target.object_lock {
-            options = options.with_default_headers(lock_headers(Utc::now(), lock)?);
+        let horizon = match target.object_lock {
+            Some(lock) => Some(lock_horizon(Utc::now(), lock)?),
+            None => None,
+        };
+        if let Some(until) = horizon {
+            options = options.with_default_headers(lock_headers(until)?);
             builder = builder.with_checksum_algorithm(Checksum::SHA256);
         }
         let store = builder
@@ -184,6 +192,7 @@ impl S3Target {
             concurrency: target.concurrency,
             bandwidth_limit: target.bandwidth_limit,
             object_lock: target.object_lock,
+            horizon,
             journal,
             runtime,
         })
@@ -289,14 +298,17 @@ pub(super) fn bucket_endpoint(endpoint: &str, bucket: &str, path_style: bool) ->
     }
 }
 
-fn lock_headers(
-    now: DateTime<Utc>,
-    lock: Duration,
-) -> RemoteResult<reqwest_object_store::header::HeaderMap> {
-    use reqwest_object_store::header::{HeaderMap, HeaderValue};
+/// `now` + `lock` in whole seconds, as the lock header carries it (so that what
+/// [`Target::write_horizon`] says is exactly what the server stores).
+fn lock_horizon(now: DateTime<Utc>, lock: Duration) -> RemoteResult<DateTime<Utc>> {
     let until = now
         + chrono::Duration::from_std(lock)
             .map_err(|e| RemoteError::new(RemoteFailure::Other, e.to_string()))?;
+    Ok(until.trunc_subsecs(0))
+}
+
+fn lock_headers(until: DateTime<Utc>) -> RemoteResult<reqwest_object_store::header::HeaderMap> {
+    use reqwest_object_store::header::{HeaderMap, HeaderValue};
     let mut headers = HeaderMap::new();
     headers.insert(
         "x-amz-object-lock-mode",
@@ -455,12 +467,39 @@ impl Target for S3Target {
         }))
     }
 
+    /// A plain DELETE (no version id). On a versioned bucket — every Object Lock bucket
+    /// is one — that only puts a delete marker on top: it succeeds even on a locked
+    /// object, whose version stays (billed, and restorable by removing the marker) until
+    /// its retain-until and a lifecycle rule. So a lock does not stop this call; prune
+    /// asks each object's lock first ([`Target::retain_until`]) and holds what is locked
+    /// rather than hide it. Where a server does refuse (403 AccessDenied: unversioned
+    /// stores that enforce retention, a policy denying deletes of locked objects) and
+    /// HEAD shows the object locked, the refusal is [`RemoteFailure::Locked`], not a
+    /// credentials problem.
     fn delete(&self, key: &str) -> RemoteResult<()> {
         let path = self.path(key)?;
         match self.runtime.block_on(self.store.delete(&path)) {
             Ok(()) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(classify(&e)),
+            Err(e) => {
+                let refused = classify(&e);
+                if refused.failure != RemoteFailure::Credentials {
+                    return Err(refused);
+                }
+                match self.api.head_object(key, None) {
+                    Ok(Some(head)) if head.locked_at(Utc::now()) => Err(RemoteError::new(
+                        RemoteFailure::Locked,
+                        format!(
+                            "delete {key}: locked by S3 Object Lock until {}",
+                            head.retain_until.map_or_else(
+                                || "its legal hold is released".to_string(),
+                                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            )
+                        ),
+                    )),
+                    _ => Err(refused),
+                }
+            }
         }
     }
 
@@ -489,6 +528,34 @@ impl Target for S3Target {
     fn locked_until(&self, modified: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let lock = chrono::Duration::from_std(self.object_lock?).ok()?;
         Some(modified + lock)
+    }
+
+    fn write_horizon(&self) -> Option<DateTime<Utc>> {
+        self.horizon
+    }
+
+    /// From HEAD, never GetObjectRetention: HEAD carries the same date, costs the same,
+    /// and some servers (moto) answer GetObjectRetention with a 500.
+    fn retain_until(&self, key: &str) -> RemoteResult<Option<DateTime<Utc>>> {
+        Ok(self.api.head_object(key, None)?.and_then(|head| {
+            if head.legal_hold {
+                Some(DateTime::<Utc>::MAX_UTC)
+            } else {
+                head.retain_until
+            }
+        }))
+    }
+
+    /// COMPLIANCE, as every write here: nobody can shorten it, not even these
+    /// credentials. `put_object_retention` HEADs first and leaves a longer date alone.
+    fn extend_retention(&self, key: &str, until: DateTime<Utc>) -> RemoteResult<bool> {
+        let change = self
+            .api
+            .put_object_retention(key, None, "COMPLIANCE", until)?;
+        Ok(matches!(
+            change,
+            super::s3_api::RetentionChange::Extended { .. }
+        ))
     }
 }
 

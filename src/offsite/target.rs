@@ -6,6 +6,10 @@
 //! (a mounted path) and [`super::s3::S3Target`] (S3-compatible object storage); tests and
 //! later targets (SFTP) plug in here.
 //!
+//! Object Lock (S3) is part of the interface, with defaults for targets that have none:
+//! what a target writes is locked until its [`Target::write_horizon`], and a push
+//! extends the objects a new backup reuses to at least that ([`Target::extend_retention`]).
+//!
 //! Every `put` is atomic — the object is either all there under its key or not at all —
 //! and checks the bytes it sent against the SHA-256 the caller expects before making the
 //! object visible, so a file that changed under the reader never lands as a good copy.
@@ -110,8 +114,30 @@ pub trait Target: Send + Sync {
     fn carries_checksums(&self) -> bool {
         false
     }
-    /// Until when `key`, uploaded at `modified`, cannot be deleted (S3 Object Lock).
+    /// Until when an object written at `modified` cannot be deleted, judged by the config
+    /// alone (S3 Object Lock: `modified` + `object_lock`). Only a guess, for where the
+    /// target cannot tell ([`Target::retain_until`] is `None`): a push may have extended
+    /// the object since, and the config may have changed.
     fn locked_until(&self, _modified: DateTime<Utc>) -> Option<DateTime<Utc>> {
         None
+    }
+    /// The retain-until date every object this target writes now is given (S3 Object
+    /// Lock: the date its client sends with each write); `None` on a target that writes
+    /// without a lock. A backup uploaded now is protected until then, so every object it
+    /// needs must be retained at least as long.
+    fn write_horizon(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+    /// Until when `key` (its current version) is retained under Object Lock, as the
+    /// target itself says (S3: HEAD); a legal hold reads as [`DateTime::<Utc>::MAX_UTC`],
+    /// since it holds until someone releases it. `None`: no lock, no such object, or a
+    /// target that cannot tell (path targets, or credentials HEAD shows no lock to).
+    fn retain_until(&self, _key: &str) -> RemoteResult<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
+    /// Retain `key` (its current version) until `until` or later: never shortened.
+    /// Returns whether the retention changed. A target without locks has nothing to do.
+    fn extend_retention(&self, _key: &str, _until: DateTime<Utc>) -> RemoteResult<bool> {
+        Ok(false)
     }
 }

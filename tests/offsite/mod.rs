@@ -14,6 +14,8 @@
 //! reach a target; the age CLI opens it; verify and fetch work on it (issue 15).
 //! `daemon`: the real daemon uploads after a backup, verifies, tells failure and staleness.
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
+//! `object_lock`: Object Lock extended on the packs a new snapshot reuses; prune judging
+//! each object by its own retain-until.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 //! `s3_api`: the hand-signed S3 client (odd keys, versions, Object Lock retention).
 
@@ -26,6 +28,7 @@ mod guards;
 mod killed;
 mod matrix;
 mod network;
+mod object_lock;
 mod round_trip;
 mod runbook;
 mod s3_api;

@@ -1,19 +1,22 @@
 //! Property tests of remote retention over random listings: whatever the policy, the
 //! created times and which uploads are incomplete, the plan never deletes the newest
 //! complete remote backup of a type, never an incomplete one, and holds every backup
-//! still under Object Lock.
+//! with an object still under Object Lock (any of its objects, by that object's own
+//! retain-until). And `prune` itself against an in-memory target that refuses deletes
+//! as locked without saying so beforehand: held and reported, not a failed prune.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
-use super::plan;
+use super::{lock_candidates, plan};
 use crate::catalog::BackupMetadata;
 use crate::config::Timezone;
+use crate::error::RemoteFailure;
 use crate::kind::BackupKind;
 use crate::offsite::RemoteListing;
-use crate::offsite::target::ObjectInfo;
+use crate::offsite::target::{ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored};
 use crate::retention::tests::arb_policy;
 
 fn now() -> DateTime<Utc> {
@@ -104,10 +107,27 @@ proptest! {
     ) {
         let listing = listing(&generated);
         let tz = Timezone::Named(chrono_tz::UTC);
-        let unlocked = plan(&listing, &policy, now(), tz, &|_| None);
+        let unlocked = plan(&listing, &policy, now(), tz, &BTreeMap::new());
+        // One object of each backup locked — its data or its metadata, in turn — until
+        // the metadata's upload + the lock; the others not at all.
         let lock = lock_days.map(chrono::Duration::days);
-        let locked_until = |uploaded: DateTime<Utc>| lock.map(|l| uploaded + l);
-        let held = plan(&listing, &policy, now(), tz, &locked_until);
+        let locks: BTreeMap<String, DateTime<Utc>> = listing
+            .backups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let until = b.uploaded? + lock?;
+                Some((b.objects[i % b.objects.len()].key.clone(), until))
+            })
+            .collect();
+        let held = plan(&listing, &policy, now(), tz, &locks);
+        // What the caller is told to ask about covers every backup retention deletes.
+        let asked: BTreeSet<String> =
+            lock_candidates(&listing, &policy, now(), tz).into_iter().collect();
+        for d in &unlocked.delete {
+            let b = listing.find(&d.id).expect("a planned backup is listed");
+            prop_assert!(b.objects.iter().all(|o| asked.contains(&o.key)), "{} not asked", b.stem);
+        }
         for p in [&unlocked, &held] {
             let deleted: BTreeSet<&str> = p.delete.iter().map(|d| d.id.as_str()).collect();
             for kind in [BackupKind::Database, BackupKind::Storage] {
@@ -124,7 +144,7 @@ proptest! {
         }
         // Holding moves only locked backups from delete to keep, and every locked one.
         for b in &listing.backups {
-            let is_locked = b.uploaded.and_then(locked_until).is_some_and(|u| u > now());
+            let is_locked = b.objects.iter().any(|o| locks.get(&o.key).is_some_and(|u| *u > now()));
             let in_held = held.delete.iter().any(|d| d.id == b.stem);
             let in_unlocked = unlocked.delete.iter().any(|d| d.id == b.stem);
             prop_assert!(!(is_locked && in_held), "locked {} deleted", b.stem);
@@ -249,7 +269,7 @@ proptest! {
     ) {
         let listing = snapshot_listing(&generated);
         let tz = Timezone::Named(chrono_tz::UTC);
-        let plan = plan(&listing, &policy, now(), tz, &|_| None);
+        let plan = plan(&listing, &policy, now(), tz, &BTreeMap::new());
         let deleted_ids: BTreeSet<&str> = plan.delete.iter().map(|d| d.id.as_str()).collect();
         let kept: BTreeSet<&str> = listing
             .backups
@@ -284,4 +304,172 @@ proptest! {
             );
         }
     }
+}
+
+/// An in-memory target that cannot tell locks beforehand (no HEAD dates) and refuses to
+/// delete the keys in `locked`, as a server enforcing retention on plain deletes does.
+struct RefusingTarget {
+    objects: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    locked: BTreeSet<String>,
+}
+
+impl crate::offsite::Target for RefusingTarget {
+    fn list(&self) -> RemoteResult<Vec<ObjectInfo>> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(key, bytes)| ObjectInfo {
+                key: key.clone(),
+                size: bytes.len() as u64,
+                modified: Some(now()),
+            })
+            .collect())
+    }
+    fn head(&self, key: &str) -> RemoteResult<Option<ObjectHead>> {
+        Ok(self.objects.lock().unwrap().get(key).map(|b| ObjectHead {
+            size: b.len() as u64,
+            sha256: None,
+        }))
+    }
+    /// Prune writes only its owner marker and lock object.
+    fn put(
+        &self,
+        key: &str,
+        data: &mut dyn std::io::Read,
+        _: Option<&str>,
+    ) -> RemoteResult<Stored> {
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes).unwrap();
+        let size = bytes.len() as u64;
+        self.objects.lock().unwrap().insert(key.to_string(), bytes);
+        Ok(Stored {
+            size,
+            sha256: String::new(),
+        })
+    }
+    fn get(&self, key: &str) -> RemoteResult<Box<dyn std::io::Read + Send + '_>> {
+        let bytes = self.objects.lock().unwrap().get(key).cloned();
+        bytes
+            .map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>)
+            .ok_or_else(|| RemoteError::new(RemoteFailure::Missing, key))
+    }
+    fn delete(&self, key: &str) -> RemoteResult<()> {
+        if self.locked.contains(key) {
+            return Err(RemoteError::new(
+                RemoteFailure::Locked,
+                format!("{key} is locked"),
+            ));
+        }
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+    fn clean_interrupted(&self) -> RemoteResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_delete_refused_as_locked_is_held_and_reported_not_a_failed_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::Config::parse(
+        "[[offsite]]\nname = \"t\"\nurl = \"/nowhere\"\n[offsite.retention]\nkeep_last = 1\n",
+        None,
+        dir.path(),
+        &|_| None,
+    )
+    .unwrap();
+    // Three database backups a day apart; keep_last = 1 deletes the two older.
+    let mut objects = BTreeMap::new();
+    let mut stems = Vec::new();
+    for day in 1..=3 {
+        let created = now() - chrono::Duration::days(4 - day);
+        let ts = created.format("%Y%m%d_%H%M%S").to_string();
+        let stem = format!("db_backup_{ts}");
+        let meta = serde_json::json!({
+            "timestamp": ts, "type": "database", "original_path": "/data",
+            "backup_path": format!("/b/database/{stem}.db"), "file_size": 3,
+            "checksum": format!("sum-{stem}"), "created_at": created.to_rfc3339(),
+            "file_count": 1,
+        });
+        objects.insert(format!("database/{stem}.db"), b"abc".to_vec());
+        objects.insert(
+            format!("database/{stem}.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        );
+        stems.push(stem);
+    }
+    let (oldest, middle, newest) = (&stems[0], &stems[1], &stems[2]);
+    // The oldest one's metadata refuses (the backup stays whole); the middle one's data
+    // does, after its metadata went (the backup is gone, its data left as debris).
+    let locked: BTreeSet<String> = [
+        format!("database/{oldest}.json"),
+        format!("database/{middle}.db"),
+    ]
+    .into();
+    let target = RefusingTarget {
+        objects: std::sync::Mutex::new(objects),
+        locked: locked.clone(),
+    };
+    let remote = crate::offsite::Remote {
+        config: &config.offsite[0],
+        target: std::sync::Arc::new(target),
+        store: crate::offsite::OffsiteStore::new(dir.path(), 0o600),
+        seal: None,
+    };
+    let report = super::prune(&config, &remote, false, &crate::engine::Cancel::new())
+        .expect("a refused delete does not fail the prune");
+    let ids = |d: &[crate::retention::Decision]| -> Vec<String> {
+        d.iter().map(|d| d.id.clone()).collect()
+    };
+    assert_eq!(
+        ids(&report.plan.delete),
+        vec![middle.clone()],
+        "{report:#?}"
+    );
+    let held: Vec<_> = report
+        .plan
+        .keep
+        .iter()
+        .filter(|d| d.id == *oldest)
+        .collect();
+    assert_eq!(held.len(), 1, "{report:#?}");
+    assert_eq!(held[0].reasons, vec!["locked".to_string()]);
+    assert_eq!(
+        report
+            .locked_objects
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        locked
+    );
+    assert_eq!(
+        report.deleted_objects,
+        vec![format!("database/{middle}.json")]
+    );
+    assert!(report.freed_bytes <= 3, "{report:#?}");
+    // Stays whole: both its objects are there, and the newest is untouched.
+    let left: BTreeSet<String> = remote
+        .target
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    for key in [
+        format!("database/{oldest}.json"),
+        format!("database/{oldest}.db"),
+        format!("database/{middle}.db"),
+        format!("database/{newest}.db"),
+        format!("database/{newest}.json"),
+    ] {
+        assert!(left.contains(&key), "{key} is gone: {left:?}");
+    }
+    // And the owner marker the prune claimed the prefix with (its lock is gone).
+    assert!(
+        left.contains(crate::offsite::writers::OWNER_KEY),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 6, "{left:?}");
 }
