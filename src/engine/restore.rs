@@ -506,9 +506,11 @@ fn apply_locked(
             } else {
                 None
             };
-            // The safety copy cleans crash debris first, and a decrypted copy's name is
-            // such debris's: decrypt afresh after it (every chunk is authenticated again).
-            if d.safety_copy && d.format.is_encrypted() {
+            // The safety copy cleans crash debris first, and a decrypted or reassembled
+            // copy's name (a `.partial` beside the backup) is such debris's: make it
+            // afresh after it (every chunk is checked again). A database snapshot is
+            // such a copy even unencrypted.
+            if d.safety_copy && matches!(db_file, Some(SqliteFile::Decrypted(_))) {
                 drop(db_file.take());
                 db_file = Some(SqliteFile::open(
                     &d.source,

@@ -133,6 +133,7 @@ pub fn claim(remote: &Remote, me: &WriterId, cancel: &Cancel) -> Result<()> {
 /// A job's hold on a target: its lock object, rewritten in the background until dropped.
 pub struct Lease<'r> {
     remote: &'r Remote<'r>,
+    me: WriterId,
     key: String,
     /// Dropping it stops the refresher.
     stop: Option<mpsc::Sender<()>>,
@@ -153,17 +154,24 @@ impl Lease<'_> {
             remote.target.list_under(LOCKS_DIR)
         })?;
         let now = Utc::now();
-        let live: Vec<OtherWriter> = live_locks(locks.iter(), &self.key, now)
-            .into_iter()
-            .map(|o| OtherWriter {
+        let mut dead: Vec<&ObjectInfo> = stale_locks(locks.iter(), now);
+        let mut live = Vec::new();
+        for o in live_locks(locks.iter(), &self.key, now) {
+            let lock = read_lock(remote, &o.key);
+            // This server's jobs on one target run one at a time (the local lock file):
+            // another lock of this very server is a job of its that was killed.
+            if lock.as_ref().is_some_and(|l| l.writer == self.me) {
+                dead.push(o);
+                continue;
+            }
+            live.push(OtherWriter {
                 key: o.key.clone(),
-                writer: read_lock(remote, &o.key)
-                    .map(|l| format!("{} pid {} ({})", l.writer, l.pid, l.operation)),
+                writer: lock.map(|l| format!("{} pid {} ({})", l.writer, l.pid, l.operation)),
                 last_written: o.modified,
-            })
-            .collect();
+            });
+        }
         if live.is_empty() {
-            for o in stale_locks(locks.iter(), now) {
+            for o in dead {
                 match remote.target.delete(&o.key) {
                     Ok(()) => tracing::info!(
                         "offsite {}: removed the stale lock {}",
@@ -245,6 +253,7 @@ pub fn acquire<'r>(remote: &'r Remote<'r>, operation: &str, cancel: &Cancel) -> 
     let refresher = spawn_refresher(Arc::clone(&remote.target), key.clone(), body, stopped);
     Ok(Lease {
         remote,
+        me: lock.writer.clone(),
         key,
         stop: Some(stop),
         refresher,

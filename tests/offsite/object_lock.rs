@@ -241,8 +241,12 @@ fn prune_judges_each_object_by_its_own_lock_and_holds_the_locked_ones() {
     assert_eq!(report["deleted_objects"], serde_json::json!([]), "{json:#}");
     assert_eq!(remote_backups(&app, "remote").len(), 2);
     let markers = api.list_object_versions("").expect("versions");
+    // (The jobs' own lock objects, deleted when each job ends, leave markers of course.)
     assert!(
-        markers.iter().all(|v| !v.delete_marker),
+        markers
+            .iter()
+            .filter(|v| !v.key.starts_with("vertex-backup/"))
+            .all(|v| !v.delete_marker),
         "prune hid a locked object behind a delete marker: {markers:#?}"
     );
 }
