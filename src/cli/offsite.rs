@@ -37,6 +37,10 @@ pub enum OffsiteCommand {
         /// Only this target (a `name` of an [[offsite]] table)
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// The target as it was at TIME, from S3 object versions (through later delete
+        /// markers and overwrites); "YYYY-MM-DD HH:MM[:SS]" or RFC 3339
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
         /// Print the backups as JSON, per target
         #[arg(long)]
         json: bool,
@@ -66,6 +70,9 @@ pub enum OffsiteCommand {
         /// Only this target (a `name` of an [[offsite]] table)
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Check the target as it was at TIME (read-only: nothing repaired or recorded)
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
         /// Print the findings as JSON
         #[arg(long)]
         json: bool,
@@ -82,13 +89,27 @@ pub fn cmd_offsite(config: &Config, args: OffsiteArgs) -> anyhow::Result<ExitCod
     let cancel = interrupt::cancel_on_sigint();
     match args.command {
         OffsiteCommand::Push { target, json } => push(config, target.as_deref(), json, &cancel),
-        OffsiteCommand::List { target, json } => list(config, target.as_deref(), json, &cancel),
+        OffsiteCommand::List {
+            target,
+            as_of,
+            json,
+        } => {
+            let as_of = parse_as_of(config, as_of.as_deref())?;
+            list(config, target.as_deref(), as_of, json, &cancel)
+        }
         OffsiteCommand::Prune {
             target,
             dry_run,
             json,
         } => prune(config, target.as_deref(), dry_run, json, &cancel),
-        OffsiteCommand::Verify { target, json } => verify(config, target.as_deref(), json, &cancel),
+        OffsiteCommand::Verify {
+            target,
+            as_of,
+            json,
+        } => {
+            let as_of = parse_as_of(config, as_of.as_deref())?;
+            verify(config, target.as_deref(), as_of, json, &cancel)
+        }
         OffsiteCommand::Claim { target } => claim(config, &target, &cancel),
     }
 }
@@ -197,15 +218,38 @@ fn print_uploads(runs: &[TargetUpload]) {
     }
 }
 
+/// `--as-of TIME` as a UTC instant (the [schedule] timezone for a wall-clock time).
+pub fn parse_as_of(
+    config: &Config,
+    text: Option<&str>,
+) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(text) = text else { return Ok(None) };
+    let at = vertex_backup::engine::select::parse_time(text, config.schedule.timezone)?;
+    Ok(Some(at.with_timezone(&chrono::Utc)))
+}
+
+/// The target, or the target as it was at `as_of`.
+fn open_remote<'c>(
+    config: &'c Config,
+    t: &'c vertex_backup::config::OffsiteTarget,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+) -> vertex_backup::error::Result<Remote<'c>> {
+    match as_of {
+        Some(at) => Remote::open_as_of(config, t, at),
+        None => Remote::open(config, t),
+    }
+}
+
 fn list(
     config: &Config,
     target: Option<&str>,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
     json: bool,
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     let mut all = Vec::new();
     for t in config.offsite_selection(target)? {
-        let remote = Remote::open(config, t)?;
+        let remote = open_remote(config, t, as_of)?;
         let listing = remote.with_retries("list the backups", cancel, || {
             RemoteListing::read(remote.target.as_ref())
         })?;
@@ -286,11 +330,15 @@ fn prune(
 fn verify(
     config: &Config,
     target: Option<&str>,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
     json: bool,
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
-    let (runs, events) = run::verify(config, target, cancel)?;
-    notify(config, &events);
+    let (runs, events) = run::verify(config, target, as_of, cancel)?;
+    // A look at the past is the operator's, by hand: no alert about the present.
+    if as_of.is_none() {
+        notify(config, &events);
+    }
     let ok = runs.iter().all(|r| r.result.as_ref().is_ok_and(|v| v.ok()));
     if json {
         let rows: Vec<serde_json::Value> = runs
@@ -352,6 +400,7 @@ pub struct Fetched {
 /// backup directory, verified. `None`: the backup is local.
 pub fn fetch_for_restore(
     config: &Config,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
     from: Option<&str>,
     given: Option<&str>,
     latest: Option<BackupKind>,
@@ -378,11 +427,17 @@ pub fn fetch_for_restore(
         )
         .into());
     }
-    let remote = Remote::open(config, target)?;
-    eprintln!(
-        "downloading from offsite target {} ({})…",
-        target.name, target.url
-    );
+    let remote = open_remote(config, target, as_of)?;
+    match as_of {
+        Some(at) => eprintln!(
+            "downloading from offsite target {} ({}) as it was at {at}…",
+            target.name, target.url
+        ),
+        None => eprintln!(
+            "downloading from offsite target {} ({})…",
+            target.name, target.url
+        ),
+    }
     let (path, skipped) = fetch::fetch(config, &remote, &pick, &interrupt::cancel_on_sigint())?;
     for s in &skipped {
         eprintln!(

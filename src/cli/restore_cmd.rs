@@ -23,6 +23,10 @@ pub struct RestoreArgs {
     /// Take the backup from this offsite target (downloaded into the backup directory and checked first); also `NAME:backup`
     #[arg(long, value_name = "NAME")]
     from: Option<String>,
+    /// With --from: read the target as it was at TIME (from S3 object versions), through
+    /// later delete markers and overwritten objects; "YYYY-MM-DD HH:MM[:SS]" or RFC 3339
+    #[arg(long, value_name = "TIME", requires = "from")]
+    as_of: Option<String>,
     /// Skip checksum and integrity verification (not recommended)
     #[arg(long)]
     no_verify: bool,
@@ -52,8 +56,10 @@ pub(super) fn cmd_restore(
 ) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let target = args.target.as_ref().map(|t| cwd.join(t));
+    let as_of = offsite::parse_as_of(config, args.as_of.as_deref())?;
     let fetched = offsite::fetch_for_restore(
         config,
+        as_of,
         args.from.as_deref(),
         args.backup.as_ref().and_then(|b| b.to_str()),
         args.choice

@@ -108,10 +108,11 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
             JobOutcome::Offsite(result)
         }
         JobName::OffsiteVerify => {
-            let result = crate::offsite::run::verify(config, None, cancel).map(|(runs, evs)| {
-                evs.into_iter().for_each(|e| events.send(e));
-                runs
-            });
+            let result =
+                crate::offsite::run::verify(config, None, None, cancel).map(|(runs, evs)| {
+                    evs.into_iter().for_each(|e| events.send(e));
+                    runs
+                });
             JobOutcome::OffsiteVerify(result)
         }
     }

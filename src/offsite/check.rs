@@ -52,6 +52,10 @@ impl RemoteVerifyReport {
 }
 
 pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<RemoteVerifyReport> {
+    // As of a past time the view is read-only: nothing repaired, nothing recorded.
+    if remote.as_of.is_some() {
+        return verify_as_of(remote, cancel);
+    }
     let lock = remote.store.lock_target(&remote.config.name)?;
     // Verification repairs by uploading: a writer like push.
     let lease = super::writers::acquire(remote, "verify", cancel)?;
@@ -128,6 +132,40 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
         );
     }
     Ok(report)
+}
+
+/// `offsite verify --as-of`: every backup of the past view checked by size and carried
+/// checksum (HEAD of the version current then) and read back in full, the view being
+/// what a recovery would restore from; problems reported, never repaired.
+fn verify_as_of(remote: &Remote, cancel: &Cancel) -> Result<RemoteVerifyReport> {
+    let listing = read_listing(remote, cancel)?;
+    let mut found: Vec<(String, String)> = Vec::new();
+    for b in &listing.backups {
+        cancel.check()?;
+        if let Some(problem) = b
+            .problem
+            .clone()
+            .or_else(|| head_problem(remote, b, cancel).err())
+        {
+            found.push((b.stem.clone(), problem));
+        }
+    }
+    let (sampled, sampled_bytes, _) = sample(remote, &listing, None, &mut found, cancel)?;
+    Ok(RemoteVerifyReport {
+        target: remote.config.name.clone(),
+        checked: listing.backups.len(),
+        sampled,
+        sampled_bytes,
+        problems: found
+            .into_iter()
+            .map(|(backup, problem)| RemoteProblem {
+                backup,
+                problem,
+                repaired: false,
+                lost: false,
+            })
+            .collect(),
+    })
 }
 
 /// The backups this server last left on the target (`held`) that the listing no longer

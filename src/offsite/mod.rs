@@ -26,6 +26,7 @@
 //!
 //! Blocking like the rest of the engine; the S3 target keeps its own small runtime.
 
+pub mod as_of;
 pub mod check;
 pub mod encrypt;
 pub mod fetch;
@@ -64,6 +65,9 @@ pub struct Remote<'a> {
     /// with recipients: `encrypt = "offsite"` and `"all"` both encrypt what leaves);
     /// `None`: objects go as they are locally.
     pub seal: Option<crate::encryption::Recipients>,
+    /// Read as it was at this time (`--as-of`, [`as_of`]): read-only, nothing repaired
+    /// or recorded.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<'a> Remote<'a> {
@@ -86,7 +90,30 @@ impl<'a> Remote<'a> {
             target: opened,
             store,
             seal: config.encryption.as_ref().map(|e| e.recipients.clone()),
+            as_of: None,
         })
+    }
+
+    /// `target` as it was at `at`, from its object versions (`--as-of`): S3 targets only,
+    /// a versioned bucket (every Object Lock bucket is one).
+    pub fn open_as_of(
+        config: &Config,
+        target: &'a OffsiteTarget,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Remote<'a>> {
+        let TargetLocation::S3 { .. } = &target.location else {
+            return Err(Error::Refused(format!(
+                "--as-of reads object versions, which only an S3 target keeps: `{}` is a path",
+                target.name
+            )));
+        };
+        let mut remote = Remote::open(config, target)?;
+        let api = s3_api::S3Api::open(target).map_err(|e| error(target, "connect", e))?;
+        let view = as_of::AsOfTarget::open(api, at)
+            .map_err(|e| error(target, "list the object versions", e))?;
+        remote.target = std::sync::Arc::new(view);
+        remote.as_of = Some(at);
+        Ok(remote)
     }
 
     /// A target failure as the operator sees it: which target, doing what.

@@ -146,6 +146,7 @@ fn record_failure(config: &Config, target: &str, chain: &str) -> TargetState {
 pub fn verify(
     config: &Config,
     only: Option<&str>,
+    as_of: Option<chrono::DateTime<Utc>>,
     cancel: &Cancel,
 ) -> Result<(Vec<TargetVerify>, Vec<Event>)> {
     let targets = config.offsite_selection(only)?;
@@ -153,8 +154,11 @@ pub fn verify(
     let mut runs = Vec::new();
     let mut events = Vec::new();
     for t in targets {
-        let result =
-            Remote::open(config, t).and_then(|remote| check::verify(config, &remote, cancel));
+        let opened = match as_of {
+            Some(at) => Remote::open_as_of(config, t, at),
+            None => Remote::open(config, t),
+        };
+        let result = opened.and_then(|remote| check::verify(config, &remote, cancel));
         let (ok, line) = match &result {
             Ok(r) => {
                 let repaired: Vec<String> = r

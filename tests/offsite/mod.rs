@@ -19,6 +19,7 @@
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 //! `s3_api`: the hand-signed S3 client (odd keys, versions, Object Lock retention).
 
+mod as_of;
 mod composed;
 mod corruption;
 mod daemon;

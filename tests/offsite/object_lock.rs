@@ -44,7 +44,7 @@ impl Setup<'_> {
 
 /// Our own client for the app's target, as the config parser makes it: the same
 /// credentials the server has (what ransomware on it would hold).
-fn api(app: &TestApp) -> S3Api {
+pub(super) fn api(app: &TestApp) -> S3Api {
     let text = std::fs::read_to_string(&app.config).expect("read the config");
     let config = Config::parse(&text, Some(app.config.clone()), app.path(), &|_| None)
         .unwrap_or_else(|e| panic!("the test config does not parse: {e}\n{text}"));

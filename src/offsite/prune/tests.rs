@@ -417,6 +417,7 @@ fn a_delete_refused_as_locked_is_held_and_reported_not_a_failed_prune() {
         target: std::sync::Arc::new(target),
         store: crate::offsite::OffsiteStore::new(dir.path(), 0o600),
         seal: None,
+        as_of: None,
     };
     let report = super::prune(&config, &remote, false, &crate::engine::Cancel::new())
         .expect("a refused delete does not fail the prune");
