@@ -124,12 +124,12 @@ fn claim(config: &Config, target: &str, cancel: &Cancel) -> anyhow::Result<ExitC
     writers::claim(&remote, &me, cancel)?;
     match before {
         Some(old) if old.owner != me => out!(
-            "{}: this server, {me}, now owns the prefix (it was {}'s, claimed {}); if that server runs again, its uploads are refused",
+            "{}: this server ({me}) now owns the prefix (it was {}'s, claimed {}); if that server runs again, its uploads are refused",
             t.name,
-            old.owner,
+            old.who(),
             old.claimed_at
         ),
-        _ => out!("{}: this server, {me}, owns the prefix", t.name),
+        _ => out!("{}: this server ({me}) owns the prefix", t.name),
     }
     Ok(ExitCode::SUCCESS)
 }

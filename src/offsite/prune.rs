@@ -176,6 +176,16 @@ fn held_locked(
     freed_bytes.saturating_sub(kept)
 }
 
+/// Change what the offsite state remembers this target holding (`held`).
+fn record_held(remote: &Remote, change: impl FnOnce(&mut BTreeSet<String>)) {
+    let recorded = remote
+        .store
+        .update(&remote.config.name, |t| change(&mut t.held));
+    if let Err(e) = recorded {
+        tracing::warn!("could not record the prune: {}", crate::error_chain(&e));
+    }
+}
+
 /// Plan, and unless `dry_run`, delete.
 pub fn prune(
     config: &Config,
@@ -213,6 +223,13 @@ pub fn prune(
         tracing::warn!("offsite {}: prune postponed: {why}", remote.config.name);
     }
     if !dry_run && postponed.is_none() {
+        // Forgotten before anything is deleted: a prune killed half way must not make
+        // the next `offsite verify` report what it deleted as LOST.
+        record_held(remote, |held| {
+            for d in &plan.delete {
+                held.remove(&d.id);
+            }
+        });
         for (id, keys) in deletions(&listing, &plan) {
             let own_metadata = listing
                 .find(&id)
@@ -246,15 +263,9 @@ pub fn prune(
         }
     }
     let freed_bytes = held_locked(&mut plan, &listing, &refused, freed_bytes);
-    if !dry_run && postponed.is_none() && !plan.delete.is_empty() {
-        let recorded = remote.store.update(&remote.config.name, |t| {
-            for d in &plan.delete {
-                t.held.remove(&d.id);
-            }
-        });
-        if let Err(e) = recorded {
-            tracing::warn!("could not record the prune: {}", crate::error_chain(&e));
-        }
+    if !refused.is_empty() {
+        // Still there after all: the target holds them again as far as verify knows.
+        record_held(remote, |held| held.extend(refused.iter().cloned()));
     }
     Ok(PruneReport {
         target: remote.config.name.clone(),

@@ -16,9 +16,11 @@
 //!   [`STALE_AFTER`] after its last write (by the target's clock: the object's
 //!   modification time), so a killed job blocks deletions for at most that long.
 //!
-//! A server is known by a random id kept in `offsite.json` plus its hostname: a copy of
-//! the backup directory on another host (a clone) has the same id but another hostname,
-//! and counts as another writer.
+//! A server is known by a random id kept in `offsite.json` plus a tag of its hostname (a
+//! SHA-256 prefix): a copy of the backup directory on another host (a clone) has the same
+//! id but another tag, and counts as another writer. The readable hostname goes beside it
+//! only on targets that get plaintext; an encrypting target shows no hostname in clear,
+//! as its sealed metadata shows none.
 
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -46,13 +48,22 @@ const MAX_MARKER_BYTES: u64 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriterId {
     pub server_id: String,
-    pub hostname: String,
+    /// The first 16 hex digits of the SHA-256 of the hostname.
+    pub host: String,
 }
 
 impl std::fmt::Display for WriterId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let short = self.server_id.get(..8).unwrap_or(&self.server_id);
-        write!(f, "{} (server id {short}…)", self.hostname)
+        write!(f, "server id {short}…, host tag {}", self.host)
+    }
+}
+
+/// A writer as the operator reads it: its hostname where the object says it, and its id.
+fn describe(writer: &WriterId, hostname: Option<&str>) -> String {
+    match hostname {
+        Some(h) => format!("{h} ({writer})"),
+        None => writer.to_string(),
     }
 }
 
@@ -61,6 +72,9 @@ impl std::fmt::Display for WriterId {
 pub struct OwnerMarker {
     #[serde(flatten)]
     pub owner: WriterId,
+    /// Readable, on targets that get plaintext only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     pub claimed_at: DateTime<Utc>,
     #[serde(default)]
     pub tool_version: String,
@@ -71,6 +85,8 @@ pub struct OwnerMarker {
 pub struct LockObject {
     #[serde(flatten)]
     pub writer: WriterId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     pub pid: u32,
     pub operation: String,
     pub created: DateTime<Utc>,
@@ -98,10 +114,23 @@ impl std::fmt::Display for OtherWriter {
 /// This server's identity: its id from the offsite state (made on first use) and its
 /// hostname.
 pub fn this_writer(remote: &Remote) -> Result<WriterId> {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(crate::sys::hostname().as_bytes());
     Ok(WriterId {
         server_id: remote.store.server_id()?,
-        hostname: crate::sys::hostname(),
+        host: hex::encode(&digest[..8]),
     })
+}
+
+/// This server's hostname as a target may show it: `None` on an encrypting target.
+fn shown_hostname(remote: &Remote) -> Option<String> {
+    remote.seal.is_none().then(crate::sys::hostname)
+}
+
+impl OwnerMarker {
+    /// Who owns the prefix, as the operator reads it.
+    pub fn who(&self) -> String {
+        describe(&self.owner, self.hostname.as_deref())
+    }
 }
 
 /// The owner marker, if the target has a readable one.
@@ -124,6 +153,7 @@ pub fn read_owner(remote: &Remote, cancel: &Cancel) -> Result<Option<OwnerMarker
 pub fn claim(remote: &Remote, me: &WriterId, cancel: &Cancel) -> Result<()> {
     let marker = OwnerMarker {
         owner: me.clone(),
+        hostname: shown_hostname(remote),
         claimed_at: Utc::now(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -166,7 +196,10 @@ impl Lease<'_> {
             }
             live.push(OtherWriter {
                 key: o.key.clone(),
-                writer: lock.map(|l| format!("{} pid {} ({})", l.writer, l.pid, l.operation)),
+                writer: lock.map(|l| {
+                    let who = describe(&l.writer, l.hostname.as_deref());
+                    format!("{who} pid {} ({})", l.pid, l.operation)
+                }),
                 last_written: o.modified,
             });
         }
@@ -228,8 +261,10 @@ pub fn acquire<'r>(remote: &'r Remote<'r>, operation: &str, cancel: &Cancel) -> 
                 RemoteError::new(
                     RemoteFailure::Owned,
                     format!(
-                        "this prefix belongs to another server, {} (claimed {}); this server is {me}",
-                        marker.owner, marker.claimed_at
+                        "this prefix belongs to another server, {} (claimed {}); this server is {}",
+                        marker.who(),
+                        marker.claimed_at,
+                        describe(&me, shown_hostname(remote).as_deref())
                     ),
                 ),
             ));
@@ -242,6 +277,7 @@ pub fn acquire<'r>(remote: &'r Remote<'r>, operation: &str, cancel: &Cancel) -> 
     );
     let lock = LockObject {
         writer: me,
+        hostname: shown_hostname(remote),
         pid: std::process::id(),
         operation: operation.to_string(),
         created: Utc::now(),
