@@ -153,3 +153,50 @@ fn a_flipped_byte_in_a_pack_is_found_by_read_data_and_a_restore_of_it_is_refused
     restore_to(&app, &tree_of(&s1), &good, &[]);
     assert_tree_matches(&tree_1, &good);
 }
+
+#[test]
+fn a_lost_pack_is_never_inherited_the_next_snapshot_reads_its_files_again_and_says_so() {
+    let app = snapshot_app();
+    let s1 = app.create("storage");
+    let lost = packs_of(&s1).into_iter().next().expect("a pack");
+    fs::remove_file(pack_path(&app, &lost)).unwrap();
+
+    // Nothing changed in the tree, yet every file is read again (its data is gone), the
+    // run warns (exit 3), and the new snapshot does not list the lost pack.
+    let run = app.run(["create", "--type", "storage", "--json"]);
+    assert_eq!(run.code(), Some(3), "{}", run.describe());
+    assert!(
+        run.describe().contains("missing or damaged pack"),
+        "{}",
+        run.describe()
+    );
+    let s2 = run.json();
+    assert!(!packs_of(&s2).contains(&lost), "{s2:#}");
+    assert_eq!(snap(&s2)["unchanged_files"], 0, "{s2:#}");
+    let (code, reports) = verify_reports(&app, &["--latest", "storage", "--read-data"]);
+    assert_eq!(code, Some(0), "{reports:#?}");
+    let target = app.root.join("restored");
+    restore_to(&app, &tree_of(&s2), &target, &[]);
+    assert_same_tree(&app.storage, &target);
+
+    // Healed: the snapshot after it reuses its packs again, without a warning.
+    let s3 = app.create("storage");
+    assert!(snap(&s3)["unchanged_files"].as_u64().unwrap() > 0, "{s3:#}");
+}
+
+#[test]
+fn a_snapshot_that_failed_verification_is_no_parent() {
+    let app = snapshot_app();
+    let s1 = app.create("storage");
+    let pack = pack_path(&app, packs_of(&s1).iter().next().expect("a pack"));
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() / 2);
+    let (code, _) = verify_reports(&app, &["--latest", "storage", "--read-data"]);
+    assert_eq!(code, Some(1));
+    // The next snapshot compares with nothing: every file read, no chunk of the damaged
+    // one reused, and it verifies.
+    let s2 = app.create("storage");
+    assert_eq!(snap(&s2)["unchanged_files"], 0, "{s2:#}");
+    assert!(packs_of(&s2).is_disjoint(&packs_of(&s1)), "{s2:#}");
+    let (code, reports) = verify_reports(&app, &[name_of(&s2).as_str(), "--read-data"]);
+    assert_eq!(code, Some(0), "{reports:#?}");
+}

@@ -75,9 +75,12 @@ fn parent_of(
     recipients: Option<&[String]>,
 ) -> Result<Option<BackupEntry>> {
     let listing = catalog.list()?;
+    // A snapshot whose last verification failed is no parent: its chunks may be bad.
+    let verdicts = catalog.load_verdicts();
     Ok(listing
         .of_kind(kind)
         .filter(|b| b.is_complete() && b.metadata.snapshot.is_some())
+        .filter(|b| !verdicts.failed(&b.stem))
         .find(|b| {
             b.metadata.format().is_ok_and(|f| {
                 let keys = f.encryption.as_ref().map(|e| e.recipients.as_slice());

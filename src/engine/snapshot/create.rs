@@ -100,6 +100,12 @@ struct ParentWalk<'o> {
     seeded: bool,
     /// Why it stopped being used part-way (it could not be read): the rest is read anew.
     problem: Option<String>,
+    /// The parent's packs that are not in the store as its metadata records them (gone,
+    /// or of another size): a chunk in one is never reused nor deduplicated against, and
+    /// a file with data there is read again — damage never spreads to a new snapshot.
+    damaged: std::collections::BTreeSet<String>,
+    /// Files read again because their data was in a damaged pack (count, first paths).
+    healed: (u64, Vec<PathBuf>),
 }
 
 impl<'o> ParentWalk<'o> {
@@ -113,10 +119,13 @@ impl<'o> ParentWalk<'o> {
             opening: opts.opening,
             seeded: false,
             problem: None,
+            damaged: Default::default(),
+            healed: (0, Vec::new()),
         };
         let Some(p) = &opts.parent else {
             return Ok(walk);
         };
+        walk.damaged = damaged_packs(opts.root, p.packs, opts.sealing.is_some());
         // A parent that cannot be trusted or read is no parent: every file is read (and
         // the backup still succeeds); only the warning says so.
         let opened = super::read::check_tree(&p.tree, Some(p.checksum))
@@ -140,6 +149,41 @@ impl<'o> ParentWalk<'o> {
         walk.reader = Some(reader);
         walk.path = p.tree.clone();
         Ok(walk)
+    }
+
+    /// Whether `was` can stand for the file unread: unchanged, and every chunk of it in a
+    /// pack the store holds as recorded. A file whose data is gone is read again.
+    fn reusable(&mut self, was: &Node, meta: &EntryMeta) -> bool {
+        if !unchanged(was, meta) {
+            return false;
+        }
+        if self.touches_damage(was) {
+            self.healed.0 += 1;
+            if self.healed.1.len() < 5 {
+                self.healed.1.push(was.path.clone());
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Whether any chunk of `was` is in a damaged pack.
+    fn touches_damage(&self, was: &Node) -> bool {
+        was.chunks.iter().any(|c| self.damaged.contains(&c.pack))
+    }
+
+    /// What the run says of the damage it healed, if any.
+    fn healed_warning(&self) -> Option<String> {
+        let (count, first) = &self.healed;
+        (*count > 0).then(|| {
+            let names: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "{count} unchanged file(s) whose data the previous snapshot kept in {} missing or damaged pack(s) were read again ({}{}); `vertex-backup verify --all` names the older snapshots affected",
+                self.damaged.len(),
+                names.join(", "),
+                if *count > first.len() as u64 { ", …" } else { "" }
+            )
+        })
     }
 
     /// Stop using the parent (it failed part-way): what it said so far stays valid, the
@@ -198,7 +242,11 @@ impl<'o> ParentWalk<'o> {
         };
         for node in nodes {
             match node {
-                Ok(node) => node.chunks.iter().for_each(|c| writer.seed(c)),
+                Ok(node) => node
+                    .chunks
+                    .iter()
+                    .filter(|c| !self.damaged.contains(&c.pack))
+                    .for_each(|c| writer.seed(c)),
                 Err(e) => return self.give_up(&e),
             }
         }
@@ -284,6 +332,23 @@ fn start_writer(
     SnapshotWriter::start(tree_file, tree_partial, header, packs, trees)
 }
 
+/// The parent's packs (`recorded`) the store does not hold as recorded: missing, or of
+/// another size. One stat per pack, once per snapshot.
+fn damaged_packs(
+    root: &Path,
+    recorded: &[PackRef],
+    sealed: bool,
+) -> std::collections::BTreeSet<String> {
+    recorded
+        .iter()
+        .filter(|p| {
+            let path = root.join(crate::catalog::pack_name(&p.id, sealed));
+            !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == p.size)
+        })
+        .map(|p| p.id.clone())
+        .collect()
+}
+
 /// Fill in the size and checksum of the packs taken from the parent.
 fn record_reused_packs(written: &mut Written, parent: Option<&Parent>) -> Result<()> {
     let known = parent.map(|p| p.packs).unwrap_or_default();
@@ -329,7 +394,7 @@ pub fn snapshot_storage(
         let mut previous: Option<Node> = None;
         let next = source.next_entry(&mut |rel, meta| {
             let found = parent.find(rel);
-            let read = !found.as_ref().is_some_and(|was| unchanged(was, meta));
+            let read = !found.as_ref().is_some_and(|was| parent.reusable(was, meta));
             previous = found;
             read
         });
@@ -368,7 +433,7 @@ pub fn snapshot_storage(
                 // Unchanged by `lstat` but not by the open handle's `fstat` (it changed
                 // in between): read it, as any changed file.
                 match previous.take() {
-                    Some(was) if unchanged(&was, &entry.meta) => {
+                    Some(was) if unchanged(&was, &entry.meta) && !parent.touches_damage(&was) => {
                         writer.reuse(&was.chunks)?;
                         summary.unchanged_files += 1;
                     }
@@ -401,6 +466,7 @@ pub fn snapshot_storage(
     }
     summary.warnings.extend(source.into_warnings());
     summary.warnings.extend(parent.problem.take());
+    summary.warnings.extend(parent.healed_warning());
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
     record_reused_packs(&mut written, opts.parent.as_ref())?;
