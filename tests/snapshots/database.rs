@@ -218,3 +218,19 @@ fn database_snapshots_under_a_live_writer_are_consistent_and_the_second_stores_o
     assert_verifies_with_integrity_check(&app, &name_of(&second));
     assert_store_exact(&app, "after two database snapshots");
 }
+
+#[test]
+fn a_database_snapshot_restores_in_place_over_the_live_database() {
+    let app = snapshot_app();
+    let before = dump_db_file(&app.db);
+    app.create("database");
+    app.open_db()
+        .execute("UPDATE clients SET name = 'changed'", [])
+        .expect("damage the live database");
+    assert_ne!(dump_db_file(&app.db), before);
+    // The safety copy of the live database cleans leftovers first; the snapshot's
+    // reassembled copy must survive that.
+    app.run(["restore", "--latest", "database", "--yes"])
+        .assert_code(0);
+    assert_eq!(dump_db_file(&app.db), before);
+}
