@@ -53,7 +53,7 @@ pub enum NodeKind {
 /// where: `stored` bytes at `offset`, `raw` bytes once decompressed. Written as a JSON
 /// array, `[id, pack, offset, stored, raw, zstd]`, because a large tree has millions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "ChunkTuple", into = "ChunkTuple")]
+#[serde(try_from = "ChunkTuple", into = "ChunkTuple")]
 pub struct ChunkRef {
     pub id: String,
     pub pack: String,
@@ -67,16 +67,46 @@ pub struct ChunkRef {
 #[derive(Serialize, Deserialize)]
 struct ChunkTuple(String, String, u64, u32, u32, u8);
 
-impl From<ChunkTuple> for ChunkRef {
-    fn from(t: ChunkTuple) -> Self {
-        ChunkRef {
+/// The most plain bytes one chunk of this format holds (content-defined chunks are cut at
+/// this size at the latest; whole files and database chunks are smaller). A chunk is
+/// stored compressed only when that is smaller, so `stored` never exceeds it either.
+const CHUNK_MAX: u32 = super::chunker::CDC_MAX as u32;
+
+/// An entry list is checked by its SHA-256, but whoever can rewrite it can fix that up (a
+/// bucket's owner, a copy from an untrusted place): every field that becomes a path or an
+/// allocation is bounded by what the format writes, here where it is parsed.
+impl TryFrom<ChunkTuple> for ChunkRef {
+    type Error = String;
+
+    fn try_from(t: ChunkTuple) -> Result<Self, String> {
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(&t.0, 64) {
+            return Err(format!("a chunk id {:?} is not 64 hex digits", t.0));
+        }
+        if !crate::catalog::valid_pack_id(&t.1) {
+            return Err(format!("a chunk names a pack {:?} that is no pack id", t.1));
+        }
+        if t.4 > CHUNK_MAX || t.3 > CHUNK_MAX || (t.5 == 0 && t.3 != t.4) {
+            return Err(format!(
+                "chunk {} claims {} stored and {} plain bytes, which no chunk of this format has (at most {CHUNK_MAX})",
+                t.0, t.3, t.4
+            ));
+        }
+        if t.2.checked_add(u64::from(t.3)).is_none() {
+            return Err(format!("chunk {} lies beyond any pack", t.0));
+        }
+        Ok(ChunkRef {
             id: t.0,
             pack: t.1,
             offset: t.2,
             stored: t.3,
             raw: t.4,
             zstd: t.5 != 0,
-        }
+        })
     }
 }
 
@@ -321,6 +351,26 @@ mod raw_path_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_chunk_is_refused_where_it_is_parsed() {
+        let id = "ab".repeat(32);
+        let pack = "cd".repeat(16);
+        let parse = |v: serde_json::Value| serde_json::from_value::<ChunkRef>(v);
+        assert!(parse(serde_json::json!([id, pack, 0, 100, 200, 1])).is_ok());
+        // 4 GiB to allocate before failing: refused up front.
+        let huge = parse(serde_json::json!([id, pack, 0, u32::MAX, 200, 1])).unwrap_err();
+        assert!(
+            huge.to_string().contains("no chunk of this format"),
+            "{huge}"
+        );
+        assert!(parse(serde_json::json!([id, pack, 0, 10, u32::MAX, 1])).is_err());
+        // A pack id that would become a path elsewhere.
+        assert!(parse(serde_json::json!([id, "../../etc", 0, 10, 10, 0])).is_err());
+        assert!(parse(serde_json::json!(["x", pack, 0, 10, 10, 0])).is_err());
+        assert!(parse(serde_json::json!([id, pack, u64::MAX, 10, 10, 0])).is_err());
+        assert!(parse(serde_json::json!([id, pack, 0, 10, 11, 0])).is_err());
+    }
 
     fn node(path: &[u8]) -> Node {
         Node {
