@@ -36,6 +36,8 @@ pub struct SafeEntry {
     pub kind: EntryKind,
     pub mode: u32,
     pub mtime: u64,
+    /// Nanoseconds past `mtime` (snapshots record them; an archive's header does not).
+    pub mtime_ns: u32,
     pub uid: u64,
     pub gid: u64,
     pub size: u64,
@@ -356,6 +358,7 @@ fn check_entry<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<SafeEnt
         kind,
         mode: header.mode().unwrap_or(0o644) & 0o7777,
         mtime: header.mtime().unwrap_or(0),
+        mtime_ns: 0,
         uid: header.uid().unwrap_or(0),
         gid: header.gid().unwrap_or(0),
         size: entry.size(),

@@ -108,6 +108,7 @@ mod tests {
             kind,
             mode: 0o644,
             mtime: 0,
+            mtime_ns: 0,
             uid: 0,
             gid: 0,
             size: 0,

@@ -15,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 pub struct Extractor {
     root: PathBuf,
     archive: PathBuf,
-    dirs: Vec<(PathBuf, u32, u64)>,
+    dirs: Vec<(PathBuf, u32, (u64, u32))>,
     buf: Vec<u8>,
     as_root: bool,
 }
@@ -120,7 +120,7 @@ impl EntrySink for Extractor {
                 // Owner keeps rwx until finish(), so the contents can be written.
                 fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
                     .ctx("set permissions on", &dest)?;
-                self.dirs.push((dest, e.mode, e.mtime));
+                self.dirs.push((dest, e.mode, (e.mtime, e.mtime_ns)));
             }
             EntryKind::File => {
                 self.clear(&dest)?;
@@ -150,13 +150,13 @@ impl EntrySink for Extractor {
                     .ctx("set permissions on", &dest)?;
                 // Through utimensat, as for directories: `e.mtime` of a time before 1970 is
                 // the wrapped u64 a tar header holds, which `SystemTime` cannot add.
-                set_times(&dest, e.mtime, false);
+                set_times(&dest, (e.mtime, e.mtime_ns), false);
             }
             EntryKind::Symlink(target) => {
                 self.clear(&dest)?;
                 std::os::unix::fs::symlink(target, &dest).ctx("create symlink", &dest)?;
                 self.chown(&dest, e);
-                set_times(&dest, e.mtime, true);
+                set_times(&dest, (e.mtime, e.mtime_ns), true);
             }
             EntryKind::Hardlink(target) => {
                 self.ensure_parents(target)?;
@@ -252,7 +252,7 @@ impl<'f> SparseWriter<'f> {
 }
 
 /// Set atime and mtime (not following a symlink when `nofollow`); best effort.
-fn set_times(path: &Path, mtime: u64, nofollow: bool) {
+fn set_times(path: &Path, (mtime, mtime_ns): (u64, u32), nofollow: bool) {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
@@ -260,7 +260,7 @@ fn set_times(path: &Path, mtime: u64, nofollow: bool) {
     };
     let ts = libc::timespec {
         tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
+        tv_nsec: libc::c_long::from(mtime_ns),
     };
     let times = [ts, ts];
     let flags = if nofollow {

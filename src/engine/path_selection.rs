@@ -273,6 +273,7 @@ mod tests {
             mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
             kind,
             mtime: 1_600_000_000,
+            mtime_ns: 0,
             uid: 0,
             gid: 0,
             size: 1,

@@ -413,3 +413,25 @@ fn a_file_dated_before_1970_restores_with_its_date_from_a_snapshot_and_an_archiv
         assert_eq!(mtime, -157_766_400, "{what}");
     }
 }
+
+#[test]
+fn a_snapshot_restores_mtimes_to_the_nanosecond() {
+    use std::os::unix::fs::MetadataExt;
+    let app = snapshot_app();
+    let file = app.write_storage_file("client_1/precise.bin", b"nanoseconds");
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let s = app.create("storage");
+    let target = app.root.join("restored");
+    restore_to(&app, &tree_of(&s), &target, &[]);
+    let restored = fs::metadata(target.join("client_1/precise.bin")).unwrap();
+    assert_eq!(
+        (restored.mtime(), restored.mtime_nsec()),
+        (1_700_000_000, 123_456_789)
+    );
+}

@@ -118,6 +118,7 @@ pub fn safe_entry(tree: &Path, top: &Path, node: &Node) -> Result<SafeEntry> {
         mode: node.mode & 0o7777,
         // As a tar header stores it (a time before 1970 wraps, as the tar crate writes).
         mtime: node.mtime as u64,
+        mtime_ns: node.mtime_ns.min(999_999_999),
         uid: u64::from(node.uid),
         gid: u64::from(node.gid),
         size: node.size,
