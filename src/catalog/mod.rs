@@ -183,7 +183,8 @@ impl Listing {
     pub fn of_kind(&self, kind: BackupKind) -> impl Iterator<Item = &BackupEntry> {
         self.backups.iter().filter(move |b| b.kind == kind)
     }
-    /// The newest complete backup of `kind` that is not dated after `now`: one from the
+    /// The newest complete backup of `kind` (a restore's safety copy is none) that is not
+    /// dated after `now`: one from the
     /// future (a clock that ran ahead) never counts as the newest, or it would hide for
     /// as long as the skew that every backup since is missing.
     pub fn newest_present(
@@ -191,10 +192,13 @@ impl Listing {
         kind: BackupKind,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<&BackupEntry> {
-        self.of_kind(kind).filter(|b| b.is_complete()).find(|b| {
-            b.created
-                .is_some_and(|c| !crate::retention::is_future(&c, now))
-        })
+        // A restore's safety copy is no backup: it never makes a type look fresh.
+        self.of_kind(kind)
+            .filter(|b| b.is_complete() && !b.metadata.is_pre_restore())
+            .find(|b| {
+                b.created
+                    .is_some_and(|c| !crate::retention::is_future(&c, now))
+            })
     }
     /// Backups dated after `now`, which `list`, `status` and the daemon report.
     pub fn future_dated(

@@ -89,9 +89,12 @@ fn good_of_kind<'a>(
     verdicts: &'a Verdicts,
     kind: BackupKind,
 ) -> impl Iterator<Item = &'a BackupEntry> {
-    listing
-        .of_kind(kind)
-        .filter(move |b| b.is_complete() && !verdicts.failed(&b.stem))
+    // A restore's safety copy is not a backup: it holds what was live before a restore
+    // (often the damage the restore undid), so `--latest`/`--at` never pick it; it stays
+    // restorable by name.
+    listing.of_kind(kind).filter(move |b| {
+        b.is_complete() && !verdicts.failed(&b.stem) && !b.metadata.is_pre_restore()
+    })
 }
 
 /// Why `--at` found nothing: the oldest good backup there is, or that there is none.

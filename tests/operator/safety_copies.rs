@@ -93,3 +93,31 @@ fn rotation_keeps_the_newest_safety_copy_of_each_kind() {
     assert_eq!(app.list_of("full").len(), 1);
     assert!(app.root.join("storage").is_dir());
 }
+
+#[test]
+fn a_safety_copy_is_never_the_latest_backup() {
+    let app = TestApp::new();
+    let good = app.create("database");
+    let good_name = Path::new(jstr(&good, "backup_path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // The live database goes bad; the restore takes a safety copy of the bad one.
+    app.open_db()
+        .execute("UPDATE clients SET name = 'damaged'", [])
+        .unwrap();
+    app.run(["restore", "--latest", "database", "--yes"])
+        .assert_code(0);
+    assert_eq!(pre_restore_rows(&app).len(), 1);
+    // Run again, the same command restores the good backup, not the damage it set aside.
+    let again = app.run(["restore", "--latest", "database", "--yes", "--dry-run"]);
+    again.assert_code(0);
+    assert!(again.stdout.contains(&good_name), "{}", again.describe());
+    let verify = app.run(["verify", "--latest", "database"]);
+    assert!(
+        verify.describe().contains(&good_name),
+        "{}",
+        verify.describe()
+    );
+}
