@@ -79,6 +79,10 @@ pub(super) fn cmd_restore(
         (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
     };
     let chosen = select::select_backup(config, &cwd, &wanted)?;
+    for (name, why) in &chosen.passed_over {
+        eprintln!("WARNING: passed over the newer {name}: {why}");
+    }
+    let passed_over = passed_over + chosen.passed_over.len();
     let plan = restore::plan_restore_paths(
         config,
         &chosen.entry.data_path,
@@ -95,7 +99,7 @@ pub(super) fn cmd_restore(
         output::print_restore_plan(&plan, args.json)?;
     }
     if args.dry_run {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(warned_exit(passed_over));
     }
     if plan.in_place && !args.yes {
         confirm("Replace the live data as planned above?")?;
@@ -110,12 +114,17 @@ pub(super) fn cmd_restore(
     } else {
         output::print_restored(&report);
     }
-    // Restored, but not the newest backup there is: said above, and in the exit code.
-    Ok(if passed_over > 0 {
+    Ok(warned_exit(passed_over))
+}
+
+/// Done, but (with `passed_over` > 0) not with the newest backup there is: said on
+/// stderr, and in the exit code, 3 (succeeded with warnings).
+fn warned_exit(passed_over: usize) -> ExitCode {
+    if passed_over > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Ask on a terminal; refuse without one (a script must say --yes).

@@ -35,6 +35,46 @@ pub struct Selected {
     pub catalog: Catalog,
     pub listing: Listing,
     pub entry: BackupEntry,
+    /// Newer backups of the type `--latest`/`--at` passed over, each with why (incomplete,
+    /// failed verification, dated in the future): never passed over silently — the
+    /// commands name them and exit 3.
+    pub passed_over: Vec<(String, String)>,
+}
+
+/// The backups of `kind` newer than `chosen` that a pick by time passed over, with why.
+/// Safety copies are not backups and are not named.
+fn passed_over(
+    listing: &Listing,
+    verdicts: &Verdicts,
+    kind: BackupKind,
+    chosen: &BackupEntry,
+    upto: Option<DateTime<FixedOffset>>,
+) -> Vec<(String, String)> {
+    let now = Utc::now();
+    listing
+        .of_kind(kind)
+        .take_while(|b| b.stem != chosen.stem)
+        .filter(|b| !b.metadata.is_pre_restore())
+        .filter(|b| match (upto, b.created) {
+            (Some(at), Some(c)) => c <= at,
+            _ => true,
+        })
+        .filter_map(|b| {
+            let why = if let Some(problem) = &b.problem {
+                format!("incomplete: {problem}")
+            } else if verdicts.failed(&b.stem) {
+                "it failed its last verification".to_string()
+            } else if b
+                .created
+                .is_some_and(|c| crate::retention::is_future(&c, now))
+            {
+                "it is dated in the future (a clock that ran ahead)".to_string()
+            } else {
+                return None;
+            };
+            Some((listed_name(b), why))
+        })
+        .collect()
 }
 
 /// Find the backup `wanted` names; a relative path is taken from `cwd`.
@@ -58,10 +98,12 @@ pub fn select_backup(config: &Config, cwd: &Path, wanted: &BackupRef) -> Result<
                     kind.as_str()
                 ),
             })?;
+            let passed_over = passed_over(&listing, &verdicts, *kind, &entry, None);
             Ok(Selected {
                 catalog,
                 listing,
                 entry,
+                passed_over,
             })
         }
         BackupRef::At { time, kind } => {
@@ -74,10 +116,12 @@ pub fn select_backup(config: &Config, cwd: &Path, wanted: &BackupRef) -> Result<
                 wanted: format!("--at \"{time}\""),
                 reason: nothing_before(&listing, &verdicts, *kind, at, config.schedule.timezone),
             })?;
+            let passed_over = passed_over(&listing, &verdicts, *kind, &entry, Some(at));
             Ok(Selected {
                 catalog,
                 listing,
                 entry,
+                passed_over,
             })
         }
     }
@@ -170,6 +214,7 @@ fn by_name_or_path(config: &Config, cwd: &Path, given: &Path) -> Result<Selected
                     catalog,
                     listing,
                     entry,
+                    passed_over: Vec::new(),
                 });
             }
         }
@@ -188,6 +233,7 @@ fn by_name_or_path(config: &Config, cwd: &Path, given: &Path) -> Result<Selected
         catalog,
         listing,
         entry,
+        passed_over: Vec::new(),
     })
 }
 

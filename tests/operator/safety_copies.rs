@@ -121,3 +121,40 @@ fn a_safety_copy_is_never_the_latest_backup() {
         verify.describe()
     );
 }
+
+#[test]
+fn latest_names_each_newer_backup_it_passes_over_and_exits_3() {
+    let app = TestApp::new();
+    let older = app.create("storage");
+    app.write_storage_file("client_1/new.bin", b"newer");
+    let newer = app.create("storage");
+    // The newest one's data file is lost: it is incomplete.
+    std::fs::remove_file(jstr(&newer, "backup_path")).unwrap();
+    let target = app.root.join("restored");
+    let run = app.run([
+        "restore".as_ref(),
+        "--latest".as_ref(),
+        "storage".as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+        "--yes".as_ref(),
+    ]);
+    assert_eq!(run.code(), Some(3), "{}", run.describe());
+    let newer_name = Path::new(jstr(&newer, "backup_path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        run.stderr
+            .contains(&format!("passed over the newer {newer_name}: incomplete")),
+        "{}",
+        run.describe()
+    );
+    let older_name = Path::new(jstr(&older, "backup_path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(run.stdout.contains(&older_name), "{}", run.describe());
+}
