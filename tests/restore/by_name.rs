@@ -212,11 +212,19 @@ fn latest_and_at_skip_a_backup_that_failed_verification() {
     fs::write(&newer_path, bytes).unwrap();
     app.run(["verify", newer.as_str()]).assert_code(1);
 
+    // Passed over, and said: the newer one is named with why, and the exit code is 3.
     let r = app.run(["restore", "--latest", "database", "--dry-run", "--json"]);
-    r.assert_code(0);
+    r.assert_code(3);
     assert!(
         r.stdout.contains(&older) && !r.stdout.contains(&newer),
         "--latest took the backup that failed verification\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "passed over the newer {newer}: it failed its last verification"
+        )),
+        "{}",
         r.describe()
     );
     let r = app.run([
@@ -228,7 +236,7 @@ fn latest_and_at_skip_a_backup_that_failed_verification() {
         "--dry-run",
         "--json",
     ]);
-    r.assert_code(0);
+    r.assert_code(3);
     assert!(
         r.stdout.contains(&older) && !r.stdout.contains(&newer),
         "{}",
