@@ -60,17 +60,7 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
     // Verification repairs by uploading: a writer like push.
     let lease = super::writers::acquire(remote, "verify", cancel)?;
     let listing = read_listing(remote, cancel)?;
-    let mut found: Vec<(String, String)> = Vec::new();
-    for b in &listing.backups {
-        cancel.check()?;
-        if let Some(problem) = b
-            .problem
-            .clone()
-            .or_else(|| head_problem(remote, b, cancel).err())
-        {
-            found.push((b.stem.clone(), problem));
-        }
-    }
+    let mut found = listed_problems(remote, &listing, cancel)?;
     let known = remote
         .store
         .load()
@@ -139,17 +129,7 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
 /// what a recovery would restore from; problems reported, never repaired.
 fn verify_as_of(remote: &Remote, cancel: &Cancel) -> Result<RemoteVerifyReport> {
     let listing = read_listing(remote, cancel)?;
-    let mut found: Vec<(String, String)> = Vec::new();
-    for b in &listing.backups {
-        cancel.check()?;
-        if let Some(problem) = b
-            .problem
-            .clone()
-            .or_else(|| head_problem(remote, b, cancel).err())
-        {
-            found.push((b.stem.clone(), problem));
-        }
-    }
+    let mut found = listed_problems(remote, &listing, cancel)?;
     let (sampled, sampled_bytes, _) = sample(remote, &listing, None, &mut found, cancel)?;
     Ok(RemoteVerifyReport {
         target: remote.config.name.clone(),
@@ -188,6 +168,27 @@ fn lost_backups(
         "it was on the target at this server's last check and is gone now".to_string()
     };
     gone.into_iter().map(|s| (s.clone(), why.clone())).collect()
+}
+
+/// Every listed backup's problem: its listing's, else its objects' sizes and carried
+/// checksums (a HEAD each).
+fn listed_problems(
+    remote: &Remote,
+    listing: &RemoteListing,
+    cancel: &Cancel,
+) -> Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for b in &listing.backups {
+        cancel.check()?;
+        if let Some(problem) = b
+            .problem
+            .clone()
+            .or_else(|| head_problem(remote, b, cancel).err())
+        {
+            found.push((b.stem.clone(), problem));
+        }
+    }
+    Ok(found)
 }
 
 /// Each data object's size and carried checksum against the metadata.

@@ -126,57 +126,37 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 Vec::new()
             }
         };
-        Ok((
-            (cleaned, already_there, beyond_retention, postponed),
-            uploaded,
+        let held = listing
+            .backups
+            .iter()
+            .filter(|b| b.is_complete())
+            .map(|b| b.stem.clone())
+            .chain(uploaded.iter().map(|u| u.name.clone()))
+            .collect();
+        let after = TargetAfter {
             newest,
-            listing,
+            remote_bytes: listing.backups.iter().map(|b| b.size).sum::<u64>()
+                + uploaded.iter().map(|u| u.bytes).sum::<u64>(),
+            held,
+        };
+        let report = PushReport {
+            target: remote.config.name.clone(),
+            remote_backups: listing.backups.iter().filter(|b| b.is_complete()).count()
+                + uploaded.len(),
+            uploaded,
+            already_there,
+            beyond_retention,
+            cleaned,
             debris_removed,
-        ))
+            postponed,
+            lock_extended: locks.extended,
+        };
+        Ok((report, after))
     })();
     match result {
-        Ok((
-            (cleaned, already_there, beyond_retention, postponed),
-            uploaded,
-            newest,
-            listing,
-            debris_removed,
-        )) => {
-            let remote_backups =
-                listing.backups.iter().filter(|b| b.is_complete()).count() + uploaded.len();
-            let remote_bytes = listing.backups.iter().map(|b| b.size).sum::<u64>()
-                + uploaded.iter().map(|u| u.bytes).sum::<u64>();
-            let done = remote.store.update(&remote.config.name, |t| {
-                t.last_success = Some(Utc::now());
-                t.last_failure = None;
-                t.failing_since = None;
-                t.pending.clear();
-                t.pending_bytes = 0;
-                t.newest_remote = newest;
-                t.remote_backups = remote_backups as u64;
-                t.remote_bytes = remote_bytes;
-                t.held = listing
-                    .backups
-                    .iter()
-                    .filter(|b| b.is_complete())
-                    .map(|b| b.stem.clone())
-                    .chain(uploaded.iter().map(|u| u.name.clone()))
-                    .collect();
-            });
-            if let Err(e) = done {
-                tracing::warn!("could not record the upload: {}", crate::error_chain(&e));
-            }
-            Ok(PushReport {
-                target: remote.config.name.clone(),
-                uploaded,
-                already_there,
-                beyond_retention,
-                cleaned,
-                debris_removed,
-                postponed,
-                remote_backups,
-                lock_extended: locks.extended,
-            })
+        Ok((report, after)) => {
+            record_success(remote, &report, after);
+            Ok(report)
         }
         Err(e) => {
             record_failure(remote, &e, &pending);
@@ -224,6 +204,31 @@ pub(super) fn read_listing(remote: &Remote, cancel: &Cancel) -> Result<RemoteLis
     remote.with_retries("list the backups", cancel, || {
         RemoteListing::read(remote.target.as_ref())
     })
+}
+
+/// What a successful push leaves the offsite state knowing of the target.
+struct TargetAfter {
+    newest: std::collections::BTreeMap<BackupKind, chrono::DateTime<chrono::FixedOffset>>,
+    remote_bytes: u64,
+    /// The complete remote backups, for `offsite verify` to tell a loss by.
+    held: std::collections::BTreeSet<String>,
+}
+
+fn record_success(remote: &Remote, report: &PushReport, after: TargetAfter) {
+    let done = remote.store.update(&remote.config.name, |t| {
+        t.last_success = Some(Utc::now());
+        t.last_failure = None;
+        t.failing_since = None;
+        t.pending.clear();
+        t.pending_bytes = 0;
+        t.newest_remote = after.newest;
+        t.remote_backups = report.remote_backups as u64;
+        t.remote_bytes = after.remote_bytes;
+        t.held = after.held;
+    });
+    if let Err(e) = done {
+        tracing::warn!("could not record the upload: {}", crate::error_chain(&e));
+    }
 }
 
 fn record_upload(remote: &Remote, entry: &BackupEntry, bytes: u64) {

@@ -376,16 +376,7 @@ impl Target for S3Target {
     /// anyone who can write under the prefix could otherwise take the target down.
     /// Such keys are listed as they are; nothing of ours is named like them.
     fn list(&self) -> RemoteResult<Vec<ObjectInfo>> {
-        Ok(self
-            .api
-            .list_objects("")?
-            .into_iter()
-            .map(|o| ObjectInfo {
-                key: o.key,
-                size: o.size,
-                modified: Some(o.last_modified),
-            })
-            .collect())
+        self.list_under("")
     }
 
     fn list_under(&self, prefix: &str) -> RemoteResult<Vec<ObjectInfo>> {
