@@ -270,7 +270,7 @@ fi
 
 if wanted dr; then
   tree=$c/tree
-  src_stats=$(find "$tree/storage" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %d bytes\n", n, s}')
+  src_stats=$(find "$tree/storage" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %.0f bytes\n", n, s}')
   src_rows=$(sqlite3 "$tree/app_data/app_data.db" 'SELECT (SELECT count(*) FROM portraits) || " " || (SELECT count(*) FROM videos) || " " || (SELECT sum(view_count) FROM portraits)')
   export RESTIC_PASSWORD=vertex-bench-password RESTIC_REPOSITORY="s3:$endpoint/$bucket/restic"
   export RESTIC_CACHE_DIR=$w/restic-cache
@@ -280,7 +280,7 @@ if wanted dr; then
   restic_repo_bytes=$(s3list restic/ | "$py" -c 'import json, sys; print(sum(o["size"] for o in json.load(sys.stdin)))')
   restic_info="$(restic version | cut -d' ' -f1-2), repository format $(restic cat config | sed -n 's/.*"version": *\([0-9]*\).*/\1/p') (compression auto), always encrypted"
   rm -rf "$RESTIC_CACHE_DIR"
-  restored_stats() { find "$1" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %d bytes\n", n, s}'; }
+  restored_stats() { find "$1" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %.0f bytes\n", n, s}'; }
   dr_one() { # TOOL ROUND
     local tool=$1 r=$2 d=$w/dr-$1-$2 out=$m/dr-$1-$2 got rows start
     rm -rf "$d"
