@@ -125,7 +125,7 @@ bytes_of() {
   local p total=0 n
   for p in "$@"; do
     [ -e "$p" ] || continue
-    n=$(find "$p" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    n=$(find "$p" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}')
     total=$((total + n))
   done
   echo "$total"

@@ -148,7 +148,7 @@ backup() {
 }
 
 tree_stats() { # DIR: "N files, B bytes" of the regular files under DIR
-  find "$1" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %d bytes\n", n, s}'
+  find "$1" -type f -printf '%s\n' | awk '{n++; s += $1} END {printf "%d files, %.0f bytes\n", n, s}'
 }
 
 # restore TOOL CTX ARCHIVE ROUND: restore the latest backup into an empty directory, timed
