@@ -157,3 +157,17 @@ machine_info() {
     "zstd $(zstd -V | grep -o "v[0-9.]*" | head -n1); sqlite3 $(sqlite3 --version | cut -d' ' -f1); $(gzip --version | head -n1);" \
     "$(sha256sum --version | head -n1)$(command -v hyperfine >/dev/null && echo "; $(hyperfine --version)")"
 }
+
+# bench_s3_bucket PYTHON ENDPOINT BUCKET CREDS: the benchmarks' S3 credentials (any key
+# moto accepts) written to CREDS (0600) and exported as AWS_* for the other clients, and
+# BUCKET created on the server at ENDPOINT with boto3 (PYTHON: moto's virtualenv).
+bench_s3_bucket() {
+  local py=$1 endpoint=$2 bucket=$3 creds=$4
+  printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench-secret\n' >"$creds"
+  chmod 600 "$creds"
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
+  "$py" - "$endpoint" "$bucket" <<'PY'
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1]).create_bucket(Bucket=sys.argv[2])
+PY
+}

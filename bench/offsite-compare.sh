@@ -102,14 +102,8 @@ moto_line="moto $("$py" -c 'import moto; print(moto.__version__)') (one Python p
 boto3_version=$("$py" -c 'import boto3; print(boto3.__version__)')
 
 creds=$w/s3-credentials
-printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench-secret\n' >"$creds"
-chmod 600 "$creds"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
 bucket=vertex-bench
-"$py" - "$endpoint" "$bucket" <<'PY'
-import sys, boto3
-boto3.client("s3", endpoint_url=sys.argv[1]).create_bucket(Bucket=sys.argv[2])
-PY
+bench_s3_bucket "$py" "$endpoint" "$bucket" "$creds"
 
 # Helpers in Python (the venv's boto3): delete a prefix, list a prefix, one upload.
 cat >"$w/s3util.py" <<'PY'

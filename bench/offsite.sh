@@ -94,14 +94,8 @@ log "writing $size of random data"
 head -c "$bytes" /dev/urandom >"$work/storage/video.bin"
 sqlite3 "$work/app_data/app_data.db" 'PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);' >/dev/null
 creds=$work/s3-credentials
-printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench-secret\n' >"$creds"
-chmod 600 "$creds"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
 bucket=vertex-bench
-"$py" - "$endpoint" "$bucket" <<'PY'
-import sys, boto3
-boto3.client("s3", endpoint_url=sys.argv[1]).create_bucket(Bucket=sys.argv[2])
-PY
+bench_s3_bucket "$py" "$endpoint" "$bucket" "$creds"
 
 # config FILE PREFIX
 config() {

@@ -172,13 +172,10 @@ impl S3Api {
             let body = self.conn.xml_call(call, &what)?;
             let page = xml::list_objects_page(&body)
                 .map_err(|e| other(format!("{what}: the ListObjectsV2 answer: {e}")))?;
-            for listed in page.objects {
+            for mut listed in page.objects {
                 if let Some(key) = self.relative(&listed.key) {
-                    objects.push(ListedObject {
-                        key,
-                        size: listed.size,
-                        last_modified: listed.last_modified,
-                    });
+                    listed.key = key;
+                    objects.push(listed);
                 }
             }
             match page.next {
@@ -218,16 +215,10 @@ impl S3Api {
             let body = self.conn.xml_call(call, &what)?;
             let page = xml::list_versions_page(&body)
                 .map_err(|e| other(format!("{what}: the ListObjectVersions answer: {e}")))?;
-            for v in page.versions {
+            for mut v in page.versions {
                 if let Some(key) = self.relative(&v.key) {
-                    versions.push(ObjectVersion {
-                        key,
-                        version_id: v.version_id,
-                        is_latest: v.is_latest,
-                        last_modified: v.last_modified,
-                        size: v.size,
-                        delete_marker: v.delete_marker,
-                    });
+                    v.key = key;
+                    versions.push(v);
                 }
             }
             match page.next {

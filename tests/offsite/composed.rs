@@ -7,8 +7,10 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::offsite::encrypted::{encryption_section, identity};
-use crate::offsite::setup::{PREFIX, bucket_objects, remote_backups, s3_table};
+use crate::offsite::encrypted::encryption_section;
+use crate::offsite::setup::{
+    PREFIX, bucket_objects, remote_backups, restore_latest_from_remote, s3_table,
+};
 use crate::util::{S3Server, TestApp, assert_same_tree, dump_db_file, random_bytes, s3_server};
 
 pub(super) const SNAPSHOTS: &str = "storage_format = \"snapshot\"\ndatabase_format = \"snapshot\"";
@@ -43,6 +45,14 @@ pub(super) fn change(app: &TestApp, round: u64) {
         .expect("insert a client");
 }
 
+/// `rounds` backups of `kind` (each uploaded by `create`), a [`change`] before each.
+pub(super) fn backups_with_changes(app: &TestApp, kind: &str, rounds: u64) {
+    for round in 0..rounds {
+        change(app, round);
+        app.run(["create", "--type", kind]).assert_code(0);
+    }
+}
+
 /// `offsite push --json` for the target `remote`: the bytes it sent.
 #[track_caller]
 pub(super) fn push_bytes(app: &TestApp) -> u64 {
@@ -75,10 +85,7 @@ fn encrypted_snapshot_fulls_offsite_stay_complete_send_nothing_twice_and_the_new
     let Some(s3) = s3_server() else { return };
     let bucket = s3.new_bucket();
     let app = app_on(&s3, &bucket, SNAPSHOTS, "", &encryption_section());
-    for round in 0..3 {
-        change(&app, round);
-        app.run(["create", "--type", "full"]).assert_code(0);
-    }
+    backups_with_changes(&app, "full", 3);
     // Every full is whole on the target (the packs their members record were once
     // re-sealed and overwritten by later pushes), and nothing is left to send.
     assert_eq!(complete_remote(&app, "full").len(), 3);
@@ -92,20 +99,7 @@ fn encrypted_snapshot_fulls_offsite_stay_complete_send_nothing_twice_and_the_new
     fresh.write_config_raw(
         &fresh.config_text(SNAPSHOTS, &format!("{}\n{table}", encryption_section())),
     );
-    let keys = tempfile::tempdir().unwrap();
-    let escrow = identity(keys.path(), "escrow.key");
-    fresh
-        .run([
-            "--identity".as_ref(),
-            escrow.as_os_str(),
-            "restore".as_ref(),
-            "--from".as_ref(),
-            "remote".as_ref(),
-            "--latest".as_ref(),
-            "full".as_ref(),
-            "--yes".as_ref(),
-        ])
-        .assert_code(0);
+    restore_latest_from_remote(&fresh, "full", true).assert_code(0);
     assert_same_tree(&app.storage, &fresh.storage);
     assert_eq!(dump_db_file(&app.db), dump_db_file(&fresh.db));
 }
@@ -193,10 +187,7 @@ fn a_remote_policy_shorter_than_the_local_one_does_not_churn() {
         "[offsite.retention]\nkeep_last = 2",
         "[retention]\nkeep_last = 4\n",
     );
-    for round in 0..4 {
-        change(&app, round);
-        app.run(["create", "--type", "storage"]).assert_code(0);
-    }
+    backups_with_changes(&app, "storage", 4);
     assert_eq!(complete_remote(&app, "storage").len(), 2);
     // Four local, two remote: the two older local ones are beyond the target's policy,
     // so a push sends nothing and the prune after it deletes nothing.
@@ -228,10 +219,7 @@ fn verify_repairs_a_damaged_shared_pack_without_breaking_the_backups_that_share_
     let Some(s3) = s3_server() else { return };
     let bucket = s3.new_bucket();
     let app = app_on(&s3, &bucket, SNAPSHOTS, "", &encryption_section());
-    for round in 0..2 {
-        change(&app, round);
-        app.run(["create", "--type", "storage"]).assert_code(0);
-    }
+    backups_with_changes(&app, "storage", 2);
     // A pack both snapshots list, damaged on the target (same size, other bytes).
     let listed = complete_remote(&app, "storage");
     let packs = |b: &Value| -> BTreeSet<String> {
@@ -285,10 +273,7 @@ fn verify_fails_when_the_target_lost_what_it_held_even_an_emptied_bucket() {
         "[offsite.retention]\nkeep_last = 3",
         "[retention]\nkeep_last = 1\n",
     );
-    for round in 0..2 {
-        change(&app, round);
-        app.run(["create", "--type", "storage"]).assert_code(0);
-    }
+    backups_with_changes(&app, "storage", 2);
     let held = complete_remote(&app, "storage");
     assert_eq!(held.len(), 2);
     app.run(["rotate"]).assert_code(0);
@@ -404,9 +389,7 @@ fn a_restore_from_a_target_names_the_newer_backups_it_passes_over_and_exits_3() 
         &fresh,
         &[s3_table(&fresh, "remote", s3.endpoint(), &bucket, "")],
     );
-    let run = fresh.run([
-        "restore", "--from", "remote", "--latest", "storage", "--yes",
-    ]);
+    let run = restore_latest_from_remote(&fresh, "storage", false);
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     let newest_name = newest["name"].as_str().unwrap();
     assert!(
@@ -440,10 +423,7 @@ fn foreign_keys_under_the_prefix_do_not_take_the_target_down_and_are_never_touch
     for key in foreign {
         s3.put(&bucket, &format!("{PREFIX}/{key}"), b"someone else's");
     }
-    for round in 0..2 {
-        change(&app, round);
-        app.run(["create", "--type", "storage"]).assert_code(0);
-    }
+    backups_with_changes(&app, "storage", 2);
     assert_eq!(complete_remote(&app, "storage").len(), 1);
     app.run(["offsite", "verify"]).assert_code(0);
     app.run(["offsite", "prune"]).assert_code(0);
@@ -459,10 +439,6 @@ fn foreign_keys_under_the_prefix_do_not_take_the_target_down_and_are_never_touch
         &fresh,
         &[s3_table(&fresh, "remote", s3.endpoint(), &bucket, "")],
     );
-    fresh
-        .run([
-            "restore", "--from", "remote", "--latest", "storage", "--yes",
-        ])
-        .assert_code(0);
+    restore_latest_from_remote(&fresh, "storage", false).assert_code(0);
     assert_same_tree(&app.storage, &fresh.storage);
 }

@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use crate::faults::SplitMix64;
 use crate::offsite::composed::{SNAPSHOTS, change, complete_remote, push_bytes};
-use crate::offsite::encrypted::{encryption_section, identity};
-use crate::offsite::setup::{WRITERS_DIR, bucket_objects, path_table, s3_table};
+use crate::offsite::encrypted::encryption_section;
+use crate::offsite::setup::{
+    WRITERS_DIR, bucket_objects, path_table, restore_latest_from_remote, s3_table,
+};
 use crate::util::{
     RUN_TIMEOUT, S3Server, TestApp, assert_same_tree, dump_db_file, poll_until, s3_server,
 };
@@ -240,14 +242,7 @@ fn run_cell(cell: Cell) {
     // Disaster recovery: an empty server with the config (and a key) restores the newest.
     let fresh = TestApp::new();
     configure(&fresh, &cell, &target);
-    let keys = tempfile::tempdir().expect("tempdir");
-    let mut args: Vec<String> = Vec::new();
-    if cell.encryption != Encryption::Off {
-        let key = identity(keys.path(), "escrow.key");
-        args.extend(["--identity".into(), key.display().to_string()]);
-    }
-    args.extend(["restore", "--from", "remote", "--latest", "full", "--yes"].map(String::from));
-    let restored = fresh.run(&args);
+    let restored = restore_latest_from_remote(&fresh, "full", cell.encryption != Encryption::Off);
     assert_eq!(
         restored.code(),
         Some(0),

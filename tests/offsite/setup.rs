@@ -169,3 +169,16 @@ pub fn assert_no_half_listed(s3: &S3Server, bucket: &str) -> Vec<String> {
     }
     listed
 }
+
+/// `[--identity ESCROW] restore --from remote --latest KIND --yes` on `app`: a disaster
+/// recovery from the target `remote`, with the escrow identity when `encrypted`.
+pub fn restore_latest_from_remote(app: &TestApp, kind: &str, encrypted: bool) -> crate::util::Run {
+    let keys = tempfile::tempdir().expect("key dir");
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if encrypted {
+        let key = crate::offsite::encrypted::identity(keys.path(), "escrow.key");
+        args.extend(["--identity".into(), key.into_os_string()]);
+    }
+    args.extend(["restore", "--from", "remote", "--latest", kind, "--yes"].map(Into::into));
+    app.run(&args)
+}

@@ -5,6 +5,7 @@
 //! trimmed or normalized. Everything is checked: at most [`MAX_PAGE_ENTRIES`] entries a
 //! page, sizes that parse as `u64`, RFC 3339 times, no DTD, a bounded depth.
 
+use super::{ListedObject, ObjectVersion};
 use chrono::{DateTime, Utc};
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -202,18 +203,10 @@ fn root_named<'a>(root: &'a Element, name: &str) -> Result<&'a Element, String> 
     }
 }
 
-/// One `<Contents>` of a ListObjectsV2 page, its key decoded but still full (with the
-/// target's prefix).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed {
-    pub key: String,
-    pub size: u64,
-    pub last_modified: DateTime<Utc>,
-}
-
 #[derive(Debug)]
 pub(crate) struct ListPage {
-    pub objects: Vec<Listed>,
+    /// Keys decoded but still full (with the target's prefix).
+    pub objects: Vec<ListedObject>,
     /// The token of the next page, when this one is truncated.
     pub next: Option<String>,
 }
@@ -236,7 +229,7 @@ pub(crate) fn list_objects_page(body: &[u8]) -> Result<ListPage, String> {
     let objects = contents
         .into_iter()
         .map(|c| {
-            Ok(Listed {
+            Ok(ListedObject {
                 key: keys.decode(c.required("Key")?)?,
                 size: parse_size(c.required("Size")?)?,
                 last_modified: parse_time(c.required("LastModified")?)?,
@@ -256,21 +249,10 @@ pub(crate) fn list_objects_page(body: &[u8]) -> Result<ListPage, String> {
     Ok(ListPage { objects, next })
 }
 
-/// One `<Version>` or `<DeleteMarker>`, in the order the page lists them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Versioned {
-    pub key: String,
-    pub version_id: String,
-    pub is_latest: bool,
-    pub last_modified: DateTime<Utc>,
-    /// 0 for a delete marker.
-    pub size: u64,
-    pub delete_marker: bool,
-}
-
 #[derive(Debug)]
 pub(crate) struct VersionsPage {
-    pub versions: Vec<Versioned>,
+    /// In the order the page lists them; keys still full.
+    pub versions: Vec<ObjectVersion>,
     /// `(key-marker, version-id-marker)` of the next page, when this one is truncated.
     pub next: Option<(String, String)>,
 }
@@ -294,7 +276,7 @@ pub(crate) fn list_versions_page(body: &[u8]) -> Result<VersionsPage, String> {
         .into_iter()
         .map(|e| {
             let delete_marker = e.name == "DeleteMarker";
-            Ok(Versioned {
+            Ok(ObjectVersion {
                 key: keys.decode(e.required("Key")?)?,
                 version_id: e.required("VersionId")?.to_string(),
                 is_latest: parse_bool(e.required("IsLatest")?)?,
