@@ -48,12 +48,17 @@ pub struct OffsiteSection {
     pub bandwidth_limit: Option<Rate>,
     #[serde(default = "default_part_size")]
     pub part_size: ByteSize,
-    /// Parts in flight at once (memory: `part_size × (concurrency + 1)`).
+    /// Parts in flight at once, and objects downloaded at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// S3 Object Lock retention for uploaded objects, e.g. "30d" (COMPLIANCE mode).
     #[serde(default)]
     pub object_lock: Option<HumanDuration>,
+    /// The checksum S3 checks each request body against and keeps with the object:
+    /// `sha256` (the default) or `none`, for stores that refuse `x-amz-checksum-*`
+    /// headers (Backblaze B2, Google Cloud Storage's S3 interoperability).
+    #[serde(default)]
+    pub checksum: Option<RequestChecksum>,
     /// Bytes `offsite_verify` downloads and re-hashes per run (rotating through the target).
     #[serde(default = "default_verify_sample")]
     pub verify_sample: ByteSize,
@@ -69,6 +74,14 @@ pub struct OffsiteSection {
     /// Remote retention; when absent, `[retention]`'s.
     #[serde(default)]
     pub retention: Option<RetentionSection>,
+}
+
+/// `checksum = "sha256" | "none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestChecksum {
+    Sha256,
+    None,
 }
 
 fn all_kinds() -> Vec<BackupKind> {
@@ -188,6 +201,8 @@ pub struct OffsiteTarget {
     pub part_size: u64,
     pub concurrency: usize,
     pub object_lock: Option<Duration>,
+    /// Send `x-amz-checksum-sha256` with every write (S3 targets).
+    pub request_checksum: bool,
     pub verify_sample: u64,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -244,6 +259,7 @@ impl Config {
                 ("region", s.region.is_some()),
                 ("credentials_file", s.credentials_file.is_some()),
                 ("object_lock", s.object_lock.is_some()),
+                ("checksum", s.checksum.is_some()),
                 ("path_style", s.path_style),
             ] {
                 if set && !is_s3 {
@@ -268,6 +284,13 @@ impl Config {
                 bad(
                     "concurrency",
                     "from 1 to 64 parts in flight (4 is the default)".into(),
+                );
+            }
+            let request_checksum = s.checksum != Some(RequestChecksum::None);
+            if s.object_lock.is_some() && !request_checksum {
+                bad(
+                    "checksum",
+                    "an Object Lock bucket refuses writes without a request checksum; remove `checksum = \"none\"` or `object_lock`".into(),
                 );
             }
             if s.upload.is_empty() {
@@ -302,6 +325,7 @@ impl Config {
                 part_size: s.part_size.0,
                 concurrency: s.concurrency,
                 object_lock: s.object_lock.map(|d| d.0),
+                request_checksum,
                 verify_sample: s.verify_sample.0,
                 retries: s.retries,
                 retry_backoff: s.retry_backoff.0,
@@ -366,6 +390,7 @@ mod tests {
         assert_eq!(b2.bandwidth_limit, Some(20 * 1024 * 1024));
         assert_eq!(b2.retention.keep_daily, Some(7));
         assert_eq!(b2.part_size, 16 * 1024 * 1024);
+        assert!(b2.request_checksum, "x-amz-checksum-sha256 is the default");
         let nas = &cfg.offsite[1];
         assert_eq!(
             nas.location,
@@ -389,6 +414,24 @@ mod tests {
         assert!(err.contains("applies to s3:// targets only"), "{err}");
         assert!(err.contains("line 8"), "{err}");
         assert!(err.contains("parts run from 5 MiB"), "{err}");
+    }
+
+    #[test]
+    fn request_checksums_can_be_turned_off_but_not_under_object_lock() {
+        let cfg =
+            parse("[[offsite]]\nname = \"b2\"\nurl = \"s3://b\"\nchecksum = \"none\"\n").unwrap();
+        assert!(!cfg.offsite[0].request_checksum);
+        let err = parse(
+            "[[offsite]]\nname = \"x\"\nurl = \"s3://b\"\nobject_lock = \"1d\"\nchecksum = \"none\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("offsite[0].checksum"), "{err}");
+        assert!(err.contains("Object Lock bucket refuses"), "{err}");
+        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"s3://b\"\nchecksum = \"md5\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::Remote;
 use super::push::read_listing;
-use super::remote::RemoteBackup;
+use super::remote::{RemoteBackup, RemoteObject};
 use crate::catalog::PartRole;
 use crate::config::Config;
 use crate::engine::Cancel;
@@ -122,27 +124,14 @@ pub fn fetch(
     {
         return Ok((e.data_path.clone(), skipped));
     }
-    for object in &backup.objects {
+    let (data, metadata): (Vec<&RemoteObject>, Vec<&RemoteObject>) = backup
+        .objects
+        .iter()
+        .partition(|o| o.role == PartRole::Data);
+    download_data(config, remote, &data, cancel)?;
+    for object in metadata {
         cancel.check()?;
-        let dest = config.paths.backup_dir.join(&object.key);
-        let expect = match object.role {
-            PartRole::Data => Some((object.size, object.sha256.as_deref())),
-            PartRole::Metadata => None,
-        };
-        // A pack the store already holds (another snapshot brought it) is not fetched again.
-        if object.shared && fs::metadata(&dest).is_ok_and(|m| m.len() == object.size) {
-            continue;
-        }
-        let op = format!("download {}", object.key);
-        remote.with_retries(&op, cancel, || {
-            download(
-                remote,
-                &object.key,
-                &dest,
-                expect,
-                config.backup.file_mode.0,
-            )
-        })?;
+        fetch_object(config, remote, object, cancel)?;
     }
     let local = catalog.list()?;
     let entry = local
@@ -152,6 +141,72 @@ pub fn fetch(
             reason: "downloaded, but it does not list as a backup".into(),
         })?;
     Ok((entry.data_path.clone(), skipped))
+}
+
+/// The data objects, `concurrency` at a time (the target's setting, as uploads use it):
+/// one GET at a time leaves most of a link, and of a server, idle. The first failure
+/// stops the rest and is returned.
+fn download_data(
+    config: &Config,
+    remote: &Remote,
+    objects: &[&RemoteObject],
+    cancel: &Cancel,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let workers = remote.config.concurrency.clamp(1, objects.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(object) = objects.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        return;
+                    };
+                    if let Err(e) = fetch_object(config, remote, object, cancel) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One object of the backup into the backup directory, unless a pack the store already
+/// holds (another snapshot brought it).
+fn fetch_object(
+    config: &Config,
+    remote: &Remote,
+    object: &RemoteObject,
+    cancel: &Cancel,
+) -> Result<()> {
+    cancel.check()?;
+    let dest = config.paths.backup_dir.join(&object.key);
+    let expect = match object.role {
+        PartRole::Data => Some((object.size, object.sha256.as_deref())),
+        PartRole::Metadata => None,
+    };
+    if object.shared && fs::metadata(&dest).is_ok_and(|m| m.len() == object.size) {
+        return Ok(());
+    }
+    let op = format!("download {}", object.key);
+    remote.with_retries(&op, cancel, || {
+        download(
+            remote,
+            &object.key,
+            &dest,
+            expect,
+            config.backup.file_mode.0,
+        )
+    })
 }
 
 /// One object to `dest`, atomically; checked when `expect` is given.

@@ -38,6 +38,7 @@ pub mod remote;
 pub mod run;
 pub mod s3;
 pub mod s3_api;
+mod s3_parts;
 pub mod sealed;
 pub mod state;
 pub mod summary;

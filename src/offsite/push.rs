@@ -418,7 +418,7 @@ fn upload_sealed(
         let json = serde_json::to_vec_pretty(&clear)
             .map_err(|e| Error::Internal(format!("serialize the remote metadata: {e}")))?;
         let got = put_checked(remote, &part.name, None, cancel, || {
-            Ok(Box::new(std::io::Cursor::new(json.clone())))
+            Ok(Source::Stream(Box::new(std::io::Cursor::new(json.clone()))))
         })?;
         listing.note_put(&part.name, got.size, None);
         sent.bytes += got.size;
@@ -545,7 +545,7 @@ fn upload_encrypting(
                 .map_err(|e| {
                     RemoteError::new(RemoteFailure::Other, format!("start encrypting: {e}"))
                 })?;
-        Ok(Box::new(reader))
+        Ok(Source::Stream(Box::new(reader)))
     })
 }
 
@@ -565,8 +565,14 @@ pub(super) fn upload_part(remote: &Remote, part: &Part, cancel: &Cancel) -> Resu
         PartRole::Metadata => None,
     };
     put_checked(remote, &part.name, expect, cancel, || {
-        Ok(Box::new(open_local(part)?))
+        Ok(Source::File(open_local(part)?))
     })
+}
+
+/// What a put reads: a local file (which a target may read at any offset) or a stream.
+enum Source {
+    File(File),
+    Stream(Box<dyn Read + Send>),
 }
 
 /// Put what `open` gives (opened again for every attempt) under `key`, then check what
@@ -576,12 +582,12 @@ fn put_checked(
     key: &str,
     expect: Option<&str>,
     cancel: &Cancel,
-    open: impl Fn() -> std::result::Result<Box<dyn Read + Send>, RemoteError>,
+    open: impl Fn() -> std::result::Result<Source, RemoteError>,
 ) -> Result<Stored> {
     let op = format!("upload {key}");
-    let stored = remote.with_retries(&op, cancel, || {
-        let mut data = open()?;
-        remote.target.put(key, &mut data, expect)
+    let stored = remote.with_retries(&op, cancel, || match open()? {
+        Source::File(file) => remote.target.put_file(key, file, expect),
+        Source::Stream(mut data) => remote.target.put(key, &mut data, expect),
     })?;
     let check = format!("check the uploaded {key}");
     let head = remote.with_retries(&check, cancel, || remote.target.head(key))?;

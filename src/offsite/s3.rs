@@ -3,13 +3,17 @@
 //! signed requests over rustls, retries with capped backoff on its own. This file keeps
 //! the engine blocking: the target owns a small runtime and waits on it.
 //!
-//! Uploads stream in `part_size` pieces with at most `concurrency` in flight (memory:
-//! `part_size × (concurrency + 1)`), hashing as they read. Our SHA-256 travels as
-//! `x-amz-meta-sha256`, not as a provider checksum (`x-amz-checksum-*` is not portable:
-//! B2 rejects it); the upload is completed only when the bytes read hash to what the
-//! caller expects, otherwise aborted — S3 makes an object visible only at completion, so
-//! nothing half-sent is ever listed. Every multipart upload is journaled from its start
-//! to its end ([`UploadJournal`]), and the next run aborts what a crash left.
+//! Uploads of a local file go through [`super::s3_parts`]: parts streamed from the file
+//! at their offsets, a few MiB whatever the part size. Other streams (encrypted on the way
+//! up) go in `part_size` pieces with at most `concurrency` in flight (memory:
+//! `part_size × concurrency`), hashing as they read. Our SHA-256 travels as
+//! `x-amz-meta-sha256` on every store; with the target's `checksum = "sha256"` (the
+//! default) each request also carries `x-amz-checksum-sha256`, which the store checks
+//! (B2 and GCS's interoperability endpoint reject it: `checksum = "none"` there). The
+//! upload is completed only when the bytes read hash to what the caller expects,
+//! otherwise aborted — S3 makes an object visible only at completion, so nothing
+//! half-sent is ever listed. Every multipart upload is journaled from its start to its
+//! end ([`UploadJournal`]), and the next run aborts what a crash left.
 //!
 //! Object Lock: `object_store` has no option for it, so a target with `object_lock` sends
 //! `x-amz-object-lock-mode: COMPLIANCE` and `x-amz-object-lock-retain-until-date` as
@@ -18,6 +22,7 @@
 //! opened ([`Target::write_horizon`]); a push extends what a new backup reuses to it
 //! through [`super::s3_api`] (PutObjectRetention), and reads locks back by HEAD.
 
+use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +39,10 @@ use object_store::{
 };
 use tokio::task::JoinSet;
 
+use super::s3_parts::PartUpload;
 use super::state::UploadJournal;
 use super::target::{ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored, Target};
-use super::transfer::UploadStream;
+use super::transfer::{SharedPace, UploadStream};
 use crate::config::OffsiteTarget;
 use crate::error::RemoteFailure;
 
@@ -52,6 +58,10 @@ pub struct S3Target {
     part_size: usize,
     concurrency: usize,
     bandwidth_limit: Option<u64>,
+    /// `x-amz-checksum-sha256` on every write.
+    checksum: bool,
+    retries: u32,
+    retry_backoff: Duration,
     object_lock: Option<Duration>,
     /// The retain-until date every write carries (`object_lock` from the opening).
     horizon: Option<DateTime<Utc>>,
@@ -170,6 +180,9 @@ impl S3Target {
         };
         if let Some(until) = horizon {
             options = options.with_default_headers(lock_headers(until)?);
+        }
+        // Object Lock needs it (the config refuses `checksum = "none"` with a lock).
+        if target.request_checksum {
             builder = builder.with_checksum_algorithm(Checksum::SHA256);
         }
         let store = builder
@@ -191,6 +204,9 @@ impl S3Target {
             part_size: target.part_size as usize,
             concurrency: target.concurrency,
             bandwidth_limit: target.bandwidth_limit,
+            checksum: target.request_checksum,
+            retries: target.retries,
+            retry_backoff: target.retry_backoff,
             object_lock: target.object_lock,
             horizon,
             journal,
@@ -307,24 +323,32 @@ fn lock_horizon(now: DateTime<Utc>, lock: Duration) -> RemoteResult<DateTime<Utc
     Ok(until.trunc_subsecs(0))
 }
 
+/// The headers that lock a write until `until` (COMPLIANCE).
+fn lock_header_pairs(until: DateTime<Utc>) -> [(String, String); 2] {
+    [
+        ("x-amz-object-lock-mode".into(), "COMPLIANCE".into()),
+        (
+            "x-amz-object-lock-retain-until-date".into(),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    ]
+}
+
 fn lock_headers(until: DateTime<Utc>) -> RemoteResult<reqwest_object_store::header::HeaderMap> {
-    use reqwest_object_store::header::{HeaderMap, HeaderValue};
+    use reqwest_object_store::header::{HeaderMap, HeaderName, HeaderValue};
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "x-amz-object-lock-mode",
-        HeaderValue::from_static("COMPLIANCE"),
-    );
     // S3 refuses a locked write without a request checksum it can name.
     headers.insert(
         "x-amz-sdk-checksum-algorithm",
         HeaderValue::from_static("SHA256"),
     );
-    let date = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    headers.insert(
-        "x-amz-object-lock-retain-until-date",
-        HeaderValue::from_str(&date)
-            .map_err(|e| RemoteError::new(RemoteFailure::Other, e.to_string()))?,
-    );
+    for (name, value) in lock_header_pairs(until) {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| RemoteError::new(RemoteFailure::Other, e.to_string()))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|e| RemoteError::new(RemoteFailure::Other, e.to_string()))?;
+        headers.insert(name, value);
+    }
     Ok(headers)
 }
 
@@ -443,6 +467,32 @@ impl Target for S3Target {
             want: sha256,
         };
         self.put_multipart_checked(&path, key, first, &mut checked)
+    }
+
+    fn put_file(&self, key: &str, mut file: File, sha256: Option<&str>) -> RemoteResult<Stored> {
+        let len = file.metadata().map_err(read_error)?.len();
+        if len < self.part_size as u64 {
+            return self.put(key, &mut file, sha256);
+        }
+        let mut headers = Vec::new();
+        if let Some(sha) = sha256 {
+            headers.push((format!("x-amz-meta-{SHA256_META}"), sha.to_string()));
+        }
+        if let Some(until) = self.horizon {
+            headers.extend(lock_header_pairs(until));
+        }
+        let upload = PartUpload {
+            api: &self.api,
+            journal: &self.journal,
+            part_size: self.part_size as u64,
+            concurrency: self.concurrency,
+            checksum: self.checksum,
+            headers,
+            pace: self.bandwidth_limit.map(|l| Arc::new(SharedPace::new(l))),
+            retries: self.retries,
+            retry_backoff: self.retry_backoff,
+        };
+        upload.send(key, file, sha256)
     }
 
     fn get(&self, key: &str) -> RemoteResult<Box<dyn Read + Send + '_>> {

@@ -15,6 +15,7 @@
 //! Requests refuse a key that an HTTP URL cannot carry unchanged (a `.` or `..` segment
 //! would be normalized away and name another object).
 
+mod multipart;
 mod request;
 mod sigv4;
 mod xml;
@@ -25,6 +26,7 @@ use std::io::Read;
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use reqwest::{Method, StatusCode};
 
+pub use self::multipart::{MAX_PARTS, PartBody, UploadedPart};
 use self::request::{BoundedBody, Call, Connection, Refusal, content_length, header, other};
 use super::target::{RemoteError, RemoteResult};
 use crate::config::{OffsiteTarget, TargetLocation};

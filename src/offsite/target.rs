@@ -102,6 +102,16 @@ pub trait Target: Send + Sync {
     /// or nothing is stored ([`RemoteFailure::Mismatch`]); the target also keeps it with
     /// the object where it can.
     fn put(&self, key: &str, data: &mut dyn Read, sha256: Option<&str>) -> RemoteResult<Stored>;
+    /// [`Target::put`] of a local file, which a target may read at any offset (an S3
+    /// target streams its parts from it instead of holding them in memory).
+    fn put_file(
+        &self,
+        key: &str,
+        mut file: std::fs::File,
+        sha256: Option<&str>,
+    ) -> RemoteResult<Stored> {
+        self.put(key, &mut file, sha256)
+    }
     /// The object's bytes, streamed.
     fn get(&self, key: &str) -> RemoteResult<Box<dyn Read + Send + '_>>;
     /// Remove `key`; a key already gone is not an error.

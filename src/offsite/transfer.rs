@@ -2,6 +2,7 @@
 //! once, in the same pass that sends them) and held to the target's `bandwidth_limit`.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -57,24 +58,59 @@ impl<'a> UploadStream<'a> {
     /// Wait until the bytes read so far are within the limit: a token bucket measured
     /// from the start, so a burst after a slow network does not exceed the average.
     fn throttle(&self) {
-        let Some(limit) = self.limit else { return };
-        let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
+        if let Some(limit) = self.limit {
+            wait_for(self.started, self.bytes, limit);
         }
+    }
+}
+
+/// Sleep until `bytes` sent since `started` are within `limit` bytes/s.
+fn wait_for(started: Instant, bytes: u64, limit: u64) {
+    let due = Duration::from_secs_f64(bytes as f64 / limit as f64);
+    let elapsed = started.elapsed();
+    if due > elapsed {
+        std::thread::sleep(due - elapsed);
+    }
+}
+
+/// Read no more than a quarter second's worth at a time so the pace stays even.
+fn chunk_for(limit: u64, want: usize) -> usize {
+    usize::try_from((limit / 4).max(64 * 1024)).map_or(want, |cap| cap.min(want))
+}
+
+/// One `bandwidth_limit` shared by several streams (the parts of one upload in flight
+/// together): the same token bucket as [`UploadStream`]'s, over all their bytes.
+pub struct SharedPace {
+    limit: u64,
+    started: Instant,
+    bytes: AtomicU64,
+}
+
+impl SharedPace {
+    pub fn new(limit: u64) -> Self {
+        SharedPace {
+            limit,
+            started: Instant::now(),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// How much of `want` bytes to read next.
+    pub fn chunk(&self, want: usize) -> usize {
+        chunk_for(self.limit, want)
+    }
+
+    /// Count `n` bytes sent and wait until the total is within the limit.
+    pub fn spend(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::SeqCst) + n;
+        wait_for(self.started, total, self.limit);
     }
 }
 
 impl Read for UploadStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.throttle();
-        // Read no more than a quarter second's worth at a time so the pace stays even.
-        let cap = self
-            .limit
-            .map(|l| (l / 4).max(64 * 1024) as usize)
-            .unwrap_or(buf.len())
-            .min(buf.len());
+        let cap = self.limit.map_or(buf.len(), |l| chunk_for(l, buf.len()));
         let n = self.inner.read(&mut buf[..cap])?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;

@@ -45,6 +45,19 @@ pub(super) struct Call<'a> {
     pub body: Vec<u8>,
     /// Send (and sign) `Content-MD5` of the body.
     pub content_md5: bool,
+    /// More headers to send and sign (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// A body streamed from a reader instead of `body`.
+    pub stream: Option<StreamBody>,
+}
+
+/// A request body read as it is sent: exactly `len` bytes whose SHA-256 is already known
+/// (SigV4 signs the payload's hash before the first byte goes out).
+pub(super) struct StreamBody {
+    pub reader: Box<dyn Read + Send>,
+    pub len: u64,
+    /// Lower-case hex.
+    pub sha256: String,
 }
 
 impl<'a> Call<'a> {
@@ -55,7 +68,14 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body: Vec::new(),
             content_md5: false,
+            headers: Vec::new(),
+            stream: None,
         }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
     }
 
     pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -294,7 +314,7 @@ impl Connection {
 
     /// Every header SigV4 covers for `call` at `now` (`host`, `x-amz-content-sha256`,
     /// `x-amz-date`, with a session token `x-amz-security-token`, with `content_md5`
-    /// `content-md5`), then `authorization` signing them.
+    /// `content-md5`, and the call's own `headers`), then `authorization` signing them.
     fn signed_headers(
         &self,
         call: &Call<'_>,
@@ -302,7 +322,10 @@ impl Connection {
         canonical_query: &str,
         now: chrono::DateTime<Utc>,
     ) -> Vec<(String, String)> {
-        let payload_sha256 = hex::encode(Sha256::digest(&call.body));
+        let payload_sha256 = match &call.stream {
+            Some(stream) => stream.sha256.clone(),
+            None => hex::encode(Sha256::digest(&call.body)),
+        };
         let mut headers = vec![
             ("host".to_string(), self.host.clone()),
             ("x-amz-content-sha256".to_string(), payload_sha256.clone()),
@@ -316,6 +339,7 @@ impl Connection {
             let md5 = base64::engine::general_purpose::STANDARD.encode(md5);
             headers.push(("content-md5".to_string(), md5));
         }
+        headers.extend(call.headers.iter().cloned());
         let canonical = sigv4::Canonical {
             method: call.method.as_str(),
             path,
@@ -353,7 +377,10 @@ impl Connection {
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        if !call.body.is_empty() {
+        if let Some(stream) = call.stream {
+            let body = reqwest::blocking::Body::sized(stream.reader, stream.len);
+            request = request.body(body);
+        } else if !call.body.is_empty() {
             request = request.body(call.body);
         }
         request.send().map_err(|e| transport_error(e, what))

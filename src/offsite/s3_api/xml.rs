@@ -319,6 +319,23 @@ pub(crate) fn error_body(body: &[u8]) -> Option<(String, String)> {
     Some((code, message))
 }
 
+/// The `UploadId` of an InitiateMultipartUploadResult.
+pub(crate) fn upload_id(body: &[u8]) -> Result<String, String> {
+    let root = parse(body)?;
+    if root.name != "InitiateMultipartUploadResult" {
+        return Err(format!(
+            "expected an InitiateMultipartUploadResult, got <{}>",
+            root.name
+        ));
+    }
+    let id = root.required("UploadId")?.trim();
+    // The id goes back in a query string: bounded, and no control characters.
+    if id.is_empty() || id.len() > 1024 || id.chars().any(char::is_control) {
+        return Err("the UploadId is empty, over 1 KiB or has control characters".into());
+    }
+    Ok(id.to_string())
+}
+
 /// `s` with `&`, `<`, `>`, `'`, `"` as entities (for the bodies we send).
 pub(crate) fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
