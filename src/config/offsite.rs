@@ -419,16 +419,16 @@ mod tests {
     #[test]
     fn request_checksums_can_be_turned_off_but_not_under_object_lock() {
         let cfg =
-            parse("[[offsite]]\nname = \"b2\"\nurl = \"s3://b\"\nchecksum = \"none\"\n").unwrap();
+            parse("[[offsite]]\nname = \"b2\"\nurl = \"s3://bkt\"\nchecksum = \"none\"\n").unwrap();
         assert!(!cfg.offsite[0].request_checksum);
         let err = parse(
-            "[[offsite]]\nname = \"x\"\nurl = \"s3://b\"\nobject_lock = \"1d\"\nchecksum = \"none\"\n",
+            "[[offsite]]\nname = \"x\"\nurl = \"s3://bkt\"\nobject_lock = \"1d\"\nchecksum = \"none\"\n",
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("offsite[0].checksum"), "{err}");
         assert!(err.contains("Object Lock bucket refuses"), "{err}");
-        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"s3://b\"\nchecksum = \"md5\"\n")
+        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"s3://bkt\"\nchecksum = \"md5\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 4"), "{err}");

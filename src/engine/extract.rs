@@ -216,27 +216,41 @@ impl<'f> SparseWriter<'f> {
             self.partial = block;
             self.partial.clear();
         }
-        let mut blocks = data.chunks_exact(SPARSE_BLOCK);
-        for block in &mut blocks {
-            self.block(block)?;
-        }
-        self.partial.extend_from_slice(blocks.remainder());
+        let whole = data.len() - data.len() % SPARSE_BLOCK;
+        self.block(&data[..whole])?;
+        self.partial.extend_from_slice(&data[whole..]);
         Ok(())
     }
 
-    fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
-        if block.iter().all(|&b| b == 0) {
-            self.pending_hole += block.len() as u64;
-        } else {
-            if self.pending_hole > 0 {
-                self.file
-                    .seek(SeekFrom::Current(self.pending_hole as i64))?;
-                self.pending_hole = 0;
+    /// Blocks from a block boundary (the last may be short): each run of data blocks
+    /// goes in one write — a 4 KiB write per block made a 2 GiB restore 500 000 system
+    /// calls — and each zero block becomes part of a hole.
+    fn block(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut run = 0;
+        for (i, block) in data.chunks(SPARSE_BLOCK).enumerate() {
+            if block.iter().all(|&b| b == 0) {
+                let at = i * SPARSE_BLOCK;
+                self.write_run(&data[run..at])?;
+                self.pending_hole += block.len() as u64;
+                run = at + block.len();
             }
-            self.file.write_all(block)?;
         }
-        self.len += block.len() as u64;
+        self.write_run(&data[run..])?;
+        self.len += data.len() as u64;
         Ok(())
+    }
+
+    /// Data after any pending hole.
+    fn write_run(&mut self, run: &[u8]) -> std::io::Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        if self.pending_hole > 0 {
+            self.file
+                .seek(SeekFrom::Current(self.pending_hole as i64))?;
+            self.pending_hole = 0;
+        }
+        self.file.write_all(run)
     }
 
     /// The last, short block; a hole at the end is not created by seeking: the length
@@ -289,6 +303,14 @@ mod tests {
 
     #[test]
     fn zero_blocks_become_holes_and_the_content_is_unchanged() {
+        // Odd read sizes, as a decompressor returns them, and reads far larger than a
+        // block, whose zero blocks sit between runs of data written in one call each.
+        for piece_size in [7_777, (1 << 20) + 3] {
+            sparse_round_trip(piece_size);
+        }
+    }
+
+    fn sparse_round_trip(piece_size: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sparse");
         // 1 MiB of data, 8 MiB of zeros, a little data, then 4 MiB + 100 zeros at the end.
@@ -298,8 +320,7 @@ mod tests {
         data.extend(std::iter::repeat_n(0u8, (4 << 20) + 100));
         let mut f = fs::File::create(&path).unwrap();
         let mut w = SparseWriter::new(&mut f);
-        // Odd read sizes, as a decompressor returns them.
-        for piece in data.chunks(7_777) {
+        for piece in data.chunks(piece_size) {
             w.write(piece).unwrap();
         }
         w.finish().unwrap();

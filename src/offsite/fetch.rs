@@ -209,6 +209,20 @@ fn fetch_object(
     })
 }
 
+/// Read until `buf` is full or the stream ends; returns how much was read.
+fn fill(reader: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// One object to `dest`, atomically; checked when `expect` is given.
 fn download(
     remote: &Remote,
@@ -244,17 +258,13 @@ fn download(
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = match std::io::Read::read(&mut reader, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(RemoteError::new(
-                        RemoteFailure::Network,
-                        format!("read {key}: {e}"),
-                    ));
-                }
-            };
+            // The body comes in frames of a few KiB: gather a full buffer per write.
+            let n = fill(&mut reader, &mut buf).map_err(|e| {
+                RemoteError::new(RemoteFailure::Network, format!("read {key}: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
             hasher.update(&buf[..n]);
             size += n as u64;
             file.write_all(&buf[..n]).map_err(|e| local(e, "write"))?;

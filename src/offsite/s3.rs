@@ -483,6 +483,7 @@ impl Target for S3Target {
         }
         let upload = PartUpload {
             api: &self.api,
+            runtime: &self.runtime,
             journal: &self.journal,
             part_size: self.part_size as u64,
             concurrency: self.concurrency,
@@ -609,7 +610,7 @@ fn client_error(text: &str) -> bool {
     code.starts_with('4') && !code.starts_with("408") && !code.starts_with("429")
 }
 
-fn check_sent(want: Option<&str>, sent: &str) -> RemoteResult<()> {
+pub(super) fn check_sent(want: Option<&str>, sent: &str) -> RemoteResult<()> {
     match want {
         Some(w) if w != sent => Err(RemoteError::new(
             RemoteFailure::Mismatch,

@@ -16,15 +16,17 @@
 //! [`super::s3`].
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::s3::check_sent;
 use super::s3_api::{MAX_PARTS, PartBody, S3Api, UploadedPart};
 use super::state::UploadJournal;
 use super::target::{RemoteError, RemoteResult, Stored};
@@ -34,6 +36,8 @@ use crate::error::RemoteFailure;
 /// How the parts of one file go up.
 pub(super) struct PartUpload<'a> {
     pub api: &'a S3Api,
+    /// Where the parts' requests run (each worker thread waits on its own).
+    pub runtime: &'a tokio::runtime::Runtime,
     pub journal: &'a UploadJournal,
     pub part_size: u64,
     pub concurrency: usize,
@@ -140,7 +144,7 @@ impl PartUpload<'_> {
             return Err(e);
         }
         let sha256 = whole?;
-        check_expected(expect, &sha256)?;
+        check_sent(expect, &sha256)?;
         let mut parts = progress
             .parts
             .into_inner()
@@ -196,22 +200,27 @@ impl PartUpload<'_> {
         let mut tries = 0;
         loop {
             let changed = Arc::new(AtomicBool::new(false));
+            let reader = PartReader {
+                file: file.clone(),
+                at: job.offset,
+                end: job.offset + job.len,
+                hasher: Sha256::new(),
+                want: job.sha256,
+                changed: changed.clone(),
+                pace: self.pace.clone(),
+            };
             let body = PartBody {
-                reader: Box::new(PartReader {
-                    file: file.clone(),
-                    at: job.offset,
-                    end: job.offset + job.len,
-                    hasher: Sha256::new(),
-                    want: job.sha256,
-                    changed: changed.clone(),
-                    pace: self.pace.clone(),
-                }),
+                body: reader.into_body(),
                 len: job.len,
                 sha256: job.sha256,
             };
-            let sent = self
-                .api
-                .upload_part(key, id, job.number, body, self.checksum);
+            let sent = self.runtime.block_on(self.api.upload_part(
+                key,
+                id,
+                job.number,
+                body,
+                self.checksum,
+            ));
             if changed.load(Ordering::SeqCst) {
                 return Err(RemoteError::new(
                     RemoteFailure::Mismatch,
@@ -293,19 +302,13 @@ fn hash_parts(
     Ok(hex::encode(whole.finalize()))
 }
 
-fn check_expected(expect: Option<&str>, sent: &str) -> RemoteResult<()> {
-    match expect {
-        Some(want) if want != sent => Err(RemoteError::new(
-            RemoteFailure::Mismatch,
-            format!("the local copy hashes to {sent} but its manifest records {want}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn local(e: io::Error, what: &str) -> RemoteError {
     RemoteError::new(RemoteFailure::Other, format!("{what} the local copy: {e}"))
 }
+
+/// The most read from the file at once for a part's body: big enough that the server
+/// gets its bytes in large writes, small enough that memory stays a few MiB.
+const BODY_CHUNK: usize = 1 << 20;
 
 /// A part's bytes read from the file at their offset as the request sends them,
 /// re-hashed: at the end they must hash to what the first pass signed.
@@ -319,37 +322,61 @@ struct PartReader {
     pace: Option<Arc<SharedPace>>,
 }
 
-impl Read for PartReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at >= self.end || buf.is_empty() {
-            return Ok(0);
+impl PartReader {
+    /// The next chunk of the part; `None` at its end, an error when the file changed.
+    /// A page-cache read of at most [`BODY_CHUNK`]: short enough to do on the runtime.
+    fn next_chunk(&mut self) -> Option<io::Result<(Bytes, Duration)>> {
+        if self.at >= self.end {
+            return None;
         }
         let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
         let want = match &self.pace {
-            Some(pace) => pace.chunk(buf.len().min(left)),
-            None => buf.len().min(left),
+            Some(pace) => pace.chunk(BODY_CHUNK.min(left)),
+            None => BODY_CHUNK.min(left),
         };
-        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        let mut buf = vec![0u8; want];
+        let n = match self.file.read_at(&mut buf, self.at) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
         if n == 0 {
             self.changed.store(true, Ordering::SeqCst);
-            return Err(io::Error::new(
+            return Some(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the local copy got shorter while being sent",
-            ));
+            )));
         }
-        self.hasher.update(&buf[..n]);
+        buf.truncate(n);
+        self.hasher.update(&buf);
         self.at += n as u64;
-        if let Some(pace) = &self.pace {
-            pace.spend(n as u64);
-        }
         if self.at == self.end && <[u8; 32]>::from(self.hasher.clone().finalize()) != self.want {
             self.changed.store(true, Ordering::SeqCst);
-            return Err(io::Error::new(
+            return Some(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the part changed on disk between hashing and sending",
-            ));
+            )));
         }
-        Ok(n)
+        let wait = self
+            .pace
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.spend(n as u64));
+        Some(Ok((Bytes::from(buf), wait)))
+    }
+
+    /// The part as a request body: its chunks, each followed by the wait the bandwidth
+    /// limit asks for (a timer on the runtime, not a blocked thread).
+    fn into_body(self) -> reqwest::Body {
+        let chunks = futures_util::stream::unfold(self, |mut reader| async move {
+            let (bytes, wait) = match reader.next_chunk()? {
+                Ok(next) => next,
+                Err(e) => return Some((Err(e), reader)),
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Some((Ok(bytes), reader))
+        });
+        reqwest::Body::wrap_stream(chunks)
     }
 }
 
@@ -413,18 +440,42 @@ mod tests {
     #[test]
     fn a_part_changed_after_hashing_is_caught_by_its_reader() {
         let f = Arc::new(file_of(b"hello world"));
-        let changed = Arc::new(AtomicBool::new(false));
-        let mut reader = PartReader {
-            file: f,
+        let reader = |want: &[u8]| PartReader {
+            file: f.clone(),
             at: 0,
             end: 11,
             hasher: Sha256::new(),
-            want: Sha256::digest(b"hello WORLD").into(),
-            changed: changed.clone(),
+            want: Sha256::digest(want).into(),
+            changed: Arc::new(AtomicBool::new(false)),
             pace: None,
         };
-        let mut out = Vec::new();
-        assert!(reader.read_to_end(&mut out).is_err());
-        assert!(changed.load(Ordering::SeqCst));
+        let mut same = reader(b"hello world");
+        let (bytes, wait) = same.next_chunk().unwrap().unwrap();
+        assert_eq!(&bytes[..], b"hello world");
+        assert!(wait.is_zero());
+        assert!(same.next_chunk().is_none());
+        let mut changed = reader(b"hello WORLD");
+        assert!(changed.next_chunk().unwrap().is_err());
+        assert!(changed.changed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_body_comes_in_chunks_of_at_most_a_mib() {
+        let data = vec![5u8; BODY_CHUNK * 2 + 10];
+        let f = Arc::new(file_of(&data));
+        let mut reader = PartReader {
+            file: f,
+            at: 3,
+            end: data.len() as u64,
+            hasher: Sha256::new(),
+            want: Sha256::digest(&data[3..]).into(),
+            changed: Arc::new(AtomicBool::new(false)),
+            pace: None,
+        };
+        let mut sizes = Vec::new();
+        while let Some(chunk) = reader.next_chunk() {
+            sizes.push(chunk.unwrap().0.len());
+        }
+        assert_eq!(sizes, vec![BODY_CHUNK, BODY_CHUNK, 7]);
     }
 }

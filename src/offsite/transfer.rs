@@ -66,11 +66,15 @@ impl<'a> UploadStream<'a> {
 
 /// Sleep until `bytes` sent since `started` are within `limit` bytes/s.
 fn wait_for(started: Instant, bytes: u64, limit: u64) {
-    let due = Duration::from_secs_f64(bytes as f64 / limit as f64);
-    let elapsed = started.elapsed();
-    if due > elapsed {
-        std::thread::sleep(due - elapsed);
+    let wait = due_in(started, bytes, limit);
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
     }
+}
+
+/// How long until `bytes` sent since `started` are within `limit` bytes/s.
+fn due_in(started: Instant, bytes: u64, limit: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / limit as f64).saturating_sub(started.elapsed())
 }
 
 /// Read no more than a quarter second's worth at a time so the pace stays even.
@@ -100,10 +104,11 @@ impl SharedPace {
         chunk_for(self.limit, want)
     }
 
-    /// Count `n` bytes sent and wait until the total is within the limit.
-    pub fn spend(&self, n: u64) {
+    /// Count `n` bytes sent; returns how long to wait for the total to be within the
+    /// limit (the caller sleeps: a thread, or a task on a runtime).
+    pub fn spend(&self, n: u64) -> Duration {
         let total = self.bytes.fetch_add(n, Ordering::SeqCst) + n;
-        wait_for(self.started, total, self.limit);
+        due_in(self.started, total, self.limit)
     }
 }
 

@@ -13,7 +13,7 @@ use base64::Engine;
 use reqwest::Method;
 
 use super::S3Api;
-use super::request::{Call, Refusal, StreamBody, other};
+use super::request::{Call, Refusal, other};
 use super::xml;
 use crate::error::RemoteFailure;
 use crate::offsite::target::{RemoteError, RemoteResult};
@@ -32,9 +32,10 @@ pub struct UploadedPart {
     pub checksum_sha256: Option<String>,
 }
 
-/// One part's body: `len` bytes from `reader`, hashing to `sha256` (32 bytes).
+/// One part's body: `len` bytes streamed (see [`PartBody::stream`]), hashing to
+/// `sha256`.
 pub struct PartBody {
-    pub reader: Box<dyn std::io::Read + Send>,
+    pub body: reqwest::Body,
     pub len: u64,
     pub sha256: [u8; 32],
 }
@@ -61,8 +62,9 @@ impl S3Api {
         xml::upload_id(&body).map_err(|e| other(format!("{what}: {e}")))
     }
 
-    /// Send part `number` (1-based) of upload `id`, its body streamed.
-    pub fn upload_part(
+    /// Send part `number` (1-based) of upload `id`, its body streamed: on the caller's
+    /// tokio runtime (reqwest's blocking client would read the body 8 KiB at a time).
+    pub async fn upload_part(
         &self,
         key: &str,
         id: &str,
@@ -85,16 +87,13 @@ impl S3Api {
         if let Some(sum) = &checksum_sha256 {
             call = call.header("x-amz-checksum-sha256", sum.clone());
         }
-        call.stream = Some(StreamBody {
-            reader: body.reader,
-            len: body.len,
-            sha256: hex::encode(body.sha256),
-        });
-        let response = self.conn.send(call, &what)?;
-        if !response.status().is_success() {
-            return Err(Refusal::read(response).into_error(&what));
-        }
-        let etag = super::request::header(&response, "etag")
+        call.streamed_sha256 = Some(hex::encode(body.sha256));
+        let headers = self
+            .conn
+            .send_stream(call, body.body, body.len, &what)
+            .await?;
+        let etag = headers
+            .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .filter(|e| !e.is_empty() && e.len() <= 256 && !e.chars().any(char::is_control))

@@ -25,6 +25,8 @@ const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Where requests go and who signs them.
 pub(super) struct Connection {
     http: Client,
+    /// The same, async: for bodies streamed on a runtime ([`Connection::send_stream`]).
+    stream_http: reqwest::Client,
     /// `scheme://host[:port]`.
     origin: String,
     /// The `Host` header (signed): `host[:port]`.
@@ -47,17 +49,9 @@ pub(super) struct Call<'a> {
     pub content_md5: bool,
     /// More headers to send and sign (lower-case names).
     pub headers: Vec<(String, String)>,
-    /// A body streamed from a reader instead of `body`.
-    pub stream: Option<StreamBody>,
-}
-
-/// A request body read as it is sent: exactly `len` bytes whose SHA-256 is already known
-/// (SigV4 signs the payload's hash before the first byte goes out).
-pub(super) struct StreamBody {
-    pub reader: Box<dyn Read + Send>,
-    pub len: u64,
-    /// Lower-case hex.
-    pub sha256: String,
+    /// The body's SHA-256 (lower-case hex) when it is streamed ([`Connection::send_stream`])
+    /// rather than `body`: SigV4 signs it before the first byte goes out.
+    pub streamed_sha256: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -69,7 +63,7 @@ impl<'a> Call<'a> {
             body: Vec::new(),
             content_md5: false,
             headers: Vec::new(),
-            stream: None,
+            streamed_sha256: None,
         }
     }
 
@@ -104,7 +98,11 @@ impl Refusal {
     pub fn read(response: Response) -> Refusal {
         let status = response.status();
         let body = read_bounded(response, MAX_ERROR_BODY).unwrap_or_default();
-        let (code, message) = xml::error_body(&body).unwrap_or_default();
+        Refusal::from_body(status, &body)
+    }
+
+    pub fn from_body(status: StatusCode, body: &[u8]) -> Refusal {
+        let (code, message) = xml::error_body(body).unwrap_or_default();
         Refusal {
             status,
             code,
@@ -270,16 +268,24 @@ impl Connection {
             root.push('/');
             root.push_str(&sigv4::uri_encode(bucket, false));
         }
-        let http = Client::builder()
-            .timeout(target.timeout)
-            .connect_timeout(Duration::from_secs(10).min(target.timeout))
-            // A redirect (another region) would carry a signature for another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vertex-backup/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| other(format!("start the S3 client: {e}")))?;
+        // The blocking client and the async one (streamed bodies), set up alike.
+        macro_rules! client {
+            ($builder:expr) => {
+                $builder
+                    .timeout(target.timeout)
+                    .connect_timeout(Duration::from_secs(10).min(target.timeout))
+                    // A redirect (another region) would carry a signature for another host.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("vertex-backup/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| other(format!("start the S3 client: {e}")))?
+            };
+        }
+        let http = client!(Client::builder());
+        let stream_http = client!(reqwest::Client::builder());
         Ok(Connection {
             http,
+            stream_http,
             origin: format!("{}://{host}", url.scheme()),
             host,
             root,
@@ -322,8 +328,8 @@ impl Connection {
         canonical_query: &str,
         now: chrono::DateTime<Utc>,
     ) -> Vec<(String, String)> {
-        let payload_sha256 = match &call.stream {
-            Some(stream) => stream.sha256.clone(),
+        let payload_sha256 = match &call.streamed_sha256 {
+            Some(sha) => sha.clone(),
             None => hex::encode(Sha256::digest(&call.body)),
         };
         let mut headers = vec![
@@ -357,9 +363,9 @@ impl Connection {
         headers
     }
 
-    /// Sign and send `call`; any HTTP answer is returned (the caller reads its status).
-    pub fn send(&self, call: Call<'_>, what: &str) -> RemoteResult<Response> {
-        let (path, canonical_query, wire_query) = self.target_of(&call);
+    /// The URL `call` goes to and its signed headers.
+    fn prepare(&self, call: &Call<'_>, what: &str) -> RemoteResult<(Url, Vec<(String, String)>)> {
+        let (path, canonical_query, wire_query) = self.target_of(call);
         let text = match wire_query.is_empty() {
             true => format!("{}{path}", self.origin),
             false => format!("{}{path}?{wire_query}", self.origin),
@@ -372,18 +378,61 @@ impl Connection {
                 "{what}: the request cannot carry its key unchanged in a URL ({text})"
             )));
         }
-        let headers = self.signed_headers(&call, &path, &canonical_query, Utc::now());
+        let headers = self.signed_headers(call, &path, &canonical_query, Utc::now());
+        Ok((url, headers))
+    }
+
+    /// Sign and send `call`; any HTTP answer is returned (the caller reads its status).
+    pub fn send(&self, call: Call<'_>, what: &str) -> RemoteResult<Response> {
+        let (url, headers) = self.prepare(&call, what)?;
         let mut request = self.http.request(call.method, url);
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        if let Some(stream) = call.stream {
-            let body = reqwest::blocking::Body::sized(stream.reader, stream.len);
-            request = request.body(body);
-        } else if !call.body.is_empty() {
+        if !call.body.is_empty() {
             request = request.body(call.body);
         }
         request.send().map_err(|e| transport_error(e, what))
+    }
+
+    /// Sign `call` (its `streamed_sha256` set) and send it with `body` of `len` bytes
+    /// streamed, on the caller's tokio runtime; a 2xx answer's headers are returned, any
+    /// other answer is the refusal it carries.
+    pub async fn send_stream(
+        &self,
+        call: Call<'_>,
+        body: reqwest::Body,
+        len: u64,
+        what: &str,
+    ) -> RemoteResult<reqwest::header::HeaderMap> {
+        if call.streamed_sha256.is_none() {
+            return Err(other(format!("{what}: a streamed body needs its SHA-256")));
+        }
+        let (url, headers) = self.prepare(&call, what)?;
+        let mut request = self.stream_http.request(call.method, url);
+        for (name, value) in &headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, what))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status.is_success() {
+            return Ok(headers);
+        }
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > MAX_ERROR_BODY {
+                break;
+            }
+        }
+        Err(Refusal::from_body(status, &body).into_error(what))
     }
 
     /// Send `call`, expect a 2xx XML answer and return its body.
@@ -402,6 +451,7 @@ impl Connection {
     pub fn local(root: &str) -> Connection {
         Connection {
             http: Client::new(),
+            stream_http: reqwest::Client::new(),
             origin: "http://127.0.0.1:9000".into(),
             host: "127.0.0.1:9000".into(),
             root: root.into(),
