@@ -147,6 +147,26 @@ impl DecryptFailure {
         }
     }
 
+    /// Whether the failure is the key's (none given, an unusable file, not a recipient's)
+    /// rather than the backup's: the backup's contents are then unknown, not bad.
+    pub fn is_about_the_key(self) -> bool {
+        matches!(
+            self,
+            DecryptFailure::NoIdentity | DecryptFailure::BadIdentity | DecryptFailure::WrongKey
+        )
+    }
+
+    /// What `verify` says when the key is the problem.
+    pub fn describe_for_verify(self) -> &'static str {
+        match self {
+            DecryptFailure::WrongKey => {
+                "this identity is not among the backup's recipients (`vertex-backup list` shows their fingerprints)"
+            }
+            DecryptFailure::BadIdentity => "the identity file cannot be used",
+            _ => "no identity was given",
+        }
+    }
+
     /// Classify an age decryption error.
     pub fn of(e: &age::DecryptError) -> DecryptFailure {
         match e {

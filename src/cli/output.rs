@@ -338,7 +338,14 @@ pub fn print_restored(r: &RestoreReport) {
 }
 
 pub fn print_verify_line(r: &VerifyReport) {
-    if r.ok {
+    if r.ok && !r.fully_checked {
+        out!(
+            "PART  {:<9} {}  checked what needs no key; not checked: {}",
+            r.kind.as_str(),
+            r.name,
+            r.not_checked().unwrap_or_default()
+        );
+    } else if r.ok {
         let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
         out!(
             "OK    {:<9} {}  [{}] ({}, {})",

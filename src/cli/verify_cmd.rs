@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use vertex_backup::Config;
-use vertex_backup::catalog::Verdict;
 use vertex_backup::engine::backup::catalog_for;
 use vertex_backup::engine::{Cancel, select, verify};
 
@@ -84,20 +83,24 @@ pub fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Res
         eprintln!("{failed} of {} backups FAILED verification", reports.len());
         return Ok(ExitCode::from(1));
     }
+    // Could not check is neither failed nor good: said, and exit 3 (warnings).
+    let partial = reports.iter().filter(|r| !r.fully_checked).count();
+    if partial > 0 {
+        eprintln!(
+            "{partial} of {} backups could not be fully checked here (their last verdict stands); see above",
+            reports.len()
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Remember the verdicts so retention never keeps a known-bad backup as the good one.
 fn record_verdicts(config: &Config, reports: &[verify::VerifyReport]) {
     let at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-    let results = reports.iter().map(|r| {
-        let verdict = Verdict {
-            ok: r.ok,
-            at: at.clone(),
-            failure: r.failure(),
-        };
-        (r.id.clone(), verdict)
-    });
+    let results = reports
+        .iter()
+        .filter_map(|r| r.verdict(&at).map(|v| (r.id.clone(), v)));
     if let Err(e) = catalog_for(config).record_verdicts(results) {
         eprintln!("warning: could not record the verification results: {e}");
     }

@@ -21,7 +21,7 @@ use super::snapshot::{
     check::{Depth, check_snapshot},
 };
 use super::{Cancel, Progress};
-use crate::catalog::{BackupEntry, FormatKind, Listing, Part};
+use crate::catalog::{BackupEntry, FormatKind, Listing, Part, Verdict};
 use crate::config::IntegrityCheck;
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
@@ -32,6 +32,10 @@ pub struct Check {
     pub ok: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The check could not be made here (an encrypted backup and no identity, or one that
+    /// is not among its recipients): neither a failure nor a pass of the backup.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_checked: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,9 +50,33 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
     pub bytes_read: u64,
     pub duration_ms: u64,
+    /// Every check could be made (false: some were not, see `checks[].not_checked`).
+    pub fully_checked: bool,
 }
 
 impl VerifyReport {
+    /// What to remember of this run: a failure always; a pass only when every check
+    /// could be made — a partial check that passed says nothing new about the contents,
+    /// so an earlier verdict (good or failed) stands.
+    pub fn verdict(&self, at: &str) -> Option<Verdict> {
+        (!self.ok || self.fully_checked).then(|| Verdict {
+            ok: self.ok,
+            at: at.to_string(),
+            failure: self.failure(),
+        })
+    }
+
+    /// Why some checks could not be made, when some could not.
+    pub fn not_checked(&self) -> Option<String> {
+        let why: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.not_checked)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
     /// The first failed check, as "check: detail".
     pub fn failure(&self) -> Option<String> {
         self.checks
@@ -63,6 +91,17 @@ fn passed(name: &str) -> Check {
         name: name.into(),
         ok: true,
         detail: String::new(),
+        not_checked: false,
+    }
+}
+
+/// A check that could not be made, and why.
+fn not_checked(name: &str, why: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        ok: true,
+        detail: why.into(),
+        not_checked: true,
     }
 }
 
@@ -116,14 +155,13 @@ pub fn open_verified_database(
     Ok((checks, bytes, sqlite))
 }
 
-/// How `verify` treats encrypted backups.
+/// How `verify` treats encrypted backups: with an identity, in full; without one (or
+/// with one that is not among a backup's recipients), by what needs no key — the stored
+/// bytes' checksum — and the contents recorded as not checked, never as failed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Keys<'a> {
     /// The identity to decrypt with.
     pub identity: Option<&'a Path>,
-    /// Without an identity, check only an encrypted backup's stored bytes (the daemon's
-    /// drill on a server that must not hold the key); otherwise such a backup fails.
-    pub ciphertext_only_without_identity: bool,
     /// Read every chunk of a snapshot back (else check each is present in its pack).
     pub read_data: bool,
 }
@@ -133,16 +171,14 @@ impl<'a> Keys<'a> {
     pub fn given(identity: Option<&'a Path>) -> Self {
         Keys {
             identity,
-            ciphertext_only_without_identity: false,
             read_data: false,
         }
     }
 
-    /// The drill: deep with an identity configured, else the ciphertext's checksum.
+    /// The drill: every chunk read back where an identity is configured.
     pub fn drill(identity: Option<&'a Path>) -> Self {
         Keys {
             identity,
-            ciphertext_only_without_identity: true,
             read_data: true,
         }
     }
@@ -216,9 +252,8 @@ pub fn verify_storage_file(
         checks.push(passed("decrypt"));
     }
     checks.push(Check {
-        name: "archive readable".into(),
-        ok: true,
         detail: format!("{} entries, {} files", stats.entries, stats.files),
+        ..passed("archive readable")
     });
     checks.push(passed("entries safe"));
     if expect.file_count.is_some() {
@@ -297,20 +332,39 @@ pub fn verify_entry(
         &mut checks,
         &mut bytes,
     );
-    if let Err(e) = outcome {
-        let (name, detail) = match &e {
-            Error::Decrypt { .. } => ("decrypt".to_string(), crate::error_chain(&e)),
-            Error::Verify { check, detail, .. } => (check.to_string(), detail.clone()),
-            Error::UnsafeEntry { entry, reason, .. } => {
-                ("entries safe".to_string(), format!("{entry}: {reason}"))
+    match outcome {
+        // The key, not the backup: check what needs no key, and say the rest was not.
+        Err(Error::Decrypt {
+            failure, detail, ..
+        }) if failure.is_about_the_key() => {
+            checks.clear();
+            bytes = 0;
+            let keyless = Keys {
+                identity: None,
+                ..keys
+            };
+            let again = run_checks(
+                entry,
+                listing,
+                keyless,
+                progress,
+                cancel,
+                &mut checks,
+                &mut bytes,
+            );
+            if let Err(e) = again {
+                checks.push(failed_check(&e));
             }
-            other => ("readable".to_string(), crate::error_chain(other)),
-        };
-        checks.push(Check {
-            name,
-            ok: false,
-            detail,
-        });
+            checks.push(not_checked(
+                "decrypt",
+                format!(
+                    "{} ({detail}); the contents were not checked",
+                    failure.describe_for_verify()
+                ),
+            ));
+        }
+        Err(e) => checks.push(failed_check(&e)),
+        Ok(()) => {}
     }
     VerifyReport {
         id: entry.stem.clone(),
@@ -322,9 +376,28 @@ pub fn verify_entry(
         kind: entry.kind,
         path: entry.data_path.clone(),
         ok: checks.iter().all(|c| c.ok),
+        fully_checked: !checks.iter().any(|c| c.not_checked),
         checks,
         bytes_read: bytes,
         duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// A failed check from the error that ended the checks.
+fn failed_check(e: &Error) -> Check {
+    let (name, detail) = match e {
+        Error::Decrypt { .. } => ("decrypt".to_string(), crate::error_chain(e)),
+        Error::Verify { check, detail, .. } => (check.to_string(), detail.clone()),
+        Error::UnsafeEntry { entry, reason, .. } => {
+            ("entries safe".to_string(), format!("{entry}: {reason}"))
+        }
+        other => ("readable".to_string(), crate::error_chain(other)),
+    };
+    Check {
+        name,
+        ok: false,
+        detail,
+        not_checked: false,
     }
 }
 
@@ -403,13 +476,13 @@ fn verify_data_part(
         return Err(Error::verify(&part.path, "readable", why));
     }
     let expected = part.checksum.as_deref();
-    if format.is_encrypted() && keys.identity.is_none() && keys.ciphertext_only_without_identity {
+    let keyless = format.is_encrypted() && keys.identity.is_none();
+    if keyless && format.kind != FormatKind::Snapshot {
         let (mut checks, bytes) = stored_checksum(&part.path, expected)?;
-        checks.push(Check {
-            name: "contents".into(),
-            ok: true,
-            detail: "encrypted and no identity here: only the stored bytes were checked".into(),
-        });
+        checks.push(not_checked(
+            "contents",
+            "encrypted and no identity here: only the stored bytes were checked (pass --identity to check the contents)",
+        ));
         return Ok((checks, bytes));
     }
     let reading = Reading {
@@ -425,51 +498,37 @@ fn verify_data_part(
             };
             verify_storage_file(&part.path, reading, expect, progress, cancel)
         }
-        FormatKind::Snapshot if part.kind == BackupKind::Database => {
+        FormatKind::Snapshot if part.kind == BackupKind::Database && !keyless => {
             verify_database_file(&part.path, reading, expected)
         }
         FormatKind::Snapshot => {
-            let depth = if keys.read_data {
+            // Without an identity the server's store key still opens the entry list, so
+            // structure and presence are checked; reading the chunks back needs the key.
+            let depth = if keys.read_data && !keyless {
                 Depth::ReadData
             } else {
                 Depth::Presence
             };
-            let checked = check_snapshot(
-                &part.path,
+            let (mut checks, bytes) = verify_snapshot(
+                part,
                 (expected, keys.identity),
                 depth,
+                file_count,
                 progress,
                 cancel,
             )?;
-            let mut checks = vec![passed("checksum"), passed("entries safe")];
-            if let Some(count) = file_count {
-                if checked.non_dir_entries != count {
-                    return Err(Error::verify(
-                        &part.path,
-                        "entry count",
-                        format!(
-                            "its metadata records {count} files and links, the snapshot holds {}",
-                            checked.non_dir_entries
-                        ),
-                    ));
-                }
-                checks.push(passed("entry count"));
+            if keyless && part.kind == BackupKind::Database {
+                checks.push(not_checked(
+                    "SQLite integrity_check",
+                    "encrypted and no identity here: the database is reassembled and checked by SQLite only with one (pass --identity)",
+                ));
+            } else if keyless && keys.read_data {
+                checks.push(not_checked(
+                    "read data",
+                    "encrypted and no identity here: the chunks were found in their packs, not read back (pass --identity)",
+                ));
             }
-            checks.push(Check {
-                name: "contents".into(),
-                ok: true,
-                detail: match depth {
-                    Depth::ReadData => format!(
-                        "{} chunks of {} files read back and hashed",
-                        checked.chunks, checked.files
-                    ),
-                    Depth::Presence => format!(
-                        "{} chunks of {} files present in their packs (--read-data reads them back)",
-                        checked.chunks, checked.files
-                    ),
-                },
-            });
-            Ok((checks, checked.bytes_read))
+            Ok((checks, bytes))
         }
         FormatKind::Manifest => Err(Error::verify(
             &part.path,
@@ -477,6 +536,46 @@ fn verify_data_part(
             "a manifest is not a data file",
         )),
     }
+}
+
+/// Structure, safety, entry count and chunks (present, or read back) of a snapshot.
+fn verify_snapshot(
+    part: &Part,
+    keys: (Option<&str>, Option<&Path>),
+    depth: Depth,
+    file_count: Option<u64>,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<(Vec<Check>, u64)> {
+    let checked = check_snapshot(&part.path, keys, depth, progress, cancel)?;
+    let mut checks = vec![passed("checksum"), passed("entries safe")];
+    if let Some(count) = file_count {
+        if checked.non_dir_entries != count {
+            return Err(Error::verify(
+                &part.path,
+                "entry count",
+                format!(
+                    "its metadata records {count} files and links, the snapshot holds {}",
+                    checked.non_dir_entries
+                ),
+            ));
+        }
+        checks.push(passed("entry count"));
+    }
+    checks.push(Check {
+        detail: match depth {
+            Depth::ReadData => format!(
+                "{} chunks of {} files read back and hashed",
+                checked.chunks, checked.files
+            ),
+            Depth::Presence => format!(
+                "{} chunks of {} files present in their packs (--read-data reads them back)",
+                checked.chunks, checked.files
+            ),
+        },
+        ..passed("contents")
+    });
+    Ok((checks, checked.bytes_read))
 }
 
 /// Which backups `verify` looks at.

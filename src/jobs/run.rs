@@ -5,7 +5,6 @@ use chrono::{Local, SecondsFormat, Utc};
 
 use super::queue::Work;
 use crate::catalog::Outcome;
-use crate::catalog::Verdict;
 use crate::config::Config;
 use crate::engine::backup::{
     BackupFailure, BackupJob, BackupReport, catalog_for, create_backup, record_outcome,
@@ -247,16 +246,9 @@ fn drill(config: &Config, cancel: &Cancel) -> Result<Vec<VerifyReport>, Error> {
         .map(|e| verify_entry(e, &listing, keys, &Silent, cancel))
         .collect();
     let at = Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
-    let verdicts = reports.iter().map(|r| {
-        (
-            r.id.clone(),
-            Verdict {
-                ok: r.ok,
-                at: at.clone(),
-                failure: r.failure(),
-            },
-        )
-    });
+    let verdicts = reports
+        .iter()
+        .filter_map(|r| r.verdict(&at).map(|v| (r.id.clone(), v)));
     if let Err(e) = catalog.record_verdicts(verdicts) {
         tracing::warn!(
             "could not record verification verdicts: {}",

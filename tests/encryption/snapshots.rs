@@ -135,3 +135,131 @@ fn encrypted_snapshots_compare_with_their_parent_without_a_key_and_restore_only_
     ]);
     deep.assert_code(0);
 }
+
+/// "Not checked" is not "failed": on the production server (`encrypt = "all"`, no identity)
+/// `verify` checks what needs no key and records no verdict for the rest, so a good
+/// database or full snapshot is never marked failed, `--latest` still picks it, and a
+/// restore with the key restores it. A key that is not among the recipients is named as
+/// such, not as a backup that cannot be trusted; damage found without a key still fails.
+#[test]
+fn without_a_key_verify_checks_what_it_can_and_never_fails_a_good_snapshot() {
+    if !has_age_cli() {
+        return;
+    }
+    let (app, keys) = encrypted_snapshot_app();
+    build_tree(&app);
+    let db_at_backup = live_dump(&app);
+    let full = app.create("full");
+    let verdicts = app.backups.join("vertex-backup.verify.json");
+    let recorded_failures = || -> Vec<String> {
+        let Ok(text) = fs::read_to_string(&verdicts) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["backups"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v["ok"] == false)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let run = app.run(["verify", "--all"]);
+    run.assert_code(3);
+    assert!(run.stdout.contains("PART"), "{}", run.describe());
+    assert!(
+        run.stdout.contains("SQLite integrity_check"),
+        "{}",
+        run.describe()
+    );
+    assert!(!run.stdout.contains("FAIL"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("could not be fully checked"),
+        "{}",
+        run.describe()
+    );
+    let json = app.run(["verify", "--all", "--json"]);
+    json.assert_code(3);
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert!(!reports.is_empty());
+    for r in &reports {
+        assert_eq!(r["ok"], true, "{r:#}");
+        let storage = r["type"] == "storage";
+        assert_eq!(r["fully_checked"], storage, "{r:#}");
+        assert!(
+            r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"].as_str().unwrap().ends_with("checksum")),
+            "the ciphertext's checksum is checked without a key: {r:#}"
+        );
+    }
+    assert_eq!(recorded_failures(), Vec::<String>::new());
+
+    // A stranger's key: named as not a recipient; still no failed verdict.
+    let stranger = app.run([
+        "--identity".as_ref(),
+        keys.stranger.as_os_str(),
+        "verify".as_ref(),
+        "--latest".as_ref(),
+        "database".as_ref(),
+    ]);
+    stranger.assert_code(3);
+    assert!(
+        stranger
+            .stdout
+            .contains("this identity is not among the backup's recipients"),
+        "{}",
+        stranger.describe()
+    );
+    assert!(
+        !stranger.stdout.contains("cannot be trusted"),
+        "{}",
+        stranger.describe()
+    );
+    assert_eq!(recorded_failures(), Vec::<String>::new());
+
+    // `--latest full` is still this backup, and the key restores it.
+    change_db(&app);
+    let restored = app.run([
+        "--identity".as_ref(),
+        keys.operator.as_os_str(),
+        "restore".as_ref(),
+        "--latest".as_ref(),
+        "full".as_ref(),
+        "--yes".as_ref(),
+    ]);
+    restored.assert_code(0);
+    let name = data_path(&full);
+    let name = name.file_name().unwrap().to_string_lossy();
+    assert!(restored.stdout.contains(&*name), "{}", restored.describe());
+    assert_eq!(live_dump(&app), db_at_backup);
+
+    // With the key, the verdict is a full one, and good.
+    let keyed = app.run([
+        "--identity".as_ref(),
+        keys.operator.as_os_str(),
+        "verify".as_ref(),
+        "--all".as_ref(),
+    ]);
+    keyed.assert_code(0);
+
+    // Damage needs no key to be found: a flipped byte in the database snapshot's sealed
+    // entry list fails its checksum, and that failure is recorded.
+    // The backup `--latest database` checks (not the restore's safety copy).
+    let latest = app.run(["verify", "--latest", "database", "--json"]);
+    let latest: Vec<serde_json::Value> = serde_json::from_str(&latest.stdout).unwrap();
+    let db_tree = PathBuf::from(latest[0]["path"].as_str().unwrap());
+    let mut bytes = fs::read(&db_tree).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x40;
+    fs::write(&db_tree, &bytes).unwrap();
+    let damaged = app.run(["verify", "--latest", "database"]);
+    damaged.assert_code(1);
+    assert!(damaged.stdout.contains("FAIL"), "{}", damaged.describe());
+    assert!(!recorded_failures().is_empty());
+}

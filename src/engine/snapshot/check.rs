@@ -72,9 +72,15 @@ pub fn check_snapshot(
                     packs.read_chunk(chunk, &mut buf)
                 }
             };
-            if let Err(e) = result {
-                problem = Some(e.to_string());
-                break;
+            match result {
+                Err(e @ super::pack::ChunkError::Key(..)) => {
+                    return Err(e.into_error(tree, String::new()));
+                }
+                Err(e) => {
+                    problem = Some(e.to_string());
+                    break;
+                }
+                Ok(()) => {}
             }
         }
         if problem.is_none() && node.kind == super::tree::NodeKind::File && total != node.size {

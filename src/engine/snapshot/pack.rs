@@ -272,12 +272,33 @@ pub struct PackReader<'k> {
 pub enum ChunkError {
     Missing(String),
     Damaged(String),
+    /// A sealed pack the identity cannot open (none given, or not a recipient's): the
+    /// key's problem, not the pack's.
+    Key(crate::encryption::DecryptFailure, String),
+}
+
+impl ChunkError {
+    /// The error a reader of `tree` reports: the key's problem as a decryption error
+    /// (so `verify` tells a wrong key from a bad backup), anything else as a failed
+    /// check of the contents, `what` saying where.
+    pub fn into_error(self, tree: &std::path::Path, what: String) -> crate::error::Error {
+        match self {
+            ChunkError::Key(failure, detail) => crate::error::Error::Decrypt {
+                path: tree.to_path_buf(),
+                failure,
+                detail,
+            },
+            _ => crate::error::Error::verify(tree, "contents", what),
+        }
+    }
 }
 
 impl std::fmt::Display for ChunkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChunkError::Missing(d) | ChunkError::Damaged(d) => f.write_str(d),
+            ChunkError::Missing(d) | ChunkError::Damaged(d) | ChunkError::Key(_, d) => {
+                f.write_str(d)
+            }
         }
     }
 }
@@ -313,7 +334,12 @@ impl<'k> PackReader<'k> {
                     ))
                 })?;
                 let reader = identity.decrypt(file).map_err(|e| {
-                    ChunkError::Damaged(format!("pack {id} does not decrypt: {}", e.detail))
+                    let detail = format!("pack {id} does not decrypt: {}", e.detail);
+                    if e.failure.is_about_the_key() {
+                        ChunkError::Key(e.failure, detail)
+                    } else {
+                        ChunkError::Damaged(detail)
+                    }
                 })?;
                 OpenRead::Sealed(reader)
             } else {

@@ -206,11 +206,8 @@ pub fn read_snapshot(
         let mut data = ChunkStream::new(&mut packs, &node.chunks, std::mem::take(&mut buf));
         let result = sink.entry(&safe, &mut data);
         if let Some(e) = data.error.take() {
-            return Err(Error::verify(
-                tree,
-                "contents",
-                format!("{}: {e}", crate::names::shown(&node.path)),
-            ));
+            let what = format!("{}: {e}", crate::names::shown(&node.path));
+            return Err(e.into_error(tree, what));
         }
         result?;
         let read: u64 = node.chunks.iter().map(|c| u64::from(c.raw)).sum();
@@ -256,11 +253,8 @@ pub fn read_database_snapshot(
     let mut data = ChunkStream::new(&mut packs, &node.chunks, Vec::new());
     let copied = io::copy(&mut data, out);
     if let Some(e) = data.error.take() {
-        return Err(Error::verify(
-            tree,
-            "contents",
-            format!("the database: {e}"),
-        ));
+        let what = format!("the database: {e}");
+        return Err(e.into_error(tree, what));
     }
     let copied = copied.map_err(|e| Error::io("write the database from", tree, e))?;
     if copied != node.size {
