@@ -51,6 +51,47 @@ fn bad_cron_expression_is_a_usage_error_naming_its_line() {
     assert_nothing_written(&app);
 }
 
+/// A first run that fails before the backup directory exists (a fresh install, the
+/// database path wrong) is recorded like any other failure: `backup.log`, the state's
+/// `last_failure`, `stats` and `status` — it used to exit 1 and leave no trace ("could not
+/// save the state file: cannot open the lock file").
+#[test]
+fn a_first_run_failure_on_a_fresh_backup_directory_is_recorded() {
+    let app = TestApp::new();
+    for sfx in ["", "-wal", "-shm"] {
+        let mut p = app.db.as_os_str().to_owned();
+        p.push(sfx);
+        let _ = fs::remove_file(PathBuf::from(p));
+    }
+    let _ = fs::remove_dir_all(&app.backups);
+    let r = app.run(["create", "--type", "database"]);
+    r.assert_code(1);
+    assert!(
+        !r.stderr.contains("could not save the state file"),
+        "{}",
+        r.describe()
+    );
+    let log = app.backup_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("does not exist")),
+        "no ERROR line in backup.log:\n{log}"
+    );
+    let state = read_json(&app.backups.join("vertex-backup.state.json"));
+    assert_eq!(
+        state["runs"]["database"]["last_failure"]["step"], "check sources",
+        "state: {state:#}"
+    );
+    let stats = app.stats();
+    assert!(stats["last_failure"].is_object(), "stats: {stats:#}");
+    let status = app.run(["status", "--json"]);
+    assert!(
+        status.stdout.contains("does not exist"),
+        "status does not show the failure:\n{}",
+        status.describe()
+    );
+}
+
 /// Issue 13, item 8: a missing database is a failed backup (exit 1), not a config error,
 /// and it is recorded like every other failure: an ERROR line in `backup.log`, the state's
 /// `last_failure` (so `stats` shows it) and the `on_error` hook.
