@@ -135,6 +135,59 @@ fn assert_completions_and_man_page_installed(root: &Path) {
     }
 }
 
+/// A package's staging root on a build host without the service user: the install
+/// completes, the service's files stay root's, and the ownership they need on the target
+/// is recorded by name. A binary that cannot run fails the install before anything is
+/// written: the root stays empty.
+#[test]
+fn a_staging_root_needs_no_service_user_and_a_failing_install_writes_nothing() {
+    if !require("root", root("install files owned by root")) {
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
+    let install = |root: &Path, bin: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).arg("--root").arg(root).args([
+            "--bin",
+            bin,
+            "--owner",
+            "vb-no-such-user:vb-no-such-group",
+        ]);
+        run(cmd)
+    };
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let done = install(scratch.path(), BIN);
+    done.assert_code(0);
+    assert!(
+        done.stdout.contains("does not exist on this host"),
+        "{}",
+        done.describe()
+    );
+    let at = |p: &str| scratch.path().join(p.trim_start_matches('/'));
+    assert_eq!(owner_and_mode(&at("/etc/vertex-backup/env")), (0o640, 0, 0));
+    assert_eq!(owner_and_mode(&at("/var/backups/vertex-ar")), (0o700, 0, 0));
+    assert_completions_and_man_page_installed(scratch.path());
+    let ownership = fs::read_to_string(at("/usr/share/doc/vertex-backup/ownership")).unwrap();
+    for line in [
+        "/etc/vertex-backup root:vb-no-such-group 0750",
+        "/etc/vertex-backup/env root:vb-no-such-group 0640",
+        "/var/backups/vertex-ar vb-no-such-user:vb-no-such-group 0700",
+    ] {
+        assert!(ownership.contains(line), "{line:?} missing:\n{ownership}");
+    }
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let failed = install(empty.path(), "/bin/false");
+    assert_ne!(failed.code(), Some(0), "{}", failed.describe());
+    assert!(
+        failed.stderr.contains("cannot generate"),
+        "{}",
+        failed.describe()
+    );
+    let left: Vec<_> = fs::read_dir(empty.path()).unwrap().collect();
+    assert!(left.is_empty(), "a failed install wrote {left:?}");
+}
+
 #[test]
 fn the_scripted_install_gives_a_unit_that_verifies_and_a_config_the_service_user_can_read() {
     let root_ok = root("chown the installed files to the service user");
