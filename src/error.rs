@@ -341,7 +341,7 @@ impl Error {
                 _ => None,
             },
             Error::Locked { .. } => Some(
-                "wait for the running operation to finish; the lock frees itself when that process exits".into(),
+                "wait for the running operation to finish (or run the command again with --wait DURATION, e.g. --wait 10m, to wait for it); the lock frees itself when that process exits".into(),
             ),
             Error::EmptyDatabase { path, .. } => Some(format!(
                 "check [paths] database and the app; if {} lost its data, restore the newest good database backup (`vertex-backup list --type database`); no backup was written",

@@ -149,12 +149,16 @@ pub fn print_list_json(entries: &[&BackupEntry]) -> anyhow::Result<()> {
 pub fn print_stats(s: &Stats) {
     out!("backup directory: {}", s.backup_dir);
     out!(
-        "total: {} backups, {}",
-        s.total_backups,
+        "total: {}, {}",
+        plural(s.total_backups as u64, "backup"),
         format_bytes(s.total_size)
     );
     for (kind, k) in &s.by_type {
-        out!("\n{kind}: {} backups, {}", k.count, format_bytes(k.size));
+        out!(
+            "\n{kind}: {}, {}",
+            plural(k.count as u64, "backup"),
+            format_bytes(k.size)
+        );
         if k.parts_of_full > 0 {
             out!("  parts of full backups: {}", k.parts_of_full);
         }
@@ -248,7 +252,7 @@ pub fn print_config(c: &Config) {
     match (&tg.bot_token, tg.chat_ids.is_empty()) {
         (Some(_), false) => out!(
             "telegram:   token set, {}, notify on {}, chat commands {}",
-            vertex_backup::units::plural(tg.chat_ids.len() as u64, "chat"),
+            plural(tg.chat_ids.len() as u64, "chat"),
             tg.notify_on.join(", "),
             if tg.commands { "on" } else { "off" }
         ),

@@ -22,6 +22,8 @@ fn create_with_wait_runs_once_the_holder_releases_the_lock() {
         "{}",
         refused.describe()
     );
+    // Its hint names the way to wait instead of failing.
+    assert!(refused.stderr.contains("--wait"), "{}", refused.describe());
 
     let waiter = app.spawn(["create", "--type", "database", "--wait", "30s"]);
     poll_until(

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::util::*;
 
 mod lock_wait;
+mod messages;
 mod priority;
 mod safety_copies;
 

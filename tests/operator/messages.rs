@@ -1,0 +1,30 @@
+//! The smaller messages an operator reads (issue 26, item 6): counts in words that agree
+//! with the number.
+
+use super::*;
+
+#[test]
+fn stats_says_one_backup_in_the_singular() {
+    let app = TestApp::new();
+    app.create("database");
+    let one = app.run(["stats"]);
+    one.assert_code(0);
+    assert!(
+        one.stdout.contains("total: 1 backup,"),
+        "{}",
+        one.describe()
+    );
+    assert!(
+        one.stdout.contains("database: 1 backup,"),
+        "{}",
+        one.describe()
+    );
+    assert!(!one.stdout.contains("1 backups"), "{}", one.describe());
+    app.create("database");
+    let two = app.run(["stats"]);
+    assert!(
+        two.stdout.contains("database: 2 backups,"),
+        "{}",
+        two.describe()
+    );
+}
