@@ -231,6 +231,18 @@ pub fn print_config(c: &Config) {
         c.backup.integrity_check.as_str(),
         format_bytes(c.backup.min_free_space.0)
     );
+    use vertex_backup::config::{DatabaseFormat, StorageFormat};
+    out!(
+        "formats:    storage {}, database {}",
+        match c.backup.storage_format {
+            StorageFormat::Archive => "archive (a tar archive each)",
+            StorageFormat::Snapshot => "snapshot (content store, only changes stored)",
+        },
+        match c.backup.database_format {
+            DatabaseFormat::Copy => "copy (a whole SQLite copy each)",
+            DatabaseFormat::Snapshot => "snapshot (content store, only changed chunks stored)",
+        }
+    );
     let r = &c.retention;
     out!(
         "retention:  keep_last {}{}{}{}{}",

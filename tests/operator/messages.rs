@@ -28,3 +28,29 @@ fn stats_says_one_backup_in_the_singular() {
         two.describe()
     );
 }
+
+#[test]
+fn check_config_prints_the_storage_and_database_formats() {
+    let app = TestApp::new();
+    let default = app.run(["check-config"]);
+    default.assert_code(0);
+    assert!(
+        default
+            .stdout
+            .contains("formats:    storage archive (a tar archive each), database copy"),
+        "{}",
+        default.describe()
+    );
+    app.write_config_raw(&app.config_text(
+        "storage_format = \"snapshot\"\ndatabase_format = \"snapshot\"",
+        "",
+    ));
+    let snapshots = app.run(["check-config"]);
+    snapshots.assert_code(0);
+    assert!(
+        snapshots.stdout.contains("storage snapshot (")
+            && snapshots.stdout.contains("database snapshot ("),
+        "{}",
+        snapshots.describe()
+    );
+}
