@@ -72,17 +72,6 @@ impl Catalog {
     /// else ERROR) and its state record (`last_success` or `last_failure`, stamped now).
     /// Never fails the operation: a state file that cannot be written is logged.
     pub fn journal(&self, key: &str, ok: bool, line: &str, outcome: Outcome) {
-        // A first run can fail before anything made the backup directory (a missing
-        // database is found before the lock is taken): make it, as any run would, so the
-        // failure reaches `backup.log`, the state, `stats` and `status` like any other.
-        if !self.root.is_dir()
-            && let Err(e) = self.prepare()
-        {
-            tracing::warn!(
-                "could not create the backup directory to record the outcome: {}",
-                crate::error_chain(&e)
-            );
-        }
         let log = self.log();
         if ok {
             log.info(line);

@@ -125,6 +125,11 @@ fn check_and_lock(
     catalog: &Catalog,
 ) -> std::result::Result<BackupDirLock, BackupFailure> {
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
+    // The backup directory first (the lock would make it anyway): a first run that fails
+    // on its sources is then recorded in `backup.log` and the state like any other.
+    catalog
+        .prepare()
+        .map_err(fail("prepare the backup directory"))?;
     job.config
         .check_sources(job.kind)
         .map_err(fail("check sources"))?;
