@@ -54,3 +54,31 @@ fn check_config_prints_the_storage_and_database_formats() {
         snapshots.describe()
     );
 }
+
+/// Without a config file and without a backup directory there is no file to fix: the hint
+/// says where a config goes and how to point at the backups instead.
+#[test]
+fn without_a_config_file_the_hint_does_not_say_fix_the_file() {
+    if Path::new(vertex_backup::config::SYSTEM_CONFIG).exists() {
+        // This host has a real config: the command would read it.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} exists on the CI host",
+            vertex_backup::config::SYSTEM_CONFIG
+        );
+        return;
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("list")
+        .current_dir(empty.path())
+        .env_remove(vertex_backup::config::CONFIG_ENV);
+    let r = run(cmd);
+    r.assert_code(2);
+    assert!(!r.stderr.contains("fix the file"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("no config file was found") && r.stderr.contains("--backup-dir"),
+        "{}",
+        r.describe()
+    );
+}
