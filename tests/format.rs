@@ -298,7 +298,26 @@ fn an_encrypted_format_is_refused_by_name_not_misread() {
         .join(format!("{}.json", stem_of(&meta)));
     write_json(&meta_path, &meta);
     let archive = PathBuf::from(jstr(&meta, "backup_path"));
+    // Without an identity nothing is read as if it were plaintext: the contents are
+    // reported as not checked (exit 3), never as a good archive.
     let v = app.run(["verify".as_ref(), archive.as_os_str()]);
+    v.assert_code(3);
+    assert!(v.stdout.contains("no identity here"), "{}", v.describe());
+    assert!(!v.stdout.starts_with("OK"), "{}", v.describe());
+    // With one, the file is read as the age file its metadata says it is: it is not one.
+    let key = app.root.join("operator.key");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/age/operator.key"),
+        &key,
+    )
+    .unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let v = app.run([
+        "--identity".as_ref(),
+        key.as_os_str(),
+        "verify".as_ref(),
+        archive.as_os_str(),
+    ]);
     v.assert_code(1);
     assert!(v.stdout.contains("cannot decrypt"), "{}", v.describe());
     let r = app.run([
