@@ -51,6 +51,15 @@ fn bad_cron_expression_is_a_usage_error_naming_its_line() {
     assert_nothing_written(&app);
 }
 
+/// The app's database gone, with its WAL and shared-memory files.
+fn remove_database(app: &TestApp) {
+    for sfx in ["", "-wal", "-shm"] {
+        let mut p = app.db.as_os_str().to_owned();
+        p.push(sfx);
+        let _ = fs::remove_file(PathBuf::from(p));
+    }
+}
+
 /// A first run that fails before the backup directory exists (a fresh install, the
 /// database path wrong) is recorded like any other failure: `backup.log`, the state's
 /// `last_failure`, `stats` and `status` — it used to exit 1 and leave no trace ("could not
@@ -58,11 +67,7 @@ fn bad_cron_expression_is_a_usage_error_naming_its_line() {
 #[test]
 fn a_first_run_failure_on_a_fresh_backup_directory_is_recorded() {
     let app = TestApp::new();
-    for sfx in ["", "-wal", "-shm"] {
-        let mut p = app.db.as_os_str().to_owned();
-        p.push(sfx);
-        let _ = fs::remove_file(PathBuf::from(p));
-    }
+    remove_database(&app);
     let _ = fs::remove_dir_all(&app.backups);
     let r = app.run(["create", "--type", "database"]);
     r.assert_code(1);
@@ -98,11 +103,7 @@ fn a_first_run_failure_on_a_fresh_backup_directory_is_recorded() {
 #[test]
 fn missing_database_fails_with_exit_1_naming_the_path_and_is_recorded() {
     let app = TestApp::new();
-    for sfx in ["", "-wal", "-shm"] {
-        let mut p = app.db.as_os_str().to_owned();
-        p.push(sfx);
-        let _ = fs::remove_file(PathBuf::from(p));
-    }
+    remove_database(&app);
     let marker = app.root.join("on_error.ran");
     app.write_config_raw(&app.config_text(
         "",
