@@ -209,20 +209,6 @@ fn fetch_object(
     })
 }
 
-/// Read until `buf` is full or the stream ends; returns how much was read.
-fn fill(reader: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// One object to `dest`, atomically; checked when `expect` is given.
 fn download(
     remote: &Remote,
@@ -259,7 +245,7 @@ fn download(
         let mut buf = vec![0u8; 1 << 20];
         loop {
             // The body comes in frames of a few KiB: gather a full buffer per write.
-            let n = fill(&mut reader, &mut buf).map_err(|e| {
+            let n = super::transfer::fill(&mut reader, &mut buf).map_err(|e| {
                 RemoteError::new(RemoteFailure::Network, format!("read {key}: {e}"))
             })?;
             if n == 0 {

@@ -43,16 +43,7 @@ impl<'a> UploadStream<'a> {
 
     /// Fill `buf` completely unless the stream ends first; returns how much was read.
     pub fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(filled)
+        fill(self, buf)
     }
 
     /// Wait until the bytes read so far are within the limit: a token bucket measured
@@ -62,6 +53,21 @@ impl<'a> UploadStream<'a> {
             wait_for(self.started, self.bytes, limit);
         }
     }
+}
+
+/// Read from `reader` until `buf` is full or the stream ends; returns how much was read.
+/// (A network body comes in frames of a few KiB: one call per buffer, not per frame.)
+pub fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Sleep until `bytes` sent since `started` are within `limit` bytes/s.
