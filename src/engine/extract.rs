@@ -4,11 +4,12 @@
 //! owners are restored; directory times last, after their contents.
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::archive::{EntryKind, EntrySink, SafeEntry};
+use super::direct_io::{DIRECT_MIN, DirectWriter, WriteBehind};
 use super::entry_tree::{DIR_COLLIDES, HARDLINK_NOT_BEFORE, PARENT_NOT_DIR, REPLACES_DIR};
 use crate::error::{Error, IoContext, Result};
 
@@ -18,6 +19,8 @@ pub struct Extractor {
     dirs: Vec<(PathBuf, u32, (u64, u32))>,
     buf: Vec<u8>,
     as_root: bool,
+    /// Files' bytes and metadata go to the disk on this thread's heels.
+    behind: WriteBehind,
 }
 
 impl Extractor {
@@ -28,6 +31,7 @@ impl Extractor {
             archive: archive.to_path_buf(),
             dirs: Vec::new(),
             buf: vec![0; 1 << 20],
+            behind: WriteBehind::new(),
             // SAFETY: geteuid has no preconditions.
             as_root: unsafe { libc::geteuid() } == 0,
         }
@@ -36,6 +40,8 @@ impl Extractor {
     /// Give directories their modes and times, deepest first (writing into a directory
     /// changes its mtime, so this comes after everything else).
     pub fn finish(mut self) -> Result<()> {
+        // Every file's data and metadata first: their writes change their directories.
+        std::mem::take(&mut self.behind).finish()?;
         self.dirs
             .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (path, mode, mtime) in &self.dirs {
@@ -105,6 +111,7 @@ impl Extractor {
 
 impl EntrySink for Extractor {
     fn entry(&mut self, e: &SafeEntry, data: &mut dyn Read) -> Result<()> {
+        self.behind.check()?;
         self.ensure_parents(&e.path)?;
         let dest = self.root.join(&e.path);
         match &e.kind {
@@ -124,14 +131,16 @@ impl EntrySink for Extractor {
             }
             EntryKind::File => {
                 self.clear(&dest)?;
-                let mut f = OpenOptions::new()
+                let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dest)
                     .ctx("create", &dest)?;
-                let mut sparse = SparseWriter::new(&mut f);
+                let direct = e.size >= DIRECT_MIN;
+                let mut sparse =
+                    SparseWriter::new(DirectWriter::behind(f, &dest, direct, &self.behind));
                 loop {
                     let n = match data.read(&mut self.buf) {
                         Ok(0) => break,
@@ -143,14 +152,28 @@ impl EntrySink for Extractor {
                     };
                     sparse.write(&self.buf[..n]).ctx("write", &dest)?;
                 }
-                sparse.finish().ctx("write", &dest)?;
-                self.chown(&dest, e);
-                // After chown: chown clears setuid bits, and the mode must be the archive's.
-                f.set_permissions(fs::Permissions::from_mode(e.mode))
-                    .ctx("set permissions on", &dest)?;
-                // Through utimensat, as for directories: `e.mtime` of a time before 1970 is
-                // the wrapped u64 a tar header holds, which `SystemTime` cannot add.
-                set_times(&dest, (e.mtime, e.mtime_ns), false);
+                let (out, length) = sparse.finish().ctx("write", &dest)?;
+                // After the data, on the writer's thread: the length a trailing hole
+                // leaves unset, the owner, then the mode (chown clears setuid bits), then
+                // the times (a later write would change the mtime). Through futimens:
+                // `e.mtime` of a time before 1970 is the wrapped u64 a tar header
+                // holds, which `SystemTime` cannot add.
+                let owner = self.as_root.then_some((e.uid as u32, e.gid as u32));
+                let (mode, times) = (e.mode, (e.mtime, e.mtime_ns));
+                out.then(Box::new(move |f: &fs::File| {
+                    if let Some(len) = length {
+                        f.set_len(len).ctx("set the length of", &dest)?;
+                    }
+                    // Through the descriptor: by the time this runs, a later entry of
+                    // the same name may have replaced the file at `dest`.
+                    if let Some((uid, gid)) = owner {
+                        let _ = std::os::unix::fs::fchown(f, Some(uid), Some(gid));
+                    }
+                    f.set_permissions(fs::Permissions::from_mode(mode))
+                        .ctx("set permissions on", &dest)?;
+                    set_file_times(f, times);
+                    Ok(())
+                }))?;
             }
             EntryKind::Symlink(target) => {
                 self.clear(&dest)?;
@@ -182,8 +205,8 @@ const SPARSE_BLOCK: usize = 4096;
 /// `cp --sparse=always` does): a sparse file (a VM image, a preallocated video) restores
 /// to the same content without taking its full apparent size on a disk that may be
 /// nearly full. The archive itself stores such files as plain data.
-struct SparseWriter<'f> {
-    file: &'f mut fs::File,
+struct SparseWriter<'w> {
+    out: DirectWriter<'w>,
     /// The start of a block whose end has not been read yet (reads split blocks anywhere).
     partial: Vec<u8>,
     /// Zero bytes seen but not yet skipped over.
@@ -191,10 +214,10 @@ struct SparseWriter<'f> {
     len: u64,
 }
 
-impl<'f> SparseWriter<'f> {
-    fn new(file: &'f mut fs::File) -> Self {
+impl<'w> SparseWriter<'w> {
+    fn new(out: DirectWriter<'w>) -> Self {
         SparseWriter {
-            file,
+            out,
             partial: Vec::with_capacity(SPARSE_BLOCK),
             pending_hole: 0,
             len: 0,
@@ -246,22 +269,20 @@ impl<'f> SparseWriter<'f> {
             return Ok(());
         }
         if self.pending_hole > 0 {
-            self.file
-                .seek(SeekFrom::Current(self.pending_hole as i64))?;
+            self.out.skip(self.pending_hole)?;
             self.pending_hole = 0;
         }
-        self.file.write_all(run)
+        self.out.write_all(run)
     }
 
     /// The last, short block; a hole at the end is not created by seeking: the length
     /// must be set.
-    fn finish(mut self) -> std::io::Result<()> {
+    /// The writer, and the length to set (once its writes are done) when the file ends
+    /// in a hole.
+    fn finish(mut self) -> std::io::Result<(DirectWriter<'w>, Option<u64>)> {
         let last = std::mem::take(&mut self.partial);
         self.block(&last)?;
-        if self.pending_hole > 0 {
-            self.file.set_len(self.len)?;
-        }
-        Ok(())
+        Ok((self.out, (self.pending_hole > 0).then_some(self.len)))
     }
 }
 
@@ -288,6 +309,20 @@ fn set_times(path: &Path, (mtime, mtime_ns): (u64, u32), nofollow: bool) {
     }
 }
 
+/// Set an open file's atime and mtime; best effort, as [`set_times`].
+fn set_file_times(f: &fs::File, (mtime, mtime_ns): (u64, u32)) {
+    use std::os::fd::AsRawFd;
+    let ts = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: libc::c_long::from(mtime_ns),
+    };
+    let times = [ts, ts];
+    // SAFETY: the descriptor is open for the call and times points to two timespecs.
+    unsafe {
+        libc::futimens(f.as_raw_fd(), times.as_ptr());
+    }
+}
+
 /// An empty, private directory to extract into.
 pub fn fresh_dir(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
@@ -306,11 +341,13 @@ mod tests {
         // Odd read sizes, as a decompressor returns them, and reads far larger than a
         // block, whose zero blocks sit between runs of data written in one call each.
         for piece_size in [7_777, (1 << 20) + 3] {
-            sparse_round_trip(piece_size);
+            for direct in [false, true] {
+                sparse_round_trip(piece_size, direct);
+            }
         }
     }
 
-    fn sparse_round_trip(piece_size: usize) {
+    fn sparse_round_trip(piece_size: usize, direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sparse");
         // 1 MiB of data, 8 MiB of zeros, a little data, then 4 MiB + 100 zeros at the end.
@@ -318,12 +355,16 @@ mod tests {
         data.extend(std::iter::repeat_n(0u8, 8 << 20));
         data.extend_from_slice(b"middle");
         data.extend(std::iter::repeat_n(0u8, (4 << 20) + 100));
-        let mut f = fs::File::create(&path).unwrap();
-        let mut w = SparseWriter::new(&mut f);
+        let f = fs::File::create(&path).unwrap();
+        let mut w = SparseWriter::new(DirectWriter::new(f, direct));
         for piece in data.chunks(piece_size) {
             w.write(piece).unwrap();
         }
-        w.finish().unwrap();
+        let (out, length) = w.finish().unwrap();
+        let f = out.into_file().unwrap();
+        if let Some(len) = length {
+            f.set_len(len).unwrap();
+        }
         // Allocation is settled once written back (delayed allocation reserves first).
         f.sync_all().unwrap();
         drop(f);

@@ -9,6 +9,7 @@ pub mod browse;
 pub mod compression;
 pub mod database;
 pub mod decrypt;
+pub mod direct_io;
 pub mod entry_tree;
 pub mod extract;
 pub mod hashing;

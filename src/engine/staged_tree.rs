@@ -233,6 +233,7 @@ impl StagedTree {
             fresh_dir(&spill)?;
             let mut spill_extractor = Extractor::new(&spill, &s.source);
             read(&mut SpillSink::new(&mut spill_extractor, &orphans))?;
+            spill_extractor.finish()?;
             for (link, data_file) in &orphans {
                 extractor.link_to(&spill.join(data_file), link)?;
             }

@@ -5,7 +5,6 @@
 //! normal restore path (verify first, safety copy, atomic swap) takes it from there.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,6 +18,7 @@ use crate::catalog::PartRole;
 use crate::config::Config;
 use crate::engine::Cancel;
 use crate::engine::backup::catalog_for;
+use crate::engine::direct_io::DirectWriter;
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
 
@@ -230,7 +230,7 @@ fn download(
     let partial = PathBuf::from(format!("{}.partial", dest.display()));
     let result = (|| {
         let mut reader = remote.target.get(key)?;
-        let mut file = {
+        let file = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
                 .write(true)
@@ -240,6 +240,9 @@ fn download(
                 .open(&partial)
                 .map_err(|e| local(e, "create"))?
         };
+        // Past the page cache: a restore reads it back from the disk once, right after
+        // (see `engine::direct_io`).
+        let mut file = DirectWriter::new(file, true);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -255,6 +258,7 @@ fn download(
             size += n as u64;
             file.write_all(&buf[..n]).map_err(|e| local(e, "write"))?;
         }
+        let file = file.into_file().map_err(|e| local(e, "write"))?;
         file.sync_all().map_err(|e| local(e, "sync"))?;
         if let Some((want_size, want_sha)) = expect {
             let got = hex::encode(hasher.finalize());

@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use super::keys::{ChunkIds, MaybeSealed};
 use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
 use crate::encryption::{Identities, Recipients};
+use crate::engine::direct_io::DirectReader;
 use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 
@@ -250,7 +251,9 @@ impl PackWriter {
 
 /// An open pack: a plain file read at offsets, or an age file's plaintext sought in.
 enum OpenRead {
-    Plain(File),
+    /// Past the page cache: a restore reads each pack once, and a check must read the
+    /// disk, not what the cache remembers of it.
+    Plain(DirectReader),
     Sealed(age::stream::StreamReader<File>),
 }
 
@@ -343,7 +346,7 @@ impl<'k> PackReader<'k> {
                 })?;
                 OpenRead::Sealed(reader)
             } else {
-                OpenRead::Plain(file)
+                OpenRead::Plain(DirectReader::new(file))
             };
             self.open = Some((id.to_string(), open));
         }
