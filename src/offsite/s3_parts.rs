@@ -5,8 +5,11 @@
 //! One pass reads the file in order, hashing it whole (the SHA-256 the caller expects) and
 //! part by part (SigV4 signs a part's hash before its first byte is sent); each part then
 //! goes to a worker, which sends the same range again from the page cache — read back
-//! within seconds of the first pass, never from the disk twice in practice — re-hashing
-//! what it sends. A part whose bytes changed between the two reads fails as
+//! within seconds of the first pass, never from the disk twice in practice — checking
+//! what it sends against a CRC-64 the first pass took (the SHA-256s already prove the
+//! content; the second read only has to be the same bytes, and a third SHA-256 of every
+//! byte was a third of the upload's CPU). A part whose bytes changed between the two
+//! reads fails as
 //! [`RemoteFailure::Mismatch`] (and S3 itself refuses a body that does not match its
 //! signed hash), so a file changed under the upload never completes as a good copy.
 //!
@@ -56,6 +59,13 @@ struct PartJob {
     offset: u64,
     len: u64,
     sha256: [u8; 32],
+    /// What the worker's read must come to: the same bytes.
+    crc: u64,
+}
+
+/// The check of a part's second read.
+fn crc64() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme)
 }
 
 /// What the workers share: the parts sent and the first failure.
@@ -204,8 +214,8 @@ impl PartUpload<'_> {
                 file: file.clone(),
                 at: job.offset,
                 end: job.offset + job.len,
-                hasher: Sha256::new(),
-                want: job.sha256,
+                crc: crc64(),
+                want: job.crc,
                 changed: changed.clone(),
                 pace: self.pace.clone(),
             };
@@ -268,6 +278,7 @@ fn hash_parts(
         }
         let part_len = part_size.min(len - offset);
         let mut part = Sha256::new();
+        let mut crc = crc64();
         let mut done = 0u64;
         while done < part_len {
             let want = usize::try_from(part_len - done).map_or(buf.len(), |r| r.min(buf.len()));
@@ -285,6 +296,7 @@ fn hash_parts(
             }
             whole.update(&buf[..n]);
             part.update(&buf[..n]);
+            crc.update(&buf[..n]);
             done += n as u64;
         }
         let job = PartJob {
@@ -292,6 +304,7 @@ fn hash_parts(
             offset,
             len: part_len,
             sha256: part.finalize().into(),
+            crc: crc.finalize(),
         };
         if !dispatch(job) {
             break;
@@ -311,13 +324,13 @@ fn local(e: io::Error, what: &str) -> RemoteError {
 const BODY_CHUNK: usize = 1 << 20;
 
 /// A part's bytes read from the file at their offset as the request sends them,
-/// re-hashed: at the end they must hash to what the first pass signed.
+/// checked: at the end they must come to the CRC of the bytes the first pass signed.
 struct PartReader {
     file: Arc<File>,
     at: u64,
     end: u64,
-    hasher: Sha256,
-    want: [u8; 32],
+    crc: crc_fast::Digest,
+    want: u64,
     changed: Arc<AtomicBool>,
     pace: Option<Arc<SharedPace>>,
 }
@@ -347,9 +360,9 @@ impl PartReader {
             )));
         }
         buf.truncate(n);
-        self.hasher.update(&buf);
+        self.crc.update(&buf);
         self.at += n as u64;
-        if self.at == self.end && <[u8; 32]>::from(self.hasher.clone().finalize()) != self.want {
+        if self.at == self.end && self.crc.finalize() != self.want {
             self.changed.store(true, Ordering::SeqCst);
             return Some(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -444,8 +457,8 @@ mod tests {
             file: f.clone(),
             at: 0,
             end: 11,
-            hasher: Sha256::new(),
-            want: Sha256::digest(want).into(),
+            crc: crc64(),
+            want: crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, want),
             changed: Arc::new(AtomicBool::new(false)),
             pace: None,
         };
@@ -467,8 +480,8 @@ mod tests {
             file: f,
             at: 3,
             end: data.len() as u64,
-            hasher: Sha256::new(),
-            want: Sha256::digest(&data[3..]).into(),
+            crc: crc64(),
+            want: crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &data[3..]),
             changed: Arc::new(AtomicBool::new(false)),
             pace: None,
         };
