@@ -40,25 +40,46 @@ pub struct DiffArgs {
     json: bool,
 }
 
+/// The snapshot-only command asking, for a refusal that speaks of it.
+#[derive(Debug, Clone, Copy)]
+enum SnapshotCommand {
+    Export,
+    Diff,
+}
+
 /// The storage snapshot `wanted` names (a full backup's storage part), or why not.
-fn storage_snapshot(config: &Config, wanted: &select::BackupRef) -> anyhow::Result<BackupEntry> {
+fn storage_snapshot(
+    config: &Config,
+    wanted: &select::BackupRef,
+    command: SnapshotCommand,
+) -> anyhow::Result<BackupEntry> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let chosen = select::select_backup(config, &cwd, wanted)?;
     let storage = browse::storage_archive(&chosen.entry, &chosen.listing)?.ok_or_else(|| {
-        Error::Refused(format!(
-            "{} holds no storage: export and diff work on storage snapshots",
-            select::listed_name(&chosen.entry)
-        ))
+        let name = select::listed_name(&chosen.entry);
+        Error::Refused(match command {
+            SnapshotCommand::Export => {
+                format!("{name} holds no storage: `export` works on storage snapshots")
+            }
+            SnapshotCommand::Diff => format!(
+                "{name} holds no storage: `diff` compares the files of two storage snapshots (or of two full backups made with storage_format = \"snapshot\")"
+            ),
+        })
     })?;
     let snapshot = storage
         .data_part()
         .and_then(|p| p.format.as_ref())
         .is_some_and(|f| f.is_snapshot());
     if !snapshot {
-        return Err(Error::Refused(format!(
-            "{} is an archive, not a snapshot: it is already a plain archive (`tar -xf` reads it)",
-            select::listed_name(storage)
-        ))
+        let name = select::listed_name(storage);
+        return Err(Error::Refused(match command {
+            SnapshotCommand::Export => format!(
+                "{name} is an archive, not a snapshot: it is already a plain archive (`tar -xf` reads it)"
+            ),
+            SnapshotCommand::Diff => format!(
+                "{name} is an archive, not a snapshot: `diff` compares storage snapshots; `vertex-backup ls {name}` lists an archive's files"
+            ),
+        })
         .into());
     }
     Ok(storage.clone())
@@ -86,7 +107,7 @@ pub fn cmd_export(config: &Config, args: ExportArgs, quiet: bool) -> anyhow::Res
         ))
         .into());
     }
-    let snapshot = storage_snapshot(config, &wanted)?;
+    let snapshot = storage_snapshot(config, &wanted, SnapshotCommand::Export)?;
     let bar = TerminalProgress::for_stderr(quiet);
     let cancel = interrupt::cancel_on_sigint();
     let size = export_snapshot(
@@ -112,8 +133,16 @@ pub fn cmd_export(config: &Config, args: ExportArgs, quiet: bool) -> anyhow::Res
 }
 
 pub fn cmd_diff(config: &Config, args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let a = storage_snapshot(config, &select::BackupRef::Given(args.a.clone()))?;
-    let b = storage_snapshot(config, &select::BackupRef::Given(args.b.clone()))?;
+    let a = storage_snapshot(
+        config,
+        &select::BackupRef::Given(args.a.clone()),
+        SnapshotCommand::Diff,
+    )?;
+    let b = storage_snapshot(
+        config,
+        &select::BackupRef::Given(args.b.clone()),
+        SnapshotCommand::Diff,
+    )?;
     let mut changes = Vec::new();
     let mut counts = [0u64; 4];
     diff_snapshots(

@@ -82,3 +82,58 @@ fn without_a_config_file_the_hint_does_not_say_fix_the_file() {
         r.describe()
     );
 }
+
+/// `diff` refusing a backup speaks of `diff`: a storage archive and a database snapshot
+/// get diff's own reason, and nothing about `export` or extracting with tar (a refusal
+/// exits 2, as a usage error).
+#[test]
+fn diff_on_an_archive_or_a_database_snapshot_speaks_of_diff_not_export() {
+    let app = TestApp::new();
+    app.write_config("database_format = \"snapshot\"");
+    let archive = app.create("storage");
+    let database = app.create("database");
+    let name = |meta: &Value| {
+        Path::new(meta["backup_path"].as_str().expect("backup_path"))
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (archive, database) = (name(&archive), name(&database));
+    let on_archive = app.run(["diff", archive.as_str(), archive.as_str()]);
+    on_archive.assert_code(2);
+    assert!(
+        on_archive
+            .stderr
+            .contains("`diff` compares storage snapshots")
+            && on_archive
+                .stderr
+                .contains(&format!("vertex-backup ls {archive}")),
+        "{}",
+        on_archive.describe()
+    );
+    let on_database = app.run(["diff", database.as_str(), database.as_str()]);
+    on_database.assert_code(2);
+    assert!(
+        on_database
+            .stderr
+            .contains("holds no storage: `diff` compares"),
+        "{}",
+        on_database.describe()
+    );
+    for out in [&on_archive, &on_database] {
+        assert!(
+            !out.stderr.contains("export") && !out.stderr.contains("tar -xf"),
+            "{}",
+            out.describe()
+        );
+    }
+    // `export` keeps its own words.
+    let export = app.run(["export", archive.as_str(), "-o", "out.tar.zst"]);
+    export.assert_code(2);
+    assert!(
+        export.stderr.contains("`tar -xf` reads it"),
+        "{}",
+        export.describe()
+    );
+}
