@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -90,15 +91,14 @@ fn is_einval(e: &io::Error) -> bool {
 }
 
 /// Write `data` at `at`: its aligned part past the cache when the file is open so, the
-/// rest (a file's tail) through it. Returns whether the file is still open past the cache
-/// (a filesystem that refuses, `EINVAL`, gets the same bytes through the cache).
-fn write_out(file: &File, at: u64, data: &[u8], direct: bool) -> io::Result<bool> {
+/// rest (a file's tail) through it (a filesystem that refuses, `EINVAL`, gets the same
+/// bytes through the cache; the file stays so for its later writes).
+fn write_out(file: &File, at: u64, data: &[u8], direct: bool) -> io::Result<()> {
     let aligned = if direct && at.is_multiple_of(ALIGN as u64) {
         data.len() - data.len() % ALIGN
     } else {
         0
     };
-    let mut direct = direct;
     if aligned > 0
         && let Err(e) = file.write_all_at(&data[..aligned], at)
     {
@@ -106,17 +106,15 @@ fn write_out(file: &File, at: u64, data: &[u8], direct: bool) -> io::Result<bool
             return Err(e);
         }
         set_direct(file, false)?;
-        direct = false;
         file.write_all_at(&data[..aligned], at)?;
     }
     if aligned < data.len() {
         if direct {
             set_direct(file, false)?;
-            direct = false;
         }
         file.write_all_at(&data[aligned..], at + aligned as u64)?;
     }
-    Ok(direct)
+    Ok(())
 }
 
 /// What is done with a file once all its bytes are written (its length, owner, mode and
@@ -146,27 +144,48 @@ const BUFFER: usize = 1 << 20;
 
 /// A thread that does the writes (and then the metadata) of many files in the order they
 /// were asked for, so the one thread that reads, decompresses and checks a restore's
-/// data never waits for the disk. The first failure is kept and reported (by
-/// [`WriteBehind::check`] and [`WriteBehind::finish`]); later work is dropped.
+/// data never waits for the disk. The first failure is kept and reported once (by
+/// [`WriteBehind::check`] or [`WriteBehind::finish`]); all later work is dropped.
 pub struct WriteBehind {
     ops: Option<SyncSender<Op>>,
     free: Receiver<AlignedBuf>,
-    failed: Arc<Mutex<Option<Error>>>,
+    failed: Arc<Failed>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The writer thread's first failure, and that there was one (it stays set once the
+/// failure has been reported).
+#[derive(Default)]
+struct Failed {
+    error: Mutex<Option<Error>>,
+    any: AtomicBool,
+}
+
+impl Failed {
+    fn record(&self, e: Error) {
+        if !self.any.swap(true, Ordering::SeqCst) {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 impl WriteBehind {
-    pub fn new() -> Self {
+    /// Start the writer thread.
+    pub fn start() -> Self {
         let (ops, queue) = sync_channel::<Op>(IN_FLIGHT + 16);
         let (give_back, free) = sync_channel::<AlignedBuf>(IN_FLIGHT);
         for _ in 0..IN_FLIGHT {
             let _ = give_back.send(AlignedBuf::new(BUFFER));
         }
-        let failed = Arc::new(Mutex::new(None));
+        let failed = Arc::new(Failed::default());
         let record = Arc::clone(&failed);
         let thread = std::thread::spawn(move || {
             for op in queue {
-                let ok = lock(&record).is_none();
+                let ok = !record.any.load(Ordering::SeqCst);
                 match op {
                     Op::Write {
                         target,
@@ -175,14 +194,14 @@ impl WriteBehind {
                         direct,
                     } => {
                         if ok && let Err(e) = write_out(&target.file, at, buf.filled(), direct) {
-                            *lock(&record) = Some(Error::io("write", &target.path, e));
+                            record.record(Error::io("write", &target.path, e));
                         }
                         buf.len = 0;
                         let _ = give_back.send(buf);
                     }
                     Op::Then(target, then) => {
                         if ok && let Err(e) = then(&target.file) {
-                            *lock(&record) = Some(e);
+                            record.record(e);
                         }
                     }
                 }
@@ -196,9 +215,9 @@ impl WriteBehind {
         }
     }
 
-    /// The first failure so far, if any (taken: reported once).
+    /// The first failure so far, if not reported yet.
     pub fn check(&self) -> Result<()> {
-        match lock(&self.failed).take() {
+        match self.failed.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -215,8 +234,8 @@ impl WriteBehind {
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
-            lock(&self.failed)
-                .get_or_insert_with(|| Error::Internal("the writer thread panicked".into()));
+            self.failed
+                .record(Error::Internal("the writer thread panicked".into()));
         }
     }
 
@@ -232,12 +251,6 @@ impl WriteBehind {
     }
 }
 
-impl Default for WriteBehind {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Drop for WriteBehind {
     /// Nothing is written after its owner is gone (a failed restore deletes the tree).
     fn drop(&mut self) {
@@ -245,71 +258,33 @@ impl Drop for WriteBehind {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn gone() -> io::Error {
     io::Error::other("the writer thread has stopped")
 }
 
-enum Out<'w> {
-    /// Written by the caller's thread, as it goes.
-    Now(File),
-    Behind(&'w WriteBehind, Arc<Target>),
-}
-
-/// Writes a file front to back (holes allowed), past the cache where it can: at once, or
-/// through a [`WriteBehind`].
+/// Writes a file front to back (holes allowed), past the cache where it can, through a
+/// [`WriteBehind`].
 pub struct DirectWriter<'w> {
-    out: Out<'w>,
+    behind: &'w WriteBehind,
+    target: Arc<Target>,
     buf: Option<AlignedBuf>,
     /// The file offset of the buffer's first byte.
     pos: u64,
     direct: bool,
 }
 
-impl DirectWriter<'static> {
-    /// Write `file` (open for writing, empty) from offset 0 in this thread; past the cache
-    /// when `direct` and the filesystem allows it.
-    pub fn new(file: File, direct: bool) -> Self {
-        let direct = direct && set_direct(&file, true).is_ok();
-        DirectWriter {
-            out: Out::Now(file),
-            buf: direct.then(|| AlignedBuf::new(BUFFER)),
-            pos: 0,
-            direct,
-        }
-    }
-
-    /// Every byte written; the file (the caller syncs it).
-    pub fn into_file(mut self) -> io::Result<File> {
-        self.flush()?;
-        match self.out {
-            Out::Now(file) => {
-                if self.direct {
-                    // Later use of this descriptor needs no alignment.
-                    set_direct(&file, false)?;
-                }
-                Ok(file)
-            }
-            Out::Behind(..) => Err(io::Error::other(
-                "a write-behind file is finished with then()",
-            )),
-        }
-    }
-}
-
 impl<'w> DirectWriter<'w> {
-    /// Write `file` (at `path`) through `behind`.
-    pub fn behind(file: File, path: &Path, direct: bool, behind: &'w WriteBehind) -> Self {
+    /// Write `file` (at `path`; open for writing, empty) from offset 0 through `behind`,
+    /// past the cache when `direct` and the filesystem allows it.
+    pub fn new(file: File, path: &Path, direct: bool, behind: &'w WriteBehind) -> Self {
         let direct = direct && set_direct(&file, true).is_ok();
         let target = Arc::new(Target {
             file,
             path: path.to_path_buf(),
         });
         DirectWriter {
-            out: Out::Behind(behind, target),
+            behind,
+            target,
             buf: None,
             pos: 0,
             direct,
@@ -317,18 +292,10 @@ impl<'w> DirectWriter<'w> {
     }
 
     pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        if let (Out::Now(file), false) = (&self.out, self.direct) {
-            file.write_all_at(data, self.pos)?;
-            self.pos += data.len() as u64;
-            return Ok(());
-        }
         while !data.is_empty() {
             let buf = match self.buf.take() {
                 Some(b) => b,
-                None => match &self.out {
-                    Out::Behind(w, _) => w.buffer()?,
-                    Out::Now(_) => AlignedBuf::new(BUFFER),
-                },
+                None => self.behind.buffer()?,
             };
             let buf = self.buf.insert(buf);
             let (len, cap) = (buf.len, buf.cap);
@@ -350,47 +317,34 @@ impl<'w> DirectWriter<'w> {
         Ok(())
     }
 
-    /// Every byte written, then `then` with the file (at once, or after the writes on the
-    /// write-behind thread, where a failure is reported by the next check).
+    /// Every byte handed over, then `then` with the file once the writer thread has
+    /// written them (a failure there is reported by the next check).
     pub fn then(mut self, then: Then) -> Result<()> {
-        if let Err(e) = self.flush() {
-            return Err(match &self.out {
-                Out::Behind(_, t) => Error::io("write", &t.path, e),
-                Out::Now(_) => Error::Internal(format!("write: {e}")),
-            });
-        }
-        match self.out {
-            Out::Now(file) => then(&file),
-            Out::Behind(w, target) => w
-                .send(Op::Then(Arc::clone(&target), then))
-                .map_err(|e| Error::io("write", &target.path, e)),
-        }
+        let target = Arc::clone(&self.target);
+        self.flush()
+            .map_err(|e| Error::io("write", &target.path, e))?;
+        let path = target.path.clone();
+        self.behind
+            .send(Op::Then(target, then))
+            .map_err(|e| Error::io("write", path, e))
     }
 
+    /// The buffer to the writer thread (at its file offset).
     fn flush(&mut self) -> io::Result<()> {
-        let Some(mut buf) = self.buf.take() else {
+        let Some(buf) = self.buf.take() else {
             return Ok(());
         };
         let len = buf.len as u64;
-        match &self.out {
-            Out::Now(file) => {
-                self.direct = write_out(file, self.pos, buf.filled(), self.direct)?;
-                buf.len = 0;
-                self.buf = Some(buf);
-            }
-            Out::Behind(w, target) => {
-                if len > 0 {
-                    w.send(Op::Write {
-                        target: Arc::clone(target),
-                        at: self.pos,
-                        buf,
-                        direct: self.direct,
-                    })?;
-                } else {
-                    self.buf = Some(buf);
-                }
-            }
+        if len == 0 {
+            self.buf = Some(buf);
+            return Ok(());
         }
+        self.behind.send(Op::Write {
+            target: Arc::clone(&self.target),
+            at: self.pos,
+            buf,
+            direct: self.direct,
+        })?;
         self.pos += len;
         Ok(())
     }
@@ -499,8 +453,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let data = pattern(3 * (1 << 20) + 5_000);
-        let file = File::create(&path).unwrap();
-        let mut w = DirectWriter::new(file, true);
+        let behind = WriteBehind::start();
+        let mut w = DirectWriter::new(File::create(&path).unwrap(), &path, true, &behind);
         // Odd pieces, an aligned hole in the middle, the unaligned rest at the end.
         let (head, rest) = data.split_at(1 << 20);
         for piece in head.chunks(10_007) {
@@ -508,7 +462,8 @@ mod tests {
         }
         w.skip(8192).unwrap();
         w.write_all(&rest[8192..]).unwrap();
-        w.into_file().unwrap().sync_all().unwrap();
+        w.then(Box::new(|_: &File| Ok(()))).unwrap();
+        behind.finish().unwrap();
         let mut want = data.clone();
         want[1 << 20..(1 << 20) + 8192].fill(0);
         assert_eq!(std::fs::read(&path).unwrap(), want);
@@ -519,16 +474,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let data = pattern(100_003);
-        let mut w = DirectWriter::new(File::create(&path).unwrap(), false);
+        let behind = WriteBehind::start();
+        let mut w = DirectWriter::new(File::create(&path).unwrap(), &path, false, &behind);
         w.write_all(&data).unwrap();
-        w.into_file().unwrap();
+        w.then(Box::new(|_: &File| Ok(()))).unwrap();
+        behind.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 
     #[test]
     fn write_behind_writes_every_file_then_runs_its_then_after_its_data() {
         let dir = tempfile::tempdir().unwrap();
-        let behind = WriteBehind::new();
+        let behind = WriteBehind::start();
         let mut files = Vec::new();
         for (i, size) in [0usize, 1, 4096, 70_000, 3 * BUFFER + 17]
             .into_iter()
@@ -537,7 +494,7 @@ mod tests {
             let path = dir.path().join(format!("f{i}"));
             let data = pattern(size);
             let mut w =
-                DirectWriter::behind(File::create(&path).unwrap(), &path, size > 4096, &behind);
+                DirectWriter::new(File::create(&path).unwrap(), &path, size > 4096, &behind);
             for piece in data.chunks(65_537) {
                 w.write_all(piece).unwrap();
             }
@@ -568,13 +525,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("read-only");
         std::fs::write(&path, b"").unwrap();
-        let behind = WriteBehind::new();
+        let behind = WriteBehind::start();
         // Opened read-only: every write fails (EBADF) on the writer thread.
-        let mut w = DirectWriter::behind(File::open(&path).unwrap(), &path, false, &behind);
+        let mut w = DirectWriter::new(File::open(&path).unwrap(), &path, false, &behind);
         w.write_all(b"data").unwrap();
         w.then(Box::new(|_: &File| Ok(()))).unwrap();
         let e = behind.finish().unwrap_err().to_string();
         assert!(e.contains("read-only"), "{e}");
+    }
+
+    #[test]
+    fn after_a_failure_is_reported_later_files_are_still_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("read-only");
+        std::fs::write(&bad, b"").unwrap();
+        let behind = WriteBehind::start();
+        let mut w = DirectWriter::new(File::open(&bad).unwrap(), &bad, false, &behind);
+        w.write_all(b"data").unwrap();
+        w.then(Box::new(|_: &File| Ok(()))).unwrap();
+        // The failure reaches check() once the writer thread has met it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let e = loop {
+            if let Err(e) = behind.check() {
+                break e.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            std::thread::yield_now();
+        };
+        assert!(e.contains("read-only"), "{e}");
+        let later = dir.path().join("later");
+        let mut w = DirectWriter::new(File::create(&later).unwrap(), &later, false, &behind);
+        w.write_all(b"must not be written").unwrap();
+        w.then(Box::new(|_: &File| Ok(()))).unwrap();
+        // Reported once; the work after it was dropped, not done.
+        behind.finish().unwrap();
+        assert_eq!(std::fs::read(&later).unwrap(), b"");
     }
 
     #[test]

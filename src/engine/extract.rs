@@ -31,7 +31,7 @@ impl Extractor {
             archive: archive.to_path_buf(),
             dirs: Vec::new(),
             buf: vec![0; 1 << 20],
-            behind: WriteBehind::new(),
+            behind: WriteBehind::start(),
             // SAFETY: geteuid has no preconditions.
             as_root: unsafe { libc::geteuid() } == 0,
         }
@@ -39,12 +39,14 @@ impl Extractor {
 
     /// Give directories their modes and times, deepest first (writing into a directory
     /// changes its mtime, so this comes after everything else).
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        let Extractor {
+            mut dirs, behind, ..
+        } = self;
         // Every file's data and metadata first: their writes change their directories.
-        std::mem::take(&mut self.behind).finish()?;
-        self.dirs
-            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-        for (path, mode, mtime) in &self.dirs {
+        behind.finish()?;
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
+        for (path, mode, mtime) in &dirs {
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))
                 .ctx("set permissions on", path)?;
             set_times(path, *mtime, false);
@@ -140,7 +142,7 @@ impl EntrySink for Extractor {
                     .ctx("create", &dest)?;
                 let direct = e.size >= DIRECT_MIN;
                 let mut sparse =
-                    SparseWriter::new(DirectWriter::behind(f, &dest, direct, &self.behind));
+                    SparseWriter::new(DirectWriter::new(f, &dest, direct, &self.behind));
                 loop {
                     let n = match data.read(&mut self.buf) {
                         Ok(0) => break,
@@ -275,10 +277,8 @@ impl<'w> SparseWriter<'w> {
         self.out.write_all(run)
     }
 
-    /// The last, short block; a hole at the end is not created by seeking: the length
-    /// must be set.
-    /// The writer, and the length to set (once its writes are done) when the file ends
-    /// in a hole.
+    /// The last, short block; the writer, and the length to set once its writes are done
+    /// when the file ends in a hole (one is not made by skipping: the length must be set).
     fn finish(mut self) -> std::io::Result<(DirectWriter<'w>, Option<u64>)> {
         let last = std::mem::take(&mut self.partial);
         self.block(&last)?;
@@ -293,11 +293,7 @@ fn set_times(path: &Path, (mtime, mtime_ns): (u64, u32), nofollow: bool) {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return;
     };
-    let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: libc::c_long::from(mtime_ns),
-    };
-    let times = [ts, ts];
+    let times = atime_and_mtime(mtime, mtime_ns);
     let flags = if nofollow {
         libc::AT_SYMLINK_NOFOLLOW
     } else {
@@ -312,15 +308,20 @@ fn set_times(path: &Path, (mtime, mtime_ns): (u64, u32), nofollow: bool) {
 /// Set an open file's atime and mtime; best effort, as [`set_times`].
 fn set_file_times(f: &fs::File, (mtime, mtime_ns): (u64, u32)) {
     use std::os::fd::AsRawFd;
-    let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: libc::c_long::from(mtime_ns),
-    };
-    let times = [ts, ts];
+    let times = atime_and_mtime(mtime, mtime_ns);
     // SAFETY: the descriptor is open for the call and times points to two timespecs.
     unsafe {
         libc::futimens(f.as_raw_fd(), times.as_ptr());
     }
+}
+
+/// Both times as `utimensat`/`futimens` take them: the recorded mtime for each.
+fn atime_and_mtime(mtime: u64, mtime_ns: u32) -> [libc::timespec; 2] {
+    let ts = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: libc::c_long::from(mtime_ns),
+    };
+    [ts, ts]
 }
 
 /// An empty, private directory to extract into.
@@ -355,16 +356,23 @@ mod tests {
         data.extend(std::iter::repeat_n(0u8, 8 << 20));
         data.extend_from_slice(b"middle");
         data.extend(std::iter::repeat_n(0u8, (4 << 20) + 100));
+        let behind = WriteBehind::start();
         let f = fs::File::create(&path).unwrap();
-        let mut w = SparseWriter::new(DirectWriter::new(f, direct));
+        let mut w = SparseWriter::new(DirectWriter::new(f, &path, direct, &behind));
         for piece in data.chunks(piece_size) {
             w.write(piece).unwrap();
         }
         let (out, length) = w.finish().unwrap();
-        let f = out.into_file().unwrap();
-        if let Some(len) = length {
-            f.set_len(len).unwrap();
-        }
+        out.then(Box::new(move |f: &fs::File| {
+            if let Some(len) = length {
+                f.set_len(len)
+                    .ctx("set the length of", Path::new("sparse"))?;
+            }
+            Ok(())
+        }))
+        .unwrap();
+        behind.finish().unwrap();
+        let f = fs::File::open(&path).unwrap();
         // Allocation is settled once written back (delayed allocation reserves first).
         f.sync_all().unwrap();
         drop(f);

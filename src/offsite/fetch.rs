@@ -18,8 +18,8 @@ use crate::catalog::PartRole;
 use crate::config::Config;
 use crate::engine::Cancel;
 use crate::engine::backup::catalog_for;
-use crate::engine::direct_io::DirectWriter;
-use crate::error::{Error, Result};
+use crate::engine::direct_io::{DirectWriter, WriteBehind};
+use crate::error::{Error, IoContext, Result};
 use crate::kind::BackupKind;
 
 /// Which remote backup: by name (as `offsite list` prints it) or the newest of a type.
@@ -240,9 +240,12 @@ fn download(
                 .open(&partial)
                 .map_err(|e| local(e, "create"))?
         };
-        // Past the page cache: a restore reads it back from the disk once, right after
-        // (see `engine::direct_io`).
-        let mut file = DirectWriter::new(file, true);
+        // Past the page cache (a restore reads it back from the disk once, right after),
+        // on a thread of its own so the next bytes arrive while these are written (see
+        // `engine::direct_io`).
+        let behind = WriteBehind::start();
+        let written = |e: Error| RemoteError::new(RemoteFailure::Other, e.to_string());
+        let mut file = DirectWriter::new(file, &partial, true, &behind);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -256,10 +259,13 @@ fn download(
             }
             hasher.update(&buf[..n]);
             size += n as u64;
+            behind.check().map_err(written)?;
             file.write_all(&buf[..n]).map_err(|e| local(e, "write"))?;
         }
-        let file = file.into_file().map_err(|e| local(e, "write"))?;
-        file.sync_all().map_err(|e| local(e, "sync"))?;
+        let synced = partial.clone();
+        file.then(Box::new(move |f: &File| f.sync_all().ctx("sync", &synced)))
+            .map_err(written)?;
+        behind.finish().map_err(written)?;
         if let Some((want_size, want_sha)) = expect {
             let got = hex::encode(hasher.finalize());
             if size != want_size || want_sha.is_some_and(|w| w != got) {
