@@ -420,9 +420,8 @@ impl Connection {
             .await
             .map_err(|e| transport_error(e, what))?;
         let status = response.status();
-        let headers = response.headers().clone();
         if status.is_success() {
-            return Ok(headers);
+            return Ok(response.headers().clone());
         }
         let mut body = Vec::new();
         let mut response = response;
