@@ -328,10 +328,11 @@ impl Error {
                 _ => None,
             },
             // Without a file there is none to fix: say where one goes.
-            // (Spelled out: `error` must not import `config`, which imports it.)
-            Error::Config { file: None, .. } => Some(
-                "no config file was found (--config FILE, $VERTEX_BACKUP_CONFIG, /etc/vertex-backup/config.toml): the built-in defaults were used; write one from `config/vertex-backup.toml`, or pass --backup-dir DIR to read backups where they are".into(),
-            ),
+            Error::Config { file: None, .. } => Some(format!(
+                "no config file was found (--config FILE, ${}, {}): the built-in defaults were used; write one from `config/vertex-backup.toml`, or pass --backup-dir DIR to read backups where they are",
+                crate::config_location::CONFIG_ENV,
+                crate::config_location::SYSTEM_CONFIG
+            )),
             Error::Config { .. } | Error::ConfigProblems(_) => {
                 Some("fix the file and run `vertex-backup check-config`".into())
             }

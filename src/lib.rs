@@ -8,6 +8,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod config_location;
 pub mod daemon;
 pub mod encryption;
 pub mod engine;

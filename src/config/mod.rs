@@ -33,9 +33,7 @@ pub use types::{
 use crate::error::{Error, Result};
 use crate::kind::{BackupKind, JobName};
 
-/// Where the config is looked for when `--config` is not given.
-pub const SYSTEM_CONFIG: &str = "/etc/vertex-backup/config.toml";
-pub const CONFIG_ENV: &str = "VERTEX_BACKUP_CONFIG";
+pub use crate::config_location::{CONFIG_ENV, SYSTEM_CONFIG};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
