@@ -411,13 +411,10 @@ fn sigkill_at_seeded_moments_of_snapshot_create_and_rotate_loses_nothing_and_lea
         "{kills} kills in {:?}; where they landed:\n{phases:#?}",
         started.elapsed()
     );
+    // Where the kills land depends on the machine's speed (a pack of a few hundred KiB is
+    // written in milliseconds): the kill while a pack is being written is made certain by
+    // the next test, at the pack's rename.
     assert!(kills >= 30, "only {kills} kills landed: {phases:#?}");
-    assert!(
-        phases
-            .keys()
-            .any(|k| k.contains("writing a pack") || k.contains("packs landed")),
-        "no kill landed while packs were being written: {phases:#?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -513,6 +510,13 @@ fn sigkill_at_each_rename_fsync_and_unlink_of_snapshot_create_and_rotate_leaves_
     assert!(
         reached >= 30,
         "only {reached} kills landed:\n{}",
+        landed.join("\n")
+    );
+    assert!(
+        landed
+            .iter()
+            .any(|l| l.contains("writing a pack at rename(")),
+        "no kill landed while a pack was being written:\n{}",
         landed.join("\n")
     );
     for what in ["storage killed", "full killed", "rotate killed at unlink"] {
