@@ -24,3 +24,4 @@ mod rotate;
 mod snapshots;
 mod state;
 mod telegram;
+mod unit_filter;

@@ -63,7 +63,7 @@ impl SplitMix64 {
 }
 
 /// Run a system tool; `Err` with its output (or why it could not start) unless it exits 0.
-fn system(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+pub(crate) fn system(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let out = Command::new(program)
         .args(args)
         .output()
