@@ -289,6 +289,52 @@ fn restore_refuses_anything_but_a_backup_inside_the_backup_dir() {
 }
 
 #[test]
+fn a_restores_safety_copy_is_not_listed_by_default_nor_the_newest_in_stats() {
+    let app = TestApp::new();
+    let created = app.create("database");
+    let name = Path::new(created["backup_path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let api = Api::start(&app, "");
+    let (s, r) = api.post(
+        "/backups/restore",
+        json!({"backup_path": format!("backups/database/{name}"), "verify_checksum": true}),
+    );
+    assert_eq!(s, 200, "{r}");
+
+    let reasons = |v: &Value| -> Vec<String> {
+        v["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (s, listed) = api.get("/backups/list?backup_type=database");
+    assert_eq!(s, 200, "{listed}");
+    assert_eq!(listed["count"], 1, "the backup only: {listed}");
+    assert!(
+        !reasons(&listed).contains(&"pre-restore".to_string()),
+        "{listed}"
+    );
+    let (s, all) = api.get("/backups/list?backup_type=database&safety_copies=true");
+    assert_eq!(s, 200, "{all}");
+    assert_eq!(all["count"], 2, "the backup and the safety copy: {all}");
+    assert!(reasons(&all).contains(&"pre-restore".to_string()), "{all}");
+
+    // The safety copy is newer, but the newest backup is still the backup.
+    let (s, stats) = api.get("/backups/stats");
+    assert_eq!(s, 200, "{stats}");
+    let db = &stats["by_type"]["database"];
+    assert_eq!(db["newest"]["name"], name.as_str(), "{stats}");
+    assert_eq!(db["oldest"]["name"], name.as_str(), "{stats}");
+    assert_eq!(db["pre_restore"], 1, "{stats}");
+    api.stop();
+}
+
+#[test]
 fn metrics_parse_as_prometheus_and_match_stats() {
     let app = TestApp::new();
     let api = Api::start(&app, "");

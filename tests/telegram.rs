@@ -5,6 +5,8 @@
 //! the binary, the daemon, SQLite — is real.
 
 use std::collections::VecDeque;
+use std::fs;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -622,6 +624,83 @@ fn backup_from_chat_runs_through_the_queue_and_is_answered_when_done() {
     fake.say(7, "/list storage");
     answer_to(&fake, &mut d, 7, "an empty /list", |t| {
         t.contains("no storage backups yet")
+    });
+    d.stop();
+}
+
+#[test]
+fn list_shows_backups_only_and_status_names_what_latest_passes_over() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    app.write_config("");
+    app.create("full");
+    let fulls = app.list_of("full");
+    let full_stem = fulls[0]["name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(".json")
+        .to_string();
+    let parts: Vec<String> = app
+        .list()
+        .iter()
+        .filter(|b| b["part_of"].is_string())
+        .map(|b| {
+            b["name"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{:#?}", app.list());
+    // A safety copy (an in-place restore), then a newer database backup made incomplete.
+    app.run(["restore", "--latest", "database", "--yes"])
+        .assert_code(0);
+    let newer = app.create("database");
+    fs::remove_file(newer["backup_path"].as_str().unwrap()).unwrap();
+    let newer_name = Path::new(newer["backup_path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    let mut d = command_daemon(&app, &fake, true, &[]);
+    fake.say(7, "/list");
+    let list = answer_to(&fake, &mut d, 7, "the /list answer", |t| {
+        t.contains("newest backups")
+    });
+    assert!(list.contains(&full_stem), "{list}");
+    for part in &parts {
+        assert!(
+            !list.contains(part.as_str()),
+            "a part of the full is listed: {list}"
+        );
+    }
+    assert!(!list.contains("pre-restore"), "{list}");
+    assert!(
+        list.contains("and 1 safety copy set aside by restores"),
+        "{list}"
+    );
+
+    fake.say(7, "/status");
+    let status = answer_to(&fake, &mut d, 7, "the /status answer", |t| {
+        t.contains("· status")
+    });
+    assert!(
+        status.contains(&format!("{newer_name} passed over: incomplete")),
+        "{status}"
+    );
+
+    // A job started from the chat is logged as such.
+    fake.say(7, "/backup storage");
+    answer_to(&fake, &mut d, 7, "the backup's answer", |t| {
+        t.contains("storage backup done")
+    });
+    d.poll(Duration::from_secs(10), "the job's start line", |d| {
+        d.logs()
+            .contains("storage: job started (requested from Telegram)")
     });
     d.stop();
 }

@@ -24,7 +24,7 @@ use super::{ApiContext, ApiError};
 use crate::catalog::{ListRow, Stats};
 use crate::engine::backup::catalog_for;
 use crate::engine::restore::resolve_backup;
-use crate::jobs::{JobOutcome, Rejected, Work};
+use crate::jobs::{JobOutcome, Rejected, Trigger, Work};
 use crate::kind::BackupKind;
 use crate::kind::JobName;
 
@@ -79,6 +79,10 @@ pub struct RotateQuery {
 pub struct ListQuery {
     #[param(schema_with = backup_type_filter)]
     backup_type: Option<String>,
+    /// Also list the safety copies restores set aside (`reason: "pre-restore"`); they are
+    /// not backups, so they are left out by default.
+    #[param(default = false)]
+    safety_copies: Option<bool>,
 }
 
 /// `all` or one backup type, as `backup_type` takes it.
@@ -109,7 +113,7 @@ fn bad_query(e: QueryRejection) -> ApiError {
 async fn run_work(ctx: &Arc<ApiContext>, work: Work, wait: bool) -> Result<Response, ApiError> {
     let key = work.key();
     let id = ctx.jobs.add(key);
-    let rx = match ctx.queue.request(work) {
+    let rx = match ctx.queue.request(work, Trigger::Api) {
         Ok(rx) => rx,
         Err(Rejected::AlreadyQueued(k)) => {
             ctx.jobs.forget(id);
@@ -289,6 +293,7 @@ pub async fn list(
         "all" => None,
         t => Some(t.parse::<BackupKind>().map_err(ApiError::bad_request)?),
     };
+    let with_safety_copies = q.safety_copies.unwrap_or(false);
     let cfg = ctx.config.borrow().clone();
     let listing = tokio::task::spawn_blocking(move || catalog_for(&cfg).list())
         .await
@@ -303,6 +308,7 @@ pub async fn list(
         .backups
         .iter()
         .filter(|b| wanted.is_none_or(|k| b.kind == k))
+        .filter(|b| with_safety_copies || !b.metadata.is_pre_restore())
         .map(ListRow::new)
         .collect();
     Ok(Json(Listed {

@@ -99,6 +99,10 @@ impl Stats {
                 complete.iter().map(|b| b.size()).sum()
             };
             let record = state.get(kind.as_str());
+            let backups = complete
+                .iter()
+                .copied()
+                .filter(|b| !b.metadata.is_pre_restore());
             let ks = KindStats {
                 count: complete.len(),
                 parts_of_full: complete.iter().filter(|b| b.part_of().is_some()).count(),
@@ -112,8 +116,9 @@ impl Stats {
                     size
                 },
                 size_mb: 0.0,
-                newest: complete.first().map(|e| reference(e)),
-                oldest: complete.last().map(|e| reference(e)),
+                // A restore's safety copy is not a backup: never the newest nor the oldest.
+                newest: backups.clone().next().map(reference),
+                oldest: backups.last().map(reference),
                 last_success: record.and_then(|r| r.last_success.clone()),
                 last_failure: record.and_then(|r| r.last_failure.clone()),
             };

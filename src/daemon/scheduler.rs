@@ -169,7 +169,7 @@ impl Scheduler {
         {
             let queued = self.queue.submit(Request {
                 work: Work::Job(JobName::Offsite),
-                trigger: Trigger::Manual,
+                trigger: Trigger::AfterBackup,
                 slot: Utc::now(),
                 reply: None,
             });

@@ -83,22 +83,17 @@ pub fn select_backup(config: &Config, cwd: &Path, wanted: &BackupRef) -> Result<
         BackupRef::Given(given) => by_name_or_path(config, cwd, given),
         BackupRef::Latest(kind) => {
             let (catalog, listing, verdicts) = configured_listing(config)?;
-            let now = Utc::now();
-            let found = good_of_kind(&listing, &verdicts, *kind)
-                .find(|b| {
-                    b.created
-                        .is_some_and(|c| !crate::retention::is_future(&c, now))
-                })
-                .cloned();
-            let entry = found.ok_or_else(|| Error::NoSuchBackup {
-                wanted: format!("--latest {}", kind.as_str()),
-                reason: format!(
-                    "{} holds no complete {} backup that has not failed verification",
-                    crate::names::shown(catalog.root()),
-                    kind.as_str()
-                ),
-            })?;
-            let passed_over = passed_over(&listing, &verdicts, *kind, &entry, None);
+            let Some((entry, passed_over)) = latest_good(&listing, &verdicts, *kind) else {
+                return Err(Error::NoSuchBackup {
+                    wanted: format!("--latest {}", kind.as_str()),
+                    reason: format!(
+                        "{} holds no complete {} backup that has not failed verification",
+                        crate::names::shown(catalog.root()),
+                        kind.as_str()
+                    ),
+                });
+            };
+            let entry = entry.clone();
             Ok(Selected {
                 catalog,
                 listing,
@@ -125,6 +120,22 @@ pub fn select_backup(config: &Config, cwd: &Path, wanted: &BackupRef) -> Result<
             })
         }
     }
+}
+
+/// What `--latest` picks among `listing`'s backups of `kind`: the newest good one (complete,
+/// not failed verification, not dated in the future, not a safety copy), with the newer
+/// backups it passed over and why. The bot's `/status` shows the same choice.
+pub fn latest_good<'a>(
+    listing: &'a Listing,
+    verdicts: &'a Verdicts,
+    kind: BackupKind,
+) -> Option<(&'a BackupEntry, Vec<(String, String)>)> {
+    let now = Utc::now();
+    let entry = good_of_kind(listing, verdicts, kind).find(|b| {
+        b.created
+            .is_some_and(|c| !crate::retention::is_future(&c, now))
+    })?;
+    Some((entry, passed_over(listing, verdicts, kind, entry, None)))
 }
 
 /// Complete backups of `kind` whose last verification (if any) passed, newest first.

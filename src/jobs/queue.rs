@@ -24,7 +24,12 @@ type Runner = fn(&Config, &Work, &Cancel, &EventSender) -> JobOutcome;
 pub enum Trigger {
     Schedule,
     CatchUp,
-    Manual,
+    /// `POST /backups/…` on the REST API.
+    Api,
+    /// A chat command (`/backup`, `/verify`) in Telegram.
+    Telegram,
+    /// The offsite upload the daemon queues after a good backup.
+    AfterBackup,
 }
 
 /// What to run: a scheduled job, or work an operator asked for through the API.
@@ -95,13 +100,17 @@ impl Queue {
         })
     }
 
-    /// Queue `work` that a client asked for (the API, a chat command): its outcome
-    /// arrives on the returned receiver once it has run.
-    pub fn request(&self, work: Work) -> Result<oneshot::Receiver<JobOutcome>, Rejected> {
+    /// Queue `work` that a client asked for (`trigger`: the API, a chat command): its
+    /// outcome arrives on the returned receiver once it has run.
+    pub fn request(
+        &self,
+        work: Work,
+        trigger: Trigger,
+    ) -> Result<oneshot::Receiver<JobOutcome>, Rejected> {
         let (tx, rx) = oneshot::channel();
         self.submit(Request {
             work,
-            trigger: Trigger::Manual,
+            trigger,
             slot: Utc::now(),
             reply: Some(tx),
         })?;
@@ -234,7 +243,9 @@ fn describe(req: &Request, cfg: &Config) -> String {
     match req.trigger {
         Trigger::Schedule => format!("schedule, slot {}", slot()),
         Trigger::CatchUp => format!("catch-up, slot {}", slot()),
-        Trigger::Manual => "requested through the API".to_string(),
+        Trigger::Api => "requested through the API".to_string(),
+        Trigger::Telegram => "requested from Telegram".to_string(),
+        Trigger::AfterBackup => "after a good backup".to_string(),
     }
 }
 
@@ -286,7 +297,7 @@ mod tests {
                 let (reply, outcome) = oneshot::channel();
                 let req = Request {
                     work,
-                    trigger: Trigger::Manual,
+                    trigger: Trigger::Api,
                     slot: Utc::now(),
                     reply: Some(reply),
                 };

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{TelegramTarget, escape, send_with_retries};
 use crate::config::{ChatRef, Config};
 use crate::engine::backup::catalog_for;
-use crate::jobs::{JobOutcome, Queue, Rejected, Work};
+use crate::jobs::{JobOutcome, Queue, Rejected, Trigger, Work};
 use crate::kind::{BackupKind, JobName};
 use crate::units::{format_bytes, format_duration};
 
@@ -218,7 +218,7 @@ async fn run(
     bot: &Bot,
     chat: &ChatRef,
 ) -> String {
-    let rx = match queue.request(Work::Job(job)) {
+    let rx = match queue.request(Work::Job(job), Trigger::Telegram) {
         Ok(rx) => rx,
         Err(Rejected::AlreadyQueued(k)) => {
             return format!("a {k} job is already queued or running; try again when it is done");
@@ -309,11 +309,15 @@ pub fn status_text(cfg: &Config) -> String {
         Err(answer) => return answer,
     };
     let now = Utc::now();
+    let verdicts = catalog_for(cfg).load_verdicts();
     let mut lines = vec![format!(
         "<b>{}</b> · status",
         escape(&crate::sys::hostname())
     )];
     for kind in BackupKind::ALL {
+        let passed_over = crate::engine::select::latest_good(&listing, &verdicts, kind)
+            .map(|(_, skipped)| skipped)
+            .unwrap_or_default();
         let newest = listing.newest_present(kind, now);
         let age = newest
             .and_then(|b| b.created)
@@ -332,6 +336,14 @@ pub fn status_text(cfg: &Config) -> String {
                 .unwrap_or_default(),
             if stale { " STALE" } else { "" }
         ));
+        // What a restore of the newest would pass over, said here as `restore` says it.
+        for (name, why) in passed_over {
+            lines.push(format!(
+                "  ⚠ {} passed over: {}",
+                escape(&name),
+                escape(&why)
+            ));
+        }
     }
     let next: Vec<String> = JobName::ALL
         .into_iter()
@@ -354,10 +366,17 @@ pub fn list_text(cfg: &Config, kind: Option<BackupKind>) -> String {
         Ok(l) => l,
         Err(answer) => return answer,
     };
-    let shown: Vec<String> = listing
-        .backups
-        .iter()
-        .filter(|b| kind.is_none_or(|k| b.kind == k))
+    // A full backup's parts are listed under it, not beside it; a restore's safety copy
+    // is not a backup (`vertex-backup list` on the server shows both).
+    let backups = || {
+        listing
+            .backups
+            .iter()
+            .filter(move |b| kind.is_none_or(|k| b.kind == k))
+    };
+    let safety_copies = backups().filter(|b| b.metadata.is_pre_restore()).count();
+    let shown: Vec<String> = backups()
+        .filter(|b| b.part_of().is_none() && !b.metadata.is_pre_restore())
         .take(LIST_NEWEST)
         .map(|b| {
             format!(
@@ -371,8 +390,18 @@ pub fn list_text(cfg: &Config, kind: Option<BackupKind>) -> String {
     let what = kind
         .map(|k| format!("{k} backups"))
         .unwrap_or_else(|| "backups".into());
+    let aside = if safety_copies > 0 {
+        let copies = if safety_copies == 1 {
+            "1 safety copy".to_string()
+        } else {
+            format!("{safety_copies} safety copies")
+        };
+        format!("\n(and {copies} set aside by restores: vertex-backup list)")
+    } else {
+        String::new()
+    };
     if shown.is_empty() {
-        return format!("no {what} yet");
+        return format!("no {what} yet{aside}");
     }
-    format!("newest {what}:\n{}", shown.join("\n"))
+    format!("newest {what}:\n{}{aside}", shown.join("\n"))
 }
