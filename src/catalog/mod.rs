@@ -273,13 +273,21 @@ impl Catalog {
         self
     }
 
-    /// A timestamp token for a new backup made at `now`: `YYYYMMDD_HHMMSS`, or, when that
-    /// second already has backups (of any kind), one more than its highest `_N` — never a
-    /// lower number freed by rotation, so a newer backup always sorts as newer.
-    pub fn allocate_timestamp(&self, now: DateTime<Local>) -> String {
+    /// A timestamp token for a new backup of `kind` made at `now`: `YYYYMMDD_HHMMSS`, or,
+    /// when that second already has backups in the directories this one writes to (a
+    /// full backup's manifest and parts: all three; a database or storage backup: its
+    /// own), one more than their highest `_N` — never a lower number freed by rotation, so
+    /// a newer backup always sorts as newer. A storage backup in the second of a database
+    /// backup keeps the plain name: the suffix says "the second of this type".
+    pub fn allocate_timestamp(&self, kind: BackupKind, now: DateTime<Local>) -> String {
         let base = now.format("%Y%m%d_%H%M%S").to_string();
         let mut highest: Option<u32> = None;
-        for kind in BackupKind::ALL {
+        let written: &[BackupKind] = match kind {
+            BackupKind::Full => &BackupKind::ALL,
+            BackupKind::Database => &[BackupKind::Database],
+            BackupKind::Storage => &[BackupKind::Storage],
+        };
+        for &kind in written {
             let Ok(rd) = fs::read_dir(self.kind_dir(kind)) else {
                 continue;
             };

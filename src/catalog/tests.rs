@@ -40,27 +40,51 @@ fn directories_are_private() {
 }
 
 #[test]
-fn same_second_gets_a_distinct_timestamp() {
+fn same_second_gets_a_distinct_timestamp_within_the_directories_a_backup_writes() {
     let (_t, c) = catalog();
     let now = Local.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap();
-    let first = c.allocate_timestamp(now);
+    let first = c.allocate_timestamp(BackupKind::Storage, now);
     assert_eq!(first, "20261127_020000");
-    // A storage backup with that timestamp takes the slot for every kind (full uses all three).
     fs::write(
         c.data_path(BackupKind::Storage, &first, "tar.zst.partial"),
         b"",
     )
     .unwrap();
-    let second = c.allocate_timestamp(now);
-    assert_eq!(second, "20261127_020000_2");
+    // The second storage backup of that second is `_2`; a full (whose storage part goes
+    // there too) as well; a database backup has that second to itself.
+    assert_eq!(
+        c.allocate_timestamp(BackupKind::Storage, now),
+        "20261127_020000_2"
+    );
+    assert_eq!(
+        c.allocate_timestamp(BackupKind::Full, now),
+        "20261127_020000_2"
+    );
+    assert_eq!(
+        c.allocate_timestamp(BackupKind::Database, now),
+        "20261127_020000"
+    );
     // After rotation freed the lower names, a new backup still sorts as the newest.
     fs::write(
-        c.data_path(BackupKind::Database, "20261127_020000_3", "db"),
+        c.data_path(BackupKind::Storage, "20261127_020000_3", "tar.zst"),
         b"",
     )
     .unwrap();
     fs::remove_file(c.data_path(BackupKind::Storage, &first, "tar.zst.partial")).unwrap();
-    assert_eq!(c.allocate_timestamp(now), "20261127_020000_4");
+    assert_eq!(
+        c.allocate_timestamp(BackupKind::Storage, now),
+        "20261127_020000_4"
+    );
+    // A database part of a full taken in that second makes the next database backup `_2`.
+    fs::write(
+        c.data_path(BackupKind::Database, "20261127_020000", "db"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        c.allocate_timestamp(BackupKind::Database, now),
+        "20261127_020000_2"
+    );
 }
 
 #[test]

@@ -137,3 +137,36 @@ fn diff_on_an_archive_or_a_database_snapshot_speaks_of_diff_not_export() {
         export.describe()
     );
 }
+
+#[test]
+fn a_second_suffix_only_when_the_same_type_already_has_that_second() {
+    let app = TestApp::new();
+    let db = app.create("database");
+    let data = PathBuf::from(jstr(&db, "backup_path"));
+    // Database backups stamped with every second of the next two minutes: whenever the
+    // storage backup below runs, its second has a database backup.
+    let start = chrono::Local::now();
+    for s in 0..120 {
+        let stamp = (start + chrono::Duration::seconds(s)).format("%Y%m%d_%H%M%S");
+        let twin = data.with_file_name(format!("db_backup_{stamp}.db"));
+        if !twin.exists() {
+            fs::copy(&data, &twin).unwrap();
+            fs::copy(data.with_extension("json"), twin.with_extension("json")).unwrap();
+        }
+    }
+    let storage = app.create("storage");
+    let name = PathBuf::from(jstr(&storage, "backup_path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // storage_backup_YYYYMMDD_HHMMSS.tar.zst: no `_2`, the storage type had no backup then.
+    let stem = name.strip_suffix(".tar.zst").unwrap_or(&name);
+    assert_eq!(
+        stem.len(),
+        "storage_backup_20261201_090129".len(),
+        "a storage backup took a suffix for a database backup's second: {name}"
+    );
+    // A second storage backup in the same second as this one would take `_2`: the unit
+    // test `same_second_gets_a_distinct_timestamp_within_the_directories_a_backup_writes`.
+}

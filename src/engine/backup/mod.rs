@@ -201,7 +201,7 @@ pub fn create_backup_locked(
     let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
     // The tree's size is measured once: for the space check and the progress totals.
     let tree = check_free_space(job, catalog).map_err(fail("check free space"))?;
-    let ts = catalog.allocate_timestamp(created_at);
+    let ts = catalog.allocate_timestamp(job.kind, created_at);
     let mut report = match job.kind {
         BackupKind::Database => {
             let pending = database_part(job, catalog, &ts, None, created_at)?;
