@@ -64,8 +64,18 @@ pub fn previous_run(
 /// interval of the jobs producing it (a daily backup is stale after 36 h, one missed run).
 /// `None` when nothing produces it on a schedule and no limit is configured.
 pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<Duration> {
+    max_age_explained(config, kind, now).map(|(limit, _)| limit)
+}
+
+/// [`max_age`] with where it comes from, in words for `status`: `"[alerts] max_age"`, or
+/// `"1.5 × the full job's interval of 1d"` when derived from the schedule.
+pub fn max_age_explained(
+    config: &Config,
+    kind: BackupKind,
+    now: DateTime<Utc>,
+) -> Option<(Duration, String)> {
     if let Some(d) = config.alerts.max_age.of(kind) {
-        return Some(d);
+        return Some((d, "[alerts] max_age".to_string()));
     }
     // The jobs whose runs leave a fresh backup of `kind` (a full backup makes all three).
     JobName::ALL
@@ -74,12 +84,20 @@ pub fn max_age(config: &Config, kind: BackupKind, now: DateTime<Utc>) -> Option<
         .filter_map(|job| {
             let runs = next_runs(config.schedule_of(job), config.schedule.timezone, now, 2);
             match runs.as_slice() {
-                [a, b] => (*b - *a).to_std().ok(),
+                [a, b] => (*b - *a).to_std().ok().map(|interval| (interval, job)),
                 _ => None,
             }
         })
-        .min()
-        .map(|interval| interval + interval / 2)
+        .min_by_key(|(interval, _)| *interval)
+        .map(|(interval, job)| {
+            (
+                interval + interval / 2,
+                format!(
+                    "1.5 × the {job} job's interval of {}",
+                    crate::units::format_duration(interval)
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -190,6 +190,9 @@ struct KindStatus {
     newest_created_at: Option<String>,
     age_seconds: Option<u64>,
     max_age_seconds: Option<u64>,
+    /// Where `max_age` comes from: `[alerts] max_age`, or how it was derived from the
+    /// schedule ("1.5 × the full job's interval of 1d").
+    max_age_from: Option<String>,
     stale: bool,
     last_success: Option<String>,
     last_failure: Option<String>,
@@ -231,7 +234,8 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let age = newest
                 .and_then(|b| b.created)
                 .and_then(|c| (now - c.with_timezone(&Utc)).to_std().ok());
-            let limit = daemon::max_age(config, kind, now);
+            let explained = vertex_backup::schedule::max_age_explained(config, kind, now);
+            let limit = explained.as_ref().map(|(limit, _)| *limit);
             let record = state.get(kind.as_str());
             KindStatus {
                 kind,
@@ -244,6 +248,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 newest_created_at: newest.map(|b| b.metadata.created_at.clone()),
                 age_seconds: age.map(|a| a.as_secs()),
                 max_age_seconds: limit.map(|l| l.as_secs()),
+                max_age_from: explained.map(|(_, why)| why),
                 stale: match (age, limit) {
                     (Some(a), Some(l)) => a > l,
                     (None, Some(_)) => true,
@@ -299,10 +304,14 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 .age_seconds
                 .map(|s| format_duration(std::time::Duration::from_secs(s)))
                 .unwrap_or_else(|| "never".into());
-            let limit = t
-                .max_age_seconds
-                .map(|s| format_duration(std::time::Duration::from_secs(s)))
-                .unwrap_or_else(|| "none".into());
+            let limit = match (t.max_age_seconds, &t.max_age_from) {
+                (Some(s), Some(from)) => format!(
+                    "{} = {from}",
+                    format_duration(std::time::Duration::from_secs(s))
+                ),
+                (Some(s), None) => format_duration(std::time::Duration::from_secs(s)),
+                (None, _) => "none: nothing makes it on a schedule".into(),
+            };
             out!(
                 "{:<9} newest: {} (age {age}, max_age {limit}){}",
                 t.kind.as_str(),

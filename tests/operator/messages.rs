@@ -170,3 +170,40 @@ fn a_second_suffix_only_when_the_same_type_already_has_that_second() {
     // A second storage backup in the same second as this one would take `_2`: the unit
     // test `same_second_gets_a_distinct_timestamp_within_the_directories_a_backup_writes`.
 }
+
+#[test]
+fn status_says_where_each_max_age_comes_from() {
+    let app = TestApp::new();
+    app.write_config_raw(&app.config_text(
+        "",
+        "[schedule]\ntimezone = \"UTC\"\nfull = \"0 2 * * *\"\ndatabase = \"0 */6 * * *\"\n\
+         [alerts]\nmax_age = { storage = \"8d\" }\n",
+    ));
+    let r = app.run(["status"]);
+    let line = |kind: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} line:\n{}", r.describe()))
+            .to_string()
+    };
+    assert!(
+        line("database")
+            .contains("max_age 9 h 0 min = 1.5 × the database job's interval of 6 h 0 min"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        line("full").contains("= 1.5 × the full job's interval of 24 h 0 min"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        line("storage").contains("= [alerts] max_age"),
+        "{}",
+        r.describe()
+    );
+    let json: Value = app.run(["status", "--json"]).json();
+    let types = json["types"].as_array().unwrap();
+    assert_eq!(types[2]["max_age_from"], "[alerts] max_age", "{json}");
+}
