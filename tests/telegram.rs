@@ -674,7 +674,7 @@ fn list_shows_backups_only_and_status_names_what_latest_passes_over() {
     assert!(list.contains(&full_stem), "{list}");
     for part in &parts {
         assert!(
-            !list.contains(part.as_str()),
+            !list.contains(&format!("• {part} ·")),
             "a part of the full is listed: {list}"
         );
     }
@@ -702,6 +702,68 @@ fn list_shows_backups_only_and_status_names_what_latest_passes_over() {
         d.logs()
             .contains("storage: job started (requested from Telegram)")
     });
+    d.stop();
+}
+
+#[test]
+fn replies_arrive_in_the_order_the_commands_were_sent() {
+    let fake = FakeBotApi::start(&[], Some(Reply::Ok));
+    let app = TestApp::new();
+    let mut d = command_daemon(&app, &fake, true, &[]);
+    // What each reply starts or contains, per command.
+    let kinds = [
+        ("/status", "· status"),
+        ("/list", "no backups yet"),
+        ("/frobnicate", "commands:"),
+        ("/restore", "not offered from chat"),
+    ];
+    let mut expected = Vec::new();
+    for round in 0..4 {
+        // Rotated each round, so no fixed pattern of answers can pass by luck.
+        for i in 0..kinds.len() {
+            let (command, reply) = kinds[(i + round) % kinds.len()];
+            fake.say(7, command);
+            expected.push(reply);
+        }
+    }
+    let replies = d.poll_for(Duration::from_secs(30), "every reply", |_| {
+        let texts: Vec<String> = fake
+            .messages()
+            .iter()
+            .filter(|m| chat_of(m) == 7)
+            .map(text_of)
+            .collect();
+        (texts.len() >= expected.len()).then_some(texts)
+    });
+    for (n, (text, want)) in replies.iter().zip(&expected).enumerate() {
+        assert!(
+            text.contains(want),
+            "reply {n} is not the answer to command {n} ({want}):\n{replies:#?}"
+        );
+    }
+
+    // A job's "queued" note comes before the job's own notification.
+    fake.say(7, "/backup database");
+    let texts = d.poll_for(Duration::from_secs(60), "the backup's answer", |_| {
+        let texts: Vec<String> = fake
+            .messages()
+            .iter()
+            .filter(|m| chat_of(m) == 7)
+            .map(text_of)
+            .collect();
+        texts
+            .iter()
+            .any(|t| t.contains("database backup done"))
+            .then_some(texts)
+    });
+    let queued = texts.iter().position(|t| t.contains("database queued"));
+    let notified = texts.iter().position(|t| {
+        t.contains("database backup") && !t.contains("done") && !t.contains("queued")
+    });
+    assert!(
+        queued.is_some() && notified.is_some() && queued < notified,
+        "the queued note must come first: {texts:#?}"
+    );
     d.stop();
 }
 

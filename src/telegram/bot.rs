@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use teloxide::prelude::*;
 use teloxide::types::{AllowedUpdate, Chat, UpdateKind};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{TelegramTarget, escape, send_with_retries};
@@ -60,6 +60,8 @@ pub fn start(
 /// The long-poll loop: `offset` confirms every update seen, so none is answered twice.
 async fn poll(config: watch::Receiver<Arc<Config>>, queue: Queue, shutdown: CancellationToken) {
     let mut offset: i32 = 0;
+    // The turn of the command answered last: the next one answers after it.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     loop {
         let cfg = config.borrow().clone();
         // A reload may have removed the token or the chats; the next one may bring them back.
@@ -83,7 +85,7 @@ async fn poll(config: watch::Receiver<Arc<Config>>, queue: Queue, shutdown: Canc
             Ok(updates) => {
                 for update in updates {
                     offset = offset.max(update.id.0 as i32 + 1);
-                    handle(update, &cfg, &target, &bot, &queue);
+                    handle(update, &cfg, &target, &bot, &queue, &mut previous);
                 }
             }
             Err(e) => {
@@ -107,9 +109,39 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// A command's place in line: its replies go out after the previous command's first
+/// reply (its answer, or a job's "queued" note) and before the next command's, so the
+/// chat reads them in the order it asked. A job's final answer comes when the job is done.
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Wait for the previous command's first reply to have been sent (or given up).
+    async fn wait(&mut self) {
+        if let Some(previous) = self.after.take() {
+            let _ = previous.await;
+        }
+    }
+    /// Let the next command reply.
+    fn pass(&mut self) {
+        if let Some(next) = self.done.take() {
+            let _ = next.send(());
+        }
+    }
+}
+
 /// Answer one update in a task of its own, so a `/backup` that waits for its job does not
-/// hold up the polling.
-fn handle(update: Update, cfg: &Arc<Config>, target: &TelegramTarget, bot: &Bot, queue: &Queue) {
+/// hold up the polling; its place in line is taken here, in the order of the updates.
+fn handle(
+    update: Update,
+    cfg: &Arc<Config>,
+    target: &TelegramTarget,
+    bot: &Bot,
+    queue: &Queue,
+    previous: &mut Option<oneshot::Receiver<()>>,
+) {
     let (UpdateKind::Message(msg) | UpdateKind::ChannelPost(msg)) = update.kind else {
         return;
     };
@@ -130,11 +162,18 @@ fn handle(update: Update, cfg: &Arc<Config>, target: &TelegramTarget, bot: &Bot,
     let command = Command::parse(text);
     let chat = ChatRef::Id(msg.chat.id.0);
     let (cfg, target, bot, queue) = (cfg.clone(), target.clone(), bot.clone(), queue.clone());
+    let (done, next) = oneshot::channel();
+    let mut turn = Turn {
+        after: previous.replace(next),
+        done: Some(done),
+    };
     tokio::spawn(async move {
-        let answer = answer(command, &cfg, &queue, &target, &bot, &chat).await;
+        turn.wait().await;
+        let answer = answer(command, &cfg, &queue, &target, &bot, &chat, &mut turn).await;
         if let Err(f) = send_with_retries(&target, &bot, &chat, &answer).await {
             tracing::warn!("telegram answer to chat {chat} dropped: {}", f.message());
         }
+        turn.pass();
     });
 }
 
@@ -197,12 +236,13 @@ async fn answer(
     target: &TelegramTarget,
     bot: &Bot,
     chat: &ChatRef,
+    turn: &mut Turn,
 ) -> String {
     match command {
         Command::Status => status_text(cfg),
         Command::List(kind) => list_text(cfg, kind),
-        Command::Backup(job) => run(queue, job, target, bot, chat).await,
-        Command::Verify => run(queue, JobName::Verify, target, bot, chat).await,
+        Command::Backup(job) => run(queue, job, target, bot, chat, turn).await,
+        Command::Verify => run(queue, JobName::Verify, target, bot, chat, turn).await,
         Command::Restore => {
             "restore is not offered from chat: run `vertex-backup restore` on the server".into()
         }
@@ -217,14 +257,15 @@ async fn run(
     target: &TelegramTarget,
     bot: &Bot,
     chat: &ChatRef,
+    turn: &mut Turn,
 ) -> String {
-    let rx = match queue.request(Work::Job(job), Trigger::Telegram) {
-        Ok(rx) => rx,
-        Err(Rejected::AlreadyQueued(k)) => {
-            return format!("a {k} job is already queued or running; try again when it is done");
-        }
-        Err(Rejected::ShuttingDown) => return "the daemon is shutting down".into(),
-    };
+    let work = Work::Job(job);
+    let refused = |k| format!("a {k} job is already queued or running; try again when it is done");
+    if queue.busy().contains(&work.key()) {
+        return refused(work.key());
+    }
+    // The note goes out before the job is queued, so it is never read after the job's
+    // own notification (a quick job can finish while a note is still on its way).
     let queued = format!("⏳ {job} queued; I will answer when it is done");
     if let Err(f) = send_with_retries(target, bot, chat, &queued).await {
         tracing::debug!(
@@ -232,6 +273,13 @@ async fn run(
             f.message()
         );
     }
+    turn.pass();
+    let rx = match queue.request(work, Trigger::Telegram) {
+        Ok(rx) => rx,
+        // Queued by someone else between the check and now.
+        Err(Rejected::AlreadyQueued(k)) => return refused(k),
+        Err(Rejected::ShuttingDown) => return "the daemon is shutting down".into(),
+    };
     match rx.await {
         Ok(outcome) => outcome_text(job, &outcome),
         Err(_) => format!("{job} was dropped: the daemon is shutting down"),
