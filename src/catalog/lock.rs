@@ -31,31 +31,46 @@ impl BackupDirLock {
 
     /// Take the lock, waiting up to `wait` for its holder to finish (`--wait`: a cron job
     /// overlapping a long backup). Who holds it is logged once; at the deadline the error
-    /// is the same [`Error::Locked`] `acquire` gives at once. Polls with a bounded backoff
-    /// rather than blocking in `flock` on a helper thread, which could not be abandoned
-    /// at the deadline without taking the lock behind our back later.
+    /// is the same [`Error::Locked`] `acquire` gives at once.
     pub fn acquire_waiting(
         dir: &Path,
         operation: &str,
         wait: Option<Duration>,
     ) -> Result<BackupDirLock> {
-        let Some(wait) = wait else {
-            return Self::acquire(dir, operation);
-        };
+        match wait {
+            None => Self::acquire(dir, operation),
+            Some(wait) => Self::acquire_file_waiting(dir, LOCK_FILE, operation, wait, &|| false),
+        }
+    }
+
+    /// [`Self::acquire_file`], waiting up to `wait` for the holder (logged once) unless
+    /// `cancelled` says to stop ([`Error::Cancelled`]). Polls with a bounded backoff
+    /// rather than blocking in `flock` on a helper thread, which could not be abandoned
+    /// at the deadline without taking the lock behind our back later.
+    pub fn acquire_file_waiting(
+        dir: &Path,
+        file_name: &str,
+        operation: &str,
+        wait: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<BackupDirLock> {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(20);
         let mut announced = false;
         loop {
-            match Self::acquire(dir, operation) {
+            match Self::acquire_file(dir, file_name, operation) {
                 Err(Error::Locked { dir, holder }) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(Error::Locked { dir, holder });
                     }
+                    if cancelled() {
+                        return Err(Error::Cancelled);
+                    }
                     if !announced {
                         tracing::warn!(
                             "{} is locked ({holder}): waiting up to {} for it",
-                            dir.display(),
+                            dir.join(file_name).display(),
                             humantime::format_duration(wait)
                         );
                         announced = true;

@@ -118,7 +118,7 @@ fn claim(config: &Config, target: &str, cancel: &Cancel) -> anyhow::Result<ExitC
     use vertex_backup::offsite::writers;
     let t = config.offsite_target(target)?;
     let remote = Remote::open(config, t)?;
-    let _lock = remote.store.lock_target(&t.name)?;
+    let _lock = remote.store.lock_target(&t.name, "claim", cancel)?;
     let me = writers::this_writer(&remote)?;
     let before = writers::read_owner(&remote, cancel).ok().flatten();
     writers::claim(&remote, &me, cancel)?;

@@ -56,7 +56,9 @@ pub fn verify(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<Remot
     if remote.as_of.is_some() {
         return verify_as_of(remote, cancel);
     }
-    let lock = remote.store.lock_target(&remote.config.name)?;
+    let lock = remote
+        .store
+        .lock_target(&remote.config.name, "verify", cancel)?;
     // Verification repairs by uploading: a writer like push.
     let lease = super::writers::acquire(remote, "verify", cancel)?;
     let listing = read_listing(remote, cancel)?;
@@ -309,7 +311,9 @@ fn repair(
     if found.is_empty() {
         return Ok(Vec::new());
     }
-    let _lock = remote.store.lock_target(&remote.config.name)?;
+    let _lock = remote
+        .store
+        .lock_target(&remote.config.name, "verify", cancel)?;
     let local = catalog_for(config).list()?;
     let mut out = Vec::new();
     // A bad copy's own objects are all sent again; a pack it shares with other backups

@@ -193,7 +193,9 @@ pub fn prune(
     dry_run: bool,
     cancel: &Cancel,
 ) -> Result<PruneReport> {
-    let _lock = remote.store.lock_target(&remote.config.name)?;
+    let _lock = remote
+        .store
+        .lock_target(&remote.config.name, "prune", cancel)?;
     let lease = super::writers::acquire(remote, "prune", cancel)?;
     let listing = read_listing(remote, cancel)?;
     let policy = RetentionPolicy::from(&remote.config.retention);

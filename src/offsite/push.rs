@@ -68,7 +68,9 @@ pub struct PushReport {
 /// Push to `remote` whatever it lacks; the outcome is recorded in the offsite state (a
 /// failure with what is still pending).
 pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushReport> {
-    let _lock = remote.store.lock_target(&remote.config.name)?;
+    let _lock = remote
+        .store
+        .lock_target(&remote.config.name, "push", cancel)?;
     let catalog = catalog_for(config);
     let local = catalog.list()?;
     let wanted: Vec<&BackupEntry> = {

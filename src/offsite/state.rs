@@ -7,15 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::StateFile;
+use crate::engine::Cancel;
 use crate::error::Result;
 use crate::kind::BackupKind;
 
 pub const OFFSITE_STATE_FILE: &str = "offsite.json";
+/// How long an offsite job waits for another one on the same target (a prune, a verify's
+/// repairs, an upload of tens of GB) before it fails naming the holder.
+pub const TARGET_LOCK_WAIT: Duration = Duration::from_secs(2 * 60 * 60);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OffsiteState {
@@ -127,32 +132,31 @@ impl OffsiteStore {
         Ok(updated.result)
     }
 
-    /// Exclusive use of `target` for one job (push, prune, verify): two jobs on one target
-    /// would take each other's objects for debris. Fails at once when another holds it.
-    pub fn lock_target(&self, target: &str) -> Result<TargetLock> {
+    /// Exclusive use of `target` for one job (`operation`: push, prune, verify): two jobs
+    /// on one target would take each other's objects for debris. Another job on the
+    /// target (an `offsite prune` from the shell while `create` wants to upload) is waited
+    /// for, up to [`TARGET_LOCK_WAIT`], as `--wait` waits for the backup directory; the
+    /// lock file names its holder for the error at the deadline.
+    pub fn lock_target(
+        &self,
+        target: &str,
+        operation: &str,
+        cancel: &Cancel,
+    ) -> Result<TargetLock> {
         let dir = self
             .file
             .path()
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let path = dir.join(format!(".offsite-{target}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| crate::error::Error::io("open the offsite lock", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(TargetLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(crate::error::Error::Locked {
-                dir,
-                holder: format!("another offsite job is working on target `{target}`"),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(crate::error::Error::io("lock the offsite target", &path, e))
-            }
-        }
+        let lock = crate::catalog::BackupDirLock::acquire_file_waiting(
+            &dir,
+            &format!(".offsite-{target}.lock"),
+            &format!("offsite {operation} --target {target}"),
+            TARGET_LOCK_WAIT,
+            &|| cancel.is_cancelled(),
+        )?;
+        Ok(TargetLock { _lock: lock })
     }
 
     /// The journal of `target`'s multipart uploads, for its [`super::s3::S3Target`].
@@ -166,7 +170,7 @@ impl OffsiteStore {
 
 /// Held while a job works on a target.
 pub struct TargetLock {
-    _file: std::fs::File,
+    _lock: crate::catalog::BackupDirLock,
 }
 
 /// Records multipart uploads between their start and their end, so one abandoned by a

@@ -189,3 +189,35 @@ fn a_stale_lock_of_a_dead_job_is_removed_and_does_not_block() {
     );
     assert!(owner["hostname"].is_string(), "{owner:#}");
 }
+
+#[test]
+fn create_waits_for_another_offsite_job_on_its_target_instead_of_failing() {
+    let app = TestApp::new();
+    let target = tempfile::tempdir().unwrap();
+    configure(&app, &[path_table("nas", target.path(), "")]);
+    app.run(["create", "--type", "database"]).assert_code(0);
+
+    // Another offsite job (an `offsite prune` from the shell) holds the target's lock.
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(app.backups.join(".offsite-nas.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let mut create = app.spawn(["create", "--type", "database"]);
+    crate::util::poll_until(
+        Duration::from_secs(60),
+        "create to wait for the target or exit",
+        || create.stderr_so_far().contains("waiting up to") || !create.is_running(),
+    );
+    assert!(
+        create.is_running(),
+        "create did not wait for the other offsite job:\n{}",
+        create.stderr_so_far()
+    );
+    drop(held);
+    let r = create.wait(Duration::from_secs(60));
+    r.assert_code(0);
+    assert!(r.stdout.contains("nas: 1 uploaded"), "{}", r.describe());
+}
