@@ -269,6 +269,32 @@ pub fn body_error(e: &io::Error) -> bool {
     )
 }
 
+/// A JSON value sealed as base64 of its age encryption (an encrypted target's metadata
+/// carries the local metadata this way), opened with `identities`.
+pub fn unseal_json<T: serde::de::DeserializeOwned>(
+    identities: &Identities,
+    sealed: &str,
+) -> Result<T, DecryptError> {
+    use base64::Engine as _;
+    let damaged = |detail: String| DecryptError {
+        failure: DecryptFailure::Header,
+        detail,
+    };
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(sealed.trim())
+        .map_err(|e| damaged(format!("the sealed metadata is not base64: {e}")))?;
+    let mut json = Vec::new();
+    identities
+        .decrypt(&ciphertext[..])?
+        .read_to_end(&mut json)
+        .map_err(|e| DecryptError {
+            failure: DecryptFailure::Body,
+            detail: e.to_string(),
+        })?;
+    serde_json::from_slice(&json)
+        .map_err(|e| damaged(format!("the sealed metadata is not metadata: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

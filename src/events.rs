@@ -73,13 +73,27 @@ impl RestoredPart {
 pub struct BackupFacts {
     pub kind: BackupKind,
     pub file_name: String,
+    /// What it holds for a snapshot (its files' bytes), else its file's size.
     pub size: u64,
+    /// Snapshots: what it added to the content store.
+    pub added_to_store: Option<u64>,
     pub file_count: u64,
     pub duration: Duration,
     pub checksum: String,
     pub integrity_check: Option<String>,
     pub warnings: Vec<String>,
     pub disk: Option<DiskSpace>,
+}
+
+impl BackupFacts {
+    /// Its size as messages say it: `68.0 MiB`, or for a snapshot `284.0 MiB, 1.2 MiB
+    /// added` (what it holds, and what it cost the store).
+    pub fn size_text(&self) -> String {
+        match self.added_to_store {
+            Some(added) => format!("{}, {} added", format_bytes(self.size), format_bytes(added)),
+            None => format_bytes(self.size),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,7 +265,7 @@ impl Event {
                 "{} backup {} ({}, {}, {}){}",
                 facts.kind,
                 facts.file_name,
-                format_bytes(facts.size),
+                facts.size_text(),
                 crate::units::plural(facts.file_count, "file"),
                 format_duration(facts.duration),
                 if facts.warnings.is_empty() {
@@ -486,7 +500,8 @@ pub fn backup_event(
             facts: BackupFacts {
                 kind: r.kind,
                 file_name: r.file_name(),
-                size: r.metadata.file_size,
+                size: r.metadata.shown_size(),
+                added_to_store: r.added_to_store(),
                 file_count: r.metadata.file_count,
                 duration: Duration::from_millis(r.metadata.duration_ms),
                 checksum: r.metadata.checksum.clone(),

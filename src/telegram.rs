@@ -400,7 +400,7 @@ pub fn format_message(event: &Event, host: &str) -> String {
                     )
                 },
                 escape(&facts.file_name),
-                format_bytes(facts.size),
+                facts.size_text(),
                 crate::units::plural(facts.file_count, "file"),
                 format_duration(facts.duration)
             );

@@ -27,8 +27,13 @@ impl Api {
 
     /// The daemon with `api_lines` in its `[api]` section (which listens on a free port).
     fn start_with(app: &TestApp, api_lines: &str) -> Api {
+        Api::start_backing_up(app, "", api_lines)
+    }
+
+    /// [`Api::start_with`], with `backup_lines` in `[backup]`.
+    fn start_backing_up(app: &TestApp, backup_lines: &str, api_lines: &str) -> Api {
         app.write_config_raw(&app.config_text(
-            "",
+            backup_lines,
             &format!("{NO_SCHEDULE}[api]\nlisten = \"127.0.0.1:0\"\n{api_lines}"),
         ));
         let daemon = app.spawn(["daemon"]);
@@ -331,6 +336,50 @@ fn a_restores_safety_copy_is_not_listed_by_default_nor_the_newest_in_stats() {
     assert_eq!(db["newest"]["name"], name.as_str(), "{stats}");
     assert_eq!(db["oldest"]["name"], name.as_str(), "{stats}");
     assert_eq!(db["pre_restore"], 1, "{stats}");
+    api.stop();
+}
+
+#[test]
+fn a_snapshot_is_listed_and_measured_by_what_it_holds_and_what_it_added() {
+    let app = TestApp::new();
+    app.write_storage_file(
+        "client_1/videos/v.mp4",
+        &crate::util::random_bytes(11, 2 << 20),
+    );
+    let api = Api::start_backing_up(
+        &app,
+        "storage_format = \"snapshot\"\ndatabase_format = \"snapshot\"",
+        &format!("token = \"{TOKEN}\"\n"),
+    );
+    let (s, created) = api.post("/backups/create", json!({ "type": "storage" }));
+    assert_eq!(s, 200, "{created}");
+    let (_, listed) = api.get("/backups/list?backup_type=storage");
+    let row = &listed["backups"][0];
+    let holds = row["size"].as_u64().unwrap();
+    let added = row["added_to_store"].as_u64().unwrap();
+    assert!(holds > 2 << 20, "{row:#}");
+    assert!(added > 2 << 20 && added < holds + (64 << 10), "{row:#}");
+    assert!(row["file_size"].as_u64().unwrap() < 64 << 10, "{row:#}");
+
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name}{{type=\"storage\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(sample("vertex_backup_last_size_bytes") as u64, holds);
+    assert_eq!(sample("vertex_backup_last_added_bytes") as u64, added);
     api.stop();
 }
 

@@ -309,7 +309,7 @@ pub async fn list(
         .iter()
         .filter(|b| wanted.is_none_or(|k| b.kind == k))
         .filter(|b| with_safety_copies || !b.metadata.is_pre_restore())
-        .map(ListRow::new)
+        .map(|b| ListRow::new(b, &listing))
         .collect();
     Ok(Json(Listed {
         backup_type: q.backup_type.unwrap_or_else(|| "all".into()),

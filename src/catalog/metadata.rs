@@ -65,6 +65,10 @@ pub struct BackupMetadata {
     /// Bytes before compression: the tar stream for storage, the database for database.
     #[serde(default)]
     pub uncompressed_size: u64,
+    /// Storage (and a full backup's storage part): the bytes of the regular files it
+    /// holds, what a restore writes. 0 when not recorded (backups made before it was).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub content_size: u64,
     #[serde(default)]
     pub tool_version: String,
     #[serde(default)]
@@ -125,11 +129,33 @@ pub struct PackRef {
     pub checksum: String,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn default_algorithm() -> String {
     "sha256".into()
 }
 
 impl BackupMetadata {
+    /// Whether it is a snapshot (or a full backup whose parts are): its data file is an
+    /// entry list of a few KiB whatever it holds, so the size that means something is
+    /// what it holds ([`Self::shown_size`]) and what it added to the store.
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot.is_some() || self.parts.iter().any(|p| p.file_name.contains(".tree.zst"))
+    }
+
+    /// The size to show an operator. A snapshot's is its logical size: the bytes of its
+    /// files (the database's pages), as an archive's uncompressed size — not its entry
+    /// list's. An archive or a database copy shows its file's size (what it takes).
+    pub fn shown_size(&self) -> u64 {
+        if self.is_snapshot() && self.uncompressed_size > 0 {
+            self.uncompressed_size
+        } else {
+            self.file_size
+        }
+    }
+
     /// The files and links its archive holds, when the metadata says: a copy whose
     /// metadata came sealed from an offsite target keeps the real count encrypted (its
     /// clear `file_count` is 0).

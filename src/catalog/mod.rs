@@ -147,12 +147,19 @@ pub struct ListRow<'a> {
     /// it is not encrypted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub encrypted_to: Vec<String>,
+    /// The size to show: a snapshot's logical size (its files' bytes), an archive's or a
+    /// database copy's file size (`file_size` stays the data file's own).
+    pub size: u64,
+    /// Snapshots: what this one added to the content store when it was made (a full
+    /// backup: its parts together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_to_store: Option<u64>,
     #[serde(flatten)]
     pub metadata: &'a BackupMetadata,
 }
 
 impl<'a> ListRow<'a> {
-    pub fn new(e: &'a BackupEntry) -> Self {
+    pub fn new(e: &'a BackupEntry, listing: &Listing) -> Self {
         ListRow {
             name: e
                 .data_path
@@ -164,6 +171,8 @@ impl<'a> ListRow<'a> {
             complete: e.is_complete(),
             problem: e.problem.as_deref(),
             encrypted_to: e.recipients(),
+            size: e.metadata.shown_size(),
+            added_to_store: listing.added_to_store(e),
             metadata: &e.metadata,
         }
     }
@@ -209,6 +218,26 @@ impl Listing {
             b.created
                 .is_some_and(|c| crate::retention::is_future(&c, now))
         })
+    }
+    /// What a snapshot (or a full backup of snapshots: its parts together) added to the
+    /// content store when it was made; `None` for archives and database copies.
+    pub fn added_to_store(&self, e: &BackupEntry) -> Option<u64> {
+        // A copy fetched sealed from an encrypted target was made elsewhere: what it added
+        // there is not recorded in clear, and it added nothing here.
+        if e.metadata.sealed.is_some() {
+            return None;
+        }
+        if let Some(s) = &e.metadata.snapshot {
+            return Some(s.added_bytes);
+        }
+        if e.kind != BackupKind::Full {
+            return None;
+        }
+        self.backups
+            .iter()
+            .filter(|b| b.part_of() == Some(e.stem.as_str()))
+            .filter_map(|b| b.metadata.snapshot.as_ref().map(|s| s.added_bytes))
+            .reduce(|a, b| a + b)
     }
     pub fn find_stem(&self, stem: &str) -> Option<&BackupEntry> {
         self.backups.iter().find(|b| b.stem == stem)
@@ -770,6 +799,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         compression: None,
         duration_ms: 0,
         uncompressed_size: 0,
+        content_size: 0,
         tool_version: String::new(),
         hostname: String::new(),
         warnings: Vec::new(),

@@ -15,6 +15,8 @@ pub struct BackupRef {
     pub name: String,
     pub created_at: String,
     pub file_size: u64,
+    /// The size to show: a snapshot's logical size (its files' bytes), else `file_size`.
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -25,8 +27,14 @@ pub struct KindStats {
     pub parts_of_full: usize,
     /// Of which safety copies taken before a restore.
     pub pre_restore: usize,
+    /// Bytes on disk of this type's data files (a snapshot's: its entry list; the packs
+    /// are counted once, in `store_size`).
     pub size: u64,
     pub size_mb: f64,
+    /// Snapshots of this type: the bytes they hold (their files', as an archive's
+    /// uncompressed size), and what they added to the content store when made.
+    pub snapshot_data: u64,
+    pub snapshot_added: u64,
     pub newest: Option<BackupRef>,
     pub oldest: Option<BackupRef>,
     pub last_success: Option<Outcome>,
@@ -77,6 +85,7 @@ fn reference(e: &BackupEntry) -> BackupRef {
             .unwrap_or_default(),
         created_at: e.metadata.created_at.clone(),
         file_size: e.metadata.file_size,
+        size: e.metadata.shown_size(),
     }
 }
 
@@ -116,6 +125,15 @@ impl Stats {
                     size
                 },
                 size_mb: 0.0,
+                snapshot_data: complete
+                    .iter()
+                    .filter(|b| b.metadata.snapshot.is_some())
+                    .map(|b| b.metadata.shown_size())
+                    .sum(),
+                snapshot_added: complete
+                    .iter()
+                    .filter_map(|b| b.metadata.snapshot.as_ref().map(|s| s.added_bytes))
+                    .sum(),
                 // A restore's safety copy is not a backup: never the newest nor the oldest.
                 newest: backups.clone().next().map(reference),
                 oldest: backups.last().map(reference),

@@ -604,13 +604,26 @@ fn cmd_list(config: &Config, kind: ListType, json: bool) -> anyhow::Result<ExitC
         .filter(|b| wanted.is_none_or(|k| b.kind == k))
         .collect();
     if json {
-        output::print_list_json(&entries)?;
+        output::print_list_json(&entries, &listing)?;
     } else {
         let verdicts = catalog.load_verdicts();
         let now = chrono::Utc::now();
         let rows: Vec<_> = entries
             .iter()
-            .map(|e| (*e, catalog::entry_notes(e, &verdicts, now)))
+            .map(|e| {
+                let mut notes = catalog::entry_notes(e, &verdicts, now);
+                if let Some(added) = listing.added_to_store(e) {
+                    notes.push(format!(
+                        "snapshot: {} added to the store",
+                        vertex_backup::units::format_bytes(added)
+                    ));
+                }
+                let opened = vertex_backup::engine::restore::opened_metadata(
+                    &e.metadata,
+                    config.identity.as_deref(),
+                );
+                (*e, notes, opened)
+            })
             .collect();
         let running = catalog::running_operation(catalog.root());
         let leftovers: Vec<_> = listing

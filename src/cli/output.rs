@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vertex_backup::catalog::{BackupEntry, ListRow, Stats};
+use vertex_backup::catalog::{BackupEntry, BackupMetadata, ListRow, Listing, Stats};
 use vertex_backup::config::Timezone;
 use vertex_backup::engine::backup::BackupReport;
 use vertex_backup::engine::browse::{ListedEntry, TableRows};
@@ -14,19 +14,35 @@ use vertex_backup::units::{format_bytes, format_duration, plural};
 use vertex_backup::{BackupKind, Config};
 
 pub fn print_created(r: &BackupReport) {
+    // A snapshot: what it holds, then what it cost (its entry list is a few KiB).
+    let size = match r.added_to_store() {
+        Some(added) => format!(
+            "{} of data, {} added to the store",
+            format_bytes(r.metadata.shown_size()),
+            format_bytes(added)
+        ),
+        None => format_bytes(r.metadata.file_size),
+    };
     out!(
-        "{} backup created: {} ({}, {}, {})",
+        "{} backup created: {} ({size}, {}, {})",
         r.kind,
         r.path.display(),
-        format_bytes(r.metadata.file_size),
         plural(r.metadata.file_count, "file"),
         format_duration(std::time::Duration::from_millis(r.metadata.duration_ms))
     );
     for p in &r.parts {
+        let size = if p.metadata.is_snapshot() {
+            format!(
+                "{} of data, entry list {}",
+                format_bytes(p.metadata.shown_size()),
+                format_bytes(p.metadata.file_size)
+            )
+        } else {
+            format_bytes(p.metadata.file_size)
+        };
         out!(
-            "  part: {} ({}, sha256 {})",
+            "  part: {} ({size}, sha256 {})",
             p.path.display(),
-            format_bytes(p.metadata.file_size),
             short(&p.metadata.checksum)
         );
     }
@@ -75,7 +91,11 @@ fn short(checksum: &str) -> String {
 
 /// The `list` table: each backup with its notes, then each file that is not a backup
 /// with what it is (from [`vertex_backup::catalog::entry_notes`] and `leftover_note`).
-pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf, String)]) {
+/// One `list` row: the backup, its notes, and its metadata as opened when it came sealed
+/// from an encrypted target and an identity opens it (else `None`).
+pub type ListedBackup<'a> = (&'a BackupEntry, Vec<String>, Option<BackupMetadata>);
+
+pub fn print_list(entries: &[ListedBackup], leftovers: &[(PathBuf, String)]) {
     if entries.is_empty() {
         out!("no backups");
     } else {
@@ -87,7 +107,7 @@ pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf
             "FILES",
             "CREATED"
         );
-        for (e, notes) in entries {
+        for (e, notes, opened) in entries {
             let name = e
                 .data_path
                 .file_name()
@@ -99,12 +119,24 @@ pub fn print_list(entries: &[(&BackupEntry, Vec<String>)], leftovers: &[(PathBuf
                 // Which keys open it: `check-config` maps fingerprints to public keys.
                 notes.insert(0, format!("🔒 {}", keys.join(", ")));
             }
+            // A copy fetched from an encrypted target keeps its count and size sealed
+            // until an identity opens them: "sealed", never a false 0.
+            let recorded = opened.as_ref().unwrap_or(&e.metadata);
+            let files = match recorded.recorded_file_count() {
+                Some(n) => n.to_string(),
+                None => "sealed".to_string(),
+            };
+            let size = if recorded.sealed.is_some() && recorded.is_snapshot() {
+                "sealed".to_string()
+            } else {
+                format_bytes(recorded.shown_size())
+            };
             out!(
                 "{:<9} {:<40} {:>10} {:>7}  {:<25} {}",
                 e.kind.as_str(),
                 name,
-                format_bytes(e.metadata.file_size),
-                e.metadata.file_count,
+                size,
+                files,
                 e.metadata.created_at,
                 notes.join("; ")
             );
@@ -140,8 +172,8 @@ pub fn print_safety_copies(copies: &[SafetyCopy], keep: u32) {
     }
 }
 
-pub fn print_list_json(entries: &[&BackupEntry]) -> anyhow::Result<()> {
-    let rows: Vec<ListRow> = entries.iter().map(|e| ListRow::new(e)).collect();
+pub fn print_list_json(entries: &[&BackupEntry], listing: &Listing) -> anyhow::Result<()> {
+    let rows: Vec<ListRow> = entries.iter().map(|e| ListRow::new(e, listing)).collect();
     out!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(())
 }
@@ -159,6 +191,13 @@ pub fn print_stats(s: &Stats) {
             plural(k.count as u64, "backup"),
             format_bytes(k.size)
         );
+        if k.snapshot_data > 0 {
+            out!(
+                "  snapshots: {} of data, {} added to the store",
+                format_bytes(k.snapshot_data),
+                format_bytes(k.snapshot_added)
+            );
+        }
         if k.parts_of_full > 0 {
             out!("  parts of full backups: {}", k.parts_of_full);
         }
@@ -166,10 +205,20 @@ pub fn print_stats(s: &Stats) {
             out!("  pre-restore safety copies: {}", k.pre_restore);
         }
         if let Some(n) = &k.newest {
-            out!("  newest: {} ({})", n.name, n.created_at);
+            out!(
+                "  newest: {} ({}, {})",
+                n.name,
+                format_bytes(n.size),
+                n.created_at
+            );
         }
         if let Some(o) = &k.oldest {
-            out!("  oldest: {} ({})", o.name, o.created_at);
+            out!(
+                "  oldest: {} ({}, {})",
+                o.name,
+                format_bytes(o.size),
+                o.created_at
+            );
         }
         if let Some(f) = &k.last_failure {
             out!(
@@ -332,7 +381,7 @@ pub fn print_restored(r: &RestoreReport) {
     }
     if let Some(s) = &r.storage {
         out!(
-            "storage restored into {} ({} entries, {} files, {})",
+            "storage restored into {} ({} entries, {} of them files; {} of file data)",
             s.target.display(),
             s.entries,
             s.files,

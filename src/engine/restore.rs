@@ -76,6 +76,9 @@ pub struct StorageStep {
     #[serde(skip)]
     pub checksum: String,
     pub uncompressed_size: u64,
+    /// The regular files' bytes, what the restore writes (`None`: not recorded, a backup
+    /// older than the field, or sealed).
+    pub content_size: Option<u64>,
     /// Files and links in the archive, as its metadata records them (`None`: sealed).
     pub file_count: Option<u64>,
     /// As the backup's metadata records it.
@@ -100,6 +103,30 @@ impl StorageStep {
         Reading {
             format: &self.format,
             identity: self.identity.as_deref(),
+        }
+    }
+
+    /// What it holds, in the words and units the restore's result uses ("N files and
+    /// links, X of file data"), as far as the metadata says.
+    fn size_shown(&self) -> String {
+        let files = self.file_count.map(|n| match n {
+            1 => "1 file or link".to_string(),
+            n => format!("{n} files and links"),
+        });
+        // A snapshot's uncompressed size is its files' bytes; an archive's, its tar stream.
+        let content = self.content_size.or_else(|| {
+            (self.format.is_snapshot() && self.uncompressed_size > 0)
+                .then_some(self.uncompressed_size)
+        });
+        match (files, content) {
+            (Some(files), Some(bytes)) => format!("{files}, {} of file data", format_bytes(bytes)),
+            (None, Some(bytes)) => format!("{} of file data", format_bytes(bytes)),
+            (Some(files), None) if self.uncompressed_size > 0 => format!(
+                "{files}, a {} tar stream",
+                format_bytes(self.uncompressed_size)
+            ),
+            (Some(files), None) => files,
+            (None, None) => "its size is sealed: known once opened".to_string(),
         }
     }
 
@@ -130,9 +157,9 @@ impl RestorePlan {
             ));
         } else if let Some(s) = &self.storage {
             lines.push(format!(
-                "extract {} ({} of files) into a temporary directory beside {}",
+                "extract {} ({}) into a temporary directory beside {}",
                 s.source.display(),
-                format_bytes(s.uncompressed_size),
+                s.size_shown(),
                 s.target.display()
             ));
         }
@@ -194,6 +221,19 @@ pub struct RestoredStorage {
     pub entries: u64,
     pub files: u64,
     pub bytes: u64,
+}
+
+/// The metadata a fetched copy's backup recorded: an encrypted target's clear metadata
+/// keeps the file count and sizes sealed; with an identity that opens them, they are
+/// shown as the backup recorded them. `None`: not sealed, or not opened (no identity, or
+/// not one of its recipients — the restore itself says so when it reads the data).
+pub fn opened_metadata(
+    meta: &crate::catalog::BackupMetadata,
+    identity: Option<&Path>,
+) -> Option<crate::catalog::BackupMetadata> {
+    let sealed = meta.sealed.as_deref()?;
+    let identities = crate::encryption::Identities::load(identity?).ok()?;
+    crate::encryption::unseal_json(&identities, sealed).ok()
 }
 
 /// Find the backup `path` names (its data file or metadata). Inside the configured
@@ -381,11 +421,17 @@ pub fn plan_restore_paths(
         }),
         storage: storage_part
             .zip(storage_format)
-            .map(|(p, format)| StorageStep {
+            .map(|(p, format)| {
+                let opened = opened_metadata(&p.metadata, config.identity.as_deref());
+                let recorded = opened.as_ref().unwrap_or(&p.metadata);
+                (p, format, recorded.clone())
+            })
+            .map(|(p, format, recorded)| StorageStep {
                 source: p.data_path.clone(),
                 checksum: p.metadata.checksum.clone(),
-                uncompressed_size: p.metadata.uncompressed_size,
-                file_count: p.metadata.recorded_file_count(),
+                uncompressed_size: recorded.uncompressed_size,
+                content_size: (recorded.content_size > 0).then_some(recorded.content_size),
+                file_count: recorded.recorded_file_count(),
                 compression: format.compression,
                 format,
                 identity: config.identity.clone(),

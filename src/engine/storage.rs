@@ -52,6 +52,8 @@ pub struct ArchiveSummary {
     pub dir_count: u64,
     /// Bytes of the tar stream before compression.
     pub uncompressed_size: u64,
+    /// Bytes of the regular files' contents (what a restore writes).
+    pub content_bytes: u64,
     /// Bytes written to the archive file.
     pub compressed_size: u64,
     pub checksum: String,
@@ -116,6 +118,11 @@ pub fn write_archive(
         })?;
         match entry.kind {
             SourceKind::Dir => summary.dir_count += 1,
+            SourceKind::File(_) => {
+                summary.file_count += 1;
+                summary.content_bytes += entry.meta.size;
+                progress.advance(0, 1);
+            }
             _ => {
                 summary.file_count += 1;
                 progress.advance(0, 1);

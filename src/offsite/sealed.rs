@@ -10,7 +10,7 @@
 use base64::Engine as _;
 
 use crate::catalog::{BackupMetadata, FORMAT_VERSION, PartRef, SnapshotInfo};
-use crate::encryption::{DecryptError, DecryptFailure, Identities, Recipients};
+use crate::encryption::{DecryptError, Identities, Recipients};
 use crate::engine::backup::parts_checksum;
 
 /// `sealed` for `metadata`: its JSON, encrypted to `recipients`, in base64.
@@ -24,22 +24,7 @@ pub fn seal(recipients: &Recipients, metadata: &BackupMetadata) -> std::io::Resu
 
 /// The metadata `seal` sealed, opened with an identity of one of its recipients.
 pub fn unseal(identities: &Identities, sealed: &str) -> Result<BackupMetadata, DecryptError> {
-    let damaged = |detail: String| DecryptError {
-        failure: DecryptFailure::Header,
-        detail,
-    };
-    let ciphertext = base64::engine::general_purpose::STANDARD
-        .decode(sealed.trim())
-        .map_err(|e| damaged(format!("the sealed metadata is not base64: {e}")))?;
-    let mut json = Vec::new();
-    std::io::Read::read_to_end(&mut identities.decrypt(&ciphertext[..])?, &mut json).map_err(
-        |e| DecryptError {
-            failure: DecryptFailure::Body,
-            detail: e.to_string(),
-        },
-    )?;
-    serde_json::from_slice(&json)
-        .map_err(|e| damaged(format!("the sealed metadata is not metadata: {e}")))
+    crate::encryption::unseal_json(identities, sealed)
 }
 
 /// The clear remote metadata of a database or storage backup whose data object is
@@ -114,6 +99,7 @@ fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
         compression: local.compression.clone(),
         duration_ms: 0,
         uncompressed_size: 0,
+        content_size: 0,
         tool_version: String::new(),
         hostname: String::new(),
         warnings: Vec::new(),

@@ -172,7 +172,12 @@ impl Metrics {
                 .collect()
         };
         let record = |k: BackupKind| state.get(k.as_str()).cloned().unwrap_or_default();
-        let newest = |k: BackupKind| listing.of_kind(k).find(|b| b.is_complete());
+        // A restore's safety copy is no backup: never the newest of its type.
+        let newest = |k: BackupKind| {
+            listing
+                .of_kind(k)
+                .find(|b| b.is_complete() && !b.metadata.is_pre_restore())
+        };
         family(
             "vertex_backup_last_success_timestamp_seconds",
             "gauge",
@@ -198,8 +203,18 @@ impl Metrics {
         family(
             "vertex_backup_last_size_bytes",
             "gauge",
-            "Size of the newest good backup of this type.",
-            per_type(&|k| newest(k).map(|b| b.metadata.file_size as f64)),
+            "Size of the newest good backup of this type (a snapshot's: the bytes it holds).",
+            per_type(&|k| newest(k).map(|b| b.metadata.shown_size() as f64)),
+        );
+        family(
+            "vertex_backup_last_added_bytes",
+            "gauge",
+            "Bytes the newest good snapshot of this type added to the content store.",
+            per_type(&|k| {
+                newest(k)
+                    .and_then(|b| listing.added_to_store(b))
+                    .map(|a| a as f64)
+            }),
         );
         family(
             "vertex_backup_backups",

@@ -293,7 +293,14 @@ pub fn outcome_text(job: JobName, outcome: &JobOutcome) -> String {
             Ok(r) => format!(
                 "✅ {job} backup done: {} · {}",
                 escape(&r.stem),
-                format_bytes(r.metadata.file_size)
+                match r.added_to_store() {
+                    Some(added) => format!(
+                        "{}, {} added",
+                        format_bytes(r.metadata.shown_size()),
+                        format_bytes(added)
+                    ),
+                    None => format_bytes(r.metadata.file_size),
+                }
             ),
             Err(f) => format!(
                 "❌ {job} backup FAILED at \"{}\"\n{}",
@@ -430,7 +437,7 @@ pub fn list_text(cfg: &Config, kind: Option<BackupKind>) -> String {
             format!(
                 "• {} · {}{}",
                 escape(&b.stem),
-                format_bytes(b.metadata.file_size),
+                format_bytes(b.metadata.shown_size()),
                 if b.is_complete() { "" } else { " (incomplete)" }
             )
         })

@@ -7,6 +7,7 @@ fn facts(name: &str) -> BackupFacts {
         kind: BackupKind::Database,
         file_name: name.into(),
         size: 68 * 1024 * 1024,
+        added_to_store: None,
         file_count: 1,
         duration: Duration::from_millis(900),
         checksum: "3f9a0000000000000000000000000000000000000000000000000000c21e".into(),
@@ -38,6 +39,30 @@ fn success_message_has_the_facts() {
     );
     assert!(m.contains("sha256 3f9a…c21e · integrity ok"), "{m}");
     assert!(m.contains("disk: 41.0 GiB free (62 %)"), "{m}");
+}
+
+#[test]
+fn a_snapshot_message_says_what_it_holds_and_what_it_added() {
+    let mut f = facts("storage_snapshot_20261127_060000.tree.zst");
+    f.kind = BackupKind::Storage;
+    f.size = 284 * 1024 * 1024;
+    f.added_to_store = Some(1536 * 1024);
+    let event = Event::BackupSucceeded {
+        facts: f,
+        next_run: None,
+    };
+    let m = format_message(&event, "vertex-prod");
+    assert!(
+        m.contains("storage_snapshot_20261127_060000.tree.zst · 284.0 MiB, 1.5 MiB added · 1 file"),
+        "{m}"
+    );
+    assert!(
+        event
+            .summary()
+            .contains("(284.0 MiB, 1.5 MiB added, 1 file"),
+        "{}",
+        event.summary()
+    );
 }
 
 #[test]

@@ -497,3 +497,80 @@ fn an_encrypted_full_backup_restores_on_a_fresh_server_only_with_the_identity() 
     );
     crate::util::assert_same_tree(&app.storage, &fresh.storage);
 }
+
+#[test]
+fn a_copy_fetched_sealed_shows_its_count_and_size_once_an_identity_opens_it_never_zero() {
+    let nas = tempfile::tempdir().expect("target dir");
+    let app = TestApp::new();
+    app.write_storage_file(
+        "client_1/videos/v.mp4",
+        &crate::util::random_bytes(3, 1 << 20),
+    );
+    let table = path_table("remote", nas.path(), "");
+    let snapshots = "storage_format = \"snapshot\"\ndatabase_format = \"snapshot\"";
+    app.write_config_raw(
+        &app.config_text(snapshots, &format!("{}\n{table}", encryption_section())),
+    );
+    app.run(["create", "--type", "storage"]).assert_code(0);
+    let local = app.list_of("storage").remove(0);
+    let files = local["file_count"].as_u64().unwrap();
+    assert!(files > 1, "{local:#}");
+
+    let fresh = TestApp::new();
+    fresh.write_config_raw(&fresh.config_text(
+        snapshots,
+        &format!(
+            "{}\n{}",
+            encryption_section(),
+            path_table("remote", nas.path(), "")
+        ),
+    ));
+    let keys = tempfile::tempdir().expect("key dir");
+    let operator = identity(keys.path(), "operator.key");
+    let out = tempfile::tempdir().expect("restore target");
+    let target = out.path().join("storage");
+    let restored = fresh.run([
+        "--identity".as_ref(),
+        operator.as_os_str(),
+        "restore".as_ref(),
+        "--from".as_ref(),
+        "remote".as_ref(),
+        "--latest".as_ref(),
+        "storage".as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+    ]);
+    restored.assert_code(0);
+    // The plan, made with the identity, names what the backup holds.
+    assert!(
+        restored
+            .stdout
+            .contains(&format!("({files} files and links, ")),
+        "{}",
+        restored.describe()
+    );
+
+    let row = |r: &crate::util::Run| -> String {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("storage "))
+            .unwrap_or_else(|| panic!("{}", r.describe()))
+            .to_string()
+    };
+    // Without a key the count is sealed: said so, never a false 0.
+    let sealed = row(&fresh.run(["list", "--type", "storage"]));
+    assert!(sealed.contains("sealed"), "{sealed}");
+    let columns: Vec<&str> = sealed.split_whitespace().collect();
+    assert_ne!(columns[3], "0", "{sealed}");
+    // With the identity, the count and size the backup recorded.
+    let opened = row(&fresh.run([
+        "--identity".as_ref(),
+        operator.as_os_str(),
+        "list".as_ref(),
+        "--type".as_ref(),
+        "storage".as_ref(),
+    ]));
+    let columns: Vec<&str> = opened.split_whitespace().collect();
+    assert_eq!(columns[4], files.to_string(), "{opened}");
+    assert!(!opened.contains("sealed"), "{opened}");
+}

@@ -15,6 +15,7 @@ mod lock_wait;
 mod messages;
 mod priority;
 mod safety_copies;
+mod sizes;
 
 /// A `[hooks] before` that blocks only the first backup: it touches `started`, then
 /// waits for `go` to exist. Later backups run straight through.

@@ -55,6 +55,15 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
+    /// What a snapshot (a full backup of snapshots: its parts together) added to the
+    /// content store; `None` for archives and database copies.
+    pub fn added_to_store(&self) -> Option<u64> {
+        std::iter::once(&self.metadata)
+            .chain(self.parts.iter().map(|p| &p.metadata))
+            .filter_map(|m| m.snapshot.as_ref().map(|s| s.added_bytes))
+            .reduce(|a, b| a + b)
+    }
+
     /// The data file's name (for a full backup, its manifest's), as messages show it.
     pub fn file_name(&self) -> String {
         self.path
@@ -287,6 +296,7 @@ fn base_metadata(
         compression: None,
         duration_ms: 0,
         uncompressed_size: 0,
+        content_size: 0,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         hostname: crate::sys::hostname(),
         warnings: Vec::new(),
@@ -511,6 +521,7 @@ fn storage_part(
     );
     m.file_size = summary.compressed_size;
     m.uncompressed_size = summary.uncompressed_size;
+    m.content_size = summary.content_bytes;
     m.checksum = summary.checksum;
     m.file_count = summary.file_count;
     m.compression = Some(compression.name().into());
@@ -601,6 +612,7 @@ fn full_backup(
     );
     m.file_size = db.metadata.file_size + st.metadata.file_size;
     m.uncompressed_size = db.metadata.uncompressed_size + st.metadata.uncompressed_size;
+    m.content_size = st.metadata.content_size;
     m.file_count = db.metadata.file_count + st.metadata.file_count;
     m.checksum = parts_checksum(&parts);
     m.compression = st.metadata.compression.clone();

@@ -140,6 +140,9 @@ fn snapshot_metadata(
     m.file_size = w.tree_size;
     m.checksum = w.tree_checksum;
     m.uncompressed_size = summary.content_bytes;
+    if kind == BackupKind::Storage {
+        m.content_size = summary.content_bytes;
+    }
     m.file_count = summary.file_count;
     m.compression = Some("zstd".into());
     m.format = Some(format);
