@@ -18,6 +18,8 @@ const README: &str = include_str!("../../README.md");
 const TARGET: &str = "s3";
 /// The config path the README's commands name.
 const README_CONFIG: &str = "/etc/vertex-backup/config.toml";
+/// The identity path the README's commands name.
+const README_IDENTITY: &str = "/root/vertex-identity.txt";
 
 /// The body of the README's fenced block opened by exactly `fence` (e.g. "```sh runbook"),
 /// its indentation (the block sits in a list item) removed.
@@ -45,8 +47,9 @@ fn write_credentials(path: &Path) {
 }
 
 /// The README's config with this test's values: every `key = …` line of `values` replaced
-/// (each must be in the README's block), `path_style` added after `url` (moto on
-/// 127.0.0.1 has no bucket subdomains), and a `[backup]` reserve a test machine can meet.
+/// by `key = VALUE` (TOML as given; each key must be in the README's block), `path_style`
+/// added after `url` (moto on 127.0.0.1 has no bucket subdomains), and a `[backup]`
+/// reserve a test machine can meet.
 fn runbook_config(values: &[(&str, String)], endpoint: &str) -> String {
     let mut out = Vec::new();
     let mut replaced = Vec::new();
@@ -54,7 +57,7 @@ fn runbook_config(values: &[(&str, String)], endpoint: &str) -> String {
         let key = line.split('=').next().unwrap_or("").trim().to_string();
         match values.iter().find(|(k, _)| *k == key) {
             Some((k, v)) => {
-                out.push(format!("{k} = {v:?}"));
+                out.push(format!("{k} = {v}"));
                 replaced.push(key.clone());
                 if key == "url" {
                     out.push(format!("endpoint = {endpoint:?}"));
@@ -75,8 +78,8 @@ fn runbook_config(values: &[(&str, String)], endpoint: &str) -> String {
 }
 
 /// The runbook's command lines as arguments (no quoting in them), `--config` pointed at
-/// `config`.
-fn runbook_commands(config: &Path) -> Vec<Vec<String>> {
+/// `config` and `--identity` at `identity`.
+fn runbook_commands(config: &Path, identity: &Path) -> Vec<Vec<String>> {
     let commands: Vec<Vec<String>> = readme_block("```sh runbook")
         .iter()
         .map(|l| l.trim())
@@ -93,6 +96,8 @@ fn runbook_commands(config: &Path) -> Vec<Vec<String>> {
                 .map(|w| {
                     if *w == README_CONFIG {
                         config.display().to_string()
+                    } else if *w == README_IDENTITY {
+                        identity.display().to_string()
                     } else {
                         w.to_string()
                     }
@@ -101,17 +106,27 @@ fn runbook_commands(config: &Path) -> Vec<Vec<String>> {
         })
         .collect();
     let flat: Vec<&String> = commands.iter().flatten().collect();
-    for needed in ["offsite", "restore", "--from", TARGET] {
+    for needed in ["offsite", "restore", "--from", TARGET, "--identity"] {
         assert!(
             flat.iter().any(|w| *w == needed),
             "the runbook lost `{needed}`"
         );
     }
+    // Wherever a backup's content is read, the identity is named.
+    for c in &commands {
+        if c.iter().any(|w| w == "restore" || w == "verify") {
+            assert!(
+                c.iter().any(|w| w == "--identity"),
+                "a runbook line reads backups without --identity: {c:?}"
+            );
+        }
+    }
     commands
 }
 
-/// Server A: the app with more data than the default, and the target, uploading.
-fn server_a(s3: &S3Server, bucket: &str) -> TestApp {
+/// Server A: the app with more data than the default, and the target, uploading —
+/// encrypted to the fixture keys when `encryption` is given.
+fn server_a(s3: &S3Server, bucket: &str, encryption: &str) -> TestApp {
     let a = TestApp::new();
     a.write_random_files("client_3/videos", 3, 300_000);
     let creds = a.root.join("s3-credentials");
@@ -121,51 +136,82 @@ fn server_a(s3: &S3Server, bucket: &str) -> TestApp {
         s3.endpoint(),
         creds.display()
     );
-    a.write_config_raw(&a.config_text("", &offsite));
+    a.write_config_raw(&a.config_text("", &format!("{encryption}\n{offsite}")));
     a
 }
 
 #[test]
 fn the_readme_runbook_restores_a_fresh_server_from_the_bucket() {
     let Some(s3) = s3_server() else { return };
+    for encrypted in [true, false] {
+        follow_the_runbook(&s3, encrypted);
+    }
+}
+
+/// The fixture key `name` (`operator.pub`, `operator.key`).
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/age")
+        .join(name)
+}
+
+fn follow_the_runbook(s3: &S3Server, encrypted: bool) {
     let bucket = s3.new_bucket();
-    let a = server_a(&s3, &bucket);
+    let public = fs::read_to_string(fixture("operator.pub"))
+        .expect("the operator's public key")
+        .trim()
+        .to_string();
+    let encryption = if encrypted {
+        format!("[encryption]\nrecipients = [\"{public}\"]\n")
+    } else {
+        String::new()
+    };
+    let a = server_a(s3, &bucket, &encryption);
     a.run(["create", "--type", "full"]).assert_code(0);
     assert!(
         s3.list(&bucket, "prod/full/").len() == 1,
         "the full backup's manifest is not on the target: {:?}",
         s3.list(&bucket, "")
     );
+    if encrypted {
+        assert!(
+            s3.list(&bucket, "prod/")
+                .iter()
+                .any(|k| k.0.ends_with(".age")),
+            "nothing was encrypted: {:?}",
+            s3.list(&bucket, "prod/")
+        );
+    }
 
-    // Server B: nothing but the config and its credentials.
+    // Server B: nothing but the config, its credentials and the identity.
     let b = tempfile::tempdir().expect("tempdir");
     let b_root: PathBuf = b.path().to_path_buf();
     let etc = b_root.join("etc");
     fs::create_dir(&etc).expect("etc");
     let creds = etc.join("s3-credentials");
     write_credentials(&creds);
+    let identity = b_root.join("vertex-identity.txt");
+    fs::copy(fixture("operator.key"), &identity).expect("copy the identity");
+    fs::set_permissions(&identity, fs::Permissions::from_mode(0o600)).expect("chmod");
     let data = b_root.join("var-lib-vertex-ar");
+    let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
     let values = [
-        (
-            "database",
-            data.join("app_data/app_data.db").display().to_string(),
-        ),
-        ("storage", data.join("storage").display().to_string()),
-        (
-            "backup_dir",
-            b_root.join("var-backups").display().to_string(),
-        ),
-        ("url", format!("s3://{bucket}/prod")),
-        ("credentials_file", creds.display().to_string()),
+        ("database", quoted(data.join("app_data/app_data.db"))),
+        ("storage", quoted(data.join("storage"))),
+        ("backup_dir", quoted(b_root.join("var-backups"))),
+        ("url", format!("{:?}", format!("s3://{bucket}/prod"))),
+        ("credentials_file", quoted(creds.clone())),
+        ("recipients", format!("[{public:?}]")),
     ];
     let config = etc.join("config.toml");
     fs::write(&config, runbook_config(&values, s3.endpoint())).expect("write B's config");
 
-    for args in runbook_commands(&config) {
+    for args in runbook_commands(&config, &identity) {
         let mut cmd = Command::new(BIN);
         cmd.args(&args)
             .current_dir(&b_root)
             .env_remove("VERTEX_BACKUP_CONFIG")
+            .env_remove("VERTEX_BACKUP_IDENTITY")
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_SESSION_TOKEN")
@@ -175,7 +221,7 @@ fn the_readme_runbook_restores_a_fresh_server_from_the_bucket() {
         assert_eq!(
             out.code(),
             Some(0),
-            "runbook step `vertex-backup {}` failed:\n{}",
+            "runbook step `vertex-backup {}` failed (encrypted: {encrypted}):\n{}",
             args.join(" "),
             out.describe()
         );
