@@ -18,6 +18,7 @@ mod hostile;
 mod install;
 mod offsite;
 mod operator;
+mod package;
 mod pressure;
 mod restore;
 mod rotate;
