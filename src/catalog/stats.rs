@@ -136,7 +136,7 @@ impl Stats {
                     .sum(),
                 // A restore's safety copy is not a backup: never the newest nor the oldest.
                 newest: backups.clone().next().map(reference),
-                oldest: backups.last().map(reference),
+                oldest: backups.clone().next_back().map(reference),
                 last_success: record.and_then(|r| r.last_success.clone()),
                 last_failure: record.and_then(|r| r.last_failure.clone()),
             };
