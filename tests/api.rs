@@ -384,6 +384,48 @@ fn a_snapshot_is_listed_and_measured_by_what_it_holds_and_what_it_added() {
 }
 
 #[test]
+fn stats_name_what_latest_would_take_and_each_newer_backup_it_passes_over() {
+    let app = TestApp::new();
+    let name = |v: &Value| {
+        Path::new(v["backup_path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let good = app.create("database");
+    let newer = app.create("database");
+    std::fs::remove_file(newer["backup_path"].as_str().unwrap()).unwrap();
+    let api = Api::start(&app, "");
+    let (s, stats) = api.get("/backups/stats");
+    assert_eq!(s, 200, "{stats}");
+    let db = &stats["by_type"]["database"];
+    assert_eq!(db["latest_good"], name(&good).as_str(), "{stats:#}");
+    assert_eq!(
+        db["passed_over"][0]["name"],
+        name(&newer).as_str(),
+        "{stats:#}"
+    );
+    assert!(
+        db["passed_over"][0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("incomplete"),
+        "{stats:#}"
+    );
+    api.stop();
+    let text = app.run(["stats"]);
+    assert!(
+        text.stdout.contains(&format!(
+            "WARNING: `restore --latest` passes over {}: incomplete",
+            name(&newer)
+        )),
+        "{}",
+        text.describe()
+    );
+}
+
+#[test]
 fn metrics_parse_as_prometheus_and_match_stats() {
     let app = TestApp::new();
     let api = Api::start(&app, "");

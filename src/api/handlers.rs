@@ -341,6 +341,7 @@ pub async fn stats(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Stats>, Ap
             catalog.root(),
             &listing,
             &catalog.load_state(),
+            &catalog.load_verdicts(),
             free,
         ))
     })

@@ -4,6 +4,7 @@
 //! [`BackupDirLock`]; listing never takes it.
 
 mod atomic;
+pub mod choice;
 mod format;
 mod labels;
 mod lock;

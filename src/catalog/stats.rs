@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::state::{CatalogState, Outcome};
-use super::{BackupEntry, Listing};
+use super::{BackupEntry, Listing, Verdicts};
 use crate::kind::BackupKind;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -36,6 +36,12 @@ pub struct KindStats {
     pub snapshot_data: u64,
     pub snapshot_added: u64,
     pub newest: Option<BackupRef>,
+    /// What `restore --latest` of this type would take (the newest good backup), and the
+    /// newer ones it would pass over, with why (incomplete, failed verification, dated in
+    /// the future): an admin panel shows them as `restore` says them.
+    pub latest_good: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<PassedOver>,
     pub oldest: Option<BackupRef>,
     pub last_success: Option<Outcome>,
     pub last_failure: Option<Outcome>,
@@ -62,6 +68,13 @@ pub struct Stats {
     /// and their bytes, counted in `total_size` (a type's `size` counts its entry lists).
     pub store_packs: usize,
     pub store_size: u64,
+}
+
+/// A newer backup `restore --latest` passes over.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PassedOver {
+    pub name: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -94,6 +107,7 @@ impl Stats {
         backup_dir: &std::path::Path,
         listing: &Listing,
         state: &CatalogState,
+        verdicts: &Verdicts,
         free_space: Option<u64>,
     ) -> Stats {
         let mut by_type = BTreeMap::new();
@@ -112,6 +126,7 @@ impl Stats {
                 .iter()
                 .copied()
                 .filter(|b| !b.metadata.is_pre_restore());
+            let latest = super::choice::latest_good(listing, verdicts, kind);
             let ks = KindStats {
                 count: complete.len(),
                 parts_of_full: complete.iter().filter(|b| b.part_of().is_some()).count(),
@@ -136,6 +151,15 @@ impl Stats {
                     .sum(),
                 // A restore's safety copy is not a backup: never the newest nor the oldest.
                 newest: backups.clone().next().map(reference),
+                latest_good: latest.as_ref().map(|(e, _)| super::choice::listed_name(e)),
+                passed_over: latest
+                    .map(|(_, skipped)| {
+                        skipped
+                            .into_iter()
+                            .map(|(name, why)| PassedOver { name, why })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 oldest: backups.clone().next_back().map(reference),
                 last_success: record.and_then(|r| r.last_success.clone()),
                 last_failure: record.and_then(|r| r.last_failure.clone()),

@@ -647,7 +647,13 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let listing = catalog.list()?;
     let state = catalog.load_state();
     let free = vertex_backup::sys::available_space(catalog.root()).ok();
-    let stats = Stats::compute(catalog.root(), &listing, &state, free);
+    let stats = Stats::compute(
+        catalog.root(),
+        &listing,
+        &state,
+        &catalog.load_verdicts(),
+        free,
+    );
     if json {
         // The REST API's shape plus, with targets, `offsite` per target (the API's stays
         // the seed's).

@@ -212,6 +212,13 @@ pub fn print_stats(s: &Stats) {
                 n.created_at
             );
         }
+        for p in &k.passed_over {
+            out!(
+                "  WARNING: `restore --latest` passes over {}: {}",
+                p.name,
+                p.why
+            );
+        }
         if let Some(o) = &k.oldest {
             out!(
                 "  oldest: {} ({}, {})",

@@ -6,11 +6,13 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
 
 use super::backup::catalog_for;
 use super::restore::resolve_backup;
 use crate::Config;
+pub use crate::catalog::choice::listed_name;
+use crate::catalog::choice::{good_of_kind, latest_good, passed_over};
 use crate::catalog::{BackupEntry, Catalog, Listing, Verdicts};
 use crate::config::Timezone;
 use crate::error::{Error, Result};
@@ -39,42 +41,6 @@ pub struct Selected {
     /// failed verification, dated in the future): never passed over silently — the
     /// commands name them and exit 3.
     pub passed_over: Vec<(String, String)>,
-}
-
-/// The backups of `kind` newer than `chosen` that a pick by time passed over, with why.
-/// Safety copies are not backups and are not named.
-fn passed_over(
-    listing: &Listing,
-    verdicts: &Verdicts,
-    kind: BackupKind,
-    chosen: &BackupEntry,
-    upto: Option<DateTime<FixedOffset>>,
-) -> Vec<(String, String)> {
-    let now = Utc::now();
-    listing
-        .of_kind(kind)
-        .take_while(|b| b.stem != chosen.stem)
-        .filter(|b| !b.metadata.is_pre_restore())
-        .filter(|b| match (upto, b.created) {
-            (Some(at), Some(c)) => c <= at,
-            _ => true,
-        })
-        .filter_map(|b| {
-            let why = if let Some(problem) = &b.problem {
-                format!("incomplete: {problem}")
-            } else if verdicts.failed(&b.stem) {
-                "it failed its last verification".to_string()
-            } else if b
-                .created
-                .is_some_and(|c| crate::retention::is_future(&c, now))
-            {
-                "it is dated in the future (a clock that ran ahead)".to_string()
-            } else {
-                return None;
-            };
-            Some((listed_name(b), why))
-        })
-        .collect()
 }
 
 /// Find the backup `wanted` names; a relative path is taken from `cwd`.
@@ -122,36 +88,6 @@ pub fn select_backup(config: &Config, cwd: &Path, wanted: &BackupRef) -> Result<
     }
 }
 
-/// What `--latest` picks among `listing`'s backups of `kind`: the newest good one (complete,
-/// not failed verification, not dated in the future, not a safety copy), with the newer
-/// backups it passed over and why. The bot's `/status` shows the same choice.
-pub fn latest_good<'a>(
-    listing: &'a Listing,
-    verdicts: &'a Verdicts,
-    kind: BackupKind,
-) -> Option<(&'a BackupEntry, Vec<(String, String)>)> {
-    let now = Utc::now();
-    let entry = good_of_kind(listing, verdicts, kind).find(|b| {
-        b.created
-            .is_some_and(|c| !crate::retention::is_future(&c, now))
-    })?;
-    Some((entry, passed_over(listing, verdicts, kind, entry, None)))
-}
-
-/// Complete backups of `kind` whose last verification (if any) passed, newest first.
-fn good_of_kind<'a>(
-    listing: &'a Listing,
-    verdicts: &'a Verdicts,
-    kind: BackupKind,
-) -> impl Iterator<Item = &'a BackupEntry> {
-    // A restore's safety copy is not a backup: it holds what was live before a restore
-    // (often the damage the restore undid), so `--latest`/`--at` never pick it; it stays
-    // restorable by name.
-    listing.of_kind(kind).filter(move |b| {
-        b.is_complete() && !verdicts.failed(&b.stem) && !b.metadata.is_pre_restore()
-    })
-}
-
 /// Why `--at` found nothing: the oldest good backup there is, or that there is none.
 fn nothing_before(
     listing: &Listing,
@@ -190,15 +126,6 @@ fn configured_listing(config: &Config) -> Result<(Catalog, Listing, Verdicts)> {
     let listing = catalog.list()?;
     let verdicts = catalog.load_verdicts();
     Ok((catalog, listing, verdicts))
-}
-
-/// The name `list` prints for a backup: its data file's name (a full backup's manifest).
-pub fn listed_name(entry: &BackupEntry) -> String {
-    entry
-        .data_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| entry.stem.clone())
 }
 
 /// A bare name is looked up in the configured backup directory first (by the name `list`

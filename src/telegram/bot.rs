@@ -370,7 +370,7 @@ pub fn status_text(cfg: &Config) -> String {
         escape(&crate::sys::hostname())
     )];
     for kind in BackupKind::ALL {
-        let passed_over = crate::engine::select::latest_good(&listing, &verdicts, kind)
+        let passed_over = crate::catalog::choice::latest_good(&listing, &verdicts, kind)
             .map(|(_, skipped)| skipped)
             .unwrap_or_default();
         let newest = listing.newest_present(kind, now);
