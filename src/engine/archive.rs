@@ -13,6 +13,7 @@ use super::compression::Decompressor;
 use super::decrypt::{Reading, plaintext};
 use super::entry_tree::EntryTree;
 use super::hashing::ThreadedHashReader;
+use super::xattrs::Xattr;
 use super::{Cancel, Progress, ProgressReader};
 use crate::config::Compression;
 use crate::error::{Error, IoContext, Result};
@@ -41,6 +42,8 @@ pub struct SafeEntry {
     pub uid: u64,
     pub gid: u64,
     pub size: u64,
+    /// The `user.*` attributes (and POSIX ACLs) it carries, to set on the restored entry.
+    pub xattrs: Vec<Xattr>,
 }
 
 /// Receives the entries of an archive in order.
@@ -169,7 +172,8 @@ fn walk_entries(
     for entry in archive.entries().map_err(unreadable)? {
         cancel.check()?;
         let mut entry = entry.map_err(unreadable)?;
-        let safe = check_entry(&entry, path)?;
+        let mut safe = check_entry(&entry, path)?;
+        safe.xattrs = pax_xattrs(&mut entry, path, &safe.path)?;
         tree.admit(path, &safe)?;
         stats.entries += 1;
         if safe.kind == EntryKind::File {
@@ -362,7 +366,37 @@ fn check_entry<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<SafeEnt
         uid: header.uid().unwrap_or(0),
         gid: header.gid().unwrap_or(0),
         size: entry.size(),
+        xattrs: Vec::new(),
     })
+}
+
+/// The extended attributes an entry's PAX records carry (`SCHILY.xattr.NAME`, as GNU tar
+/// writes them), each checked: only `user.*` and POSIX ACLs, within the kernel's limits.
+fn pax_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    archive: &Path,
+    rel: &Path,
+) -> Result<Vec<Xattr>> {
+    let unreadable = |e: io::Error| Error::verify(archive, "archive readable", e.to_string());
+    let Some(records) = entry.pax_extensions().map_err(unreadable)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for record in records {
+        let record = record.map_err(unreadable)?;
+        let Ok(key) = record.key() else { continue };
+        let Some(name) = key.strip_prefix(super::xattrs::PAX_PREFIX) else {
+            continue;
+        };
+        if let Some(why) = super::xattrs::refused(name, record.value_bytes().len()) {
+            return Err(unsafe_entry(archive, rel, why));
+        }
+        out.push(Xattr {
+            name: name.to_string(),
+            value: record.value_bytes().to_vec(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

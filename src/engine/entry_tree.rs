@@ -112,6 +112,7 @@ mod tests {
             uid: 0,
             gid: 0,
             size: 0,
+            xattrs: Vec::new(),
         }
     }
 

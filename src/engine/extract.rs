@@ -7,6 +7,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::archive::{EntryKind, EntrySink, SafeEntry};
 use super::direct_io::{DIRECT_MIN, DirectWriter, WriteBehind};
@@ -21,6 +23,8 @@ pub struct Extractor {
     as_root: bool,
     /// Files' bytes and metadata go to the disk on this thread's heels.
     behind: WriteBehind,
+    /// Said once: the target's filesystem keeps no extended attributes.
+    no_xattrs: Arc<AtomicBool>,
 }
 
 impl Extractor {
@@ -32,6 +36,7 @@ impl Extractor {
             dirs: Vec::new(),
             buf: vec![0; 1 << 20],
             behind: WriteBehind::start(),
+            no_xattrs: Arc::new(AtomicBool::new(false)),
             // SAFETY: geteuid has no preconditions.
             as_root: unsafe { libc::geteuid() } == 0,
         }
@@ -129,6 +134,8 @@ impl EntrySink for Extractor {
                 // Owner keeps rwx until finish(), so the contents can be written.
                 fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
                     .ctx("set permissions on", &dest)?;
+                let set = super::xattrs::apply_path(&dest, &e.xattrs);
+                xattrs_set(set, &dest, &self.no_xattrs)?;
                 self.dirs.push((dest, e.mode, (e.mtime, e.mtime_ns)));
             }
             EntryKind::File => {
@@ -162,6 +169,7 @@ impl EntrySink for Extractor {
                 // holds, which `SystemTime` cannot add.
                 let owner = self.as_root.then_some((e.uid as u32, e.gid as u32));
                 let (mode, times) = (e.mode, (e.mtime, e.mtime_ns));
+                let (xattrs, no_xattrs) = (e.xattrs.clone(), self.no_xattrs.clone());
                 out.then(Box::new(move |f: &fs::File| {
                     if let Some(len) = length {
                         f.set_len(len).ctx("set the length of", &dest)?;
@@ -173,6 +181,8 @@ impl EntrySink for Extractor {
                     }
                     f.set_permissions(fs::Permissions::from_mode(mode))
                         .ctx("set permissions on", &dest)?;
+                    // After the mode: an ACL's mask is the group bits chmod just set.
+                    xattrs_set(super::xattrs::apply_fd(f, &xattrs), &dest, &no_xattrs)?;
                     set_file_times(f, times);
                     Ok(())
                 }))?;
@@ -197,6 +207,23 @@ impl EntrySink for Extractor {
             }
         }
         Ok(())
+    }
+}
+
+/// A restored entry's attributes set; a target filesystem that keeps none is said once
+/// (the data is restored all the same), any other refusal fails the restore.
+fn xattrs_set(result: std::io::Result<()>, dest: &Path, said: &AtomicBool) -> Result<()> {
+    match result {
+        Err(e) if super::xattrs::unsupported(&e) => {
+            if !said.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{}: this filesystem keeps no extended attributes; the restored files have none",
+                    crate::names::shown(dest)
+                );
+            }
+            Ok(())
+        }
+        other => other.ctx("set the extended attributes of", dest),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod staged_tree;
 pub mod storage;
 pub mod verify;
 pub mod walk;
+pub mod xattrs;
 
 use std::io::{self, Read};
 use std::sync::Arc;

@@ -277,6 +277,7 @@ mod tests {
             uid: 0,
             gid: 0,
             size: 1,
+            xattrs: Vec::new(),
         }
     }
 

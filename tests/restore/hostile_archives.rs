@@ -378,7 +378,7 @@ fn hostile_archive_with_a_fifo_is_rejected() {
 
 /// `verify` fails naming `needle`, and `restore --target` refuses for the same reason
 /// before creating anything.
-fn refused_by_both(entries: &[u8], file_count: u64, needle: &str) {
+pub(super) fn refused_by_both(entries: &[u8], file_count: u64, needle: &str) {
     let app = TestApp::new();
     let archive = plant_storage_backup_of(&app, entries, file_count);
     let v = app.run(["verify".as_ref(), archive.as_os_str()]);

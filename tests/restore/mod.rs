@@ -21,6 +21,7 @@ mod corruption;
 mod hostile_archives;
 mod partial;
 mod round_trips;
+mod xattrs;
 
 // ---------------------------------------------------------------------------------------
 // Helpers local to these tests

@@ -87,6 +87,7 @@ fn node_of(rel: &Path, meta: &EntryMeta, kind: NodeKind, target: Option<PathBuf>
         size: if kind == NodeKind::File { meta.size } else { 0 },
         target,
         chunks: Vec::new(),
+        xattrs: Vec::new(),
     }
 }
 
@@ -389,6 +390,14 @@ pub fn snapshot_storage(
     let mut parent = ParentWalk::open(opts, &mut summary.warnings)?;
     let ids = opts.ids();
     let mut buf = Vec::new();
+    // POSIX ACLs only as root: only root can give them back to files it does not own.
+    // SAFETY: geteuid has no preconditions.
+    let with_acls = unsafe { libc::geteuid() } == 0;
+    let attributes = |path: &Path| match super::super::xattrs::read(path, with_acls) {
+        // Gone since the walk saw it: the walk's own handling of vanished files decides.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other.map_err(|e| Error::io("read the extended attributes of", path, e)),
+    };
     loop {
         // The parent's entry for the file the walk asks about: unchanged, it is not opened.
         let mut previous: Option<Node> = None;
@@ -410,9 +419,16 @@ pub fn snapshot_storage(
                 summary.unchanged_files += 1;
                 summary.content_bytes += entry.meta.size;
                 progress.advance(entry.meta.size, 1);
-                node_of(&entry.rel, &entry.meta, NodeKind::File, None)
+                // Unchanged ctime: unchanged attributes too (setting one changes it).
+                Node {
+                    xattrs: was.xattrs,
+                    ..node_of(&entry.rel, &entry.meta, NodeKind::File, None)
+                }
             }
-            SourceKind::Dir => node_of(&entry.rel, &entry.meta, NodeKind::Dir, None),
+            SourceKind::Dir => Node {
+                xattrs: attributes(&entry.path)?,
+                ..node_of(&entry.rel, &entry.meta, NodeKind::Dir, None)
+            },
             SourceKind::Symlink { target } => node_of(
                 &entry.rel,
                 &entry.meta,
@@ -435,9 +451,11 @@ pub fn snapshot_storage(
                 match previous.take() {
                     Some(was) if unchanged(&was, &entry.meta) && !parent.touches_damage(&was) => {
                         writer.reuse(&was.chunks)?;
+                        node.xattrs = was.xattrs;
                         summary.unchanged_files += 1;
                     }
                     _ => {
+                        node.xattrs = attributes(&entry.path)?;
                         parent.seed(&mut writer);
                         let (chunking, level) = chunking_for(&entry.rel, &entry.meta, opts);
                         store_stream(file, (chunking, &ids), level, &mut buf, &mut writer, cancel)

@@ -35,6 +35,13 @@ impl<W: Write> EntrySink for TarSink<W> {
         };
         header.set_entry_type(kind);
         header.set_size(size);
+        // The attributes as GNU tar `--xattrs` writes them, as an archive backup has them.
+        if !e.xattrs.is_empty() {
+            let records = crate::engine::xattrs::pax_records(&e.xattrs);
+            self.tar
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(w)?;
+        }
         match &e.kind {
             EntryKind::Symlink(t) | EntryKind::Hardlink(t) => {
                 self.tar.append_link(&mut header, &e.path, t).map_err(w)

@@ -122,6 +122,7 @@ pub fn safe_entry(tree: &Path, top: &Path, node: &Node) -> Result<SafeEntry> {
         uid: u64::from(node.uid),
         gid: u64::from(node.gid),
         size: node.size,
+        xattrs: node.xattrs.clone(),
     })
 }
 

@@ -14,6 +14,7 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keys::Opening;
+use crate::engine::xattrs::Xattr;
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
 
@@ -141,6 +142,10 @@ pub struct Node {
     pub target: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkRef>,
+    /// Its `user.*` attributes and POSIX ACLs ([`crate::engine::xattrs`]): `[name, value
+    /// in base64]` pairs, checked (namespace, sizes) where they are parsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "stored_xattrs")]
+    pub xattrs: Vec<Xattr>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -348,6 +353,35 @@ mod raw_path_opt {
     }
 }
 
+mod stored_xattrs {
+    use super::*;
+    pub fn serialize<S: Serializer>(x: &[Xattr], s: S) -> std::result::Result<S::Ok, S::Error> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        x.iter()
+            .map(|a| (a.name.as_str(), engine.encode(&a.value)))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Vec<Xattr>, D::Error> {
+        use serde::de::Error as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        Vec::<(String, String)>::deserialize(d)?
+            .into_iter()
+            .map(|(name, value)| {
+                let value = engine
+                    .decode(value.as_bytes())
+                    .map_err(|e| D::Error::custom(format!("extended attribute {name:?}: {e}")))?;
+                if let Some(why) = crate::engine::xattrs::refused(&name, value.len()) {
+                    return Err(D::Error::custom(why));
+                }
+                Ok(Xattr { name, value })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,7 +428,21 @@ mod tests {
                 raw: 3,
                 zstd: false,
             }],
+            xattrs: vec![Xattr {
+                name: "user.origin".into(),
+                value: vec![0, 255, b'x'],
+            }],
         }
+    }
+
+    #[test]
+    fn an_attribute_outside_user_and_acls_is_refused_where_it_is_parsed() {
+        let mut line = serde_json::to_value(node(b"a")).unwrap();
+        line["xattrs"] = serde_json::json!([["security.capability", "AQAAAg=="]]);
+        let e = serde_json::from_value::<Node>(line)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("security.capability"), "{e}");
     }
 
     fn header() -> TreeHeader {
