@@ -53,11 +53,14 @@ pub fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Res
     };
     let chosen = verify::select(&listing, selection);
     let cancel = Cancel::new();
+    // Each pack is read once in the run, however many of the chosen snapshots list it.
+    let packs = vertex_backup::engine::snapshot::check::PackRun::default();
     let reports: Vec<_> = chosen
         .iter()
         .map(|e| {
             let keys = verify::Keys {
                 read_data: args.read_data,
+                packs: Some(&packs),
                 ..verify::Keys::given(config.identity.as_deref())
             };
             let r = verify::verify_entry(e, &listing, keys, progress_for(&bar), &cancel);

@@ -18,7 +18,7 @@ use super::decrypt::{Reading, SqliteFile};
 use super::hashing::sha256_file;
 use super::snapshot::{
     self,
-    check::{Depth, check_snapshot},
+    check::{Depth, PackRun, RecordedPacks, check_snapshot},
 };
 use super::{Cancel, Progress};
 use crate::catalog::{BackupEntry, FormatKind, Listing, Part, Verdict};
@@ -164,6 +164,9 @@ pub struct Keys<'a> {
     pub identity: Option<&'a Path>,
     /// Read every chunk of a snapshot back (else check each is present in its pack).
     pub read_data: bool,
+    /// The run's record of packs already read (each is read once per run); `None`: this
+    /// backup's own.
+    pub packs: Option<&'a PackRun>,
 }
 
 impl<'a> Keys<'a> {
@@ -172,6 +175,7 @@ impl<'a> Keys<'a> {
         Keys {
             identity,
             read_data: false,
+            packs: None,
         }
     }
 
@@ -180,6 +184,7 @@ impl<'a> Keys<'a> {
         Keys {
             identity,
             read_data: true,
+            packs: None,
         }
     }
 }
@@ -422,29 +427,35 @@ fn run_checks(
     for part in entry.parts.data().filter(|p| !p.shared) {
         // A member's checks are named after it: "database part: checksum".
         let member = (part.of != entry.stem).then(|| format!("{} part", part.kind));
-        // The part's own metadata records its entry count (a full backup's member's).
-        let file_count = listing
+        // The part's own metadata records its entry count (a full backup's member's), and
+        // a snapshot's the checksum of each of its packs.
+        let own = listing
             .find_stem(&part.of)
-            .map_or(&entry.metadata, |m| &m.metadata)
-            .recorded_file_count();
-        let (c, n) =
-            verify_data_part(part, file_count, keys, progress, cancel).map_err(|e| {
-                match (e, &member) {
-                    (
-                        Error::Verify {
-                            path,
-                            check,
-                            detail,
-                        },
-                        Some(label),
-                    ) => Error::Verify {
+            .map_or(&entry.metadata, |m| &m.metadata);
+        let file_count = own.recorded_file_count();
+        let packs: RecordedPacks = own
+            .snapshot
+            .iter()
+            .flat_map(|s| &s.packs)
+            .map(|p| (p.id.clone(), p.checksum.clone()))
+            .collect();
+        let (c, n) = verify_data_part(part, (file_count, &packs), keys, progress, cancel).map_err(
+            |e| match (e, &member) {
+                (
+                    Error::Verify {
                         path,
                         check,
-                        detail: format!("{label}: {detail}"),
+                        detail,
                     },
-                    (other, _) => other,
-                }
-            })?;
+                    Some(label),
+                ) => Error::Verify {
+                    path,
+                    check,
+                    detail: format!("{label}: {detail}"),
+                },
+                (other, _) => other,
+            },
+        )?;
         checks.extend(c.into_iter().map(|c| match &member {
             Some(label) => Check {
                 name: format!("{label}: {}", c.name),
@@ -460,7 +471,7 @@ fn run_checks(
 /// Check one data part by the format its metadata records.
 fn verify_data_part(
     part: &Part,
-    file_count: Option<u64>,
+    (file_count, packs): (Option<u64>, &RecordedPacks),
     keys: Keys,
     progress: &dyn Progress,
     cancel: &Cancel,
@@ -509,10 +520,12 @@ fn verify_data_part(
             } else {
                 Depth::Presence
             };
+            let own_run = PackRun::default();
+            let run = keys.packs.unwrap_or(&own_run);
             let (mut checks, bytes) = verify_snapshot(
                 part,
                 (expected, keys.identity),
-                depth,
+                (depth, packs, run),
                 file_count,
                 progress,
                 cancel,
@@ -542,12 +555,12 @@ fn verify_data_part(
 fn verify_snapshot(
     part: &Part,
     keys: (Option<&str>, Option<&Path>),
-    depth: Depth,
+    (depth, packs, run): (Depth, &RecordedPacks, &PackRun),
     file_count: Option<u64>,
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<(Vec<Check>, u64)> {
-    let checked = check_snapshot(&part.path, keys, depth, progress, cancel)?;
+    let checked = check_snapshot(&part.path, keys, (depth, packs, run), progress, cancel)?;
     let mut checks = vec![passed("checksum"), passed("entries safe")];
     if let Some(count) = file_count {
         if checked.non_dir_entries != count {
@@ -569,7 +582,7 @@ fn verify_snapshot(
                 checked.chunks, checked.files
             ),
             Depth::Presence => format!(
-                "{} chunks of {} files present in their packs (--read-data reads them back)",
+                "{} chunks of {} files present in their packs, each pack's SHA-256 as recorded (--read-data reads the chunks back)",
                 checked.chunks, checked.files
             ),
         },

@@ -101,10 +101,15 @@ fn a_flipped_byte_in_a_pack_is_found_by_read_data_and_a_restore_of_it_is_refused
     let pack = pack_path(&app, &new[0]);
     flip_byte(&pack, fs::metadata(&pack).unwrap().len() / 2);
 
-    // Presence is all the default checks: it passes.
+    // The default check reads each pack once and checks its SHA-256: found, named.
     let (code, reports) = verify_reports(&app, &[name_of(&s2).as_str()]);
-    assert_eq!(code, Some(0), "{reports:#?}");
-    // Reading the data back finds it, names the file and nothing else.
+    assert_eq!(code, Some(1), "{reports:#?}");
+    let why = failure_text(&reports[&name_of(&s2)]);
+    assert!(
+        why.contains("1 file(s) cannot be restored: client_9/new.bin") && why.contains("SHA-256"),
+        "the failure does not name the damaged file and pack: {why}"
+    );
+    // Reading the data back finds it too, names the file and nothing else.
     let (code, reports) = verify_reports(&app, &["--all", "--read-data"]);
     assert_eq!(code, Some(1), "{reports:#?}");
     let why = failure_text(&reports[&name_of(&s2)]);
@@ -199,4 +204,63 @@ fn a_snapshot_that_failed_verification_is_no_parent() {
     assert!(packs_of(&s2).is_disjoint(&packs_of(&s1)), "{s2:#}");
     let (code, reports) = verify_reports(&app, &[name_of(&s2).as_str(), "--read-data"]);
     assert_eq!(code, Some(0), "{reports:#?}");
+}
+
+#[test]
+fn verify_reads_each_pack_once_per_run_and_maps_a_bad_one_to_every_snapshot_and_file() {
+    if !require(
+        "strace, able to trace",
+        crate::faults::crash::strace_usable(),
+    ) {
+        return;
+    }
+    let app = snapshot_app();
+    let s1 = app.create("storage");
+    app.write_storage_file("client_9/new.bin", &random_bytes(9, 200_000));
+    let s2 = app.create("storage");
+    app.write_storage_file("client_9/more.bin", &random_bytes(10, 200_000));
+    let s3 = app.create("storage");
+    let shared: Vec<String> = packs_of(&s1).into_iter().collect();
+    assert_eq!(shared.len(), 1, "{s1:#}");
+    for later in [&s2, &s3] {
+        assert!(packs_of(later).contains(&shared[0]), "{later:#}");
+    }
+
+    // Three snapshots list the first pack: a run reads it (and every other pack) once.
+    for args in [
+        &["verify", "--all"][..],
+        &["verify", "--all", "--read-data"][..],
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("verify.strace");
+        let r = run(crate::faults::crash::strace_command(
+            &app, args, "openat", None, &log,
+        ));
+        r.assert_code(0);
+        let trace = fs::read_to_string(&log).unwrap();
+        for pack in packs_of(&s3) {
+            let opened = trace
+                .lines()
+                .filter(|l| l.contains(&format!("{pack}.pack\"")))
+                .count();
+            assert_eq!(
+                opened, 1,
+                "{args:?}: pack {pack} opened {opened} times:\n{trace}"
+            );
+        }
+    }
+
+    // Damage the shared pack: every snapshot that lists it fails, each naming its files.
+    let pack = pack_path(&app, &shared[0]);
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() / 3);
+    let (code, reports) = verify_reports(&app, &["--all"]);
+    assert_eq!(code, Some(1), "{reports:#?}");
+    for snapshot in [&s1, &s2, &s3] {
+        let why = failure_text(&reports[&name_of(snapshot)]);
+        assert!(
+            why.contains("cannot be restored") && why.contains(&shared[0]),
+            "{}: {why}",
+            name_of(snapshot)
+        );
+    }
 }

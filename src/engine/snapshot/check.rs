@@ -1,9 +1,14 @@
 //! Verifying a snapshot without stopping at the first problem: the entry list's checksum
 //! and structure, then every chunk of every file — present in its pack (the default), or
 //! read back, decompressed and hashed against its id (`--read-data`, and always before a
-//! restore, which reads everything anyway). A missing or damaged pack fails the check
-//! with the files it affects named, so the operator knows what a lost pack cost.
+//! restore, which reads everything anyway). Every pack a snapshot lists is read once per
+//! verify run ([`PackRun`]) and its SHA-256 checked against the one its metadata records;
+//! with `--read-data` its chunks are served from that one read, and a chunk another
+//! snapshot of the run already checked is not read again. A missing or damaged pack fails
+//! the check with the files it affects named, so the operator knows what a lost pack cost.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::read::{check_tree, open_tree, safe_entry};
@@ -34,10 +39,28 @@ pub struct Checked {
 /// Names at most this many affected files in the failure (and counts the rest).
 const NAMED: usize = 10;
 
+/// What one verify run learned about packs and chunks, so a pack many snapshots list is
+/// read (and its checksum checked) once, and a chunk they share is read back once.
+#[derive(Debug, Default)]
+pub struct PackRun {
+    packs: RefCell<HashMap<String, std::result::Result<(), String>>>,
+    chunks: RefCell<HashMap<(String, u64), std::result::Result<(), String>>>,
+}
+
+impl PackRun {
+    /// Packs read whole so far.
+    pub fn packs_read(&self) -> usize {
+        self.packs.borrow().len()
+    }
+}
+
+/// The snapshot's packs as its metadata records them: id → SHA-256 of the pack file.
+pub type RecordedPacks = HashMap<String, String>;
+
 pub fn check_snapshot(
     tree: &Path,
     (expected, identity): (Option<&str>, Option<&Path>),
-    depth: Depth,
+    (depth, recorded, run): (Depth, &RecordedPacks, &PackRun),
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<Checked> {
@@ -65,22 +88,32 @@ pub fn check_snapshot(
         for chunk in &node.chunks {
             checked.chunks += 1;
             total += u64::from(chunk.raw);
-            let result = match depth {
-                Depth::Presence => packs.check_present(chunk),
-                Depth::ReadData => {
-                    checked.bytes_read += u64::from(chunk.stored);
-                    packs.read_chunk(chunk, &mut buf)
+            let pack = pack_verdict(&mut packs, chunk, depth, recorded, run, &mut checked)
+                .map_err(|e| e.into_error(tree, String::new()))?;
+            let result = match (pack, depth) {
+                (Err(why), _) => Err(why),
+                (Ok(()), Depth::Presence) => packs.check_present(chunk).map_err(|e| e.to_string()),
+                (Ok(()), Depth::ReadData) => {
+                    let key = (chunk.pack.clone(), chunk.offset);
+                    let known = run.chunks.borrow().get(&key).cloned();
+                    match known {
+                        Some(verdict) => verdict,
+                        None => {
+                            let verdict = match packs.read_chunk(chunk, &mut buf) {
+                                Err(e @ super::pack::ChunkError::Key(..)) => {
+                                    return Err(e.into_error(tree, String::new()));
+                                }
+                                other => other.map_err(|e| e.to_string()),
+                            };
+                            run.chunks.borrow_mut().insert(key, verdict.clone());
+                            verdict
+                        }
+                    }
                 }
             };
-            match result {
-                Err(e @ super::pack::ChunkError::Key(..)) => {
-                    return Err(e.into_error(tree, String::new()));
-                }
-                Err(e) => {
-                    problem = Some(e.to_string());
-                    break;
-                }
-                Ok(()) => {}
+            if let Err(why) = result {
+                problem = Some(why);
+                break;
             }
         }
         if problem.is_none() && node.kind == super::tree::NodeKind::File && total != node.size {
@@ -116,4 +149,38 @@ pub fn check_snapshot(
         return Err(Error::verify(tree, "contents", detail));
     }
     Ok(checked)
+}
+
+/// The verdict on `chunk`'s pack: read whole the first time the run meets it (its SHA-256
+/// against the recorded one; with `--read-data` its plaintext kept for the chunks), then
+/// remembered. `Err` of the outer result: the key's problem, not the pack's.
+fn pack_verdict(
+    packs: &mut super::pack::PackReader<'_>,
+    chunk: &super::tree::ChunkRef,
+    depth: Depth,
+    recorded: &RecordedPacks,
+    run: &PackRun,
+    checked: &mut Checked,
+) -> std::result::Result<std::result::Result<(), String>, super::pack::ChunkError> {
+    if let Some(known) = run.packs.borrow().get(&chunk.pack) {
+        return Ok(known.clone());
+    }
+    let verdict = match packs.load_pack(&chunk.pack, depth == Depth::ReadData) {
+        Err(e @ super::pack::ChunkError::Key(..)) => return Err(e),
+        Err(e) => Err(e.to_string()),
+        Ok((len, sha)) => {
+            checked.bytes_read += len;
+            match recorded.get(&chunk.pack) {
+                Some(want) if !want.eq_ignore_ascii_case(&sha) => Err(format!(
+                    "pack {} has SHA-256 {sha}, its snapshot recorded {want}",
+                    chunk.pack
+                )),
+                _ => Ok(()),
+            }
+        }
+    };
+    run.packs
+        .borrow_mut()
+        .insert(chunk.pack.clone(), verdict.clone());
+    Ok(verdict)
 }

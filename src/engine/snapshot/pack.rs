@@ -268,7 +268,14 @@ pub struct PackReader<'k> {
     identity: Option<&'k Identities>,
     open: Option<(String, OpenRead)>,
     stored: Vec<u8>,
+    /// A pack read whole by [`Self::load_pack`] (a verify run): its plaintext, from which
+    /// its chunks are then served without reading the file again.
+    loaded: Option<(String, Vec<u8>)>,
 }
+
+/// No pack is larger than its target plus one chunk: anything far beyond is not a pack
+/// of ours, and is not read whole into memory.
+const MAX_PACK_LOAD: u64 = 8 * PACK_TARGET;
 
 /// Why a chunk could not be read: the pack is missing, or the chunk is damaged.
 #[derive(Debug)]
@@ -318,7 +325,61 @@ impl<'k> PackReader<'k> {
             identity,
             open: None,
             stored: Vec::new(),
+            loaded: None,
         }
+    }
+
+    /// Read pack `id` whole, once: the file's length and SHA-256 (of the bytes on disk,
+    /// ciphertext for a sealed pack: no key needed), and with `keep` its plaintext kept
+    /// to serve the chunks read next (a sealed pack is decrypted for that).
+    pub fn load_pack(
+        &mut self,
+        id: &str,
+        keep: bool,
+    ) -> std::result::Result<(u64, String), ChunkError> {
+        use sha2::{Digest, Sha256};
+        let path = self.pack_path(id);
+        let missing =
+            |e: io::Error| ChunkError::Missing(format!("pack {id} cannot be opened: {e}"));
+        let mut file = File::open(&path).map_err(missing)?;
+        let len = file.metadata().map_err(missing)?.len();
+        if len > MAX_PACK_LOAD {
+            return Err(ChunkError::Damaged(format!(
+                "pack {id} is {len} bytes, larger than any pack this store writes"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| ChunkError::Damaged(format!("pack {id} cannot be read: {e}")))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if keep {
+            let plain = if self.sealed {
+                let identity = self.identity.ok_or_else(|| {
+                    ChunkError::Missing(format!(
+                        "pack {id} is encrypted and no identity was given (--identity)"
+                    ))
+                })?;
+                let mut plain = Vec::with_capacity(bytes.len());
+                let decrypted = identity
+                    .decrypt(&bytes[..])
+                    .map_err(|e| {
+                        let detail = format!("pack {id} does not decrypt: {}", e.detail);
+                        if e.failure.is_about_the_key() {
+                            ChunkError::Key(e.failure, detail)
+                        } else {
+                            ChunkError::Damaged(detail)
+                        }
+                    })?
+                    .read_to_end(&mut plain);
+                decrypted
+                    .map_err(|e| ChunkError::Damaged(format!("pack {id} does not decrypt: {e}")))?;
+                plain
+            } else {
+                bytes
+            };
+            self.loaded = Some((id.to_string(), plain));
+        }
+        Ok((len, sha))
     }
 
     pub fn pack_path(&self, id: &str) -> PathBuf {
@@ -381,11 +442,25 @@ impl<'k> PackReader<'k> {
                 chunk.pack, chunk.stored, chunk.offset
             ))
         };
-        match self.file(&chunk.pack)? {
-            OpenRead::Plain(f) => f.read_exact_at(stored, chunk.offset).map_err(short)?,
-            OpenRead::Sealed(r) => {
-                r.seek(SeekFrom::Start(chunk.offset)).map_err(short)?;
-                r.read_exact(stored).map_err(short)?;
+        let in_memory = self
+            .loaded
+            .as_ref()
+            .filter(|(id, _)| *id == chunk.pack)
+            .map(|(_, plain)| plain);
+        if let Some(plain) = in_memory {
+            let range = usize::try_from(chunk.offset)
+                .ok()
+                .and_then(|start| Some(start..start.checked_add(chunk.stored as usize)?))
+                .filter(|r| r.end <= plain.len())
+                .ok_or_else(|| short(io::Error::from(io::ErrorKind::UnexpectedEof)))?;
+            stored.copy_from_slice(&plain[range]);
+        } else {
+            match self.file(&chunk.pack)? {
+                OpenRead::Plain(f) => f.read_exact_at(stored, chunk.offset).map_err(short)?,
+                OpenRead::Sealed(r) => {
+                    r.seek(SeekFrom::Start(chunk.offset)).map_err(short)?;
+                    r.read_exact(stored).map_err(short)?;
+                }
             }
         }
         out.clear();
