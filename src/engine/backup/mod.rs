@@ -549,7 +549,9 @@ fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<BackupReport> 
         Some(prefix) => (catalog.snapshot_meta_path(m.kind, &m.timestamp), prefix),
         None => (catalog.meta_path(m.kind, &m.timestamp), m.kind.prefix()),
     };
-    let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
+    // A metadata file that does not serialize is an error, never an empty file.
+    let json = serde_json::to_vec_pretty(&m)
+        .map_err(|e| Error::Internal(format!("serialize the metadata: {e}")))?;
     let meta_partial = write_partial(&meta_path, &json, catalog.file_mode())?;
     let data_path = pending.data.rename()?;
     meta_partial.rename()?;
@@ -621,8 +623,10 @@ fn full_backup(
     m.parts = parts;
     m.reason = job.reason.clone();
     m.duration_ms = started.elapsed().as_millis() as u64;
-    let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
-    if let Err(e) = write_atomic(&manifest_path, &json, catalog.file_mode()) {
+    let json = serde_json::to_vec_pretty(&m)
+        .map_err(|e| Error::Internal(format!("serialize the manifest: {e}")))
+        .and_then(|json| write_atomic(&manifest_path, &json, catalog.file_mode()));
+    if let Err(e) = json {
         for r in [&db, &st] {
             let _ = std::fs::remove_file(report_meta_path(catalog, r));
             let _ = std::fs::remove_file(&r.path);

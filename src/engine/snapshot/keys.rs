@@ -24,20 +24,13 @@ use crate::error::{Error, Result};
 /// The store key's file under the backup directory.
 pub const STORE_KEY_FILE: &str = "key.txt";
 
-/// HMAC-SHA256 (RFC 2104) of `data` under `key` (32 bytes, below SHA-256's block).
+/// HMAC-SHA256 (RFC 2104) of `data` under `key`.
 pub fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    block[..32].copy_from_slice(key);
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(data)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// How chunk ids are made: SHA-256 of the plain bytes, or keyed.

@@ -30,9 +30,8 @@ pub const PACK_TARGET: u64 = 16 << 20;
 /// 16 random bytes as hex: a pack's id, a lock object's name.
 pub(crate) fn random_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .ctx("read", "/dev/urandom")?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Internal(format!("the kernel's random source failed: {e}")))?;
     Ok(hex::encode(bytes))
 }
 
