@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
+use crate::config::NotifyOn;
 use crate::kind::{BackupKind, JobName};
 use crate::units::{format_bytes, format_duration};
 
@@ -227,35 +228,39 @@ pub enum Event {
 
 /// How serious an event is, which `notify_on` names it, and a one-line summary.
 impl Event {
-    /// The `notify_on` category: success, warning, failure, stale, recovered, config,
-    /// restore, rotate, lifecycle.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Event::BackupSucceeded { facts, .. } if !facts.warnings.is_empty() => "warning",
+    /// The `notify_on` category; `None` for a job's start (worth a ping, not a message).
+    pub fn category(&self) -> Option<NotifyOn> {
+        use NotifyOn::*;
+        Some(match self {
+            Event::BackupSucceeded { facts, .. } if !facts.warnings.is_empty() => Warning,
             Event::BackupSucceeded { .. }
             | Event::VerifyPassed { .. }
-            | Event::OffsiteUploaded { .. } => "success",
-            Event::OffsiteVerifyPassed { repaired, .. } if !repaired.is_empty() => "warning",
-            Event::OffsiteVerifyPassed { .. } => "success",
-            Event::OffsiteUploadFailed { .. } | Event::OffsiteVerifyFailed { .. } => "failure",
-            Event::OffsiteStale { .. } => "stale",
-            Event::OffsiteRecovered { .. } => "recovered",
+            | Event::OffsiteUploaded { .. } => Success,
+            Event::OffsiteVerifyPassed { repaired, .. } if !repaired.is_empty() => Warning,
+            Event::OffsiteVerifyPassed { .. } => Success,
+            Event::OffsiteUploadFailed { .. } | Event::OffsiteVerifyFailed { .. } => Failure,
+            Event::OffsiteStale { .. } => Stale,
+            Event::OffsiteRecovered { .. } => Recovered,
             Event::BackupFailed { .. }
             | Event::RotationFailed { .. }
             | Event::RestoreFailed { .. }
-            | Event::VerifyFailed { .. } => "failure",
+            | Event::VerifyFailed { .. } => Failure,
             Event::JobSkipped { .. }
             | Event::StateFileCorrupt { .. }
-            | Event::FutureDated { .. } => "warning",
-            Event::Stale { .. } => "stale",
-            Event::Recovered { .. } => "recovered",
-            Event::ConfigReloaded { .. } | Event::ConfigRejected { .. } => "config",
-            Event::RestoreDone { .. } => "restore",
-            Event::RotationDone { .. } => "rotate",
-            Event::DaemonStarted { .. } | Event::DaemonStopping { .. } => "lifecycle",
-            // Not a `notify_on` name: a start is worth a ping, not a message.
-            Event::JobStarted { .. } => "started",
-        }
+            | Event::FutureDated { .. } => Warning,
+            Event::Stale { .. } => Stale,
+            Event::Recovered { .. } => Recovered,
+            Event::ConfigReloaded { .. } | Event::ConfigRejected { .. } => Config,
+            Event::RestoreDone { .. } => Restore,
+            Event::RotationDone { .. } => Rotate,
+            Event::DaemonStarted { .. } | Event::DaemonStopping { .. } => Lifecycle,
+            Event::JobStarted { .. } => return None,
+        })
+    }
+
+    /// Whether `notify_on` asks for this event.
+    pub fn chosen_by(&self, notify_on: &[NotifyOn]) -> bool {
+        self.category().is_some_and(|c| notify_on.contains(&c))
     }
 
     pub fn summary(&self) -> String {
@@ -409,8 +414,10 @@ impl Event {
     }
 
     fn is_bad(&self) -> bool {
-        matches!(self.category(), "failure" | "stale" | "warning")
-            || matches!(self, Event::ConfigRejected { .. })
+        matches!(
+            self.category(),
+            Some(NotifyOn::Failure | NotifyOn::Stale | NotifyOn::Warning)
+        ) || matches!(self, Event::ConfigRejected { .. })
     }
 }
 
@@ -430,10 +437,11 @@ impl Sink for LogSink {
             return; // the worker's own "job started" line says it, with the trigger
         }
         let line = event.summary();
+        let category = event.category().map_or("started", NotifyOn::as_str);
         if event.is_bad() {
-            tracing::warn!(category = event.category(), "{line}");
+            tracing::warn!(category, "{line}");
         } else {
-            tracing::info!(category = event.category(), "{line}");
+            tracing::info!(category, "{line}");
         }
         // Backup, rotation and restore results are already journaled (by the engine, or
         // by the worker for a job that panicked); record the daemon's own.

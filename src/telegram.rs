@@ -245,9 +245,7 @@ impl Sink for TelegramSink {
     fn handle(&self, event: &Event) {
         {
             let cfg = self.config.borrow();
-            if cfg.telegram.bot_token.is_none()
-                || !cfg.telegram.notify_on.iter().any(|c| c == event.category())
-            {
+            if cfg.telegram.bot_token.is_none() || !event.chosen_by(&cfg.telegram.notify_on) {
                 return;
             }
         }
@@ -267,12 +265,7 @@ pub fn notify_blocking(config: &Config, event: &Event, limit: Duration) {
         }
         return;
     };
-    if !config
-        .telegram
-        .notify_on
-        .iter()
-        .any(|c| c == event.category())
-    {
+    if !event.chosen_by(&config.telegram.notify_on) {
         return;
     }
     let text = format_message(event, &crate::sys::hostname());
@@ -599,7 +592,7 @@ pub async fn send_test(config: &Config) -> Result<Vec<ChatRef>, String> {
     let text = format!(
         "🔔 <b>{}</b> · vertex-backup test message\nnotifications for: {}",
         escape(&crate::sys::hostname()),
-        escape(&config.telegram.notify_on.join(", "))
+        escape(&crate::config::NotifyOn::list(&config.telegram.notify_on))
     );
     let mut sent = Vec::new();
     for chat in &target.chats {

@@ -321,7 +321,7 @@ pub fn print_config(c: &Config) {
         (Some(_), false) => out!(
             "telegram:   token set, {}, notify on {}, chat commands {}",
             plural(tg.chat_ids.len() as u64, "chat"),
-            tg.notify_on.join(", "),
+            vertex_backup::config::NotifyOn::list(&tg.notify_on),
             if tg.commands { "on" } else { "off" }
         ),
         (Some(_), true) => out!("telegram:   token set but no chat_ids: nothing will be sent"),

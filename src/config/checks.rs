@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{Compression, Config, NOTIFY_EVENTS};
+use super::{Compression, Config};
 use crate::error::Error;
 
 /// What the live checks found: problems (the daemon would refuse) and warnings.
@@ -97,17 +97,6 @@ impl Config {
                 problems.push(self.key_error(
                     name,
                     "0 keeps nothing from this bucket; remove the key instead",
-                ));
-            }
-        }
-        for ev in &self.telegram.notify_on {
-            if !NOTIFY_EVENTS.contains(&ev.as_str()) {
-                problems.push(self.key_error(
-                    "telegram.notify_on",
-                    format!(
-                        "unknown event `{ev}`; choose from {}",
-                        NOTIFY_EVENTS.join(", ")
-                    ),
                 ));
             }
         }

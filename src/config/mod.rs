@@ -301,24 +301,52 @@ pub struct TelegramSection {
     /// token set for notifications alone should not open a way to start jobs.
     pub commands: bool,
     pub message_thread_id: Option<i32>,
-    pub notify_on: Vec<String>,
+    pub notify_on: Vec<NotifyOn>,
     pub api_url: String,
     /// How long to keep retrying one message before dropping it.
     pub timeout: HumanDuration,
 }
 
-/// Event names `notify_on` accepts.
-pub const NOTIFY_EVENTS: &[&str] = &[
-    "success",
-    "warning",
-    "failure",
-    "stale",
-    "recovered",
-    "config",
-    "restore",
-    "rotate",
-    "lifecycle",
-];
+/// The kinds of event `notify_on` chooses among (each event has one, `events::Event::category`).
+/// A name the list does not know is refused where the config is parsed, with its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    Success,
+    Warning,
+    Failure,
+    Stale,
+    Recovered,
+    Config,
+    Restore,
+    Rotate,
+    Lifecycle,
+}
+
+impl NotifyOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Success => "success",
+            NotifyOn::Warning => "warning",
+            NotifyOn::Failure => "failure",
+            NotifyOn::Stale => "stale",
+            NotifyOn::Recovered => "recovered",
+            NotifyOn::Config => "config",
+            NotifyOn::Restore => "restore",
+            NotifyOn::Rotate => "rotate",
+            NotifyOn::Lifecycle => "lifecycle",
+        }
+    }
+
+    /// `notify_on` as written: `failure, warning, …`.
+    pub fn list(chosen: &[NotifyOn]) -> String {
+        chosen
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
 
 impl Default for TelegramSection {
     fn default() -> Self {
@@ -327,10 +355,13 @@ impl Default for TelegramSection {
             chat_ids: Vec::new(),
             commands: false,
             message_thread_id: None,
-            notify_on: ["failure", "warning", "stale", "recovered", "config"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            notify_on: vec![
+                NotifyOn::Failure,
+                NotifyOn::Warning,
+                NotifyOn::Stale,
+                NotifyOn::Recovered,
+                NotifyOn::Config,
+            ],
             api_url: "https://api.telegram.org".into(),
             timeout: HumanDuration(Duration::from_secs(60)),
         }

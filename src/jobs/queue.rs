@@ -334,7 +334,9 @@ mod tests {
             "{events:#?}"
         );
         assert!(
-            events.iter().all(|e| e.category() == "failure"),
+            events
+                .iter()
+                .all(|e| e.category() == Some(crate::config::NotifyOn::Failure)),
             "{events:#?}"
         );
 
