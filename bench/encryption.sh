@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Encryption benchmark (issue 15, SPEC §10): a storage backup of the generated corpus with
+# Encryption benchmark (issue 15): a storage backup of the generated corpus with
 # `[encryption] encrypt = "all"` (age, to the test fixture's public key) against the same
 # backup without encryption, on the same tree in one run, alternating. Reports median wall
 # times, the ratio (target ≤ 1.15×) and the peak RSS of both (target ≤ 64 MiB, GNU time).

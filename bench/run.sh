@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of vertex-backup against the stock tools on one generated corpus
-# (SPEC §10, issues 7 and 18): each operation and its baselines are timed as whole processes
+# (issues 7 and 18): each operation and its baselines are timed as whole processes
 # in alternating rounds (ours, theirs, ours, …; the order rotates each round) so drift of
 # the machine hits both alike; medians, MiB/s, CPU, peak RSS, output size, ours ÷ theirs.
 # `--busy` runs every group a second time with a bounded competing load beside it (a
@@ -265,7 +265,7 @@ report() {
   echo
   echo "- MiB/s: bytes of input ÷ median (storage tree, database, both for full; the restored tree for restore; the archive for verify). Verify's own target is absolute: ≥ 800 MiB/s."
   echo "- CPU s and peak RSS: GNU time (user + system; maximum resident set size) of the one measured run; for a pipeline the sum over its processes (\`tar -czf\` counts only the larger of tar and its gzip child)."
-  echo "- Our backups fsync the archive and its metadata (SPEC §3), and our restore \`syncfs\`es the restored tree before it swaps it in: the \`&& sync\` baselines are the equal-durability ones. Our database backup includes \`PRAGMA quick_check\` (the default) and SHA-256 of the copy; \`sqlite3 .backup\` checks nothing (it does fsync)."
+  echo "- Our backups fsync the archive and its metadata (docs/design.md §2), and our restore \`syncfs\`es the restored tree before it swaps it in: the \`&& sync\` baselines are the equal-durability ones. Our database backup includes \`PRAGMA quick_check\` (the default) and SHA-256 of the copy; \`sqlite3 .backup\` checks nothing (it does fsync)."
   echo "- Restore and the \`zstd | tar\` baselines read the same archive (ours); our restore verifies its checksum on the way."
 }
 

@@ -1,4 +1,4 @@
-//! Encryption to age public keys (SPEC §14): the server holds only recipients (X25519
+//! Encryption to age public keys (docs/design.md §5): the server holds only recipients (X25519
 //! public keys, `age1…`), so it can write, upload, retain and verify ciphertext, yet what
 //! it wrote opens only with an identity kept elsewhere. The age format is the `age` crate's
 //! (the stock `age` CLI reads what we write, and we read what it writes); nothing here

@@ -128,7 +128,7 @@ pub enum Event {
     RotationFailed {
         error: String,
     },
-    /// Backups dated after now: kept, but not counted as the newest (SPEC §6).
+    /// Backups dated after now: kept, but not counted as the newest (README.md, Retention).
     FutureDated {
         backups: Vec<String>,
     },

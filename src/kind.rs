@@ -1,5 +1,5 @@
 //! The kinds of thing the program names: the three kinds of backup and their names on disk
-//! (SPEC §3), and the jobs the daemon schedules. A job's name is also its schedule key in
+//! (docs/design.md §2), and the jobs the daemon schedules. A job's name is also its schedule key in
 //! `[schedule]`, its label in `/metrics` and its key in the run history, so adding a job is
 //! one variant here plus the arms the compiler then asks for.
 

@@ -2,7 +2,7 @@
 //! touches the disk, so every rule is tested with a fixed `now`, and `--dry-run` is the
 //! plan printed instead of applied.
 //!
-//! Rules, per backup type (SPEC §6):
+//! Rules, per backup type (README.md, Retention):
 //! - only complete, stand-alone backups are candidates: parts of a full backup live and
 //!   die with their full backup; incomplete ones (and ones that failed verification) are
 //!   never counted and never deleted here;

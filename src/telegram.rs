@@ -1,4 +1,4 @@
-//! Telegram notifications (SPEC §8): the events an operator chose in `notify_on`, as short
+//! Telegram notifications (docs/design.md §7): the events an operator chose in `notify_on`, as short
 //! HTML messages readable on a phone, to every configured chat. Sending never holds a
 //! backup back: the sink only formats and queues; a task delivers, retrying transient
 //! failures with capped exponential backoff and honouring Telegram's `retry_after`, and

@@ -1,4 +1,4 @@
-//! `vertex-backup daemon` against the real binary (SPEC §7, issue 4): scheduled runs and
+//! `vertex-backup daemon` against the real binary (docs/design.md §7, issue 4): scheduled runs and
 //! `status`, reload by SIGHUP and by saving the config file (a broken config is rejected
 //! and the old schedule keeps running), a clean stop during a slow backup, catch-up after
 //! downtime, no overlapping runs, sd_notify, the systemd unit, one daemon per directory.

@@ -1,4 +1,4 @@
-//! `rotate` and `create --max-backups` against the real binary (SPEC §6): the newest
+//! `rotate` and `create --max-backups` against the real binary (README.md, Retention): the newest
 //! backups kept and the oldest deleted with their metadata, `--dry-run` printing the same
 //! plan and deleting nothing, parts of full backups living and dying with them, broken
 //! backups neither counted nor deleted, and leftovers of crashed runs cleaned — only ours.

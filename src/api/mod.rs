@@ -1,4 +1,4 @@
-//! The REST API inside the daemon (SPEC §9): the seed's `/backups/*` endpoints for the
+//! The REST API inside the daemon (docs/design.md §1): the seed's `/backups/*` endpoints for the
 //! admin panel, `/health`, Prometheus `/metrics`, and `/openapi.json`. Long work (create,
 //! restore, rotate) goes through the daemon's one queue. Auth (auth.rs) is the admin
 //! panel's `authToken` cookie or `Authorization: Bearer`; request bodies are JSON, read in

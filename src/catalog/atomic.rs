@@ -1,4 +1,4 @@
-//! The write protocol that makes a backup either complete or absent (SPEC §3): data goes
+//! The write protocol that makes a backup either complete or absent (docs/design.md §2): data goes
 //! to `NAME.partial`, is fsynced, and only then renamed; the directory is fsynced after
 //! the rename. A `.partial` file is by construction never a backup, and the next
 //! mutating run removes it.

@@ -1,4 +1,4 @@
-//! One mutating operation per backup directory (SPEC §4). The lock is an OS file lock
+//! One mutating operation per backup directory (docs/design.md §2). The lock is an OS file lock
 //! (`flock`) on `.vertex-backup.lock`, so it dies with its process: a crash can never
 //! leave it stuck. The file's text names the holder for the error a second caller sees.
 

@@ -1,4 +1,4 @@
-//! The metadata JSON beside every backup (SPEC §3): every field the seed wrote, plus what
+//! The metadata JSON beside every backup (docs/design.md §2): every field the seed wrote, plus what
 //! an operator needs to trust and restore it. Documented field by field in README.md.
 //! Seed-made metadata (no `format_version`) still loads: the added fields default.
 //! Version 2 added the `format` object; a version-1 or seed file gets its format from its

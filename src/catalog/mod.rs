@@ -1,4 +1,4 @@
-//! The backup directory on disk (SPEC §3): its layout and file names, listing what is
+//! The backup directory on disk (docs/design.md §2): its layout and file names, listing what is
 //! there (complete backups with their [`BackupParts`], and leftovers that are not),
 //! deleting a backup's parts in the safe order, and cleaning what crashed runs left. Mutations assume the caller holds the
 //! [`BackupDirLock`]; listing never takes it.

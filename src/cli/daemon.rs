@@ -134,7 +134,7 @@ fn start_bot(
     vertex_backup::telegram::bot::start(services.config, services.queue, shutdown)
 }
 
-/// Keep the idle daemon small once a job is done (SPEC §10: the idle daemon ≤ 30 MiB RSS).
+/// Keep the idle daemon small once a job is done (the idle daemon within 30 MiB RSS, docs/design.md §8).
 /// glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB),
 /// and its trim threshold to twice that: after the first backup, the job's multi-MiB zstd
 /// and I/O buffers come from the per-thread arenas instead, and stay resident after they

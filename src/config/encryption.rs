@@ -1,4 +1,4 @@
-//! The `[encryption]` section (SPEC §14): the age public keys backups are encrypted to
+//! The `[encryption]` section (docs/design.md §5): the age public keys backups are encrypted to
 //! (`recipients`, or a `recipients_file`), what is encrypted (`encrypt`: what leaves the
 //! server, or every backup), and — only on a restore-test host, never on the production
 //! server — an `identity_file` the scheduled drill may decrypt with.

@@ -1,4 +1,4 @@
-//! The configuration: the TOML model of SPEC §2, its defaults in one place, discovery
+//! The configuration: the TOML model, its defaults in one place, discovery
 //! (`--config`, `$VERTEX_BACKUP_CONFIG`, `/etc/vertex-backup/config.toml`, built-in
 //! defaults), environment fallbacks, and validation that names the key and the line.
 //! Nothing here touches the filesystem beyond reading the file; checks that need the
@@ -183,7 +183,7 @@ impl Default for BackupSection {
     }
 }
 
-/// Retention policy, per backup type (SPEC §6).
+/// Retention policy, per backup type (README.md, Retention).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSection {
@@ -467,7 +467,7 @@ pub enum ConfigSource {
 }
 
 impl Config {
-    /// Find and load the config per SPEC §2. `env` reads environment variables (injected
+    /// Find and load the config (README.md, Configuration). `env` reads environment variables (injected
     /// so tests need not mutate the process environment).
     pub fn discover(
         source: &ConfigSource,

@@ -1,4 +1,4 @@
-//! The `[[offsite]]` tables: where copies of the backups go off this machine (SPEC §13) —
+//! The `[[offsite]]` tables: where copies of the backups go off this machine (docs/design.md §6) —
 //! an S3-compatible bucket (`s3://BUCKET/PREFIX`) or a mounted path — which types each
 //! one receives, how fast and in what pieces, how long they are kept there, and how much
 //! of the target the scheduled `offsite_verify` reads back per run. Keys, defaults and

@@ -1,4 +1,4 @@
-//! The long-running service (SPEC §7): the schedule from the TOML config, one job queue,
+//! The long-running service (docs/design.md §7): the schedule from the TOML config, one job queue,
 //! catch-up after downtime, live reload (SIGHUP or a saved edit), staleness alerts, a clean
 //! stop, and systemd notification. [`Daemon::start`] sets up the backup directory, the
 //! events and the worker, and hands out the [`Services`] that clients (the REST API, chat

@@ -1,4 +1,4 @@
-//! The scheduler loop (SPEC §7): it wakes for the next slot, a finished job, a reload
+//! The scheduler loop (docs/design.md §7): it wakes for the next slot, a finished job, a reload
 //! (SIGHUP, or a saved edit after its debounce) or a staleness deadline — whichever comes
 //! first, never sleeping past [`MAX_SLEEP`] so clock jumps are noticed — and submits due
 //! jobs to the one queue. Its file work (the run history, the staleness scan, the config

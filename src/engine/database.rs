@@ -1,4 +1,4 @@
-//! Consistent snapshots of a live SQLite database, taken through SQLite itself (SPEC §4):
+//! Consistent snapshots of a live SQLite database, taken through SQLite itself (docs/design.md §3):
 //! the online backup API in ONE step. A step-wise backup restarts on every commit from
 //! another connection and never finishes under a busy app; `step(-1)` copies every page
 //! under one read transaction, which in WAL mode does not block the app's writers.

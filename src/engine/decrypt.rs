@@ -1,4 +1,4 @@
-//! Reading a backup's data file as its format says (SPEC §14): the one place the engine
+//! Reading a backup's data file as its format says (docs/design.md §5): the one place the engine
 //! turns stored bytes into plaintext. A clear file is passed through; an age file is
 //! decrypted with the identity given, and every way that can fail becomes
 //! [`Error::Decrypt`] — no identity, an unusable one, a wrong key, a damaged header at

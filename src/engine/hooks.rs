@@ -1,4 +1,4 @@
-//! Operator hooks around a backup (SPEC §4): `before` (a failure stops the backup),
+//! Operator hooks around a backup (docs/design.md §3): `before` (a failure stops the backup),
 //! `after` (on success), `on_error` (on failure) — each a `sh -c` command with a timeout.
 //! A hook runs in its own process group so a timeout kills everything it started. Its
 //! stdout and stderr are read at the same time (a hook that fills one pipe while we wait

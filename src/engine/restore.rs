@@ -1,4 +1,4 @@
-//! Restore, as a plan and then its application (SPEC §5). [`plan_restore`] works out what
+//! Restore, as a plan and then its application (docs/design.md §3). [`plan_restore`] works out what
 //! goes where and changes nothing — so `--dry-run` and the confirmation prompt show the
 //! exact plan; [`apply`] carries it out under the backup-directory lock:
 //!

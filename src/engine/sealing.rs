@@ -1,4 +1,4 @@
-//! Encrypting a data file as it is written (SPEC §14): the compressor's output goes to
+//! Encrypting a data file as it is written (docs/design.md §5): the compressor's output goes to
 //! age, whose output is hashed and written — so the checksum is of the stored
 //! (encrypted) bytes, and no plaintext touches the disk. For the storage archive age runs
 //! on a thread of its own ([`Sealer::threaded`]): the compressor hands it buffers through

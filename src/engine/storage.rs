@@ -1,4 +1,4 @@
-//! The storage archive in one streaming pass (SPEC §4): the storage source (`walk`) →
+//! The storage archive in one streaming pass (docs/design.md §3): the storage source (`walk`) →
 //! tar → compressor → SHA-256 → file. The source decides what goes in and how (order,
 //! excludes, links, what is skipped, the warnings); this module makes tar records of its
 //! entries and picks zstd's level per file. The tar crate writes long names, headers,

@@ -1,4 +1,4 @@
-//! Proving a backup can be restored, without restoring it (SPEC §5): the checksum, then
+//! Proving a backup can be restored, without restoring it (docs/design.md §3): the checksum, then
 //! what only a real read shows — the database opens and passes `integrity_check`; the
 //! archive decompresses end to end and every entry is safe to extract; a full backup's
 //! manifest matches its parts and each part passes its own checks. Every data part is

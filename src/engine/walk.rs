@@ -353,7 +353,7 @@ impl StorageSource {
             }
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        // Restore refuses links that leave the restored tree (SPEC §5: an archive must
+        // Restore refuses links that leave the restored tree (docs/design.md §3: an archive must
         // not be able to plant a path to /etc in the media the app serves). Storing one
         // would make a backup that looks good and cannot be restored; skip it loudly.
         // `link_stays_inside` judges links under one top-level directory: the root's.

@@ -1,4 +1,4 @@
-//! The one queue every job goes through (SPEC §7): scheduled runs, catch-up runs, API
+//! The one queue every job goes through (docs/design.md §7): scheduled runs, catch-up runs, API
 //! requests and (later) chat commands. One worker runs them one at a time on the blocking
 //! pool; a job that comes due while the same job is queued or running is skipped with a
 //! warning — never run twice or in parallel. The running job's [`Cancel`] is exposed so shutdown can abort it.

@@ -1,4 +1,4 @@
-//! Offsite copies (SPEC §13): every backup replicated to the `[[offsite]]` targets — an
+//! Offsite copies (docs/design.md §6): every backup replicated to the `[[offsite]]` targets — an
 //! S3-compatible bucket or a mounted path — verified there, retained there by the same
 //! pure retention as locally, and restorable from there on a new server.
 //!
@@ -8,7 +8,7 @@
 //!   markers, Object Lock retention), signed by hand.
 //! - [`encrypt`]: a plain local file read as age ciphertext on its way up, and
 //!   [`sealed`]: the clear metadata of an encrypted remote backup, its original sealed
-//!   inside (`[encryption]`, SPEC §14).
+//!   inside (`[encryption]`, docs/design.md §5).
 //! - [`remote`]: a target's objects read as backups (complete or not), as the catalog
 //!   reads the backup directory.
 //! - [`push`]: upload what a target lacks, oldest first, data before metadata, resuming

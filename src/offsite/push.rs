@@ -334,7 +334,7 @@ struct StoredPart {
     remote: PartRef,
 }
 
-/// Send one backup encrypted (SPEC §14), in the same order as a plain one: each data
+/// Send one backup encrypted (docs/design.md §5), in the same order as a plain one: each data
 /// object as ciphertext — a plain local file encrypted on its way up under its name +
 /// `.age`, one already encrypted as it is — then each member's clear metadata with its
 /// original sealed inside, the backup's own (a full backup's manifest, naming the

@@ -1,4 +1,4 @@
-//! The metadata of a backup on an encrypted target (SPEC §14): what a target and anyone
+//! The metadata of a backup on an encrypted target (docs/design.md §5): what a target and anyone
 //! who reads it see is type, time, sizes, checksums (of the stored ciphertext) and the
 //! format with the recipients' fingerprints; the local metadata whole — paths, host, file
 //! counts, warnings that name files — travels beside it sealed, as `sealed`: base64 of

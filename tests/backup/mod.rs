@@ -1,4 +1,4 @@
-//! `create`, `list` and `stats` against the real binary (SPEC §2–4): consistent database
+//! `create`, `list` and `stats` against the real binary (docs/design.md §2–3): consistent database
 //! snapshots under a live writer, storage archives that stock GNU tar restores exactly,
 //! truthful metadata, private permissions, crash safety, the lock, and clear failures
 //! that leave nothing behind.

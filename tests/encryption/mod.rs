@@ -1,4 +1,4 @@
-//! Encrypted local backups (`[encryption] encrypt = "all"`, SPEC §14) against the real
+//! Encrypted local backups (`[encryption] encrypt = "all"`, docs/design.md §5) against the real
 //! binary: round trips of every type with `--identity`, interop with the stock `age` CLI
 //! both ways, refusals (no identity, a stranger's key, a truncated file, a flipped byte
 //! in the header or the body) before anything live is touched, `verify` without a key,

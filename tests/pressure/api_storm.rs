@@ -408,7 +408,7 @@ fn two_hundred_parallel_api_requests_during_a_backup_get_no_5xx_run_one_job_at_a
         d.describe()
     );
     // And goes back once the jobs are done: an idle daemon must not keep the backups'
-    // buffers (SPEC §10: the idle daemon ≤ 30 MiB). Before the fix glibc's dynamic mmap
+    // buffers (the idle daemon within 30 MiB, docs/design.md §8). Before the fix glibc's dynamic mmap
     // threshold kept ~30 MiB of freed zstd and I/O buffers in its arenas for good.
     assert!(
         rss_after < rss_before + IDLE_GROWTH_LIMIT_KIB,

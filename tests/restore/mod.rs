@@ -1,4 +1,4 @@
-//! `restore` and `verify` against the real binary (SPEC §5): round trips of database,
+//! `restore` and `verify` against the real binary (docs/design.md §3): round trips of database,
 //! storage and full backups (data, bytes, modes, mtimes, symlinks), a restore under an
 //! open WAL connection, corrupted backups refused with the failing check named and the
 //! live data untouched, hostile archives that must not write anything outside the

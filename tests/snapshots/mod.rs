@@ -1,4 +1,4 @@
-//! Snapshots (issue 16, SPEC §15) against the real binary: `storage_format` and
+//! Snapshots (issue 16, docs/design.md §4) against the real binary: `storage_format` and
 //! `database_format = "snapshot"`. Round trips of a tree with every kind of entry (odd
 //! names, modes, links, a sparse file, a file large enough to be cut) through restore,
 //! `--path`, `export` read back by GNU tar, and an incremental second snapshot that reads

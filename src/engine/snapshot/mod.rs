@@ -1,4 +1,4 @@
-//! Snapshots (SPEC §15): backups that cost what changed. A snapshot is its metadata, its
+//! Snapshots (docs/design.md §4): backups that cost what changed. A snapshot is its metadata, its
 //! entry list ([`tree`]) and the chunks of its files in the content store's packs
 //! ([`pack`]), shared by every snapshot in the backup directory. Taking one
 //! ([`create`]) reads only new and changed files; reading one ([`read`]) feeds the same
