@@ -16,7 +16,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::util::{Daemon, TestApp, poll_until, schedule_config};
+use crate::util::{Daemon, LocalServer, TestApp, poll_until, schedule_config};
 
 const TOKEN: &str = "123456789:TESTsecretTOKENvalueXYZ";
 const SECRET: &str = "TESTsecretTOKENvalueXYZ";
@@ -77,8 +77,8 @@ async fn get_updates(state: &Arc<Mutex<FakeState>>, body: &Value) -> Response {
 pub(crate) struct FakeBotApi {
     pub(crate) base: String,
     state: Arc<Mutex<FakeState>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Serves the fake until dropped.
+    _server: LocalServer,
 }
 
 async fn handle(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, body: Bytes) -> Response {
@@ -138,31 +138,15 @@ impl FakeBotApi {
             default,
             ..FakeState::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let st = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(handle).with_state(st);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let server = LocalServer::start(
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(state.clone()),
+        );
         FakeBotApi {
-            base,
+            base: server.base.clone(),
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -207,17 +191,6 @@ impl FakeBotApi {
             .into_iter()
             .filter(|r| r.path.to_ascii_lowercase().ends_with("/sendmessage"))
             .collect()
-    }
-}
-
-impl Drop for FakeBotApi {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
