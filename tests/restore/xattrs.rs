@@ -223,13 +223,30 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
         .as_deref(),
         Some(&b"camera 1"[..])
     );
-    // A changed attribute (new ctime) is read again.
+    // A changed attribute (new ctime) is read again, and `diff` names it.
+    let before = app.create("storage");
     set(
         &app.storage.join("client_1/images/portrait.jpg"),
         "user.origin",
         b"camera 2",
     );
-    app.create("storage");
+    let after = app.create("storage");
+    let name = |m: &Value| {
+        Path::new(m["backup_path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let diff = app.run(["diff", name(&before).as_str(), name(&after).as_str()]);
+    diff.assert_code(0);
+    assert!(
+        diff.stdout
+            .lines()
+            .any(|l| l.starts_with('U') && l.contains("client_1/images/portrait.jpg")),
+        "{}",
+        diff.describe()
+    );
     let out = restore_latest_storage_changed(&app);
     assert_eq!(
         get(

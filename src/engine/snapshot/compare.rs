@@ -1,7 +1,7 @@
 //! `diff A B`: what changed from snapshot A to snapshot B, by walking both entry lists
 //! side by side (both are in the walk's sorted order, so nothing is held in memory). A
 //! file changed when its content did (its chunk ids), or its type, mode, owner or target;
-//! a new mtime alone is a change of metadata.
+//! a new mtime or new extended attributes alone are a change of metadata.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub enum ChangeKind {
     Removed,
     /// Content, type or link target differ.
     Modified,
-    /// Only mode, owner or mtime differ.
+    /// Only mode, owner, mtime or extended attributes differ.
     Metadata,
 }
 
@@ -56,6 +56,7 @@ fn metadata_differs(a: &Node, b: &Node) -> bool {
         || a.gid != b.gid
         || a.mtime != b.mtime
         || a.mtime_ns != b.mtime_ns
+        || a.xattrs != b.xattrs
 }
 
 /// The changes from `a` to `b`, in path order; `visit` sees each. Encrypted entry lists
