@@ -1,14 +1,13 @@
 //! The REST API of the real daemon on 127.0.0.1 (port chosen by the OS, read from the
 //! daemon's log), called with a real HTTP client the way the seed's admin panel does.
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
-use crate::util::{Spawned, TestApp, poll_for, sha256_file};
+use crate::util::{Spawned, TestApp, name_of, poll_for, sha256_file};
 
 const TOKEN: &str = "api-token-0123456789abcdef";
 
@@ -81,6 +80,17 @@ impl Api {
             .unwrap();
         let s = r.status();
         (s, r.json().unwrap_or(Value::Null))
+    }
+
+    /// `GET /metrics` with the token: the exposition text.
+    fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
     }
 
     fn stop(mut self) {
@@ -279,11 +289,7 @@ fn restore_refuses_anything_but_a_backup_inside_the_backup_dir() {
     assert_eq!(sha256_file(&db), before, "nothing live was touched");
 
     // The seed's relative form works.
-    let name = Path::new(created["backup_path"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let name = name_of(&created);
     let (s, r) = api.post(
         "/backups/restore",
         json!({"backup_path": format!("backups/database/{name}"), "verify_checksum": true}),
@@ -297,11 +303,7 @@ fn restore_refuses_anything_but_a_backup_inside_the_backup_dir() {
 fn a_restores_safety_copy_is_not_listed_by_default_nor_the_newest_in_stats() {
     let app = TestApp::new();
     let created = app.create("database");
-    let name = Path::new(created["backup_path"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let name = name_of(&created);
     let api = Api::start(&app, "");
     let (s, r) = api.post(
         "/backups/restore",
@@ -361,14 +363,7 @@ fn a_snapshot_is_listed_and_measured_by_what_it_holds_and_what_it_added() {
     assert!(added > 2 << 20 && added < holds + (64 << 10), "{row:#}");
     assert!(row["file_size"].as_u64().unwrap() < 64 << 10, "{row:#}");
 
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = api.metrics();
     let sample = |name: &str| -> f64 {
         let prefix = format!("{name}{{type=\"storage\"}} ");
         metrics
@@ -386,13 +381,6 @@ fn a_snapshot_is_listed_and_measured_by_what_it_holds_and_what_it_added() {
 #[test]
 fn stats_name_what_latest_would_take_and_each_newer_backup_it_passes_over() {
     let app = TestApp::new();
-    let name = |v: &Value| {
-        Path::new(v["backup_path"].as_str().unwrap())
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
     let good = app.create("database");
     let newer = app.create("database");
     std::fs::remove_file(newer["backup_path"].as_str().unwrap()).unwrap();
@@ -400,10 +388,10 @@ fn stats_name_what_latest_would_take_and_each_newer_backup_it_passes_over() {
     let (s, stats) = api.get("/backups/stats");
     assert_eq!(s, 200, "{stats}");
     let db = &stats["by_type"]["database"];
-    assert_eq!(db["latest_good"], name(&good).as_str(), "{stats:#}");
+    assert_eq!(db["latest_good"], name_of(&good).as_str(), "{stats:#}");
     assert_eq!(
         db["passed_over"][0]["name"],
-        name(&newer).as_str(),
+        name_of(&newer).as_str(),
         "{stats:#}"
     );
     assert!(
@@ -418,7 +406,7 @@ fn stats_name_what_latest_would_take_and_each_newer_backup_it_passes_over() {
     assert!(
         text.stdout.contains(&format!(
             "WARNING: `restore --latest` passes over {}: incomplete",
-            name(&newer)
+            name_of(&newer)
         )),
         "{}",
         text.describe()
@@ -439,14 +427,7 @@ fn metrics_parse_as_prometheus_and_match_stats() {
         401,
         "metrics need the token unless metrics_public"
     );
-    let text = api
-        .http
-        .get(api.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = api.metrics();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("valid exposition format");
     let value = |name: &str, label: (&str, &str)| -> f64 {

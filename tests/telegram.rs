@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::util::{Daemon, LocalServer, TestApp, poll_until, schedule_config};
+use crate::util::{Daemon, LocalServer, TestApp, name_of, poll_until, schedule_config};
 
 const TOKEN: &str = "123456789:TESTsecretTOKENvalueXYZ";
 const SECRET: &str = "TESTsecretTOKENvalueXYZ";
@@ -633,11 +632,7 @@ fn list_shows_backups_only_and_status_names_what_latest_passes_over() {
         .assert_code(0);
     let newer = app.create("database");
     fs::remove_file(newer["backup_path"].as_str().unwrap()).unwrap();
-    let newer_name = Path::new(newer["backup_path"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let newer_name = name_of(&newer);
 
     let mut d = command_daemon(&app, &fake, true, &[]);
     fake.say(7, "/list");

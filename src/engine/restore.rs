@@ -419,14 +419,11 @@ pub fn plan_restore_paths(
             target: db_target.clone(),
             safety_copy: in_place && db_target.exists(),
         }),
-        storage: storage_part
-            .zip(storage_format)
-            .map(|(p, format)| {
-                let opened = opened_metadata(&p.metadata, config.identity.as_deref());
-                let recorded = opened.as_ref().unwrap_or(&p.metadata);
-                (p, format, recorded.clone())
-            })
-            .map(|(p, format, recorded)| StorageStep {
+        storage: storage_part.zip(storage_format).map(|(p, format)| {
+            // A copy fetched sealed says what it holds once the identity opens it.
+            let opened = opened_metadata(&p.metadata, config.identity.as_deref());
+            let recorded = opened.as_ref().unwrap_or(&p.metadata);
+            StorageStep {
                 source: p.data_path.clone(),
                 checksum: p.metadata.checksum.clone(),
                 uncompressed_size: recorded.uncompressed_size,
@@ -438,7 +435,8 @@ pub fn plan_restore_paths(
                 target: storage_target.clone(),
                 previous_tree: previous_tree.clone(),
                 paths: selection.paths().to_vec(),
-            }),
+            }
+        }),
     })
 }
 

@@ -95,18 +95,13 @@ pub fn write_archive(
 
     let mut summary = ArchiveSummary::default();
     let mut level_now = opts.level;
-    // POSIX ACLs only as root: only root can give them back to files it does not own.
-    // SAFETY: geteuid has no preconditions.
-    let with_acls = unsafe { libc::geteuid() } == 0;
+    let with_acls = super::xattrs::with_acls();
     while let Some(entry) = source.next() {
         let mut entry = entry?;
         // A hard link's attributes are its inode's: the first name carries them.
         if !matches!(entry.kind, SourceKind::HardLink { .. }) {
-            let attrs = match super::xattrs::read(&entry.path, with_acls) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                other => other
-                    .map_err(|e| Error::io("read the extended attributes of", &entry.path, e))?,
-            };
+            let attrs = super::xattrs::read(&entry.path, with_acls)
+                .map_err(|e| Error::io("read the extended attributes of", &entry.path, e))?;
             if !attrs.is_empty() {
                 let records = super::xattrs::pax_records(&attrs);
                 tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))

@@ -60,8 +60,16 @@ pub fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
 }
 
+/// Whether a backup keeps POSIX ACLs: only as root, who alone can give them back to
+/// files it does not own.
+pub fn with_acls() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// The attributes of `path` (not followed if a symlink) a backup keeps, in name order.
-/// A filesystem without extended attributes has none.
+/// A filesystem without extended attributes has none, and so has a file gone since the
+/// walk saw it (the walk's own handling of vanished files decides about it).
 pub fn read(path: &Path, with_acls: bool) -> io::Result<Vec<Xattr>> {
     let c = c_path(path)?;
     let mut names = vec![0u8; 1024];
@@ -72,7 +80,7 @@ pub fn read(path: &Path, with_acls: bool) -> io::Result<Vec<Xattr>> {
             break n as usize;
         }
         let e = io::Error::last_os_error();
-        if unsupported(&e) {
+        if unsupported(&e) || e.kind() == io::ErrorKind::NotFound {
             return Ok(Vec::new());
         }
         if e.raw_os_error() != Some(libc::ERANGE) || names.len() >= MAX_LIST {
@@ -100,7 +108,7 @@ pub fn read(path: &Path, with_acls: bool) -> io::Result<Vec<Xattr>> {
     Ok(out)
 }
 
-/// One value (`None`: removed since it was listed).
+/// One value (`None`: removed, or its file gone, since it was listed).
 fn get(path: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut value = vec![0u8; 256];
@@ -120,7 +128,7 @@ fn get(path: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ENODATA | libc::ENOENT) => return Ok(None),
             Some(libc::ERANGE) if value.len() < MAX_VALUE => {
                 value.resize((value.len() * 8).min(MAX_VALUE), 0);
             }
@@ -131,43 +139,31 @@ fn get(path: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
 
 /// Set `attrs` on an open file.
 pub fn apply_fd(file: &impl AsRawFd, attrs: &[Xattr]) -> io::Result<()> {
-    for a in attrs {
-        let name = CString::new(a.name.as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of its length.
-        let rc = unsafe {
-            libc::fsetxattr(
-                file.as_raw_fd(),
-                name.as_ptr(),
-                a.value.as_ptr().cast(),
-                a.value.len(),
-                0,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    let fd = file.as_raw_fd();
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the value's length.
+    apply(attrs, |name, value| unsafe {
+        libc::fsetxattr(fd, name, value.as_ptr().cast(), value.len(), 0)
+    })
 }
 
 /// Set `attrs` on `path` (a directory; a symlink's own attributes, never its target's).
 pub fn apply_path(path: &Path, attrs: &[Xattr]) -> io::Result<()> {
     let c = c_path(path)?;
+    // SAFETY: NUL-terminated path and name, a buffer of the value's length.
+    apply(attrs, |name, value| unsafe {
+        libc::lsetxattr(c.as_ptr(), name, value.as_ptr().cast(), value.len(), 0)
+    })
+}
+
+/// Each attribute through `set(name, value)`, a `*setxattr` call returning 0 or -1.
+fn apply(
+    attrs: &[Xattr],
+    set: impl Fn(*const libc::c_char, &[u8]) -> libc::c_int,
+) -> io::Result<()> {
     for a in attrs {
         let name = CString::new(a.name.as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: NUL-terminated path and name, a buffer of the value's length.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                a.value.as_ptr().cast(),
-                a.value.len(),
-                0,
-            )
-        };
-        if rc != 0 {
+        if set(name.as_ptr(), &a.value) != 0 {
             return Err(io::Error::last_os_error());
         }
     }

@@ -70,7 +70,7 @@ fn acl() -> Vec<u8> {
 const ACL: &str = "system.posix_acl_access";
 
 /// Attributes on a media file (binary value too) and on a directory, plus an ACL as root.
-fn mark(app: &TestApp) -> (PathBuf, PathBuf) {
+fn mark(app: &TestApp) {
     let file = app.storage.join("client_1/images/portrait.jpg");
     app.write_storage_file("client_1/images/portrait.jpg", b"jpeg bytes");
     set(&file, "user.origin", b"camera 1");
@@ -80,12 +80,11 @@ fn mark(app: &TestApp) -> (PathBuf, PathBuf) {
     if is_root() {
         set(&file, ACL, &acl());
     }
-    (file, dir)
 }
 
-/// The attributes `mark` set, found on the restored `storage` tree.
+/// The `user.*` attributes `mark` set, found on the `storage` tree under a root.
 #[track_caller]
-fn assert_marked(storage: &Path, ctx: &str) {
+fn assert_user_marked(storage: &Path, ctx: &str) {
     let file = storage.join("client_1/images/portrait.jpg");
     assert_eq!(
         get(&file, "user.origin").as_deref(),
@@ -102,12 +101,20 @@ fn assert_marked(storage: &Path, ctx: &str) {
         Some("клиент".as_bytes()),
         "{ctx}"
     );
+}
+
+/// Every attribute `mark` set (the ACL too, as root), found on the restored tree.
+#[track_caller]
+fn assert_marked(storage: &Path, ctx: &str) {
+    assert_user_marked(storage, ctx);
     if is_root() {
+        let file = storage.join("client_1/images/portrait.jpg");
         assert_eq!(get(&file, ACL), Some(acl()), "{ctx}: the ACL");
     }
 }
 
-fn restore_latest_storage(app: &TestApp, ctx: &str) -> tempfile::TempDir {
+/// `restore --latest storage --target DIR/storage`: DIR.
+fn restore_latest(app: &TestApp) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("storage");
     app.run([
@@ -118,7 +125,32 @@ fn restore_latest_storage(app: &TestApp, ctx: &str) -> tempfile::TempDir {
         target.as_os_str(),
     ])
     .assert_code(0);
-    assert_marked(&target, ctx);
+    out
+}
+
+fn restore_latest_storage(app: &TestApp, ctx: &str) -> tempfile::TempDir {
+    let out = restore_latest(app);
+    assert_marked(&out.path().join("storage"), ctx);
+    out
+}
+
+/// GNU tar `--xattrs --acls` extracting `archive` (zstd) into a new directory.
+fn gnu_tar_extract(archive: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    tool(
+        "tar",
+        [
+            "--xattrs".as_ref(),
+            "--xattrs-include=*".as_ref(),
+            "--acls".as_ref(),
+            "--zstd".as_ref(),
+            "-xf".as_ref(),
+            archive.as_os_str(),
+            "-C".as_ref(),
+            out.path().as_os_str(),
+        ],
+    )
+    .assert_code(0);
     out
 }
 
@@ -135,34 +167,11 @@ fn user_attributes_and_acls_survive_archives_and_gnu_tar_reads_them() {
     let created = app.create("storage");
     restore_latest_storage(&app, "archive");
 
-    // GNU tar reads our PAX records as its own.
-    let out = tempfile::tempdir().unwrap();
-    let r = tool(
-        "tar",
-        [
-            "--xattrs".as_ref(),
-            "--xattrs-include=*".as_ref(),
-            "--acls".as_ref(),
-            "--zstd".as_ref(),
-            "-xf".as_ref(),
-            data_path(&created).as_os_str(),
-            "-C".as_ref(),
-            out.path().as_os_str(),
-        ],
-    );
-    r.assert_code(0);
-    // GNU tar keeps ACLs in its own `SCHILY.acl.*` records: the ACL (a raw
-    // `system.posix_acl_access` record here) comes back through our restore, above.
-    let file = out.path().join("storage/client_1/images/portrait.jpg");
-    assert_eq!(get(&file, "user.origin").as_deref(), Some(&b"camera 1"[..]));
-    assert_eq!(
-        get(&file, "user.binary").as_deref(),
-        Some(&[0u8, 1, 2, 255][..])
-    );
-    assert_eq!(
-        get(&out.path().join("storage/client_1"), "user.client").as_deref(),
-        Some("клиент".as_bytes())
-    );
+    // GNU tar reads our PAX records as its own. It keeps ACLs in its own `SCHILY.acl.*`
+    // records: the ACL (a raw `system.posix_acl_access` record here) comes back through
+    // our restore, above.
+    let out = gnu_tar_extract(&data_path(&created));
+    assert_user_marked(&out.path().join("storage"), "GNU tar");
 }
 
 #[test]
@@ -193,8 +202,8 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
     );
     restore_latest_storage(&app, "an unchanged snapshot");
     // `export` writes them as an archive backup would: GNU tar reads them.
-    let out = tempfile::tempdir().unwrap();
-    let exported = out.path().join("storage.tar.zst");
+    let exported_to = tempfile::tempdir().unwrap();
+    let exported = exported_to.path().join("storage.tar.zst");
     app.run([
         "export".as_ref(),
         "--latest".as_ref(),
@@ -202,27 +211,8 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
         exported.as_os_str(),
     ])
     .assert_code(0);
-    tool(
-        "tar",
-        [
-            "--xattrs".as_ref(),
-            "--xattrs-include=*".as_ref(),
-            "--zstd".as_ref(),
-            "-xf".as_ref(),
-            exported.as_os_str(),
-            "-C".as_ref(),
-            out.path().as_os_str(),
-        ],
-    )
-    .assert_code(0);
-    assert_eq!(
-        get(
-            &out.path().join("storage/client_1/images/portrait.jpg"),
-            "user.origin"
-        )
-        .as_deref(),
-        Some(&b"camera 1"[..])
-    );
+    let out = gnu_tar_extract(&exported);
+    assert_user_marked(&out.path().join("storage"), "export, GNU tar");
     // A changed attribute (new ctime) is read again, and `diff` names it.
     let before = app.create("storage");
     set(
@@ -231,14 +221,7 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
         b"camera 2",
     );
     let after = app.create("storage");
-    let name = |m: &Value| {
-        Path::new(m["backup_path"].as_str().unwrap())
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
-    let diff = app.run(["diff", name(&before).as_str(), name(&after).as_str()]);
+    let diff = app.run(["diff", name_of(&before).as_str(), name_of(&after).as_str()]);
     diff.assert_code(0);
     assert!(
         diff.stdout
@@ -247,7 +230,7 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
         "{}",
         diff.describe()
     );
-    let out = restore_latest_storage_changed(&app);
+    let out = restore_latest(&app);
     assert_eq!(
         get(
             &out.path().join("storage/client_1/images/portrait.jpg"),
@@ -256,20 +239,6 @@ fn user_attributes_and_acls_survive_snapshots_and_their_unchanged_children() {
         .as_deref(),
         Some(&b"camera 2"[..])
     );
-}
-
-fn restore_latest_storage_changed(app: &TestApp) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("storage");
-    app.run([
-        "restore".as_ref(),
-        "--latest".as_ref(),
-        "storage".as_ref(),
-        "--target".as_ref(),
-        target.as_os_str(),
-    ])
-    .assert_code(0);
-    out
 }
 
 #[test]

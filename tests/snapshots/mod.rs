@@ -49,15 +49,6 @@ pub(crate) fn tree_of(meta: &Value) -> PathBuf {
     PathBuf::from(jstr(meta, "backup_path"))
 }
 
-/// The name `list` prints for a backup (its data file's).
-pub(crate) fn name_of(meta: &Value) -> String {
-    tree_of(meta)
-        .file_name()
-        .expect("file name")
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The stem of a listed backup (`storage_snapshot_<ts>`), from its metadata path.
 pub(crate) fn stem_of(row: &Value) -> String {
     Path::new(jstr(row, "metadata_path"))

@@ -268,6 +268,15 @@ pub fn jstr<'a>(json: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{key}` missing or not a string in {json:#}"))
 }
 
+/// The name `list` prints for a backup: its data file's, from its metadata.
+pub fn name_of(meta: &Value) -> String {
+    std::path::Path::new(jstr(meta, "backup_path"))
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// `json[key]` as an unsigned integer (panics naming the key when absent).
 #[track_caller]
 pub fn ju64(json: &Value, key: &str) -> u64 {

@@ -390,13 +390,10 @@ pub fn snapshot_storage(
     let mut parent = ParentWalk::open(opts, &mut summary.warnings)?;
     let ids = opts.ids();
     let mut buf = Vec::new();
-    // POSIX ACLs only as root: only root can give them back to files it does not own.
-    // SAFETY: geteuid has no preconditions.
-    let with_acls = unsafe { libc::geteuid() } == 0;
-    let attributes = |path: &Path| match super::super::xattrs::read(path, with_acls) {
-        // Gone since the walk saw it: the walk's own handling of vanished files decides.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        other => other.map_err(|e| Error::io("read the extended attributes of", path, e)),
+    let with_acls = super::super::xattrs::with_acls();
+    let attributes = |path: &Path| {
+        super::super::xattrs::read(path, with_acls)
+            .map_err(|e| Error::io("read the extended attributes of", path, e))
     };
     loop {
         // The parent's entry for the file the walk asks about: unchanged, it is not opened.

@@ -20,7 +20,7 @@ use super::keys::{ChunkIds, MaybeSealed};
 use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
 use crate::encryption::{Identities, Recipients};
 use crate::engine::direct_io::DirectReader;
-use crate::engine::hashing::HashingWriter;
+use crate::engine::hashing::{HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 
 /// Packs are closed once they reach this size.
@@ -312,6 +312,23 @@ impl std::fmt::Display for ChunkError {
     }
 }
 
+/// A sealed pack when no identity was given.
+fn no_identity(id: &str) -> ChunkError {
+    ChunkError::Missing(format!(
+        "pack {id} is encrypted and no identity was given (--identity)"
+    ))
+}
+
+/// A sealed pack that did not open: the key's problem, or the pack's.
+fn undecryptable(id: &str, e: crate::encryption::DecryptError) -> ChunkError {
+    let detail = format!("pack {id} does not decrypt: {}", e.detail);
+    if e.failure.is_about_the_key() {
+        ChunkError::Key(e.failure, detail)
+    } else {
+        ChunkError::Damaged(detail)
+    }
+}
+
 impl<'k> PackReader<'k> {
     /// Chunks of the backup directory `root`, with ids made as `ids`; `sealed` packs are
     /// opened with `identity`.
@@ -347,37 +364,29 @@ impl<'k> PackReader<'k> {
                 "pack {id} is {len} bytes, larger than any pack this store writes"
             )));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| ChunkError::Damaged(format!("pack {id} cannot be read: {e}")))?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if keep {
-            let plain = if self.sealed {
-                let identity = self.identity.ok_or_else(|| {
-                    ChunkError::Missing(format!(
-                        "pack {id} is encrypted and no identity was given (--identity)"
-                    ))
-                })?;
-                let mut plain = Vec::with_capacity(bytes.len());
-                let decrypted = identity
-                    .decrypt(&bytes[..])
-                    .map_err(|e| {
-                        let detail = format!("pack {id} does not decrypt: {}", e.detail);
-                        if e.failure.is_about_the_key() {
-                            ChunkError::Key(e.failure, detail)
-                        } else {
-                            ChunkError::Damaged(detail)
-                        }
-                    })?
-                    .read_to_end(&mut plain);
-                decrypted
-                    .map_err(|e| ChunkError::Damaged(format!("pack {id} does not decrypt: {e}")))?;
-                plain
-            } else {
-                bytes
-            };
-            self.loaded = Some((id.to_string(), plain));
+        let unreadable =
+            |e: io::Error| ChunkError::Damaged(format!("pack {id} cannot be read: {e}"));
+        if !keep {
+            // Only its checksum: streamed, nothing held.
+            let (sha, _) = HashingReader::new(file).finish().map_err(unreadable)?;
+            return Ok((len, sha));
         }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes).map_err(unreadable)?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let plain = if self.sealed {
+            let identity = self.identity.ok_or_else(|| no_identity(id))?;
+            let mut plain = Vec::with_capacity(bytes.len());
+            identity
+                .decrypt(&bytes[..])
+                .map_err(|e| undecryptable(id, e))?
+                .read_to_end(&mut plain)
+                .map_err(|e| ChunkError::Damaged(format!("pack {id} does not decrypt: {e}")))?;
+            plain
+        } else {
+            bytes
+        };
+        self.loaded = Some((id.to_string(), plain));
         Ok((len, sha))
     }
 
@@ -391,19 +400,8 @@ impl<'k> PackReader<'k> {
             let file = File::open(&path)
                 .map_err(|e| ChunkError::Missing(format!("pack {id} cannot be opened: {e}")))?;
             let open = if self.sealed {
-                let identity = self.identity.ok_or_else(|| {
-                    ChunkError::Missing(format!(
-                        "pack {id} is encrypted and no identity was given (--identity)"
-                    ))
-                })?;
-                let reader = identity.decrypt(file).map_err(|e| {
-                    let detail = format!("pack {id} does not decrypt: {}", e.detail);
-                    if e.failure.is_about_the_key() {
-                        ChunkError::Key(e.failure, detail)
-                    } else {
-                        ChunkError::Damaged(detail)
-                    }
-                })?;
+                let identity = self.identity.ok_or_else(|| no_identity(id))?;
+                let reader = identity.decrypt(file).map_err(|e| undecryptable(id, e))?;
                 OpenRead::Sealed(reader)
             } else {
                 OpenRead::Plain(DirectReader::new(file))
