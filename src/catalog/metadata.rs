@@ -97,6 +97,23 @@ pub struct BackupMetadata {
     /// Snapshots only: the packs of the content store it needs and what it added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// A snapshot (or full backup) `repair` wrote in place of a damaged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<RepairNote>,
+}
+
+/// What `repair` did to make this backup from a damaged one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RepairNote {
+    /// The damaged backup's name as `list` prints it; its metadata and entry list are
+    /// kept in `damaged/STEM/` under the backup directory.
+    pub from: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Files left out because their data is gone (the next backup reads them again).
+    pub lost_files: u64,
+    /// Chunks found in another pack and pointed there.
+    pub relocated_chunks: u64,
 }
 
 /// What a snapshot needs from the content store, readable without opening its entry list

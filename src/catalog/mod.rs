@@ -32,7 +32,7 @@ pub use atomic::{
 pub use format::{Encryption, Format, FormatKind};
 pub use labels::{entry_notes, leftover_note, running_operation};
 pub use lock::{BackupDirLock, LOCK_FILE};
-pub use metadata::{BackupMetadata, FORMAT_VERSION, PackRef, PartRef, SnapshotInfo};
+pub use metadata::{BackupMetadata, FORMAT_VERSION, PackRef, PartRef, RepairNote, SnapshotInfo};
 pub use oplog::{LOG_FILE, OperationLog};
 pub use packs::{SNAPSHOT_TREE_EXT, SNAPSHOT_TREE_SEALED_EXT, STORE_DIR, pack_name, valid_pack_id};
 pub use parts::{BackupParts, Part, PartRole};
@@ -267,6 +267,9 @@ impl Catalog {
     pub fn file_mode(&self) -> u32 {
         self.file_mode
     }
+    pub fn dir_mode(&self) -> u32 {
+        self.dir_mode
+    }
     pub fn kind_dir(&self, kind: BackupKind) -> PathBuf {
         self.root.join(kind.dir_name())
     }
@@ -310,7 +313,12 @@ impl Catalog {
     /// a newer backup always sorts as newer. A storage backup in the second of a database
     /// backup keeps the plain name: the suffix says "the second of this type".
     pub fn allocate_timestamp(&self, kind: BackupKind, now: DateTime<Local>) -> String {
-        let base = now.format("%Y%m%d_%H%M%S").to_string();
+        self.allocate_in_second(kind, &now.format("%Y%m%d_%H%M%S").to_string())
+    }
+
+    /// A free timestamp in the second `base` (`YYYYMMDD_HHMMSS`): `base` itself, or with
+    /// the next `_N` (a repaired backup takes its damaged original's second).
+    pub fn allocate_in_second(&self, kind: BackupKind, base: &str) -> String {
         let mut highest: Option<u32> = None;
         let written: &[BackupKind] = match kind {
             BackupKind::Full => &BackupKind::ALL,
@@ -343,7 +351,7 @@ impl Catalog {
             }
         }
         match highest {
-            None => base,
+            None => base.to_string(),
             Some(h) => format!("{base}_{}", h + 1),
         }
     }
@@ -810,6 +818,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         reason: None,
         sealed: None,
         snapshot: None,
+        repaired: None,
     }
 }
 

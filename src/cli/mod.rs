@@ -21,6 +21,7 @@ mod interrupt;
 mod offsite;
 mod output;
 mod progress;
+mod repair_cmd;
 mod restore_cmd;
 mod snapshot_cmd;
 mod verify_cmd;
@@ -194,6 +195,8 @@ enum Command {
     Export(snapshot_cmd::ExportArgs),
     /// What changed between two storage snapshots: + added, - removed, M modified, U metadata only
     Diff(snapshot_cmd::DiffArgs),
+    /// Check the snapshot store, mend snapshots whose data is gone (naming every file lost) and rebuild the index
+    Repair(repair_cmd::RepairArgs),
 }
 
 /// Which backup a command works on, besides a name or path: `--latest [TYPE]` or
@@ -307,7 +310,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     if matches!(
         cli.command,
-        Command::Create { .. } | Command::Restore(_) | Command::Verify(_) | Command::Rotate { .. }
+        Command::Create { .. }
+            | Command::Restore(_)
+            | Command::Verify(_)
+            | Command::Rotate { .. }
+            | Command::Repair(_)
     ) {
         // The jobs' priority, set on the main thread before any other starts, so the
         // engine's workers and the hooks inherit it; the daemon sets it per job instead.
@@ -340,6 +347,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify_cmd::cmd_verify(&config, args, quiet),
         Command::Export(args) => snapshot_cmd::cmd_export(&config, args, quiet),
         Command::Diff(args) => snapshot_cmd::cmd_diff(&config, args),
+        Command::Repair(args) => repair_cmd::cmd_repair(&config, args),
         Command::Ls(args) => cmd_ls(&config, args, quiet),
         Command::Rotate { dry_run, json, .. } => cmd_rotate(&config, dry_run, json),
         Command::CheckConfig(args) => cmd_check_config(&config, args.runs),

@@ -132,6 +132,10 @@ pub fn rotate_locked(
     // (deletion already frees them; this finishes whatever an earlier run left).
     let result = execute(&plan, &found, catalog, lock).and_then(|mut done| {
         done.deleted_files.extend(catalog.sweep_store_now()?);
+        // And the index no longer names what went.
+        for w in crate::engine::snapshot::upkeep::upkeep_now(catalog).warnings {
+            catalog.log().warn(&format!("rotate: {w}"));
+        }
         Ok(done)
     });
     match &result {

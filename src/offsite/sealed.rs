@@ -111,6 +111,8 @@ fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
         // The packs are set by the caller (as the target holds them); nothing else of
         // what a snapshot read or added is said in clear.
         snapshot: local.snapshot.as_ref().map(|_| SnapshotInfo::default()),
+        // Inside the sealed copy with the rest.
+        repaired: None,
     }
 }
 

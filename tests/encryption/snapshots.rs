@@ -263,3 +263,78 @@ fn without_a_key_verify_checks_what_it_can_and_never_fails_a_good_snapshot() {
     assert!(damaged.stdout.contains("FAIL"), "{}", damaged.describe());
     assert!(!recorded_failures().is_empty());
 }
+
+/// `repair --json` with `identity`, if any: the exit code and report.
+fn repair_with(app: &TestApp, identity: Option<&Path>, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut all: Vec<&std::ffi::OsStr> = Vec::new();
+    if let Some(id) = identity {
+        all.extend(["--identity".as_ref(), id.as_os_str()]);
+    }
+    all.extend([
+        std::ffi::OsStr::new("repair"),
+        std::ffi::OsStr::new("--json"),
+    ]);
+    all.extend(extra.iter().map(std::ffi::OsStr::new));
+    let r = app.run(all);
+    (r.code(), r.json())
+}
+
+#[test]
+fn an_encrypted_store_is_repaired_without_a_key_and_indexed_from_its_trailers_with_one() {
+    let (app, keys) = encrypted_snapshot_app();
+    let s1 = app.create("storage");
+    app.write_storage_file("client_3/images/portrait_3.jpg", &random_bytes(33, 40_000));
+    let s2 = app.create("storage");
+    let packs = |m: &Value| -> Vec<String> {
+        m["snapshot"]["packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| jstr(p, "id").to_string())
+            .collect()
+    };
+    let new: Vec<String> = packs(&s2)
+        .into_iter()
+        .filter(|p| !packs(&s1).contains(p))
+        .collect();
+    let lost = store_files(&app, ".pack.age")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&new[0]))
+        .unwrap();
+    fs::remove_file(lost).unwrap();
+    fs::remove_dir_all(app.backups.join("store/index")).unwrap();
+
+    // Without a key: the entry lists (opened by the store key) say what is lost and index
+    // what is left; the mended list is sealed again, to the same recipients.
+    let (code, report) = repair_with(&app, None, &[]);
+    assert_eq!(code, Some(3), "{report:#}");
+    assert_eq!(
+        report["backups"][0]["lost_files"],
+        serde_json::json!(["client_3/images/portrait_3.jpg"]),
+        "{report:#}"
+    );
+    assert_eq!(report["index"]["from_trailers"], 0, "{report:#}");
+    assert_eq!(report["index"]["from_entry_lists"], 1, "{report:#}");
+    assert!(plaintext(&app).is_empty(), "{:?}", plaintext(&app));
+    let repaired = app.list_of("storage").into_iter().next().unwrap();
+    assert!(
+        jstr(&repaired, "backup_path").ends_with(".tree.zst.age"),
+        "{repaired:#}"
+    );
+    let verified = app.run([
+        "--identity".as_ref(),
+        keys.operator.as_os_str(),
+        "verify".as_ref(),
+        "--all".as_ref(),
+        "--read-data".as_ref(),
+    ]);
+    verified.assert_code(0);
+
+    // With a key, the sealed packs' trailers are read.
+    fs::remove_dir_all(app.backups.join("store/index")).unwrap();
+    let (code, report) = repair_with(&app, Some(&keys.escrow), &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["index"]["from_trailers"], 1, "{report:#}");
+    assert_eq!(report["index"]["from_entry_lists"], 0, "{report:#}");
+    assert!(plaintext(&app).is_empty(), "{:?}", plaintext(&app));
+}

@@ -257,3 +257,27 @@ fn a_new_snapshot_on_top_of_an_earlier_builds_store_keeps_what_the_old_ones_need
     );
     assert_eq!(snapshot_tree(&old), expected_tree(false));
 }
+
+#[test]
+fn repair_indexes_an_earlier_builds_packs_from_their_entry_lists_and_changes_nothing_else() {
+    let app = app_with_snapshot_v1();
+    let before: Vec<String> = app.list().iter().map(stem_of).collect();
+    let r = app.run(["repair", "--json"]);
+    r.assert_code(0);
+    let report = r.json();
+    // Its packs have no trailer: the entry lists index them, every one.
+    assert_eq!(report["index"]["from_trailers"], 0, "{report:#}");
+    assert_eq!(report["index"]["from_entry_lists"], 3, "{report:#}");
+    assert!(
+        report["damaged_packs"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert!(
+        report["backups"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    let after: Vec<String> = app.list().iter().map(stem_of).collect();
+    assert_eq!(before, after);
+    assert_store_exact(&app, "after repair of the fixture");
+    app.run(["verify", "--all", "--read-data"]).assert_code(0);
+}

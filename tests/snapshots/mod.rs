@@ -28,6 +28,8 @@ mod daemon;
 mod damage;
 mod database;
 mod fixture;
+mod repair;
+mod repair_crash;
 mod round_trips;
 
 // ---------------------------------------------------------------------------------------
@@ -122,15 +124,44 @@ pub(crate) fn assert_store_exact(app: &TestApp, ctx: &str) {
         unreferenced.is_empty() && missing.is_empty(),
         "{ctx}: packs no snapshot lists: {unreferenced:?}; listed packs missing: {missing:?}"
     );
+    let index_dir = app.backups.join("store/index");
     let other: Vec<PathBuf> = store_files(app)
         .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".pack"))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            let index = p.parent() == Some(index_dir.as_path())
+                && (name.ends_with(".idx") || name.ends_with(".idx.age"));
+            !name.ends_with(".pack") && !index && !name.ends_with("store/key.txt")
+        })
         .collect();
     assert!(
         other.is_empty(),
-        "{ctx}: not packs, in the store: {other:#?}"
+        "{ctx}: not packs nor the index, in the store: {other:#?}"
     );
     crate::faults::assert_no_partials(&app.backups, ctx);
+    // (A store written before the index existed has none until its next run.)
+    if !index_dir.exists() {
+        return;
+    }
+    let indexed = indexed_packs(app);
+    assert_eq!(
+        indexed, listed,
+        "{ctx}: the index does not cover exactly the packs listed snapshots list"
+    );
+}
+
+/// The ids of the packs the store's index covers (each file read by the library).
+pub(crate) fn indexed_packs(app: &TestApp) -> BTreeSet<String> {
+    use vertex_backup::engine::snapshot::{index, keys::Opening};
+    let opening = Opening::new(None, &app.backups).expect("the store key");
+    let mut packs = BTreeSet::new();
+    for file in index::files(&app.backups).expect("list the index") {
+        index::read(&file, &opening, &mut |_| true, &mut |p| {
+            packs.insert(p.id.to_hex());
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    packs
 }
 
 /// `restore BACKUP --target TARGET --yes [extra…]`, which must succeed.

@@ -208,6 +208,7 @@ pub fn create_backup_locked(
     let started = Instant::now();
     let created_at = Local::now();
     let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
+    let index = crate::engine::snapshot::upkeep::upkeep_now(catalog);
     // The tree's size is measured once: for the space check and the progress totals.
     let tree = check_free_space(job, catalog).map_err(fail("check free space"))?;
     let ts = catalog.allocate_timestamp(job.kind, created_at);
@@ -223,6 +224,7 @@ pub fn create_backup_locked(
         BackupKind::Full => full_backup(job, catalog, &ts, created_at, started, tree)?,
     };
     report.cleaned = cleaned;
+    report.metadata.warnings.extend(index.warnings);
     report.free_after = crate::sys::available_space(catalog.root()).ok();
     Ok(report)
 }
@@ -268,9 +270,9 @@ fn check_free_space(job: &BackupJob, catalog: &Catalog) -> Result<(u64, u64)> {
 }
 
 /// A part whose data is written (under its `.partial` name) and whose metadata is ready.
-pub(super) struct PendingPart {
-    data: PartialFile,
-    metadata: BackupMetadata,
+pub(crate) struct PendingPart {
+    pub(crate) data: PartialFile,
+    pub(crate) metadata: BackupMetadata,
 }
 
 fn base_metadata(
@@ -306,6 +308,7 @@ fn base_metadata(
         reason: None,
         sealed: None,
         snapshot: None,
+        repaired: None,
     }
 }
 
@@ -542,7 +545,7 @@ fn storage_part(
 /// Land a part: metadata written and fsynced under its `.partial` name first, then the
 /// data renamed into place, then the metadata. A crash between the renames leaves data
 /// plus `X.json.partial`, which cleaning recognises as ours and removes.
-fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<BackupReport> {
+pub(crate) fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<BackupReport> {
     let m = pending.metadata;
     let snapshot = m.format.as_ref().is_some_and(Format::is_snapshot);
     let (meta_path, prefix) = match m.kind.snapshot_prefix().filter(|_| snapshot) {

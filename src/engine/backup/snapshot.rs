@@ -4,6 +4,7 @@
 //! already durable in the store's packs when it is renamed into place. The parent is the
 //! newest complete snapshot of the same kind: its unchanged files are not read again.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -40,12 +41,12 @@ impl Keys {
         job: &BackupJob,
         catalog: &Catalog,
         kind: BackupKind,
-    ) -> std::result::Result<(Keys, Option<BackupEntry>), BackupFailure> {
+    ) -> std::result::Result<(Keys, Lineage), BackupFailure> {
         let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
         let keys = Keys::of(job, catalog).map_err(fail("open the store key"))?;
-        let parent = parent_of(catalog, kind, keys.fingerprints(job).as_deref())
+        let lineage = parent_of(catalog, kind, keys.fingerprints(job).as_deref())
             .map_err(fail("find the parent snapshot"))?;
-        Ok((keys, parent))
+        Ok((keys, lineage))
     }
 
     /// The fingerprints a snapshot made with these keys records (`None`: not encrypted).
@@ -66,6 +67,14 @@ impl Keys {
     }
 }
 
+/// What a new snapshot builds on: its parent, and the packs it must not trust.
+struct Lineage {
+    parent: Option<BackupEntry>,
+    /// Packs listed by a snapshot whose last verification failed: any of them may be the
+    /// bad one, so none is reused — files with data there are read again.
+    suspect_packs: BTreeSet<String>,
+}
+
 /// The newest complete snapshot of `kind` encrypted as the new one will be — to the same
 /// keys: reusing chunks sealed to a key since replaced would leave the new snapshot
 /// needing the old key — to compare with.
@@ -73,11 +82,18 @@ fn parent_of(
     catalog: &Catalog,
     kind: BackupKind,
     recipients: Option<&[String]>,
-) -> Result<Option<BackupEntry>> {
+) -> Result<Lineage> {
     let listing = catalog.list()?;
     // A snapshot whose last verification failed is no parent: its chunks may be bad.
     let verdicts = catalog.load_verdicts();
-    Ok(listing
+    let suspect_packs = listing
+        .backups
+        .iter()
+        .filter(|b| verdicts.failed(&b.stem))
+        .filter_map(|b| b.metadata.snapshot.as_ref())
+        .flat_map(|s| s.packs.iter().map(|p| p.id.clone()))
+        .collect();
+    let parent = listing
         .of_kind(kind)
         .filter(|b| b.is_complete() && b.metadata.snapshot.is_some())
         .filter(|b| !verdicts.failed(&b.stem))
@@ -87,7 +103,11 @@ fn parent_of(
                 f.is_snapshot() && keys == recipients
             })
         })
-        .cloned())
+        .cloned();
+    Ok(Lineage {
+        parent,
+        suspect_packs,
+    })
 }
 
 /// What a storage snapshot asks to be free before it starts (besides `min_free_space`):
@@ -97,11 +117,13 @@ pub(super) const FIRST_PACK_ROOM: u64 = 64 << 20;
 fn options<'a>(
     job: &'a BackupJob,
     catalog: &'a Catalog,
-    parent: Option<&'a BackupEntry>,
+    lineage: &'a Lineage,
     keys: &'a Keys,
 ) -> SnapshotOptions<'a> {
     let cfg = job.config;
+    let parent = lineage.parent.as_ref();
     SnapshotOptions {
+        suspect_packs: &lineage.suspect_packs,
         sealing: keys.sealing.as_ref(),
         opening: &keys.opening,
         root: catalog.root(),
@@ -173,7 +195,7 @@ pub(super) fn storage_snapshot_part(
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let cfg = job.config;
     let started = Instant::now();
-    let (keys, parent) = Keys::with_parent(job, catalog, BackupKind::Storage)?;
+    let (keys, lineage) = Keys::with_parent(job, catalog, BackupKind::Storage)?;
     let sealed = keys.sealing.is_some();
     let tree = catalog.snapshot_tree_path(BackupKind::Storage, ts, sealed);
     let totals = |n: u64| (n > 0).then_some(n);
@@ -181,7 +203,7 @@ pub(super) fn storage_snapshot_part(
         .begin("snapshot storage", totals(total_bytes), totals(total_files));
     let (partial, file) =
         PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
-    let opts = options(job, catalog, parent.as_ref(), &keys);
+    let opts = options(job, catalog, &lineage, &keys);
     let (summary, file) = snapshot::snapshot_storage(
         &cfg.paths.storage,
         &opts,
@@ -202,7 +224,7 @@ pub(super) fn storage_snapshot_part(
         &tree,
         created,
         part_of,
-        parent.as_ref(),
+        lineage.parent.as_ref(),
         summary,
         (started, keys.format(job)),
     );
@@ -228,7 +250,7 @@ pub(super) fn database_snapshot_part(
     let src_path = &cfg.paths.database;
     let busy = cfg.backup.busy_timeout.0;
     let source = super::open_database(job)?;
-    let (keys, parent) = Keys::with_parent(job, catalog, BackupKind::Database)?;
+    let (keys, lineage) = Keys::with_parent(job, catalog, BackupKind::Database)?;
     let sealed = keys.sealing.is_some();
     // The copy is ours alone (0600) and lives only until the snapshot holds it.
     let copy_path = catalog.data_path(BackupKind::Database, &format!("{ts}_copy"), "db");
@@ -241,7 +263,7 @@ pub(super) fn database_snapshot_part(
     let tree = catalog.snapshot_tree_path(BackupKind::Database, ts, sealed);
     let (partial, file) =
         PartialFile::create(&tree, catalog.file_mode()).map_err(fail("write snapshot"))?;
-    let opts = options(job, catalog, parent.as_ref(), &keys);
+    let opts = options(job, catalog, &lineage, &keys);
     let name = src_path
         .file_name()
         .map(std::path::PathBuf::from)
@@ -266,7 +288,7 @@ pub(super) fn database_snapshot_part(
         &tree,
         created,
         part_of,
-        parent.as_ref(),
+        lineage.parent.as_ref(),
         summary,
         (started, keys.format(job)),
     );

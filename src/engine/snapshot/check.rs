@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::read::{check_tree, open_tree, safe_entry};
+use super::trailer::PackedChunk;
 use crate::engine::entry_tree::EntryTree;
 use crate::engine::{Cancel, Progress};
 use crate::error::{Error, Result};
@@ -45,6 +46,8 @@ const NAMED: usize = 10;
 pub struct PackRun {
     packs: RefCell<HashMap<String, std::result::Result<(), String>>>,
     chunks: RefCell<HashMap<(String, u64), std::result::Result<(), String>>>,
+    /// Each pack's trailer, by offset (`None`: it has none, or it was not opened).
+    trailers: RefCell<HashMap<String, TrailerByOffset>>,
 }
 
 impl PackRun {
@@ -53,6 +56,9 @@ impl PackRun {
         self.packs.borrow().len()
     }
 }
+
+/// A pack's trailer as a verify run keeps it: chunks by offset.
+type TrailerByOffset = std::result::Result<Option<HashMap<u64, PackedChunk>>, String>;
 
 /// The snapshot's packs as its metadata records them: id → SHA-256 of the pack file.
 pub type RecordedPacks = HashMap<String, String>;
@@ -90,6 +96,7 @@ pub fn check_snapshot(
             total += u64::from(chunk.raw);
             let pack = pack_verdict(&mut packs, chunk, depth, recorded, run, &mut checked)
                 .map_err(|e| e.into_error(tree, String::new()))?;
+            let pack = pack.and_then(|()| listed_in_trailer(chunk, run));
             let result = match (pack, depth) {
                 (Err(why), _) => Err(why),
                 (Ok(()), Depth::Presence) => packs.check_present(chunk).map_err(|e| e.to_string()),
@@ -151,6 +158,35 @@ pub fn check_snapshot(
     Ok(checked)
 }
 
+/// Whether `chunk` is where its pack's trailer says a chunk with its id and lengths lies
+/// (a pack without a trailer, or a sealed one read without a key, is not judged by it).
+/// The trailer came with the one read of the pack in this run.
+fn listed_in_trailer(
+    chunk: &super::tree::ChunkRef,
+    run: &PackRun,
+) -> std::result::Result<(), String> {
+    let trailers = run.trailers.borrow();
+    let listed = match trailers.get(&chunk.pack) {
+        Some(Ok(Some(listed))) => listed,
+        Some(Err(why)) => return Err(why.clone()),
+        Some(Ok(None)) | None => return Ok(()),
+    };
+    match listed.get(&chunk.offset) {
+        Some(c)
+            if c.id.to_hex() == chunk.id
+                && c.stored == chunk.stored
+                && c.raw == chunk.raw
+                && c.zstd == chunk.zstd =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "pack {}'s trailer lists no chunk {} of {} bytes at offset {}",
+            chunk.pack, chunk.id, chunk.stored, chunk.offset
+        )),
+    }
+}
+
 /// The verdict on `chunk`'s pack: read whole the first time the run meets it (its SHA-256
 /// against the recorded one; with `--read-data` its plaintext kept for the chunks), then
 /// remembered. `Err` of the outer result: the key's problem, not the pack's.
@@ -182,5 +218,11 @@ fn pack_verdict(
     run.packs
         .borrow_mut()
         .insert(chunk.pack.clone(), verdict.clone());
+    if let Some(t) = packs.take_trailer(&chunk.pack) {
+        let by_offset = t.map(|t| t.map(|t| t.into_iter().map(|c| (c.offset, c)).collect()));
+        run.trailers
+            .borrow_mut()
+            .insert(chunk.pack.clone(), by_offset);
+    }
     Ok(verdict)
 }

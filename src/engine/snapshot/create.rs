@@ -36,6 +36,8 @@ pub struct SnapshotOptions<'a> {
     pub exclude: &'a [String],
     /// The parent snapshot's entry list and the packs its metadata records.
     pub parent: Option<Parent<'a>>,
+    /// Packs not to reuse anything from (listed by a snapshot that failed verification).
+    pub suspect_packs: &'a std::collections::BTreeSet<String>,
     /// Encrypt packs and the entry list (`encrypt = "all"`).
     pub sealing: Option<&'a Sealing>,
     /// What opens the parent's entry list when it is encrypted (the store key).
@@ -48,6 +50,12 @@ pub struct SnapshotOptions<'a> {
 impl SnapshotOptions<'_> {
     fn ids(&self) -> ChunkIds {
         self.sealing.map_or(ChunkIds::Sha256, |s| s.ids.clone())
+    }
+
+    /// The index tag of the chunks this snapshot can use and makes.
+    fn index_tag(&self) -> String {
+        let to = self.sealing.map(|s| s.packs.fingerprints());
+        super::index::tag(&self.ids(), to.as_deref())
     }
 }
 
@@ -107,6 +115,13 @@ struct ParentWalk<'o> {
     damaged: std::collections::BTreeSet<String>,
     /// Files read again because their data was in a damaged pack (count, first paths).
     healed: (u64, Vec<PathBuf>),
+    /// The store's index, seeded from with the parent: where to look, what tag its
+    /// chunks must have, whether packs are sealed.
+    store: (PathBuf, String, bool),
+    /// Packs the index offered (present as recorded): what the metadata records of them.
+    indexed: std::collections::HashMap<String, PackRef>,
+    /// Why the index could not be used in full, if it could not.
+    index_problems: Vec<String>,
 }
 
 impl<'o> ParentWalk<'o> {
@@ -122,11 +137,20 @@ impl<'o> ParentWalk<'o> {
             problem: None,
             damaged: Default::default(),
             healed: (0, Vec::new()),
+            store: (
+                opts.root.to_path_buf(),
+                opts.index_tag(),
+                opts.sealing.is_some(),
+            ),
+            indexed: Default::default(),
+            index_problems: Vec::new(),
         };
+        walk.damaged = opts.suspect_packs.clone();
         let Some(p) = &opts.parent else {
             return Ok(walk);
         };
-        walk.damaged = damaged_packs(opts.root, p.packs, opts.sealing.is_some());
+        walk.damaged
+            .extend(damaged_packs(opts.root, p.packs, opts.sealing.is_some()));
         // A parent that cannot be trusted or read is no parent: every file is read (and
         // the backup still succeeds); only the warning says so.
         let opened = super::read::check_tree(&p.tree, Some(p.checksum))
@@ -179,8 +203,7 @@ impl<'o> ParentWalk<'o> {
         (*count > 0).then(|| {
             let names: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
             format!(
-                "{count} unchanged file(s) whose data the previous snapshot kept in {} missing or damaged pack(s) were read again ({}{}); `vertex-backup verify --all` names the older snapshots affected",
-                self.damaged.len(),
+                "{count} unchanged file(s) whose data the previous snapshot kept in missing or damaged pack(s) (or in packs a snapshot that failed verification lists) were read again ({}{}); `vertex-backup verify --all` names the older snapshots affected",
                 names.join(", "),
                 if *count > first.len() as u64 { ", …" } else { "" }
             )
@@ -229,14 +252,19 @@ impl<'o> ParentWalk<'o> {
         }
     }
 
-    /// Every chunk the parent references, for the writer to know (read once, lazily).
-    /// A parent that fails part-way seeds what it gave: chunks are only ever found again
-    /// by their id, so a missing one is stored anew.
+    /// Every chunk the index and the parent know, for the writer to find again (read once,
+    /// lazily: only when a file has to be read). A parent that fails part-way seeds what
+    /// it gave: chunks are only ever found again by their id, so a missing one is stored
+    /// anew.
     fn seed(&mut self, writer: &mut SnapshotWriter) {
-        if self.path.as_os_str().is_empty() || self.seeded {
+        if self.seeded {
             return;
         }
         self.seeded = true;
+        self.seed_index(writer);
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         let nodes = match TreeReader::open(&self.path, self.opening) {
             Ok(r) => r,
             Err(e) => return self.give_up(&e),
@@ -251,6 +279,56 @@ impl<'o> ParentWalk<'o> {
                 Err(e) => return self.give_up(&e),
             }
         }
+    }
+}
+
+impl ParentWalk<'_> {
+    /// Every chunk of the index's packs that are in the store as recorded and made as this
+    /// snapshot's (same chunk ids, same recipients). A damaged index file is passed over
+    /// (what it said is still checked pack by pack), and the run warns.
+    fn seed_index(&mut self, writer: &mut SnapshotWriter) {
+        let (root, tag, sealed) = &self.store;
+        let files = match super::index::files(root) {
+            Ok(f) => f,
+            Err(e) => {
+                self.index_problems.push(crate::error_chain(&e));
+                return;
+            }
+        };
+        let mut present: std::collections::HashMap<String, bool> = Default::default();
+        for file in files {
+            let mut seed = |p: super::index::IndexedPack| {
+                let id = p.id.to_hex();
+                if self.damaged.contains(&id) || self.indexed.contains_key(&id) {
+                    return;
+                }
+                let here = *present.entry(id.clone()).or_insert_with(|| {
+                    let path = root.join(crate::catalog::pack_name(&id, *sealed));
+                    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == p.size)
+                });
+                if !here {
+                    return;
+                }
+                for c in &p.chunks {
+                    writer.seed_packed(&id, c);
+                }
+                self.indexed.insert(id, p.pack_ref());
+            };
+            let read = super::index::read(&file, self.opening, &mut |t| t == tag, &mut seed);
+            if let Err(e) = read {
+                self.index_problems.push(crate::error_chain(&e));
+            }
+        }
+    }
+
+    /// What the run says of an index it could not use in full.
+    fn index_warning(&self) -> Option<String> {
+        (!self.index_problems.is_empty()).then(|| {
+            format!(
+                "the store's index could not be used in full ({}): chunks it lists may be stored again; `vertex-backup repair` writes it anew",
+                self.index_problems.join("; ")
+            )
+        })
     }
 }
 
@@ -350,11 +428,19 @@ fn damaged_packs(
         .collect()
 }
 
-/// Fill in the size and checksum of the packs taken from the parent.
-fn record_reused_packs(written: &mut Written, parent: Option<&Parent>) -> Result<()> {
+/// Fill in the size and checksum of the packs taken from the parent or the index.
+fn record_reused_packs(
+    written: &mut Written,
+    parent: Option<&Parent>,
+    indexed: &std::collections::HashMap<String, PackRef>,
+) -> Result<()> {
     let known = parent.map(|p| p.packs).unwrap_or_default();
     for pack in written.packs.iter_mut().filter(|p| p.checksum.is_empty()) {
-        let from = known.iter().find(|k| k.id == pack.id).ok_or_else(|| {
+        let found = known
+            .iter()
+            .find(|k| k.id == pack.id)
+            .or_else(|| indexed.get(&pack.id));
+        let from = found.ok_or_else(|| {
             Error::verify(
                 parent.map(|p| p.tree.as_path()).unwrap_or(Path::new("")),
                 "packs",
@@ -482,11 +568,31 @@ pub fn snapshot_storage(
     summary.warnings.extend(source.into_warnings());
     summary.warnings.extend(parent.problem.take());
     summary.warnings.extend(parent.healed_warning());
+    summary.warnings.extend(parent.index_warning());
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
-    record_reused_packs(&mut written, opts.parent.as_ref())?;
+    record_reused_packs(&mut written, opts.parent.as_ref(), &parent.indexed)?;
+    index_new_packs(opts, &written)?;
     summary.written = written;
     Ok((summary, file))
+}
+
+/// Record the packs this snapshot wrote in an index file of their own, durable before
+/// the entry list that points into them lands (so every snapshot's packs are indexed).
+fn index_new_packs(opts: &SnapshotOptions, written: &Written) -> Result<()> {
+    let packs: Vec<super::index::IndexedPack> = written
+        .new_packs
+        .iter()
+        .filter_map(|p| super::index::IndexedPack::of(&p.pack, p.chunks.clone()))
+        .collect();
+    super::index::write(
+        opts.root,
+        &opts.index_tag(),
+        &packs,
+        opts.sealing.map(|s| &s.store),
+        (opts.file_mode, opts.dir_mode),
+    )?;
+    Ok(())
 }
 
 fn chunking_for(rel: &Path, meta: &EntryMeta, opts: &SnapshotOptions) -> (Chunking, i32) {
@@ -530,6 +636,7 @@ pub fn snapshot_database(
     let mut parent = ParentWalk::open(opts, &mut warnings)?;
     parent.seed(&mut writer);
     warnings.extend(parent.problem.take());
+    warnings.extend(parent.index_warning());
     let mut buf = Vec::new();
     let read = store_stream(
         &mut input,
@@ -561,7 +668,8 @@ pub fn snapshot_database(
     writer.node(node_of(name, &entry_meta, NodeKind::File, None))?;
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
-    record_reused_packs(&mut written, opts.parent.as_ref())?;
+    record_reused_packs(&mut written, opts.parent.as_ref(), &parent.indexed)?;
+    index_new_packs(opts, &written)?;
     Ok((
         SnapshotSummary {
             written,

@@ -139,12 +139,20 @@ impl StoreKey {
     pub fn chunk_ids(&self) -> ChunkIds {
         ChunkIds::Keyed(self.chunk_key)
     }
+
+    /// The store key alone as a recipient (what the index is sealed to).
+    pub fn recipient(&self) -> Result<Recipients> {
+        Recipients::parse([self.public.as_str()])
+            .map_err(|e| Error::Internal(format!("the store key as a recipient: {e}")))
+    }
 }
 
-/// What sealing a snapshot takes: packs go to `packs`, entry lists to `trees`.
+/// What sealing a snapshot takes: packs go to `packs`, entry lists to `trees`, index
+/// files to `store` (the store key alone: the index never leaves this server).
 pub struct Sealing {
     pub packs: Recipients,
     pub trees: Recipients,
+    pub store: Recipients,
     pub ids: ChunkIds,
 }
 
@@ -160,6 +168,7 @@ impl Sealing {
         Ok(Sealing {
             packs: recipients.clone(),
             trees,
+            store: store.recipient()?,
             ids: store.chunk_ids(),
         })
     }

@@ -12,10 +12,15 @@ mod chunker;
 pub mod compare;
 mod create;
 pub mod export;
+pub mod ids;
+pub mod index;
 pub mod keys;
+pub mod mend;
 pub mod pack;
 pub mod read;
+pub mod trailer;
 pub mod tree;
+pub mod upkeep;
 mod writer;
 
 pub use create::{Parent, SnapshotOptions, SnapshotSummary, snapshot_database, snapshot_storage};

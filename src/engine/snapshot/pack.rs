@@ -6,8 +6,11 @@
 //! reading), and [`PackWriter::finish`] waits for all of them and their directories before
 //! any entry list that points into them is renamed into place: a snapshot never
 //! references a pack that a crash could lose. (A pack renamed but not yet durable when
-//! the machine dies belongs to no snapshot, and the next cleaning sweeps it.) Its id is random (chosen before its content is known, since entries
-//! point into it while it fills); its SHA-256 is recorded in each snapshot's metadata.
+//! the machine dies belongs to no snapshot, and the next cleaning sweeps it.) Its id is
+//! random (chosen before its content is known, since entries point into it while it
+//! fills); its SHA-256 is recorded in each snapshot's metadata and in the index. Each
+//! pack ends with a [`trailer`](super::trailer) listing its chunks, so the store can be
+//! indexed again from its packs alone.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -16,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::ids::ChunkId;
 use super::keys::{ChunkIds, MaybeSealed};
+use super::trailer::{self, PackedChunk};
 use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
 use crate::encryption::{Identities, Recipients};
 use crate::engine::direct_io::DirectReader;
@@ -41,6 +46,16 @@ struct OpenPack {
     out: MaybeSealed<HashingWriter<BufWriter<File>>>,
     /// Plain bytes written (what chunk offsets count).
     len: u64,
+    /// What it holds so far: its trailer once it is closed.
+    chunks: Vec<PackedChunk>,
+}
+
+/// A pack this run wrote: what snapshots record of it, and the chunks its trailer lists
+/// (what the index records of it).
+#[derive(Debug, Clone)]
+pub struct WrittenPack {
+    pub pack: PackRef,
+    pub chunks: Vec<PackedChunk>,
 }
 
 /// Closed packs waiting for their fsync: at most this many (then the writer waits).
@@ -52,7 +67,7 @@ pub struct PackWriter {
     file_mode: u32,
     dir_mode: u32,
     open: Option<OpenPack>,
-    finished: Vec<PackRef>,
+    finished: Vec<WrittenPack>,
     syncing: Option<FsyncThread>,
     /// Encrypt each pack to these (`<id>.pack.age`).
     sealing: Option<Recipients>,
@@ -169,6 +184,7 @@ impl PackWriter {
                 )
                 .ctx("encrypt", &path)?,
                 len: 0,
+                chunks: Vec::new(),
             });
         }
         self.open
@@ -176,13 +192,18 @@ impl PackWriter {
             .ok_or_else(|| Error::io("open a pack", &self.root, io::ErrorKind::Other.into()))
     }
 
-    /// Append `stored` bytes; returns the pack's id and the offset they start at.
-    pub fn append(&mut self, stored: &[u8]) -> Result<(String, u64)> {
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|p| p.len > 0 && p.len + stored.len() as u64 > PACK_TARGET)
-        {
+    /// Append chunk `id`'s `stored` bytes (`raw` plain bytes, zstd-compressed or not);
+    /// returns the pack's id and the offset they start at.
+    pub fn append(
+        &mut self,
+        id: ChunkId,
+        stored: &[u8],
+        (raw, zstd): (u32, bool),
+    ) -> Result<(String, u64)> {
+        if self.open.as_ref().is_some_and(|p| {
+            (p.len > 0 && p.len + stored.len() as u64 > PACK_TARGET)
+                || p.chunks.len() >= trailer::MAX_ENTRIES as usize
+        }) {
             self.close()?;
         }
         let pack = self.start()?;
@@ -191,14 +212,24 @@ impl PackWriter {
             .write_all(stored)
             .ctx("write", pack.partial.temp_path())?;
         pack.len += stored.len() as u64;
+        pack.chunks.push(PackedChunk {
+            id,
+            offset,
+            stored: stored.len() as u32,
+            raw,
+            zstd,
+        });
         Ok((pack.id.clone(), offset))
     }
 
     /// Make the open pack durable under its final name.
     fn close(&mut self) -> Result<()> {
-        let Some(pack) = self.open.take() else {
+        let Some(mut pack) = self.open.take() else {
             return Ok(());
         };
+        pack.out
+            .write_all(&trailer::encode(&pack.chunks))
+            .ctx("write", pack.partial.temp_path())?;
         let hashed = pack.out.finish().ctx("write", pack.partial.temp_path())?;
         let (buffered, checksum, size) = hashed.finish();
         let file = buffered
@@ -209,16 +240,19 @@ impl PackWriter {
         fs::rename(pack.partial.temp_path(), &path).ctx("rename into place", &path)?;
         pack.partial.keep();
         self.sync_later(file, path)?;
-        self.finished.push(PackRef {
-            id: pack.id,
-            size,
-            checksum,
+        self.finished.push(WrittenPack {
+            pack: PackRef {
+                id: pack.id,
+                size,
+                checksum,
+            },
+            chunks: pack.chunks,
         });
         Ok(())
     }
 
     /// Close the open pack; every pack written is then durable. Returns them.
-    pub fn finish(mut self) -> Result<Vec<PackRef>> {
+    pub fn finish(mut self) -> Result<Vec<WrittenPack>> {
         self.close()?;
         self.wait_synced()?;
         // The renames are durable with their directories: those this run wrote into, each
@@ -229,7 +263,7 @@ impl PackWriter {
             .iter()
             .filter_map(|p| {
                 self.root
-                    .join(pack_name(&p.id, sealed))
+                    .join(pack_name(&p.pack.id, sealed))
                     .parent()
                     .map(Path::to_path_buf)
             })
@@ -270,7 +304,13 @@ pub struct PackReader<'k> {
     /// A pack read whole by [`Self::load_pack`] (a verify run): its plaintext, from which
     /// its chunks are then served without reading the file again.
     loaded: Option<(String, Vec<u8>)>,
+    /// The trailer of the pack [`Self::load_pack`] read last, taken from that same read.
+    trailer: Option<(String, TrailerRead)>,
 }
+
+/// What a pack's trailer says: its chunks, none (no trailer, or sealed and not opened),
+/// or why it could not be read.
+pub type TrailerRead = std::result::Result<Option<Vec<PackedChunk>>, String>;
 
 /// No pack is larger than its target plus one chunk: anything far beyond is not a pack
 /// of ours, and is not read whole into memory.
@@ -342,6 +382,7 @@ impl<'k> PackReader<'k> {
             open: None,
             stored: Vec::new(),
             loaded: None,
+            trailer: None,
         }
     }
 
@@ -366,8 +407,15 @@ impl<'k> PackReader<'k> {
         }
         let unreadable =
             |e: io::Error| ChunkError::Damaged(format!("pack {id} cannot be read: {e}"));
+        let damaged = |e: trailer::TrailerError| format!("pack {id}: {e}");
         if !keep {
-            // Only its checksum: streamed, nothing held.
+            // Only its checksum, streamed, nothing held; a plain pack's trailer first, from
+            // its end, through the same open file.
+            if !self.sealed {
+                let t = trailer::read(&mut file).map_err(damaged);
+                self.trailer = Some((id.to_string(), t));
+                file.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+            }
             let (sha, _) = HashingReader::new(file).finish().map_err(unreadable)?;
             return Ok((len, sha));
         }
@@ -386,8 +434,19 @@ impl<'k> PackReader<'k> {
         } else {
             bytes
         };
+        let t = trailer::read(&mut io::Cursor::new(&plain)).map_err(damaged);
+        self.trailer = Some((id.to_string(), t));
         self.loaded = Some((id.to_string(), plain));
         Ok((len, sha))
+    }
+
+    /// The trailer of pack `id`, as the [`Self::load_pack`] that read it found it (taken:
+    /// asked again, `None`). A sealed pack read only for its checksum has none to give.
+    pub fn take_trailer(&mut self, id: &str) -> Option<TrailerRead> {
+        match self.trailer.take() {
+            Some((of, t)) if of == id => Some(t),
+            _ => None,
+        }
     }
 
     pub fn pack_path(&self, id: &str) -> PathBuf {

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::ids::ChunkId;
 use super::keys::MaybeSealed;
-use super::pack::PackWriter;
+use super::pack::{PackWriter, WrittenPack};
 use super::tree::{ChunkRef, Node, TreeHeader, TreeWriter};
 use crate::catalog::{PackRef, PartialFile};
 use crate::encryption::Recipients;
@@ -73,6 +74,8 @@ enum Msg {
 #[derive(Debug, Default)]
 pub struct Written {
     pub packs: Vec<PackRef>,
+    /// The packs this run wrote, with the chunks each holds (for the index).
+    pub new_packs: Vec<WrittenPack>,
     pub added_bytes: u64,
     pub added_chunks: u64,
     pub chunks: u64,
@@ -154,15 +157,7 @@ impl SnapshotWriter {
         if self.known.contains_key(&id) {
             return;
         }
-        let pack = match self.pack_index.get(&chunk.pack) {
-            Some(i) => *i,
-            None => {
-                let i = self.pack_names.len() as u32;
-                self.pack_names.push(chunk.pack.clone());
-                self.pack_index.insert(chunk.pack.clone(), i);
-                i
-            }
-        };
+        let pack = self.pack_number(&chunk.pack);
         self.known.insert(
             id,
             Known::Stored {
@@ -173,6 +168,37 @@ impl SnapshotWriter {
                 zstd: chunk.zstd,
             },
         );
+    }
+
+    /// Make a chunk the index lists (in pack `pack`, hex) known.
+    pub fn seed_packed(&mut self, pack: &str, chunk: &super::trailer::PackedChunk) {
+        if self.known.contains_key(&chunk.id.0) {
+            return;
+        }
+        let pack = self.pack_number(pack);
+        self.known.insert(
+            chunk.id.0,
+            Known::Stored {
+                pack,
+                offset: chunk.offset,
+                stored: chunk.stored,
+                raw: chunk.raw,
+                zstd: chunk.zstd,
+            },
+        );
+    }
+
+    /// The number standing for pack `name` in the known table.
+    fn pack_number(&mut self, name: &str) -> u32 {
+        match self.pack_index.get(name) {
+            Some(i) => *i,
+            None => {
+                let i = self.pack_names.len() as u32;
+                self.pack_names.push(name.to_string());
+                self.pack_index.insert(name.to_string(), i);
+                i
+            }
+        }
     }
 
     /// A buffer for the next new chunk: one the pack thread is done with, or a new one.
@@ -362,7 +388,7 @@ fn pack_thread(
                     .map(|n| n < len)
                     .unwrap_or(false);
                 let stored: &[u8] = if packed { &compressed } else { plain };
-                let (pack, offset) = packs.append(stored)?;
+                let (pack, offset) = packs.append(ChunkId(id), stored, (len as u32, packed))?;
                 let c = ChunkRef {
                     id: hex::encode(id),
                     pack,
@@ -387,7 +413,8 @@ fn pack_thread(
     if abandoned.load(Ordering::SeqCst) {
         return Err(crate::error::Error::Cancelled);
     }
-    written.packs = packs.finish()?;
+    written.new_packs = packs.finish()?;
+    written.packs = written.new_packs.iter().map(|p| p.pack.clone()).collect();
     let hashed = tree
         .finish()
         .and_then(MaybeSealed::finish)
