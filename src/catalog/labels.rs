@@ -34,6 +34,13 @@ pub fn entry_notes(e: &BackupEntry, verdicts: &Verdicts, now: DateTime<Utc>) -> 
     if e.metadata.is_pre_restore() {
         notes.push("pre-restore safety copy".into());
     }
+    if let Some(r) = &e.metadata.repaired {
+        let lost = match r.lost_files {
+            0 => "nothing lost".to_string(),
+            n => format!("{n} file(s) lost"),
+        };
+        notes.push(format!("repaired from {} ({lost})", r.from));
+    }
     if !e.metadata.warnings.is_empty() {
         notes.push(format!("{} warnings", e.metadata.warnings.len()));
     }

@@ -165,6 +165,14 @@ fn repair_leaves_out_and_names_the_files_whose_data_is_gone_and_the_next_backup_
     assert_eq!(code, Some(0), "{reports:#?}");
     let repaired = app.list_of("storage").into_iter().next().unwrap();
     assert_eq!(repaired["repaired"]["lost_files"], 1, "{repaired:#}");
+    let listed = app.run(["list"]);
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("repaired from {} (1 file(s) lost)", name_of(&s2))),
+        "{}",
+        listed.describe()
+    );
     assert!(
         repaired["warnings"][0]
             .as_str()

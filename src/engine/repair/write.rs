@@ -76,6 +76,7 @@ impl<'a> Context<'a> {
             .collect();
         m.file_size = reports.iter().map(|r| r.metadata.file_size).sum();
         m.file_count = reports.iter().map(|r| r.metadata.file_count).sum();
+        m.uncompressed_size = reports.iter().map(|r| r.metadata.uncompressed_size).sum();
         if let Some(st) = reports.iter().find(|r| r.kind == BackupKind::Storage) {
             m.content_size = st.metadata.content_size;
         }
@@ -131,6 +132,11 @@ impl<'a> Context<'a> {
             meta.file_count = mended.file_count;
             if meta.content_size > 0 {
                 meta.content_size = mended.content_size;
+            }
+            // A storage snapshot's uncompressed size is its files' bytes: what it holds
+            // now. (A database snapshot is never mended by leaving its file out.)
+            if m.kind == BackupKind::Storage {
+                meta.uncompressed_size = mended.content_size;
             }
             (file, mended.checksum, mended.size)
         } else {
