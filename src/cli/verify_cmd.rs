@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use vertex_backup::Config;
 use vertex_backup::engine::backup::catalog_for;
+use vertex_backup::engine::snapshot::keys::Opening;
 use vertex_backup::engine::{Cancel, select, verify};
 
 use super::progress::TerminalProgress;
@@ -74,6 +75,18 @@ pub fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Res
         out!("{}", serde_json::to_string_pretty(&reports)?);
     }
     record_verdicts(config, &reports);
+    // `--all` read every pack: the index is checked against their trailers too.
+    let index_problems = match (
+        args.all,
+        Opening::new(config.identity.as_deref(), &config.paths.backup_dir),
+    ) {
+        (true, Ok(opening)) => packs.index_disagreements(&config.paths.backup_dir, &opening),
+        (true, Err(e)) => vec![format!("the index could not be opened: {e}")],
+        (false, _) => Vec::new(),
+    };
+    for p in &index_problems {
+        eprintln!("warning: the store's index: {p}; `vertex-backup repair` writes it anew");
+    }
     if reports.is_empty() {
         eprintln!(
             "no backups to verify in {}",
@@ -88,6 +101,9 @@ pub fn cmd_verify(config: &Config, args: VerifyArgs, quiet: bool) -> anyhow::Res
     }
     // Could not check is neither failed nor good: said, and exit 3 (warnings).
     let partial = reports.iter().filter(|r| !r.fully_checked).count();
+    if !index_problems.is_empty() {
+        return Ok(ExitCode::from(3));
+    }
     if partial > 0 {
         eprintln!(
             "{partial} of {} backups could not be fully checked here (their last verdict stands); see above",

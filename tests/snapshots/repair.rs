@@ -415,3 +415,45 @@ fn a_database_snapshot_whose_data_is_gone_is_not_repaired_into_an_empty_one() {
     // The original stays where it was, failing verification as it should.
     assert!(names(&app, "database").contains(&name_of(&db)));
 }
+
+#[test]
+fn verify_all_warns_of_an_index_entry_its_pack_trailer_does_not_list() {
+    use vertex_backup::engine::snapshot::ids::{ChunkId, PackId};
+    use vertex_backup::engine::snapshot::index::{self, IndexedPack};
+    use vertex_backup::engine::snapshot::trailer::PackedChunk;
+    let app = snapshot_app();
+    let s1 = app.create("storage");
+    app.run(["verify", "--all"]).assert_code(0);
+    // An index file that says the pack holds another chunk at its start: a snapshot
+    // deduplicating through it would point at the wrong bytes.
+    let pack = &snap(&s1)["packs"][0];
+    let wrong = IndexedPack {
+        id: PackId::parse(jstr(pack, "id")).unwrap(),
+        size: ju64(pack, "size"),
+        checksum: [0; 32],
+        chunks: vec![PackedChunk {
+            id: ChunkId([7; 32]),
+            offset: 0,
+            stored: 10,
+            raw: 10,
+            zstd: false,
+        }],
+    };
+    index::write(&app.backups, "sha256", &[wrong], None, (0o600, 0o700)).unwrap();
+    let r = app.run(["verify", "--all"]);
+    assert_eq!(r.code(), Some(3), "{}", r.describe());
+    assert!(
+        r.stderr.contains("that their trailers do not"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("vertex-backup repair"),
+        "{}",
+        r.describe()
+    );
+    let (code, report) = repair(&app, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    app.run(["verify", "--all"]).assert_code(0);
+    assert_store_exact(&app, "after the index was written anew");
+}

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Cancel;
+use super::snapshot::ids::PackId;
 use super::snapshot::index;
 use super::snapshot::keys::{ChunkIds, Opening};
 use super::snapshot::mend::{self, Mended, Relocations};
@@ -428,20 +429,23 @@ impl<'a> Context<'a> {
             .flat_map(|s| s.packs.iter().map(|p| p.id.as_str()))
             .collect();
         for (id, chunks) in self.trailers {
-            if !packs_of_tag.contains(id.as_str()) {
+            let Some(pack) = PackId::parse(id).filter(|_| packs_of_tag.contains(id.as_str()))
+            else {
                 continue;
-            }
+            };
             for c in chunks.iter().flatten() {
-                map.entry(c.id).or_insert((id.clone(), *c));
+                map.entry(c.id).or_insert((pack, *c));
             }
         }
         if let Ok(files) = index::files(self.catalog.root()) {
             for f in files {
                 let _ = index::read(f.as_path(), self.opening, &mut |t| t == tag, &mut |p| {
-                    let id = p.id.to_hex();
-                    if matches!(self.states.get(&id), Some(PackState::Good { .. })) {
+                    if matches!(
+                        self.states.get(&p.id.to_hex()),
+                        Some(PackState::Good { .. })
+                    ) {
                         for c in &p.chunks {
-                            map.entry(c.id).or_insert((id.clone(), *c));
+                            map.entry(c.id).or_insert((p.id, *c));
                         }
                     }
                 });

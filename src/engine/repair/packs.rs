@@ -12,7 +12,6 @@ use crate::catalog::{BackupEntry, Listing, PackRef, pack_name};
 use crate::encryption::Identities;
 use crate::engine::Cancel;
 use crate::engine::hashing::HashingReader;
-use crate::engine::snapshot::ids::ChunkId;
 use crate::engine::snapshot::mend::ChunkHealth;
 use crate::engine::snapshot::pack::{PackReader, PackWriter};
 use crate::engine::snapshot::trailer::{self, PackedChunk};
@@ -100,14 +99,17 @@ pub(super) struct Health<'a, 'k> {
 
 impl ChunkHealth for Health<'_, '_> {
     fn usable(&mut self, c: &ChunkRef) -> bool {
-        match self.states.get(&c.pack) {
+        match self.states.get(&c.pack.to_hex()) {
             Some(PackState::Good { len }) => c.offset + u64::from(c.stored) <= *len,
             Some(PackState::Suspect(_) | PackState::Missing(_)) | None => false,
         }
     }
 
     fn salvage(&mut self, c: &ChunkRef) -> Option<ChunkRef> {
-        if !matches!(self.states.get(&c.pack), Some(PackState::Suspect(_))) {
+        if !matches!(
+            self.states.get(&c.pack.to_hex()),
+            Some(PackState::Suspect(_))
+        ) {
             return None;
         }
         if !self.can_open {
@@ -118,7 +120,6 @@ impl ChunkHealth for Health<'_, '_> {
         let Some(writer) = &mut self.salvage else {
             return Some(c.clone());
         };
-        let id = ChunkId::parse(&c.id)?;
         let packed = zstd::bulk::compress(&self.buf, 3)
             .ok()
             .filter(|z| z.len() < self.buf.len());
@@ -126,9 +127,9 @@ impl ChunkHealth for Health<'_, '_> {
             Some(z) => (z.as_slice(), true),
             None => (self.buf.as_slice(), false),
         };
-        match writer.append(id, stored, (c.raw, zstd)) {
+        match writer.append(c.id, stored, (c.raw, zstd)) {
             Ok((pack, offset)) => Some(ChunkRef {
-                id: c.id.clone(),
+                id: c.id,
                 pack,
                 offset,
                 stored: stored.len() as u32,

@@ -120,12 +120,13 @@ impl<'a> Context<'a> {
             info.packs = mended
                 .packs
                 .iter()
+                .map(|id| id.to_hex())
                 .filter_map(|id| {
                     salvaged
                         .iter()
-                        .find(|w| w.pack.id == *id)
+                        .find(|w| w.pack.id == id)
                         .map(|w| w.pack.clone())
-                        .or_else(|| self.listing_pack(id))
+                        .or_else(|| self.listing_pack(&id))
                 })
                 .collect();
             info.chunks = mended.chunks;

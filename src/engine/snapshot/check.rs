@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::ids::PackId;
+use super::keys::Opening;
 use super::read::{check_tree, open_tree, safe_entry};
 use super::trailer::PackedChunk;
 use crate::engine::entry_tree::EntryTree;
@@ -44,16 +46,52 @@ const NAMED: usize = 10;
 /// read (and its checksum checked) once, and a chunk they share is read back once.
 #[derive(Debug, Default)]
 pub struct PackRun {
-    packs: RefCell<HashMap<String, std::result::Result<(), String>>>,
-    chunks: RefCell<HashMap<(String, u64), std::result::Result<(), String>>>,
+    packs: RefCell<HashMap<PackId, std::result::Result<(), String>>>,
+    chunks: RefCell<HashMap<(PackId, u64), std::result::Result<(), String>>>,
     /// Each pack's trailer, by offset (`None`: it has none, or it was not opened).
-    trailers: RefCell<HashMap<String, TrailerByOffset>>,
+    trailers: RefCell<HashMap<PackId, TrailerByOffset>>,
 }
 
 impl PackRun {
     /// Packs read whole so far.
     pub fn packs_read(&self) -> usize {
         self.packs.borrow().len()
+    }
+
+    /// Where the store's index disagrees with the trailers of the packs this run read: an
+    /// index entry no trailer lists as it says (a new snapshot would point at the wrong
+    /// bytes through it), or an index file that cannot be read. An index that only lacks
+    /// packs is not a problem: the next backup's upkeep indexes them.
+    pub fn index_disagreements(&self, root: &Path, opening: &Opening) -> Vec<String> {
+        let files = match super::index::files(root) {
+            Ok(f) => f,
+            Err(e) => return vec![crate::error_chain(&e)],
+        };
+        let trailers = self.trailers.borrow();
+        let mut problems = Vec::new();
+        for file in files {
+            let mut wrong = Vec::new();
+            let read = super::index::read(&file, opening, &mut |_| true, &mut |p| {
+                let Some(Ok(Some(listed))) = trailers.get(&p.id) else {
+                    return;
+                };
+                let agrees = p.chunks.len() == listed.len()
+                    && p.chunks.iter().all(|c| listed.get(&c.offset) == Some(c));
+                if !agrees {
+                    wrong.push(p.id.to_hex());
+                }
+            });
+            match read {
+                Err(e) => problems.push(crate::error_chain(&e)),
+                Ok(_) if !wrong.is_empty() => problems.push(format!(
+                    "{} lists chunks of pack(s) {} that their trailers do not",
+                    file.display(),
+                    wrong.join(", ")
+                )),
+                Ok(_) => {}
+            }
+        }
+        problems
     }
 }
 
@@ -101,7 +139,7 @@ pub fn check_snapshot(
                 (Err(why), _) => Err(why),
                 (Ok(()), Depth::Presence) => packs.check_present(chunk).map_err(|e| e.to_string()),
                 (Ok(()), Depth::ReadData) => {
-                    let key = (chunk.pack.clone(), chunk.offset);
+                    let key = (chunk.pack, chunk.offset);
                     let known = run.chunks.borrow().get(&key).cloned();
                     match known {
                         Some(verdict) => verdict,
@@ -173,7 +211,7 @@ fn listed_in_trailer(
     };
     match listed.get(&chunk.offset) {
         Some(c)
-            if c.id.to_hex() == chunk.id
+            if c.id == chunk.id
                 && c.stored == chunk.stored
                 && c.raw == chunk.raw
                 && c.zstd == chunk.zstd =>
@@ -201,12 +239,12 @@ fn pack_verdict(
     if let Some(known) = run.packs.borrow().get(&chunk.pack) {
         return Ok(known.clone());
     }
-    let verdict = match packs.load_pack(&chunk.pack, depth == Depth::ReadData) {
+    let verdict = match packs.load_pack(chunk.pack, depth == Depth::ReadData) {
         Err(e @ super::pack::ChunkError::Key(..)) => return Err(e),
         Err(e) => Err(e.to_string()),
         Ok((len, sha)) => {
             checked.bytes_read += len;
-            match recorded.get(&chunk.pack) {
+            match recorded.get(&chunk.pack.to_hex()) {
                 Some(want) if !want.eq_ignore_ascii_case(&sha) => Err(format!(
                     "pack {} has SHA-256 {sha}, its snapshot recorded {want}",
                     chunk.pack
@@ -215,14 +253,10 @@ fn pack_verdict(
             }
         }
     };
-    run.packs
-        .borrow_mut()
-        .insert(chunk.pack.clone(), verdict.clone());
-    if let Some(t) = packs.take_trailer(&chunk.pack) {
+    run.packs.borrow_mut().insert(chunk.pack, verdict.clone());
+    if let Some(t) = packs.take_trailer(chunk.pack) {
         let by_offset = t.map(|t| t.map(|t| t.into_iter().map(|c| (c.offset, c)).collect()));
-        run.trailers
-            .borrow_mut()
-            .insert(chunk.pack.clone(), by_offset);
+        run.trailers.borrow_mut().insert(chunk.pack, by_offset);
     }
     Ok(verdict)
 }

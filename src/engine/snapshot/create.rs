@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::chunker::{Chunker, Chunking, DATABASE_CHUNK, WHOLE_FILE_MAX};
+use super::ids::PackId;
 use super::keys::{ChunkIds, Opening, Sealing};
 use super::pack::PackWriter;
 use super::tree::{Node, NodeKind, StoredTree, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader};
@@ -112,7 +113,7 @@ struct ParentWalk<'o> {
     /// The parent's packs that are not in the store as its metadata records them (gone,
     /// or of another size): a chunk in one is never reused nor deduplicated against, and
     /// a file with data there is read again — damage never spreads to a new snapshot.
-    damaged: std::collections::BTreeSet<String>,
+    damaged: std::collections::BTreeSet<PackId>,
     /// Files read again because their data was in a damaged pack (count, first paths).
     healed: (u64, Vec<PathBuf>),
     /// The store's index, seeded from with the parent: where to look, what tag its
@@ -145,7 +146,11 @@ impl<'o> ParentWalk<'o> {
             indexed: Default::default(),
             index_problems: Vec::new(),
         };
-        walk.damaged = opts.suspect_packs.clone();
+        walk.damaged = opts
+            .suspect_packs
+            .iter()
+            .filter_map(|p| PackId::parse(p))
+            .collect();
         let Some(p) = &opts.parent else {
             return Ok(walk);
         };
@@ -299,7 +304,7 @@ impl ParentWalk<'_> {
         for file in files {
             let mut seed = |p: super::index::IndexedPack| {
                 let id = p.id.to_hex();
-                if self.damaged.contains(&id) || self.indexed.contains_key(&id) {
+                if self.damaged.contains(&p.id) || self.indexed.contains_key(&id) {
                     return;
                 }
                 let here = *present.entry(id.clone()).or_insert_with(|| {
@@ -310,7 +315,7 @@ impl ParentWalk<'_> {
                     return;
                 }
                 for c in &p.chunks {
-                    writer.seed_packed(&id, c);
+                    writer.seed_packed(p.id, c);
                 }
                 self.indexed.insert(id, p.pack_ref());
             };
@@ -417,14 +422,14 @@ fn damaged_packs(
     root: &Path,
     recorded: &[PackRef],
     sealed: bool,
-) -> std::collections::BTreeSet<String> {
+) -> std::collections::BTreeSet<PackId> {
     recorded
         .iter()
         .filter(|p| {
             let path = root.join(crate::catalog::pack_name(&p.id, sealed));
             !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == p.size)
         })
-        .map(|p| p.id.clone())
+        .filter_map(|p| PackId::parse(&p.id))
         .collect()
 }
 

@@ -43,6 +43,16 @@ impl PackId {
         parse_hex(s).map(PackId)
     }
 
+    /// A new pack's id: 16 bytes from the kernel's random source (chosen before the
+    /// pack's content is known, since entries point into it while it fills).
+    pub fn random() -> crate::error::Result<Self> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            crate::error::Error::Internal(format!("the kernel's random source failed: {e}"))
+        })?;
+        Ok(PackId(bytes))
+    }
+
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use super::ids::ChunkId;
+use super::ids::{ChunkId, PackId};
 use super::keys::{MaybeSealed, Opening};
 use super::trailer::PackedChunk;
 use super::tree::{ChunkRef, NodeKind, TreeReader, TreeWriter};
@@ -30,7 +30,7 @@ pub trait ChunkHealth {
 }
 
 /// Where chunks lie in packs known good: chunk id → (pack, where in it).
-pub type Relocations = HashMap<ChunkId, (String, PackedChunk)>;
+pub type Relocations = HashMap<ChunkId, (PackId, PackedChunk)>;
 
 /// What mending a snapshot found (and, unless it was only planned, wrote).
 #[derive(Debug, Default)]
@@ -42,7 +42,7 @@ pub struct Mended {
     /// Chunks copied out of a damaged pack into a new one.
     pub salvaged: u64,
     /// Packs the mended list references.
-    pub packs: BTreeSet<String>,
+    pub packs: BTreeSet<PackId>,
     pub chunks: u64,
     /// Non-directory entries, and the bytes of the files, kept.
     pub file_count: u64,
@@ -98,7 +98,7 @@ pub fn mend(
         }
         m.content_size += node.size;
         m.chunks += node.chunks.len() as u64;
-        m.packs.extend(node.chunks.iter().map(|c| c.pack.clone()));
+        m.packs.extend(node.chunks.iter().map(|c| c.pack));
         if let Some((w, path)) = &mut writer {
             w.push(node).ctx("write", &*path)?;
         }
@@ -132,11 +132,11 @@ fn mend_chunks(
         if health.usable(c) {
             continue;
         }
-        let other = ChunkId::parse(&c.id)
-            .and_then(|id| elsewhere.get(&id))
+        let other = elsewhere
+            .get(&c.id)
             .map(|(pack, at)| ChunkRef {
-                id: c.id.clone(),
-                pack: pack.clone(),
+                id: c.id,
+                pack: *pack,
                 offset: at.offset,
                 stored: at.stored,
                 raw: at.raw,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::ids::ChunkId;
+use super::ids::{ChunkId, PackId};
 use super::keys::{ChunkIds, MaybeSealed};
 use super::trailer::{self, PackedChunk};
 use crate::catalog::{PackRef, PartialFile, pack_name, sync_dir};
@@ -31,17 +31,13 @@ use crate::error::{Error, IoContext, Result};
 /// Packs are closed once they reach this size.
 pub const PACK_TARGET: u64 = 16 << 20;
 
-/// A new random id: 32 hex digits from the kernel's random source.
-/// 16 random bytes as hex: a pack's id, a lock object's name.
+/// 16 random bytes as 32 hex digits: an index file's or a lock object's name.
 pub(crate) fn random_id() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Error::Internal(format!("the kernel's random source failed: {e}")))?;
-    Ok(hex::encode(bytes))
+    PackId::random().map(PackId::to_hex)
 }
 
 struct OpenPack {
-    id: String,
+    id: PackId,
     partial: PartialFile,
     out: MaybeSealed<HashingWriter<BufWriter<File>>>,
     /// Plain bytes written (what chunk offsets count).
@@ -163,8 +159,10 @@ impl PackWriter {
     fn start(&mut self) -> Result<&mut OpenPack> {
         if self.open.is_none() {
             self.check_room()?;
-            let id = random_id()?;
-            let path = self.root.join(pack_name(&id, self.sealing.is_some()));
+            let id = PackId::random()?;
+            let path = self
+                .root
+                .join(pack_name(&id.to_hex(), self.sealing.is_some()));
             if let Some(dir) = path.parent()
                 && !dir.is_dir()
             {
@@ -199,7 +197,7 @@ impl PackWriter {
         id: ChunkId,
         stored: &[u8],
         (raw, zstd): (u32, bool),
-    ) -> Result<(String, u64)> {
+    ) -> Result<(PackId, u64)> {
         if self.open.as_ref().is_some_and(|p| {
             (p.len > 0 && p.len + stored.len() as u64 > PACK_TARGET)
                 || p.chunks.len() >= trailer::MAX_ENTRIES as usize
@@ -219,7 +217,7 @@ impl PackWriter {
             raw,
             zstd,
         });
-        Ok((pack.id.clone(), offset))
+        Ok((pack.id, offset))
     }
 
     /// Make the open pack durable under its final name.
@@ -242,7 +240,7 @@ impl PackWriter {
         self.sync_later(file, path)?;
         self.finished.push(WrittenPack {
             pack: PackRef {
-                id: pack.id,
+                id: pack.id.to_hex(),
                 size,
                 checksum,
             },
@@ -299,13 +297,13 @@ pub struct PackReader<'k> {
     /// Packs are age files, opened with this identity.
     sealed: bool,
     identity: Option<&'k Identities>,
-    open: Option<(String, OpenRead)>,
+    open: Option<(PackId, OpenRead)>,
     stored: Vec<u8>,
     /// A pack read whole by [`Self::load_pack`] (a verify run): its plaintext, from which
     /// its chunks are then served without reading the file again.
-    loaded: Option<(String, Vec<u8>)>,
+    loaded: Option<(PackId, Vec<u8>)>,
     /// The trailer of the pack [`Self::load_pack`] read last, taken from that same read.
-    trailer: Option<(String, TrailerRead)>,
+    trailer: Option<(PackId, TrailerRead)>,
 }
 
 /// What a pack's trailer says: its chunks, none (no trailer, or sealed and not opened),
@@ -353,14 +351,14 @@ impl std::fmt::Display for ChunkError {
 }
 
 /// A sealed pack when no identity was given.
-fn no_identity(id: &str) -> ChunkError {
+fn no_identity(id: PackId) -> ChunkError {
     ChunkError::Missing(format!(
         "pack {id} is encrypted and no identity was given (--identity)"
     ))
 }
 
 /// A sealed pack that did not open: the key's problem, or the pack's.
-fn undecryptable(id: &str, e: crate::encryption::DecryptError) -> ChunkError {
+fn undecryptable(id: PackId, e: crate::encryption::DecryptError) -> ChunkError {
     let detail = format!("pack {id} does not decrypt: {}", e.detail);
     if e.failure.is_about_the_key() {
         ChunkError::Key(e.failure, detail)
@@ -391,7 +389,7 @@ impl<'k> PackReader<'k> {
     /// to serve the chunks read next (a sealed pack is decrypted for that).
     pub fn load_pack(
         &mut self,
-        id: &str,
+        id: PackId,
         keep: bool,
     ) -> std::result::Result<(u64, String), ChunkError> {
         use sha2::{Digest, Sha256};
@@ -413,7 +411,7 @@ impl<'k> PackReader<'k> {
             // its end, through the same open file.
             if !self.sealed {
                 let t = trailer::read(&mut file).map_err(damaged);
-                self.trailer = Some((id.to_string(), t));
+                self.trailer = Some((id, t));
                 file.seek(SeekFrom::Start(0)).map_err(unreadable)?;
             }
             let (sha, _) = HashingReader::new(file).finish().map_err(unreadable)?;
@@ -435,26 +433,26 @@ impl<'k> PackReader<'k> {
             bytes
         };
         let t = trailer::read(&mut io::Cursor::new(&plain)).map_err(damaged);
-        self.trailer = Some((id.to_string(), t));
-        self.loaded = Some((id.to_string(), plain));
+        self.trailer = Some((id, t));
+        self.loaded = Some((id, plain));
         Ok((len, sha))
     }
 
     /// The trailer of pack `id`, as the [`Self::load_pack`] that read it found it (taken:
     /// asked again, `None`). A sealed pack read only for its checksum has none to give.
-    pub fn take_trailer(&mut self, id: &str) -> Option<TrailerRead> {
+    pub fn take_trailer(&mut self, id: PackId) -> Option<TrailerRead> {
         match self.trailer.take() {
             Some((of, t)) if of == id => Some(t),
             _ => None,
         }
     }
 
-    pub fn pack_path(&self, id: &str) -> PathBuf {
-        self.root.join(pack_name(id, self.sealed))
+    pub fn pack_path(&self, id: PackId) -> PathBuf {
+        self.root.join(pack_name(&id.to_hex(), self.sealed))
     }
 
-    fn file(&mut self, id: &str) -> std::result::Result<&mut OpenRead, ChunkError> {
-        if self.open.as_ref().is_none_or(|(open, _)| open != id) {
+    fn file(&mut self, id: PackId) -> std::result::Result<&mut OpenRead, ChunkError> {
+        if self.open.as_ref().is_none_or(|(open, _)| *open != id) {
             let path = self.pack_path(id);
             let file = File::open(&path)
                 .map_err(|e| ChunkError::Missing(format!("pack {id} cannot be opened: {e}")))?;
@@ -465,7 +463,7 @@ impl<'k> PackReader<'k> {
             } else {
                 OpenRead::Plain(DirectReader::new(file))
             };
-            self.open = Some((id.to_string(), open));
+            self.open = Some((id, open));
         }
         match &mut self.open {
             Some((_, f)) => Ok(f),
@@ -511,7 +509,7 @@ impl<'k> PackReader<'k> {
                 .ok_or_else(|| short(io::Error::from(io::ErrorKind::UnexpectedEof)))?;
             stored.copy_from_slice(&plain[range]);
         } else {
-            match self.file(&chunk.pack)? {
+            match self.file(chunk.pack)? {
                 OpenRead::Plain(f) => f.read_exact_at(stored, chunk.offset).map_err(short)?,
                 OpenRead::Sealed(r) => {
                     r.seek(SeekFrom::Start(chunk.offset)).map_err(short)?;
@@ -537,7 +535,7 @@ impl<'k> PackReader<'k> {
         } else {
             out.extend_from_slice(stored);
         }
-        let id = hex::encode(self.ids.id(&out[..]));
+        let id = ChunkId(self.ids.id(&out[..]));
         if out.len() != chunk.raw as usize || id != chunk.id {
             return Err(ChunkError::Damaged(format!(
                 "chunk {} in pack {} reads back as {} bytes with id {id}",
@@ -555,7 +553,7 @@ impl<'k> PackReader<'k> {
         &mut self,
         chunk: &super::tree::ChunkRef,
     ) -> std::result::Result<(), ChunkError> {
-        let path = self.pack_path(&chunk.pack);
+        let path = self.pack_path(chunk.pack);
         let len = fs::metadata(&path)
             .map_err(|e| ChunkError::Missing(format!("pack {} cannot be opened: {e}", chunk.pack)))?
             .len();

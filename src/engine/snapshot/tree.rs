@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::ids::{ChunkId, PackId};
 use super::keys::Opening;
 use crate::engine::xattrs::Xattr;
 use crate::error::{Error, Result};
@@ -56,8 +57,8 @@ pub enum NodeKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ChunkTuple", into = "ChunkTuple")]
 pub struct ChunkRef {
-    pub id: String,
-    pub pack: String,
+    pub id: ChunkId,
+    pub pack: PackId,
     pub offset: u64,
     pub stored: u32,
     pub raw: u32,
@@ -80,17 +81,10 @@ impl TryFrom<ChunkTuple> for ChunkRef {
     type Error = String;
 
     fn try_from(t: ChunkTuple) -> Result<Self, String> {
-        let hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        if !hex(&t.0, 64) {
-            return Err(format!("a chunk id {:?} is not 64 hex digits", t.0));
-        }
-        if !crate::catalog::valid_pack_id(&t.1) {
-            return Err(format!("a chunk names a pack {:?} that is no pack id", t.1));
-        }
+        let id = ChunkId::parse(&t.0)
+            .ok_or_else(|| format!("a chunk id {:?} is not 64 hex digits", t.0))?;
+        let pack = PackId::parse(&t.1)
+            .ok_or_else(|| format!("a chunk names a pack {:?} that is no pack id", t.1))?;
         if t.4 > CHUNK_MAX || t.3 > CHUNK_MAX || (t.5 == 0 && t.3 != t.4) {
             return Err(format!(
                 "chunk {} claims {} stored and {} plain bytes, which no chunk of this format has (at most {CHUNK_MAX})",
@@ -101,8 +95,8 @@ impl TryFrom<ChunkTuple> for ChunkRef {
             return Err(format!("chunk {} lies beyond any pack", t.0));
         }
         Ok(ChunkRef {
-            id: t.0,
-            pack: t.1,
+            id,
+            pack,
             offset: t.2,
             stored: t.3,
             raw: t.4,
@@ -113,7 +107,14 @@ impl TryFrom<ChunkTuple> for ChunkRef {
 
 impl From<ChunkRef> for ChunkTuple {
     fn from(c: ChunkRef) -> Self {
-        ChunkTuple(c.id, c.pack, c.offset, c.stored, c.raw, u8::from(c.zstd))
+        ChunkTuple(
+            c.id.to_hex(),
+            c.pack.to_hex(),
+            c.offset,
+            c.stored,
+            c.raw,
+            u8::from(c.zstd),
+        )
     }
 }
 
@@ -421,8 +422,8 @@ mod tests {
             size: 3,
             target: None,
             chunks: vec![ChunkRef {
-                id: "ab".repeat(32),
-                pack: "cd".repeat(16),
+                id: ChunkId([0xab; 32]),
+                pack: PackId([0xcd; 16]),
                 offset: 17,
                 stored: 3,
                 raw: 3,

@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::ids::ChunkId;
 use super::index::{self, IndexWriter, IndexedPack};
 use super::keys::{ChunkIds, Opening, StoreKey};
 use super::trailer::PackedChunk;
@@ -284,16 +283,14 @@ fn chunks_of(
     let packs = found.entry(tag).or_default();
     while let Some(node) = reader.next_node()? {
         for c in node.chunks {
-            if !wanted.contains(c.pack.as_str()) {
+            let pack = c.pack.to_hex();
+            if !wanted.contains(pack.as_str()) {
                 continue;
             }
-            let Some(id) = ChunkId::parse(&c.id) else {
-                continue;
-            };
-            packs.entry(c.pack).or_default().insert(
+            packs.entry(pack).or_default().insert(
                 c.offset,
                 PackedChunk {
-                    id,
+                    id: c.id,
                     offset: c.offset,
                     stored: c.stored,
                     raw: c.raw,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::ids::ChunkId;
+use super::ids::{ChunkId, PackId};
 use super::keys::MaybeSealed;
 use super::pack::{PackWriter, WrittenPack};
 use super::tree::{ChunkRef, Node, TreeHeader, TreeWriter};
@@ -92,10 +92,10 @@ pub struct SnapshotWriter {
     thread: Option<JoinHandle<Result<(File, Written)>>>,
     known: HashMap<[u8; 32], Known>,
     /// The names of the packs known chunks lie in, each once.
-    pack_names: Vec<String>,
-    pack_index: HashMap<String, u32>,
+    pack_names: Vec<PackId>,
+    pack_index: HashMap<PackId, u32>,
     /// Packs the known chunks lie in (whatever this run adds, the thread reports).
-    reused_packs: HashSet<String>,
+    reused_packs: HashSet<PackId>,
     /// Set when the snapshot is given up (an error, a cancel): the thread then stops
     /// without closing the entry list or the open pack (their `.partial` files go).
     abandoned: Arc<AtomicBool>,
@@ -151,13 +151,11 @@ impl SnapshotWriter {
 
     /// Make chunks stored earlier (the parent's) known, so they are not stored again.
     pub fn seed(&mut self, chunk: &ChunkRef) {
-        let Some(id) = parse_id(&chunk.id) else {
-            return;
-        };
+        let id = chunk.id.0;
         if self.known.contains_key(&id) {
             return;
         }
-        let pack = self.pack_number(&chunk.pack);
+        let pack = self.pack_number(chunk.pack);
         self.known.insert(
             id,
             Known::Stored {
@@ -171,7 +169,7 @@ impl SnapshotWriter {
     }
 
     /// Make a chunk the index lists (in pack `pack`, hex) known.
-    pub fn seed_packed(&mut self, pack: &str, chunk: &super::trailer::PackedChunk) {
+    pub fn seed_packed(&mut self, pack: PackId, chunk: &super::trailer::PackedChunk) {
         if self.known.contains_key(&chunk.id.0) {
             return;
         }
@@ -189,13 +187,13 @@ impl SnapshotWriter {
     }
 
     /// The number standing for pack `name` in the known table.
-    fn pack_number(&mut self, name: &str) -> u32 {
-        match self.pack_index.get(name) {
+    fn pack_number(&mut self, name: PackId) -> u32 {
+        match self.pack_index.get(&name) {
             Some(i) => *i,
             None => {
                 let i = self.pack_names.len() as u32;
-                self.pack_names.push(name.to_string());
-                self.pack_index.insert(name.to_string(), i);
+                self.pack_names.push(name);
+                self.pack_index.insert(name, i);
                 i
             }
         }
@@ -217,10 +215,10 @@ impl SnapshotWriter {
                 raw,
                 zstd,
             }) => {
-                let pack = self.pack_names[pack as usize].clone();
-                self.reused_packs.insert(pack.clone());
+                let pack = self.pack_names[pack as usize];
+                self.reused_packs.insert(pack);
                 Piece::Known(ChunkRef {
-                    id: hex::encode(id),
+                    id: ChunkId(id),
                     pack,
                     offset,
                     stored,
@@ -254,7 +252,7 @@ impl SnapshotWriter {
     /// A file's chunks, taken whole from the parent (the file is unchanged).
     pub fn reuse(&mut self, chunks: &[ChunkRef]) -> Result<()> {
         for c in chunks {
-            self.reused_packs.insert(c.pack.clone());
+            self.reused_packs.insert(c.pack);
             self.send(Msg::Piece(Piece::Known(c.clone())))?;
         }
         Ok(())
@@ -319,7 +317,7 @@ impl SnapshotWriter {
         self.flush()?;
         let (file, mut written) = self.stop()?;
         let mut packs: HashSet<String> = written.packs.iter().map(|p| p.id.clone()).collect();
-        packs.extend(self.reused_packs.iter().cloned());
+        packs.extend(self.reused_packs.iter().map(|p| p.to_hex()));
         written.packs.retain(|p| packs.remove(&p.id));
         // Reused packs are recorded with their size and checksum by the caller (from the
         // parent's metadata): only their ids are known here.
@@ -330,12 +328,6 @@ impl SnapshotWriter {
         }));
         Ok((file, written))
     }
-}
-
-fn parse_id(hex_id: &str) -> Option<[u8; 32]> {
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(hex_id, &mut id).ok()?;
-    Some(id)
 }
 
 type TreeOut = TreeWriter<MaybeSealed<HashingWriter<BufWriter<File>>>>;
@@ -390,7 +382,7 @@ fn pack_thread(
                 let stored: &[u8] = if packed { &compressed } else { plain };
                 let (pack, offset) = packs.append(ChunkId(id), stored, (len as u32, packed))?;
                 let c = ChunkRef {
-                    id: hex::encode(id),
+                    id: ChunkId(id),
                     pack,
                     offset,
                     stored: stored.len() as u32,
