@@ -86,6 +86,17 @@ pub(crate) fn pack_path(app: &TestApp, id: &str) -> PathBuf {
         .join(format!("{id}.pack"))
 }
 
+/// Cut the file at `path` to half its length (a copy cut short, a disk that lost its end).
+pub(crate) fn cut_in_half(path: &Path) {
+    let len = fs::metadata(path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+}
+
 /// Every file under the content store (packs and anything else), sorted.
 pub(crate) fn store_files(app: &TestApp) -> Vec<PathBuf> {
     files_under(&app.backups.join("store"))

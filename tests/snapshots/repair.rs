@@ -67,13 +67,7 @@ fn repair_points_chunks_at_a_good_copy_and_loses_nothing_when_one_exists() {
     let first = packs_of(&s1).into_iter().next().expect("a pack");
     // Cut short: the next snapshot reads every file again and stores its chunks anew.
     let pack = pack_path(&app, &first);
-    let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    cut_in_half(&pack);
     let s2 = app.run(["create", "--type", "storage", "--json"]);
     assert_eq!(s2.code(), Some(3), "{}", s2.describe());
     let (code, _) = verify_reports(&app, &[name_of(&s1).as_str()]);

@@ -22,13 +22,7 @@ fn damaged_app() -> (TestApp, Vec<String>) {
     let app = snapshot_app();
     let s1 = app.create("storage");
     let pack = pack_path(&app, packs_of(&s1).iter().next().unwrap());
-    let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    cut_in_half(&pack);
     let again = app.run(["create", "--type", "storage"]);
     assert_eq!(again.code(), Some(3), "{}", again.describe());
     let before: BTreeSet<String> = listed_packs(&app.list());

@@ -64,6 +64,17 @@ impl BackupReport {
             .reduce(|a, b| a + b)
     }
 
+    /// How a full backup's manifest names this part.
+    pub fn part_ref(&self) -> PartRef {
+        PartRef {
+            kind: self.kind,
+            file_name: self.file_name(),
+            backup_path: self.path.display().to_string(),
+            file_size: self.metadata.file_size,
+            checksum: self.metadata.checksum.clone(),
+        }
+    }
+
     /// The data file's name (for a full backup, its manifest's), as messages show it.
     pub fn file_name(&self) -> String {
         self.path
@@ -592,16 +603,7 @@ fn full_backup(
             return Err(fail("write metadata")(e));
         }
     };
-    let parts: Vec<PartRef> = [&db, &st]
-        .iter()
-        .map(|r| PartRef {
-            kind: r.kind,
-            file_name: r.file_name(),
-            backup_path: r.path.display().to_string(),
-            file_size: r.metadata.file_size,
-            checksum: r.metadata.checksum.clone(),
-        })
-        .collect();
+    let parts: Vec<PartRef> = [&db, &st].iter().map(|r| r.part_ref()).collect();
     let manifest_path = catalog.meta_path(BackupKind::Full, ts);
     let mut m = base_metadata(
         BackupKind::Full,

@@ -350,6 +350,7 @@ impl<'a> Context<'a> {
         let tree = &m.data_path;
         let header = TreeReader::open(tree, self.opening)?.header().clone();
         let ids = ChunkIds::from_header(header.chunk_key.as_deref(), tree)?;
+        let tag = index::tag_of(m, header.chunk_key.as_deref())?;
         let sealed = is_sealed(m);
         let recipients = m
             .metadata
@@ -357,7 +358,6 @@ impl<'a> Context<'a> {
             .ok()
             .and_then(|f| f.encryption)
             .map(|e| e.recipients);
-        let tag = index::tag(&ids, recipients.as_deref());
         let can_open = !sealed || self.identity.is_some();
         let salvage = match &out {
             Some(_) => Some(PackWriter::new(

@@ -8,7 +8,7 @@ use super::IndexRebuild;
 use super::packs::{PackState, Trailers};
 use crate::catalog::{Catalog, PackRef};
 use crate::engine::snapshot::index::{self, IndexWriter, IndexedPack};
-use crate::engine::snapshot::keys::{ChunkIds, Opening, StoreKey};
+use crate::engine::snapshot::keys::{Opening, StoreKey};
 use crate::engine::snapshot::tree::TreeReader;
 use crate::engine::snapshot::upkeep;
 use crate::error::Result;
@@ -59,17 +59,9 @@ fn write_from_trailers(
         let Ok(reader) = TreeReader::open(&b.data_path, opening) else {
             continue;
         };
-        let Ok(ids) = ChunkIds::from_header(reader.header().chunk_key.as_deref(), &b.data_path)
-        else {
+        let Ok(tag) = index::tag_of(b, reader.header().chunk_key.as_deref()) else {
             continue;
         };
-        let recipients = b
-            .metadata
-            .format()
-            .ok()
-            .and_then(|f| f.encryption)
-            .map(|e| e.recipients);
-        let tag = index::tag(&ids, recipients.as_deref());
         for p in &s.packs {
             tag_of
                 .entry(p.id.clone())

@@ -64,16 +64,7 @@ impl<'a> Context<'a> {
         let path = catalog.meta_path(BackupKind::Full, &ts);
         m.timestamp = ts.clone();
         m.backup_path = path.display().to_string();
-        let parts: Vec<PartRef> = reports
-            .iter()
-            .map(|r| PartRef {
-                kind: r.kind,
-                file_name: r.file_name(),
-                backup_path: r.path.display().to_string(),
-                file_size: r.metadata.file_size,
-                checksum: r.metadata.checksum.clone(),
-            })
-            .collect();
+        let parts: Vec<PartRef> = reports.iter().map(|r| r.part_ref()).collect();
         m.file_size = reports.iter().map(|r| r.metadata.file_size).sum();
         m.file_count = reports.iter().map(|r| r.metadata.file_count).sum();
         m.uncompressed_size = reports.iter().map(|r| r.metadata.uncompressed_size).sum();

@@ -96,6 +96,18 @@ pub fn tag(ids: &ChunkIds, recipients: Option<&[String]>) -> String {
     }
 }
 
+/// The tag of the chunks of snapshot `entry`, whose entry list's header says `chunk_key`.
+pub fn tag_of(entry: &crate::catalog::BackupEntry, chunk_key: Option<&str>) -> Result<String> {
+    let ids = ChunkIds::from_header(chunk_key, &entry.data_path)?;
+    let recipients = entry
+        .metadata
+        .format()
+        .ok()
+        .and_then(|f| f.encryption)
+        .map(|e| e.recipients);
+    Ok(tag(&ids, recipients.as_deref()))
+}
+
 /// The index files of the backup directory `root`, in name order.
 pub fn files(root: &Path) -> Result<Vec<PathBuf>> {
     let dir = root.join(STORE_DIR).join(INDEX_DIR);

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::index::{self, IndexWriter, IndexedPack};
-use super::keys::{ChunkIds, Opening, StoreKey};
+use super::keys::{Opening, StoreKey};
 use super::trailer::PackedChunk;
 use super::tree::TreeReader;
 use crate::catalog::{BackupEntry, Catalog, Listing, PackRef};
@@ -272,14 +272,7 @@ fn chunks_of(
     found: &mut BTreeMap<String, BTreeMap<String, BTreeMap<u64, PackedChunk>>>,
 ) -> Result<()> {
     let mut reader = TreeReader::open(&snapshot.data_path, opening)?;
-    let ids = ChunkIds::from_header(reader.header().chunk_key.as_deref(), &snapshot.data_path)?;
-    let recipients = snapshot
-        .metadata
-        .format()
-        .ok()
-        .and_then(|f| f.encryption)
-        .map(|e| e.recipients);
-    let tag = index::tag(&ids, recipients.as_deref());
+    let tag = index::tag_of(snapshot, reader.header().chunk_key.as_deref())?;
     let packs = found.entry(tag).or_default();
     while let Some(node) = reader.next_node()? {
         for c in node.chunks {

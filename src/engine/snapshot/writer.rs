@@ -151,24 +151,17 @@ impl SnapshotWriter {
 
     /// Make chunks stored earlier (the parent's) known, so they are not stored again.
     pub fn seed(&mut self, chunk: &ChunkRef) {
-        let id = chunk.id.0;
-        if self.known.contains_key(&id) {
-            return;
-        }
-        let pack = self.pack_number(chunk.pack);
-        self.known.insert(
-            id,
-            Known::Stored {
-                pack,
-                offset: chunk.offset,
-                stored: chunk.stored,
-                raw: chunk.raw,
-                zstd: chunk.zstd,
-            },
-        );
+        let at = super::trailer::PackedChunk {
+            id: chunk.id,
+            offset: chunk.offset,
+            stored: chunk.stored,
+            raw: chunk.raw,
+            zstd: chunk.zstd,
+        };
+        self.seed_packed(chunk.pack, &at);
     }
 
-    /// Make a chunk the index lists (in pack `pack`, hex) known.
+    /// Make a chunk the index lists (in pack `pack`) known.
     pub fn seed_packed(&mut self, pack: PackId, chunk: &super::trailer::PackedChunk) {
         if self.known.contains_key(&chunk.id.0) {
             return;
