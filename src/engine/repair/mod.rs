@@ -207,7 +207,7 @@ struct Context<'a> {
     trailers: &'a Trailers,
     opts: &'a RepairOptions<'a>,
     /// Per index tag: where good copies of chunks lie (built when first needed).
-    relocations: std::cell::RefCell<HashMap<String, Relocations>>,
+    relocations: std::cell::RefCell<HashMap<String, std::rc::Rc<Relocations>>>,
 }
 
 /// A backup to repair as one: a snapshot, or a full backup and its snapshot members.
@@ -352,12 +352,7 @@ impl<'a> Context<'a> {
         let ids = ChunkIds::from_header(header.chunk_key.as_deref(), tree)?;
         let tag = index::tag_of(m, header.chunk_key.as_deref())?;
         let sealed = is_sealed(m);
-        let recipients = m
-            .metadata
-            .format()
-            .ok()
-            .and_then(|f| f.encryption)
-            .map(|e| e.recipients);
+        let recipients = index::sealed_to(m);
         let can_open = !sealed || self.identity.is_some();
         let salvage = match &out {
             Some(_) => Some(PackWriter::new(
@@ -407,24 +402,16 @@ impl<'a> Context<'a> {
         tag: &str,
         recipients: &Option<Vec<String>>,
         sealed: bool,
-    ) -> Relocations {
+    ) -> std::rc::Rc<Relocations> {
         if let Some(r) = self.relocations.borrow().get(tag) {
-            return r.clone();
+            return std::rc::Rc::clone(r);
         }
         let mut map = Relocations::new();
         let packs_of_tag: std::collections::HashSet<&str> = self
             .listing
             .backups
             .iter()
-            .filter(|b| {
-                is_sealed(b) == sealed
-                    && b.metadata
-                        .format()
-                        .ok()
-                        .and_then(|f| f.encryption)
-                        .map(|e| e.recipients)
-                        == *recipients
-            })
+            .filter(|b| is_sealed(b) == sealed && index::sealed_to(b) == *recipients)
             .filter_map(|b| b.metadata.snapshot.as_ref())
             .flat_map(|s| s.packs.iter().map(|p| p.id.as_str()))
             .collect();
@@ -451,9 +438,12 @@ impl<'a> Context<'a> {
                 });
             }
         }
+        // Built once per tag and shared: a store's worth of chunks is not copied per
+        // snapshot mended.
+        let map = std::rc::Rc::new(map);
         self.relocations
             .borrow_mut()
-            .insert(tag.to_string(), map.clone());
+            .insert(tag.to_string(), std::rc::Rc::clone(&map));
         map
     }
 }

@@ -167,12 +167,7 @@ impl<'a> Context<'a> {
     /// `[encryption]`'s recipients, when they are the ones encrypted snapshot `m` was
     /// sealed to (what salvaged packs and a mended entry list are sealed to).
     pub(super) fn matching_recipients(&self, m: &BackupEntry) -> Result<&'a Recipients> {
-        let recorded = m
-            .metadata
-            .format()
-            .ok()
-            .and_then(|f| f.encryption)
-            .map(|e| e.recipients);
+        let recorded = crate::engine::snapshot::index::sealed_to(m);
         let Some(now) = self.opts.recipients else {
             return Err(Error::verify(
                 &m.data_path,

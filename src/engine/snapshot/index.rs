@@ -99,13 +99,17 @@ pub fn tag(ids: &ChunkIds, recipients: Option<&[String]>) -> String {
 /// The tag of the chunks of snapshot `entry`, whose entry list's header says `chunk_key`.
 pub fn tag_of(entry: &crate::catalog::BackupEntry, chunk_key: Option<&str>) -> Result<String> {
     let ids = ChunkIds::from_header(chunk_key, &entry.data_path)?;
-    let recipients = entry
+    Ok(tag(&ids, sealed_to(entry).as_deref()))
+}
+
+/// The fingerprints snapshot `entry` is encrypted to (`None`: not encrypted).
+pub fn sealed_to(entry: &crate::catalog::BackupEntry) -> Option<Vec<String>> {
+    entry
         .metadata
         .format()
         .ok()
         .and_then(|f| f.encryption)
-        .map(|e| e.recipients);
-    Ok(tag(&ids, recipients.as_deref()))
+        .map(|e| e.recipients)
 }
 
 /// The index files of the backup directory `root`, in name order.
