@@ -13,6 +13,10 @@
 #   weekly    seven weekly backups (six changes after the first; one round): final sizes
 #   files     `gen_corpus --files N` (100 000): a backup with nothing changed
 #   database  a `--db-size` database (256 MiB), a snapshot, 100 rows updated, a snapshot
+#   repack    a backup, every other file deleted, a backup, then the first forgotten and the
+#             store pruned (ours: `rotate`, keep_last 1, which repacks; restic: `forget
+#             --keep-last 1 --prune`; borg: `prune --keep-last 1` + `compact`): the prune's
+#             time and the repository's size after it ÷ a fresh repository of the kept tree
 #
 # first, change and restore share their --runs rounds (the order of the tools rotating each
 # round), files repeats its no-change backup --runs times, database runs --runs rounds;
@@ -20,7 +24,7 @@
 # encryption. Prints a Markdown report and writes it to bench/results/snapshots.md.
 #
 #   bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]
-#                      [--only first,change,restore,weekly,files,database]
+#                      [--only first,change,restore,weekly,files,database,repack]
 #                      [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]
 #                      [--bin PATH]
 #
@@ -31,11 +35,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 size=2GiB runs=3 seed=42 work=$root/bench/work files_n=100000 db_size=256MiB
-only=first,change,restore,weekly,files,database tools=ours,restic,borg own_bin=""
+only=first,change,restore,weekly,files,database,repack tools=ours,restic,borg own_bin=""
 invocation="bench/snapshots.sh $*"
 usage() {
   echo "usage: bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]"
-  echo "                          [--only first,change,restore,weekly,files,database]"
+  echo "                          [--only first,change,restore,weekly,files,database,repack]"
   echo "                          [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]"
   echo "                          [--bin PATH]"
 }
@@ -58,7 +62,7 @@ done
 [[ $seed =~ ^[0-9]+$ ]] || die "--seed takes a number"
 [[ $files_n =~ ^[1-9][0-9]*$ ]] || die "--files takes a positive number"
 for o in ${only//,/ }; do
-  case $o in first | change | restore | weekly | files | database) ;; *) die "--only: unknown row $o" ;; esac
+  case $o in first | change | restore | weekly | files | database | repack) ;; *) die "--only: unknown row $o" ;; esac
 done
 tool_list=()
 for t in ${tools//,/ }; do
@@ -225,7 +229,7 @@ fi
 
 # --- first, change, restore: --runs rounds on a copy of the corpus --------------------------
 corpus=$work/corpus-$size-seed$seed
-if wanted first || wanted change || wanted restore || wanted weekly; then
+if wanted first || wanted change || wanted restore || wanted weekly || wanted repack; then
   make_corpus "$corpus" --size "$size" --seed "$seed"
   log "warming the page cache with the corpus (nothing is ever dropped from it)"
   find "$corpus" -type f -exec cat {} + >/dev/null
@@ -270,6 +274,38 @@ if wanted weekly; then
   for t in "${tool_list[@]}"; do final[$t]=$(du_bytes "$snap/weekly/$t"); done
   weekly_stats=$(tree_stats "$snap/weekly/tree/storage")
   rm -rf "$snap/weekly"
+fi
+
+# --- repack: half of every pack dead, then pruned (one round) ------------------------------
+# prune TOOL CTX: forget all but the newest backup and prune the repository, timed like a
+# backup ($m/CTX-prune-TOOL-0.*); .bytes is the repository's size afterwards.
+prune() {
+  local tool=$1 ctx=$2 d=$snap/$2 out=$m/$2-prune-$1-0
+  sync
+  log "$ctx: prune, $tool"
+  case $tool in
+    ours) measure_run "$out" "$bin" --config "$d/ours.toml" -q rotate ;;
+    restic) measure_run "$out" restic -r "$d/restic" forget -q --keep-last 1 --prune ;;
+    borg) measure_run "$out" sh -c 'borg prune --keep-last 1 "$1" && borg compact "$1"' prune "$d/borg" ;;
+  esac
+  du_bytes "$d/$tool" >"$out.bytes"
+}
+if wanted repack; then
+  context repack "$snap/repack/tree" storage storage
+  sed -i 's/^keep_last = 1000$/keep_last = 1/' "$snap/repack/ours.toml"
+  fresh_tree repack
+  fresh_repos repack
+  each_tool 0 backup repack first 0
+  log "repack: every other file of the tree deleted"
+  find "$snap/repack/tree/storage" -type f | sort | awk 'NR % 2 == 0' | xargs -d '\n' rm -f
+  each_tool 0 backup repack second 0
+  each_tool 0 prune repack
+  repack_stats=$(tree_stats "$snap/repack/tree/storage")
+  # The reference: a fresh repository holding the kept tree alone.
+  context repackref "$snap/repack/tree" storage storage
+  fresh_repos repackref
+  each_tool 0 backup repackref first 0
+  rm -rf "$snap/repack" "$snap/repackref"
 fi
 
 # --- files: many small files, a backup with nothing changed ---------------------------------
@@ -398,6 +434,12 @@ vsum() { # CTX LABEL TOOL: the sum of .s and .sync (restore, then sync -f)
   [ -n "$a" ] && [ -n "$b" ] || return 0
   awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f\n", a + b}'
 }
+repack_share() { # TOOL: its repository's bytes after the prune ÷ a fresh one of the kept tree
+  local a b
+  a=$(agg repack prune "$1" bytes) b=$(agg repackref first "$1" bytes)
+  [ -n "$a" ] && [ -n "$b" ] || return 0
+  awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f\n", a / b}'
+}
 final_mib() { # TOOL: its repository's MiB after the weekly row, "" when not measured
   if [ -n "${final[$1]:-}" ]; then num "${final[$1]}" %.1f 1048576; fi
 }
@@ -459,6 +501,10 @@ report() {
     target files "wall s, $files_n files, nothing changed" "$(v files nochange ours s)" "$(v files nochange restic s)" "$(v files nochange borg s)" 2 abs
     target files "peak RSS MiB of it" "$(v files nochange ours rss %.1f 1024)" "$(v files nochange restic rss %.1f 1024)" "$(v files nochange borg rss %.1f 1024)" 64 abs
   fi
+  if wanted repack; then
+    target repack "repository after prune ÷ a fresh one of the kept tree" "$(repack_share ours)" "$(repack_share restic)" "$(repack_share borg)" 1.10 abs
+    target repack "wall s, prune with half of every pack dead" "$(v repack prune ours s)" "$(v repack prune restic s)" "$(v repack prune borg s)" 1.0 ratio
+  fi
   if wanted database; then
     target database "MiB added by the snapshot after 100 rows changed" "$(v database snap2 ours bytes %.2f $mb)" "$(v database snap2 restic bytes %.2f $mb)" "$(v database snap2 borg bytes %.2f $mb)" 4 abs
   fi
@@ -473,6 +519,12 @@ report() {
   if wanted files; then
     result files first "$files_n files: first backup"
     result files nochange "$files_n files: nothing changed"
+  fi
+  if wanted repack; then
+    result repack first "repack: first backup"
+    result repack second "repack: half the files deleted"
+    result repack prune "repack: prune (bytes: the repository after)"
+    result repackref first "repack: fresh repository of the kept tree"
   fi
   if wanted database; then
     result database snap1 "database: first"
@@ -496,6 +548,9 @@ report() {
   fi
   if wanted files; then
     echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating."
+  fi
+  if wanted repack; then
+    echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"10%\"\` (forget + repack + sweep), restic \`forget --keep-last 1 --prune\` (its default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
   fi
   if wanted database; then
     echo "- Database: \`gen_corpus --size 2MiB --db-size $db_size --seed $seed\` ($(mib "$db_bytes") MiB, WAL mode), copied each round; between the two backups \`sqlite3\` sets \`$set_clause\` in 100 of the $big_rows rows of \`$big_table\` (the largest table), drawn at random from the seed: the same rows every round. Ours: \`create --type database\`; restic and borg back up the .db file (reference)."

@@ -13,6 +13,7 @@ mod oplog;
 mod packs;
 mod parts;
 mod restore_staging;
+mod rewrite;
 mod state;
 mod stats;
 mod store;
@@ -37,6 +38,7 @@ pub use oplog::{LOG_FILE, OperationLog};
 pub use packs::{SNAPSHOT_TREE_EXT, SNAPSHOT_TREE_SEALED_EXT, STORE_DIR, pack_name, valid_pack_id};
 pub use parts::{BackupParts, Part, PartRole};
 pub use restore_staging::{RESTORE_STAGING_FILE, RestoreStaging, node_id};
+pub use rewrite::{REWRITE_JOURNAL, STAGED_SUFFIX, staged_path};
 pub use state::{CatalogState, Outcome, RunRecord, STATE_FILE};
 pub use stats::{KindStats, Stats};
 pub use store::{
@@ -371,6 +373,7 @@ impl Catalog {
     /// Everything on disk. Never takes the lock; a backup being written shows up only as
     /// leftovers until its metadata lands — a full backup's parts until its manifest does.
     pub fn list(&self) -> Result<Listing> {
+        self.finish_rewrite_if_unlocked();
         let (mut listing, orphans) = self.list_with_orphans()?;
         // A killed restore's temporary tree, wherever its target was.
         if let Some(staging) = RestoreStaging::load(&self.root)
@@ -594,10 +597,14 @@ impl Catalog {
     /// files SQLite keeps beside a database copy still under its `.partial` name), data
     /// files whose metadata was still `.partial`, and parts of a full backup whose
     /// manifest never landed; and a killed restore's temporary tree, after bringing its
-    /// swap to one end or the other.
+    /// swap to one end or the other; and a killed repack's rewrite, finished when it was
+    /// committed, else its staged files.
     /// Only call while holding the lock: then no live run can be writing any of these.
     pub fn clean_leftovers(&self) -> Result<Vec<PathBuf>> {
         let mut removed: Vec<PathBuf> = RestoreStaging::repair(&self.root)?.into_iter().collect();
+        // A repack's committed rewrite first: until it is finished, its backups are half
+        // old, half new, and the sweep below would not see the packs they list.
+        removed.extend(self.finish_rewrite()?);
         for kind in BackupKind::ALL {
             let dir = self.kind_dir(kind);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -819,6 +826,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         sealed: None,
         snapshot: None,
         repaired: None,
+        original_checksum: None,
     }
 }
 

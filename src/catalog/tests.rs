@@ -269,6 +269,7 @@ fn verdict_recorder_child() {
             ok: who == 2,
             at: "2026-11-27T03:00:00+01:00".into(),
             failure: (who != 2).then(|| "checksum differs".to_string()),
+            checksum: None,
         };
         c.record_verdicts([(recorder_stem(who, i), verdict)])
             .unwrap();
@@ -335,4 +336,23 @@ fn a_corrupt_state_file_is_set_aside_and_the_journal_starts_afresh() {
     assert!(state.value.get("rotate").unwrap().last_success.is_some());
     let log = fs::read_to_string(c.root().join(LOG_FILE)).unwrap();
     assert!(log.contains("INFO - rotate: done"), "{log}");
+}
+
+#[test]
+fn a_failure_of_a_backup_rewritten_while_it_was_verified_is_not_recorded() {
+    let (_t, c) = catalog();
+    write_db_backup(&c, "20261127_020000");
+    let stem = "db_backup_20261127_020000".to_string();
+    let failed = |seen: &str| Verdict {
+        ok: false,
+        at: "2026-11-27T03:00:00+01:00".into(),
+        failure: Some("pack missing".into()),
+        checksum: Some(seen.into()),
+    };
+    // Verified as it was before a repack rewrote it ("00" is its checksum now).
+    c.record_verdicts([(stem.clone(), failed("ff"))]).unwrap();
+    assert!(!c.load_verdicts().failed(&stem));
+    // Verified as it is: the failure stands.
+    c.record_verdicts([(stem.clone(), failed("00"))]).unwrap();
+    assert!(c.load_verdicts().failed(&stem));
 }

@@ -22,6 +22,10 @@ pub struct Verdict {
     /// The failed check and its detail, when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The backup's checksum as verified: a backup rewritten since (its packs repacked
+    /// while it was being read) is another backup, which a failure then says nothing of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +67,23 @@ impl Catalog {
         results: impl IntoIterator<Item = (String, Verdict)>,
     ) -> Result<()> {
         self.verdicts_file().update(|v| {
-            v.backups.extend(results);
-            if let Ok(listing) = self.list() {
+            let listing = self.list().ok();
+            for (stem, verdict) in results {
+                let rewritten = !verdict.ok
+                    && listing
+                        .as_ref()
+                        .and_then(|l| l.find_stem(&stem))
+                        .zip(verdict.checksum.as_ref())
+                        .is_some_and(|(b, seen)| b.metadata.checksum != *seen);
+                if rewritten {
+                    self.log().warn(&format!(
+                        "verify: {stem} was rewritten (repacked) while it was being verified: its failure is not recorded; verify it again"
+                    ));
+                    continue;
+                }
+                v.backups.insert(stem, verdict);
+            }
+            if let Some(listing) = &listing {
                 v.retain_existing(|stem| listing.find_stem(stem).is_some());
             }
         })?;

@@ -480,6 +480,50 @@ pub fn print_rotation(r: &RotateReport) {
             ""
         }
     );
+    if let Some(p) = &r.repack {
+        print_repack(p);
+    }
+}
+
+/// What repacking the snapshot store did (or, a dry run, would do).
+fn print_repack(p: &vertex_backup::engine::repack::RepackReport) {
+    let share = |n: u64| match p.used_bytes {
+        0 => String::new(),
+        used => format!(
+            " ({:.1} % of the {} used)",
+            n as f64 * 100.0 / used as f64,
+            format_bytes(used)
+        ),
+    };
+    if p.packs_rewritten == 0 {
+        out!(
+            "store: {} unused{}: within max_unused, nothing to repack",
+            format_bytes(p.unused_bytes),
+            share(p.unused_bytes)
+        );
+    } else if p.dry_run {
+        out!(
+            "store: {} unused{}: would repack {} pack(s) ({}), reclaiming about {}",
+            format_bytes(p.unused_bytes),
+            share(p.unused_bytes),
+            p.packs_rewritten,
+            format_bytes(p.rewritten_bytes),
+            format_bytes(p.reclaimed_bytes)
+        );
+    } else {
+        out!(
+            "store: repacked {} pack(s) ({}) into {} ({}): {} reclaimed, {} backup(s) rewritten",
+            p.packs_rewritten,
+            format_bytes(p.rewritten_bytes),
+            p.packs_written,
+            format_bytes(p.written_bytes),
+            format_bytes(p.reclaimed_bytes),
+            p.backups_rewritten.len()
+        );
+    }
+    for why in &p.left {
+        out!("store: left as is: {why}");
+    }
 }
 
 /// One `ls` line, like `tar -tv`: mode, size, mtime (in the configured zone), path.

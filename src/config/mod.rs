@@ -27,7 +27,7 @@ pub use offsite::{
     MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, TargetLocation,
 };
 pub use types::{
-    ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, Mode, Secret, Timezone,
+    ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, MaxUnused, Mode, Secret, Timezone,
 };
 
 use crate::error::{Error, Result};
@@ -125,6 +125,9 @@ pub struct BackupSection {
     /// How database backups are kept: a whole SQLite copy each, or a snapshot of the
     /// checked copy cut into chunks (only changed chunks are stored).
     pub database_format: DatabaseFormat,
+    /// How many unused bytes the snapshot store may hold (of the used) before rotation
+    /// rewrites the packs that hold them.
+    pub max_unused: MaxUnused,
 }
 
 /// `[backup] storage_format`.
@@ -179,6 +182,7 @@ impl Default for BackupSection {
             io_class: None,
             storage_format: StorageFormat::Archive,
             database_format: DatabaseFormat::Copy,
+            max_unused: MaxUnused::default(),
         }
     }
 }

@@ -32,6 +32,44 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// `[backup] max_unused`: how many unused bytes the snapshot store may hold before
+/// rotation repacks it, in percent of the bytes its kept snapshots use — `"10%"`, `10`,
+/// or `"unlimited"` (never repack). `None`: unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxUnused(pub Option<u32>);
+
+impl Default for MaxUnused {
+    fn default() -> Self {
+        MaxUnused(Some(10))
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxUnused {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Text(String),
+        }
+        let bad = |s: &str| {
+            de::Error::custom(format!(
+                "{s:?} is not a share of the used space: write a percentage (\"10%\") or \"unlimited\""
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(MaxUnused(Some(n))),
+            Raw::Text(s) if s.trim() == "unlimited" => Ok(MaxUnused(None)),
+            Raw::Text(s) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .map(|n| MaxUnused(Some(n)))
+                .ok_or_else(|| bad(&s)),
+        }
+    }
+}
+
 /// A duration written as "26h", "2d", "5m".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);

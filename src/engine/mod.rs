@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod hooks;
 pub mod output;
 pub mod path_selection;
+pub mod repack;
 pub mod repair;
 pub mod restore;
 pub mod rotate;

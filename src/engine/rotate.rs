@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use chrono::Utc;
 use serde::Serialize;
 
+use super::Cancel;
 use super::backup::catalog_for;
+use super::repack::{RepackOptions, RepackReport, Tolerance, repack};
 use super::safety_copies::{self, SafetyCopy};
 use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Listing, Outcome, Verdicts};
 use crate::config::Config;
@@ -29,6 +31,9 @@ pub struct RotateReport {
     pub freed_bytes: u64,
     /// Leftovers of interrupted runs removed first.
     pub cleaned: Vec<PathBuf>,
+    /// What repacking the snapshot store did (a dry run: would do), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repack: Option<RepackReport>,
 }
 
 /// Phase one: what retention needs to know about each backup of a listing, with the
@@ -101,12 +106,27 @@ pub fn rotate(config: &Config, policy: &RetentionPolicy, dry_run: bool) -> Resul
     if dry_run {
         let (found, plan) = plan(&catalog, config, policy)?;
         let freed = freed_bytes(&plan, &found);
+        // What repacking would do once the deleted backups are gone.
+        let mut kept = found.listing.clone();
+        kept.backups.retain(|b| {
+            !plan
+                .delete
+                .iter()
+                .any(|d| d.id == b.stem || b.part_of() == Some(d.id.as_str()))
+        });
+        let repacked = repack(
+            &catalog,
+            &kept,
+            &repack_options(config, true),
+            &Cancel::new(),
+        )?;
         return Ok(RotateReport {
             dry_run,
             plan,
             deleted_files: Vec::new(),
             freed_bytes: freed,
             cleaned: Vec::new(),
+            repack: Some(repacked).filter(|r| r.used_bytes > 0),
         });
     }
     let lock = catalog.lock("rotate")?;
@@ -131,6 +151,16 @@ pub fn rotate_locked(
     // Then the store's sweep: a pack the deleted snapshots alone listed is gone with them
     // (deletion already frees them; this finishes whatever an earlier run left).
     let result = execute(&plan, &found, catalog, lock).and_then(|mut done| {
+        // Packs the deleted snapshots shared with kept ones, mostly unused now, are
+        // rewritten; the sweep then deletes the originals with the rest.
+        let kept = catalog.list()?;
+        done.repack = Some(repack(
+            catalog,
+            &kept,
+            &repack_options(config, false),
+            &Cancel::new(),
+        )?)
+        .filter(|r| r.used_bytes > 0);
         done.deleted_files.extend(catalog.sweep_store_now()?);
         // And the index no longer names what went.
         for w in crate::engine::snapshot::upkeep::upkeep_now(catalog).warnings {
@@ -140,8 +170,14 @@ pub fn rotate_locked(
     });
     match &result {
         Ok(executed) => {
+            let repacked = executed
+                .repack
+                .as_ref()
+                .filter(|r| r.packs_rewritten > 0)
+                .map(|r| format!(", {} more by repacking", format_bytes(r.reclaimed_bytes)))
+                .unwrap_or_default();
             let line = format!(
-                "rotate: Rotation completed successfully: {} deleted, {} kept, {} freed",
+                "rotate: Rotation completed successfully: {} deleted, {} kept, {} freed{repacked}",
                 plan.delete.len(),
                 plan.keep.len(),
                 format_bytes(executed.freed_bytes)
@@ -165,7 +201,20 @@ pub fn rotate_locked(
         deleted_files: executed.deleted_files,
         freed_bytes: executed.freed_bytes,
         cleaned,
+        repack: executed.repack,
     })
+}
+
+/// How rotation repacks, from the config: `[backup] max_unused`, the identity given
+/// (`--identity`, `[encryption] identity_file`) and `[encryption]`'s recipients.
+fn repack_options(config: &Config, dry_run: bool) -> RepackOptions<'_> {
+    RepackOptions {
+        tolerance: Tolerance(config.backup.max_unused.0),
+        identity: config.identity.as_deref(),
+        recipients: config.local_recipients(),
+        reserve: config.backup.min_free_space.0,
+        dry_run,
+    }
 }
 
 /// What [`execute`] deleted.
@@ -173,6 +222,7 @@ pub fn rotate_locked(
 pub struct Executed {
     pub deleted_files: Vec<PathBuf>,
     pub freed_bytes: u64,
+    pub repack: Option<RepackReport>,
 }
 
 /// Phase three, the only one that deletes: remove the backups and safety copies `plan`

@@ -52,6 +52,9 @@ pub struct VerifyReport {
     pub duration_ms: u64,
     /// Every check could be made (false: some were not, see `checks[].not_checked`).
     pub fully_checked: bool,
+    /// The checksum its metadata recorded when verification began.
+    #[serde(skip)]
+    pub checksum: String,
 }
 
 impl VerifyReport {
@@ -63,6 +66,7 @@ impl VerifyReport {
             ok: self.ok,
             at: at.to_string(),
             failure: self.failure(),
+            checksum: Some(self.checksum.clone()),
         })
     }
 
@@ -385,6 +389,7 @@ pub fn verify_entry(
         checks,
         bytes_read: bytes,
         duration_ms: started.elapsed().as_millis() as u64,
+        checksum: entry.metadata.checksum.clone(),
     }
 }
 

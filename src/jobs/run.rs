@@ -132,7 +132,8 @@ fn rotate_job(config: &Config, keep_last: Option<u32>, events: &EventSender) -> 
             events.send(Event::RotationDone {
                 deleted: r.plan.delete.len(),
                 kept: r.plan.keep.len(),
-                freed: r.freed_bytes,
+                // Repacking gives back what the deleted snapshots shared with kept ones.
+                freed: r.freed_bytes + r.repack.as_ref().map_or(0, |p| p.reclaimed_bytes),
             })
         }
         Err(e) => events.send(Event::RotationFailed {

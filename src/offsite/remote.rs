@@ -59,10 +59,14 @@ impl RemoteBackup {
     /// Whether this is a copy of the local backup `entry`: the same name and checksum,
     /// or — a sealed (encrypted) copy, whose checksums are of ciphertext made at upload
     /// and so differ from a plain local backup's — the same name, which no two backups
-    /// share. Nothing of the local content is kept in clear to compare with.
+    /// share. Nothing of the local content is kept in clear to compare with. A local
+    /// snapshot repacked since its upload has another checksum but the same files: the
+    /// one it was made with still matches.
     pub fn copy_of(&self, entry: &BackupEntry) -> bool {
         self.stem == entry.stem
-            && (self.checksum == entry.metadata.checksum || self.metadata.sealed.is_some())
+            && (self.checksum == entry.metadata.checksum
+                || entry.metadata.original_checksum.as_ref() == Some(&self.checksum)
+                || self.metadata.sealed.is_some())
     }
 }
 

@@ -113,6 +113,7 @@ fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
         snapshot: local.snapshot.as_ref().map(|_| SnapshotInfo::default()),
         // Inside the sealed copy with the rest.
         repaired: None,
+        original_checksum: None,
     }
 }
 

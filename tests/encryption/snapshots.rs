@@ -35,6 +35,17 @@ fn plaintext(app: &TestApp) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `verify --all --read-data` with `identity`: every chunk read back.
+fn verify_deep(app: &TestApp, identity: &std::path::Path) -> Run {
+    app.run([
+        "--identity".as_ref(),
+        identity.as_os_str(),
+        "verify".as_ref(),
+        "--all".as_ref(),
+        "--read-data".as_ref(),
+    ])
+}
+
 fn store_files(app: &TestApp, suffix: &str) -> Vec<PathBuf> {
     files_under(&app.backups.join("store"))
         .into_iter()
@@ -126,14 +137,7 @@ fn encrypted_snapshots_compare_with_their_parent_without_a_key_and_restore_only_
 
     // verify: presence without a key, every chunk read back with one.
     app.run(["verify", "--latest", "storage"]).assert_code(0);
-    let deep = app.run([
-        "--identity".as_ref(),
-        keys.operator.as_os_str(),
-        "verify".as_ref(),
-        "--all".as_ref(),
-        "--read-data".as_ref(),
-    ]);
-    deep.assert_code(0);
+    verify_deep(&app, &keys.operator).assert_code(0);
 }
 
 /// "Not checked" is not "failed": on the production server (`encrypt = "all"`, no identity)
@@ -337,4 +341,83 @@ fn an_encrypted_store_is_repaired_without_a_key_and_indexed_from_its_trailers_wi
     assert_eq!(report["index"]["from_trailers"], 1, "{report:#}");
     assert_eq!(report["index"]["from_entry_lists"], 0, "{report:#}");
     assert!(plaintext(&app).is_empty(), "{:?}", plaintext(&app));
+}
+
+/// Repacking an encrypted store: the server alone (no identity) cannot read a pack's
+/// chunks, so rotation leaves the packs and says what would free them; with the
+/// operator's identity the used chunks go into a new pack sealed to the same keys (the
+/// `age` CLI opens it), the kept snapshot's entry list is sealed again, and it restores.
+#[test]
+fn an_encrypted_store_is_repacked_only_with_the_identity_and_stays_sealed() {
+    if !has_age_cli() {
+        return;
+    }
+    let (app, keys) = encrypted_snapshot_app();
+    let section = format!(
+        "[encryption]\nrecipients = [\"{}\", \"{}\"]\nencrypt = \"all\"\n\n[retention]\nkeep_last = 1\n",
+        public_key("operator"),
+        public_key("escrow")
+    );
+    app.write_config_raw(&app.config_text(SNAPSHOTS, &section));
+    app.write_random_files("client_1/bulk", 20, 100 << 10);
+    let first = app.create("storage");
+    for i in (0..20).step_by(2) {
+        fs::remove_file(app.storage.join(format!("client_1/bulk/file_{i:03}.bin"))).unwrap();
+    }
+    let second = app.create("storage");
+    let tree_at_second = snapshot_tree(&app.storage);
+    let old = store_files(&app, ".pack.age");
+
+    let report = app.run(["rotate", "--json"]).assert_code(0).json();
+    let repack = &report["repack"];
+    assert_eq!(repack["packs_rewritten"], 0, "{report:#}");
+    assert!(
+        repack["left"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--identity"),
+        "{report:#}"
+    );
+    assert_eq!(store_files(&app, ".pack.age"), old);
+
+    let report = app
+        .run([
+            "--identity".as_ref(),
+            keys.operator.as_os_str(),
+            "rotate".as_ref(),
+            "--json".as_ref(),
+        ])
+        .assert_code(0)
+        .json();
+    assert!(
+        report["repack"]["packs_rewritten"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    let now: Vec<PathBuf> = store_files(&app, ".pack.age");
+    let new: Vec<&PathBuf> = now.iter().filter(|p| !old.contains(p)).collect();
+    assert_eq!(new.len(), 1, "{now:?}");
+    // Sealed to the same keys: the escrow key opens the new pack, which ends with its
+    // trailer; no plaintext anywhere.
+    let out = app.root.join("new.pack");
+    age_decrypt(&keys.escrow, new[0], &out);
+    assert!(fs::read(&out).unwrap().ends_with(b"VXPACKT1"));
+    fs::remove_file(&out).unwrap();
+    assert!(plaintext(&app).is_empty(), "{:?}", plaintext(&app));
+    let kept = app.list_of("storage");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0]["original_checksum"], second["checksum"],
+        "{:#}",
+        kept[0]
+    );
+    assert_ne!(name_of(&kept[0]), name_of(&first));
+    let tree_plain = app.root.join("tree.zst");
+    age_decrypt(&keys.operator, &data_path(&kept[0]), &tree_plain);
+
+    // The next snapshot compares with it through the store key, without an identity.
+    let third = app.create("storage");
+    assert_eq!(third["snapshot"]["read_files"], 0, "{third:#}");
+    verify_deep(&app, &keys.operator).assert_code(0);
+    restore_with(&app, Some(&keys.escrow), &data_path(&kept[0]), &[]).assert_code(0);
+    assert_tree_matches(&tree_at_second, &app.storage);
 }

@@ -150,6 +150,36 @@ pub(crate) fn strace_command<S: AsRef<std::ffi::OsStr>>(
     cmd
 }
 
+/// `args` under strace, recording each of `syscalls` in `log` (`inject`: killed at that
+/// call, the only one traced then).
+pub(crate) fn traced_run(
+    app: &TestApp,
+    args: &[&str],
+    syscalls: &[&str],
+    inject: Option<(&str, usize)>,
+    log: &Path,
+) -> Command {
+    let trace = match inject {
+        Some((call, _)) => call.to_string(),
+        None => syscalls.join(","),
+    };
+    strace_command(app, args, &trace, inject, log)
+}
+
+/// How many times `syscall` was made, from an strace log (the first word that is not a
+/// pid names the call; a `<... resumed>` line is not a call).
+pub(crate) fn calls_in(log: &Path, syscall: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .find(|w| !w.chars().all(|c| c.is_ascii_digit()))
+                .is_some_and(|c| c.starts_with(&format!("{syscall}(")))
+        })
+        .count()
+}
+
 /// Where a run is killed, at each call in turn: the renames and fsyncs that make a backup
 /// durable and visible, and the unlinks and truncations around them (SQLite's journal
 /// switch of the copy, closing the source, the lock file).

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::faults::SplitMix64;
-use crate::faults::crash::{strace_command, strace_usable};
+use crate::faults::crash::{calls_in, strace_usable, traced_run};
 use crate::restore::live_dump;
 
 use super::*;
@@ -430,24 +430,7 @@ const FSYNCS: usize = 3;
 
 /// `args` under strace, counting each of [`SYSCALLS`] (`inject`: killed at that call).
 fn traced(app: &TestApp, args: &[&str], inject: Option<(&str, usize)>, log: &Path) -> Command {
-    let trace = match inject {
-        Some((call, _)) => call.to_string(),
-        None => SYSCALLS.join(","),
-    };
-    strace_command(app, args, &trace, inject, log)
-}
-
-/// How many times `syscall` was made, from an strace log.
-fn calls_in(log: &Path, syscall: &str) -> usize {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .find(|w| !w.chars().all(|c| c.is_ascii_digit()))
-                .is_some_and(|c| c.starts_with(&format!("{syscall}(")))
-        })
-        .count()
+    traced_run(app, args, &SYSCALLS, inject, log)
 }
 
 #[test]

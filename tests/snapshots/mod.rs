@@ -28,6 +28,7 @@ mod daemon;
 mod damage;
 mod database;
 mod fixture;
+mod repack;
 mod repair;
 mod repair_crash;
 mod round_trips;

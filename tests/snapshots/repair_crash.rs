@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use crate::faults::crash::{strace_command, strace_usable};
+use crate::faults::crash::{calls_in, strace_usable, traced_run};
 
 use super::*;
 
@@ -66,19 +66,7 @@ fn assert_each_kept(app: &TestApp, originals: &[String], ctx: &str) {
 }
 
 fn traced(app: &TestApp, inject: Option<(&str, usize)>, log: &Path) -> Command {
-    let trace = match inject {
-        Some((call, _)) => call.to_string(),
-        None => SYSCALLS.join(","),
-    };
-    strace_command(app, &["repair"], &trace, inject, log)
-}
-
-fn calls_in(log: &Path, syscall: &str) -> usize {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&format!("{syscall}(")) && !l.contains("resumed>"))
-        .count()
+    traced_run(app, &["repair"], &SYSCALLS, inject, log)
 }
 
 #[test]

@@ -320,6 +320,7 @@ fn base_metadata(
         sealed: None,
         snapshot: None,
         repaired: None,
+        original_checksum: None,
     }
 }
 

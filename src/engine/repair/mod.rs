@@ -210,37 +210,13 @@ struct Context<'a> {
     relocations: std::cell::RefCell<HashMap<String, std::rc::Rc<Relocations>>>,
 }
 
-/// A backup to repair as one: a snapshot, or a full backup and its snapshot members.
-struct Unit<'a> {
-    head: &'a BackupEntry,
-    members: Vec<&'a BackupEntry>,
-}
+use super::snapshot::unit::SnapshotUnit as Unit;
 
 impl<'a> Context<'a> {
     fn units(&self) -> Vec<Unit<'a>> {
-        let all = &self.listing.backups;
-        let mut units = Vec::new();
-        for b in all {
-            if b.kind == BackupKind::Full {
-                let members: Vec<&BackupEntry> = all
-                    .iter()
-                    .filter(|m| {
-                        m.part_of() == Some(b.stem.as_str()) && m.metadata.snapshot.is_some()
-                    })
-                    .collect();
-                // (A manifest whose members a killed repair already set aside has none
-                // left: it is finished like the rest.)
-                if !members.is_empty() || self.already_repaired(b).is_some() {
-                    units.push(Unit { head: b, members });
-                }
-            } else if b.metadata.snapshot.is_some() && b.part_of().is_none() {
-                units.push(Unit {
-                    head: b,
-                    members: vec![b],
-                });
-            }
-        }
-        units
+        // (A manifest whose members a killed repair already set aside has none left: it
+        // is finished like the rest.)
+        super::snapshot::unit::units(self.listing, &|b| self.already_repaired(b).is_some())
     }
 
     fn repair_backups(&self, cancel: &Cancel) -> Result<Vec<BackupRepair>> {

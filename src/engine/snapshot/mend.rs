@@ -134,14 +134,7 @@ fn mend_chunks(
         }
         let other = elsewhere
             .get(&c.id)
-            .map(|(pack, at)| ChunkRef {
-                id: c.id,
-                pack: *pack,
-                offset: at.offset,
-                stored: at.stored,
-                raw: at.raw,
-                zstd: at.zstd,
-            })
+            .map(|(pack, at)| ChunkRef::at(*pack, at))
             .filter(|moved| moved.raw == c.raw && health.usable(moved));
         if let Some(moved) = other {
             *c = moved;

@@ -20,6 +20,7 @@ pub mod pack;
 pub mod read;
 pub mod trailer;
 pub mod tree;
+pub mod unit;
 pub mod upkeep;
 mod writer;
 

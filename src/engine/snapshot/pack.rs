@@ -483,6 +483,12 @@ impl<'k> PackReader<'k> {
         result
     }
 
+    /// The stored bytes (compressed or not, as in the pack) of the chunk the last
+    /// [`Self::read_chunk`] read: what a copy into another pack takes as is.
+    pub fn last_stored(&self) -> &[u8] {
+        &self.stored
+    }
+
     fn read_into(
         &mut self,
         chunk: &super::tree::ChunkRef,

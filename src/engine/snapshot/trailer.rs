@@ -18,9 +18,9 @@ use super::ids::ChunkId;
 /// The last 8 bytes of every pack with a trailer.
 pub const MAGIC: &[u8; 8] = b"VXPACKT1";
 /// One entry's length.
-pub(super) const ENTRY_LEN: usize = 49;
+pub const ENTRY_LEN: usize = 49;
 /// The footer's length: checksum, count, magic.
-const FOOTER_LEN: usize = 32 + 4 + 8;
+pub const FOOTER_LEN: usize = 32 + 4 + 8;
 /// The most chunks one pack holds: a pack of tiny files is closed at this count before it
 /// reaches its size, so a trailer is at most 3 MiB, and so is what a hostile count can
 /// make a reader allocate.

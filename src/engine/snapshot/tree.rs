@@ -66,6 +66,31 @@ pub struct ChunkRef {
     pub zstd: bool,
 }
 
+impl ChunkRef {
+    /// Chunk `c` of pack `pack`.
+    pub fn at(pack: PackId, c: &super::trailer::PackedChunk) -> ChunkRef {
+        ChunkRef {
+            id: c.id,
+            pack,
+            offset: c.offset,
+            stored: c.stored,
+            raw: c.raw,
+            zstd: c.zstd,
+        }
+    }
+
+    /// Where it lies in its pack, as the pack's trailer says it.
+    pub fn packed(&self) -> super::trailer::PackedChunk {
+        super::trailer::PackedChunk {
+            id: self.id,
+            offset: self.offset,
+            stored: self.stored,
+            raw: self.raw,
+            zstd: self.zstd,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ChunkTuple(String, String, u64, u32, u32, u8);
 

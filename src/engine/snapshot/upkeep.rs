@@ -280,16 +280,7 @@ fn chunks_of(
             if !wanted.contains(pack.as_str()) {
                 continue;
             }
-            packs.entry(pack).or_default().insert(
-                c.offset,
-                PackedChunk {
-                    id: c.id,
-                    offset: c.offset,
-                    stored: c.stored,
-                    raw: c.raw,
-                    zstd: c.zstd,
-                },
-            );
+            packs.entry(pack).or_default().insert(c.offset, c.packed());
         }
     }
     Ok(())
