@@ -165,6 +165,11 @@ pub struct Rotated<'a> {
     /// The retention plan applied: what was kept and deleted, and why.
     #[schema(value_type = Object)]
     pub plan: &'a RetentionPlan,
+    /// What repacking the snapshot store did after the deletions (snapshot stores only):
+    /// used and unused bytes, packs rewritten, bytes reclaimed, backups rewritten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub repack: Option<&'a crate::engine::repack::RepackReport>,
     pub job_id: u64,
 }
 

@@ -214,6 +214,7 @@ fn outcome_json(outcome: &JobOutcome, job_id: u64) -> (StatusCode, Value) {
                 kept: report.plan.keep.len(),
                 freed_bytes: report.freed_bytes,
                 plan: &report.plan,
+                repack: report.repack.as_ref(),
                 job_id,
             }),
             Err(e) => fail(format!("rotation failed: {}", crate::error_chain(e))),

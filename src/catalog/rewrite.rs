@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{sync_dir, write_atomic};
+use super::atomic::{partial_path, sync_dir, write_atomic};
 use super::lock::BackupDirLock;
 use super::{Catalog, STORE_DIR};
 use crate::error::{Error, IoContext, Result};
@@ -79,6 +79,9 @@ impl Catalog {
     /// names (a run killed before its commit). Returns those deleted. Call while holding
     /// the lock.
     pub(super) fn finish_rewrite(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        // A journal still under its `.partial` name was never committed.
+        super::remove_if_exists(&partial_path(&self.journal_path()), &mut removed)?;
         if let Some(journal) = self.read_journal()? {
             self.log().info(&format!(
                 "store: finishing an interrupted repack ({} file(s) to put in place)",
@@ -86,7 +89,6 @@ impl Catalog {
             ));
             self.apply_rewrite(&journal)?;
         }
-        let mut removed = Vec::new();
         for kind in BackupKind::ALL {
             let dir = self.kind_dir(kind);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -217,15 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn staged_files_without_a_journal_are_debris() {
+    fn staged_files_and_a_journal_without_its_commit_are_debris() {
         let (_dir, c) = catalog();
         let a = c
             .kind_dir(BackupKind::Storage)
             .join("storage_snapshot_1.tree.zst");
         fs::write(&a, "old").unwrap();
         fs::write(staged_path(&a), "new").unwrap();
+        let journal = partial_path(&c.journal_path());
+        fs::write(&journal, "{").unwrap();
         let removed = c.finish_rewrite().unwrap();
-        assert_eq!(removed, vec![staged_path(&a)]);
+        assert_eq!(removed, vec![journal, staged_path(&a)]);
         assert_eq!(fs::read_to_string(&a).unwrap(), "old");
     }
 

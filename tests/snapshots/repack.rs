@@ -411,3 +411,35 @@ fn random_histories_with_damage_never_lose_a_file_a_kept_snapshot_had() {
         "{repacked} rewritten, {damaged} damaged"
     );
 }
+
+/// An entry list that cannot be read (here: overwritten with as many random bytes) hides
+/// what its snapshot uses: every pack its metadata lists stays, rotation still succeeds
+/// and says why nothing was repacked.
+#[test]
+fn an_unreadable_entry_list_pins_its_packs_and_rotation_still_succeeds() {
+    let app = repack_app(1, "");
+    let (first, second) = half_used(&app, "storage");
+    let tree = tree_of(&second);
+    let len = fs::metadata(&tree).unwrap().len() as usize;
+    fs::write(&tree, random_bytes(5, len)).unwrap();
+    let stem = |m: &Value| name_of(m).trim_end_matches(".tree.zst").to_string();
+    let report = rotate(&app, &[]);
+    assert_eq!(
+        report["plan"]["delete"][0]["id"],
+        stem(&first),
+        "{report:#}"
+    );
+    let repack = &report["repack"];
+    assert_eq!(repack["packs_rewritten"], 0, "{report:#}");
+    let left = repack["left"][0].as_str().unwrap_or_default();
+    assert!(
+        left.contains("cannot be read") && left.contains(&stem(&second)),
+        "{report:#}"
+    );
+    for id in packs_of(&second) {
+        assert!(
+            pack_path(&app, &id).exists(),
+            "pack {id} of the kept snapshot is gone"
+        );
+    }
+}

@@ -105,7 +105,8 @@ pub fn repack(
     let pinned = catalog.pinned_for_upload();
     let can_open = identity.is_some() && opts.recipients.is_some();
     let fixed = |unit: &Unit| fixed_reason(unit, &verdicts, &pinned, can_open);
-    let uses = usage::read_use(listing, &opening, &fixed, cancel)?.packs;
+    let store = usage::read_use(listing, &opening, &fixed, cancel)?;
+    let uses = store.packs;
     let table: Vec<_> = uses
         .iter()
         .map(|(id, u)| (*id, u.used_bytes(), u.unused_bytes(), u.pinned.is_none()))
@@ -124,16 +125,18 @@ pub fn repack(
         .filter(|(unused, _, _)| over && *unused > 0)
         .collect();
     stuck.sort_by_key(|s| std::cmp::Reverse(s.0));
-    report.left = stuck
-        .iter()
-        .take(10)
-        .map(|(unused, id, why)| {
+    report.left = store.unreadable;
+    for why in &report.left {
+        catalog.log().warn(&format!("repack: {why}"));
+    }
+    report
+        .left
+        .extend(stuck.iter().take(10).map(|(unused, id, why)| {
             format!(
                 "pack {id} ({} unused): {why}",
                 crate::units::format_bytes(*unused)
             )
-        })
-        .collect();
+        }));
     if chosen.is_empty() {
         return Ok(report);
     }

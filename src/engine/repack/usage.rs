@@ -32,12 +32,18 @@ pub(super) struct PackUse {
     pub(super) live: BTreeMap<u64, PackedChunk>,
     /// Why it must stay as it is, if it must (a snapshot using it cannot be rewritten).
     pub(super) pinned: Option<String>,
+    /// A snapshot listing it has an entry list that could not be read: what it uses of
+    /// the pack is unknown, so all of it counts as used.
+    pub(super) opaque: bool,
 }
 
 impl PackUse {
     /// Bytes a pack holding only its used chunks would take: their bytes and their
     /// trailer entries.
     pub(super) fn used_bytes(&self) -> u64 {
+        if self.opaque {
+            return self.recorded.size;
+        }
         let stored: u64 = self.live.values().map(|c| u64::from(c.stored)).sum();
         stored + (self.live.len() * trailer::ENTRY_LEN + trailer::FOOTER_LEN) as u64
     }
@@ -50,11 +56,14 @@ impl PackUse {
 /// What the entry lists say of the store.
 pub(super) struct StoreUse {
     pub(super) packs: BTreeMap<PackId, PackUse>,
+    /// Snapshots whose entry list could not be read, and why (their packs are pinned).
+    pub(super) unreadable: Vec<String>,
 }
 
 /// Read every kept snapshot's entry list once. `fixed(unit)`: why a unit must not be
-/// rewritten (the packs it uses are then left as they are). An entry list that cannot be
-/// read stops everything: what it uses is unknown.
+/// rewritten (the packs it uses are then left as they are). A snapshot whose entry list
+/// cannot be read (damaged, or sealed to a key this server lacks) is fixed too, and so is
+/// every pack its metadata lists — which is every pack it needs, read or not.
 pub(super) fn read_use(
     listing: &Listing,
     opening: &Opening,
@@ -62,14 +71,44 @@ pub(super) fn read_use(
     cancel: &Cancel,
 ) -> Result<StoreUse> {
     let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for unit in units(listing) {
         let why_fixed = fixed(&unit);
         for m in &unit.members {
             cancel.check()?;
-            read_member(m, opening, why_fixed.as_deref(), &mut packs)?;
+            if let Err(e) = read_member(m, opening, why_fixed.as_deref(), &mut packs) {
+                let why = format!(
+                    "the entry list of {} cannot be read ({}): its packs stay as they are (`verify`, then `repair`)",
+                    m.stem,
+                    crate::error_chain(&e)
+                );
+                pin_listed(m, &why, &mut packs);
+                unreadable.push(why);
+            }
         }
     }
-    Ok(StoreUse { packs })
+    Ok(StoreUse { packs, unreadable })
+}
+
+/// Pin every pack snapshot `m`'s metadata lists, their use unknown.
+fn pin_listed(m: &BackupEntry, why: &str, packs: &mut BTreeMap<PackId, PackUse>) {
+    let sealed = m.metadata.format().is_ok_and(|f| f.encryption.is_some());
+    for p in m.metadata.snapshot.iter().flat_map(|s| s.packs.iter()) {
+        let Some(id) = PackId::parse(&p.id) else {
+            continue;
+        };
+        let entry = packs.entry(id).or_insert_with(|| PackUse {
+            recorded: p.clone(),
+            sealed,
+            tag: String::new(),
+            chunk_key: None,
+            live: BTreeMap::new(),
+            pinned: None,
+            opaque: true,
+        });
+        entry.opaque = true;
+        entry.pinned.get_or_insert_with(|| why.to_string());
+    }
 }
 
 fn read_member(
@@ -111,6 +150,7 @@ fn read_member(
                     chunk_key: chunk_key.clone(),
                     live: BTreeMap::new(),
                     pinned,
+                    opaque: false,
                 }
             });
             if entry.tag != tag || entry.sealed != sealed {
