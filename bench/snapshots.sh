@@ -550,7 +550,7 @@ report() {
     echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating."
   fi
   if wanted repack; then
-    echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"10%\"\` (forget + repack + sweep), restic \`forget --keep-last 1 --prune\` (its default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
+    echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"5%\"\` (forget + repack + sweep), restic \`forget --keep-last 1 --prune\` (its default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
   fi
   if wanted database; then
     echo "- Database: \`gen_corpus --size 2MiB --db-size $db_size --seed $seed\` ($(mib "$db_bytes") MiB, WAL mode), copied each round; between the two backups \`sqlite3\` sets \`$set_clause\` in 100 of the $big_rows rows of \`$big_table\` (the largest table), drawn at random from the seed: the same rows every round. Ours: \`create --type database\`; restic and borg back up the .db file (reference)."

@@ -33,14 +33,14 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// `[backup] max_unused`: how many unused bytes the snapshot store may hold before
-/// rotation repacks it, in percent of the bytes its kept snapshots use — `"10%"`, `10`,
+/// rotation repacks it, in percent of the bytes its kept snapshots use — `"5%"`, `5`,
 /// or `"unlimited"` (never repack). `None`: unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxUnused(pub Option<u32>);
 
 impl Default for MaxUnused {
     fn default() -> Self {
-        MaxUnused(Some(10))
+        MaxUnused(Some(5))
     }
 }
 

@@ -12,6 +12,7 @@ use super::usage::PackUse;
 use crate::catalog::Catalog;
 use crate::encryption::{Identities, Recipients};
 use crate::engine::Cancel;
+use crate::engine::snapshot::damage::Damage;
 use crate::engine::snapshot::ids::PackId;
 use crate::engine::snapshot::index::{self, IndexedPack};
 use crate::engine::snapshot::keys::{ChunkIds, StoreKey};
@@ -141,6 +142,17 @@ impl Copier<'_> {
     }
 }
 
+/// Why this run cannot repack a group of sealed packs.
+#[derive(Debug, thiserror::Error)]
+enum Unsealable {
+    #[error("encrypted: give --identity to repack it (the server cannot read its chunks)")]
+    NoIdentity,
+    #[error("encrypted, and [encryption] names no recipients to seal its copy to")]
+    NoRecipients,
+    #[error("encrypted to other keys than [encryption]'s recipients now")]
+    OtherKeys,
+}
+
 /// How a group's packs are made: chunk ids, and the keys new packs and their index are
 /// sealed to. Inner `Err`: why the group cannot be repacked by this run.
 struct GroupSealing {
@@ -153,7 +165,7 @@ fn group_sealing(
     catalog: &Catalog,
     u: &PackUse,
     keys: &Keys,
-) -> Result<std::result::Result<GroupSealing, String>> {
+) -> Result<std::result::Result<GroupSealing, Unsealable>> {
     let ids = ChunkIds::from_header(u.chunk_key.as_deref(), catalog.root())?;
     if !u.sealed {
         return Ok(Ok(GroupSealing {
@@ -163,19 +175,13 @@ fn group_sealing(
         }));
     }
     if keys.identity.is_none() {
-        return Ok(Err(
-            "encrypted: give --identity to repack it (the server cannot read its chunks)".into(),
-        ));
+        return Ok(Err(Unsealable::NoIdentity));
     }
     let Some(recipients) = keys.recipients else {
-        return Ok(Err(
-            "encrypted, and [encryption] names no recipients to seal its copy to".into(),
-        ));
+        return Ok(Err(Unsealable::NoRecipients));
     };
     if index::tag(&ids, Some(&recipients.fingerprints())) != u.tag {
-        return Ok(Err(
-            "encrypted to other keys than [encryption]'s recipients now".into(),
-        ));
+        return Ok(Err(Unsealable::OtherKeys));
     }
     let store = StoreKey::load(catalog.root())?
         .map(|k| k.recipient())
@@ -193,18 +199,20 @@ fn read_used(
     reader: &mut PackReader,
     id: PackId,
     u: &PackUse,
-) -> std::result::Result<Vec<(PackedChunk, Vec<u8>)>, String> {
-    let (len, sha) = reader.load_pack(id, true).map_err(|e| e.to_string())?;
+) -> std::result::Result<Vec<(PackedChunk, Vec<u8>)>, Damage> {
+    let (len, sha) = reader.load_pack(id, true)?;
     if len != u.recorded.size || sha != u.recorded.checksum {
-        return Err("it differs from what its snapshots record".into());
+        return Err(Damage::Checksum {
+            pack: id,
+            found: format!("{sha} ({len} bytes)"),
+            recorded: format!("{} ({} bytes)", u.recorded.checksum, u.recorded.size),
+        });
     }
     let mut plain = Vec::new();
     let mut out = Vec::with_capacity(u.live.len());
     for c in u.live.values() {
         let chunk = ChunkRef::at(id, c);
-        reader
-            .read_chunk(&chunk, &mut plain)
-            .map_err(|e| e.to_string())?;
+        reader.read_chunk(&chunk, &mut plain)?;
         out.push((*c, reader.last_stored().to_vec()));
     }
     Ok(out)

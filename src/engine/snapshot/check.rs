@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::damage::{ChunkError, Damage};
 use super::ids::PackId;
 use super::keys::Opening;
 use super::read::{check_tree, open_tree, safe_entry};
@@ -46,8 +47,8 @@ const NAMED: usize = 10;
 /// read (and its checksum checked) once, and a chunk they share is read back once.
 #[derive(Debug, Default)]
 pub struct PackRun {
-    packs: RefCell<HashMap<PackId, std::result::Result<(), String>>>,
-    chunks: RefCell<HashMap<(PackId, u64), std::result::Result<(), String>>>,
+    packs: RefCell<HashMap<PackId, std::result::Result<(), Damage>>>,
+    chunks: RefCell<HashMap<(PackId, u64), std::result::Result<(), Damage>>>,
     /// Each pack's trailer, by offset (`None`: it has none, or it was not opened).
     trailers: RefCell<HashMap<PackId, TrailerByOffset>>,
 }
@@ -96,7 +97,7 @@ impl PackRun {
 }
 
 /// A pack's trailer as a verify run keeps it: chunks by offset.
-type TrailerByOffset = std::result::Result<Option<HashMap<u64, PackedChunk>>, String>;
+type TrailerByOffset = std::result::Result<Option<HashMap<u64, PackedChunk>>, Damage>;
 
 /// The snapshot's packs as its metadata records them: id → SHA-256 of the pack file.
 pub type RecordedPacks = HashMap<String, String>;
@@ -137,7 +138,7 @@ pub fn check_snapshot(
             let pack = pack.and_then(|()| listed_in_trailer(chunk, run));
             let result = match (pack, depth) {
                 (Err(why), _) => Err(why),
-                (Ok(()), Depth::Presence) => packs.check_present(chunk).map_err(|e| e.to_string()),
+                (Ok(()), Depth::Presence) => packs.check_present(chunk).map_err(Damage::from),
                 (Ok(()), Depth::ReadData) => {
                     let key = (chunk.pack, chunk.offset);
                     let known = run.chunks.borrow().get(&key).cloned();
@@ -145,10 +146,10 @@ pub fn check_snapshot(
                         Some(verdict) => verdict,
                         None => {
                             let verdict = match packs.read_chunk(chunk, &mut buf) {
-                                Err(e @ super::pack::ChunkError::Key(..)) => {
+                                Err(e @ ChunkError::Key(..)) => {
                                     return Err(e.into_error(tree, String::new()));
                                 }
-                                other => other.map_err(|e| e.to_string()),
+                                other => other.map_err(Damage::from),
                             };
                             run.chunks.borrow_mut().insert(key, verdict.clone());
                             verdict
@@ -162,10 +163,10 @@ pub fn check_snapshot(
             }
         }
         if problem.is_none() && node.kind == super::tree::NodeKind::File && total != node.size {
-            problem = Some(format!(
-                "its chunks hold {total} bytes, the entry says {}",
-                node.size
-            ));
+            problem = Some(Damage::Size {
+                held: total,
+                size: node.size,
+            });
         }
         if let Some(p) = problem {
             affected_count += 1;
@@ -202,7 +203,7 @@ pub fn check_snapshot(
 fn listed_in_trailer(
     chunk: &super::tree::ChunkRef,
     run: &PackRun,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Damage> {
     let trailers = run.trailers.borrow();
     let listed = match trailers.get(&chunk.pack) {
         Some(Ok(Some(listed))) => listed,
@@ -218,10 +219,12 @@ fn listed_in_trailer(
         {
             Ok(())
         }
-        _ => Err(format!(
-            "pack {}'s trailer lists no chunk {} of {} bytes at offset {}",
-            chunk.pack, chunk.id, chunk.stored, chunk.offset
-        )),
+        _ => Err(Damage::NotInTrailer {
+            pack: chunk.pack,
+            chunk: chunk.id,
+            stored: chunk.stored,
+            offset: chunk.offset,
+        }),
     }
 }
 
@@ -235,20 +238,21 @@ fn pack_verdict(
     recorded: &RecordedPacks,
     run: &PackRun,
     checked: &mut Checked,
-) -> std::result::Result<std::result::Result<(), String>, super::pack::ChunkError> {
+) -> std::result::Result<std::result::Result<(), Damage>, ChunkError> {
     if let Some(known) = run.packs.borrow().get(&chunk.pack) {
         return Ok(known.clone());
     }
     let verdict = match packs.load_pack(chunk.pack, depth == Depth::ReadData) {
-        Err(e @ super::pack::ChunkError::Key(..)) => return Err(e),
-        Err(e) => Err(e.to_string()),
+        Err(e @ ChunkError::Key(..)) => return Err(e),
+        Err(e) => Err(Damage::from(e)),
         Ok((len, sha)) => {
             checked.bytes_read += len;
             match recorded.get(&chunk.pack.to_hex()) {
-                Some(want) if !want.eq_ignore_ascii_case(&sha) => Err(format!(
-                    "pack {} has SHA-256 {sha}, its snapshot recorded {want}",
-                    chunk.pack
-                )),
+                Some(want) if !want.eq_ignore_ascii_case(&sha) => Err(Damage::Checksum {
+                    pack: chunk.pack,
+                    found: sha,
+                    recorded: want.clone(),
+                }),
                 _ => Ok(()),
             }
         }

@@ -11,6 +11,7 @@ pub mod check;
 mod chunker;
 pub mod compare;
 mod create;
+pub mod damage;
 pub mod export;
 pub mod ids;
 pub mod index;

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+pub use super::damage::ChunkError;
+use super::damage::Damage;
 use super::ids::{ChunkId, PackId};
 use super::keys::{ChunkIds, MaybeSealed};
 use super::trailer::{self, PackedChunk};
@@ -308,47 +310,11 @@ pub struct PackReader<'k> {
 
 /// What a pack's trailer says: its chunks, none (no trailer, or sealed and not opened),
 /// or why it could not be read.
-pub type TrailerRead = std::result::Result<Option<Vec<PackedChunk>>, String>;
+pub type TrailerRead = std::result::Result<Option<Vec<PackedChunk>>, Damage>;
 
 /// No pack is larger than its target plus one chunk: anything far beyond is not a pack
 /// of ours, and is not read whole into memory.
 const MAX_PACK_LOAD: u64 = 8 * PACK_TARGET;
-
-/// Why a chunk could not be read: the pack is missing, or the chunk is damaged.
-#[derive(Debug)]
-pub enum ChunkError {
-    Missing(String),
-    Damaged(String),
-    /// A sealed pack the identity cannot open (none given, or not a recipient's): the
-    /// key's problem, not the pack's.
-    Key(crate::encryption::DecryptFailure, String),
-}
-
-impl ChunkError {
-    /// The error a reader of `tree` reports: the key's problem as a decryption error
-    /// (so `verify` tells a wrong key from a bad backup), anything else as a failed
-    /// check of the contents, `what` saying where.
-    pub fn into_error(self, tree: &std::path::Path, what: String) -> crate::error::Error {
-        match self {
-            ChunkError::Key(failure, detail) => crate::error::Error::Decrypt {
-                path: tree.to_path_buf(),
-                failure,
-                detail,
-            },
-            _ => crate::error::Error::verify(tree, "contents", what),
-        }
-    }
-}
-
-impl std::fmt::Display for ChunkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ChunkError::Missing(d) | ChunkError::Damaged(d) | ChunkError::Key(_, d) => {
-                f.write_str(d)
-            }
-        }
-    }
-}
 
 /// A sealed pack when no identity was given.
 fn no_identity(id: PackId) -> ChunkError {
@@ -405,7 +371,10 @@ impl<'k> PackReader<'k> {
         }
         let unreadable =
             |e: io::Error| ChunkError::Damaged(format!("pack {id} cannot be read: {e}"));
-        let damaged = |e: trailer::TrailerError| format!("pack {id}: {e}");
+        let damaged = |e: trailer::TrailerError| Damage::Trailer {
+            pack: id,
+            why: e.to_string(),
+        };
         if !keep {
             // Only its checksum, streamed, nothing held; a plain pack's trailer first, from
             // its end, through the same open file.

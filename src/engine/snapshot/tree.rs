@@ -99,25 +99,39 @@ struct ChunkTuple(String, String, u64, u32, u32, u8);
 /// stored compressed only when that is smaller, so `stored` never exceeds it either.
 const CHUNK_MAX: u32 = super::chunker::CDC_MAX as u32;
 
+/// Why a chunk reference of an entry list is refused where it is parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkRefError {
+    #[error("a chunk id {0:?} is not 64 hex digits")]
+    Id(String),
+    #[error("a chunk names a pack {0:?} that is no pack id")]
+    Pack(String),
+    #[error(
+        "chunk {id} claims {stored} stored and {raw} plain bytes, which no chunk of this format has (at most {CHUNK_MAX})"
+    )]
+    Size { id: ChunkId, stored: u32, raw: u32 },
+    #[error("chunk {0} lies beyond any pack")]
+    Offset(ChunkId),
+}
+
 /// An entry list is checked by its SHA-256, but whoever can rewrite it can fix that up (a
 /// bucket's owner, a copy from an untrusted place): every field that becomes a path or an
 /// allocation is bounded by what the format writes, here where it is parsed.
 impl TryFrom<ChunkTuple> for ChunkRef {
-    type Error = String;
+    type Error = ChunkRefError;
 
-    fn try_from(t: ChunkTuple) -> Result<Self, String> {
-        let id = ChunkId::parse(&t.0)
-            .ok_or_else(|| format!("a chunk id {:?} is not 64 hex digits", t.0))?;
-        let pack = PackId::parse(&t.1)
-            .ok_or_else(|| format!("a chunk names a pack {:?} that is no pack id", t.1))?;
+    fn try_from(t: ChunkTuple) -> Result<Self, ChunkRefError> {
+        let id = ChunkId::parse(&t.0).ok_or(ChunkRefError::Id(t.0))?;
+        let pack = PackId::parse(&t.1).ok_or(ChunkRefError::Pack(t.1))?;
         if t.4 > CHUNK_MAX || t.3 > CHUNK_MAX || (t.5 == 0 && t.3 != t.4) {
-            return Err(format!(
-                "chunk {} claims {} stored and {} plain bytes, which no chunk of this format has (at most {CHUNK_MAX})",
-                t.0, t.3, t.4
-            ));
+            return Err(ChunkRefError::Size {
+                id,
+                stored: t.3,
+                raw: t.4,
+            });
         }
         if t.2.checked_add(u64::from(t.3)).is_none() {
-            return Err(format!("chunk {} lies beyond any pack", t.0));
+            return Err(ChunkRefError::Offset(id));
         }
         Ok(ChunkRef {
             id,
