@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Snapshots side by side with restic and borg (issue 16): vertex-backup's content-addressed
-# snapshots (`storage_format = "snapshot"`, `database_format = "snapshot"`) against
-# `restic backup` and `borg create` on the same trees in one run. Whole processes under GNU
+# Snapshots side by side with restic, rustic and borg (issues 16, 25): vertex-backup's
+# content-addressed snapshots (`storage_format = "snapshot"`, `database_format = "snapshot"`)
+# against `restic backup`, `rustic backup` (restic's format in Rust) and `borg create` on the
+# same trees in one run. Whole processes under GNU
 # time (wall s, CPU s, peak RSS), and the bytes each adds to its repository (`du -sb` of the
 # repository before and after; for ours the whole backup dir). Rows:
 #
@@ -9,7 +10,7 @@
 #   change    a second backup after `gen_corpus --small-change` (~1 % of the files), applied
 #             once per round to the tree all three back up
 #   restore   restore of the latest backup: `restore MANIFEST`, `restic restore latest`,
-#             `borg extract`
+#             `rustic restore latest`, `borg extract`
 #   weekly    seven weekly backups (six changes after the first; one round): final sizes
 #   files     `gen_corpus --files N` (100 000): a backup with nothing changed
 #   database  a `--db-size` database (256 MiB), a snapshot, 100 rows updated, a snapshot
@@ -20,27 +21,28 @@
 #
 # first, change and restore share their --runs rounds (the order of the tools rotating each
 # round), files repeats its no-change backup --runs times, database runs --runs rounds;
-# medians. restic always encrypts; borg runs with `-e none` (no encryption), ours without
+# medians. restic and rustic always encrypt; borg runs with `-e none` (no encryption), ours without
 # encryption. Prints a Markdown report and writes it to bench/results/snapshots.md.
 #
 #   bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]
 #                      [--only first,change,restore,weekly,files,database,repack]
-#                      [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]
+#                      [--files 100000] [--db-size 256MiB] [--tools ours,restic,rustic,borg]
 #                      [--bin PATH]
 #
 # --bin PATH times that vertex-backup binary instead of building one (the corpus generator
-# is still built); --tools restic,borg measures the baselines alone.
+# is still built); --tools restic,borg measures the baselines alone. rustic is installed with
+# `cargo install rustic-rs --locked` when missing (into ~/.cargo/bin).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 size=2GiB runs=3 seed=42 work=$root/bench/work files_n=100000 db_size=256MiB
-only=first,change,restore,weekly,files,database,repack tools=ours,restic,borg own_bin=""
+only=first,change,restore,weekly,files,database,repack tools=ours,restic,rustic,borg own_bin=""
 invocation="bench/snapshots.sh $*"
 usage() {
   echo "usage: bench/snapshots.sh [--size 2GiB] [--runs 3] [--work DIR] [--seed 42]"
   echo "                          [--only first,change,restore,weekly,files,database,repack]"
-  echo "                          [--files 100000] [--db-size 256MiB] [--tools ours,restic,borg]"
+  echo "                          [--files 100000] [--db-size 256MiB] [--tools ours,restic,rustic,borg]"
   echo "                          [--bin PATH]"
 }
 while [ $# -gt 0 ]; do
@@ -66,7 +68,7 @@ for o in ${only//,/ }; do
 done
 tool_list=()
 for t in ${tools//,/ }; do
-  case $t in ours | restic | borg) tool_list+=("$t") ;; *) die "--tools: unknown tool $t (ours, restic, borg)" ;; esac
+  case $t in ours | restic | rustic | borg) tool_list+=("$t") ;; *) die "--tools: unknown tool $t (ours, restic, rustic, borg)" ;; esac
 done
 [ ${#tool_list[@]} -gt 0 ] || die "--tools names no tool"
 wanted() { [[ ,$only, == *,$1,* ]]; }
@@ -76,6 +78,13 @@ deps=(/usr/bin/time:time sqlite3:sqlite3)
 if uses restic; then deps+=(restic:restic); fi
 if uses borg; then deps+=(borg:borgbackup); fi
 need_tools "${deps[@]}"
+if uses rustic && ! command -v rustic >/dev/null 2>&1; then
+  export PATH=$HOME/.cargo/bin:$PATH
+  if ! command -v rustic >/dev/null 2>&1; then
+    log "cargo install rustic-rs --locked (rustic: restic's repository format in Rust)"
+    cargo install rustic-rs --locked >&2 || die "cargo install rustic-rs --locked failed (output above)"
+  fi
+fi
 if uses ours && [ -z "$own_bin" ]; then
   build
 else
@@ -96,6 +105,7 @@ trap 'rm -rf "$snap"' EXIT
 # The tools' own state lives under the work dir: restic's cache, borg's cache, config and
 # security dirs. One fixed bench password for restic (it cannot do without one).
 export RESTIC_PASSWORD=vertex-bench-password RESTIC_CACHE_DIR=$snap/cache/restic
+export RUSTIC_PASSWORD=vertex-bench-password RUSTIC_CACHE_DIR=$snap/cache/rustic
 export BORG_BASE_DIR=$snap/cache/borg BORG_PASSPHRASE="" BORG_DISPLAY_PASSPHRASE=no
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 noscan=() # restic ≥ 0.15 can skip the size scan its progress bar wants; 0.14 has no such flag
@@ -121,8 +131,9 @@ context() { # CTX SRC ITEM KIND
 # fresh_repos CTX: empty repositories (and caches) for every tool; untimed.
 fresh_repos() {
   local d=$snap/$1
-  rm -rf "$d/ours" "$d/restic" "$d/borg" "$snap/cache"
+  rm -rf "$d/ours" "$d/restic" "$d/rustic" "$d/borg" "$snap/cache"
   if uses restic; then restic -r "$d/restic" init -q >"$d/restic-init.log" 2>&1 || { cat "$d/restic-init.log" >&2; die "restic init failed"; }; fi
+  if uses rustic; then rustic -r "$d/rustic" --log-level warn init >"$d/rustic-init.log" 2>&1 || { cat "$d/rustic-init.log" >&2; die "rustic init failed"; }; fi
   if uses borg; then borg init -e none "$d/borg" >"$d/borg-init.log" 2>&1 || { cat "$d/borg-init.log" >&2; die "borg init failed"; }; fi
   return 0
 }
@@ -146,6 +157,7 @@ backup() {
   case $tool in
     ours) measure_run "$out" "$bin" --config "$d/ours.toml" -q create --type "${kind[$ctx]}" ;;
     restic) measure_run "$out" restic -r "$d/restic" backup -q "${noscan[@]}" "${src[$ctx]}/${item[$ctx]}" ;;
+    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress backup "${src[$ctx]}/${item[$ctx]}" ;;
     borg) measure_run "$out" env -C "${src[$ctx]}" borg create "$d/borg::$label-$r" "${item[$ctx]}" ;;
   esac
   echo $(($(du_bytes "$d/$tool") - before)) >"$out.bytes"
@@ -171,6 +183,7 @@ restore() {
       [ -f "${manifests[-1]}" ] || die "no storage_snapshot_*.json in $d/ours/storage to restore"
       measure_run "$out" "$bin" --config "$d/ours.toml" -q restore "${manifests[-1]}" --target "$t" --yes ;;
     restic) measure_run "$out" restic -r "$d/restic" restore latest -q --target "$t" ;;
+    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress restore latest "$t" ;;
     borg) mkdir -p "$t" && measure_run "$out" env -C "$t" borg extract "$d/borg::$archive" ;;
   esac
   start=$(date +%s.%N)
@@ -217,11 +230,14 @@ probe_ours() {
 }
 if uses ours; then probe_ours; fi
 
-restic_info="" borg_info=""
+restic_info="" rustic_info="" borg_info=""
 if uses restic; then
   restic init -q -r "$snap/probe-restic" >/dev/null
   restic_info="$(restic version | cut -d' ' -f1-2), repository format version $(restic -r "$snap/probe-restic" cat config | sed -n 's/.*"version": *\([0-9]*\).*/\1/p'), compression auto (its default), encrypted (always: AES-256-CTR + Poly1305)"
   rm -rf "$snap/probe-restic"
+fi
+if uses rustic; then
+  rustic_info="$(rustic --version), restic's repository format (version 2), compression zstd level 3 (its default), encrypted (always)"
 fi
 if uses borg; then
   borg_info="$(borg --version), \`borg init -e none\` (no encryption, no authentication), compression lz4 (its default)"
@@ -286,6 +302,7 @@ prune() {
   case $tool in
     ours) measure_run "$out" "$bin" --config "$d/ours.toml" -q rotate ;;
     restic) measure_run "$out" restic -r "$d/restic" forget -q --keep-last 1 --prune ;;
+    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress forget --keep-last 1 --prune ;;
     borg) measure_run "$out" sh -c 'borg prune --keep-last 1 "$1" && borg compact "$1"' prune "$d/borg" ;;
   esac
   du_bytes "$d/$tool" >"$out.bytes"
@@ -408,17 +425,24 @@ result() {
   done
 }
 
-# target ROW WHAT OURS RESTIC BORG LIMIT KIND: one line of the targets table. KIND ratio:
-# ours ÷ restic ≤ LIMIT; abs: ours ≤ LIMIT (in the unit of the values).
+# target ROW WHAT OURS RESTIC RUSTIC BORG LIMIT KIND: one line of the targets table. KIND
+# ratio: ours ÷ restic and ours ÷ rustic ≤ LIMIT (each where measured); abs: ours ≤ LIMIT
+# (in the unit of the values).
 target() {
-  local verdict r
-  if [ "$7" = ratio ]; then
-    r=$(ratio "$3" "$4")
-    verdict=$(awk -v a="$3" -v b="$4" -v l="$6" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "not measured"; else print (a / b <= l ? "met" : "**MISSED**")}')
-    printf '| %s | %s | %s | %s | %s | **%s** | ≤ %.2f× | %s |\n' "$1" "$2" "${3:-—}" "${4:-—}" "${5:-—}" "$r" "$6" "$verdict"
+  local verdict r1 r2
+  if [ "$8" = ratio ]; then
+    r1=$(ratio "$3" "$4") r2=$(ratio "$3" "$5")
+    verdict=$(awk -v a="$3" -v b="$4" -v c="$5" -v l="$7" 'BEGIN {
+      if (a == "" || ((b == "" || b + 0 == 0) && (c == "" || c + 0 == 0))) { print "not measured"; exit }
+      ok = 1
+      if (b != "" && b + 0 != 0 && a / b > l) ok = 0
+      if (c != "" && c + 0 != 0 && a / c > l) ok = 0
+      print (ok ? "met" : "**MISSED**")
+    }')
+    printf '| %s | %s | %s | %s | %s | %s | **%s** | **%s** | ≤ %.2f× | %s |\n' "$1" "$2" "${3:-—}" "${4:-—}" "${5:-—}" "${6:-—}" "$r1" "$r2" "$7" "$verdict"
   else
-    verdict=$(awk -v a="$3" -v l="$6" 'BEGIN {if (a == "") print "not measured"; else print (a <= l ? "met" : "**MISSED**")}')
-    printf '| %s | %s | %s | %s | %s | — | ≤ %s | %s |\n' "$1" "$2" "${3:-—}" "${4:-—}" "${5:-—}" "$6" "$verdict"
+    verdict=$(awk -v a="$3" -v l="$7" 'BEGIN {if (a == "") print "not measured"; else print (a <= l ? "met" : "**MISSED**")}')
+    printf '| %s | %s | %s | %s | %s | %s | — | — | ≤ %s | %s |\n' "$1" "$2" "${3:-—}" "${4:-—}" "${5:-—}" "${6:-—}" "$7" "$verdict"
   fi
 }
 # v CTX LABEL TOOL FIELD [FORMAT DIVISOR]: a formatted median (rss: the largest), "" when missing
@@ -456,7 +480,7 @@ weekly_line() { # TOOL: wall s and added MiB of each week, the sum of the walls,
 
 report() {
   local mb=1048576
-  echo "# vertex-backup snapshots vs restic and borg"
+  echo "# vertex-backup snapshots vs restic, rustic and borg"
   echo
   echo "Command: \`${invocation% }\` — whole processes under GNU time; first, change and restore share the same rounds, $runs of them (fresh repositories and a fresh copy of the corpus each round, the order of the tools rotating), medians of wall and CPU s, the largest peak RSS; weekly is one round."
   if [ -n "${main_stats:-}" ] || [ -n "${weekly_stats:-}" ]; then
@@ -471,8 +495,9 @@ report() {
   echo
   if uses ours; then echo "- ours: $("$bin" --version | head -n1), \`storage_format = \"snapshot\"\`, \`database_format = \"snapshot\"\`, zstd level 3, all cores (\`threads = 0\`), no encryption"; fi
   if uses restic; then echo "- restic: $restic_info; \`restic backup -q${noscan[*]:+ ${noscan[*]}} PATH\`, default concurrency"; fi
+  if uses rustic; then echo "- rustic: $rustic_info; \`rustic backup PATH\`, \`rustic restore latest DIR\`, \`rustic forget --keep-last 1 --prune\` (\`--log-level warn --no-progress\`), default concurrency"; fi
   if uses borg; then echo "- borg: $borg_info; \`borg create REPO::NAME storage\` from the tree's parent; single-threaded (borg 1.x)"; fi
-  echo "- Fairness: restic cannot be run unencrypted, so its figures include AES + Poly1305 on every blob; borg and ours run unencrypted. Repository bytes are \`du -sb\` of the repository (ours: the whole backup dir); the tools' caches (restic's, borg's, under the work dir) are not counted."
+  echo "- Fairness: restic and rustic cannot be run unencrypted, so their figures include AES + Poly1305 on every blob; borg and ours run unencrypted. Repository bytes are \`du -sb\` of the repository (ours: the whole backup dir); the tools' caches (restic's, borg's, under the work dir) are not counted."
   echo
   echo "## Machine"
   echo
@@ -481,32 +506,32 @@ report() {
   echo
   echo "## Targets"
   echo
-  echo "| Row | Measure | Ours | restic | borg | Ours ÷ restic | Target | |"
-  echo "|---|---|--:|--:|--:|--:|---|---|"
+  echo "| Row | Measure | Ours | restic | rustic | borg | Ours ÷ restic | Ours ÷ rustic | Target | |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|---|---|"
   if wanted first; then
-    target first "wall s, first backup" "$(v main first ours s)" "$(v main first restic s)" "$(v main first borg s)" 0.6 ratio
+    target first "wall s, first backup" "$(v main first ours s)" "$(v main first restic s)" "$(v main first rustic s)" "$(v main first borg s)" 0.6 ratio
   fi
   if wanted change; then
-    target change "wall s, backup after a 1 % change" "$(v main second ours s)" "$(v main second restic s)" "$(v main second borg s)" 1.0 ratio
-    target change "MiB added by it" "$(v main second ours bytes %.2f $mb)" "$(v main second restic bytes %.2f $mb)" "$(v main second borg bytes %.2f $mb)" 1.1 ratio
+    target change "wall s, backup after a 1 % change" "$(v main second ours s)" "$(v main second restic s)" "$(v main second rustic s)" "$(v main second borg s)" 1.0 ratio
+    target change "MiB added by it" "$(v main second ours bytes %.2f $mb)" "$(v main second restic bytes %.2f $mb)" "$(v main second rustic bytes %.2f $mb)" "$(v main second borg bytes %.2f $mb)" 1.1 ratio
   fi
   if wanted restore; then
-    target restore "wall s, restore of the latest" "$(v main restore ours s)" "$(v main restore restic s)" "$(v main restore borg s)" 1.0 ratio
-    target restore "wall s, ours vs theirs + \`sync -f\` (equal durability; reference)" "$(v main restore ours s)" "$(vsum main restore restic)" "$(vsum main restore borg)" 1.0 ratio
+    target restore "wall s, restore of the latest" "$(v main restore ours s)" "$(v main restore restic s)" "$(v main restore rustic s)" "$(v main restore borg s)" 1.0 ratio
+    target restore "wall s, ours vs theirs + \`sync -f\` (equal durability; reference)" "$(v main restore ours s)" "$(vsum main restore restic)" "$(vsum main restore rustic)" "$(vsum main restore borg)" 1.0 ratio
   fi
   if wanted weekly; then
-    target weekly "MiB of the repository after 7 weekly backups" "$(final_mib ours)" "$(final_mib restic)" "$(final_mib borg)" 1.0 ratio
+    target weekly "MiB of the repository after 7 weekly backups" "$(final_mib ours)" "$(final_mib restic)" "$(final_mib rustic)" "$(final_mib borg)" 1.0 ratio
   fi
   if wanted files; then
-    target files "wall s, $files_n files, nothing changed" "$(v files nochange ours s)" "$(v files nochange restic s)" "$(v files nochange borg s)" 2 abs
-    target files "peak RSS MiB of it" "$(v files nochange ours rss %.1f 1024)" "$(v files nochange restic rss %.1f 1024)" "$(v files nochange borg rss %.1f 1024)" 64 abs
+    target files "wall s, $files_n files, nothing changed" "$(v files nochange ours s)" "$(v files nochange restic s)" "$(v files nochange rustic s)" "$(v files nochange borg s)" 2 abs
+    target files "peak RSS MiB of it" "$(v files nochange ours rss %.1f 1024)" "$(v files nochange restic rss %.1f 1024)" "$(v files nochange rustic rss %.1f 1024)" "$(v files nochange borg rss %.1f 1024)" 64 abs
   fi
   if wanted repack; then
-    target repack "repository after prune ÷ a fresh one of the kept tree" "$(repack_share ours)" "$(repack_share restic)" "$(repack_share borg)" 1.10 abs
-    target repack "wall s, prune with half of every pack dead" "$(v repack prune ours s)" "$(v repack prune restic s)" "$(v repack prune borg s)" 1.0 ratio
+    target repack "repository after prune ÷ a fresh one of the kept tree" "$(repack_share ours)" "$(repack_share restic)" "$(repack_share rustic)" "$(repack_share borg)" 1.10 abs
+    target repack "wall s, prune with half of every pack dead" "$(v repack prune ours s)" "$(v repack prune restic s)" "$(v repack prune rustic s)" "$(v repack prune borg s)" 1.0 ratio
   fi
   if wanted database; then
-    target database "MiB added by the snapshot after 100 rows changed" "$(v database snap2 ours bytes %.2f $mb)" "$(v database snap2 restic bytes %.2f $mb)" "$(v database snap2 borg bytes %.2f $mb)" 4 abs
+    target database "MiB added by the snapshot after 100 rows changed" "$(v database snap2 ours bytes %.2f $mb)" "$(v database snap2 restic bytes %.2f $mb)" "$(v database snap2 rustic bytes %.2f $mb)" "$(v database snap2 borg bytes %.2f $mb)" 4 abs
   fi
   echo
   echo "## Results"
@@ -544,13 +569,13 @@ report() {
   echo "- Added MiB: growth of \`du -sb\` of the repository over that backup (median of the rounds); ours counts its whole backup dir (snapshot metadata, trees, packs)."
   echo "- CPU s: user + system (median); peak RSS: GNU time's maximum resident set size, the largest of the rounds."
   if wanted restore; then
-    echo "- Restore: into an empty directory, checked afterwards to hold the source's file count and bytes. Our restore syncs the tree before it returns; \`restic restore\` and \`borg extract\` do not, so \`sync -f\` of the restored tree is timed apart (column \`sync -f\` s) and the equal-durability line adds it to theirs."
+    echo "- Restore: into an empty directory, checked afterwards to hold the source's file count and bytes. Our restore syncs the tree before it returns; \`restic restore\`, \`rustic restore\` and \`borg extract\` do not, so \`sync -f\` of the restored tree is timed apart (column \`sync -f\` s) and the equal-durability line adds it to theirs."
   fi
   if wanted files; then
     echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating."
   fi
   if wanted repack; then
-    echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"5%\"\` (forget + repack + sweep), restic \`forget --keep-last 1 --prune\` (its default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
+    echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"5%\"\` (forget + repack + sweep), restic and rustic \`forget --keep-last 1 --prune\` (their default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
   fi
   if wanted database; then
     echo "- Database: \`gen_corpus --size 2MiB --db-size $db_size --seed $seed\` ($(mib "$db_bytes") MiB, WAL mode), copied each round; between the two backups \`sqlite3\` sets \`$set_clause\` in 100 of the $big_rows rows of \`$big_table\` (the largest table), drawn at random from the seed: the same rows every round. Ours: \`create --type database\`; restic and borg back up the .db file (reference)."

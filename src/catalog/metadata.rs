@@ -100,11 +100,11 @@ pub struct BackupMetadata {
     /// A snapshot (or full backup) `repair` wrote in place of a damaged one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<RepairNote>,
-    /// Set when repacking the store rewrote this backup's entry list (a full backup's:
-    /// a member's) to point at the packs its chunks moved to: the checksum it was made
-    /// with, which copies uploaded before still carry (they hold the same files).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_checksum: Option<String>,
+    /// The checksums it had before repacking the store rewrote its entry list (a full
+    /// backup's: a member's) to point at the packs its chunks moved to, oldest first:
+    /// copies uploaded before still carry one of them, and hold the same files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_checksums: Vec<String>,
 }
 
 /// What `repair` did to make this backup from a damaged one.

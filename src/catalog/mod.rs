@@ -299,7 +299,11 @@ impl Catalog {
 
     pub fn lock(&self, operation: &str) -> Result<BackupDirLock> {
         self.prepare()?;
-        BackupDirLock::acquire_waiting(&self.root, operation, self.lock_wait)
+        let lock = BackupDirLock::acquire_waiting(&self.root, operation, self.lock_wait)?;
+        // Whoever holds the lock first finishes a repack's committed rewrite: every
+        // operation then sees each backup wholly old or wholly new.
+        self.finish_committed_rewrite()?;
+        Ok(lock)
     }
 
     /// This catalog, its [`Catalog::lock`] waiting up to `wait` for another holder.
@@ -826,7 +830,7 @@ fn placeholder_metadata(kind: BackupKind, ts: &str) -> BackupMetadata {
         sealed: None,
         snapshot: None,
         repaired: None,
-        original_checksum: None,
+        earlier_checksums: Vec::new(),
     }
 }
 

@@ -77,6 +77,14 @@ impl Catalog {
     /// deleted. With an unreadable snapshot metadata in `listing`, deletes only `.partial`
     /// packs and says why in the log.
     pub(super) fn sweep_store(&self, listing: &Listing) -> Result<Vec<PathBuf>> {
+        // A repack's rewrite half put in place: the new packs are listed only by staged
+        // metadata the listing does not see. The run that finishes it sweeps.
+        if self.rewrite_in_flight() {
+            self.log().warn(
+                "store: not deleting unreferenced packs while a repack's rewrite is unfinished",
+            );
+            return Ok(Vec::new());
+        }
         let packs_dir = self.root.join(STORE_DIR).join("packs");
         let Ok(rd) = fs::read_dir(&packs_dir) else {
             return Ok(Vec::new());

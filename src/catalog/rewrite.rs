@@ -75,6 +75,40 @@ impl Catalog {
         self.apply_rewrite(&journal)
     }
 
+    /// Whether a rewrite is committed and not yet finished: until it is, the packs the
+    /// staged metadata lists are listed by no metadata in place, and no sweep may run.
+    pub fn rewrite_in_flight(&self) -> bool {
+        self.journal_path().exists()
+    }
+
+    /// Finish a rewrite whose journal is on disk (call while holding the lock). A journal
+    /// that cannot be read is set aside (`rewrite.json.unreadable`, logged): the staged
+    /// files are then debris, and each backup keeps whichever of its files were already
+    /// put in place — `verify` names one left half new.
+    pub(super) fn finish_committed_rewrite(&self) -> Result<()> {
+        match self.read_journal() {
+            Ok(None) => Ok(()),
+            Ok(Some(journal)) => {
+                self.log().info(&format!(
+                    "store: finishing an interrupted repack ({} file(s) to put in place)",
+                    journal.files.len()
+                ));
+                self.apply_rewrite(&journal)
+            }
+            Err(e) => {
+                let path = self.journal_path();
+                let aside = path.with_extension("json.unreadable");
+                fs::rename(&path, &aside).ctx("set aside", &path)?;
+                self.log().error(&format!(
+                    "store: the repack journal could not be read ({}): set aside as {}; run `verify --all`",
+                    crate::error_chain(&e),
+                    aside.display()
+                ));
+                Ok(())
+            }
+        }
+    }
+
     /// Finish a rewrite whose journal is on disk, then delete staged files no journal
     /// names (a run killed before its commit). Returns those deleted. Call while holding
     /// the lock.
@@ -82,13 +116,7 @@ impl Catalog {
         let mut removed = Vec::new();
         // A journal still under its `.partial` name was never committed.
         super::remove_if_exists(&partial_path(&self.journal_path()), &mut removed)?;
-        if let Some(journal) = self.read_journal()? {
-            self.log().info(&format!(
-                "store: finishing an interrupted repack ({} file(s) to put in place)",
-                journal.files.len()
-            ));
-            self.apply_rewrite(&journal)?;
-        }
+        self.finish_committed_rewrite()?;
         for kind in BackupKind::ALL {
             let dir = self.kind_dir(kind);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -110,7 +138,7 @@ impl Catalog {
             return;
         }
         if let Ok(_lock) = BackupDirLock::acquire(self.root(), "finish an interrupted repack")
-            && let Err(e) = self.finish_rewrite()
+            && let Err(e) = self.finish_committed_rewrite()
         {
             self.log().error(&format!(
                 "store: an interrupted repack could not be finished: {e}"
@@ -162,6 +190,13 @@ impl Catalog {
                 Ok(()) => {}
                 // Renamed by an earlier attempt that was killed before the journal went.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && target.exists() => {}
+                // Neither there: nothing to put in place (deleted by hand since).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.log().warn(&format!(
+                        "store: {} named by the repack journal is gone, and so is its staged copy",
+                        target.display()
+                    ));
+                }
                 Err(e) => return Err(Error::io("put in place", &staged, e)),
             }
             if let Some(d) = target.parent() {
@@ -234,10 +269,16 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_naming_a_file_outside_the_backup_directories_is_refused() {
-        let (_dir, c) = catalog();
-        fs::write(c.journal_path(), r#"{"files":["../etc/passwd"]}"#).unwrap();
-        let e = c.finish_rewrite().unwrap_err().to_string();
-        assert!(e.contains("outside the backup directories"), "{e}");
+    fn a_journal_naming_a_file_outside_the_backup_directories_is_set_aside_unused() {
+        let (dir, c) = catalog();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "mine").unwrap();
+        fs::write(staged_path(&victim), "theirs").unwrap();
+        fs::write(c.journal_path(), r#"{"files":["../victim"]}"#).unwrap();
+        c.finish_rewrite().unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "mine");
+        assert!(!c.journal_path().exists());
+        assert!(c.journal_path().with_extension("json.unreadable").exists());
+        assert!(!c.rewrite_in_flight());
     }
 }

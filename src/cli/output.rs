@@ -487,6 +487,10 @@ pub fn print_rotation(r: &RotateReport) {
 
 /// What repacking the snapshot store did (or, a dry run, would do).
 fn print_repack(p: &vertex_backup::engine::repack::RepackReport) {
+    if let Some(e) = &p.error {
+        out!("store: repacking failed, nothing reclaimed: {e}");
+        return;
+    }
     let share = |n: u64| match p.used_bytes {
         0 => String::new(),
         used => format!(

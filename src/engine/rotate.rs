@@ -153,14 +153,26 @@ pub fn rotate_locked(
     let result = execute(&plan, &found, catalog, lock).and_then(|mut done| {
         // Packs the deleted snapshots shared with kept ones, mostly unused now, are
         // rewritten; the sweep then deletes the originals with the rest.
+        // Best effort: a repack that fails (no room for the new packs, a damaged pack)
+        // leaves every backup as it was, and the rotation stands.
         let kept = catalog.list()?;
-        done.repack = Some(repack(
+        let repacked = repack(
             catalog,
             &kept,
             &repack_options(config, false),
             &Cancel::new(),
-        )?)
-        .filter(|r| r.used_bytes > 0);
+        )
+        .unwrap_or_else(|e| {
+            let chain = crate::error_chain(&e);
+            catalog
+                .log()
+                .warn(&format!("repack: failed, nothing reclaimed: {chain}"));
+            RepackReport {
+                error: Some(chain),
+                ..Default::default()
+            }
+        });
+        done.repack = Some(repacked).filter(|r| r.used_bytes > 0 || r.error.is_some());
         done.deleted_files.extend(catalog.sweep_store_now()?);
         // And the index no longer names what went.
         for w in crate::engine::snapshot::upkeep::upkeep_now(catalog).warnings {

@@ -61,11 +61,11 @@ impl RemoteBackup {
     /// and so differ from a plain local backup's — the same name, which no two backups
     /// share. Nothing of the local content is kept in clear to compare with. A local
     /// snapshot repacked since its upload has another checksum but the same files: the
-    /// one it was made with still matches.
+    /// one it had then still matches.
     pub fn copy_of(&self, entry: &BackupEntry) -> bool {
         self.stem == entry.stem
             && (self.checksum == entry.metadata.checksum
-                || entry.metadata.original_checksum.as_ref() == Some(&self.checksum)
+                || entry.metadata.earlier_checksums.contains(&self.checksum)
                 || self.metadata.sealed.is_some())
     }
 }

@@ -113,7 +113,7 @@ fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
         snapshot: local.snapshot.as_ref().map(|_| SnapshotInfo::default()),
         // Inside the sealed copy with the rest.
         repaired: None,
-        original_checksum: None,
+        earlier_checksums: Vec::new(),
     }
 }
 

@@ -320,7 +320,7 @@ fn base_metadata(
         sealed: None,
         snapshot: None,
         repaired: None,
-        original_checksum: None,
+        earlier_checksums: Vec::new(),
     }
 }
 

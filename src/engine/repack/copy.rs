@@ -183,9 +183,9 @@ fn group_sealing(
     if index::tag(&ids, Some(&recipients.fingerprints())) != u.tag {
         return Ok(Err(Unsealable::OtherKeys));
     }
-    let store = StoreKey::load(catalog.root())?
-        .map(|k| k.recipient())
-        .transpose()?;
+    // (Sealed like every index file of an encrypted store, as the stager seals entry
+    // lists: to the store key, made if it is missing.)
+    let store = Some(StoreKey::load_or_create(catalog.root())?.recipient()?);
     Ok(Ok(GroupSealing {
         ids,
         packs: Some(recipients.clone()),

@@ -26,7 +26,7 @@ mod copy;
 mod stage;
 pub mod usage;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -75,6 +75,10 @@ pub struct RepackReport {
     pub backups_rewritten: Vec<String>,
     /// Packs left as they were although unused bytes are in them, and why.
     pub left: Vec<String>,
+    /// Why repacking stopped, when it failed (the rotation itself stands: every backup
+    /// is as it was, or — a rewrite committed part-way — finished by the next run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Repack the store of `catalog`, whose kept backups `listing` lists. Call while holding
@@ -160,36 +164,65 @@ pub fn repack(
         cancel,
     };
     let copied = copier.copy_packs(&chosen, &uses)?;
+    for why in &copied.left {
+        catalog.log().warn(&format!("repack: {why}"));
+    }
     report.left.extend(copied.left.iter().cloned());
     if copied.moved.is_empty() {
         return Ok(report);
     }
-    let mut packs: HashMap<String, crate::catalog::PackRef> = uses
-        .values()
-        .map(|u| (u.recorded.id.clone(), u.recorded.clone()))
+    let written: HashMap<String, crate::catalog::PackRef> = copied
+        .written
+        .iter()
+        .map(|w| (w.pack.id.clone(), w.pack.clone()))
         .collect();
-    packs.extend(
-        copied
-            .written
-            .iter()
-            .map(|w| (w.pack.id.clone(), w.pack.clone())),
-    );
     let stager = Stager {
         catalog,
         opening: &opening,
         copied: &copied,
         recipients: opts.recipients,
-        packs,
+        written,
     };
     let mut staged = Staged::default();
+    // Packs a unit that could not be rewritten still lists: they stay.
+    let mut still_listed: HashSet<String> = HashSet::new();
     for unit in units(listing) {
-        cancel.check()?;
-        stager.stage_unit(&unit, &mut staged)?;
+        if let Err(e) = cancel.check() {
+            staged.discard();
+            return Err(e);
+        }
+        // A unit that cannot be rewritten keeps its old files and so its old packs.
+        if let Err(e) = stager.stage_unit(&unit, &mut staged) {
+            let why = format!(
+                "{} was not rewritten ({}): the packs it uses stay",
+                unit.head.stem,
+                crate::error_chain(&e)
+            );
+            catalog.log().warn(&format!("repack: {why}"));
+            report.left.push(why);
+            still_listed.extend(
+                unit.members
+                    .iter()
+                    .filter_map(|m| m.metadata.snapshot.as_ref())
+                    .flat_map(|s| s.packs.iter().map(|p| p.id.clone())),
+            );
+        }
     }
-    catalog.commit_rewrite(&staged.files())?;
+    if staged.files().is_empty() {
+        return Ok(report);
+    }
+    if let Err(e) = catalog.commit_rewrite(&staged.files()) {
+        // Not committed (no journal): nothing changed. Committed part-way: the journal
+        // stays, the sweep waits, and the next holder of the lock finishes it.
+        if !catalog.rewrite_in_flight() {
+            staged.discard();
+        }
+        return Err(e);
+    }
     let rewritten: BTreeMap<_, _> = copied
         .moved
         .iter()
+        .filter(|id| !still_listed.contains(&id.to_hex()))
         .filter_map(|id| uses.get(id).map(|u| (id, u.recorded.size)))
         .collect();
     report.packs_rewritten = rewritten.len();

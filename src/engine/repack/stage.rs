@@ -35,6 +35,13 @@ pub(super) struct Staged {
 }
 
 impl Staged {
+    /// Delete every staged file: the rewrite will not be committed.
+    pub(super) fn discard(&self) {
+        for f in self.files() {
+            let _ = std::fs::remove_file(staged_path(&f));
+        }
+    }
+
     pub(super) fn files(&self) -> Vec<PathBuf> {
         let mut all = self.trees.clone();
         all.extend(self.metadata.iter().cloned());
@@ -62,13 +69,30 @@ pub(super) struct Stager<'a> {
     /// `[encryption]`'s recipients (a rewritten sealed entry list is sealed to them and
     /// the store key, as it was).
     pub(super) recipients: Option<&'a Recipients>,
-    /// What the kept snapshots record of each pack, and the packs just written.
-    pub(super) packs: HashMap<String, PackRef>,
+    /// The packs just written, by id.
+    pub(super) written: HashMap<String, PackRef>,
 }
 
 impl Stager<'_> {
-    /// Stage `unit` if a member uses a moved pack; `Ok(false)`: it does not.
+    /// Stage `unit` if a member uses a moved pack (`Ok(false)`: none does). On an error
+    /// nothing of the unit stays staged: it keeps its old files, which list the old packs,
+    /// so the sweep keeps those too.
     pub(super) fn stage_unit(&self, unit: &Unit, staged: &mut Staged) -> Result<bool> {
+        let mut mine = Staged::default();
+        let result = self.stage_unit_into(unit, &mut mine);
+        match result {
+            Ok(true) => {
+                staged.trees.append(&mut mine.trees);
+                staged.metadata.append(&mut mine.metadata);
+                staged.manifests.append(&mut mine.manifests);
+                staged.backups.append(&mut mine.backups);
+            }
+            Ok(false) | Err(_) => mine.discard(),
+        }
+        result
+    }
+
+    fn stage_unit_into(&self, unit: &Unit, staged: &mut Staged) -> Result<bool> {
         let mut rewritten: Vec<(&BackupEntry, BackupMetadata)> = Vec::new();
         for m in &unit.members {
             let uses_moved = m.metadata.snapshot.as_ref().is_some_and(|s| {
@@ -79,8 +103,9 @@ impl Stager<'_> {
             if !uses_moved {
                 continue;
             }
-            let meta = self.stage_member(m)?;
+            // Listed before it is written: a failure part-way still cleans it up.
             staged.trees.push(m.data_path.clone());
+            let meta = self.stage_member(m)?;
             rewritten.push((m, meta));
         }
         if rewritten.is_empty() {
@@ -93,13 +118,13 @@ impl Stager<'_> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         for (m, meta) in &rewritten {
-            self.write_metadata(&m.meta_path, meta)?;
             staged.metadata.push(m.meta_path.clone());
+            self.write_metadata(&m.meta_path, meta)?;
         }
         if unit.head.kind == BackupKind::Full {
             let manifest = manifest_after(&unit.head.metadata, &rewritten);
-            self.write_metadata(&unit.head.meta_path, &manifest)?;
             staged.manifests.push(unit.head.meta_path.clone());
+            self.write_metadata(&unit.head.meta_path, &manifest)?;
         }
         staged.backups.push(listed);
         Ok(true)
@@ -143,17 +168,28 @@ impl Stager<'_> {
         partial.rename()?;
         let mut meta = m.metadata.clone();
         let info = meta.snapshot.get_or_insert_with(Default::default);
+        // Its own record of each pack it kept, the writer's of each new one.
+        let own: HashMap<&str, &PackRef> = m
+            .metadata
+            .snapshot
+            .iter()
+            .flat_map(|s| s.packs.iter())
+            .map(|p| (p.id.as_str(), p))
+            .collect();
         info.packs = mended
             .packs
             .iter()
             .map(|id| {
-                self.packs.get(&id.to_hex()).cloned().ok_or_else(|| {
-                    Error::Internal(format!("pack {id} of the rewritten {} is unknown", m.stem))
-                })
+                let hex = id.to_hex();
+                own.get(hex.as_str())
+                    .map(|p| (*p).clone())
+                    .or_else(|| self.written.get(&hex).cloned())
+                    .ok_or_else(|| {
+                        Error::Internal(format!("pack {id} of the rewritten {} is unknown", m.stem))
+                    })
             })
             .collect::<Result<_>>()?;
-        meta.original_checksum
-            .get_or_insert_with(|| m.metadata.checksum.clone());
+        meta.earlier_checksums.push(m.metadata.checksum.clone());
         meta.checksum = mended.checksum;
         meta.file_size = mended.size;
         Ok(meta)
@@ -194,9 +230,7 @@ fn manifest_after(
             part.file_size = meta.file_size;
         }
     }
-    manifest
-        .original_checksum
-        .get_or_insert_with(|| head.checksum.clone());
+    manifest.earlier_checksums.push(head.checksum.clone());
     manifest.checksum = parts_checksum(&manifest.parts);
     manifest.file_size = manifest.parts.iter().map(|p| p.file_size).sum();
     manifest
