@@ -33,9 +33,9 @@ use serde::Serialize;
 
 use super::Cancel;
 use crate::catalog::{BackupEntry, Catalog, Listing};
-use crate::encryption::{Identities, Recipients};
+use crate::encryption::Recipients;
 use crate::engine::snapshot::keys::Opening;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use copy::{Copier, Keys};
 use stage::{Staged, Stager};
 pub use usage::Tolerance;
@@ -100,11 +100,9 @@ pub fn repack(
     {
         return Ok(report);
     }
-    let identity = match opts.identity {
-        Some(p) => Some(Identities::load(p).map_err(|e| Error::decrypt(p, e))?),
-        None => None,
-    };
+    // The operator's identity (loaded once, by the opening) opens sealed packs too.
     let opening = Opening::new(opts.identity, catalog.root())?;
+    let identity = opening.operator.as_ref();
     let verdicts = catalog.load_verdicts();
     let pinned = catalog.pinned_for_upload();
     let can_open = identity.is_some() && opts.recipients.is_some();
@@ -130,8 +128,10 @@ pub fn repack(
         .collect();
     stuck.sort_by_key(|s| std::cmp::Reverse(s.0));
     report.left = store.unreadable;
-    for why in &report.left {
-        catalog.log().warn(&format!("repack: {why}"));
+    if !opts.dry_run {
+        for why in &report.left {
+            catalog.log().warn(&format!("repack: {why}"));
+        }
     }
     report
         .left
@@ -157,7 +157,7 @@ pub fn repack(
     let copier = Copier {
         catalog,
         keys: Keys {
-            identity: identity.as_ref(),
+            identity,
             recipients: opts.recipients,
         },
         reserve: opts.reserve,
