@@ -105,6 +105,12 @@ pub struct BackupMetadata {
     /// copies uploaded before still carry one of them, and hold the same files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_checksums: Vec<String>,
+    /// Metadata objects on a target only: the file name of the data object when it is not
+    /// the local one's (a snapshot's entry list uploaded again after repacking rewrote it,
+    /// `storage_snapshot_X.r1.tree.zst`, so that the copy already there stays whole until
+    /// this metadata replaces its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_object: Option<String>,
 }
 
 /// What `repair` did to make this backup from a damaged one.

@@ -195,6 +195,13 @@ fn print_uploads(runs: &[TargetUpload]) {
                 for u in &push.uploaded {
                     out!("  + {} ({})", u.name, format_bytes(u.bytes));
                 }
+                for u in &push.repacked {
+                    out!(
+                        "  ~ {} brought up to date with the repacked store ({})",
+                        u.name,
+                        format_bytes(u.bytes)
+                    );
+                }
                 for c in &push.cleaned {
                     out!("  cleaned up an interrupted upload: {c}");
                 }

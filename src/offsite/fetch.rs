@@ -189,7 +189,7 @@ fn fetch_object(
     cancel: &Cancel,
 ) -> Result<()> {
     cancel.check()?;
-    let dest = config.paths.backup_dir.join(&object.key);
+    let dest = config.paths.backup_dir.join(object.local_path());
     let expect = match object.role {
         PartRole::Data => Some((object.size, object.sha256.as_deref())),
         PartRole::Metadata => None,

@@ -88,7 +88,8 @@ impl Upkeep {
             return Ok(());
         };
         let mut ask = Vec::new();
-        for (key, reused) in objects_of(remote, entry, listing) {
+        let generations = super::data_object::Generations::of(entry)?;
+        for (key, reused) in objects_of(remote, entry, &generations, listing) {
             // A written one gets the horizon itself; either way, known after this backup.
             if reused && !self.known.contains(&key) {
                 ask.push(key.clone());
@@ -130,6 +131,7 @@ impl Upkeep {
 fn objects_of(
     remote: &Remote,
     entry: &BackupEntry,
+    generations: &super::data_object::Generations,
     listing: &RemoteListing,
 ) -> Vec<(String, bool)> {
     let there = |key: &str, size: u64| listing.objects.get(key).is_some_and(|o| o.size == size);
@@ -137,7 +139,11 @@ fn objects_of(
         .parts
         .data()
         .map(|part| match &remote.seal {
-            None => (part.name.clone(), there(&part.name, part.size)),
+            None => {
+                let key = generations.key(part, &part.name);
+                let reused = there(&key, part.size);
+                (key, reused)
+            }
             Some(_) if part.shared => {
                 let key = if part.name.ends_with(AGE_SUFFIX) {
                     part.name.clone()
@@ -147,11 +153,15 @@ fn objects_of(
                 let reused = listing.recorded_pack(&key).is_some();
                 (key, reused)
             }
-            Some(_) if part.format.as_ref().is_some_and(|f| f.is_encrypted()) => (
-                part.name.clone(),
-                part.checksum.is_some() && there(&part.name, part.size),
+            Some(_) if part.format.as_ref().is_some_and(|f| f.is_encrypted()) => {
+                let key = generations.key(part, &part.name);
+                let reused = part.checksum.is_some() && there(&key, part.size);
+                (key, reused)
+            }
+            Some(_) => (
+                generations.key(part, &format!("{}{AGE_SUFFIX}", part.name)),
+                false,
             ),
-            Some(_) => (format!("{}{AGE_SUFFIX}", part.name), false),
         })
         .collect()
 }

@@ -28,6 +28,7 @@
 
 pub mod as_of;
 pub mod check;
+mod data_object;
 pub mod encrypt;
 pub mod fetch;
 mod locks;

@@ -15,8 +15,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::Remote;
+use super::data_object::Generations;
 use super::encrypt::EncryptingReader;
-use super::remote::RemoteListing;
+use super::remote::{RemoteBackup, RemoteListing};
 use super::sealed;
 use super::state::RecordedFailure;
 use super::target::{RemoteError, Stored};
@@ -46,6 +47,12 @@ pub struct PushReport {
     pub uploaded: Vec<UploadedBackup>,
     /// Local backups the target already held.
     pub already_there: usize,
+    /// Copies the target held as they were before the local store's repacking rewrote
+    /// them, brought up to date: the new packs and entry lists sent, the metadata
+    /// replaced last (see [`super::data_object`]). What they no longer need goes as
+    /// debris.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repacked: Vec<UploadedBackup>,
     /// Local backups not sent because the target's own retention would delete them at
     /// once (its policy keeps fewer than the local one): sending them would only make
     /// the next prune delete them again, and on a locked bucket pay for each copy.
@@ -95,7 +102,12 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
         let already_there = wanted.len() - pending.len();
         let beyond_retention = beyond_remote_retention(config, remote, &listing, &pending);
         pending.retain(|b| !beyond_retention.contains(&b.stem));
-        let stems: Vec<String> = pending.iter().map(|b| b.stem.clone()).collect();
+        let behind = behind_local(config, remote, &listing, &wanted);
+        let stems: Vec<String> = pending
+            .iter()
+            .chain(&behind)
+            .map(|b| b.stem.clone())
+            .collect();
         let _pin = catalog.pin_for_upload(&stems)?;
         let mut uploaded = Vec::new();
         let mut newest = listing.newest();
@@ -114,6 +126,18 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
             uploaded.push(sent);
             pending.remove(0);
         }
+        let mut repacked = Vec::new();
+        for entry in behind {
+            locks.before_upload(remote, entry, &listing, cancel)?;
+            let sent = upload_backup(remote, entry, &mut listing, cancel)?;
+            record_upload(remote, entry, sent.bytes);
+            repacked.push(sent);
+        }
+        if !repacked.is_empty() {
+            // What the copies brought up to date no longer name is debris only in a
+            // listing that has their new metadata.
+            listing = read_listing(remote, cancel)?;
+        }
         // Another writer's half-sent objects look like debris: none is removed while one
         // is live.
         let others = lease.others(cancel)?;
@@ -128,25 +152,29 @@ pub fn push(config: &Config, remote: &Remote, cancel: &Cancel) -> Result<PushRep
                 Vec::new()
             }
         };
+        // The uploads the listing does not show (it was read before them, unless read
+        // again after bringing copies up to date).
+        let unlisted: &[UploadedBackup] = if repacked.is_empty() { &uploaded } else { &[] };
         let held = listing
             .backups
             .iter()
             .filter(|b| b.is_complete())
             .map(|b| b.stem.clone())
-            .chain(uploaded.iter().map(|u| u.name.clone()))
+            .chain(unlisted.iter().map(|u| u.name.clone()))
             .collect();
         let after = TargetAfter {
             newest,
             remote_bytes: listing.backups.iter().map(|b| b.size).sum::<u64>()
-                + uploaded.iter().map(|u| u.bytes).sum::<u64>(),
+                + unlisted.iter().map(|u| u.bytes).sum::<u64>(),
             held,
         };
         let report = PushReport {
             target: remote.config.name.clone(),
             remote_backups: listing.backups.iter().filter(|b| b.is_complete()).count()
-                + uploaded.len(),
+                + unlisted.len(),
             uploaded,
             already_there,
+            repacked,
             beyond_retention,
             cleaned,
             debris_removed,
@@ -200,6 +228,59 @@ fn beyond_remote_retention(
         .map(|d| d.id)
         .filter(|id| pending_ids.contains(id.as_str()))
         .collect()
+}
+
+/// The local backups the target holds as they were before repacking rewrote them (see
+/// [`outdated`]), oldest first, but those the target's own retention deletes now: they
+/// are about to go, and sending their new packs would only cost.
+fn behind_local<'e>(
+    config: &Config,
+    remote: &Remote,
+    listing: &RemoteListing,
+    wanted: &[&'e BackupEntry],
+) -> Vec<&'e BackupEntry> {
+    let policy = crate::retention::RetentionPolicy::from(&remote.config.retention);
+    let plan = crate::retention::apply(
+        &listing.candidates(),
+        &policy,
+        Utc::now(),
+        config.schedule.timezone,
+    );
+    wanted
+        .iter()
+        .copied()
+        .filter(|b| outdated(listing, b))
+        .filter(|b| !plan.delete.iter().any(|d| d.id == b.stem))
+        .collect()
+}
+
+/// Whether the target holds `entry` complete but not as the local store has it now: a
+/// copy of it from before repacking rewrote it (or a full backup's member), whose packs
+/// differ from the local ones. Its files are the same; the target keeps packs the local
+/// store no longer has until the copy is brought up to date.
+pub(super) fn outdated(listing: &RemoteListing, entry: &BackupEntry) -> bool {
+    let Some(copy) = listing
+        .find(&entry.stem)
+        .filter(|r| r.is_complete() && r.copy_of(entry))
+    else {
+        return false;
+    };
+    if copy.behind_its_members {
+        return true;
+    }
+    let remote: std::collections::BTreeSet<String> = copy
+        .objects
+        .iter()
+        .filter(|o| o.shared)
+        .map(|o| pack_id_of(&o.key))
+        .collect();
+    let local: std::collections::BTreeSet<String> = entry
+        .parts
+        .data()
+        .filter(|p| p.shared)
+        .map(|p| pack_id_of(&p.name))
+        .collect();
+    remote != local
 }
 
 pub(super) fn read_listing(remote: &Remote, cancel: &Cancel) -> Result<RemoteListing> {
@@ -294,22 +375,44 @@ pub(super) fn upload_backup(
         bytes: 0,
         objects: 0,
     };
+    let generations = Generations::of(entry)?;
+    let sending = Sending {
+        remote,
+        entry,
+        generations: &generations,
+        previous: listing
+            .find(&entry.stem)
+            .filter(|copy| copy.is_complete() && outdated(listing, entry))
+            .cloned(),
+        cancel,
+    };
     match &remote.seal {
-        Some(recipients) => upload_sealed(remote, recipients, entry, listing, cancel, &mut sent)?,
+        Some(recipients) => upload_sealed(&sending, recipients, listing, &mut sent)?,
         None => {
             for part in upload_order(entry) {
                 cancel.check()?;
-                let there = listing.objects.get(&part.name);
-                if part.role == PartRole::Data && there.is_some_and(|o| o.size == part.size) {
-                    continue;
-                }
-                let stored = upload_part(remote, part, cancel)?;
-                let pack = part.shared.then(|| PackRef {
-                    id: pack_id_of(&part.name),
-                    size: stored.size,
-                    checksum: stored.sha256.clone(),
-                });
-                listing.note_put(&part.name, stored.size, pack);
+                let stored = match part.role {
+                    PartRole::Data => {
+                        let key = generations.key(part, &part.name);
+                        let there = listing.objects.get(&key);
+                        if there.is_some_and(|o| o.size == part.size) {
+                            continue;
+                        }
+                        let stored = upload_part_as(remote, part, &key, cancel)?;
+                        let pack = part.shared.then(|| PackRef {
+                            id: pack_id_of(&part.name),
+                            size: stored.size,
+                            checksum: stored.sha256.clone(),
+                        });
+                        listing.note_put(&key, stored.size, pack);
+                        stored
+                    }
+                    PartRole::Metadata => {
+                        let stored = upload_plain_metadata(&sending, part)?;
+                        listing.note_put(&part.name, stored.size, None);
+                        stored
+                    }
+                };
                 sent.bytes += stored.size;
                 sent.objects += 1;
             }
@@ -325,6 +428,58 @@ pub(super) fn upload_backup(
     Ok(sent)
 }
 
+/// One backup on its way up: what every step of it needs.
+struct Sending<'a> {
+    remote: &'a Remote<'a>,
+    entry: &'a BackupEntry,
+    /// Which of its snapshots repacking rewrote: their entry lists go up under versioned
+    /// names.
+    generations: &'a Generations,
+    /// The copy on the target it brings up to date (see [`outdated`]): what of it has not
+    /// changed is reused, not sent again.
+    previous: Option<RemoteBackup>,
+    cancel: &'a Cancel,
+}
+
+impl Sending<'_> {
+    /// The canonical key of the data object of the backup `of` (the entry itself or a
+    /// member), as the local store names it.
+    fn data_name_of(&self, of: &str) -> Option<&str> {
+        self.entry
+            .parts
+            .data()
+            .find(|p| p.of == of && !p.shared)
+            .map(|p| p.name.as_str())
+    }
+
+    /// The metadata of the backup `part` is the metadata file of.
+    fn metadata_of(&self, part: &Part) -> Result<BackupMetadata> {
+        if part.of == self.entry.stem {
+            Ok(self.entry.metadata.clone())
+        } else {
+            read_metadata(&part.path)
+        }
+    }
+}
+
+/// A metadata file to a plain target: as it is, or — a snapshot whose entry list went up
+/// under a versioned name — with `data_object` naming it.
+fn upload_plain_metadata(sending: &Sending, part: &Part) -> Result<Stored> {
+    let object = sending
+        .data_name_of(&part.of)
+        .and_then(|name| sending.generations.object_of(&part.of, name));
+    let Some(object) = object else {
+        return upload_part(sending.remote, part, sending.cancel);
+    };
+    let mut meta = sending.metadata_of(part)?;
+    meta.data_object = Some(object);
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::Internal(format!("serialize the remote metadata: {e}")))?;
+    put_checked(sending.remote, &part.name, None, sending.cancel, || {
+        Ok(Source::Stream(Box::new(std::io::Cursor::new(json.clone()))))
+    })
+}
+
 /// A data part as stored on an encrypted target.
 struct StoredPart {
     /// The stem of the backup it is the data of (a full backup's member).
@@ -332,6 +487,8 @@ struct StoredPart {
     /// The local data file's bare name (`db_backup_X.db`): what the local manifest names.
     local_name: String,
     remote: PartRef,
+    /// The versioned file name it went up under (a rewritten snapshot's entry list).
+    object: Option<String>,
 }
 
 /// Send one backup encrypted (docs/design.md §5), in the same order as a plain one: each data
@@ -342,13 +499,17 @@ struct StoredPart {
 /// one already there is sent again: its checksum, which the metadata records, is known
 /// only from sending it.
 fn upload_sealed(
-    remote: &Remote,
+    sending: &Sending,
     recipients: &Recipients,
-    entry: &BackupEntry,
     listing: &mut RemoteListing,
-    cancel: &Cancel,
     sent: &mut UploadedBackup,
 ) -> Result<()> {
+    let Sending {
+        remote,
+        entry,
+        cancel,
+        ..
+    } = *sending;
     let mut stored: Vec<StoredPart> = Vec::new();
     let mut packs: Vec<(String, PackRef)> = Vec::new();
     for part in entry.parts.data() {
@@ -362,53 +523,30 @@ fn upload_sealed(
             packs.push((part.of.clone(), pack));
             continue;
         }
-        let local_name = bare_name(&part.name).to_string();
-        let encrypted = part.format.as_ref().is_some_and(|f| f.is_encrypted());
-        let (key, got, sent_now) = if encrypted {
-            let there = listing.objects.get(&part.name);
-            match (there, &part.checksum) {
-                (Some(o), Some(sum)) if o.size == part.size => {
-                    let got = Stored {
-                        size: part.size,
-                        sha256: sum.clone(),
-                    };
-                    (part.name.clone(), got, false)
-                }
-                _ => (part.name.clone(), upload_part(remote, part, cancel)?, true),
-            }
-        } else {
-            let key = format!("{}{AGE_SUFFIX}", part.name);
-            let got = upload_encrypting(remote, recipients, part, &key, cancel)?;
-            (key, got, true)
-        };
-        if sent_now {
-            listing.note_put(&key, got.size, None);
-            sent.bytes += got.size;
-            sent.objects += 1;
-        }
-        stored.push(StoredPart {
-            of: part.of.clone(),
-            local_name,
-            remote: PartRef {
-                kind: part.kind,
-                file_name: bare_name(&key).to_string(),
-                backup_path: bare_name(&key).to_string(),
-                file_size: got.size,
-                checksum: got.sha256,
-            },
-        });
+        stored.push(upload_sealed_data(
+            sending, recipients, part, listing, sent,
+        )?);
     }
     for part in upload_order(entry)
         .into_iter()
         .filter(|p| p.role == PartRole::Metadata)
     {
         cancel.check()?;
-        let local = if part.of == entry.stem {
-            entry.metadata.clone()
-        } else {
-            read_metadata(&part.path)?
-        };
+        let local = sending.metadata_of(part)?;
         let mut clear = clear_metadata(recipients, part, &local, &stored)?;
+        if let Some(own) = stored
+            .iter()
+            .find(|s| s.of == part.of && part.kind != BackupKind::Full)
+        {
+            clear.data_object = own.object.clone();
+            // The copy it replaces, by the checksum the target's records know it by: a
+            // manifest not yet replaced still names the member by it.
+            if own.object.is_some() {
+                clear.earlier_checksums = previous_checksum(listing, entry, part)
+                    .into_iter()
+                    .collect();
+            }
+        }
         // A snapshot's packs as the target holds them: encrypted, with their own sizes.
         if let Some(info) = clear.snapshot.as_mut() {
             info.packs = packs
@@ -427,6 +565,105 @@ fn upload_sealed(
         sent.objects += 1;
     }
     Ok(())
+}
+
+/// Send one data file that is not a pack to an encrypting target: a plain local file
+/// encrypted on its way up under its name + `.age` (its ciphertext is new at every upload,
+/// so one already there is sent again: its checksum is known only from sending it), one
+/// already encrypted as it is unless there at its size. A rewritten snapshot's entry list
+/// goes under its versioned name.
+fn upload_sealed_data(
+    sending: &Sending,
+    recipients: &Recipients,
+    part: &Part,
+    listing: &mut RemoteListing,
+    sent: &mut UploadedBackup,
+) -> Result<StoredPart> {
+    let (remote, cancel) = (sending.remote, sending.cancel);
+    let encrypted = part.format.as_ref().is_some_and(|f| f.is_encrypted());
+    let canonical = if encrypted {
+        part.name.clone()
+    } else {
+        format!("{}{AGE_SUFFIX}", part.name)
+    };
+    let key = sending.generations.key(part, &canonical);
+    let there = listing.objects.get(&key);
+    let (got, sent_now) = match (encrypted, there, &part.checksum) {
+        (true, Some(o), Some(sum)) if o.size == part.size => {
+            let got = Stored {
+                size: part.size,
+                sha256: sum.clone(),
+            };
+            (got, false)
+        }
+        (true, _, _) => (upload_part_as(remote, part, &key, cancel)?, true),
+        (false, _, _) => {
+            match unchanged_on_target(sending, part, &key, key != canonical, listing) {
+                Some(got) => (got, false),
+                None => (
+                    upload_encrypting(remote, recipients, part, &key, cancel)?,
+                    true,
+                ),
+            }
+        }
+    };
+    if sent_now {
+        listing.note_put(&key, got.size, None);
+        sent.bytes += got.size;
+        sent.objects += 1;
+    }
+    Ok(StoredPart {
+        of: part.of.clone(),
+        local_name: bare_name(&part.name).to_string(),
+        remote: PartRef {
+            kind: part.kind,
+            file_name: bare_name(&canonical).to_string(),
+            backup_path: bare_name(&canonical).to_string(),
+            file_size: got.size,
+            checksum: got.sha256,
+        },
+        object: sending.generations.object_of(&part.of, &canonical),
+    })
+}
+
+/// When bringing a copy up to date, a full backup's member that repacking did not rewrite
+/// (`rewritten` false) is on the target as it should be: its object as the copy's
+/// manifest records it (size, checksum), reused. Encrypting it again would put other
+/// ciphertext under the same key, which the copy's metadata — in force until replaced —
+/// does not describe.
+fn unchanged_on_target(
+    sending: &Sending,
+    part: &Part,
+    key: &str,
+    rewritten: bool,
+    listing: &RemoteListing,
+) -> Option<Stored> {
+    let copy = sending.previous.as_ref().filter(|_| !rewritten)?;
+    let record = copy
+        .metadata
+        .parts
+        .iter()
+        .find(|p| p.kind == part.kind && p.file_name == bare_name(key))?;
+    let there = listing.objects.get(key)?;
+    (there.size == record.file_size).then(|| Stored {
+        size: record.file_size,
+        sha256: record.checksum.clone(),
+    })
+}
+
+/// The checksum the target's records know the copy of the backup the metadata file `part`
+/// belongs to by, before this upload: its own metadata's, or — a full backup's member —
+/// the one the manifest there records.
+fn previous_checksum(listing: &RemoteListing, entry: &BackupEntry, part: &Part) -> Option<String> {
+    let copy = listing.find(&entry.stem)?;
+    if part.of == entry.stem {
+        return Some(copy.checksum.clone());
+    }
+    copy.metadata
+        .parts
+        .iter()
+        .find(|p| p.kind == part.kind)
+        .map(|p| p.checksum.clone())
 }
 
 /// Send a snapshot's pack to an encrypting target, unless it is there already as some
@@ -562,11 +799,16 @@ fn open_local(part: &Part) -> std::result::Result<File, RemoteError> {
 
 /// Send one file and check what the target then holds.
 pub(super) fn upload_part(remote: &Remote, part: &Part, cancel: &Cancel) -> Result<Stored> {
+    upload_part_as(remote, part, &part.name, cancel)
+}
+
+/// Send one file as `key` and check what the target then holds.
+fn upload_part_as(remote: &Remote, part: &Part, key: &str, cancel: &Cancel) -> Result<Stored> {
     let expect = match part.role {
         PartRole::Data => part.checksum.as_deref(),
         PartRole::Metadata => None,
     };
-    put_checked(remote, &part.name, expect, cancel, || {
+    put_checked(remote, key, expect, cancel, || {
         Ok(Source::File(open_local(part)?))
     })
 }
@@ -620,10 +862,15 @@ fn remove_debris(
     local: &crate::catalog::Listing,
     cancel: &Cancel,
 ) -> Result<Vec<String>> {
-    // A local backup's data object goes to an encrypting target as its name + `.age`.
+    // A local backup's data object goes to an encrypting target as its name + `.age`. A
+    // copy the target holds up to date owns every object it needs: what else is there
+    // under its names an earlier form of it left (its entry list before repacking). A
+    // full backup's parts are its members' too.
     let local_names: BTreeMap<String, ()> = local
         .backups
         .iter()
+        .filter(|b| b.part_of().is_none())
+        .filter(|b| !listing.holds(b) || outdated(listing, b))
         .flat_map(|b| b.parts.iter())
         .flat_map(|p| [p.name.clone(), format!("{}{AGE_SUFFIX}", p.name)])
         .map(|n| (n, ()))

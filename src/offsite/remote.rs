@@ -26,6 +26,18 @@ pub struct RemoteObject {
     /// A snapshot's pack: other snapshots may list it too, so it goes with the last.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub shared: bool,
+    /// Where it goes in the backup directory when that is not `key`: a snapshot's entry
+    /// list uploaded again under a versioned name after repacking (see
+    /// [`super::data_object`]) goes back under the local name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+}
+
+impl RemoteObject {
+    /// Its path relative to the backup directory.
+    pub fn local_path(&self) -> &str {
+        self.local.as_deref().unwrap_or(&self.key)
+    }
 }
 
 /// One backup on a target.
@@ -47,6 +59,11 @@ pub struct RemoteBackup {
     pub objects: Vec<RemoteObject>,
     /// Why it is not a complete backup, if it is not.
     pub problem: Option<String>,
+    /// A full backup whose manifest records a member by the checksum it had before
+    /// repacking rewrote it (a push stopped between the member and the manifest): a
+    /// complete copy, which the next push brings up to date.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub behind_its_members: bool,
     #[serde(skip)]
     pub metadata: BackupMetadata,
 }
@@ -354,6 +371,7 @@ fn single(
         size: 0,
         sha256: None,
         shared: false,
+        local: None,
     };
     let uploaded = objects.get(key).and_then(|o| o.modified);
     let metadata = match meta {
@@ -369,6 +387,7 @@ fn single(
                 checksum: String::new(),
                 objects: vec![metadata_object],
                 problem: Some(problem),
+                behind_its_members: false,
                 metadata: placeholder(kind, stem),
             };
         }
@@ -387,7 +406,19 @@ fn single(
                 "its metadata names a different data file ({file:?})"
             ));
         }
-        let data_key = format!("{}/{file}", kind.dir_name());
+        let object = match &metadata.data_object {
+            None => file.clone(),
+            Some(o) if super::data_object::valid(stem, &file, o) => o.clone(),
+            Some(o) => {
+                problem = problem.or_else(|| {
+                    Some(format!(
+                        "its metadata names a data object {o:?} that is not its own"
+                    ))
+                });
+                file.clone()
+            }
+        };
+        let data_key = format!("{}/{object}", kind.dir_name());
         problem = problem.or_else(|| match objects.get(&data_key) {
             None => Some(format!("its data object {data_key} is missing")),
             Some(o) if o.size != metadata.file_size => Some(format!(
@@ -402,6 +433,7 @@ fn single(
             size: metadata.file_size,
             sha256: Some(metadata.checksum.clone()),
             shared: false,
+            local: (object != file).then(|| format!("{}/{file}", kind.dir_name())),
         });
         // A snapshot's packs: complete only with every one there at its size.
         let sealed = metadata.format().is_ok_and(|f| f.is_encrypted());
@@ -426,6 +458,7 @@ fn single(
                 size: pack.size,
                 sha256: Some(pack.checksum.clone()),
                 shared: true,
+                local: None,
             });
         }
         name = file;
@@ -441,6 +474,7 @@ fn single(
         checksum: metadata.checksum.clone(),
         objects: objects_of,
         problem,
+        behind_its_members: false,
         metadata,
     }
 }
@@ -470,10 +504,17 @@ fn add_members(full: &mut RemoteBackup, all: &[RemoteBackup]) {
                 "its {} part {} is not marked as part of it",
                 part.kind, part.file_name
             )),
-            Some(m) if m.checksum != part.checksum => Some(format!(
-                "its {} part's checksum differs from the manifest",
-                part.kind
-            )),
+            Some(m) if m.checksum != part.checksum => {
+                if m.metadata.earlier_checksums.contains(&part.checksum) {
+                    full.behind_its_members = true;
+                    None
+                } else {
+                    Some(format!(
+                        "its {} part's checksum differs from the manifest",
+                        part.kind
+                    ))
+                }
+            }
             Some(_) => None,
         };
         if let Some(m) = member {

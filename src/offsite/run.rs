@@ -69,8 +69,15 @@ pub fn upload(
                         pruned: pruned.plan.delete.len(),
                     });
                 }
+                let repacked = match pushed.repacked.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", {n} brought up to date with the repacked store ({})",
+                        crate::units::format_bytes(pushed.repacked.iter().map(|u| u.bytes).sum())
+                    ),
+                };
                 let line = format!(
-                    "offsite {}: {} uploaded ({}), {} already there, {} deleted by retention",
+                    "offsite {}: {} uploaded ({}), {} already there{repacked}, {} deleted by retention",
                     t.name,
                     pushed.uploaded.len(),
                     crate::units::format_bytes(pushed.uploaded.iter().map(|u| u.bytes).sum()),

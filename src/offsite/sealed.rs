@@ -114,6 +114,7 @@ fn blanked(local: &BackupMetadata, sealed: String) -> BackupMetadata {
         // Inside the sealed copy with the rest.
         repaired: None,
         earlier_checksums: Vec::new(),
+        data_object: None,
     }
 }
 

@@ -16,6 +16,8 @@
 //! `guards`: upload pins against local rotation; S3 Object Lock and retention.
 //! `object_lock`: Object Lock extended on the packs a new snapshot reuses; prune judging
 //! each object by its own retain-until.
+//! `repacked`: a push after the local store repacked brings the target's copies up to
+//! date (new packs and entry lists only, metadata last), killed at every rename too.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 //! `s3_api`: the hand-signed S3 client (odd keys, versions, Object Lock retention).
 
@@ -30,6 +32,7 @@ mod killed;
 mod matrix;
 mod network;
 mod object_lock;
+mod repacked;
 mod round_trip;
 mod runbook;
 mod s3_api;

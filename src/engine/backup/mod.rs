@@ -321,6 +321,7 @@ fn base_metadata(
         snapshot: None,
         repaired: None,
         earlier_checksums: Vec::new(),
+        data_object: None,
     }
 }
 
