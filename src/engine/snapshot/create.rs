@@ -413,7 +413,13 @@ fn start_writer(
     let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing)
         .with_reserve(opts.reserve);
     let trees = opts.sealing.map(|s| &s.trees);
-    SnapshotWriter::start(tree_file, tree_partial, header, packs, trees)
+    let index = super::index::IndexTarget {
+        root: opts.root.to_path_buf(),
+        tag: opts.index_tag(),
+        seal: opts.sealing.map(|s| s.store.clone()),
+        modes: (opts.file_mode, opts.dir_mode),
+    };
+    SnapshotWriter::start(tree_file, tree_partial, header, (packs, index), trees)
 }
 
 /// The parent's packs (`recorded`) the store does not hold as recorded: missing, or of
@@ -577,27 +583,8 @@ pub fn snapshot_storage(
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
     record_reused_packs(&mut written, opts.parent.as_ref(), &parent.indexed)?;
-    index_new_packs(opts, &written)?;
     summary.written = written;
     Ok((summary, file))
-}
-
-/// Record the packs this snapshot wrote in an index file of their own, durable before
-/// the entry list that points into them lands (so every snapshot's packs are indexed).
-fn index_new_packs(opts: &SnapshotOptions, written: &Written) -> Result<()> {
-    let packs: Vec<super::index::IndexedPack> = written
-        .new_packs
-        .iter()
-        .filter_map(|p| super::index::IndexedPack::of(&p.pack, p.chunks.clone()))
-        .collect();
-    super::index::write(
-        opts.root,
-        &opts.index_tag(),
-        &packs,
-        opts.sealing.map(|s| &s.store),
-        (opts.file_mode, opts.dir_mode),
-    )?;
-    Ok(())
 }
 
 fn chunking_for(rel: &Path, meta: &EntryMeta, opts: &SnapshotOptions) -> (Chunking, i32) {
@@ -674,7 +661,6 @@ pub fn snapshot_database(
     let (file, mut written) = writer.finish()?;
     cancel.check()?;
     record_reused_packs(&mut written, opts.parent.as_ref(), &parent.indexed)?;
-    index_new_packs(opts, &written)?;
     Ok((
         SnapshotSummary {
             written,

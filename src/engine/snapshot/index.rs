@@ -38,10 +38,11 @@ const SEALED_EXT: &str = ".idx.age";
 const MAX_TAG: usize = 4096;
 const MAX_PACKS: u32 = 1 << 24;
 
-/// What a snapshot's writer holds per chunk it can find again: the 32-byte id, and 24
-/// bytes saying where it lies, in a hash table (about 1/8 spare): about 64 bytes, so a
-/// store of a million chunks costs 64 MB while a snapshot that reads files runs.
-pub const KNOWN_CHUNK_BYTES: u64 = 64;
+/// What a snapshot's writer holds per chunk it can find again (`chunk_table`): the
+/// 32-byte id and 16 bytes saying where it lies, densely, and a 4-byte position in a
+/// hash table with its spare room: about 60 bytes, so a store of a million chunks costs
+/// 60 MB while a snapshot that reads files runs.
+pub const KNOWN_CHUNK_BYTES: u64 = 60;
 
 /// One pack as the index records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +183,23 @@ pub fn write(
         w.add(p)?;
     }
     w.finish().map(Some)
+}
+
+/// Where a snapshot's writer indexes the packs it writes, as it closes each: the index
+/// file is begun with the first pack (a snapshot that adds none writes none) and is
+/// durable before the entry list that points into its packs lands.
+#[derive(Clone)]
+pub struct IndexTarget {
+    pub root: PathBuf,
+    pub tag: String,
+    pub seal: Option<Recipients>,
+    pub modes: (u32, u32),
+}
+
+impl IndexTarget {
+    pub fn create(&self) -> Result<IndexWriter> {
+        IndexWriter::create(&self.root, &self.tag, self.seal.as_ref(), self.modes)
+    }
 }
 
 type IndexOut = zstd::Encoder<'static, MaybeSealed<BufWriter<File>>>;

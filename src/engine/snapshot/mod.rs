@@ -8,6 +8,7 @@
 //! is the catalog's (rotation, then cleaning).
 
 pub mod check;
+mod chunk_table;
 mod chunker;
 pub mod compare;
 mod create;

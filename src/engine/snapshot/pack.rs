@@ -66,6 +66,8 @@ pub struct PackWriter {
     dir_mode: u32,
     open: Option<OpenPack>,
     finished: Vec<WrittenPack>,
+    /// How many of `finished` [`Self::newly_closed`] has handed out.
+    handed_out: usize,
     syncing: Option<FsyncThread>,
     /// Encrypt each pack to these (`<id>.pack.age`).
     sealing: Option<Recipients>,
@@ -95,8 +97,18 @@ impl PackWriter {
             dir_mode,
             open: None,
             finished: Vec::new(),
+            handed_out: 0,
             syncing: None,
         }
+    }
+
+    /// The packs closed since the last call, for a caller that indexes them as it goes
+    /// (it may take their chunk lists, so that a run writing a million chunks does not
+    /// hold their list to the end; [`Self::finish`] returns the packs all the same).
+    pub fn newly_closed(&mut self) -> &mut [WrittenPack] {
+        let from = self.handed_out;
+        self.handed_out = self.finished.len();
+        &mut self.finished[from..]
     }
 
     /// Hand a closed pack to the fsync thread (started on first use; inline without one).

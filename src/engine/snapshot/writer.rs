@@ -8,12 +8,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::chunk_table::{ChunkTable, Found, Slot};
 use super::ids::{ChunkId, PackId};
+use super::index::{IndexTarget, IndexWriter, IndexedPack};
 use super::keys::MaybeSealed;
 use super::pack::{PackWriter, WrittenPack};
 use super::tree::{ChunkRef, Node, TreeHeader, TreeWriter};
@@ -32,32 +34,16 @@ const BATCH_BYTES: usize = 2 << 20;
 /// Buffers of new chunks handed back for reuse, at most.
 const RECYCLED: usize = 4;
 
-/// What the reading side knows of a chunk id: 24 bytes (plus its 32-byte key), so the
-/// table of a parent with a million chunks stays under 100 MB and one of 100 000 files
-/// under 10 MB.
-#[derive(Clone, Copy)]
-enum Known {
-    /// Stored before this run: in the pack `pack` (an index into the pack names).
-    Stored {
-        pack: u32,
-        offset: u64,
-        stored: u32,
-        raw: u32,
-        zstd: bool,
-    },
-    /// Sent to the pack thread in this run: it fills in where.
-    Sent,
-}
-
 /// One chunk of the file being described.
 enum Piece {
     /// Known already: its reference.
     Known(ChunkRef),
-    /// Sent earlier in this run under this id.
-    Again([u8; 32]),
-    /// New: compress at `level` and store.
+    /// Sent earlier in this run, at this slot of the table.
+    Again(Slot),
+    /// New: compress at `level`, store, and say where at `slot`.
     New {
         id: [u8; 32],
+        slot: Slot,
         data: Vec<u8>,
         len: usize,
         level: i32,
@@ -90,10 +76,9 @@ pub struct SnapshotWriter {
     batch_bytes: usize,
     recycled: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Result<(File, Written)>>>,
-    known: HashMap<[u8; 32], Known>,
-    /// The names of the packs known chunks lie in, each once.
-    pack_names: Vec<PackId>,
-    pack_index: HashMap<PackId, u32>,
+    /// Every chunk this run can find again; the pack thread fills in where the new ones
+    /// went.
+    known: Arc<Mutex<ChunkTable>>,
     /// Packs the known chunks lie in (whatever this run adds, the thread reports).
     reused_packs: HashSet<PackId>,
     /// Set when the snapshot is given up (an error, a cancel): the thread then stops
@@ -115,12 +100,13 @@ impl Drop for SnapshotWriter {
 
 impl SnapshotWriter {
     /// Start the pack thread writing the entry list into `tree` (a `.partial` file;
-    /// encrypted to `sealed` when given) and new chunks into `packs`.
+    /// encrypted to `sealed` when given) and new chunks into `packs`, indexed into
+    /// `index` as each pack closes.
     pub fn start(
         tree: File,
         tree_partial: &PartialFile,
         header: TreeHeader,
-        packs: PackWriter,
+        (packs, index): (PackWriter, IndexTarget),
         sealed: Option<&Recipients>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Vec<Msg>>(IN_FLIGHT);
@@ -131,9 +117,20 @@ impl SnapshotWriter {
         let writer = TreeWriter::new(out, header).ctx("write", &tree_path)?;
         let abandoned = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&abandoned);
+        let known = Arc::new(Mutex::new(ChunkTable::default()));
+        let table = Arc::clone(&known);
         let thread = std::thread::Builder::new()
             .name("pack".into())
-            .spawn(move || pack_thread(rx, back_tx, (writer, packs), &tree_path, &stop))
+            .spawn(move || {
+                pack_thread(
+                    rx,
+                    back_tx,
+                    (writer, packs, index),
+                    &table,
+                    &tree_path,
+                    &stop,
+                )
+            })
             .map_err(|e| Error::io("start the pack thread", "", e))?;
         Ok(SnapshotWriter {
             tx: Some(tx),
@@ -141,9 +138,7 @@ impl SnapshotWriter {
             batch_bytes: 0,
             recycled,
             thread: Some(thread),
-            known: HashMap::new(),
-            pack_names: Vec::new(),
-            pack_index: HashMap::new(),
+            known,
             reused_packs: HashSet::new(),
             abandoned,
         })
@@ -163,33 +158,12 @@ impl SnapshotWriter {
 
     /// Make a chunk the index lists (in pack `pack`) known.
     pub fn seed_packed(&mut self, pack: PackId, chunk: &super::trailer::PackedChunk) {
-        if self.known.contains_key(&chunk.id.0) {
-            return;
-        }
-        let pack = self.pack_number(pack);
-        self.known.insert(
-            chunk.id.0,
-            Known::Stored {
-                pack,
-                offset: chunk.offset,
-                stored: chunk.stored,
-                raw: chunk.raw,
-                zstd: chunk.zstd,
-            },
-        );
+        self.table().insert_stored(pack, chunk);
     }
 
-    /// The number standing for pack `name` in the known table.
-    fn pack_number(&mut self, name: PackId) -> u32 {
-        match self.pack_index.get(&name) {
-            Some(i) => *i,
-            None => {
-                let i = self.pack_names.len() as u32;
-                self.pack_names.push(name);
-                self.pack_index.insert(name, i);
-                i
-            }
-        }
+    fn table(&self) -> std::sync::MutexGuard<'_, ChunkTable> {
+        // A panic elsewhere leaves the table as consistent as any insert leaves it.
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A buffer for the next new chunk: one the pack thread is done with, or a new one.
@@ -200,28 +174,15 @@ impl SnapshotWriter {
     /// Describe one chunk of the current file: `data` holds its bytes (`len` of them).
     /// Returns whether it was new.
     pub fn chunk(&mut self, id: [u8; 32], data: &[u8], level: i32) -> Result<bool> {
-        let piece = match self.known.get(&id).copied() {
-            Some(Known::Stored {
-                pack,
-                offset,
-                stored,
-                raw,
-                zstd,
-            }) => {
-                let pack = self.pack_names[pack as usize];
-                self.reused_packs.insert(pack);
-                Piece::Known(ChunkRef {
-                    id: ChunkId(id),
-                    pack,
-                    offset,
-                    stored,
-                    raw,
-                    zstd,
-                })
+        let found = self.table().get(&id);
+        let piece = match found {
+            Some(Found::Stored(c)) => {
+                self.reused_packs.insert(c.pack);
+                Piece::Known(c)
             }
-            Some(Known::Sent) => Piece::Again(id),
+            Some(Found::Sent(slot)) => Piece::Again(slot),
             None => {
-                self.known.insert(id, Known::Sent);
+                let slot = self.table().insert_sent(id);
                 let mut buf = self.buffer();
                 // A large buffer is not spent on a small chunk: memory is what is in flight.
                 if buf.capacity() > 2 * data.len().max(1 << 20) {
@@ -231,6 +192,7 @@ impl SnapshotWriter {
                 buf.extend_from_slice(data);
                 Piece::New {
                     id,
+                    slot,
                     len: data.len(),
                     data: buf,
                     level,
@@ -325,66 +287,142 @@ impl SnapshotWriter {
 
 type TreeOut = TreeWriter<MaybeSealed<HashingWriter<BufWriter<File>>>>;
 
+/// Add the closed pack `p` to the index file (begun now if it is the first), taking its
+/// chunk list.
+fn add_to_index(
+    target: &IndexTarget,
+    indexing: &mut Option<IndexWriter>,
+    p: &mut WrittenPack,
+) -> Result<()> {
+    let chunks = std::mem::take(&mut p.chunks);
+    let Some(pack) = IndexedPack::of(&p.pack, chunks) else {
+        return Ok(());
+    };
+    let w = match indexing {
+        Some(w) => w,
+        None => indexing.insert(target.create()?),
+    };
+    w.add(&pack)
+}
+
+/// The pack thread's side of new chunks: compress, append to a pack, say where in the
+/// shared table.
+struct NewChunks<'a> {
+    packs: PackWriter,
+    index: IndexTarget,
+    /// The index file, once a pack has been closed.
+    indexing: Option<IndexWriter>,
+    known: &'a Mutex<ChunkTable>,
+    /// Chunks stored where the table cannot say (never, with the packs we write; kept so
+    /// that a repeat of one still finds it).
+    overflow: HashMap<Slot, ChunkRef>,
+    compressed: Vec<u8>,
+    zstd: zstd::bulk::Compressor<'static>,
+    level: i32,
+    tree_path: &'a std::path::Path,
+}
+
+impl NewChunks<'_> {
+    fn table(&self) -> std::sync::MutexGuard<'_, ChunkTable> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(&mut self, id: [u8; 32], slot: Slot, plain: &[u8], level: i32) -> Result<ChunkRef> {
+        if level != self.level {
+            self.zstd
+                .set_compression_level(level)
+                .ctx("set the zstd level for", self.tree_path)?;
+            self.level = level;
+        }
+        let len = plain.len();
+        self.compressed.clear();
+        self.compressed
+            .reserve(zstd::zstd_safe::compress_bound(len));
+        let packed = self
+            .zstd
+            .compress_to_buffer(plain, &mut self.compressed)
+            .map(|n| n < len)
+            .unwrap_or(false);
+        let stored: &[u8] = if packed { &self.compressed } else { plain };
+        let (pack, offset) = self
+            .packs
+            .append(ChunkId(id), stored, (len as u32, packed))?;
+        let c = ChunkRef {
+            id: ChunkId(id),
+            pack,
+            offset,
+            stored: stored.len() as u32,
+            raw: len as u32,
+            zstd: packed,
+        };
+        if !self.table().set_stored(slot, pack, &c.packed()) {
+            self.overflow.insert(slot, c.clone());
+        }
+        Ok(c)
+    }
+
+    /// Index the packs closed since the last call, dropping their chunk lists.
+    fn index_closed(&mut self) -> Result<()> {
+        for p in self.packs.newly_closed() {
+            add_to_index(&self.index, &mut self.indexing, p)?;
+        }
+        Ok(())
+    }
+
+    /// A chunk stored earlier in this run, sent again.
+    fn again(&self, slot: Slot) -> Result<ChunkRef> {
+        let found = self.table().reference(slot);
+        found
+            .or_else(|| self.overflow.get(&slot).cloned())
+            .ok_or_else(|| {
+                Error::io(
+                    "write the snapshot",
+                    self.tree_path,
+                    io::Error::other("a repeated chunk was never stored"),
+                )
+            })
+    }
+}
+
 fn pack_thread(
     rx: Receiver<Vec<Msg>>,
     back: SyncSender<Vec<u8>>,
-    (mut tree, mut packs): (TreeOut, PackWriter),
+    (mut tree, packs, index): (TreeOut, PackWriter, IndexTarget),
+    known: &Mutex<ChunkTable>,
     tree_path: &std::path::Path,
     abandoned: &AtomicBool,
 ) -> Result<(File, Written)> {
+    let mut store = NewChunks {
+        packs,
+        index,
+        indexing: None,
+        known,
+        overflow: HashMap::new(),
+        compressed: Vec::new(),
+        zstd: zstd::bulk::Compressor::new(3).ctx("start zstd for", tree_path)?,
+        level: 3,
+        tree_path,
+    };
     let mut written = Written::default();
-    let mut here: HashMap<[u8; 32], ChunkRef> = HashMap::new();
     let mut chunks: Vec<ChunkRef> = Vec::new();
-    let mut compressed: Vec<u8> = Vec::new();
-    let mut zstd = zstd::bulk::Compressor::new(3).ctx("start zstd for", tree_path)?;
-    let mut level_now = 3;
     for msg in rx.into_iter().flatten() {
         if abandoned.load(Ordering::Relaxed) {
             break;
         }
         match msg {
             Msg::Piece(Piece::Known(c)) => chunks.push(c),
-            Msg::Piece(Piece::Again(id)) => match here.get(&id) {
-                Some(c) => chunks.push(c.clone()),
-                None => {
-                    return Err(Error::io(
-                        "write the snapshot",
-                        tree_path,
-                        io::Error::other("a repeated chunk was never stored"),
-                    ));
-                }
-            },
+            Msg::Piece(Piece::Again(slot)) => chunks.push(store.again(slot)?),
             Msg::Piece(Piece::New {
                 id,
+                slot,
                 data,
                 len,
                 level,
             }) => {
-                if level != level_now {
-                    zstd.set_compression_level(level)
-                        .ctx("set the zstd level for", tree_path)?;
-                    level_now = level;
-                }
-                let plain = &data[..len];
-                compressed.clear();
-                compressed.reserve(zstd::zstd_safe::compress_bound(len));
-                let packed = zstd
-                    .compress_to_buffer(plain, &mut compressed)
-                    .map(|n| n < len)
-                    .unwrap_or(false);
-                let stored: &[u8] = if packed { &compressed } else { plain };
-                let (pack, offset) = packs.append(ChunkId(id), stored, (len as u32, packed))?;
-                let c = ChunkRef {
-                    id: ChunkId(id),
-                    pack,
-                    offset,
-                    stored: stored.len() as u32,
-                    raw: len as u32,
-                    zstd: packed,
-                };
-                written.added_bytes += stored.len() as u64;
+                let c = store.store(id, slot, &data[..len], level)?;
+                store.index_closed()?;
+                written.added_bytes += u64::from(c.stored);
                 written.added_chunks += 1;
-                here.insert(id, c.clone());
                 chunks.push(c);
                 let _ = back.try_send(data);
             }
@@ -395,10 +433,28 @@ fn pack_thread(
             }
         }
     }
+    let NewChunks {
+        packs,
+        index,
+        mut indexing,
+        ..
+    } = store;
     if abandoned.load(Ordering::SeqCst) {
         return Err(crate::error::Error::Cancelled);
     }
     written.new_packs = packs.finish()?;
+    // The packs closed last (their chunk lists not yet taken), then the index file made
+    // durable: before the entry list that points into them can land.
+    for p in written
+        .new_packs
+        .iter_mut()
+        .filter(|p| !p.chunks.is_empty())
+    {
+        add_to_index(&index, &mut indexing, p)?;
+    }
+    if let Some(w) = indexing {
+        w.finish()?;
+    }
     written.packs = written.new_packs.iter().map(|p| p.pack.clone()).collect();
     let hashed = tree
         .finish()
