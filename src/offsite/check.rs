@@ -10,9 +10,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Remote;
-use super::push::{read_listing, upload_backup};
+use super::push::read_listing;
 use super::remote::{RemoteBackup, RemoteListing};
 use super::state::RecordedFailure;
+use super::upload::upload_backup;
 use crate::catalog::PartRole;
 use crate::config::Config;
 use crate::engine::Cancel;

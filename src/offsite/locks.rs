@@ -125,7 +125,7 @@ impl Upkeep {
 
 /// The keys `entry` has on the target once uploaded, each with whether the upload reuses
 /// the object already there instead of writing it. Mirrors the skip rules of
-/// `push::upload_backup` (a data object there at its size) and `push::upload_sealed` (a
+/// `upload::upload_backup` (a data object there at its size) and `upload::upload_sealed` (a
 /// pack some metadata records; a local ciphertext there at its size); metadata objects
 /// are always written.
 fn objects_of(

@@ -45,6 +45,7 @@ pub mod state;
 pub mod summary;
 pub mod target;
 pub mod transfer;
+mod upload;
 pub mod writers;
 
 use std::time::Duration;
