@@ -126,8 +126,8 @@ impl Upkeep {
 /// The keys `entry` has on the target once uploaded, each with whether the upload reuses
 /// the object already there instead of writing it. Mirrors the skip rules of
 /// `upload::upload_backup` (a data object there at its size) and `upload::upload_sealed` (a
-/// pack some metadata records; a local ciphertext there at its size); metadata objects
-/// are always written.
+/// pack some metadata records; a local ciphertext there at its size; the unchanged member
+/// of a copy brought up to date after repacking); metadata objects are always written.
 fn objects_of(
     remote: &Remote,
     entry: &BackupEntry,
@@ -158,10 +158,13 @@ fn objects_of(
                 let reused = part.checksum.is_some() && there(&key, part.size);
                 (key, reused)
             }
-            Some(_) => (
-                generations.key(part, &format!("{}{AGE_SUFFIX}", part.name)),
-                false,
-            ),
+            Some(_) => {
+                let canonical = format!("{}{AGE_SUFFIX}", part.name);
+                let key = generations.key(part, &canonical);
+                let reused = key == canonical
+                    && super::upload::reuses_sealed_member(listing, entry, part, &key);
+                (key, reused)
+            }
         })
         .collect()
 }

@@ -320,6 +320,17 @@ fn unchanged_on_target(
     listing: &RemoteListing,
 ) -> Option<Stored> {
     let copy = sending.previous.as_ref().filter(|_| !rewritten)?;
+    recorded_member(copy, part, key, listing)
+}
+
+/// The object `key` of the full backup `copy` holds for the member `part` is of, as its
+/// manifest records it, when the target holds it at that size.
+fn recorded_member(
+    copy: &RemoteBackup,
+    part: &Part,
+    key: &str,
+    listing: &RemoteListing,
+) -> Option<Stored> {
     let record = copy
         .metadata
         .parts
@@ -330,6 +341,23 @@ fn unchanged_on_target(
         size: record.file_size,
         sha256: record.checksum.clone(),
     })
+}
+
+/// Whether an upload of `entry` to an encrypting target reuses the object at `key` (the
+/// canonical key of the plain local data file `part`) instead of encrypting it again: a
+/// member of a copy being brought up to date that repacking did not rewrite. What the
+/// Object Lock upkeep must extend ([`super::locks`]).
+pub(super) fn reuses_sealed_member(
+    listing: &RemoteListing,
+    entry: &BackupEntry,
+    part: &Part,
+    key: &str,
+) -> bool {
+    listing
+        .find(&entry.stem)
+        .filter(|copy| copy.is_complete() && outdated(listing, entry))
+        .and_then(|copy| recorded_member(copy, part, key, listing))
+        .is_some()
 }
 
 /// The checksum the target's records know the copy of the backup the metadata file `part`
