@@ -12,7 +12,10 @@
 #   restore   restore of the latest backup: `restore MANIFEST`, `restic restore latest`,
 #             `rustic restore latest`, `borg extract`
 #   weekly    seven weekly backups (six changes after the first; one round): final sizes
-#   files     `gen_corpus --files N` (100 000): a backup with nothing changed
+#   files     `gen_corpus --files N` (100 000; 1 000 000 is the scale row): a first backup,
+#             --runs backups with nothing changed, every snapshot read back (ours `verify
+#             --all --read-data`, `check --read-data`, borg `check --verify-data`), then the
+#             older half forgotten and pruned
 #   database  a `--db-size` database (256 MiB), a snapshot, 100 rows updated, a snapshot
 #   repack    a backup, every other file deleted, a backup, then the first forgotten and the
 #             store pruned (ours: `rotate`, keep_last 1, which repacks; restic: `forget
@@ -293,30 +296,46 @@ if wanted weekly; then
 fi
 
 # --- repack: half of every pack dead, then pruned (one round) ------------------------------
-# prune TOOL CTX: forget all but the newest backup and prune the repository, timed like a
-# backup ($m/CTX-prune-TOOL-0.*); .bytes is the repository's size afterwards.
+# prune TOOL CTX KEEP: forget all but the newest KEEP backups and prune the repository, timed
+# like a backup ($m/CTX-prune-TOOL-0.*); .bytes is the repository's size afterwards.
 prune() {
-  local tool=$1 ctx=$2 d=$snap/$2 out=$m/$2-prune-$1-0
+  local tool=$1 ctx=$2 keep=$3 d=$snap/$2 out=$m/$2-prune-$1-0
   sync
-  log "$ctx: prune, $tool"
+  log "$ctx: prune to the newest $keep, $tool"
   case $tool in
-    ours) measure_run "$out" "$bin" --config "$d/ours.toml" -q rotate ;;
-    restic) measure_run "$out" restic -r "$d/restic" forget -q --keep-last 1 --prune ;;
-    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress forget --keep-last 1 --prune ;;
-    borg) measure_run "$out" sh -c 'borg prune --keep-last 1 "$1" && borg compact "$1"' prune "$d/borg" ;;
+    ours)
+      sed -i "s/^keep_last = .*/keep_last = $keep/" "$d/ours.toml"
+      measure_run "$out" "$bin" --config "$d/ours.toml" -q rotate ;;
+    restic) measure_run "$out" restic -r "$d/restic" forget -q --keep-last "$keep" --prune ;;
+    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress forget --keep-last "$keep" --prune ;;
+    borg) measure_run "$out" sh -c 'borg prune --keep-last "$2" "$1" && borg compact "$1"' prune "$d/borg" "$keep" ;;
   esac
   du_bytes "$d/$tool" >"$out.bytes"
 }
+# check TOOL CTX: every backup's data read back and hashed, timed ($m/CTX-check-TOOL-0.*):
+# ours `verify --all --read-data`, `restic check --read-data`, `rustic check --read-data`,
+# `borg check --verify-data`.
+check() {
+  local tool=$1 ctx=$2 d=$snap/$2 out=$m/$2-check-$1-0
+  sync
+  log "$ctx: check with every byte read, $tool"
+  case $tool in
+    ours) measure_run "$out" "$bin" --config "$d/ours.toml" -q verify --all --read-data ;;
+    restic) measure_run "$out" restic -r "$d/restic" check -q --read-data ;;
+    rustic) measure_run "$out" rustic -r "$d/rustic" --log-level warn --no-progress check --read-data ;;
+    borg) measure_run "$out" borg check --verify-data "$d/borg" ;;
+  esac
+  echo 0 >"$out.bytes"
+}
 if wanted repack; then
   context repack "$snap/repack/tree" storage storage
-  sed -i 's/^keep_last = 1000$/keep_last = 1/' "$snap/repack/ours.toml"
   fresh_tree repack
   fresh_repos repack
   each_tool 0 backup repack first 0
   log "repack: every other file of the tree deleted"
   find "$snap/repack/tree/storage" -type f | sort | awk 'NR % 2 == 0' | xargs -d '\n' rm -f
   each_tool 0 backup repack second 0
-  each_tool 0 prune repack
+  each_tool 0 prune repack 1
   repack_stats=$(tree_stats "$snap/repack/tree/storage")
   # The reference: a fresh repository holding the kept tree alone.
   context repackref "$snap/repack/tree" storage storage
@@ -335,6 +354,9 @@ if wanted files; then
   fresh_repos files
   each_tool 0 backup files first 0
   for ((r = 0; r < runs; r++)); do each_tool "$r" backup files nochange "$r"; done
+  each_tool 0 check files
+  # 1 + --runs snapshots; the older half forgotten, the newer kept
+  each_tool 0 prune files $(((runs + 2) / 2))
   files_stats=$(tree_stats "$fcorpus/storage")
   rm -rf "$snap/files"
 fi
@@ -523,8 +545,16 @@ report() {
     target weekly "MiB of the repository after 7 weekly backups" "$(final_mib ours)" "$(final_mib restic)" "$(final_mib rustic)" "$(final_mib borg)" 1.0 ratio
   fi
   if wanted files; then
-    target files "wall s, $files_n files, nothing changed" "$(v files nochange ours s)" "$(v files nochange restic s)" "$(v files nochange rustic s)" "$(v files nochange borg s)" 2 abs
-    target files "peak RSS MiB of it" "$(v files nochange ours rss %.1f 1024)" "$(v files nochange restic rss %.1f 1024)" "$(v files nochange rustic rss %.1f 1024)" "$(v files nochange borg rss %.1f 1024)" 64 abs
+    # 100 000 files: a no-change backup in 2 s and 64 MiB; 1 000 000 (the scale row): 10 s
+    # and 128 MiB, for the first backup too
+    local nochange_s=2 rss_mib=64
+    if ((files_n >= 1000000)); then nochange_s=10 rss_mib=128; fi
+    target files "wall s, $files_n files, first backup" "$(v files first ours s)" "$(v files first restic s)" "$(v files first rustic s)" "$(v files first borg s)" 0.6 ratio
+    target files "peak RSS MiB of it" "$(v files first ours rss %.1f 1024)" "$(v files first restic rss %.1f 1024)" "$(v files first rustic rss %.1f 1024)" "$(v files first borg rss %.1f 1024)" $rss_mib abs
+    target files "wall s, $files_n files, nothing changed" "$(v files nochange ours s)" "$(v files nochange restic s)" "$(v files nochange rustic s)" "$(v files nochange borg s)" $nochange_s abs
+    target files "peak RSS MiB of it" "$(v files nochange ours rss %.1f 1024)" "$(v files nochange restic rss %.1f 1024)" "$(v files nochange rustic rss %.1f 1024)" "$(v files nochange borg rss %.1f 1024)" $rss_mib abs
+    target files "wall s, every snapshot read back (\`verify --all --read-data\`, \`check --read-data\`)" "$(v files check ours s)" "$(v files check restic s)" "$(v files check rustic s)" "$(v files check borg s)" 1.0 ratio
+    target files "wall s, prune after forgetting the older half" "$(v files prune ours s)" "$(v files prune restic s)" "$(v files prune rustic s)" "$(v files prune borg s)" 1.0 ratio
   fi
   if wanted repack; then
     target repack "repository after prune ÷ a fresh one of the kept tree" "$(repack_share ours)" "$(repack_share restic)" "$(repack_share rustic)" "$(repack_share borg)" 1.10 abs
@@ -544,6 +574,8 @@ report() {
   if wanted files; then
     result files first "$files_n files: first backup"
     result files nochange "$files_n files: nothing changed"
+    result files check "$files_n files: every snapshot read back"
+    result files prune "$files_n files: prune to the newer half (bytes: the repository after)"
   fi
   if wanted repack; then
     result repack first "repack: first backup"
@@ -572,7 +604,7 @@ report() {
     echo "- Restore: into an empty directory, checked afterwards to hold the source's file count and bytes. Our restore syncs the tree before it returns; \`restic restore\`, \`rustic restore\` and \`borg extract\` do not, so \`sync -f\` of the restored tree is timed apart (column \`sync -f\` s) and the equal-durability line adds it to theirs."
   fi
   if wanted files; then
-    echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating."
+    echo "- Files: \`gen_corpus --files $files_n --seed $seed\` ($files_stats), backed up in place; one first backup, then --runs ($runs) backups with nothing changed, the order rotating; then every snapshot read back (one run), and the older half forgotten and pruned (keep the newest $(((runs + 2) / 2)); one run)."
   fi
   if wanted repack; then
     echo "- Repack: the corpus backed up, every other file (in path order) deleted ($repack_stats left), backed up again; then ours \`rotate\` with keep_last = 1 and the default \`max_unused = \"5%\"\` (forget + repack + sweep), restic and rustic \`forget --keep-last 1 --prune\` (their default \`--max-unused 5%\`), borg \`prune --keep-last 1\` then \`compact\`. The share is the repository's \`du -sb\` after the prune ÷ that of a fresh repository holding only the kept tree (1.00: nothing dead kept)."
