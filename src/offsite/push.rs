@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::Remote;
 use super::remote::RemoteListing;
 use super::state::RecordedFailure;
-use super::upload::{pack_id_of, upload_backup};
+pub use super::upload::UploadedBackup;
+use super::upload::{outdated, upload_backup};
 use crate::catalog::BackupEntry;
 use crate::config::Config;
 use crate::encryption::AGE_SUFFIX;
@@ -20,17 +21,6 @@ use crate::engine::Cancel;
 use crate::engine::backup::catalog_for;
 use crate::error::Result;
 use crate::kind::BackupKind;
-
-/// One backup sent.
-#[derive(Debug, Clone, Serialize)]
-pub struct UploadedBackup {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: BackupKind,
-    /// Bytes sent (objects already there are not counted).
-    pub bytes: u64,
-    pub objects: usize,
-}
 
 /// What one push to one target did.
 #[derive(Debug, Clone, Serialize)]
@@ -244,35 +234,6 @@ fn behind_local<'e>(
         .filter(|b| outdated(listing, b))
         .filter(|b| !plan.delete.iter().any(|d| d.id == b.stem))
         .collect()
-}
-
-/// Whether the target holds `entry` complete but not as the local store has it now: a
-/// copy of it from before repacking rewrote it (or a full backup's member), whose packs
-/// differ from the local ones. Its files are the same; the target keeps packs the local
-/// store no longer has until the copy is brought up to date.
-pub(super) fn outdated(listing: &RemoteListing, entry: &BackupEntry) -> bool {
-    let Some(copy) = listing
-        .find(&entry.stem)
-        .filter(|r| r.is_complete() && r.copy_of(entry))
-    else {
-        return false;
-    };
-    if copy.behind_its_members {
-        return true;
-    }
-    let remote: std::collections::BTreeSet<String> = copy
-        .objects
-        .iter()
-        .filter(|o| o.shared)
-        .map(|o| pack_id_of(&o.key))
-        .collect();
-    let local: std::collections::BTreeSet<String> = entry
-        .parts
-        .data()
-        .filter(|p| p.shared)
-        .map(|p| pack_id_of(&p.name))
-        .collect();
-    remote != local
 }
 
 pub(super) fn read_listing(remote: &Remote, cancel: &Cancel) -> Result<RemoteListing> {

@@ -6,15 +6,17 @@
 //! `x-amz-meta-sha256` it carries), because provider checksums are not portable. To an
 //! encrypting target the backup goes as ciphertext with content-free clear metadata; a
 //! snapshot repacking rewrote goes with its entry list under a versioned name
-//! ([`super::data_object`]).
+//! ([`super::data_object`]), and a copy the target holds from before that rewrite is
+//! [`outdated`]: sent again, only what changed.
 
 use std::fs::File;
 use std::io::Read;
 
+use serde::Serialize;
+
 use super::Remote;
 use super::data_object::Generations;
 use super::encrypt::EncryptingReader;
-use super::push::{UploadedBackup, outdated};
 use super::remote::{RemoteBackup, RemoteListing};
 use super::sealed;
 use super::target::{RemoteError, Stored};
@@ -23,6 +25,46 @@ use crate::encryption::{AGE_SUFFIX, Recipients};
 use crate::engine::Cancel;
 use crate::error::{Error, RemoteFailure, Result};
 use crate::kind::BackupKind;
+
+/// One backup sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadedBackup {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: BackupKind,
+    /// Bytes sent (objects already there are not counted).
+    pub bytes: u64,
+    pub objects: usize,
+}
+
+/// Whether the target holds `entry` complete but not as the local store has it now: a
+/// copy of it from before repacking rewrote it (or a full backup's member), whose packs
+/// differ from the local ones. Its files are the same; the target keeps packs the local
+/// store no longer has until the copy is brought up to date.
+pub(super) fn outdated(listing: &RemoteListing, entry: &BackupEntry) -> bool {
+    let Some(copy) = listing
+        .find(&entry.stem)
+        .filter(|r| r.is_complete() && r.copy_of(entry))
+    else {
+        return false;
+    };
+    if copy.behind_its_members {
+        return true;
+    }
+    let remote: std::collections::BTreeSet<String> = copy
+        .objects
+        .iter()
+        .filter(|o| o.shared)
+        .map(|o| pack_id_of(&o.key))
+        .collect();
+    let local: std::collections::BTreeSet<String> = entry
+        .parts
+        .data()
+        .filter(|p| p.shared)
+        .map(|p| pack_id_of(&p.name))
+        .collect();
+    remote != local
+}
 
 /// The order a backup's files go up in: data, then members' metadata, its own last.
 pub(super) fn upload_order(entry: &BackupEntry) -> Vec<&Part> {
@@ -411,7 +453,7 @@ fn upload_sealed_pack(
 }
 
 /// `store/packs/ab/abcd….pack[.age]` → `abcd…`.
-pub(super) fn pack_id_of(key: &str) -> String {
+fn pack_id_of(key: &str) -> String {
     bare_name(key)
         .split('.')
         .next()
