@@ -8,7 +8,8 @@
 //! policy shorter than the local one).
 //!
 //! History: three fulls with changes between (each uploaded), `offsite push`, `offsite
-//! verify`, `rotate`, `offsite prune`; a fourth full kept local, then `offsite push`
+//! verify`, `rotate` (snapshot cells with `max_unused = "0%"`: the store is repacked, and
+//! every push after it brings the target's copies up to date), `offsite prune`; a fourth full kept local, then `offsite push`
 //! (push + prune) SIGKILLed at a seeded moment — once the target has changed by a seeded
 //! number of objects, a moment measured in the target's own state, not in time — then
 //! `offsite push` again.
@@ -64,6 +65,12 @@ impl Cell {
         }
         if self.database_snapshot {
             lines.push("database_format = \"snapshot\"");
+        }
+        if self.storage_snapshot || self.database_snapshot {
+            // Repack every pack with a dead chunk: the history's rotation leaves the
+            // first full backup's packs partly dead, and the pushes after it must bring
+            // the target's copies up to date.
+            lines.push("max_unused = \"0%\"");
         }
         debug_assert!(SNAPSHOTS.contains("storage_format"));
         lines.join("\n")
@@ -206,11 +213,20 @@ fn run_cell(cell: Cell) {
     for step in [
         &["offsite", "push"][..],
         &["offsite", "verify"],
-        &["rotate"],
+        &["rotate", "--json"],
         &["offsite", "prune"],
     ] {
         let run = app.run(step);
         assert_eq!(run.code(), Some(0), "{context}: {}", run.describe());
+        if step[0] == "rotate" && cell.database_snapshot && cell.encryption != Encryption::All {
+            // The first full's database snapshot shared a pack with rows changed since:
+            // repacked (a sealed store is repacked only with an identity).
+            let report = run.json();
+            assert!(
+                report["repack"]["packs_rewritten"].as_u64() >= Some(1),
+                "{context}: {report:#}"
+            );
+        }
     }
 
     // A fourth full, uploaded by a push killed at a seeded moment, then pushed again.
