@@ -18,11 +18,15 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::faults::crash::{calls_in, strace_usable, traced_run};
-use crate::offsite::encrypted::{encryption_section, identity};
+use crate::offsite::encrypted::encryption_section;
 use crate::offsite::object_lock::api;
-use crate::offsite::setup::{bucket_objects, path_table, remote_backups, s3_table};
+use crate::offsite::setup::{
+    bucket_objects, path_table, remote_backups, restore_latest_from_remote, s3_table,
+};
 use crate::snapshots::{SNAPSHOT_LINES, copy_tree, packs_of, store_files, tree_of};
-use crate::util::{TestApp, assert_same_tree, name_of, poll_until, require, run, s3_server};
+use crate::util::{
+    TestApp, assert_same_tree, files_under, name_of, poll_until, require, run, s3_server,
+};
 
 /// Writes the config: snapshots, one backup of each type kept locally and on `table`'s
 /// target (whose `[offsite.retention]` the table carries), `sections` before it.
@@ -286,20 +290,7 @@ fn an_encrypted_locked_target_gets_repacked_full_backups_as_new_ciphertext_and_r
     let fresh = TestApp::new();
     let table = s3_table(&fresh, "remote", s3.endpoint(), &bucket, "");
     configure(&fresh, &encryption_section(), &table);
-    let keys = tempfile::tempdir().unwrap();
-    let escrow = identity(keys.path(), "escrow.key");
-    fresh
-        .run([
-            "--identity".as_ref(),
-            escrow.as_os_str(),
-            "restore".as_ref(),
-            "--from".as_ref(),
-            "remote".as_ref(),
-            "--latest".as_ref(),
-            "full".as_ref(),
-            "--yes".as_ref(),
-        ])
-        .assert_code(0);
+    restore_latest_from_remote(&fresh, "full", true).assert_code(0);
     assert_same_tree(&app.storage, &fresh.storage);
 }
 
@@ -367,7 +358,10 @@ fn sigkill_at_each_rename_and_unlink_of_a_push_after_repacking_leaves_a_copy_tha
                 Some(0),
                 "{ctx}"
             );
-            let held: Vec<String> = walk(&nas);
+            let held: Vec<String> = files_under(&nas)
+                .iter()
+                .map(|p| p.strip_prefix(&nas).unwrap().to_string_lossy().into_owned())
+                .collect();
             assert_eq!(pack_ids(&held), local_packs(&app), "{ctx}: {held:#?}");
             // No entry list but those the copy names (the old ones were debris), nothing
             // half written.
@@ -391,22 +385,4 @@ fn sigkill_at_each_rename_and_unlink_of_a_push_after_repacking_leaves_a_copy_tha
     }
     eprintln!("{} kills landed:\n{}", landed.len(), landed.join("\n"));
     assert!(landed.len() >= 8, "only {} kills landed", landed.len());
-}
-
-/// Every file under `dir`, relative to it.
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
