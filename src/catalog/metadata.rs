@@ -217,6 +217,12 @@ impl BackupMetadata {
         self.reason.as_deref() == Some("pre-restore")
     }
 
+    /// Whether `checksum` is this backup's, now or before repacking rewrote it (the same
+    /// files either way): what a manifest or a copy made earlier may still record.
+    pub fn has_or_had_checksum(&self, checksum: &str) -> bool {
+        self.checksum == checksum || self.earlier_checksums.iter().any(|c| c == checksum)
+    }
+
     /// Creation time; seed files without an offset are read as local time.
     pub fn created(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
         use chrono::{DateTime, Local, NaiveDateTime, TimeZone};

@@ -747,10 +747,7 @@ fn full_problem(full: &BackupEntry, all: &[BackupEntry]) -> Option<String> {
             ),
             // A member repacking rewrote still is the backup the manifest recorded (a
             // full backup fetched from a target whose push stopped between the two).
-            Some(p)
-                if p.metadata.checksum != part.checksum
-                    && !p.metadata.earlier_checksums.contains(&part.checksum) =>
-            {
+            Some(p) if !p.metadata.has_or_had_checksum(&part.checksum) => {
                 format!(
                     "its {} part's checksum differs from the manifest",
                     part.kind

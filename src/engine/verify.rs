@@ -308,12 +308,7 @@ pub fn full_parts<'a>(entry: &BackupEntry, listing: &'a Listing) -> Result<Vec<&
             })?;
         // A member repacking rewrote is still the one the manifest recorded (a full backup
         // fetched from a target whose push stopped between the member and the manifest).
-        let recorded = dir_entry.metadata.checksum == part.checksum
-            || dir_entry
-                .metadata
-                .earlier_checksums
-                .contains(&part.checksum);
-        if !recorded {
+        if !dir_entry.metadata.has_or_had_checksum(&part.checksum) {
             return Err(Error::verify(
                 &entry.meta_path,
                 "parts present",

@@ -81,8 +81,7 @@ impl RemoteBackup {
     /// one it had then still matches.
     pub fn copy_of(&self, entry: &BackupEntry) -> bool {
         self.stem == entry.stem
-            && (self.checksum == entry.metadata.checksum
-                || entry.metadata.earlier_checksums.contains(&self.checksum)
+            && (entry.metadata.has_or_had_checksum(&self.checksum)
                 || self.metadata.sealed.is_some())
     }
 }
@@ -505,7 +504,7 @@ fn add_members(full: &mut RemoteBackup, all: &[RemoteBackup]) {
                 part.kind, part.file_name
             )),
             Some(m) if m.checksum != part.checksum => {
-                if m.metadata.earlier_checksums.contains(&part.checksum) {
+                if m.metadata.has_or_had_checksum(&part.checksum) {
                     full.behind_its_members = true;
                     None
                 } else {
