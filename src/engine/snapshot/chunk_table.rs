@@ -124,7 +124,7 @@ impl ChunkTable {
     }
 
     /// Where the pack thread stored the chunk at `slot`. `false` when the location does
-    /// not fit (the chunk then stays "sent": the pack thread keeps its reference itself).
+    /// not fit (no pack we write has one).
     pub fn set_stored(&mut self, slot: Slot, pack: PackId, c: &PackedChunk) -> bool {
         let Some(at) = self.location(pack, c) else {
             return false;

@@ -5,7 +5,7 @@
 //! reused. A chunk whose id is already known — from the parent snapshot or earlier in this
 //! run — is not sent at all, only its reference.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,15 +174,18 @@ impl SnapshotWriter {
     /// Describe one chunk of the current file: `data` holds its bytes (`len` of them).
     /// Returns whether it was new.
     pub fn chunk(&mut self, id: [u8; 32], data: &[u8], level: i32) -> Result<bool> {
-        let found = self.table().get(&id);
+        // One lock for the lookup and, for a new chunk, its entry.
+        let found = {
+            let mut table = self.table();
+            table.get(&id).ok_or_else(|| table.insert_sent(id))
+        };
         let piece = match found {
-            Some(Found::Stored(c)) => {
+            Ok(Found::Stored(c)) => {
                 self.reused_packs.insert(c.pack);
                 Piece::Known(c)
             }
-            Some(Found::Sent(slot)) => Piece::Again(slot),
-            None => {
-                let slot = self.table().insert_sent(id);
+            Ok(Found::Sent(slot)) => Piece::Again(slot),
+            Err(slot) => {
                 let mut buf = self.buffer();
                 // A large buffer is not spent on a small chunk: memory is what is in flight.
                 if buf.capacity() > 2 * data.len().max(1 << 20) {
@@ -313,9 +316,6 @@ struct NewChunks<'a> {
     /// The index file, once a pack has been closed.
     indexing: Option<IndexWriter>,
     known: &'a Mutex<ChunkTable>,
-    /// Chunks stored where the table cannot say (never, with the packs we write; kept so
-    /// that a repeat of one still finds it).
-    overflow: HashMap<Slot, ChunkRef>,
     compressed: Vec<u8>,
     zstd: zstd::bulk::Compressor<'static>,
     level: i32,
@@ -355,8 +355,13 @@ impl NewChunks<'_> {
             raw: len as u32,
             zstd: packed,
         };
+        // A pack we write ends past its 16 MiB target by one chunk at most: its offsets
+        // and lengths always fit the table.
         if !self.table().set_stored(slot, pack, &c.packed()) {
-            self.overflow.insert(slot, c.clone());
+            return Err(Error::Internal(format!(
+                "chunk {} at offset {offset} of pack {pack} does not fit the chunk table",
+                c.id.to_hex()
+            )));
         }
         Ok(c)
     }
@@ -372,15 +377,13 @@ impl NewChunks<'_> {
     /// A chunk stored earlier in this run, sent again.
     fn again(&self, slot: Slot) -> Result<ChunkRef> {
         let found = self.table().reference(slot);
-        found
-            .or_else(|| self.overflow.get(&slot).cloned())
-            .ok_or_else(|| {
-                Error::io(
-                    "write the snapshot",
-                    self.tree_path,
-                    io::Error::other("a repeated chunk was never stored"),
-                )
-            })
+        found.ok_or_else(|| {
+            Error::io(
+                "write the snapshot",
+                self.tree_path,
+                io::Error::other("a repeated chunk was never stored"),
+            )
+        })
     }
 }
 
@@ -397,7 +400,6 @@ fn pack_thread(
         index,
         indexing: None,
         known,
-        overflow: HashMap::new(),
         compressed: Vec::new(),
         zstd: zstd::bulk::Compressor::new(3).ctx("start zstd for", tree_path)?,
         level: 3,
