@@ -239,6 +239,21 @@ impl Identities {
         &self.file
     }
 
+    /// Every identity of the files given that load, as one (none load: `None`).
+    pub fn load_all<'p>(files: impl IntoIterator<Item = &'p Path>) -> Option<Identities> {
+        let mut all: Option<Identities> = None;
+        for file in files {
+            let Ok(loaded) = Identities::load(file) else {
+                continue;
+            };
+            match &mut all {
+                Some(a) => a.identities.extend(loaded.identities),
+                None => all = Some(loaded),
+            }
+        }
+        all
+    }
+
     /// A reader of the plaintext of the age file `input`. Errors in the header (wrong
     /// key, damage) come now; damage in the body comes from `read` as an
     /// [`io::ErrorKind::InvalidData`] error ([`body_error`] tells it apart).

@@ -146,6 +146,14 @@ pub struct SnapshotInfo {
     pub unchanged_files: u64,
     /// Files read (new or changed).
     pub read_files: u64,
+    /// Parts its entry list is stored in (chunks in the packs, cut at directory
+    /// boundaries), and how many of them it added: the rest were stored already (their
+    /// entries unchanged). Both 0 for an entry list of version 1, which holds its entries
+    /// itself.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub list_parts: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub added_list_parts: u64,
 }
 
 /// One pack of the content store: `store/packs/<id[..2]>/<id>.pack`.

@@ -146,6 +146,8 @@ mod tests {
             added_chunks: 4242,
             unchanged_files: 4242,
             read_files: 4242,
+            list_parts: 4242,
+            added_list_parts: 4242,
         });
         m
     }

@@ -422,3 +422,62 @@ fn an_encrypted_store_is_repacked_only_with_the_identity_and_stays_sealed() {
     restore_with(&app, Some(&keys.escrow), &data_path(&kept[0]), &[]).assert_code(0);
     assert_tree_matches(&tree_at_second, &app.storage);
 }
+
+/// Whether the stock `age` CLI opens `file` with `key`.
+fn age_opens(key: &std::path::Path, file: &std::path::Path) -> bool {
+    Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg("/dev/null")
+        .arg(file)
+        .output()
+        .expect("run age")
+        .status
+        .success()
+}
+
+#[test]
+fn an_encrypted_list_in_parts_is_walked_without_a_key_and_only_its_parts_open_with_the_store_key() {
+    if !has_age_cli() {
+        return;
+    }
+    let (app, keys) = encrypted_snapshot_app();
+    // About 1 000 entries: a list cut into parts.
+    for d in 0..40 {
+        for f in 0..25 {
+            app.write_storage_file(
+                &format!("tree/d{d:02}/f{f:03}.txt"),
+                format!("directory {d}, file {f}\n").as_bytes(),
+            );
+        }
+    }
+    let s1 = app.create("storage");
+    let parts = s1["snapshot"]["list_parts"].as_u64().unwrap_or(0);
+    assert!(parts >= 10, "{s1:#}");
+    // The server walks its parent through the parts with its own key alone.
+    let s2 = app.create("storage");
+    assert_eq!(s2["snapshot"]["read_files"].as_u64(), Some(0), "{s2:#}");
+    assert_eq!(s2["snapshot"]["added_list_parts"].as_u64().unwrap_or(0), 0);
+    assert_eq!(s2["snapshot"]["list_parts"].as_u64(), Some(parts));
+    // The packs of parts open with the store key (and the operator's); the packs of file
+    // data only with the recipients'.
+    let store_key = app.backups.join("store/key.txt");
+    let packs = store_files(&app, ".pack.age");
+    let server_readable: Vec<&PathBuf> =
+        packs.iter().filter(|p| age_opens(&store_key, p)).collect();
+    assert_eq!(server_readable.len(), 1, "only the parts' pack: {packs:#?}");
+    assert!(packs.iter().all(|p| age_opens(&keys.operator, p)));
+    assert!(plaintext(&app).is_empty(), "{:?}", plaintext(&app));
+    verify_deep(&app, &keys.operator).assert_code(0);
+    let target = app.root.join("restored");
+    restore_with(
+        &app,
+        Some(&keys.operator),
+        Path::new(jstr(&s2, "backup_path")),
+        &["--target", target.to_str().unwrap()],
+    )
+    .assert_code(0);
+    assert_same_tree(&app.storage, &target);
+}

@@ -28,6 +28,7 @@ mod daemon;
 mod damage;
 mod database;
 mod fixture;
+mod parts;
 mod repack;
 mod repair;
 mod repair_crash;

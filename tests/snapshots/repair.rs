@@ -343,15 +343,43 @@ fn name_of_pack(path: &Path) -> String {
         .to_string()
 }
 
+/// The lines of a plain snapshot's entry list, each part's entries read out of its pack
+/// and put inline (as a version-1 list holds them, which version 2 still reads).
+fn inline_entry_list(tree: &Path) -> Vec<Value> {
+    let store = tree.parent().unwrap().parent().unwrap();
+    let plain = zstd::decode_all(fs::File::open(tree).unwrap()).unwrap();
+    let mut lines = Vec::new();
+    for line in String::from_utf8(plain).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["t"] != "part" {
+            lines.push(v);
+            continue;
+        }
+        let c = &v["chunk"];
+        let (pack, offset) = (c[1].as_str().unwrap(), c[2].as_u64().unwrap() as usize);
+        let stored = c[3].as_u64().unwrap() as usize;
+        let bytes =
+            fs::read(store.join(format!("store/packs/{}/{pack}.pack", &pack[..2]))).unwrap();
+        let mut part = bytes[offset..offset + stored].to_vec();
+        if c[5] == 1 {
+            part = zstd::decode_all(&part[..]).unwrap();
+        }
+        for entry in String::from_utf8(part).unwrap().lines() {
+            let mut e: Value = serde_json::from_str(entry).unwrap();
+            e["t"] = "entry".into();
+            lines.push(e);
+        }
+    }
+    lines
+}
+
 /// Rewrite a plain snapshot's entry list with `edit` applied to each entry line, and fix
 /// up its metadata's checksum and size, as whoever can write the directory could.
 fn rewrite_entry_list(app: &TestApp, meta: &Value, edit: &dyn Fn(&mut Value)) {
     use sha2::{Digest, Sha256};
     let tree = tree_of(meta);
-    let plain = zstd::decode_all(fs::File::open(&tree).unwrap()).unwrap();
     let mut out = String::new();
-    for line in String::from_utf8(plain).unwrap().lines() {
-        let mut v: Value = serde_json::from_str(line).unwrap();
+    for mut v in inline_entry_list(&tree) {
         if v["t"] == "entry" {
             edit(&mut v);
         }

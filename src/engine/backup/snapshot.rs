@@ -179,6 +179,8 @@ fn snapshot_metadata(
         added_chunks: w.added_chunks,
         unchanged_files: summary.unchanged_files,
         read_files: summary.read_files,
+        list_parts: w.parts_stored + w.parts_reused,
+        added_list_parts: w.parts_stored,
     });
     m.duration_ms = started.elapsed().as_millis() as u64;
     m

@@ -111,7 +111,7 @@ impl Copier<'_> {
                 }
             };
             for (c, stored) in chunks {
-                if relocations.contains_key(&c.id) {
+                if u.parts.contains(&c.offset) || relocations.contains_key(&c.id) {
                     continue; // the same chunk from another pack: copied once
                 }
                 let (pack, offset) = writer.append(c.id, &stored, (c.raw, c.zstd))?;

@@ -153,13 +153,13 @@ impl Stager<'_> {
             relocations,
             Some((&partial, file, seal.as_ref())),
         )?;
-        if !mended.lost.is_empty() {
+        if mended.lost_anything() {
             // Every chunk of a moved pack was copied: a chunk without a copy is a bug,
             // and a rewrite must never leave a file out.
             return Err(Error::Internal(format!(
-                "repacking {} would leave out {} file(s): nothing was changed",
+                "repacking {} would leave out {} entries: nothing was changed",
                 m.stem,
-                mended.lost.len()
+                mended.lost_count()
             )));
         }
         let file =

@@ -9,7 +9,7 @@ use crate::engine::snapshot::ids::PackId;
 use crate::engine::snapshot::index;
 use crate::engine::snapshot::keys::Opening;
 use crate::engine::snapshot::trailer::{self, PackedChunk};
-use crate::engine::snapshot::tree::TreeReader;
+use crate::engine::snapshot::tree::{ChunkRef, TreeReader};
 use crate::error::Result;
 
 pub(super) use crate::engine::snapshot::unit::SnapshotUnit as Unit;
@@ -35,6 +35,12 @@ pub(super) struct PackUse {
     /// A snapshot listing it has an entry list that could not be read: what it uses of
     /// the pack is unknown, so all of it counts as used.
     pub(super) opaque: bool,
+    /// The used chunks (by offset) that are parts of entry lists. They count as used but
+    /// are never copied: every snapshot listing a moved pack gets its entry list written
+    /// anew, its entries inline, so no kept list points at a moved part — and a copy in
+    /// a pack of file data would, encrypted, be sealed to the recipients alone, where
+    /// the server could not read it back as a parent.
+    pub(super) parts: BTreeSet<u64>,
 }
 
 impl PackUse {
@@ -111,12 +117,14 @@ fn pin_listed(m: &BackupEntry, why: &str, packs: &mut BTreeMap<PackId, PackUse>)
             live: BTreeMap::new(),
             pinned: None,
             opaque: true,
+            parts: BTreeSet::new(),
         });
         entry.opaque = true;
         entry.pinned.get_or_insert_with(|| why.to_string());
     }
 }
 
+/// Add what snapshot `m` uses to `packs`: its files' chunks and its entry list's parts.
 fn read_member(
     m: &BackupEntry,
     opening: &Opening,
@@ -134,8 +142,8 @@ fn read_member(
     let mut reader = TreeReader::open(&m.data_path, opening)?;
     let chunk_key = reader.header().chunk_key.clone();
     let tag = index::tag_of(m, chunk_key.as_deref())?;
-    while let Some(node) = reader.next_node()? {
-        for c in &node.chunks {
+    let mut note = |c: &ChunkRef, part: bool| {
+        {
             let own = recorded.get(&c.pack);
             let entry = packs.entry(c.pack).or_insert_with(|| PackUse {
                 recorded: own.map(|p| (*p).clone()).unwrap_or_else(|| PackRef {
@@ -149,6 +157,7 @@ fn read_member(
                 live: BTreeMap::new(),
                 pinned: None,
                 opaque: false,
+                parts: BTreeSet::new(),
             });
             // Every snapshot that points into a pack must record it (the sweep keeps only
             // what metadata records): one that does not, or records it otherwise, pins it.
@@ -174,8 +183,15 @@ fn read_member(
                     format!("entry lists disagree on the chunk at offset {}", c.offset)
                 });
             }
+            if part {
+                entry.parts.insert(c.offset);
+            }
         }
+    };
+    while let Some(node) = reader.next_node()? {
+        node.chunks.iter().for_each(|c| note(c, false));
     }
+    reader.take_parts().iter().for_each(|c| note(c, true));
     Ok(())
 }
 

@@ -274,7 +274,7 @@ impl<'a> Context<'a> {
             .members
             .iter()
             .zip(&plans)
-            .any(|(m, p)| m.kind == BackupKind::Database && !p.lost.is_empty());
+            .any(|(m, p)| m.kind == BackupKind::Database && p.lost_anything());
         if db_lost {
             r.error = Some(
                 "the data of its database file is gone: nothing of the database is left to keep; restore the database from an offsite copy or another backup".into(),
@@ -284,6 +284,11 @@ impl<'a> Context<'a> {
         for (m, plan) in unit.members.iter().zip(&plans) {
             r.lost_files
                 .extend(plan.lost.iter().map(|p| member_path(m, p)));
+            r.lost_files.extend(
+                plan.lost_runs
+                    .iter()
+                    .map(|run| member_path(m, Path::new(&run.describe()))),
+            );
             r.relocated_chunks += plan.relocated;
             r.salvaged_chunks += plan.salvaged;
         }

@@ -37,12 +37,18 @@ impl<'a> Context<'a> {
         for (m, plan) in unit.members.iter().zip(plans) {
             let (mut meta, partial) = self.write_member(m, plan, &ts)?;
             meta.part_of = full_stem.clone();
-            meta.repaired = Some(note(plan.lost.len() as u64, plan.relocated));
-            if !plan.lost.is_empty() {
+            meta.repaired = Some(note(plan.lost_count(), plan.relocated));
+            if plan.lost_anything() {
+                let unnamed = plan.lost_count() - plan.lost.len() as u64;
                 meta.warnings.push(format!(
-                    "repaired from {}: {} file(s) left out, their data was gone",
+                    "repaired from {}: {} file(s) left out, their data was gone{}",
                     m.stem,
-                    plan.lost.len()
+                    plan.lost.len(),
+                    if unnamed > 0 {
+                        format!("; {unnamed} more entries with a lost part of the entry list")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             written.push((meta, partial));
@@ -73,7 +79,7 @@ impl<'a> Context<'a> {
         }
         m.checksum = parts_checksum(&parts);
         m.parts = parts;
-        let lost: u64 = plans.iter().map(|p| p.lost.len() as u64).sum();
+        let lost: u64 = plans.iter().map(Mended::lost_count).sum();
         m.repaired = Some(note(lost, plans.iter().map(|p| p.relocated).sum()));
         let json = serde_json::to_vec_pretty(&m)
             .map_err(|e| Error::Internal(format!("serialize the manifest: {e}")))?;

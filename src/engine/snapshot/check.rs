@@ -180,6 +180,20 @@ pub fn check_snapshot(
         }
         progress.advance(node.size, 1);
     }
+    // The parts of the list read back right (each against its id) as it was read; their
+    // packs are judged as any other (checksum, trailer).
+    for part in reader.take_parts() {
+        let verdict = pack_verdict(&mut packs, &part, depth, recorded, run, &mut checked)
+            .map_err(|e| e.into_error(tree, String::new()))?
+            .and_then(|()| listed_in_trailer(&part, run));
+        if let Err(p) = verdict {
+            affected_count += 1;
+            if affected.len() < NAMED {
+                affected.push(format!("(the entry list's part in pack {})", part.pack));
+            }
+            first_problem.get_or_insert(p);
+        }
+    }
     progress.end();
     checked.non_dir_entries = judged.non_dir_entries;
     if let Some(p) = first_problem {

@@ -15,9 +15,12 @@ use super::chunker::{Chunker, Chunking, DATABASE_CHUNK, WHOLE_FILE_MAX};
 use super::ids::PackId;
 use super::keys::{ChunkIds, Opening, Sealing};
 use super::pack::PackWriter;
-use super::tree::{Node, NodeKind, StoredTree, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader};
-use super::writer::{SnapshotWriter, Written};
+use super::tree::{
+    ChunkRef, Node, NodeKind, StoredTree, TREE_FORMAT, TREE_VERSION, TreeHeader, TreeReader,
+};
+use super::writer::{SnapshotStore, SnapshotWriter, Written};
 use crate::catalog::{PackRef, PartialFile};
+use crate::encryption::Recipients;
 use crate::engine::walk::{EntryMeta, SourceKind, StorageSource};
 use crate::engine::{Cancel, Progress};
 use crate::error::{Error, IoContext, Result};
@@ -123,6 +126,10 @@ struct ParentWalk<'o> {
     indexed: std::collections::HashMap<String, PackRef>,
     /// Why the index could not be used in full, if it could not.
     index_problems: Vec<String>,
+    /// The parent's packs as its metadata records them, and which of those holding parts
+    /// of its list were found as recorded (checksum and all).
+    parent_packs: std::collections::HashMap<PackId, PackRef>,
+    part_packs_good: std::collections::HashMap<PackId, bool>,
 }
 
 impl<'o> ParentWalk<'o> {
@@ -145,6 +152,8 @@ impl<'o> ParentWalk<'o> {
             ),
             indexed: Default::default(),
             index_problems: Vec::new(),
+            parent_packs: Default::default(),
+            part_packs_good: Default::default(),
         };
         walk.damaged = opts
             .suspect_packs
@@ -156,11 +165,22 @@ impl<'o> ParentWalk<'o> {
         };
         walk.damaged
             .extend(damaged_packs(opts.root, p.packs, opts.sealing.is_some()));
+        walk.parent_packs = p
+            .packs
+            .iter()
+            .filter_map(|r| Some((PackId::parse(&r.id)?, r.clone())))
+            .collect();
         // A parent that cannot be trusted or read is no parent: every file is read (and
         // the backup still succeeds); only the warning says so.
         let opened = super::read::check_tree(&p.tree, Some(p.checksum))
             .and_then(|_| TreeReader::open(&p.tree, opts.opening))
-            .and_then(|mut r| r.next_node().map(|first| (r, first)));
+            .and_then(|mut r| match r.next_node() {
+                Ok(first) => Ok((r, first)),
+                Err(e) => {
+                    walk.note_failed_part(&r);
+                    Err(e)
+                }
+            });
         let (reader, first) = match opened {
             Ok(o) => o,
             Err(e) => {
@@ -253,7 +273,21 @@ impl<'o> ParentWalk<'o> {
         };
         match next {
             Ok(n) => self.next = n,
-            Err(e) => self.give_up(&e),
+            Err(e) => {
+                if let Some(r) = self.reader.take() {
+                    self.note_failed_part(&r);
+                }
+                self.give_up(&e)
+            }
+        }
+    }
+
+    /// A part of the parent's list that did not read back is damage: its pack is never
+    /// deduplicated against (the index offers its chunks too), so the same entries are
+    /// stored again rather than pointed at it.
+    fn note_failed_part<R: std::io::Read>(&mut self, reader: &TreeReader<R>) {
+        if let Some(part) = reader.failed_part() {
+            self.damaged.insert(part.pack);
         }
     }
 
@@ -266,24 +300,76 @@ impl<'o> ParentWalk<'o> {
             return;
         }
         self.seeded = true;
+        // The parent first: a part of it found damaged then keeps its pack out of what
+        // the index seeds.
+        self.seed_parent(writer);
         self.seed_index(writer);
+    }
+
+    fn seed_parent(&mut self, writer: &mut SnapshotWriter) {
         if self.path.as_os_str().is_empty() {
             return;
         }
-        let nodes = match TreeReader::open(&self.path, self.opening) {
+        let mut nodes = match TreeReader::open(&self.path, self.opening) {
             Ok(r) => r,
             Err(e) => return self.give_up(&e),
         };
-        for node in nodes {
-            match node {
-                Ok(node) => node
+        loop {
+            match nodes.next_node() {
+                Ok(Some(node)) => node
                     .chunks
                     .iter()
                     .filter(|c| !self.damaged.contains(&c.pack))
                     .for_each(|c| writer.seed(c)),
-                Err(e) => return self.give_up(&e),
+                Ok(None) => break,
+                Err(e) => {
+                    self.note_failed_part(&nodes);
+                    return self.give_up(&e);
+                }
             }
         }
+        self.seed_some_parts(nodes.take_parts(), writer);
+    }
+
+    /// The parts of the parent's entry list read since the last call, made known: the
+    /// same entries make the same part, which is then only referenced.
+    fn seed_parts(&mut self, writer: &mut SnapshotWriter) {
+        let parts = match &mut self.reader {
+            Some(r) => r.take_parts(),
+            None => return,
+        };
+        if !parts.is_empty() {
+            self.seed_some_parts(parts, writer);
+        }
+    }
+
+    /// A part is reused only out of a pack whose checksum is as the parent recorded it:
+    /// packs of parts are few and small, so each is hashed once per run, and a part
+    /// that read back right out of a pack damaged elsewhere is stored again rather than
+    /// pointed at there.
+    fn seed_some_parts(&mut self, parts: Vec<ChunkRef>, writer: &mut SnapshotWriter) {
+        for c in &parts {
+            if !self.damaged.contains(&c.pack) && self.part_pack_good(c.pack) {
+                writer.seed(c);
+            }
+        }
+    }
+
+    fn part_pack_good(&mut self, pack: PackId) -> bool {
+        if let Some(good) = self.part_packs_good.get(&pack) {
+            return *good;
+        }
+        let (root, _, sealed) = &self.store;
+        let good = self.parent_packs.get(&pack).is_some_and(|r| {
+            let path = root.join(crate::catalog::pack_name(&r.id, *sealed));
+            crate::engine::hashing::sha256_file(&path)
+                .is_ok_and(|(sha, size)| size == r.size && sha.eq_ignore_ascii_case(&r.checksum))
+        });
+        if !good {
+            self.damaged.insert(pack);
+        }
+        self.part_packs_good.insert(pack, good);
+        good
     }
 }
 
@@ -409,17 +495,24 @@ fn start_writer(
         root: root_name,
         chunk_key: opts.ids().key_hex(),
     };
-    let sealing = opts.sealing.map(|s| s.packs.clone());
-    let packs = PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing)
-        .with_reserve(opts.reserve);
-    let trees = opts.sealing.map(|s| &s.trees);
-    let index = super::index::IndexTarget {
-        root: opts.root.to_path_buf(),
-        tag: opts.index_tag(),
-        seal: opts.sealing.map(|s| s.store.clone()),
-        modes: (opts.file_mode, opts.dir_mode),
+    let pack_writer = |sealing: Option<&Recipients>| {
+        PackWriter::new(opts.root, opts.file_mode, opts.dir_mode, sealing.cloned())
+            .with_reserve(opts.reserve)
     };
-    SnapshotWriter::start(tree_file, tree_partial, header, (packs, index), trees)
+    let trees = opts.sealing.map(|s| &s.trees);
+    let store = SnapshotStore {
+        packs: pack_writer(opts.sealing.map(|s| &s.packs)),
+        // Parts are sealed as the entry list is: this server reads its parent's back.
+        parts: pack_writer(trees),
+        index: super::index::IndexTarget {
+            root: opts.root.to_path_buf(),
+            tag: opts.index_tag(),
+            seal: opts.sealing.map(|s| s.store.clone()),
+            modes: (opts.file_mode, opts.dir_mode),
+        },
+        ids: opts.ids(),
+    };
+    SnapshotWriter::start(tree_file, tree_partial, header, store, trees)
 }
 
 /// The parent's packs (`recorded`) the store does not hold as recorded: missing, or of
@@ -573,6 +666,7 @@ pub fn snapshot_storage(
         if node.kind != NodeKind::Dir {
             summary.file_count += 1;
         }
+        parent.seed_parts(&mut writer);
         writer.node(node)?;
         source.finish(entry)?;
     }

@@ -175,11 +175,13 @@ impl Sealing {
 }
 
 /// The identities an encrypted snapshot may be opened with: the operator's (`--identity`:
-/// everything) and the store key (entry lists only).
+/// everything) and the store key (entry lists only, their parts included).
 #[derive(Default)]
 pub struct Opening {
     pub operator: Option<Identities>,
     pub store: Option<Identities>,
+    /// Both as one, for the parts of entry lists (sealed to either).
+    pub trees: Option<std::sync::Arc<Identities>>,
 }
 
 impl Opening {
@@ -190,7 +192,13 @@ impl Opening {
             None => None,
         };
         let store = StoreKey::load(root).ok().flatten().map(|k| k.identity);
-        Ok(Opening { operator, store })
+        let files = [operator.as_ref(), store.as_ref()].map(|k| k.map(Identities::file));
+        let trees = Identities::load_all(files.into_iter().flatten()).map(std::sync::Arc::new);
+        Ok(Opening {
+            operator,
+            store,
+            trees,
+        })
     }
 
     /// The plaintext of the entry list at `path` (an age file), by whichever key opens it.

@@ -8,6 +8,7 @@
 //! is the catalog's (rotation, then cleaning).
 
 pub mod check;
+mod chunk_ref;
 mod chunk_table;
 mod chunker;
 pub mod compare;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod index;
 pub mod keys;
 pub mod mend;
+mod node_json;
 pub mod pack;
 pub mod read;
 pub mod trailer;

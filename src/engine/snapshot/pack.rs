@@ -310,7 +310,7 @@ pub struct PackReader<'k> {
     ids: ChunkIds,
     /// Packs are age files, opened with this identity.
     sealed: bool,
-    identity: Option<&'k Identities>,
+    identity: Option<Key<'k>>,
     open: Option<(PackId, OpenRead)>,
     stored: Vec<u8>,
     /// A pack read whole by [`Self::load_pack`] (a verify run): its plaintext, from which
@@ -318,6 +318,22 @@ pub struct PackReader<'k> {
     loaded: Option<(PackId, Vec<u8>)>,
     /// The trailer of the pack [`Self::load_pack`] read last, taken from that same read.
     trailer: Option<(PackId, TrailerRead)>,
+}
+
+/// The identity a reader opens sealed packs with: borrowed for one run, or shared by an
+/// entry list's reader that outlives the caller's borrow.
+enum Key<'k> {
+    Borrowed(&'k Identities),
+    Shared(std::sync::Arc<Identities>),
+}
+
+impl Key<'_> {
+    fn get(&self) -> &Identities {
+        match self {
+            Key::Borrowed(k) => k,
+            Key::Shared(k) => k,
+        }
+    }
 }
 
 /// What a pack's trailer says: its chunks, none (no trailer, or sealed and not opened),
@@ -349,6 +365,10 @@ impl<'k> PackReader<'k> {
     /// Chunks of the backup directory `root`, with ids made as `ids`; `sealed` packs are
     /// opened with `identity`.
     pub fn new(root: &Path, ids: ChunkIds, sealed: bool, identity: Option<&'k Identities>) -> Self {
+        Self::with_key(root, ids, sealed, identity.map(Key::Borrowed))
+    }
+
+    fn with_key(root: &Path, ids: ChunkIds, sealed: bool, identity: Option<Key<'k>>) -> Self {
         PackReader {
             zstd: zstd::bulk::Decompressor::new().ok(),
             root: root.to_path_buf(),
@@ -360,6 +380,16 @@ impl<'k> PackReader<'k> {
             loaded: None,
             trailer: None,
         }
+    }
+
+    /// As [`Self::new`], holding its identity (an entry list's reader keeps one).
+    pub fn shared(
+        root: &Path,
+        ids: ChunkIds,
+        sealed: bool,
+        identity: Option<std::sync::Arc<Identities>>,
+    ) -> PackReader<'static> {
+        PackReader::with_key(root, ids, sealed, identity.map(Key::Shared))
     }
 
     /// Read pack `id` whole, once: the file's length and SHA-256 (of the bytes on disk,
@@ -402,7 +432,7 @@ impl<'k> PackReader<'k> {
         file.read_to_end(&mut bytes).map_err(unreadable)?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let plain = if self.sealed {
-            let identity = self.identity.ok_or_else(|| no_identity(id))?;
+            let identity = self.identity.as_ref().ok_or_else(|| no_identity(id))?.get();
             let mut plain = Vec::with_capacity(bytes.len());
             identity
                 .decrypt(&bytes[..])
@@ -438,7 +468,7 @@ impl<'k> PackReader<'k> {
             let file = File::open(&path)
                 .map_err(|e| ChunkError::Missing(format!("pack {id} cannot be opened: {e}")))?;
             let open = if self.sealed {
-                let identity = self.identity.ok_or_else(|| no_identity(id))?;
+                let identity = self.identity.as_ref().ok_or_else(|| no_identity(id))?.get();
                 let reader = identity.decrypt(file).map_err(|e| undecryptable(id, e))?;
                 OpenRead::Sealed(reader)
             } else {

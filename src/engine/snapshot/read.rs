@@ -18,13 +18,7 @@ use crate::engine::hashing::sha256_file;
 use crate::engine::{Cancel, Progress};
 use crate::error::{Error, Result};
 
-/// The backup directory a snapshot's entry list lies in (`<dir>/<kind>/<name>.tree.zst`).
-pub fn backup_dir_of(tree: &Path) -> PathBuf {
-    tree.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
+pub use super::tree::backup_dir_of;
 
 /// An entry list open for reading, with what its chunks need.
 pub struct Opened {

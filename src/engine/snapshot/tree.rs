@@ -1,20 +1,27 @@
 //! A snapshot's entry list (its data file, `…_snapshot_TS.tree.zst`): one zstd stream of
-//! JSON lines — a header, one line per entry in the walk's order (sorted, depth first, so
-//! the next snapshot can walk its parent alongside the tree), and an end line with the
-//! count, so a list cut short is never read as a complete one. A file's line lists its
-//! chunks with where each lies in the store, so reading needs no index.
+//! JSON lines — a header, the entries in the walk's order (sorted, depth first, so the
+//! next snapshot can walk its parent alongside the tree), and an end line with the count,
+//! so a list cut short is never read as a complete one. A file's entry lists its chunks
+//! with where each lies in the store, so reading needs no index.
+//!
+//! Version 2 stores the entries in **parts**: runs of entries cut at directory boundaries
+//! (or, inside a large directory, where a hash of the name says, so a cut does not move
+//! when a file is added), each part one chunk in the store's packs, named by its id like
+//! any chunk. The list itself then holds one line per part; an unchanged directory makes
+//! the same part again, which is found by its id and not stored twice — a snapshot in
+//! which nothing changed stores no entry at all. An entry too large for a part (a
+//! database with a very long chunk list) stays inline, as every entry of version 1 is.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use super::ids::{ChunkId, PackId};
-use super::keys::Opening;
+pub use super::chunk_ref::{ChunkRef, ChunkRefError};
+use super::keys::{ChunkIds, Opening};
+use super::pack::PackReader;
 use crate::engine::xattrs::Xattr;
 use crate::error::{Error, Result};
 use crate::kind::BackupKind;
@@ -22,7 +29,21 @@ use crate::kind::BackupKind;
 /// The `format` of a tree's header line.
 pub const TREE_FORMAT: &str = "vertex-backup-tree";
 /// Version written by this build; readers accept it and every older one.
-pub const TREE_VERSION: u32 = 1;
+pub const TREE_VERSION: u32 = 2;
+/// The first version whose entries may lie in parts.
+const PARTS_VERSION: u32 = 2;
+
+/// A part is cut before a directory (or a name whose hash says so) once it holds this
+/// many bytes, and after any entry once it holds [`PART_MAX`].
+const PART_MIN: usize = 8 << 10;
+const PART_MAX: usize = 1 << 20;
+/// Inside a directory, one name in this many ends a part (past [`PART_MIN`]).
+const PART_CUT_ONE_IN: u64 = 32;
+/// An entry whose line is longer than this stays inline rather than in a part.
+const INLINE_OVER: usize = 256 << 10;
+/// A list whose entries take no more than this stays inline whole (a few hundred
+/// entries: parts would cost more in trailers and the index than they save).
+const LIST_INLINE_MAX: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeHeader {
@@ -32,7 +53,7 @@ pub struct TreeHeader {
     pub kind: BackupKind,
     /// The name entries are restored under (the storage directory's name, or the
     /// database file's), as an archive names its top directory.
-    #[serde(with = "raw_path")]
+    #[serde(with = "super::node_json::raw_path")]
     pub root: PathBuf,
     /// Encrypted snapshots: the HMAC key its chunk ids are made with (hex); absent, they
     /// are plain SHA-256.
@@ -51,117 +72,11 @@ pub enum NodeKind {
     Hardlink,
 }
 
-/// One chunk of a file: its id (SHA-256 of the plain bytes, hex), the pack it lies in, and
-/// where: `stored` bytes at `offset`, `raw` bytes once decompressed. Written as a JSON
-/// array, `[id, pack, offset, stored, raw, zstd]`, because a large tree has millions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ChunkTuple", into = "ChunkTuple")]
-pub struct ChunkRef {
-    pub id: ChunkId,
-    pub pack: PackId,
-    pub offset: u64,
-    pub stored: u32,
-    pub raw: u32,
-    /// Stored zstd-compressed (else as is: it did not get smaller).
-    pub zstd: bool,
-}
-
-impl ChunkRef {
-    /// Chunk `c` of pack `pack`.
-    pub fn at(pack: PackId, c: &super::trailer::PackedChunk) -> ChunkRef {
-        ChunkRef {
-            id: c.id,
-            pack,
-            offset: c.offset,
-            stored: c.stored,
-            raw: c.raw,
-            zstd: c.zstd,
-        }
-    }
-
-    /// Where it lies in its pack, as the pack's trailer says it.
-    pub fn packed(&self) -> super::trailer::PackedChunk {
-        super::trailer::PackedChunk {
-            id: self.id,
-            offset: self.offset,
-            stored: self.stored,
-            raw: self.raw,
-            zstd: self.zstd,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct ChunkTuple(String, String, u64, u32, u32, u8);
-
-/// The most plain bytes one chunk of this format holds (content-defined chunks are cut at
-/// this size at the latest; whole files and database chunks are smaller). A chunk is
-/// stored compressed only when that is smaller, so `stored` never exceeds it either.
-const CHUNK_MAX: u32 = super::chunker::CDC_MAX as u32;
-
-/// Why a chunk reference of an entry list is refused where it is parsed.
-#[derive(Debug, thiserror::Error)]
-pub enum ChunkRefError {
-    #[error("a chunk id {0:?} is not 64 hex digits")]
-    Id(String),
-    #[error("a chunk names a pack {0:?} that is no pack id")]
-    Pack(String),
-    #[error(
-        "chunk {id} claims {stored} stored and {raw} plain bytes, which no chunk of this format has (at most {CHUNK_MAX})"
-    )]
-    Size { id: ChunkId, stored: u32, raw: u32 },
-    #[error("chunk {0} lies beyond any pack")]
-    Offset(ChunkId),
-}
-
-/// An entry list is checked by its SHA-256, but whoever can rewrite it can fix that up (a
-/// bucket's owner, a copy from an untrusted place): every field that becomes a path or an
-/// allocation is bounded by what the format writes, here where it is parsed.
-impl TryFrom<ChunkTuple> for ChunkRef {
-    type Error = ChunkRefError;
-
-    fn try_from(t: ChunkTuple) -> Result<Self, ChunkRefError> {
-        let id = ChunkId::parse(&t.0).ok_or(ChunkRefError::Id(t.0))?;
-        let pack = PackId::parse(&t.1).ok_or(ChunkRefError::Pack(t.1))?;
-        if t.4 > CHUNK_MAX || t.3 > CHUNK_MAX || (t.5 == 0 && t.3 != t.4) {
-            return Err(ChunkRefError::Size {
-                id,
-                stored: t.3,
-                raw: t.4,
-            });
-        }
-        if t.2.checked_add(u64::from(t.3)).is_none() {
-            return Err(ChunkRefError::Offset(id));
-        }
-        Ok(ChunkRef {
-            id,
-            pack,
-            offset: t.2,
-            stored: t.3,
-            raw: t.4,
-            zstd: t.5 != 0,
-        })
-    }
-}
-
-impl From<ChunkRef> for ChunkTuple {
-    fn from(c: ChunkRef) -> Self {
-        ChunkTuple(
-            c.id.to_hex(),
-            c.pack.to_hex(),
-            c.offset,
-            c.stored,
-            c.raw,
-            u8::from(c.zstd),
-        )
-    }
-}
-
 /// One entry: what `lstat` said when it was stored, and (files) its chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Relative to the root; empty for the root itself.
-    #[serde(with = "raw_path")]
+    #[serde(with = "super::node_json::raw_path")]
     pub path: PathBuf,
     pub kind: NodeKind,
     pub mode: u32,
@@ -177,14 +92,18 @@ pub struct Node {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "raw_path_opt"
+        with = "super::node_json::raw_path_opt"
     )]
     pub target: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkRef>,
     /// Its `user.*` attributes and POSIX ACLs ([`crate::engine::xattrs`]): `[name, value
     /// in base64]` pairs, checked (namespace, sizes) where they are parsed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "stored_xattrs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "super::node_json::stored_xattrs"
+    )]
     pub xattrs: Vec<Xattr>,
 }
 
@@ -193,7 +112,20 @@ pub struct Node {
 enum Line {
     Header(TreeHeader),
     Entry(Node),
-    End { entries: u64 },
+    /// `entries` entries, one JSON line each, stored as `chunk` (version 2).
+    Part {
+        chunk: ChunkRef,
+        entries: u64,
+    },
+    End {
+        entries: u64,
+    },
+}
+
+/// Where a writer puts the parts it cuts: the snapshot's packs (returning where the part
+/// lies, stored now or found there already).
+pub trait PartStore {
+    fn store_part(&mut self, plain: &[u8]) -> Result<ChunkRef>;
 }
 
 /// Writes a tree; [`TreeWriter::finish`] adds the end line and returns the file.
@@ -201,6 +133,24 @@ pub struct TreeWriter<W: Write> {
     out: zstd::stream::write::Encoder<'static, BufWriter<W>>,
     entries: u64,
     line: Vec<u8>,
+    /// The entries not yet stored: their lines, how many, and where in them a part is
+    /// cut (byte offset, entries before it).
+    part: Vec<u8>,
+    part_entries: u64,
+    cuts: Vec<(usize, u64)>,
+    /// Nothing has been cut yet: the list may still end small enough to stay inline.
+    held: bool,
+}
+
+/// FNV-1a of a name: where a part is cut inside a large directory. Any stable hash
+/// would do; this one needs no key and is the same in every build.
+fn name_hash(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 impl<W: Write> TreeWriter<W> {
@@ -211,6 +161,10 @@ impl<W: Write> TreeWriter<W> {
             out,
             entries: 0,
             line: Vec::with_capacity(512),
+            part: Vec::new(),
+            part_entries: 0,
+            cuts: Vec::new(),
+            held: true,
         };
         w.write_line(&Line::Header(header))?;
         Ok(w)
@@ -223,12 +177,111 @@ impl<W: Write> TreeWriter<W> {
         self.out.write_all(&self.line)
     }
 
+    /// Add `node` inline (a version-1 list, or one written without a store).
     pub fn push(&mut self, node: Node) -> io::Result<()> {
         self.entries += 1;
         self.write_line(&Line::Entry(node))
     }
 
+    /// Add `node` to the part being gathered, first storing that part in `store` when
+    /// `node` begins a new one. (`path`: the list's file, for errors.)
+    pub fn push_to_part(
+        &mut self,
+        node: Node,
+        store: &mut dyn PartStore,
+        path: &Path,
+    ) -> Result<()> {
+        let io = |e: io::Error| Error::io("write", path, e);
+        let start = self.part.len();
+        serde_json::to_writer(&mut self.part, &node).map_err(|e| io(e.into()))?;
+        self.part.push(b'\n');
+        if self.part.len() - start > INLINE_OVER {
+            self.part.truncate(start);
+            self.end_parts(store, path)?;
+            return self.push(node).map_err(io);
+        }
+        // Where the part this entry would join began (a small list keeps its would-be
+        // parts in one buffer until it is known to be worth cutting).
+        let begun = self.cuts.last().map_or(0, |c| c.0);
+        let size = start - begun;
+        let boundary =
+            node.kind == NodeKind::Dir || name_hash(&node.path).is_multiple_of(PART_CUT_ONE_IN);
+        if size >= PART_MAX || (size >= PART_MIN && boundary) {
+            self.cuts.push((start, self.part_entries));
+        }
+        self.part_entries += 1;
+        self.entries += 1;
+        if self.held && self.part.len() > LIST_INLINE_MAX {
+            self.held = false;
+        }
+        if !self.held {
+            self.store_cut_parts(store, path)?;
+        }
+        Ok(())
+    }
+
+    /// Store every complete part the buffer holds (all but the one being gathered).
+    fn store_cut_parts(&mut self, store: &mut dyn PartStore, path: &Path) -> Result<()> {
+        let Some(&(last, last_entries)) = self.cuts.last() else {
+            return Ok(());
+        };
+        let mut from = (0, 0);
+        for (at, entries) in std::mem::take(&mut self.cuts) {
+            if at > from.0 {
+                self.list_part(from.0..at, entries - from.1, store, path)?;
+            }
+            from = (at, entries);
+        }
+        self.part.drain(..last);
+        self.part_entries -= last_entries;
+        Ok(())
+    }
+
+    /// Store `range` of the buffer (`entries` entries) as a part and list it.
+    fn list_part(
+        &mut self,
+        range: std::ops::Range<usize>,
+        entries: u64,
+        store: &mut dyn PartStore,
+        path: &Path,
+    ) -> Result<()> {
+        let chunk = store.store_part(&self.part[range])?;
+        self.write_line(&Line::Part { chunk, entries })
+            .map_err(|e| Error::io("write", path, e))
+    }
+
+    /// End the parts: a list still small is written inline (a part would cost more than
+    /// it saves), else the last part is stored. Called before [`Self::finish`].
+    pub fn end_parts(&mut self, store: &mut dyn PartStore, path: &Path) -> Result<()> {
+        self.cuts.clear();
+        if self.part_entries == 0 {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.part_entries);
+        if self.held {
+            let held = std::mem::take(&mut self.part);
+            for line in held.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                // An inline entry is the same object with its tag first.
+                self.out
+                    .write_all(b"{\"t\":\"entry\",")
+                    .and_then(|()| self.out.write_all(&line[1..]))
+                    .and_then(|()| self.out.write_all(b"\n"))
+                    .map_err(|e| Error::io("write", path, e))?;
+            }
+            return Ok(());
+        }
+        let len = self.part.len();
+        self.list_part(0..len, entries, store, path)?;
+        self.part.clear();
+        Ok(())
+    }
+
     pub fn finish(mut self) -> io::Result<W> {
+        if self.part_entries > 0 {
+            return Err(io::Error::other(
+                "the entry list ends with a part not stored (an error of this build)",
+            ));
+        }
         let entries = self.entries;
         self.write_line(&Line::End { entries })?;
         let buffered = self.out.finish()?;
@@ -236,8 +289,9 @@ impl<W: Write> TreeWriter<W> {
     }
 }
 
-/// Reads a tree: the header on open, then its entries in order; an error when it is cut
-/// short (no end line, or a count that differs) or a line does not parse.
+/// Reads a tree: the header on open, then its entries in order (a part's read out of the
+/// store when its line comes); an error when it is cut short (no end line, or a count that
+/// differs) or a line does not parse.
 pub struct TreeReader<R: io::Read> {
     lines: BufReader<zstd::stream::read::Decoder<'static, BufReader<R>>>,
     path: PathBuf,
@@ -245,20 +299,66 @@ pub struct TreeReader<R: io::Read> {
     read: u64,
     ended: bool,
     line: String,
+    /// Where parts are read from (none: a list with parts is refused).
+    store: Option<PackReader<'static>>,
+    /// The part being read: its bytes, how far, and how many entries it says it holds.
+    part: Option<OpenPart>,
+    part_bytes: Vec<u8>,
+    /// Parts read since [`Self::take_parts`] last took them.
+    parts: Vec<ChunkRef>,
+    /// Parts that could not be read, passed over ([`Self::tolerate_lost_parts`]).
+    lost: Vec<LostPart>,
+    tolerant: bool,
+    /// The part that could not be read, when that failed the list.
+    failed: Option<ChunkRef>,
+}
+
+struct OpenPart {
+    chunk: ChunkRef,
+    pos: usize,
+    entries: u64,
+    read: u64,
+}
+
+/// A part of an entry list that could not be read: its entries are unknown.
+#[derive(Debug, Clone)]
+pub struct LostPart {
+    pub chunk: ChunkRef,
+    pub entries: u64,
+    pub why: String,
 }
 
 /// An entry list as stored: a file, or the plaintext of an age file.
 pub type StoredTree = Box<dyn io::Read + Send>;
 
+/// The backup directory a snapshot's entry list lies in (`<dir>/<kind>/<name>.tree.zst`):
+/// where its packs are.
+pub fn backup_dir_of(tree: &Path) -> PathBuf {
+    tree.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 impl TreeReader<StoredTree> {
-    /// Open the entry list at `path`, decrypting it (`….age`) with what `keys` holds.
+    /// Open the entry list at `path`, decrypting it (`….age`) with what `keys` holds; its
+    /// parts are read from the packs of the backup directory it lies in.
     pub fn open(path: &Path, keys: &Opening) -> Result<Self> {
-        let input: StoredTree = if path.extension().is_some_and(|e| e == "age") {
+        let sealed = path.extension().is_some_and(|e| e == "age");
+        let input: StoredTree = if sealed {
             keys.open_tree(path)?
         } else {
             Box::new(File::open(path).map_err(|e| Error::io("open", path, e))?)
         };
-        TreeReader::new(input, path)
+        let mut reader = TreeReader::new(input, path)?;
+        let ids = ChunkIds::from_header(reader.header.chunk_key.as_deref(), path)?;
+        reader.store = Some(PackReader::shared(
+            &backup_dir_of(path),
+            ids,
+            sealed,
+            keys.trees.clone(),
+        ));
+        Ok(reader)
     }
 }
 
@@ -287,6 +387,13 @@ impl<R: io::Read> TreeReader<R> {
             read: 0,
             ended: false,
             line,
+            store: None,
+            part: None,
+            part_bytes: Vec::new(),
+            parts: Vec::new(),
+            lost: Vec::new(),
+            tolerant: false,
+            failed: None,
         })
     }
 
@@ -294,38 +401,152 @@ impl<R: io::Read> TreeReader<R> {
         &self.header
     }
 
+    /// Pass over a part that cannot be read (recorded in [`Self::lost_parts`]) instead of
+    /// failing: what `repair` does to save the rest.
+    pub fn tolerate_lost_parts(&mut self) {
+        self.tolerant = true;
+    }
+
+    pub fn lost_parts(&self) -> &[LostPart] {
+        &self.lost
+    }
+
+    /// The part whose failure to read ended the list, if that is what ended it.
+    pub fn failed_part(&self) -> Option<&ChunkRef> {
+        self.failed.as_ref()
+    }
+
+    /// The parts read since the last call (each a chunk the snapshot uses, in its packs).
+    pub fn take_parts(&mut self) -> Vec<ChunkRef> {
+        std::mem::take(&mut self.parts)
+    }
+
+    fn bad(&self, detail: String) -> Error {
+        Error::verify(&self.path, "entry list readable", detail)
+    }
+
     /// The next entry; `Ok(None)` at a proper end.
     pub fn next_node(&mut self) -> Result<Option<Node>> {
-        if self.ended {
+        loop {
+            if let Some(node) = self.next_in_part()? {
+                return Ok(Some(node));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            self.line.clear();
+            let n = self
+                .lines
+                .read_line(&mut self.line)
+                .map_err(|e| self.bad(e.to_string()))?;
+            if n == 0 {
+                return Err(self.bad(format!(
+                    "it ends after {} entries without its end line (cut short?)",
+                    self.read
+                )));
+            }
+            match serde_json::from_str::<Line>(&self.line) {
+                Ok(Line::Entry(node)) => {
+                    self.read += 1;
+                    return Ok(Some(node));
+                }
+                Ok(Line::Part { chunk, entries }) if self.header.version >= PARTS_VERSION => {
+                    self.open_part(chunk, entries)?;
+                }
+                Ok(Line::Part { .. }) => {
+                    return Err(self.bad(format!(
+                        "a part inside a version {} list, which has none",
+                        self.header.version
+                    )));
+                }
+                Ok(Line::End { entries }) if entries == self.read => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Ok(Line::End { entries }) => {
+                    return Err(self.bad(format!(
+                        "its end line counts {entries} entries, it holds {}",
+                        self.read
+                    )));
+                }
+                Ok(Line::Header(_)) => return Err(self.bad("a second header inside it".into())),
+                Err(e) => {
+                    return Err(self.bad(format!("entry {} does not parse: {e}", self.read + 1)));
+                }
+            }
+        }
+    }
+
+    /// Read part `chunk` out of the store, to serve its entries next. A part that cannot
+    /// be read fails the list, or (tolerant) counts its entries as read and is recorded.
+    fn open_part(&mut self, chunk: ChunkRef, entries: u64) -> Result<()> {
+        let Some(store) = self.store.as_mut() else {
+            return Err(self.bad(
+                "its entries lie in parts in the store, and it was read without the store".into(),
+            ));
+        };
+        self.parts.push(chunk.clone());
+        match store.read_chunk(&chunk, &mut self.part_bytes) {
+            Ok(()) => {
+                self.part = Some(OpenPart {
+                    chunk,
+                    pos: 0,
+                    entries,
+                    read: 0,
+                });
+                Ok(())
+            }
+            Err(e) if self.tolerant => {
+                self.read += entries;
+                self.lost.push(LostPart {
+                    chunk,
+                    entries,
+                    why: e.to_string(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let detail = format!(
+                    "its part {} ({entries} entries) cannot be read: {e}",
+                    chunk.id.to_hex()
+                );
+                self.failed = Some(chunk);
+                Err(self.bad(detail))
+            }
+        }
+    }
+
+    /// The next entry of the part being read, if it has one more.
+    fn next_in_part(&mut self) -> Result<Option<Node>> {
+        let Some(part) = self.part.as_mut() else {
+            return Ok(None);
+        };
+        let rest = &self.part_bytes[part.pos..];
+        if rest.is_empty() {
+            let (id, entries, read) = (part.chunk.id, part.entries, part.read);
+            self.part = None;
+            if read != entries {
+                return Err(self.bad(format!(
+                    "its part {} holds {read} entries where the list says {entries}",
+                    id.to_hex()
+                )));
+            }
             return Ok(None);
         }
-        let bad = |d: String| Error::verify(&self.path, "entry list readable", d);
-        self.line.clear();
-        let n = self
-            .lines
-            .read_line(&mut self.line)
-            .map_err(|e| bad(e.to_string()))?;
-        if n == 0 {
-            return Err(bad(format!(
-                "it ends after {} entries without its end line (cut short?)",
-                self.read
-            )));
-        }
-        match serde_json::from_str::<Line>(&self.line) {
-            Ok(Line::Entry(node)) => {
-                self.read += 1;
-                Ok(Some(node))
+        let len = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let parsed = serde_json::from_slice::<Node>(&rest[..len]);
+        part.pos += (len + 1).min(rest.len());
+        part.read += 1;
+        self.read += 1;
+        match parsed {
+            Ok(node) => Ok(Some(node)),
+            Err(e) => {
+                let id = part.chunk.id.to_hex();
+                Err(self.bad(format!(
+                    "entry {} (in part {id}) does not parse: {e}",
+                    self.read
+                )))
             }
-            Ok(Line::End { entries }) if entries == self.read => {
-                self.ended = true;
-                Ok(None)
-            }
-            Ok(Line::End { entries }) => Err(bad(format!(
-                "its end line counts {entries} entries, it holds {}",
-                self.read
-            ))),
-            Ok(Line::Header(_)) => Err(bad("a second header inside it".into())),
-            Err(e) => Err(bad(format!("entry {} does not parse: {e}", self.read + 1))),
         }
     }
 }
@@ -337,114 +558,13 @@ impl<R: io::Read> Iterator for TreeReader<R> {
     }
 }
 
-/// A path as JSON: a string when it is UTF-8, else `{"b64": "…"}` of its bytes (a media
-/// file may be named anything a filesystem allows).
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum PathRepr {
-    Text(String),
-    Bytes { b64: String },
-}
-
-impl PathRepr {
-    fn of(path: &Path) -> Self {
-        match path.to_str() {
-            Some(s) => PathRepr::Text(s.to_string()),
-            None => PathRepr::Bytes {
-                b64: base64::engine::general_purpose::STANDARD.encode(path.as_os_str().as_bytes()),
-            },
-        }
-    }
-    fn into_path<E: serde::de::Error>(self) -> std::result::Result<PathBuf, E> {
-        match self {
-            PathRepr::Text(s) => Ok(PathBuf::from(s)),
-            PathRepr::Bytes { b64 } => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(|b| PathBuf::from(OsString::from_vec(b)))
-                .map_err(E::custom),
-        }
-    }
-}
-
-mod raw_path {
-    use super::*;
-    pub fn serialize<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
-        PathRepr::of(p).serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<PathBuf, D::Error> {
-        PathRepr::deserialize(d)?.into_path()
-    }
-}
-
-mod raw_path_opt {
-    use super::*;
-    pub fn serialize<S: Serializer>(
-        p: &Option<PathBuf>,
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        p.as_deref().map(PathRepr::of).serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> std::result::Result<Option<PathBuf>, D::Error> {
-        Option::<PathRepr>::deserialize(d)?
-            .map(PathRepr::into_path)
-            .transpose()
-    }
-}
-
-mod stored_xattrs {
-    use super::*;
-    pub fn serialize<S: Serializer>(x: &[Xattr], s: S) -> std::result::Result<S::Ok, S::Error> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        x.iter()
-            .map(|a| (a.name.as_str(), engine.encode(&a.value)))
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> std::result::Result<Vec<Xattr>, D::Error> {
-        use serde::de::Error as _;
-        let engine = base64::engine::general_purpose::STANDARD;
-        Vec::<(String, String)>::deserialize(d)?
-            .into_iter()
-            .map(|(name, value)| {
-                let value = engine
-                    .decode(value.as_bytes())
-                    .map_err(|e| D::Error::custom(format!("extended attribute {name:?}: {e}")))?;
-                if let Some(why) = crate::engine::xattrs::refused(&name, value.len()) {
-                    return Err(D::Error::custom(why));
-                }
-                Ok(Xattr { name, value })
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
 
-    #[test]
-    fn a_hostile_chunk_is_refused_where_it_is_parsed() {
-        let id = "ab".repeat(32);
-        let pack = "cd".repeat(16);
-        let parse = |v: serde_json::Value| serde_json::from_value::<ChunkRef>(v);
-        assert!(parse(serde_json::json!([id, pack, 0, 100, 200, 1])).is_ok());
-        // 4 GiB to allocate before failing: refused up front.
-        let huge = parse(serde_json::json!([id, pack, 0, u32::MAX, 200, 1])).unwrap_err();
-        assert!(
-            huge.to_string().contains("no chunk of this format"),
-            "{huge}"
-        );
-        assert!(parse(serde_json::json!([id, pack, 0, 10, u32::MAX, 1])).is_err());
-        // A pack id that would become a path elsewhere.
-        assert!(parse(serde_json::json!([id, "../../etc", 0, 10, 10, 0])).is_err());
-        assert!(parse(serde_json::json!(["x", pack, 0, 10, 10, 0])).is_err());
-        assert!(parse(serde_json::json!([id, pack, u64::MAX, 10, 10, 0])).is_err());
-        assert!(parse(serde_json::json!([id, pack, 0, 10, 11, 0])).is_err());
-    }
+    use super::super::ids::{ChunkId, PackId};
+    use super::*;
 
     fn node(path: &[u8]) -> Node {
         Node {
@@ -521,5 +641,82 @@ mod tests {
         assert!(r.next_node().unwrap().is_some());
         let e = r.next_node().unwrap_err().to_string();
         assert!(e.contains("without its end line"), "{e}");
+    }
+
+    /// Parts kept in memory, as the pack thread would store them.
+    #[derive(Default)]
+    struct Parts(Vec<Vec<u8>>);
+
+    impl PartStore for Parts {
+        fn store_part(&mut self, plain: &[u8]) -> Result<ChunkRef> {
+            self.0.push(plain.to_vec());
+            let id = super::super::keys::ChunkIds::Sha256.id(plain);
+            Ok(ChunkRef {
+                id: ChunkId(id),
+                pack: PackId([1; 16]),
+                offset: 0,
+                stored: plain.len() as u32,
+                raw: plain.len() as u32,
+                zstd: false,
+            })
+        }
+    }
+
+    /// A tree of `dirs` directories of `files` files, written with parts.
+    fn write_with_parts(dirs: usize, files: usize, changed: Option<usize>) -> (Vec<u8>, Parts) {
+        let mut parts = Parts::default();
+        let mut w = TreeWriter::new(Vec::new(), header()).unwrap();
+        let path = Path::new("t");
+        for d in 0..dirs {
+            let mut dir = node(format!("d{d:03}").as_bytes());
+            dir.kind = NodeKind::Dir;
+            dir.chunks.clear();
+            w.push_to_part(dir, &mut parts, path).unwrap();
+            for f in 0..files {
+                let mut n = node(format!("d{d:03}/f{f:03}").as_bytes());
+                if changed == Some(d) && f == 0 {
+                    n.size = 4;
+                }
+                w.push_to_part(n, &mut parts, path).unwrap();
+            }
+        }
+        w.end_parts(&mut parts, path).unwrap();
+        (w.finish().unwrap(), parts)
+    }
+
+    #[test]
+    fn a_small_list_stays_inline_and_a_large_one_is_cut_where_directories_begin() {
+        let (bytes, parts) = write_with_parts(3, 5, None);
+        assert!(parts.0.is_empty(), "18 entries stay inline");
+        let r = TreeReader::new(&bytes[..], Path::new("t")).unwrap();
+        let read: Vec<Node> = r.collect::<Result<_>>().unwrap();
+        assert_eq!(read.len(), 18);
+
+        let (_, parts) = write_with_parts(60, 30, None);
+        assert!(parts.0.len() >= 20, "{} parts", parts.0.len());
+        let entries: usize = parts
+            .0
+            .iter()
+            .map(|p| p.split(|b| *b == b'\n').count() - 1)
+            .sum();
+        assert_eq!(entries, 60 * 31);
+        for p in &parts.0 {
+            assert!(p.len() <= PART_MAX + INLINE_OVER);
+            // Each part after the first begins with a directory or a name its hash cut.
+            let first: Node =
+                serde_json::from_slice(p.split(|b| *b == b'\n').next().unwrap()).unwrap();
+            assert!(
+                first.kind == NodeKind::Dir
+                    || first.path.as_os_str().is_empty()
+                    || name_hash(&first.path).is_multiple_of(PART_CUT_ONE_IN)
+                    || parts.0[0] == *p,
+                "{first:?}"
+            );
+        }
+        // One entry changed: the parts of every other directory are the same bytes.
+        let (_, again) = write_with_parts(60, 30, Some(31));
+        let before: std::collections::HashSet<&Vec<u8>> = parts.0.iter().collect();
+        let new = again.0.iter().filter(|p| !before.contains(p)).count();
+        assert!((1..=2).contains(&new), "{new} parts differ");
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::index::{self, IndexWriter, IndexedPack};
 use super::keys::{Opening, StoreKey};
 use super::trailer::PackedChunk;
-use super::tree::TreeReader;
+use super::tree::{ChunkRef, TreeReader};
 use crate::catalog::{BackupEntry, Catalog, Listing, PackRef};
 use crate::encryption::Recipients;
 use crate::error::Result;
@@ -274,14 +274,16 @@ fn chunks_of(
     let mut reader = TreeReader::open(&snapshot.data_path, opening)?;
     let tag = index::tag_of(snapshot, reader.header().chunk_key.as_deref())?;
     let packs = found.entry(tag).or_default();
-    while let Some(node) = reader.next_node()? {
-        for c in node.chunks {
-            let pack = c.pack.to_hex();
-            if !wanted.contains(pack.as_str()) {
-                continue;
-            }
+    let mut add = |c: ChunkRef| {
+        let pack = c.pack.to_hex();
+        if wanted.contains(pack.as_str()) {
             packs.entry(pack).or_default().insert(c.offset, c.packed());
         }
+    };
+    while let Some(node) = reader.next_node()? {
+        node.chunks.into_iter().for_each(&mut add);
     }
+    // The parts of the list are chunks in the packs too.
+    reader.take_parts().into_iter().for_each(add);
     Ok(())
 }

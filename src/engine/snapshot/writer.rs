@@ -3,7 +3,10 @@
 //! on a "pack" thread beside it, so two cores each do half the work. Chunks flow through
 //! a bounded channel (memory stays flat however large the tree), buffers flow back to be
 //! reused. A chunk whose id is already known — from the parent snapshot or earlier in this
-//! run — is not sent at all, only its reference.
+//! run — is not sent at all, only its reference. The pack thread also cuts the entry
+//! list into parts ([`super::tree`]) and stores each new one in packs of their own
+//! (sealed so that this server can read them back, as the entry list itself); a part
+//! the parent already had is found by its id and only referenced.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -16,9 +19,9 @@ use std::thread::JoinHandle;
 use super::chunk_table::{ChunkTable, Found, Slot};
 use super::ids::{ChunkId, PackId};
 use super::index::{IndexTarget, IndexWriter, IndexedPack};
-use super::keys::MaybeSealed;
+use super::keys::{ChunkIds, MaybeSealed};
 use super::pack::{PackWriter, WrittenPack};
-use super::tree::{ChunkRef, Node, TreeHeader, TreeWriter};
+use super::tree::{ChunkRef, Node, PartStore, TreeHeader, TreeWriter};
 use crate::catalog::{PackRef, PartialFile};
 use crate::encryption::Recipients;
 use crate::engine::hashing::HashingWriter;
@@ -67,6 +70,24 @@ pub struct Written {
     pub chunks: u64,
     pub tree_checksum: String,
     pub tree_size: u64,
+    /// Parts of the entry list stored by this run, and found stored already.
+    pub parts_stored: u64,
+    pub parts_reused: u64,
+    /// Packs holding the parts found stored already.
+    reused_part_packs: HashSet<PackId>,
+}
+
+/// Where a snapshot's new data goes: chunks of files into `packs`, parts of its entry
+/// list into `parts` — packs of their own, as restic keeps trees apart from data: a lost
+/// pack of file data still leaves every entry known (and named by `verify` and
+/// `repair`), and encrypted, parts are sealed as entry lists are, so that this server
+/// reads its parent back. All indexed into `index` as each pack closes.
+pub struct SnapshotStore {
+    pub packs: PackWriter,
+    pub parts: PackWriter,
+    pub index: IndexTarget,
+    /// How chunk ids (parts' too) are made.
+    pub ids: ChunkIds,
 }
 
 /// The pack thread and the reading side's table of known chunk ids.
@@ -100,13 +121,12 @@ impl Drop for SnapshotWriter {
 
 impl SnapshotWriter {
     /// Start the pack thread writing the entry list into `tree` (a `.partial` file;
-    /// encrypted to `sealed` when given) and new chunks into `packs`, indexed into
-    /// `index` as each pack closes.
+    /// encrypted to `sealed` when given) and new chunks and parts into `store`.
     pub fn start(
         tree: File,
         tree_partial: &PartialFile,
         header: TreeHeader,
-        (packs, index): (PackWriter, IndexTarget),
+        store: SnapshotStore,
         sealed: Option<&Recipients>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Vec<Msg>>(IN_FLIGHT);
@@ -121,16 +141,7 @@ impl SnapshotWriter {
         let table = Arc::clone(&known);
         let thread = std::thread::Builder::new()
             .name("pack".into())
-            .spawn(move || {
-                pack_thread(
-                    rx,
-                    back_tx,
-                    (writer, packs, index),
-                    &table,
-                    &tree_path,
-                    &stop,
-                )
-            })
+            .spawn(move || pack_thread(rx, back_tx, (writer, store), &table, &tree_path, &stop))
             .map_err(|e| Error::io("start the pack thread", "", e))?;
         Ok(SnapshotWriter {
             tx: Some(tx),
@@ -276,6 +287,7 @@ impl SnapshotWriter {
         let (file, mut written) = self.stop()?;
         let mut packs: HashSet<String> = written.packs.iter().map(|p| p.id.clone()).collect();
         packs.extend(self.reused_packs.iter().map(|p| p.to_hex()));
+        packs.extend(written.reused_part_packs.iter().map(|p| p.to_hex()));
         written.packs.retain(|p| packs.remove(&p.id));
         // Reused packs are recorded with their size and checksum by the caller (from the
         // parent's metadata): only their ids are known here.
@@ -312,6 +324,8 @@ fn add_to_index(
 /// shared table.
 struct NewChunks<'a> {
     packs: PackWriter,
+    parts: PackWriter,
+    ids: ChunkIds,
     index: IndexTarget,
     /// The index file, once a pack has been closed.
     indexing: Option<IndexWriter>,
@@ -320,6 +334,7 @@ struct NewChunks<'a> {
     zstd: zstd::bulk::Compressor<'static>,
     level: i32,
     tree_path: &'a std::path::Path,
+    written: Written,
 }
 
 impl NewChunks<'_> {
@@ -327,7 +342,13 @@ impl NewChunks<'_> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn store(&mut self, id: [u8; 32], slot: Slot, plain: &[u8], level: i32) -> Result<ChunkRef> {
+    /// Compress `plain` and append it to a pack (of parts: `part`); say where at `slot`.
+    fn store(
+        &mut self,
+        (id, slot, part): ([u8; 32], Slot, bool),
+        plain: &[u8],
+        level: i32,
+    ) -> Result<ChunkRef> {
         if level != self.level {
             self.zstd
                 .set_compression_level(level)
@@ -344,9 +365,12 @@ impl NewChunks<'_> {
             .map(|n| n < len)
             .unwrap_or(false);
         let stored: &[u8] = if packed { &self.compressed } else { plain };
-        let (pack, offset) = self
-            .packs
-            .append(ChunkId(id), stored, (len as u32, packed))?;
+        let packs = if part {
+            &mut self.parts
+        } else {
+            &mut self.packs
+        };
+        let (pack, offset) = packs.append(ChunkId(id), stored, (len as u32, packed))?;
         let c = ChunkRef {
             id: ChunkId(id),
             pack,
@@ -371,6 +395,9 @@ impl NewChunks<'_> {
         for p in self.packs.newly_closed() {
             add_to_index(&self.index, &mut self.indexing, p)?;
         }
+        for p in self.parts.newly_closed() {
+            add_to_index(&self.index, &mut self.indexing, p)?;
+        }
         Ok(())
     }
 
@@ -387,25 +414,61 @@ impl NewChunks<'_> {
     }
 }
 
+impl PartStore for NewChunks<'_> {
+    /// A part is a chunk like any other: found by its id when the parent (or the index)
+    /// has it, else stored in a pack of parts.
+    fn store_part(&mut self, plain: &[u8]) -> Result<ChunkRef> {
+        let id = self.ids.id(plain);
+        let found = {
+            let mut table = self.table();
+            table.get(&id).ok_or_else(|| table.insert_sent(id))
+        };
+        match found {
+            Ok(Found::Stored(c)) => {
+                self.written.parts_reused += 1;
+                self.written.reused_part_packs.insert(c.pack);
+                Ok(c)
+            }
+            // Stored by this thread already (a part this run made twice).
+            Ok(Found::Sent(slot)) => {
+                self.written.parts_reused += 1;
+                self.again(slot)
+            }
+            Err(slot) => {
+                let c = self.store((id, slot, true), plain, PART_LEVEL)?;
+                self.index_closed()?;
+                self.written.parts_stored += 1;
+                self.written.added_bytes += u64::from(c.stored);
+                Ok(c)
+            }
+        }
+    }
+}
+
+/// zstd level of parts (JSON lines: they shrink well at the default level).
+const PART_LEVEL: i32 = 3;
+
 fn pack_thread(
     rx: Receiver<Vec<Msg>>,
     back: SyncSender<Vec<u8>>,
-    (mut tree, packs, index): (TreeOut, PackWriter, IndexTarget),
+    (mut tree, target): (TreeOut, SnapshotStore),
     known: &Mutex<ChunkTable>,
     tree_path: &std::path::Path,
     abandoned: &AtomicBool,
 ) -> Result<(File, Written)> {
     let mut store = NewChunks {
-        packs,
-        index,
+        packs: target.packs,
+        parts: target.parts,
+        ids: target.ids,
+        index: target.index,
         indexing: None,
         known,
         compressed: Vec::new(),
         zstd: zstd::bulk::Compressor::new(3).ctx("start zstd for", tree_path)?,
         level: 3,
         tree_path,
+        written: Written::default(),
     };
-    let mut written = Written::default();
     let mut chunks: Vec<ChunkRef> = Vec::new();
     for msg in rx.into_iter().flatten() {
         if abandoned.load(Ordering::Relaxed) {
@@ -421,30 +484,34 @@ fn pack_thread(
                 len,
                 level,
             }) => {
-                let c = store.store(id, slot, &data[..len], level)?;
+                let c = store.store((id, slot, false), &data[..len], level)?;
                 store.index_closed()?;
-                written.added_bytes += u64::from(c.stored);
-                written.added_chunks += 1;
+                store.written.added_bytes += u64::from(c.stored);
+                store.written.added_chunks += 1;
                 chunks.push(c);
                 let _ = back.try_send(data);
             }
             Msg::Node(mut node) => {
-                written.chunks += chunks.len() as u64;
+                store.written.chunks += chunks.len() as u64;
                 node.chunks = std::mem::take(&mut chunks);
-                tree.push(node).ctx("write", tree_path)?;
+                tree.push_to_part(node, &mut store, tree_path)?;
             }
         }
     }
-    let NewChunks {
-        packs,
-        index,
-        mut indexing,
-        ..
-    } = store;
     if abandoned.load(Ordering::SeqCst) {
         return Err(crate::error::Error::Cancelled);
     }
+    tree.end_parts(&mut store, tree_path)?;
+    let NewChunks {
+        packs,
+        parts,
+        index,
+        mut indexing,
+        mut written,
+        ..
+    } = store;
     written.new_packs = packs.finish()?;
+    written.new_packs.extend(parts.finish()?);
     // The packs closed last (their chunk lists not yet taken), then the index file made
     // durable: before the entry list that points into them can land.
     for p in written
