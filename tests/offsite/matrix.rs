@@ -183,6 +183,17 @@ fn run_cell(cell: Cell) {
     };
     let app = TestApp::new();
     app.write_random_files("client_1/videos", 3, 150 << 10);
+    if cell.storage_snapshot {
+        // Enough entries that a storage snapshot's entry list is stored in parts.
+        for d in 0..12 {
+            for f in 0..40 {
+                app.write_storage_file(
+                    &format!("client_2/notes/d{d:02}/n{f:03}.txt"),
+                    format!("note {d}/{f}\n").as_bytes(),
+                );
+            }
+        }
+    }
     let target = match (cell.target, s3) {
         (Where::Path, _) => {
             let dir = app.root.join("nas");
@@ -209,6 +220,16 @@ fn run_cell(cell: Cell) {
         change(&app, round);
         let run = app.run(["create", "--type", "full"]);
         assert_eq!(run.code(), Some(0), "{context}: {}", run.describe());
+    }
+    if cell.storage_snapshot {
+        let in_parts = crate::util::files_under(&app.backups.join("storage"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .any(|p| crate::util::read_json(p)["snapshot"]["list_parts"].as_u64() > Some(0));
+        assert!(
+            in_parts,
+            "{context}: no storage snapshot's entry list is in parts"
+        );
     }
     for step in [
         &["offsite", "push"][..],

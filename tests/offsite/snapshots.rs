@@ -150,3 +150,64 @@ fn an_encrypting_target_gets_each_pack_once_as_ciphertext_and_restores_only_with
         .assert_code(0);
     assert_same_tree(&app.storage, &fresh.storage);
 }
+
+#[test]
+fn an_entry_list_in_parts_goes_up_with_its_packs_once_and_a_fresh_server_restores_it() {
+    let Some(s3) = s3_server() else { return };
+    let bucket = s3.new_bucket();
+    let app = snapshot_app(&s3, &bucket, "", &encryption_section());
+    // About 1 000 entries: the entry list is cut into parts, stored in packs of their own.
+    for d in 0..40 {
+        for f in 0..25 {
+            app.write_storage_file(
+                &format!("tree/d{d:02}/f{f:03}.txt"),
+                format!("directory {d}, file {f}\n").as_bytes(),
+            );
+        }
+    }
+    let first = app.create("storage");
+    assert!(
+        first["snapshot"]["list_parts"].as_u64().unwrap_or(0) >= 10,
+        "{first:#}"
+    );
+    let objects = bucket_objects(&s3, &bucket);
+    let packs = packs_in(&objects);
+    // Every pack the snapshot lists went up: the packs of parts with the data's.
+    assert_eq!(
+        packs.len(),
+        first["snapshot"]["packs"].as_array().unwrap().len(),
+        "{packs:?}"
+    );
+    // Nothing changed: the second snapshot's push sends no pack (its parts are the
+    // first's), only its small entry list and metadata.
+    let second = app.create("storage");
+    assert_eq!(
+        second["snapshot"]["added_list_parts"].as_u64().unwrap_or(0),
+        0
+    );
+    assert_eq!(packs_in(&bucket_objects(&s3, &bucket)), packs);
+    let remote = remote_backups(&app, "remote");
+    assert_eq!(remote.len(), 2, "{remote:#?}");
+    assert!(remote.iter().all(|b| b["problem"].is_null()), "{remote:#?}");
+
+    let fresh = TestApp::new();
+    let table = s3_table(&fresh, "remote", s3.endpoint(), &bucket, "");
+    fresh.write_config_raw(
+        &fresh.config_text(SNAPSHOTS, &format!("{}\n{table}", encryption_section())),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let operator = identity(keys.path(), "operator.key");
+    fresh
+        .run([
+            "--identity".as_ref(),
+            operator.as_os_str(),
+            "restore".as_ref(),
+            "--from".as_ref(),
+            "remote".as_ref(),
+            "--latest".as_ref(),
+            "storage".as_ref(),
+            "--yes".as_ref(),
+        ])
+        .assert_code(0);
+    assert_same_tree(&app.storage, &fresh.storage);
+}
