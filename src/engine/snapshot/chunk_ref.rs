@@ -1,15 +1,19 @@
 //! A chunk reference as an entry list writes it: where one chunk of a file (or a part of
 //! the list) lies in the store, every field bounded and validated where it is parsed.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ids::{ChunkId, PackId};
 
 /// One chunk of a file: its id (SHA-256 of the plain bytes, hex), the pack it lies in, and
 /// where: `stored` bytes at `offset`, `raw` bytes once decompressed. Written as a JSON
-/// array, `[id, pack, offset, stored, raw, zstd]`, because a large tree has millions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ChunkTuple", into = "ChunkTuple")]
+/// array, `[id, pack, offset, stored, raw, zstd]`, because a large tree has millions —
+/// read and written without a heap allocation (the ids' hex goes through the stack).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRef {
     pub id: ChunkId,
     pub pack: PackId,
@@ -45,9 +49,6 @@ impl ChunkRef {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct ChunkTuple(String, String, u64, u32, u32, u8);
-
 /// The most plain bytes one chunk of this format holds (content-defined chunks are cut at
 /// this size at the latest; whole files and database chunks are smaller). A chunk is
 /// stored compressed only when that is smaller, so `stored` never exceeds it either.
@@ -71,43 +72,94 @@ pub enum ChunkRefError {
 /// An entry list is checked by its SHA-256, but whoever can rewrite it can fix that up (a
 /// bucket's owner, a copy from an untrusted place): every field that becomes a path or an
 /// allocation is bounded by what the format writes, here where it is parsed.
-impl TryFrom<ChunkTuple> for ChunkRef {
-    type Error = ChunkRefError;
+fn checked(
+    (id, pack): (Hex<32>, Hex<16>),
+    offset: u64,
+    stored: u32,
+    raw: u32,
+    zstd: u8,
+) -> Result<ChunkRef, ChunkRefError> {
+    let id = ChunkId(id.0.map_err(ChunkRefError::Id)?);
+    let pack = PackId(pack.0.map_err(ChunkRefError::Pack)?);
+    if raw > CHUNK_MAX || stored > CHUNK_MAX || (zstd == 0 && stored != raw) {
+        return Err(ChunkRefError::Size { id, stored, raw });
+    }
+    if offset.checked_add(u64::from(stored)).is_none() {
+        return Err(ChunkRefError::Offset(id));
+    }
+    Ok(ChunkRef {
+        id,
+        pack,
+        offset,
+        stored,
+        raw,
+        zstd: zstd != 0,
+    })
+}
 
-    fn try_from(t: ChunkTuple) -> Result<Self, ChunkRefError> {
-        let id = ChunkId::parse(&t.0).ok_or(ChunkRefError::Id(t.0))?;
-        let pack = PackId::parse(&t.1).ok_or(ChunkRefError::Pack(t.1))?;
-        if t.4 > CHUNK_MAX || t.3 > CHUNK_MAX || (t.5 == 0 && t.3 != t.4) {
-            return Err(ChunkRefError::Size {
-                id,
-                stored: t.3,
-                raw: t.4,
-            });
-        }
-        if t.2.checked_add(u64::from(t.3)).is_none() {
-            return Err(ChunkRefError::Offset(id));
-        }
-        Ok(ChunkRef {
-            id,
-            pack,
-            offset: t.2,
-            stored: t.3,
-            raw: t.4,
-            zstd: t.5 != 0,
-        })
+impl Serialize for ChunkRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let (mut id, mut pack) = ([0u8; 64], [0u8; 32]);
+        hex::encode_to_slice(self.id.0, &mut id).map_err(S::Error::custom)?;
+        hex::encode_to_slice(self.pack.0, &mut pack).map_err(S::Error::custom)?;
+        let mut t = s.serialize_tuple(6)?;
+        t.serialize_element(std::str::from_utf8(&id).map_err(S::Error::custom)?)?;
+        t.serialize_element(std::str::from_utf8(&pack).map_err(S::Error::custom)?)?;
+        t.serialize_element(&self.offset)?;
+        t.serialize_element(&self.stored)?;
+        t.serialize_element(&self.raw)?;
+        t.serialize_element(&u8::from(self.zstd))?;
+        t.end()
     }
 }
 
-impl From<ChunkRef> for ChunkTuple {
-    fn from(c: ChunkRef) -> Self {
-        ChunkTuple(
-            c.id.to_hex(),
-            c.pack.to_hex(),
-            c.offset,
-            c.stored,
-            c.raw,
-            u8::from(c.zstd),
-        )
+/// `N` bytes given as hex, or the text that was not (kept only then, for the error).
+struct Hex<const N: usize>(Result<[u8; N], String>);
+
+impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HexVisitor<const N: usize>;
+        impl<const N: usize> Visitor<'_> for HexVisitor<N> {
+            type Value = Hex<N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{} hex digits", 2 * N)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Hex<N>, E> {
+                let mut out = [0u8; N];
+                Ok(Hex(match hex::decode_to_slice(v, &mut out) {
+                    Ok(()) => Ok(out),
+                    Err(_) => Err(v.to_string()),
+                }))
+            }
+        }
+        d.deserialize_str(HexVisitor::<N>)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TupleVisitor;
+        impl<'de> Visitor<'de> for TupleVisitor {
+            type Value = ChunkRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("[id, pack, offset, stored, raw, zstd]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChunkRef, A::Error> {
+                let short = |n| de::Error::invalid_length(n, &self);
+                let id = seq.next_element::<Hex<32>>()?.ok_or_else(|| short(0))?;
+                let pack = seq.next_element::<Hex<16>>()?.ok_or_else(|| short(1))?;
+                let offset = seq.next_element::<u64>()?.ok_or_else(|| short(2))?;
+                let stored = seq.next_element::<u32>()?.ok_or_else(|| short(3))?;
+                let raw = seq.next_element::<u32>()?.ok_or_else(|| short(4))?;
+                let zstd = seq.next_element::<u8>()?.ok_or_else(|| short(5))?;
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(7, &self));
+                }
+                checked((id, pack), offset, stored, raw, zstd).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_tuple(6, TupleVisitor)
     }
 }
 
@@ -133,5 +185,29 @@ mod tests {
         assert!(parse(serde_json::json!(["x", pack, 0, 10, 10, 0])).is_err());
         assert!(parse(serde_json::json!([id, pack, u64::MAX, 10, 10, 0])).is_err());
         assert!(parse(serde_json::json!([id, pack, 0, 10, 11, 0])).is_err());
+        assert!(parse(serde_json::json!([id, pack, 0, 10, 10])).is_err());
+        assert!(parse(serde_json::json!([id, pack, 0, 10, 10, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn a_chunk_reads_back_as_written() {
+        let c = ChunkRef {
+            id: ChunkId([0xab; 32]),
+            pack: PackId([0x0c; 16]),
+            offset: 1 << 40,
+            stored: 100,
+            raw: 200,
+            zstd: true,
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[\"{}\",\"{}\",1099511627776,100,200,1]",
+                "ab".repeat(32),
+                "0c".repeat(16)
+            )
+        );
+        assert_eq!(serde_json::from_str::<ChunkRef>(&text).unwrap(), c);
     }
 }
