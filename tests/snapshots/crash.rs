@@ -250,13 +250,23 @@ fn debris_phase(before: &BTreeSet<PathBuf>, app: &TestApp) -> &'static str {
 /// The size of each media file of the crash tests.
 const MEDIA_FILE: usize = 64 << 10;
 
-/// The app for the crash tests: snapshots of a tree of `files` media files of 64 KiB and a
-/// file of `large` bytes (over 1 MiB: cut by content), and a database grown by `clients`
-/// rows.
+/// The app for the crash tests: snapshots of a tree of `files` media files of 64 KiB, a
+/// file of `large` bytes (over 1 MiB: cut by content) and 400 small notes, and a database
+/// grown by `clients` rows.
 fn crash_app(files: usize, large: usize, clients: usize) -> TestApp {
     let app = snapshot_app();
     app.write_random_files("media", files, MEDIA_FILE);
     app.write_storage_file("media/large.bin", &random_bytes(77, large));
+    // Enough small files that a storage snapshot keeps its entry list in parts (in packs
+    // of their own, written and renamed like the files' packs: killed between them too).
+    for d in 0..10 {
+        for f in 0..40 {
+            app.write_storage_file(
+                &format!("notes/d{d:02}/n{f:03}.txt"),
+                format!("note {d}/{f}\n").as_bytes(),
+            );
+        }
+    }
     let mut conn = app.open_db();
     add_clients(&mut conn, clients, 600);
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -266,7 +276,7 @@ fn crash_app(files: usize, large: usize, clients: usize) -> TestApp {
 
 /// Change the sources so the next run has new chunks to store: `n` media files rewritten
 /// with new content (seeded by `round`), an edit in the middle of the large file, a file
-/// added, and new rows in the database.
+/// added, a note edited, and new rows in the database.
 fn change_sources(app: &TestApp, round: u64, n: usize) {
     let files: Vec<PathBuf> = files_under(&app.storage.join("media"))
         .into_iter()
@@ -295,6 +305,11 @@ fn change_sources(app: &TestApp, round: u64, n: usize) {
     app.write_storage_file(
         &format!("added/round_{round}.bin"),
         &random_bytes(round + 9_000, 10_000),
+    );
+    // One note edited: one part of the entry list changes, the others are reused.
+    app.write_storage_file(
+        &format!("notes/d{:02}/n000.txt", round % 10),
+        format!("edited in round {round}\n").as_bytes(),
     );
     let mut conn = app.open_db();
     add_clients(&mut conn, 20, 300);
