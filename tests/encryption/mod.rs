@@ -89,9 +89,9 @@ fn has_age_cli() -> bool {
     require("the age CLI", runs_ok("age", &["--version"]))
 }
 
-/// The stock `age` CLI's decryption of `file` with `key`, which must succeed.
-fn age_decrypt(key: &Path, file: &Path, out: &Path) {
-    let o = Command::new("age")
+/// The stock `age` CLI run to decrypt `file` with `key` into `out`.
+fn age_cli_decrypt(key: &Path, file: &Path, out: &Path) -> std::process::Output {
+    Command::new("age")
         .arg("-d")
         .arg("-i")
         .arg(key)
@@ -99,7 +99,12 @@ fn age_decrypt(key: &Path, file: &Path, out: &Path) {
         .arg(out)
         .arg(file)
         .output()
-        .expect("run age");
+        .expect("run age")
+}
+
+/// The stock `age` CLI's decryption of `file` with `key`, which must succeed.
+fn age_decrypt(key: &Path, file: &Path, out: &Path) {
+    let o = age_cli_decrypt(key, file, out);
     assert!(
         o.status.success(),
         "age -d failed: {}",

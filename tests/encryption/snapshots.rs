@@ -425,15 +425,7 @@ fn an_encrypted_store_is_repacked_only_with_the_identity_and_stays_sealed() {
 
 /// Whether the stock `age` CLI opens `file` with `key`.
 fn age_opens(key: &std::path::Path, file: &std::path::Path) -> bool {
-    Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(key)
-        .arg("-o")
-        .arg("/dev/null")
-        .arg(file)
-        .output()
-        .expect("run age")
+    age_cli_decrypt(key, file, std::path::Path::new("/dev/null"))
         .status
         .success()
 }
@@ -445,14 +437,7 @@ fn an_encrypted_list_in_parts_is_walked_without_a_key_and_only_its_parts_open_wi
     }
     let (app, keys) = encrypted_snapshot_app();
     // About 1 000 entries: a list cut into parts.
-    for d in 0..40 {
-        for f in 0..25 {
-            app.write_storage_file(
-                &format!("tree/d{d:02}/f{f:03}.txt"),
-                format!("directory {d}, file {f}\n").as_bytes(),
-            );
-        }
-    }
+    app.write_small_files("tree", 40, 25);
     let s1 = app.create("storage");
     let parts = s1["snapshot"]["list_parts"].as_u64().unwrap_or(0);
     assert!(parts >= 10, "{s1:#}");

@@ -185,14 +185,7 @@ fn run_cell(cell: Cell) {
     app.write_random_files("client_1/videos", 3, 150 << 10);
     if cell.storage_snapshot {
         // Enough entries that a storage snapshot's entry list is stored in parts.
-        for d in 0..12 {
-            for f in 0..40 {
-                app.write_storage_file(
-                    &format!("client_2/notes/d{d:02}/n{f:03}.txt"),
-                    format!("note {d}/{f}\n").as_bytes(),
-                );
-            }
-        }
+        app.write_small_files("client_2/notes", 12, 40);
     }
     let target = match (cell.target, s3) {
         (Where::Path, _) => {

@@ -23,6 +23,25 @@ fn snapshot_app(s3: &S3Server, bucket: &str, table_extra: &str, extra: &str) -> 
     app
 }
 
+/// `restore --from remote --latest storage --yes` on `fresh` with the fixture identity
+/// `key` (`operator.key`, `escrow.key`), which must succeed.
+fn restore_latest_storage_with(fresh: &TestApp, key: &str) {
+    let keys = tempfile::tempdir().unwrap();
+    let id = identity(keys.path(), key);
+    fresh
+        .run([
+            "--identity".as_ref(),
+            id.as_os_str(),
+            "restore".as_ref(),
+            "--from".as_ref(),
+            "remote".as_ref(),
+            "--latest".as_ref(),
+            "storage".as_ref(),
+            "--yes".as_ref(),
+        ])
+        .assert_code(0);
+}
+
 fn packs_in(objects: &[(String, u64)]) -> BTreeSet<String> {
     objects
         .iter()
@@ -134,20 +153,7 @@ fn an_encrypting_target_gets_each_pack_once_as_ciphertext_and_restores_only_with
     ]);
     assert_ne!(refused.code(), Some(0), "{}", refused.describe());
     crate::util::assert_tree_matches(&before, &fresh.storage);
-    let keys = tempfile::tempdir().unwrap();
-    let escrow = identity(keys.path(), "escrow.key");
-    fresh
-        .run([
-            "--identity".as_ref(),
-            escrow.as_os_str(),
-            "restore".as_ref(),
-            "--from".as_ref(),
-            "remote".as_ref(),
-            "--latest".as_ref(),
-            "storage".as_ref(),
-            "--yes".as_ref(),
-        ])
-        .assert_code(0);
+    restore_latest_storage_with(&fresh, "escrow.key");
     assert_same_tree(&app.storage, &fresh.storage);
 }
 
@@ -157,14 +163,7 @@ fn an_entry_list_in_parts_goes_up_with_its_packs_once_and_a_fresh_server_restore
     let bucket = s3.new_bucket();
     let app = snapshot_app(&s3, &bucket, "", &encryption_section());
     // About 1 000 entries: the entry list is cut into parts, stored in packs of their own.
-    for d in 0..40 {
-        for f in 0..25 {
-            app.write_storage_file(
-                &format!("tree/d{d:02}/f{f:03}.txt"),
-                format!("directory {d}, file {f}\n").as_bytes(),
-            );
-        }
-    }
+    app.write_small_files("tree", 40, 25);
     let first = app.create("storage");
     assert!(
         first["snapshot"]["list_parts"].as_u64().unwrap_or(0) >= 10,
@@ -195,19 +194,6 @@ fn an_entry_list_in_parts_goes_up_with_its_packs_once_and_a_fresh_server_restore
     fresh.write_config_raw(
         &fresh.config_text(SNAPSHOTS, &format!("{}\n{table}", encryption_section())),
     );
-    let keys = tempfile::tempdir().unwrap();
-    let operator = identity(keys.path(), "operator.key");
-    fresh
-        .run([
-            "--identity".as_ref(),
-            operator.as_os_str(),
-            "restore".as_ref(),
-            "--from".as_ref(),
-            "remote".as_ref(),
-            "--latest".as_ref(),
-            "storage".as_ref(),
-            "--yes".as_ref(),
-        ])
-        .assert_code(0);
+    restore_latest_storage_with(&fresh, "operator.key");
     assert_same_tree(&app.storage, &fresh.storage);
 }

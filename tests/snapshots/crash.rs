@@ -259,14 +259,7 @@ fn crash_app(files: usize, large: usize, clients: usize) -> TestApp {
     app.write_storage_file("media/large.bin", &random_bytes(77, large));
     // Enough small files that a storage snapshot keeps its entry list in parts (in packs
     // of their own, written and renamed like the files' packs: killed between them too).
-    for d in 0..10 {
-        for f in 0..40 {
-            app.write_storage_file(
-                &format!("notes/d{d:02}/n{f:03}.txt"),
-                format!("note {d}/{f}\n").as_bytes(),
-            );
-        }
-    }
+    app.write_small_files("notes", 10, 40);
     let mut conn = app.open_db();
     add_clients(&mut conn, clients, 600);
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -308,7 +301,7 @@ fn change_sources(app: &TestApp, round: u64, n: usize) {
     );
     // One note edited: one part of the entry list changes, the others are reused.
     app.write_storage_file(
-        &format!("notes/d{:02}/n000.txt", round % 10),
+        &format!("notes/d{:02}/f000.txt", round % 10),
         format!("edited in round {round}\n").as_bytes(),
     );
     let mut conn = app.open_db();

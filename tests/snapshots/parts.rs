@@ -14,14 +14,7 @@ const DIRS: usize = 40;
 const FILES: usize = 25;
 
 fn write_many_small_files(app: &TestApp) {
-    for d in 0..DIRS {
-        for f in 0..FILES {
-            app.write_storage_file(
-                &format!("tree/d{d:02}/f{f:03}.txt"),
-                format!("directory {d}, file {f}\n").as_bytes(),
-            );
-        }
-    }
+    app.write_small_files("tree", DIRS, FILES);
 }
 
 /// `snapshot.<key>` of a snapshot's metadata (0 when absent: it is left out at 0).

@@ -317,6 +317,20 @@ impl TestApp {
         }
     }
 
+    /// Write `dirs` directories of `per_dir` small text files under `storage/<dir>/`
+    /// (`dNN/fNNN.txt`): a few hundred of them and a snapshot's entry list is stored in
+    /// parts.
+    pub fn write_small_files(&self, dir: &str, dirs: usize, per_dir: usize) {
+        for d in 0..dirs {
+            for f in 0..per_dir {
+                self.write_storage_file(
+                    &format!("{dir}/d{d:02}/f{f:03}.txt"),
+                    format!("directory {d}, file {f}\n").as_bytes(),
+                );
+            }
+        }
+    }
+
     /// Directory of one backup type (`database`, `storage`, `full`).
     pub fn kind_dir(&self, kind: &str) -> PathBuf {
         self.backups.join(kind)
