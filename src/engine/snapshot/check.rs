@@ -181,15 +181,18 @@ pub fn check_snapshot(
         progress.advance(node.size, 1);
     }
     // The parts of the list read back right (each against its id) as it was read; their
-    // packs are judged as any other (checksum, trailer).
+    // packs are judged as any other (checksum, trailer), and named once each.
+    let mut bad_part_packs: Vec<String> = Vec::new();
+    let mut bad_parts = 0u64;
     for part in reader.take_parts() {
         let verdict = pack_verdict(&mut packs, &part, depth, recorded, run, &mut checked)
             .map_err(|e| e.into_error(tree, String::new()))?
             .and_then(|()| listed_in_trailer(&part, run));
         if let Err(p) = verdict {
-            affected_count += 1;
-            if affected.len() < NAMED {
-                affected.push(format!("(the entry list's part in pack {})", part.pack));
+            bad_parts += 1;
+            let pack = part.pack.to_hex();
+            if !bad_part_packs.contains(&pack) {
+                bad_part_packs.push(pack);
             }
             first_problem.get_or_insert(p);
         }
@@ -198,13 +201,24 @@ pub fn check_snapshot(
     checked.non_dir_entries = judged.non_dir_entries;
     if let Some(p) = first_problem {
         let more = affected_count.saturating_sub(affected.len());
-        let mut detail = format!(
-            "{affected_count} file(s) cannot be restored: {}",
-            affected.join(", ")
-        );
-        if more > 0 {
-            detail.push_str(&format!(" and {more} more"));
+        let mut said = Vec::new();
+        if affected_count > 0 {
+            let mut files = format!(
+                "{affected_count} file(s) cannot be restored: {}",
+                affected.join(", ")
+            );
+            if more > 0 {
+                files.push_str(&format!(" and {more} more"));
+            }
+            said.push(files);
         }
+        if bad_parts > 0 {
+            said.push(format!(
+                "{bad_parts} part(s) of the entry list lie in damaged pack(s) {} (`repair` writes the list anew, its entries inline)",
+                bad_part_packs.join(", ")
+            ));
+        }
+        let mut detail = said.join("; ");
         detail.push_str(&format!(" ({p})"));
         return Err(Error::verify(tree, "contents", detail));
     }
