@@ -29,6 +29,7 @@ pub mod staged_tree;
 pub mod storage;
 pub mod verify;
 pub mod walk;
+mod walk_ahead;
 pub mod xattrs;
 
 use std::io::{self, Read};

@@ -24,9 +24,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use walkdir::{DirEntry, WalkDir};
+use walkdir::WalkDir;
 
 use super::Cancel;
+use super::walk_ahead::{Listed, Listing, Pace};
 use crate::error::{Error, Result};
 use crate::names::shown;
 
@@ -175,8 +176,8 @@ impl Read for SourceFile {
 /// error: it ends the walk.
 pub struct StorageSource {
     root: PathBuf,
-    excludes: GlobSet,
-    walker: walkdir::IntoIter,
+    /// The directory reads and `lstat`s, in a thread running ahead (`walk_ahead`).
+    listing: Listing,
     /// Multiply-linked files seen so far, by (device, inode): their path relative to the root.
     hardlinks: HashMap<(u64, u64), PathBuf>,
     /// Top-level directories already warned about for holding a too-deep tree.
@@ -188,13 +189,20 @@ pub struct StorageSource {
 impl StorageSource {
     /// Walk `root`, leaving out what matches the `exclude` globs (relative to `root`).
     pub fn new(root: &Path, exclude: &[String], cancel: Cancel) -> Result<Self> {
+        Self::paced(root, exclude, cancel, Pace::Ahead)
+    }
+
+    /// A source that looks at each entry only when asked for it, for tests that change
+    /// the tree between two steps.
+    #[cfg(test)]
+    pub(crate) fn stepwise(root: &Path, exclude: &[String], cancel: Cancel) -> Result<Self> {
+        Self::paced(root, exclude, cancel, Pace::Stepwise)
+    }
+
+    fn paced(root: &Path, exclude: &[String], cancel: Cancel, pace: Pace) -> Result<Self> {
         Ok(StorageSource {
             root: root.to_path_buf(),
-            excludes: build_excludes(exclude)?,
-            walker: WalkDir::new(root)
-                .follow_links(false)
-                .sort_by_file_name()
-                .into_iter(),
+            listing: Listing::start(root, build_excludes(exclude)?, pace)?,
             hardlinks: HashMap::new(),
             too_deep: HashSet::new(),
             warnings: Vec::new(),
@@ -229,57 +237,38 @@ impl StorageSource {
         self.warnings
     }
 
-    /// The entry a walk item becomes, or `None` when it is left out.
+    /// The entry a listed item becomes, or `None` when it is left out.
     fn admit(
         &mut self,
-        item: walkdir::Result<DirEntry>,
+        item: Listed,
         read_file: &mut dyn FnMut(&Path, &EntryMeta) -> bool,
     ) -> Result<Option<SourceEntry>> {
-        let entry = match item {
-            Ok(e) => e,
-            Err(e) => return self.walk_error(e).map(|()| None),
-        };
-        let rel = entry
-            .path()
-            .strip_prefix(&self.root)
-            .unwrap_or(entry.path())
-            .to_path_buf();
-        if rel.as_os_str().is_empty() {
-            return self.root_entry().map(Some);
-        }
-        let too_deep = entry.path().as_os_str().len() > MAX_PATH_BYTES;
-        if too_deep || self.excludes.is_match(&rel) {
-            if entry.file_type().is_dir() {
-                self.walker.skip_current_dir();
-            }
-            if too_deep {
-                self.too_deep(&rel, entry.depth());
-            }
-            return Ok(None);
-        }
-        let meta = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
-                self.vanished(entry.path());
+        let (path, rel, ft, meta) = match item {
+            Listed::Root => return self.root_entry().map(Some),
+            Listed::Error(e) => return self.walk_error(e).map(|()| None),
+            Listed::TooDeep { rel, depth } => {
+                self.too_deep(&rel, depth);
                 return Ok(None);
             }
-            Err(e) => {
-                let cause = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("metadata"));
-                return Err(Error::io("read", entry.path(), cause));
-            }
+            Listed::Entry {
+                path,
+                rel,
+                file_type,
+                meta,
+            } => (path, rel, file_type, meta),
         };
-        let ft = entry.file_type();
-        let path = entry.into_path();
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.vanished(&path);
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
         // The walk's type came from the directory listing; `lstat` is later. A
         // different type now is an entry replaced under the walk (a directory the walk
-        // would not descend into, a link it would read as a file).
+        // did not descend into, a link it would read as a file).
         if meta.file_type() != ft {
-            if ft.is_dir() {
-                // Whatever walkdir opened there is not the directory listed.
-                self.walker.skip_current_dir();
-            }
             self.changed(&path, kind_name(meta.file_type()));
             return Ok(None);
         }
@@ -499,7 +488,10 @@ impl StorageSource {
         read_file: &mut dyn FnMut(&Path, &EntryMeta) -> bool,
     ) -> Option<Result<SourceEntry>> {
         loop {
-            let item = self.walker.next()?;
+            let item = match self.listing.next()? {
+                Ok(item) => item,
+                Err(e) => return Some(Err(e)),
+            };
             if let Err(e) = self.cancel.check() {
                 return Some(Err(e));
             }

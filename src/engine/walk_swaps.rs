@@ -19,7 +19,7 @@ fn walked_to_b() -> (tempfile::TempDir, PathBuf, StorageSource) {
     fs::write(root.join("a"), b"first").unwrap();
     fs::write(root.join("b"), b"walked").unwrap();
     fs::write(dir.path().join("secret"), b"not for the archive").unwrap();
-    let mut source = StorageSource::new(&root, &[], Cancel::new()).unwrap();
+    let mut source = StorageSource::stepwise(&root, &[], Cancel::new()).unwrap();
     assert!(source.next().unwrap().unwrap().is_root());
     let a = source.next().unwrap().unwrap();
     assert_eq!(a.rel, Path::new("a"));
@@ -132,7 +132,7 @@ fn a_directory_swapped_for_a_file_is_a_changed_warning() {
     fs::create_dir_all(root.join("b")).unwrap();
     fs::write(root.join("a"), b"first").unwrap();
     fs::write(root.join("b/inside"), b"x").unwrap();
-    let mut source = StorageSource::new(&root, &[], Cancel::new()).unwrap();
+    let mut source = StorageSource::stepwise(&root, &[], Cancel::new()).unwrap();
     assert!(source.next().unwrap().unwrap().is_root());
     let a = source.next().unwrap().unwrap();
     source.finish(a).unwrap();
