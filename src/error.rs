@@ -186,6 +186,9 @@ pub enum RemoteFailure {
     /// S3 Object Lock (a retention period or a legal hold) refuses to delete the object
     /// version: it can go only once its retain-until date has passed. Not retried.
     Locked,
+    /// An SFTP server whose host key is not the one its `known_hosts` file holds (or is
+    /// not there at all): refused before anything is sent. Not retried.
+    HostKey,
     /// Another server owns the target's prefix (its owner marker names it): two servers
     /// writing one prefix would delete each other's uploads. Not retried.
     Owned,
@@ -204,7 +207,10 @@ impl RemoteFailure {
                 "the target `{target}` could not be reached or kept failing; the backups stay pending and the next upload job sends them (oldest first); check the network and the endpoint"
             ),
             RemoteFailure::Credentials => format!(
-                "check the credentials of `{target}` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the service environment, or its credentials_file) and that the key may list, read and write the bucket"
+                "check the credentials of `{target}` (S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the service environment, or its credentials_file, and that the key may list, read and write the bucket; SFTP: its ssh_key, that key's line in the server's authorized_keys, and the server directory's permissions)"
+            ),
+            RemoteFailure::HostKey => format!(
+                "the server of `{target}` could not prove it is the one its known_hosts file names; check the fingerprint above with the server's admin before trusting it. Nothing was sent"
             ),
             RemoteFailure::Missing => format!(
                 "create the bucket (or mount the directory) of `{target}`, or correct its url; nothing local was touched"

@@ -198,17 +198,21 @@ impl Config {
         live
     }
 
-    /// An `[[offsite]]` target's `credentials_file` that group or others may read: it
-    /// holds the bucket's secret key, as the token file holds the API's.
+    /// An `[[offsite]]` target's `credentials_file` or `ssh_key` that group or others may
+    /// read: it holds the bucket's secret key or the backup server's login, as the token
+    /// file holds the API's (and `ssh` refuses such a key outright).
     fn credentials_file_warnings(&self) -> Vec<String> {
         self.offsite
             .iter()
-            .filter_map(|t| {
-                let file = t.credentials_file.as_ref()?;
-                readable_by_others(
-                    file,
-                    &format!("the credentials_file of offsite target `{}`,", t.name),
-                )
+            .flat_map(|t| {
+                [
+                    ("credentials_file", t.credentials_file.as_ref()),
+                    ("ssh_key", t.ssh_key.as_ref()),
+                ]
+                .into_iter()
+                .filter_map(|(key, file)| {
+                    readable_by_others(file?, &format!("the {key} of offsite target `{}`,", t.name))
+                })
             })
             .collect()
     }
@@ -283,6 +287,28 @@ mod tests {
         );
         let config = Config::parse(&text, None, dir, &|_| None).unwrap();
         config.check_live(&|_| Ok(String::new())).warnings
+    }
+
+    #[test]
+    fn an_ssh_key_others_can_read_draws_a_warning_naming_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let known = dir.path().join("known_hosts");
+        std::fs::write(&known, "").unwrap();
+        let text = format!(
+            "[api]\nenabled = false\n[[offsite]]\nname = \"box\"\nurl = \"sftp://b@backup-server/srv\"\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
+            key.display(),
+            known.display()
+        );
+        let cfg = Config::parse(&text, None, dir.path(), &|_| None).unwrap();
+        let warnings = cfg.credentials_file_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("the ssh_key of offsite target `box`"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

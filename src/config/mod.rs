@@ -10,6 +10,7 @@ mod healthchecks;
 mod lines;
 mod offsite;
 mod ranges;
+mod sftp;
 mod types;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ pub use encryption::{EncryptWhat, Encryption, EncryptionSection};
 pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
 pub use offsite::{
-    MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, TargetLocation,
+    MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, SftpLocation, TargetLocation,
 };
 pub use types::{
     ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, MaxUnused, Mode, Secret, Timezone,

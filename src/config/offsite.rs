@@ -1,5 +1,6 @@
 //! The `[[offsite]]` tables: where copies of the backups go off this machine (docs/design.md §6) —
-//! an S3-compatible bucket (`s3://BUCKET/PREFIX`) or a mounted path — which types each
+//! an S3-compatible bucket (`s3://BUCKET/PREFIX`), a backup server over SSH
+//! (`sftp://USER@HOST[:PORT]/PATH`) or a mounted path — which types each
 //! one receives, how fast and in what pieces, how long they are kept there, and how much
 //! of the target the scheduled `offsite_verify` reads back per run. Keys, defaults and
 //! checks live here; the targets themselves are in `src/offsite/`.
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::sftp::SftpLocation;
 use super::{ByteSize, Config, HumanDuration, RetentionSection};
 use crate::error::Error;
 use crate::kind::BackupKind;
@@ -25,7 +27,8 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub struct OffsiteSection {
     /// How the operator names it: `--target NAME`, `NAME:backup`, messages, metric labels.
     pub name: String,
-    /// `s3://BUCKET/PREFIX` or a path (absolute, or relative to the config file).
+    /// `s3://BUCKET/PREFIX`, `sftp://USER@HOST[:PORT]/PATH` or a path (absolute, or
+    /// relative to the config file).
     pub url: String,
     /// The S3 API's base URL for stores other than AWS (MinIO, B2, R2, Ceph, Wasabi…).
     #[serde(default)]
@@ -40,6 +43,14 @@ pub struct OffsiteSection {
     /// standard `AWS_*` environment variables are used.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// SFTP: the private key `ssh` logs in with (`-i`; no passphrase: the daemon runs
+    /// unattended).
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// SFTP: the only file the server's host key is checked against (strictly: an
+    /// unknown or changed key is refused).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
     /// Which backup types go there.
     #[serde(default = "all_kinds")]
     pub upload: Vec<BackupKind>,
@@ -142,12 +153,17 @@ impl<'de> Deserialize<'de> for Rate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetLocation {
     S3 { bucket: String, prefix: String },
+    Sftp(SftpLocation),
     Path(PathBuf),
 }
 
 impl TargetLocation {
-    /// `s3://bucket/prefix` or a path resolved against `base`.
+    /// `s3://bucket/prefix`, `sftp://user@host[:port]/path` or a path resolved against
+    /// `base`.
     pub fn parse(url: &str, base: &Path) -> Result<TargetLocation, String> {
+        if let Some(rest) = url.strip_prefix("sftp://") {
+            return SftpLocation::parse(rest).map(TargetLocation::Sftp);
+        }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             check_bucket(bucket)?;
@@ -162,11 +178,14 @@ impl TargetLocation {
         }
         if url.contains("://") {
             return Err(format!(
-                "`{url}`: only s3://BUCKET/PREFIX and paths are supported (for SFTP or SMB, mount it and give the path)"
+                "`{url}`: only s3://BUCKET/PREFIX, sftp://USER@HOST[:PORT]/PATH and paths are supported (for SMB or NFS, mount it and give the path)"
             ));
         }
         if url.trim().is_empty() {
-            return Err("the url is empty: write s3://BUCKET/PREFIX or a path".into());
+            return Err(
+                "the url is empty: write s3://BUCKET/PREFIX, sftp://USER@HOST/PATH or a path"
+                    .into(),
+            );
         }
         Ok(TargetLocation::Path(super::absolute(base, Path::new(url))))
     }
@@ -196,6 +215,9 @@ pub struct OffsiteTarget {
     pub region: Option<String>,
     pub path_style: bool,
     pub credentials_file: Option<PathBuf>,
+    /// SFTP targets: the login key and the known-hosts file (both required there).
+    pub ssh_key: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
     pub upload: Vec<BackupKind>,
     pub bandwidth_limit: Option<u64>,
     pub part_size: u64,
@@ -266,6 +288,25 @@ impl Config {
                     bad(k, format!("`{k}` applies to s3:// targets only"));
                 }
             }
+            let is_sftp = matches!(location, TargetLocation::Sftp(_));
+            for (k, set, what) in [
+                (
+                    "ssh_key",
+                    s.ssh_key.is_some(),
+                    "the private key to log in with (no passphrase), e.g. /etc/vertex-backup/id_ed25519",
+                ),
+                (
+                    "known_hosts",
+                    s.known_hosts.is_some(),
+                    "a known_hosts file holding the server's host key, e.g. made with `ssh-keyscan HOST > /etc/vertex-backup/known_hosts` and its fingerprint checked with the server's admin",
+                ),
+            ] {
+                if set && !is_sftp {
+                    bad(k, format!("`{k}` applies to sftp:// targets only"));
+                } else if !set && is_sftp {
+                    bad(k, format!("an sftp:// target needs `{k}`: {what}"));
+                }
+            }
             if let Some(e) = &s.endpoint
                 && !(e.starts_with("http://") || e.starts_with("https://"))
             {
@@ -320,6 +361,8 @@ impl Config {
                     .credentials_file
                     .as_ref()
                     .map(|p| super::absolute(base, p)),
+                ssh_key: s.ssh_key.as_ref().map(|p| super::absolute(base, p)),
+                known_hosts: s.known_hosts.as_ref().map(|p| super::absolute(base, p)),
                 upload: s.upload.clone(),
                 bandwidth_limit: s.bandwidth_limit.map(|r| r.0),
                 part_size: s.part_size.0,
@@ -369,6 +412,42 @@ mod tests {
 
     fn parse(text: &str) -> crate::error::Result<Config> {
         Config::parse(text, None, Path::new("/etc/vb"), &|_| None)
+    }
+
+    #[test]
+    fn an_sftp_target_needs_its_key_and_known_hosts_and_takes_no_s3_keys() {
+        let cfg = parse(
+            "[[offsite]]\nname = \"box\"\nurl = \"sftp://vertex@backup-server:2222/srv/vx\"\nssh_key = \"id_ed25519\"\nknown_hosts = \"/etc/vb/known_hosts\"\n",
+        )
+        .unwrap();
+        let t = &cfg.offsite[0];
+        let TargetLocation::Sftp(l) = &t.location else {
+            panic!("{:?}", t.location)
+        };
+        assert_eq!(
+            (l.host.as_str(), l.port, l.path.as_str()),
+            ("backup-server", 2222, "/srv/vx")
+        );
+        assert_eq!(t.ssh_key.as_deref(), Some(Path::new("/etc/vb/id_ed25519")));
+        let err = parse(
+            "[[offsite]]\nname = \"box\"\nurl = \"sftp://vertex@backup-server/srv\"\nregion = \"eu\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for says in [
+            "`region` applies to s3:// targets only",
+            "an sftp:// target needs `ssh_key`",
+            "an sftp:// target needs `known_hosts`",
+        ] {
+            assert!(err.contains(says), "{says}: {err}");
+        }
+        let err = parse("[[offsite]]\nname = \"nas\"\nurl = \"/mnt/nas\"\nssh_key = \"k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`ssh_key` applies to sftp:// targets only"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -436,10 +515,14 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_bad_rates() {
-        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"sftp://host/dir\"\n")
+        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"smb://host/dir\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("mount it and give the path"), "{err}");
+        let err = parse("[[offsite]]\nname = \"x\"\nurl = \"sftp://host/dir\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no user"), "{err}");
         let err = parse("[[offsite]]\nname = \"x\"\nurl = \"/m\"\nbandwidth_limit = \"20 MiB\"\n")
             .unwrap_err()
             .to_string();

@@ -1,9 +1,9 @@
 //! Offsite copies (docs/design.md §6): every backup replicated to the `[[offsite]]` targets — an
-//! S3-compatible bucket or a mounted path — verified there, retained there by the same
+//! S3-compatible bucket, a backup server over SSH or a mounted path — verified there, retained there by the same
 //! pure retention as locally, and restorable from there on a new server.
 //!
-//! - [`target`]: the `Target` interface every kind of target implements; [`path`] and
-//!   [`s3`] implement it; [`transfer`] hashes and paces the bytes on their way.
+//! - [`target`]: the `Target` interface every kind of target implements; [`path`],
+//!   [`s3`] and [`sftp`] implement it; [`transfer`] hashes and paces the bytes on their way.
 //! - [`s3_api`]: S3 requests `object_store` cannot make (odd keys, versions, delete
 //!   markers, Object Lock retention), signed by hand.
 //! - [`encrypt`]: a plain local file read as age ciphertext on its way up, and
@@ -24,7 +24,8 @@
 //! - [`state`]: what this server remembers about its targets between runs; [`summary`]
 //!   reads it for `status` and `stats`.
 //!
-//! Blocking like the rest of the engine; the S3 target keeps its own small runtime.
+//! Blocking like the rest of the engine; the S3 and SFTP targets keep their own small
+//! runtimes.
 
 pub mod as_of;
 pub mod check;
@@ -41,6 +42,9 @@ pub mod s3;
 pub mod s3_api;
 mod s3_parts;
 pub mod sealed;
+pub mod sftp;
+mod sftp_read;
+mod sftp_session;
 pub mod state;
 pub mod summary;
 pub mod target;
@@ -83,6 +87,10 @@ impl<'a> Remote<'a> {
                 config.backup.file_mode.0,
                 config.backup.dir_mode.0,
             )),
+            TargetLocation::Sftp(_) => std::sync::Arc::new(
+                sftp::SftpTarget::open(target, config.backup.file_mode.0, config.backup.dir_mode.0)
+                    .map_err(|e| error(target, "connect", e))?,
+            ),
             TargetLocation::S3 { .. } => std::sync::Arc::new(
                 s3::S3Target::open(target, store.journal(&target.name))
                     .map_err(|e| error(target, "connect", e))?,
@@ -106,7 +114,7 @@ impl<'a> Remote<'a> {
     ) -> Result<Remote<'a>> {
         let TargetLocation::S3 { .. } = &target.location else {
             return Err(Error::Refused(format!(
-                "--as-of reads object versions, which only an S3 target keeps: `{}` is a path",
+                "--as-of reads object versions, which only an S3 target keeps: `{}` is not one",
                 target.name
             )));
         };

@@ -19,8 +19,10 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::target::{ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored, Target};
-use super::transfer::UploadStream;
+use super::target::{
+    ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored, Target, key_segments,
+};
+use super::transfer::{UploadStream, check_sent};
 use crate::error::RemoteFailure;
 
 const PARTIAL: &str = ".partial";
@@ -168,26 +170,10 @@ impl PathTarget {
         }
     }
 
-    /// `key`'s components, checked: relative, no empty, `.` or `..` segment.
-    fn components(key: &str) -> RemoteResult<Vec<&str>> {
-        let ok = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..");
-        if !ok {
-            return Err(RemoteError::new(
-                RemoteFailure::Other,
-                format!("`{key}` is not an object key"),
-            ));
-        }
-        Ok(key.split('/').collect())
-    }
-
     /// The directory `key` lives in, reached without following links (made when
     /// `create`), and its file name. `None`: a directory on the way does not exist.
     fn parent(&self, key: &str, create: bool) -> RemoteResult<Option<(Dir, String)>> {
-        let parts = Self::components(key)?;
+        let parts = key_segments(key)?;
         let (file, dirs) = parts.split_last().unwrap_or((&"", &[]));
         let mut dir = Dir::open_root(&self.root).map_err(|e| self.root_error(&e))?;
         for d in dirs {
@@ -274,16 +260,7 @@ impl PathTarget {
         }
         file.sync_all().map_err(io)?;
         let (size, sent) = stream.finish();
-        if let Some(want) = sha256
-            && want != sent
-        {
-            return Err(RemoteError::new(
-                RemoteFailure::Mismatch,
-                format!(
-                    "the bytes read hash to {sent}, not {want}: the local copy changed or is damaged"
-                ),
-            ));
-        }
+        check_sent(sha256, &sent)?;
         Ok(Stored { size, sha256: sent })
     }
 }

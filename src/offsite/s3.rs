@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 use super::s3_parts::PartUpload;
 use super::state::UploadJournal;
 use super::target::{ObjectHead, ObjectInfo, RemoteError, RemoteResult, Stored, Target};
-use super::transfer::{SharedPace, UploadStream};
+use super::transfer::{SharedPace, UploadStream, check_sent};
 use crate::config::OffsiteTarget;
 use crate::error::RemoteFailure;
 
@@ -608,16 +608,6 @@ fn client_error(text: &str) -> bool {
     };
     let code = &text[at + "status code: ".len()..];
     code.starts_with('4') && !code.starts_with("408") && !code.starts_with("429")
-}
-
-pub(super) fn check_sent(want: Option<&str>, sent: &str) -> RemoteResult<()> {
-    match want {
-        Some(w) if w != sent => Err(RemoteError::new(
-            RemoteFailure::Mismatch,
-            format!("the bytes read hash to {sent}, not {w}: the local copy changed or is damaged"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// The upload stream and the checksum its bytes must have.

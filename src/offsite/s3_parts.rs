@@ -29,11 +29,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::s3::check_sent;
 use super::s3_api::{MAX_PARTS, PartBody, S3Api, UploadedPart};
 use super::state::UploadJournal;
 use super::target::{RemoteError, RemoteResult, Stored};
-use super::transfer::SharedPace;
+use super::transfer::{SharedPace, check_sent};
 use crate::error::RemoteFailure;
 
 /// How the parts of one file go up.

@@ -20,6 +20,23 @@ use chrono::{DateTime, Utc};
 
 use crate::error::RemoteFailure;
 
+/// `key`'s segments, checked: relative, no empty, `.` or `..` segment — what every target
+/// requires before a key becomes a path (a key is never trusted to stay under the root).
+pub fn key_segments(key: &str) -> RemoteResult<Vec<&str>> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(RemoteError::new(
+            RemoteFailure::Other,
+            format!("`{key}` is not an object key"),
+        ));
+    }
+    Ok(key.split('/').collect())
+}
+
 /// One object as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {

@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::target::{RemoteError, RemoteResult};
+use crate::error::RemoteFailure;
+
+/// The bytes sent must hash to what the caller expected (`want`), or nothing is stored:
+/// the local copy changed under the reader or is damaged.
+pub fn check_sent(want: Option<&str>, sent: &str) -> RemoteResult<()> {
+    match want {
+        Some(w) if w != sent => Err(RemoteError::new(
+            RemoteFailure::Mismatch,
+            format!("the bytes read hash to {sent}, not {w}: the local copy changed or is damaged"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads from `inner`, hashing and counting every byte, no faster than `limit` bytes/s.
 pub struct UploadStream<'a> {
     inner: &'a mut dyn Read,

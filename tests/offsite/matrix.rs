@@ -3,9 +3,10 @@
 //! against the real S3 server (moto) and a path target:
 //!
 //! {storage archive, snapshot} × {database copy, snapshot} × {no encryption,
-//! `encrypt = "offsite"`, `encrypt = "all"`} × {path, S3, S3 with Object Lock} = 36 cells,
-//! each with local `keep_last = 2` and remote `keep_last = 3` (two cells with the remote
-//! policy shorter than the local one).
+//! `encrypt = "offsite"`, `encrypt = "all"`} × {path, S3, S3 with Object Lock, SFTP} = 48
+//! cells, each with local `keep_last = 2` and remote `keep_last = 3` (two cells with the
+//! remote policy shorter than the local one). SFTP cells run against a real OpenSSH server
+//! on loopback (`SshServer`).
 //!
 //! History: three fulls with changes between (each uploaded), `offsite push`, `offsite
 //! verify`, `rotate` (snapshot cells with `max_unused = "0%"`: the store is repacked, and
@@ -30,7 +31,8 @@ use crate::offsite::setup::{
     WRITERS_DIR, bucket_objects, path_table, restore_latest_from_remote, s3_table,
 };
 use crate::util::{
-    RUN_TIMEOUT, S3Server, TestApp, assert_same_tree, dump_db_file, poll_until, s3_server,
+    RUN_TIMEOUT, S3Server, SshServer, TestApp, assert_same_tree, dump_db_file, poll_until,
+    s3_server, ssh_server,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,7 @@ enum Where {
     Path,
     S3,
     S3Locked,
+    Sftp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +107,8 @@ enum Target {
         bucket: String,
         lock: bool,
     },
+    /// The server, and the target's directory on it (on this machine: readable directly).
+    Sftp(SshServer, PathBuf),
 }
 
 impl Target {
@@ -111,6 +116,7 @@ impl Target {
         let retention = format!("[offsite.retention]\nkeep_last = {remote_keep}\n");
         match self {
             Target::Path(dir) => path_table("remote", dir, &retention),
+            Target::Sftp(server, dir) => server.table("remote", dir, &retention),
             Target::S3 { s3, bucket, lock } => {
                 let lock = if *lock { "object_lock = \"1d\"\n" } else { "" };
                 s3_table(
@@ -127,7 +133,7 @@ impl Target {
     /// Every backup object on the target (the owner marker and locks left out).
     fn keys(&self) -> BTreeSet<String> {
         match self {
-            Target::Path(dir) => crate::util::files_under(dir)
+            Target::Path(dir) | Target::Sftp(_, dir) => crate::util::files_under(dir)
                 .into_iter()
                 .filter_map(|p| Some(p.strip_prefix(dir).ok()?.to_str()?.to_string()))
                 .filter(|k| !k.starts_with(WRITERS_DIR))
@@ -175,7 +181,7 @@ fn push_killed_after(app: &TestApp, target: &Target, after: usize) -> bool {
 /// The whole history of one cell, and its checks.
 fn run_cell(cell: Cell) {
     let s3 = match cell.target {
-        Where::Path => None,
+        Where::Path | Where::Sftp => None,
         Where::S3 | Where::S3Locked => match s3_server() {
             Some(s3) => Some(s3),
             None => return,
@@ -192,6 +198,11 @@ fn run_cell(cell: Cell) {
             let dir = app.root.join("nas");
             std::fs::create_dir(&dir).expect("the target directory");
             Target::Path(dir)
+        }
+        (Where::Sftp, _) => {
+            let Some(server) = ssh_server() else { return };
+            let dir = server.directory("vertex-ar");
+            Target::Sftp(server, dir)
         }
         (kind, Some(s3)) => {
             let lock = kind == Where::S3Locked;
@@ -343,6 +354,18 @@ cells! {
     s_s_all_path: true, true, All, Path, 3;
     s_s_all_s3: true, true, All, S3, 3;
     s_s_all_locked: true, true, All, S3Locked, 3;
+    a_c_off_sftp: false, false, Off, Sftp, 3;
+    a_c_offsite_sftp: false, false, Offsite, Sftp, 3;
+    a_c_all_sftp: false, false, All, Sftp, 3;
+    a_s_off_sftp: false, true, Off, Sftp, 3;
+    a_s_offsite_sftp: false, true, Offsite, Sftp, 3;
+    a_s_all_sftp: false, true, All, Sftp, 3;
+    s_c_off_sftp: true, false, Off, Sftp, 3;
+    s_c_offsite_sftp: true, false, Offsite, Sftp, 3;
+    s_c_all_sftp: true, false, All, Sftp, 3;
+    s_s_off_sftp: true, true, Off, Sftp, 3;
+    s_s_offsite_sftp: true, true, Offsite, Sftp, 3;
+    s_s_all_sftp: true, true, All, Sftp, 3;
     // The remote policy shorter than the local one (1 against 2).
     s_s_offsite_s3_remote_shorter: true, true, Offsite, S3, 1;
     a_c_off_path_remote_shorter: false, false, Off, Path, 1;

@@ -6,7 +6,7 @@
 //!
 //! `server`: the test infrastructure itself answers, refuses and cuts as the other tests
 //! rely on. `setup`: the config tables and read-backs the other modules share.
-//! `round_trip`: every type through S3 and a path to a fresh server. `network`: the
+//! `round_trip`: every type through S3, a path and SFTP to a fresh server. `network`: the
 //! connection cut or refused mid-upload. `killed`: the uploader SIGKILLed at many moments.
 //! `errors`: missing bucket, unmounted and full path targets, wrong credentials.
 //! `corruption`: a remote object changed on the server, found and repaired by verify.
@@ -20,6 +20,8 @@
 //! date (new packs and entry lists only, metadata last), killed at every rename too.
 //! `runbook`: the README's disaster-recovery runbook, run as written.
 //! `s3_api`: the hand-signed S3 client (odd keys, versions, Object Lock retention).
+//! `sftp`: a backup server over SSH (a real `sshd` on loopback): killed mid-upload, host
+//! keys unknown or changed, a key refused, a full disk, a missing directory.
 
 mod as_of;
 mod composed;
@@ -38,5 +40,6 @@ mod runbook;
 mod s3_api;
 mod server;
 mod setup;
+mod sftp;
 mod snapshots;
 mod writers;

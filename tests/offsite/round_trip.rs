@@ -1,4 +1,5 @@
-//! Round trips of every backup type through an S3 target and a path target: `create`
+//! Round trips of every backup type through an S3 target, a path target and an SFTP
+//! target (a real `sshd` on loopback): `create`
 //! uploads (objects checked behind the code's back: size, `x-amz-meta-sha256`, the local
 //! file's checksum), `offsite list` shows the backup complete, and a FRESH installation
 //! (empty backup directory, same target) restores it from there: media byte-identical,
@@ -9,12 +10,15 @@ use std::path::Path;
 use crate::offsite::setup::{
     assert_s3_objects_match, configure, data_objects, path_table, remote_backups, s3_table,
 };
-use crate::util::{TestApp, add_clients, assert_same_tree, dump_db, s3_server, sha256_file};
+use crate::util::{
+    TestApp, add_clients, assert_same_tree, dump_db, s3_server, sha256_file, ssh_server,
+};
 
 /// Where the round trip goes.
 enum Via {
     S3,
     Path,
+    Sftp,
 }
 
 /// An installation whose data differs from a fresh `TestApp`'s (more clients, one more
@@ -35,12 +39,25 @@ fn round_trip(kind: &str, via: Via, into_target: bool) {
             Some(s3) => Some(s3),
             None => return,
         },
-        Via::Path => None,
+        Via::Path | Via::Sftp => None,
+    };
+    let ssh = match via {
+        Via::Sftp => match ssh_server() {
+            Some(server) => Some(server),
+            None => return,
+        },
+        Via::S3 | Via::Path => None,
     };
     let bucket = s3.as_ref().map(|s| s.new_bucket());
     let nas = tempfile::tempdir().expect("target dir");
-    let table_for = |app: &TestApp| match (&s3, &bucket) {
-        (Some(s3), Some(b)) => s3_table(app, "remote", s3.endpoint(), b, ""),
+    // The directory the target's objects land in, read behind the code's back.
+    let dir = match &ssh {
+        Some(server) => server.directory("vertex-ar"),
+        None => nas.path().to_path_buf(),
+    };
+    let table_for = |app: &TestApp| match (&s3, &bucket, &ssh) {
+        (Some(s3), Some(b), _) => s3_table(app, "remote", s3.endpoint(), b, ""),
+        (_, _, Some(server)) => server.table("remote", &dir, ""),
         _ => path_table("remote", nas.path(), ""),
     };
 
@@ -56,8 +73,8 @@ fn round_trip(kind: &str, via: Via, into_target: bool) {
         (Some(s3), Some(b)) => assert_s3_objects_match(s3, b, backup, Some(&app.backups)),
         _ => {
             for (key, sha, size) in data_objects(backup) {
-                let copy = nas.path().join(&key);
-                assert_eq!(sha256_file(&copy), sha, "{key} on the path target");
+                let copy = dir.join(&key);
+                assert_eq!(sha256_file(&copy), sha, "{key} on the target");
                 assert_eq!(sha256_file(&app.backups.join(&key)), sha, "{key} locally");
                 assert_eq!(copy.metadata().expect("stat").len(), size, "{key}");
             }
@@ -131,4 +148,19 @@ fn a_database_backup_round_trips_through_a_path_target_into_a_new_file() {
 #[test]
 fn a_storage_backup_round_trips_through_a_path_target_to_a_fresh_server() {
     round_trip("storage", Via::Path, false);
+}
+
+#[test]
+fn a_full_backup_round_trips_through_an_sftp_target_to_a_fresh_server() {
+    round_trip("full", Via::Sftp, false);
+}
+
+#[test]
+fn a_database_backup_round_trips_through_an_sftp_target_into_a_new_file() {
+    round_trip("database", Via::Sftp, true);
+}
+
+#[test]
+fn a_storage_backup_round_trips_through_an_sftp_target_into_a_target_directory() {
+    round_trip("storage", Via::Sftp, true);
 }

@@ -4,13 +4,14 @@
 //! touching the test's environment), and reading back what a target holds — through the
 //! binary (`offsite list --json`) and behind its back (the bucket listing, the directory).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::util::{S3Server, TestApp, sha256_file};
+use crate::util::{Run, S3Server, TestApp, sha256_file};
 
 /// The key prefix every S3 table here uses (objects live under `PREFIX/<type>/…`).
 pub const PREFIX: &str = "vx";
@@ -181,4 +182,43 @@ pub fn restore_latest_from_remote(app: &TestApp, kind: &str, encrypted: bool) ->
     }
     args.extend(["restore", "--from", "remote", "--latest", kind, "--yes"].map(Into::into));
     app.run(&args)
+}
+
+/// Every file of the per-type backup directories with its checksum.
+pub fn local_backups(app: &TestApp) -> BTreeMap<PathBuf, String> {
+    app.backup_files()
+        .into_iter()
+        .map(|p| {
+            let sha = sha256_file(&p);
+            (p, sha)
+        })
+        .collect()
+}
+
+/// A local storage backup, then `offsite push`, which must fail (exit 1) naming the
+/// target `remote` and saying each of `says`, leaving the local backups as they were and
+/// no `.partial` file locally.
+#[track_caller]
+pub fn push_fails_untouched(app: &TestApp, says: &[&str]) -> Run {
+    app.run(["create", "--type", "storage", "--no-offsite"])
+        .assert_code(0);
+    let before = local_backups(app);
+    assert!(!before.is_empty());
+    let run = app.run(["offsite", "push"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("offsite target `remote`"),
+        "the error does not name the target: {}",
+        run.describe()
+    );
+    for s in says {
+        assert!(run.stderr.contains(s), "no {s:?}: {}", run.describe());
+    }
+    assert_eq!(
+        local_backups(app),
+        before,
+        "the failed push changed local backups"
+    );
+    assert!(app.partial_files().is_empty(), "{:?}", app.partial_files());
+    run
 }

@@ -1,8 +1,8 @@
 //! Shared fixtures for the integration tests: a throw-away installation laid out like a
 //! Vertex AR server (`TestApp`), a runner for the real binary with a deadline, polling
 //! without fixed sleeps, a local HTTP server for fakes (`LocalServer`), the S3 servers of
-//! the offsite tests (`S3Server`, `PrivateS3`) and a `FaultProxy` to break connections to
-//! them, and helpers to hash, list and compare file trees.
+//! the offsite tests (`S3Server`, `PrivateS3`), a real OpenSSH server for SFTP targets
+//! (`SshServer`) and a `FaultProxy` to break connections to them, and helpers to hash, list and compare file trees.
 //!
 //! Every test module uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -15,6 +15,7 @@ mod http;
 mod process;
 mod require;
 mod s3;
+mod ssh;
 
 pub use app::*;
 pub use daemon::*;
@@ -24,3 +25,4 @@ pub use http::*;
 pub use process::*;
 pub use require::*;
 pub use s3::*;
+pub use ssh::*;
