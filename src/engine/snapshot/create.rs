@@ -202,11 +202,10 @@ impl<'o> ParentWalk<'o> {
     }
 
     /// Whether `was` can stand for the file unread: unchanged, and every chunk of it in a
-    /// pack the store holds as recorded. A file whose data is gone is read again.
+    /// pack the store holds as recorded. A file whose data is gone is read again, and
+    /// counted as healed whether or not it also changed (or was marked to be read again):
+    /// the damage is said every time it is met, not only when it would have been inherited.
     fn reusable(&mut self, was: &Node, meta: &EntryMeta) -> bool {
-        if !unchanged(was, meta) {
-            return false;
-        }
         if self.touches_damage(was) {
             self.healed.0 += 1;
             if self.healed.1.len() < 5 {
@@ -214,7 +213,7 @@ impl<'o> ParentWalk<'o> {
             }
             return false;
         }
-        true
+        unchanged(was, meta)
     }
 
     /// Whether any chunk of `was` is in a damaged pack.
@@ -228,7 +227,7 @@ impl<'o> ParentWalk<'o> {
         (*count > 0).then(|| {
             let names: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
             format!(
-                "{count} unchanged file(s) whose data the previous snapshot kept in missing or damaged pack(s) (or in packs a snapshot that failed verification lists) were read again ({}{}); `vertex-backup verify --all` names the older snapshots affected",
+                "{count} file(s) whose data the previous snapshot kept in missing or damaged pack(s) (or in packs a snapshot that failed verification lists) were read again ({}{}); `vertex-backup verify --all` names the older snapshots affected",
                 names.join(", "),
                 if *count > first.len() as u64 { ", …" } else { "" }
             )
