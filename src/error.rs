@@ -151,6 +151,16 @@ pub enum Error {
         failure: RemoteFailure,
     },
 
+    /// The container engine (Docker or Podman) could not do what the job needed: names
+    /// the engine's socket, the volume or container, and what it said.
+    #[error("container engine {host}: cannot {op}: {detail}")]
+    Container {
+        host: String,
+        op: String,
+        kind: ContainerFailure,
+        detail: String,
+    },
+
     /// An encrypted backup did not open: no or an unusable identity, a wrong key, damage.
     #[error("cannot decrypt {}: {}", crate::names::shown(path), failure.describe())]
     Decrypt {
@@ -167,6 +177,33 @@ pub enum Error {
     /// The operation was cancelled (shutdown) before it finished; nothing partial was kept.
     #[error("cancelled before it finished; no partial backup was kept")]
     Cancelled,
+}
+
+/// What kind of thing went wrong with the container engine: decides the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerFailure {
+    /// The socket is missing, refuses connections, or the connection broke.
+    Unreachable,
+    /// The volume or container does not exist.
+    NotFound,
+    /// The engine answered with an error.
+    Refused,
+    /// No answer in time: for a stop, the container did not stop within `stop_timeout`.
+    Timeout,
+}
+
+impl ContainerFailure {
+    fn hint(self, host: &str) -> String {
+        match self {
+            ContainerFailure::Unreachable => format!(
+                "is the Docker (or Podman) service running, and may this user use its socket {host}? (`[docker] host`, else $DOCKER_HOST; for Podman: `systemctl enable --now podman.socket`)"
+            ),
+            ContainerFailure::NotFound => "check the name in the config against `docker volume ls` / `docker ps -a` (a volume is named as compose names it: PROJECT_VOLUME)".into(),
+            ContainerFailure::Refused => "see the engine's own words above; `docker ps -a` and the engine's log tell more".into(),
+            ContainerFailure::Timeout => "the container did not stop in time: raise `[docker] stop_timeout` above the app's grace period (compose: stop_grace_period), or see why it ignores its stop signal (`docker logs`)".into(),
+        }
+    }
 }
 
 /// What kind of thing went wrong on a target: decides the hint and whether a retry helps.
@@ -389,6 +426,7 @@ impl Error {
             )),
             Error::Internal(_) => Some("the daemon carries on; the log has the details".into()),
             Error::Offsite { target, failure, .. } => Some(failure.hint(target)),
+            Error::Container { host, kind, .. } => Some(kind.hint(host)),
             Error::Decrypt { failure, .. } => Some(failure.hint().to_string()),
             Error::UnknownTarget(_) => {
                 Some("the targets are the `name`s of the [[offsite]] tables in the config".into())

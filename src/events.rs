@@ -84,6 +84,9 @@ pub struct BackupFacts {
     pub integrity_check: Option<String>,
     pub warnings: Vec<String>,
     pub disk: Option<DiskSpace>,
+    /// Containers stopped while the storage directory was read (and started again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
 }
 
 impl BackupFacts {
@@ -142,6 +145,9 @@ pub enum Event {
         backup: String,
         /// What was put back, where, and where the previous version was kept.
         restored: Vec<RestoredPart>,
+        /// Containers stopped while the live data was replaced (and started again).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        stopped: Vec<String>,
     },
     RestoreFailed {
         backup: String,
@@ -218,6 +224,26 @@ pub enum Event {
         max_age: Duration,
         pending: usize,
     },
+    /// The app's containers stayed stopped after a job: their start failed (after
+    /// retries). The app is down until they start; the next run, or the daemon within a
+    /// minute, tries again.
+    ContainersNotStarted {
+        job: String,
+        containers: Vec<String>,
+        error: String,
+    },
+    /// A container would not stop, so the job did not run (its own failure event alerts;
+    /// this one is counted by /metrics).
+    ContainerStopFailed {
+        job: String,
+        container: String,
+        error: String,
+    },
+    /// Containers left stopped (by a run that died, or a start that failed) are running
+    /// again.
+    ContainersStarted {
+        containers: Vec<String>,
+    },
     DaemonStarted {
         version: String,
     },
@@ -240,7 +266,8 @@ impl Event {
             Event::OffsiteVerifyPassed { .. } => Success,
             Event::OffsiteUploadFailed { .. } | Event::OffsiteVerifyFailed { .. } => Failure,
             Event::OffsiteStale { .. } => Stale,
-            Event::OffsiteRecovered { .. } => Recovered,
+            Event::OffsiteRecovered { .. } | Event::ContainersStarted { .. } => Recovered,
+            Event::ContainersNotStarted { .. } => Failure,
             Event::BackupFailed { .. }
             | Event::RotationFailed { .. }
             | Event::RestoreFailed { .. }
@@ -254,7 +281,7 @@ impl Event {
             Event::RestoreDone { .. } => Restore,
             Event::RotationDone { .. } => Rotate,
             Event::DaemonStarted { .. } | Event::DaemonStopping { .. } => Lifecycle,
-            Event::JobStarted { .. } => return None,
+            Event::JobStarted { .. } | Event::ContainerStopFailed { .. } => return None,
         })
     }
 
@@ -267,7 +294,7 @@ impl Event {
         match self {
             Event::JobStarted { job } => format!("{job} job started"),
             Event::BackupSucceeded { facts, .. } => format!(
-                "{} backup {} ({}, {}, {}){}",
+                "{} backup {} ({}, {}, {}){}{}",
                 facts.kind,
                 facts.file_name,
                 facts.size_text(),
@@ -280,7 +307,8 @@ impl Event {
                         " with {}",
                         crate::units::plural(facts.warnings.len() as u64, "warning")
                     )
-                }
+                },
+                stopped_text(&facts.stopped)
             ),
             Event::BackupFailed {
                 job,
@@ -310,9 +338,17 @@ impl Event {
             Event::VerifyFailed { failures } => {
                 format!("restore drill FAILED: {}", failures.join("; "))
             }
-            Event::RestoreDone { backup, restored } => {
+            Event::RestoreDone {
+                backup,
+                restored,
+                stopped,
+            } => {
                 let parts: Vec<String> = restored.iter().map(RestoredPart::describe).collect();
-                format!("restored {backup}: {}", parts.join("; "))
+                format!(
+                    "restored {backup}: {}{}",
+                    parts.join("; "),
+                    stopped_text(stopped)
+                )
             }
             Event::RestoreFailed { backup, error } => {
                 format!("restore of {backup} FAILED: {error}")
@@ -408,6 +444,23 @@ impl Event {
             } => format!(
                 "state file {file} was corrupt ({error}); moved aside as {moved_to}, starting afresh"
             ),
+            Event::ContainersNotStarted {
+                job,
+                containers,
+                error,
+            } => format!(
+                "after the {job}, the containers {} could NOT be started again (the app is down): {error}",
+                containers.join(", ")
+            ),
+            Event::ContainerStopFailed {
+                job,
+                container,
+                error,
+            } => format!("{job}: the container {container} would not stop: {error}"),
+            Event::ContainersStarted { containers } => format!(
+                "the containers {} left stopped are running again",
+                containers.join(", ")
+            ),
             Event::DaemonStarted { version } => format!("daemon {version} started"),
             Event::DaemonStopping { reason } => format!("daemon stopping: {reason}"),
         }
@@ -495,6 +548,17 @@ pub fn dispatcher(
     (EventSender { tx }, handle)
 }
 
+/// `; app stopped meanwhile: a, b` when containers were stopped for the job.
+pub fn stopped_text(stopped: &[String]) -> String {
+    match stopped.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; stopped meanwhile and started again: {}",
+            stopped.join(", ")
+        ),
+    }
+}
+
 /// The event for a backup's outcome (the daemon's jobs and the CLI's `create` alike).
 pub fn backup_event(
     config: &crate::Config,
@@ -516,6 +580,7 @@ pub fn backup_event(
                 integrity_check: r.metadata.integrity_check.clone(),
                 warnings: r.warnings(),
                 disk: DiskSpace::measure(dir),
+                stopped: r.stopped.clone(),
             },
             next_run,
         },

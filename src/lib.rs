@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod config_location;
 pub mod daemon;
+pub mod docker;
 pub mod encryption;
 pub mod engine;
 pub mod error;

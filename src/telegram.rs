@@ -401,6 +401,12 @@ pub fn format_message(event: &Event, host: &str) -> String {
             if let Some(ic) = &facts.integrity_check {
                 s.push_str(&format!(" · integrity {}", escape(ic)));
             }
+            if !facts.stopped.is_empty() {
+                s.push_str(&format!(
+                    "\napp stopped while its files were read, started again: {}",
+                    escape(&facts.stopped.join(", "))
+                ));
+            }
             let mut tail = Vec::new();
             if let Some(f) = free_text(facts.disk) {
                 tail.push(format!("disk: {f}"));
@@ -521,13 +527,33 @@ pub fn format_message(event: &Event, host: &str) -> String {
             )
         }
         Event::RotationFailed { error } => format!("❌ {h} · rotation FAILED\n{}", escape(error)),
-        Event::RestoreDone { backup, restored } => {
+        Event::RestoreDone {
+            backup,
+            restored,
+            stopped,
+        } => {
             let mut s = format!("♻️ {h} · restored {}", escape(backup));
             for part in restored {
                 s.push_str(&format!("\n{}", escape(&part.describe())));
             }
+            s.push_str(&escape(&crate::events::stopped_text(stopped)));
             s
         }
+        Event::ContainersNotStarted {
+            job,
+            containers,
+            error,
+        } => format!(
+            "❌ {h} · the app is DOWN: after the {}, {} could not be started again\n{}\n→ start them by hand (`docker start {}`); the daemon keeps trying every minute",
+            escape(job),
+            escape(&containers.join(", ")),
+            escape(error),
+            escape(&containers.join(" "))
+        ),
+        Event::ContainersStarted { containers } => format!(
+            "✅ {h} · the app is running again: {} started",
+            escape(&containers.join(", "))
+        ),
         Event::RestoreFailed { backup, error } => format!(
             "❌ {h} · restore of {} FAILED\n{}",
             escape(backup),
@@ -574,6 +600,7 @@ pub fn format_message(event: &Event, host: &str) -> String {
         Event::OffsiteUploaded { .. }
         | Event::OffsiteUploadFailed { .. }
         | Event::OffsiteRecovered { .. }
+        | Event::ContainerStopFailed { .. }
         | Event::OffsiteVerifyPassed { .. }
         | Event::OffsiteVerifyFailed { .. }
         | Event::OffsiteStale { .. } => String::new(),

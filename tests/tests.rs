@@ -9,6 +9,7 @@ mod architecture;
 mod backup;
 mod cli;
 mod daemon;
+mod docker;
 mod encryption;
 mod faults;
 mod format;

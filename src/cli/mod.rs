@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod completions;
+mod containers;
 mod daemon;
 mod interrupt;
 mod offsite;
@@ -33,7 +34,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vertex_backup::catalog::{self, Stats};
 use vertex_backup::config::{ConfigSource, JobSchedule};
-use vertex_backup::engine::backup::{BackupFailure, BackupJob, catalog_for, create_backup};
+use vertex_backup::engine::backup::{BackupFailure, catalog_for};
 use vertex_backup::engine::{Progress, Silent, browse, rotate, select};
 use vertex_backup::retention::RetentionPolicy;
 use vertex_backup::{BackupKind, Config, Error};
@@ -425,18 +426,16 @@ fn cmd_create(
     no_offsite: bool,
 ) -> anyhow::Result<ExitCode> {
     let bar = TerminalProgress::for_stderr(quiet || json);
-    let job = BackupJob {
-        config,
-        kind,
-        reason: None,
-        progress: progress_for(&bar),
-        cancel: interrupt::cancel_on_sigint(),
-    };
     let pings = vertex_backup::healthchecks::OneShot::start(config);
     pings.send(&vertex_backup::events::Event::JobStarted {
         job: vertex_backup::kind::JobName::creating(kind),
     });
-    let result = create_backup(&job);
+    let (result, containers) = vertex_backup::jobs::live::take_backup(
+        config,
+        kind,
+        progress_for(&bar),
+        interrupt::cancel_on_sigint(),
+    );
     // The seed's cron + backup.sh flow: a one-shot backup notifies too.
     let next = vertex_backup::schedule::next_runs(
         config
@@ -451,6 +450,7 @@ fn cmd_create(
     let event = vertex_backup::events::backup_event(config, kind, &result, next);
     pings.send(&event);
     vertex_backup::telegram::notify_blocking(config, &event, config.telegram.timeout.0);
+    let app_down = report_containers(config, &format!("{kind} backup"), &containers);
     pings.finish();
     let report = result?;
     if json {
@@ -473,11 +473,34 @@ fn cmd_create(
     {
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if report.warnings().is_empty() {
+    Ok(if app_down {
+        // The backup stands, but the app is down: that is a failure to act on.
+        ExitCode::FAILURE
+    } else if report.warnings().is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+/// Say on stderr (and in Telegram, as the daemon would) what happened to the app's
+/// containers; true when some could not be started again (the app is down: exit 1).
+pub(crate) fn report_containers(
+    config: &Config,
+    job: &str,
+    report: &vertex_backup::docker::ContainerReport,
+) -> bool {
+    for event in vertex_backup::jobs::live::container_events(job, report) {
+        if matches!(
+            event,
+            vertex_backup::events::Event::ContainersNotStarted { .. }
+                | vertex_backup::events::Event::ContainersStarted { .. }
+        ) {
+            eprintln!("{}", event.summary());
+        }
+        vertex_backup::telegram::notify_blocking(config, &event, config.telegram.timeout.0);
+    }
+    report.not_started.is_some()
 }
 
 fn cmd_ls(config: &Config, mut args: LsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -695,7 +718,15 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
     // The daemon's own token reader: what it would refuse, this refuses.
-    let live = config.check_live(&vertex_backup::api::api_token);
+    // Volume paths are checked where the engine resolves them, when it can.
+    let resolved = config
+        .docker
+        .as_ref()
+        .and_then(|_| vertex_backup::docker::for_job(config).ok());
+    let mut live = resolved
+        .as_ref()
+        .map_or(config, |l| &l.config)
+        .check_live(&vertex_backup::api::api_token);
     output::print_config(config);
     let now = chrono::Utc::now();
     out!("\nschedule (time zone: {}):", config.schedule.timezone);
@@ -720,6 +751,7 @@ fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
             out!("  {:<14} {}  ({})", t.name, t.url, kinds.join(", "));
         }
     }
+    containers::check(config, &mut live);
     for w in &live.warnings {
         eprintln!("warning: {w}");
     }

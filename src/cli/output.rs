@@ -30,6 +30,12 @@ pub fn print_created(r: &BackupReport) {
         plural(r.metadata.file_count, "file"),
         format_duration(std::time::Duration::from_millis(r.metadata.duration_ms))
     );
+    if !r.stopped.is_empty() {
+        out!(
+            "  stopped while the storage was read, then started again: {}",
+            r.stopped.join(", ")
+        );
+    }
     for p in &r.parts {
         let size = if p.metadata.is_snapshot() {
             format!(
@@ -380,6 +386,12 @@ pub fn print_restore_plan(plan: &RestorePlan, json: bool) -> anyhow::Result<()> 
 }
 
 pub fn print_restored(r: &RestoreReport) {
+    if !r.stopped.is_empty() {
+        out!(
+            "stopped while the live data was replaced, then started again: {}",
+            r.stopped.join(", ")
+        );
+    }
     if let Some(d) = &r.database {
         out!("database restored into {}", d.target.display());
         if let Some(s) = &d.safety_copy {

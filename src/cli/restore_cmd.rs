@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use vertex_backup::engine::live_app::{LiveApp, NoApp, StopFor};
 use vertex_backup::engine::{restore, select};
 use vertex_backup::{BackupKind, Config, Error};
 
@@ -78,18 +79,30 @@ pub(super) fn cmd_restore(
         (None, None, Some(chosen)) => chosen,
         (None, None, None) => unreachable!("clap requires a backup, --latest or --at"),
     };
+    // In place, the live paths may name volumes and the app's containers stop around
+    // the swap; a restore elsewhere needs neither (nor a running engine: a rebuilt server).
+    let live = match target {
+        Some(_) => None,
+        None => Some(vertex_backup::docker::for_job(config)?),
+    };
+    let config = live.as_ref().map_or(config, |l| &l.config);
     let chosen = select::select_backup(config, &cwd, &wanted)?;
     for (name, why) in &chosen.passed_over {
         eprintln!("WARNING: passed over the newer {name}: {why}");
     }
     let passed_over = passed_over + chosen.passed_over.len();
-    let plan = restore::plan_restore_paths(
+    let mut plan = restore::plan_restore_paths(
         config,
         &chosen.entry.data_path,
         target.as_deref(),
         !args.no_verify,
         &args.paths,
     )?;
+    if plan.in_place
+        && let Some(containers) = live.as_ref().and_then(|l| l.containers.as_ref())
+    {
+        plan.stops = containers.would_stop(StopFor::Restore)?;
+    }
     if args.no_verify {
         eprintln!(
             "WARNING: --no-verify: the backup's checksum and integrity are NOT checked before it replaces data"
@@ -108,11 +121,20 @@ pub(super) fn cmd_restore(
     // with nothing written.
     let cancel = interrupt::cancel_on_sigint();
     let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let report = restore::apply(&plan, config, progress_for(&bar), &cancel)?;
+    let app = live.as_ref().map_or(&NoApp as &dyn LiveApp, |l| l.app());
+    let applied = restore::apply(&plan, config, progress_for(&bar), &cancel, app);
+    let app_down = live.as_ref().is_some_and(|l| {
+        let containers = l.finish();
+        super::report_containers(config, "restore", &containers)
+    });
+    let report = applied?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         output::print_restored(&report);
+    }
+    if app_down {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(warned_exit(passed_over))
 }

@@ -109,7 +109,7 @@ impl Config {
     }
 
     /// `[paths]` that overlap.
-    fn path_problems(&self, problems: &mut Vec<Error>) {
+    pub(super) fn path_problems(&self, problems: &mut Vec<Error>) {
         let p = &self.paths;
         if p.backup_dir.starts_with(&p.storage) {
             problems.push(self.key_error(
@@ -164,6 +164,14 @@ impl Config {
     pub fn check_live(&self, api_token: &dyn Fn(&Config) -> Result<String, String>) -> LiveCheck {
         let mut live = LiveCheck::default();
         for kind in [crate::BackupKind::Database, crate::BackupKind::Storage] {
+            let path = match kind {
+                crate::BackupKind::Database => &self.paths.database,
+                _ => &self.paths.storage,
+            };
+            // A volume not resolved (the engine said why, separately) has nothing to check.
+            if super::docker::is_placeholder(path) {
+                continue;
+            }
             if let Err(e) = self.check_sources(kind) {
                 live.problems.push(e);
             }

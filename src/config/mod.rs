@@ -5,6 +5,7 @@
 //! live data (does the database exist?) are in [`Config::check_sources`].
 
 mod checks;
+mod docker;
 mod encryption;
 mod healthchecks;
 mod lines;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use checks::LiveCheck;
+pub use docker::{DockerSettings, LiveVolumes, VolumePath};
 pub use encryption::{EncryptWhat, Encryption, EncryptionSection};
 pub use healthchecks::{HealthchecksSection, PING_EVENTS, is_uuid};
 pub use lines::key_line;
@@ -430,6 +432,7 @@ struct FileModel {
     healthchecks: HealthchecksSection,
     offsite: Vec<OffsiteSection>,
     encryption: EncryptionSection,
+    docker: Option<docker::DockerSection>,
 }
 
 /// The checked configuration the rest of the program sees. Paths are absolute.
@@ -454,6 +457,8 @@ pub struct Config {
     pub offsite: Vec<OffsiteTarget>,
     /// `[encryption]`, checked; `None`: nothing is encrypted.
     pub encryption: Option<Encryption>,
+    /// `[docker]`, checked; `None`: no container engine is involved.
+    pub docker: Option<DockerSettings>,
     /// The age identity to decrypt with (`--identity` / `$VERTEX_BACKUP_IDENTITY`, or
     /// `[encryption] identity_file`). Not kept in the file for production servers.
     pub identity: Option<PathBuf>,
@@ -539,11 +544,30 @@ impl Config {
             healthchecks: model.healthchecks,
             offsite: Vec::new(),
             encryption: None,
+            docker: None,
             identity: None,
             lock_wait: None,
         };
         let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
         let mut problems = Vec::new();
+        // A live path may name a volume: it stands as a placeholder until each job
+        // resolves it through the engine (the volume may move between jobs).
+        let mut volumes = LiveVolumes::default();
+        let mut volume_of = |key: &str, p: &Path| match VolumePath::parse(&p.to_string_lossy()) {
+            Ok(v) => v,
+            Err(why) => {
+                problems.push((key.to_string(), why));
+                None
+            }
+        };
+        volumes.database = volume_of("paths.database", &cfg.paths.database);
+        volumes.storage = volume_of("paths.storage", &cfg.paths.storage);
+        if volume_of("paths.backup_dir", &cfg.paths.backup_dir).is_some() {
+            problems.push((
+                "paths.backup_dir".into(),
+                "the backup directory cannot be a volume: it must outlive the app's containers and volumes; name a directory on the host (e.g. /var/backups/vertex-ar)".into(),
+            ));
+        }
         let mut resolve = |key: &str, p: &Path| match expand_home(p, home.as_deref()) {
             Ok(p) => absolute(base, &p),
             Err(why) => {
@@ -551,8 +575,14 @@ impl Config {
                 p.to_path_buf()
             }
         };
-        cfg.paths.database = resolve("paths.database", &cfg.paths.database);
-        cfg.paths.storage = resolve("paths.storage", &cfg.paths.storage);
+        cfg.paths.database = match &volumes.database {
+            Some(v) => v.placeholder(),
+            None => resolve("paths.database", &cfg.paths.database),
+        };
+        cfg.paths.storage = match &volumes.storage {
+            Some(v) => v.placeholder(),
+            None => resolve("paths.storage", &cfg.paths.storage),
+        };
         cfg.paths.backup_dir = resolve("paths.backup_dir", &cfg.paths.backup_dir);
         if let Some(tf) = cfg.api.token_file.clone() {
             cfg.api.token_file = Some(resolve("api.token_file", &tf));
@@ -571,6 +601,10 @@ impl Config {
             encryption.identity_file = Some(absolute(base, &f));
         }
         cfg.encryption = cfg.encryption_of(&encryption, &mut problems);
+        match docker::settings(model.docker.as_ref(), env("DOCKER_HOST"), volumes) {
+            Ok(d) => cfg.docker = d,
+            Err(found) => problems.extend(found.into_iter().map(|(k, m)| cfg.key_error(&k, m))),
+        }
         cfg.identity = env(crate::encryption::IDENTITY_ENV)
             .filter(|s| !s.is_empty())
             .map(|p| absolute(base, Path::new(&p)))

@@ -7,6 +7,7 @@
 //! here does blocking I/O on the runtime's threads: file reads, parses, scans and fsyncs
 //! go to the blocking pool.
 
+mod containers;
 mod reload;
 mod runs;
 mod scheduler;
@@ -192,6 +193,12 @@ impl Daemon {
         // 5.–7. Catch-up, the config watch, staleness, READY=1.
         let mut scheduler = Scheduler::begin(services, reloader, events.clone(), finished).await;
         let watchdog = systemd::spawn_watchdog();
+        // Containers a run left stopped: started now, and retried while any stay down.
+        let container_watch = tokio::spawn(containers::watch(
+            cfg_rx.clone(),
+            events.clone(),
+            control.shutdown.clone(),
+        ));
 
         // 8. The loop.
         let reason = scheduler.run_until(&control).await;
@@ -216,6 +223,8 @@ impl Daemon {
         if let Some(w) = watchdog {
             w.abort();
         }
+        // It ends on the shutdown; it holds an event sender the flush below waits for.
+        let _ = container_watch.await;
         drop((queue, scheduler, events));
         // The reporter holds an event sender too: the dispatcher drains only when all are gone.
         drop(set_aside_reports);

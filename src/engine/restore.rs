@@ -23,22 +23,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::Local;
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::backup::{BackupJob, catalog_for, create_backup_locked};
-use super::database::{INTEGRITY_CHECKS, backup_into, run_check};
+use super::backup::catalog_for;
 use super::decrypt::{Reading, SqliteFile, load_identity};
+use super::live_app::{LiveApp, StopFor};
 use super::path_selection::PathSelection;
-use super::staged_tree::{StagedTree, is_mount_point, stage_storage};
-use super::verify::{full_parts, open_verified_database};
-use super::{Cancel, Progress};
-use crate::catalog::{
-    BackupDirLock, BackupEntry, Catalog, Format, FormatKind, Listing, Outcome,
-    SQLITE_SIDE_SUFFIXES, sqlite_side_file, sync_dir,
+pub use super::restore_database::DatabaseStep;
+use super::restore_database::{
+    prepare_database, restore_database, take_safety_copy, unused_aside_path,
 };
+use super::staged_tree::{StagedTree, is_mount_point, stage_storage};
+use super::verify::full_parts;
+use super::{Cancel, Progress};
+use crate::catalog::{BackupDirLock, BackupEntry, Catalog, Format, FormatKind, Listing, Outcome};
 use crate::config::{Compression, Config};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::kind::BackupKind;
 use crate::units::format_bytes;
 
@@ -53,21 +53,10 @@ pub struct RestorePlan {
     pub in_place: bool,
     pub database: Option<DatabaseStep>,
     pub storage: Option<StorageStep>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabaseStep {
-    pub source: PathBuf,
-    #[serde(skip)]
-    pub checksum: String,
-    /// How to read it (encrypted or not), and the identity to decrypt with.
-    #[serde(skip)]
-    pub format: Format,
-    #[serde(skip)]
-    pub identity: Option<PathBuf>,
-    pub target: PathBuf,
-    /// A pre-restore backup of the current database is taken first.
-    pub safety_copy: bool,
+    /// What will be stopped while the live data is replaced (an in-place restore of an
+    /// app run in containers), as the engine lists it when the plan is shown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stops: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +152,8 @@ impl RestorePlan {
                 s.target.display()
             ));
         }
+        // What follows touches live data.
+        let swaps_from = lines.len();
         if let Some(d) = &self.database {
             if d.safety_copy {
                 lines.push(format!(
@@ -193,6 +184,17 @@ impl RestorePlan {
                 None => lines.push(format!("put the restored tree at {}", s.target.display())),
             }
         }
+        if !self.stops.is_empty() {
+            // Where it happens: after the checks and the staging, around the swaps.
+            lines.insert(
+                swaps_from,
+                format!(
+                    "stop the containers {} (they carry the stop label)",
+                    self.stops.join(", ")
+                ),
+            );
+            lines.push(format!("start {} again", self.stops.join(", ")));
+        }
         lines
     }
 }
@@ -206,6 +208,9 @@ pub struct RestoreReport {
     pub database: Option<RestoredDatabase>,
     pub storage: Option<RestoredStorage>,
     pub duration_ms: u64,
+    /// What was stopped while the live data was replaced (and started again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -437,6 +442,7 @@ pub fn plan_restore_paths(
                 paths: selection.paths().to_vec(),
             }
         }),
+        stops: Vec::new(),
     })
 }
 
@@ -471,11 +477,14 @@ pub(crate) fn data_format(entry: &BackupEntry, expected: FormatKind) -> Result<F
 }
 
 /// Carry out a plan. Takes the backup-directory lock for its whole length.
+/// `app` is stopped while live data is replaced (an in-place restore), after the backup
+/// is checked and staged, and started again straight after.
 pub fn apply(
     plan: &RestorePlan,
     config: &Config,
     progress: &dyn Progress,
     cancel: &Cancel,
+    app: &dyn LiveApp,
 ) -> Result<RestoreReport> {
     let catalog = catalog_for(config);
     let name = plan
@@ -485,7 +494,15 @@ pub fn apply(
         .unwrap_or_default();
     let lock = catalog.lock(&format!("restore {name}"))?;
     let started = Instant::now();
-    let result = apply_locked(plan, config, &catalog, &lock, progress, cancel, started);
+    let recovered = app.recover();
+    for warning in &recovered {
+        catalog.log().warn(&format!("restore: {warning}"));
+    }
+    let result =
+        apply_locked(plan, config, &catalog, &lock, progress, cancel, app).map(|mut report| {
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            report
+        });
     match &result {
         Ok(_) => {
             let line = format!(
@@ -520,7 +537,7 @@ fn apply_locked(
     lock: &BackupDirLock,
     progress: &dyn Progress,
     cancel: &Cancel,
-    started: Instant,
+    app: &dyn LiveApp,
 ) -> Result<RestoreReport> {
     // 1. Database part: verified (and, encrypted, decrypted into a private copy) before
     // anything is written anywhere.
@@ -534,248 +551,121 @@ fn apply_locked(
         staged = Some(stage_storage(s, catalog, plan.verify, progress, cancel)?);
     }
     // From here on, a failure must not leave the staged tree behind.
+    let mut report = RestoreReport {
+        backup: plan.backup.clone(),
+        kind: plan.kind,
+        verified: plan.verify,
+        database: None,
+        storage: None,
+        duration_ms: 0,
+        stopped: Vec::new(),
+    };
+    let run = SwapRun {
+        config,
+        catalog,
+        lock,
+        progress,
+        cancel,
+    };
     let result = (|| {
-        let mut report = RestoreReport {
-            backup: plan.backup.clone(),
-            kind: plan.kind,
-            verified: plan.verify,
-            database: None,
-            storage: None,
-            duration_ms: 0,
-        };
-        if let Some(d) = &plan.database {
+        if plan.in_place {
             cancel.check()?;
-            let safety_copy = if d.safety_copy {
-                take_safety_copy(d, config, catalog, lock, progress, cancel)?
-            } else {
-                None
-            };
-            // The safety copy cleans crash debris first, and a decrypted or reassembled
-            // copy's name (a `.partial` beside the backup) is such debris's: make it
-            // afresh after it (every chunk is checked again). A database snapshot is
-            // such a copy even unencrypted.
-            if d.safety_copy && matches!(db_file, Some(SqliteFile::Decrypted(_))) {
-                drop(db_file.take());
-                db_file = Some(SqliteFile::open(
-                    &d.source,
-                    &d.format,
-                    d.identity.as_deref(),
-                )?);
-            }
-            let source = db_file
-                .as_ref()
-                .map_or(d.source.as_path(), SqliteFile::path);
-            restore_database(source, &d.target, config, safety_copy.as_deref())?;
-            report.database = Some(RestoredDatabase {
-                target: d.target.clone(),
-                safety_copy,
-            });
+            report.stopped = app.stop(StopFor::Restore)?;
         }
-        if let (Some(s), Some(tree)) = (&plan.storage, staged.take()) {
-            let (entries, files, bytes) = (
-                tree.stats.entries,
-                tree.stats.files,
-                tree.stats.content_bytes,
-            );
-            let previous_tree = match &s.previous_tree {
-                Some(prev) if !s.paths.is_empty() => tree.swap_paths(&s.target, prev, &s.paths)?,
-                _ => {
-                    tree.swap_into(&s.target, s.previous_tree.as_deref())?;
-                    s.previous_tree.clone()
-                }
-            };
-            report.storage = Some(RestoredStorage {
-                target: s.target.clone(),
-                previous_tree,
-                entries,
-                files,
-                bytes,
-            });
+        let swapped = swap_live(plan, &run, &mut db_file, &mut staged, &mut report);
+        // Started again whether or not the swap worked: the live data is then either the
+        // restored or (a failed swap rolls back) the previous one. A start that fails
+        // leaves the restore done: the caller alerts about the app, naming what is down.
+        if plan.in_place
+            && let Err(e) = app.start()
+        {
+            catalog.log().warn(&format!(
+                "restore: the app was not started again: {}",
+                crate::error_chain(&e)
+            ));
         }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        swapped
     })();
     if let Some(tree) = staged {
         tree.discard();
     }
-    result
+    result.map(|()| report)
 }
 
-/// The pre-restore safety copy of the live database (or, when SQLite cannot read it, the
-/// damaged file set aside): where it went.
-fn take_safety_copy(
-    d: &DatabaseStep,
-    config: &Config,
-    catalog: &Catalog,
-    lock: &BackupDirLock,
-    progress: &dyn Progress,
-    cancel: &Cancel,
-) -> Result<Option<PathBuf>> {
-    let job = BackupJob {
-        config,
-        kind: BackupKind::Database,
-        reason: Some("pre-restore".into()),
-        progress,
-        cancel: cancel.clone(),
-    };
-    match create_backup_locked(&job, catalog, lock) {
-        Ok(r) => Ok(Some(r.path)),
-        // The live database is what needs repairing: SQLite cannot copy it, so keep its
-        // bytes aside instead and restore into a fresh file.
-        Err(f) if is_damaged_database(&f.error) => {
-            let aside = set_damaged_database_aside(&d.target)?;
-            catalog.log().warn(&format!(
-                "restore: the live database {} could not be copied ({}); kept as {} instead (restart the app after the restore: it may still hold the old file open)",
-                crate::names::shown(&d.target),
-                crate::error_chain(&*f.error),
-                crate::names::shown(&aside)
-            ));
-            Ok(Some(aside))
-        }
-        Err(f) => Err(*f.error),
-    }
+/// What replacing the live data needs besides the plan.
+#[derive(Clone, Copy)]
+struct SwapRun<'a> {
+    config: &'a Config,
+    catalog: &'a Catalog,
+    lock: &'a BackupDirLock,
+    progress: &'a dyn Progress,
+    cancel: &'a Cancel,
 }
 
-/// The database backup as a file SQLite restores from: checked first unless `verify` is
-/// off; an encrypted one decrypted whole (so every chunk is authenticated) either way.
-fn prepare_database(d: &DatabaseStep, verify: bool, progress: &dyn Progress) -> Result<SqliteFile> {
-    let reading = Reading {
-        format: &d.format,
-        identity: d.identity.as_deref(),
-    };
-    if !verify {
-        return SqliteFile::open(&d.source, reading.format, reading.identity);
-    }
-    progress.begin("verify database", None, None);
-    let (_, _, file) = open_verified_database(&d.source, reading, Some(&d.checksum))?;
-    progress.end();
-    Ok(file)
-}
-
-/// Did the safety copy fail because the live database itself is damaged (not SQLite,
-/// corrupt, or failing its integrity check)? Then there is nothing SQLite can copy, and
-/// refusing would block exactly the repair the operator is attempting.
-fn is_damaged_database(e: &Error) -> bool {
-    match e {
-        Error::Sqlite { source, .. } => matches!(
-            source.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-        ),
-        Error::Verify { check, .. } => INTEGRITY_CHECKS.contains(check),
-        _ => false,
-    }
-}
-
-/// `NAME.pre-restore-STAMP` beside `live` (`_2`, `_3`… if taken): where a restore keeps
-/// what it replaces. Built from the name's bytes, whatever they are.
-fn unused_aside_path(live: &Path, stamp: &str) -> PathBuf {
-    let with_suffix = |suffix: &str| {
-        let mut name = live.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".pre-restore-{stamp}{suffix}"));
-        live.with_file_name(name)
-    };
-    let mut candidate = with_suffix("");
-    let mut n = 2;
-    while candidate.exists() {
-        candidate = with_suffix(&format!("_{n}"));
-        n += 1;
-    }
-    candidate
-}
-
-/// Rename a damaged live database and its side files (`-wal`, `-shm`, `-journal`) to
-/// `NAME.pre-restore-TIMESTAMP…`, as the storage tree is kept. The side files must go
-/// with it: SQLite deletes a WAL or journal it finds beside a new, empty database, and
-/// with a damaged main file that WAL may hold the app's only copy of recent commits. All
-/// or nothing: if one rename fails, those already done are undone.
-fn set_damaged_database_aside(live: &Path) -> Result<PathBuf> {
-    let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
-    let aside = unused_aside_path(live, &stamp);
-    let mut moves: Vec<(PathBuf, PathBuf)> = SQLITE_SIDE_SUFFIXES
-        .iter()
-        .map(|sfx| (sqlite_side_file(live, sfx), sqlite_side_file(&aside, sfx)))
-        .filter(|(from, _)| from.exists())
-        .collect();
-    moves.push((live.to_path_buf(), aside.clone()));
-    for (i, (from, to)) in moves.iter().enumerate() {
-        if let Err(e) = fs::rename(from, to) {
-            for (back_from, back_to) in moves[..i].iter().rev() {
-                let _ = fs::rename(back_to, back_from);
-            }
-            return Err(Error::io("move the damaged database aside to", to, e));
-        }
-    }
-    if let Some(parent) = live.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(aside)
-}
-
-/// Copy a verified database backup into `target` through SQLite: into a live WAL
-/// database this is one transaction that other connections observe atomically.
-fn restore_database(
-    source: &Path,
-    target: &Path,
-    config: &Config,
-    safety_copy: Option<&Path>,
+/// Replace the live database and storage with the checked, staged ones: the database's
+/// safety copy first, then each swap.
+fn swap_live(
+    plan: &RestorePlan,
+    run: &SwapRun,
+    db_file: &mut Option<SqliteFile>,
+    staged: &mut Option<StagedTree>,
+    report: &mut RestoreReport,
 ) -> Result<()> {
-    let busy = config.backup.busy_timeout.0;
-    let src = Connection::open_with_flags(
-        source,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::sqlite("open", source, e))?;
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).ctx("create", parent)?;
+    let SwapRun {
+        config,
+        catalog,
+        lock,
+        progress,
+        cancel,
+    } = *run;
+    if let Some(d) = &plan.database {
+        cancel.check()?;
+        let safety_copy = if d.safety_copy {
+            take_safety_copy(d, config, catalog, lock, progress, cancel)?
+        } else {
+            None
+        };
+        // The safety copy cleans crash debris first, and a decrypted or reassembled
+        // copy's name (a `.partial` beside the backup) is such debris's: make it
+        // afresh after it (every chunk is checked again). A database snapshot is
+        // such a copy even unencrypted.
+        if d.safety_copy && matches!(db_file, Some(SqliteFile::Decrypted(_))) {
+            drop(db_file.take());
+            *db_file = Some(SqliteFile::open(
+                &d.source,
+                &d.format,
+                d.identity.as_deref(),
+            )?);
+        }
+        let source = db_file
+            .as_ref()
+            .map_or(d.source.as_path(), SqliteFile::path);
+        restore_database(source, &d.target, config, safety_copy.as_deref())?;
+        report.database = Some(RestoredDatabase {
+            target: d.target.clone(),
+            safety_copy,
+        });
     }
-    let mut dst = Connection::open(target).map_err(|e| Error::sqlite("open", target, e))?;
-    dst.busy_timeout(busy)
-        .map_err(|e| Error::sqlite("configure", target, e))?;
-    backup_into(&src, source, &mut dst, busy)?;
-    run_check(&dst, "quick_check").map_err(|detail| {
-        Error::verify(
-            target,
-            "SQLite quick_check after restore",
-            match safety_copy {
-                Some(copy) => format!(
-                    "{detail}; the database as it was before is kept as {}",
-                    crate::names::shown(copy)
-                ),
-                None => detail,
-            },
-        )
-    })?;
-    dst.close()
-        .map_err(|(_, e)| Error::sqlite("close", target, e))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-    use std::os::unix::ffi::OsStrExt;
-
-    #[test]
-    fn a_damaged_database_goes_aside_with_its_side_files_whatever_its_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join(OsStr::from_bytes(b"app\xff.db"));
-        fs::write(&live, b"junk").unwrap();
-        fs::write(sqlite_side_file(&live, "-wal"), b"wal").unwrap();
-        // A name already taken by an earlier restore in the same second.
-        let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
-        fs::write(unused_aside_path(&live, &stamp), b"earlier").unwrap();
-
-        let aside = set_damaged_database_aside(&live).unwrap();
-        assert!(!live.exists() && !sqlite_side_file(&live, "-wal").exists());
-        assert_eq!(fs::read(&aside).unwrap(), b"junk");
-        assert_eq!(fs::read(sqlite_side_file(&aside, "-wal")).unwrap(), b"wal");
-        assert!(
-            aside
-                .as_os_str()
-                .as_bytes()
-                .starts_with(live.as_os_str().as_bytes()),
-            "{aside:?} is not beside {live:?} under the same name"
+    if let (Some(s), Some(tree)) = (&plan.storage, staged.take()) {
+        let (entries, files, bytes) = (
+            tree.stats.entries,
+            tree.stats.files,
+            tree.stats.content_bytes,
         );
+        let previous_tree = match &s.previous_tree {
+            Some(prev) if !s.paths.is_empty() => tree.swap_paths(&s.target, prev, &s.paths)?,
+            _ => {
+                tree.swap_into(&s.target, s.previous_tree.as_deref())?;
+                s.previous_tree.clone()
+            }
+        };
+        report.storage = Some(RestoredStorage {
+            target: s.target.clone(),
+            previous_tree,
+            entries,
+            files,
+            bytes,
+        });
     }
+    Ok(())
 }

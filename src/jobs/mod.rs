@@ -4,6 +4,7 @@
 //! the worker that runs one job at a time with the engine. The daemon's scheduler, the REST
 //! API and chat commands are all clients of this module; it imports none of them.
 
+pub mod live;
 mod queue;
 mod run;
 

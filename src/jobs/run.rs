@@ -3,12 +3,11 @@
 
 use chrono::{Local, SecondsFormat, Utc};
 
+use super::live::{container_events, take_backup};
 use super::queue::Work;
 use crate::catalog::Outcome;
 use crate::config::Config;
-use crate::engine::backup::{
-    BackupFailure, BackupJob, BackupReport, catalog_for, create_backup, record_outcome,
-};
+use crate::engine::backup::{BackupFailure, BackupReport, catalog_for, record_outcome};
 use crate::engine::restore::{RestoreReport, apply, plan_restore};
 use crate::engine::rotate::{RotateReport, rotate};
 use crate::engine::verify::{Keys, Selection, VerifyReport, select, verify_entry};
@@ -69,14 +68,11 @@ pub fn run_job(config: &Config, work: &Work, cancel: &Cancel, events: &EventSend
     match job {
         JobName::Full | JobName::Database | JobName::Storage => {
             let kind = job.backup_kind().unwrap_or(crate::BackupKind::Full);
-            let result = create_backup(&BackupJob {
-                config,
-                kind,
-                reason: None,
-                progress: &Silent,
-                cancel: cancel.clone(),
-            });
+            let (result, containers) = take_backup(config, kind, &Silent, cancel.clone());
             events.send(backup_event(config, kind, &result, next_run()));
+            for e in container_events(&format!("{kind} backup"), &containers) {
+                events.send(e);
+            }
             JobOutcome::Backup(Box::new(result))
         }
         JobName::Rotate => rotate_job(config, None, events),
@@ -150,19 +146,29 @@ fn restore_job(
     cancel: &Cancel,
     events: &EventSender,
 ) -> JobOutcome {
-    let result = plan_restore(config, path, None, verify)
-        .and_then(|plan| apply(&plan, config, &Silent, cancel));
+    let (result, containers) = match crate::docker::for_job(config) {
+        Ok(live) => {
+            let result = plan_restore(&live.config, path, None, verify)
+                .and_then(|plan| apply(&plan, &live.config, &Silent, cancel, live.app()));
+            (result, live.finish())
+        }
+        Err(e) => (Err(e), Default::default()),
+    };
     let backup = backup_name(path);
     events.send(match &result {
         Ok(report) => Event::RestoreDone {
             backup,
             restored: crate::events::RestoredPart::of(report),
+            stopped: report.stopped.clone(),
         },
         Err(e) => Event::RestoreFailed {
             backup,
             error: crate::error_chain(e),
         },
     });
+    for e in container_events("restore", &containers) {
+        events.send(e);
+    }
     JobOutcome::Restore(Box::new(result))
 }
 

@@ -118,6 +118,8 @@ pub struct Metrics {
     failures: Mutex<BTreeMap<JobName, u64>>,
     /// Failed upload jobs per offsite target since the daemon started.
     offsite_failures: Mutex<BTreeMap<String, u64>>,
+    /// Containers that would not stop, and starts that failed, since the daemon started.
+    container_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Sink for Metrics {
@@ -128,6 +130,19 @@ impl Sink for Metrics {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(target.clone())
+                .or_default() += 1;
+        }
+        let container_op = match event {
+            Event::ContainerStopFailed { .. } => Some("stop"),
+            Event::ContainersNotStarted { .. } => Some("start"),
+            _ => None,
+        };
+        if let Some(op) = container_op {
+            *self
+                .container_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(op)
                 .or_default() += 1;
         }
         let job = match event {
@@ -253,6 +268,25 @@ impl Metrics {
                     (
                         format!("{{job=\"{j}\"}}"),
                         failures.get(j).copied().unwrap_or(0) as f64,
+                    )
+                })
+                .collect(),
+        );
+        let container_failures = self
+            .container_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        family(
+            "vertex_backup_container_failures_total",
+            "counter",
+            "Containers that would not stop (op=stop) and starts that failed after retries (op=start) since the daemon started.",
+            ["stop", "start"]
+                .iter()
+                .map(|op| {
+                    (
+                        format!("{{op=\"{op}\"}}"),
+                        container_failures.get(op).copied().unwrap_or(0) as f64,
                     )
                 })
                 .collect(),

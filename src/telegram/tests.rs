@@ -17,6 +17,7 @@ fn facts(name: &str) -> BackupFacts {
             free: 41 * 1024 * 1024 * 1024,
             total: 66 * 1024 * 1024 * 1024,
         }),
+        stopped: vec![],
     }
 }
 
@@ -193,8 +194,13 @@ fn the_restore_message_says_what_went_where_and_where_the_safety_copy_is() {
                     safety_copy: None,
                 },
             ],
+            stopped: vec!["vertex-ar-app-1".into()],
         },
         "h",
+    );
+    assert!(
+        m.contains("stopped meanwhile and started again: vertex-ar-app-1"),
+        "{m}"
     );
     assert!(m.contains("restored full_backup_20261201_100000"), "{m}");
     assert!(

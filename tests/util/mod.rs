@@ -2,7 +2,7 @@
 //! Vertex AR server (`TestApp`), a runner for the real binary with a deadline, polling
 //! without fixed sleeps, a local HTTP server for fakes (`LocalServer`), the S3 servers of
 //! the offsite tests (`S3Server`, `PrivateS3`), a real OpenSSH server for SFTP targets
-//! (`SshServer`) and a `FaultProxy` to break connections to them, and helpers to hash, list and compare file trees.
+//! (`SshServer`), a real container engine (`Podman`) and a `FaultProxy` to break connections to them, and helpers to hash, list and compare file trees.
 //!
 //! Every test module uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -12,6 +12,7 @@ mod daemon;
 mod fault_proxy;
 mod files;
 mod http;
+mod podman;
 mod process;
 mod require;
 mod s3;
@@ -22,6 +23,7 @@ pub use daemon::*;
 pub use fault_proxy::*;
 pub use files::*;
 pub use http::*;
+pub use podman::*;
 pub use process::*;
 pub use require::*;
 pub use s3::*;

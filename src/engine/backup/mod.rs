@@ -12,6 +12,7 @@ use chrono::{DateTime, Local, SecondsFormat};
 use super::database;
 use super::hashing::{HashingWriter, sha256_file};
 use super::hooks::run_hook;
+use super::live_app::{LiveApp, StopFor};
 use super::output::ArchiveFile;
 use super::sealing::seal_stream;
 use super::storage::{self, ArchiveOptions};
@@ -36,6 +37,8 @@ pub struct BackupJob<'a> {
     pub reason: Option<String>,
     pub progress: &'a dyn Progress,
     pub cancel: Cancel,
+    /// The running app: stopped while the storage directory is read.
+    pub app: &'a dyn LiveApp,
 }
 
 /// A backup that landed.
@@ -52,6 +55,8 @@ pub struct BackupReport {
     pub cleaned: Vec<PathBuf>,
     /// Free bytes on the backup filesystem afterwards.
     pub free_after: Option<u64>,
+    /// What was stopped while the storage directory was read (and started again).
+    pub stopped: Vec<String>,
 }
 
 impl BackupReport {
@@ -218,6 +223,8 @@ pub fn create_backup_locked(
     let fail = |step| move |error| BackupFailure::new(job.kind, step, error);
     let started = Instant::now();
     let created_at = Local::now();
+    // A run that died with the app stopped left it so: started before anything else.
+    let recovered = job.app.recover();
     let cleaned = catalog.clean_leftovers().map_err(fail("clean leftovers"))?;
     let index = crate::engine::snapshot::upkeep::upkeep_now(catalog);
     // The tree's size is measured once: for the space check and the progress totals.
@@ -229,12 +236,15 @@ pub fn create_backup_locked(
             commit_part(catalog, pending).map_err(fail("write metadata"))?
         }
         BackupKind::Storage => {
-            let pending = storage_part(job, catalog, &ts, None, created_at, tree)?;
-            commit_part(catalog, pending).map_err(fail("write metadata"))?
+            let (pending, stopped) = storage_part(job, catalog, &ts, None, created_at, tree)?;
+            let mut report = commit_part(catalog, pending).map_err(fail("write metadata"))?;
+            report.stopped = stopped;
+            report
         }
         BackupKind::Full => full_backup(job, catalog, &ts, created_at, started, tree)?,
     };
     report.cleaned = cleaned;
+    report.metadata.warnings.extend(recovered);
     report.metadata.warnings.extend(index.warnings);
     report.free_after = crate::sys::available_space(catalog.root()).ok();
     Ok(report)
@@ -482,7 +492,34 @@ fn seal_database(
     Ok((sealed, checksum, size, plain_size))
 }
 
+/// The storage part, read while the app is stopped (when something is to be), which is
+/// started again as soon as the files are read: before the part is committed, and whether
+/// or not reading them worked. Returns the part and the names of what was stopped.
 fn storage_part(
+    job: &BackupJob,
+    catalog: &Catalog,
+    ts: &str,
+    part_of: Option<&str>,
+    created: DateTime<Local>,
+    tree: (u64, u64),
+) -> std::result::Result<(PendingPart, Vec<String>), BackupFailure> {
+    let stopped = job
+        .app
+        .stop(StopFor::Backup(job.kind))
+        .map_err(|e| BackupFailure::new(job.kind, "stop containers", e))?;
+    let read = read_storage(job, catalog, ts, part_of, created, tree);
+    let started = job.app.start();
+    let mut part = read?;
+    if let Err(e) = started {
+        part.metadata.warnings.push(format!(
+            "the app was not started again after its files were read: {}",
+            crate::error_chain(&e)
+        ));
+    }
+    Ok((part, stopped))
+}
+
+fn read_storage(
     job: &BackupJob,
     catalog: &Catalog,
     ts: &str,
@@ -579,6 +616,7 @@ pub(crate) fn commit_part(catalog: &Catalog, pending: PendingPart) -> Result<Bac
         parts: Vec::new(),
         cleaned: Vec::new(),
         free_after: None,
+        stopped: Vec::new(),
     })
 }
 
@@ -595,7 +633,7 @@ fn full_backup(
     // Both parts are written before either lands, so a failure in the second leaves no
     // orphaned first part.
     let db = database_part(job, catalog, ts, Some(&stem), created)?;
-    let st = storage_part(job, catalog, ts, Some(&stem), created, tree)?;
+    let (st, stopped) = storage_part(job, catalog, ts, Some(&stem), created, tree)?;
     let db = commit_part(catalog, db).map_err(fail("write metadata"))?;
     let st = match commit_part(catalog, st) {
         Ok(r) => r,
@@ -648,6 +686,7 @@ fn full_backup(
         parts: vec![db, st],
         cleaned: Vec::new(),
         free_after: None,
+        stopped,
     })
 }
 
