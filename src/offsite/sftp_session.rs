@@ -128,7 +128,7 @@ impl SshLogin {
             ));
         };
         let said = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(keep_stderr(stderr, Arc::clone(&said)));
+        let reading = tokio::spawn(keep_stderr(stderr, Arc::clone(&said)));
         // Up to 8 MiB of writes in flight (the default, 640 KiB, leaves the pipe idle
         // while replies come back); the server's own write size is kept.
         let options = SftpOptions::new().tokio_compat_file_write_limit(WRITES_IN_FLIGHT);
@@ -145,6 +145,9 @@ impl SshLogin {
             Ok(Err(e)) => {
                 // ssh ended (or never spoke SFTP): its exit and its words say why.
                 let exited = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                // Its last words may still be in the pipe: read to its end (ssh has
+                // exited, so it ends) before judging them; a loaded machine showed the gap.
+                let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
                 let words = stderr_text(&said);
                 Err(self
                     .refusal(&words, exited.ok().and_then(Result::ok), &e)

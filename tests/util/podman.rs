@@ -217,13 +217,51 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        // Containers first (their conmon processes outlive the service), then the service.
-        let _ = self
-            .podman()
-            .args(["rm", "--all", "--force", "--time", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The service first: a stop it is still running (a container that ignores its
+        // signal) holds that container's lock, and `rm` would fail on it.
         self.kill_service();
+        let remove = || {
+            let _ = self
+                .podman()
+                .args(["rm", "--all", "--force", "--time", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        remove();
+        // Whatever still runs is killed by its PID before the directory it runs from
+        // goes: a container outliving its test would spin on a vanished root.
+        let left = self
+            .podman()
+            .args(["ps", "--all", "--quiet"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if !left.is_empty() {
+            for id in left.lines() {
+                let pid = self
+                    .podman()
+                    .args(["inspect", "--format", "{{.State.Pid}}", id])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default();
+                if let Ok(pid) = pid.parse::<i32>()
+                    && pid > 0
+                {
+                    // SAFETY: kill(2) on a PID the engine names as this test's container.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            remove();
+        }
+        // Last resort, whatever podman says: the engine's monitors (conmon) name this
+        // directory in their arguments, and their children are the containers.
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        if let Ok(out) = Command::new("pgrep").args(["-f", &dir]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("pkill").args(["-KILL", "-P", pid]).status();
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
     }
 }
