@@ -43,6 +43,7 @@ pub mod s3_api;
 mod s3_parts;
 pub mod sealed;
 pub mod sftp;
+mod sftp_flush;
 mod sftp_read;
 mod sftp_session;
 pub mod state;

@@ -5,7 +5,8 @@
 //! the server's disk (`fsync@openssh.com`, where the server offers it: OpenSSH does since
 //! 6.3), then renamed over its name (`posix-rename@openssh.com`: atomic, replacing), so a
 //! reader sees a whole object or none, and a dropped connection leaves only `.partial`
-//! files, which [`Target::clean_interrupted`] removes.
+//! files, which [`Target::clean_interrupted`] removes. A second connection flushes a
+//! large upload as it goes ([`super::sftp_flush`]), so the final fsync finds little left.
 //!
 //! The directory PATH must exist (a server whose disk is not mounted must fail, as a path
 //! target's missing mount does). Directories below it are made with the backup
@@ -29,6 +30,7 @@ use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::metadata::Permissions;
 use tokio::io::AsyncWriteExt;
 
+use super::sftp_flush::{EarlyFlush, FLUSH_EVERY};
 use super::sftp_read::ReadAhead;
 use super::sftp_session::{Session, SshLogin, connection_lost, describe, failure_of};
 use super::target::{
@@ -52,6 +54,8 @@ pub struct SftpTarget {
     session: Mutex<Option<Arc<Session>>>,
     /// Directories below the root known to exist as directories on this connection.
     dirs: Mutex<HashSet<String>>,
+    /// A second connection that flushes uploads as they go (declared before the runtime).
+    early: EarlyFlush,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -75,13 +79,15 @@ impl SftpTarget {
             .enable_all()
             .build()
             .map_err(|e| RemoteError::io(&e, "start the SFTP client"))?;
+        let login = SshLogin {
+            location: location.clone(),
+            key: key.clone(),
+            known_hosts: known_hosts.clone(),
+            timeout: target.timeout,
+        };
         Ok(SftpTarget {
-            login: SshLogin {
-                location: location.clone(),
-                key: key.clone(),
-                known_hosts: known_hosts.clone(),
-                timeout: target.timeout,
-            },
+            early: EarlyFlush::new(login.clone()),
+            login,
             bandwidth_limit: target.bandwidth_limit,
             file_mode,
             dir_mode,
@@ -297,6 +303,7 @@ impl SftpTarget {
         let mut file = std::pin::pin!(TokioCompatFile::new(file));
         let mut stream = UploadStream::new(data, self.bandwidth_limit);
         let mut buf = vec![0u8; WRITE_BLOCK];
+        let (mut written, mut flushing) = (0u64, None);
         loop {
             let n = stream.fill(&mut buf).map_err(|e| {
                 RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
@@ -306,9 +313,24 @@ impl SftpTarget {
             }
             self.wait(&session, partial, file.write_all(&buf[..n]))?
                 .map_err(|e| self.io_failed(&session, partial, e))?;
+            written += n as u64;
+            if written / FLUSH_EVERY != (written - n as u64) / FLUSH_EVERY
+                && session.sftp.support_fsync()
+            {
+                self.early.start(&self.runtime, partial, &mut flushing);
+            }
         }
         self.wait(&session, partial, file.flush())?
             .map_err(|e| self.io_failed(&session, partial, e))?;
+        // The early flush is waited for (it has the most of the bytes on disk by now), so
+        // that no handle of ours is open on the file when it is renamed.
+        // Bounded: a second connection that hangs costs the overlap, never the upload.
+        if let Some(running) = flushing {
+            let timeout = self.login.timeout;
+            self.runtime.block_on(async {
+                let _ = tokio::time::timeout(timeout, running).await;
+            });
+        }
         if session.sftp.support_fsync() {
             self.wait(&session, partial, file.as_mut().as_mut_file().sync_all())?
                 .map_err(|e| self.failed(&session, &format!("fsync {partial}"), &e))?;

@@ -223,4 +223,45 @@ mod tests {
         health.set_offsite_stale(BTreeSet::new());
         assert!(health.degraded().is_empty());
     }
+
+    #[test]
+    fn container_stop_and_start_failures_are_counted_apart() {
+        let config = Config::parse("", None, Path::new("/srv"), &|_| None).unwrap();
+        let metrics = Metrics::default();
+        metrics.handle(&Event::ContainerStopFailed {
+            job: "storage backup".into(),
+            container: "app".into(),
+            error: "no answer within 2m".into(),
+        });
+        for _ in 0..2 {
+            metrics.handle(&Event::ContainersNotStarted {
+                job: "restore".into(),
+                containers: vec!["app".into()],
+                error: "unreachable".into(),
+            });
+        }
+        let view = OffsiteView {
+            targets: &config.offsite,
+            state: &OffsiteState::default(),
+        };
+        let text = metrics.render(
+            &Listing::default(),
+            &CatalogState::default(),
+            &Health::default(),
+            &view,
+            None,
+        );
+        let family = "vertex_backup_container_failures_total";
+        assert_eq!(
+            sample(&text, &format!("{family}{{op=\"stop\"}}")),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &format!("{family}{{op=\"start\"}}")),
+            Some("2"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("# TYPE {family} counter")), "{text}");
+    }
 }

@@ -238,3 +238,29 @@ fn chat_commands_parse_with_and_without_the_bot_name() {
     assert_eq!(Command::parse("/restore db_backup_x"), Command::Restore);
     assert_eq!(Command::parse("/frobnicate"), Command::Help);
 }
+
+#[test]
+fn containers_left_down_are_an_alert_naming_them_and_their_start_a_recovery() {
+    let down = Event::ContainersNotStarted {
+        job: "storage backup".into(),
+        containers: vec!["app".into(), "worker<1>".into()],
+        error: "cannot start the container `app`: connection refused".into(),
+    };
+    assert_eq!(down.category(), Some(crate::config::NotifyOn::Failure));
+    let m = format_message(&down, "h");
+    assert!(m.contains("the app is DOWN"), "{m}");
+    assert!(m.contains("app, worker&lt;1&gt;"), "{m}");
+    assert!(m.contains("docker start app worker&lt;1&gt;"), "{m}");
+    let up = Event::ContainersStarted {
+        containers: vec!["app".into()],
+    };
+    assert_eq!(up.category(), Some(crate::config::NotifyOn::Recovered));
+    assert!(format_message(&up, "h").contains("running again: app started"));
+    // A stop failure is the job's own failure message; this one only counts.
+    let stop = Event::ContainerStopFailed {
+        job: "restore".into(),
+        container: "app".into(),
+        error: "timeout".into(),
+    };
+    assert_eq!(stop.category(), None);
+}

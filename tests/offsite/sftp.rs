@@ -14,8 +14,8 @@ use crate::offsite::setup::{
     configure, push_fails_untouched, remote_backups, restore_latest_from_remote,
 };
 use crate::util::{
-    RUN_TIMEOUT, TestApp, assert_same_tree, dump_db_file, files_under, poll_until, require, root,
-    ssh_server,
+    RUN_TIMEOUT, TestApp, assert_same_tree, dump_db_file, files_under, poll_until, random_bytes,
+    require, root, ssh_server,
 };
 
 fn partials_under(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -201,4 +201,32 @@ fn a_missing_server_directory_is_named_and_not_created() {
     configure(&app, &[server.table("remote", &missing, "retries = 0\n")]);
     push_fails_untouched(&app, &["does not exist", "mkdir -p"]);
     assert!(!missing.exists(), "the push made the target's directory");
+}
+
+#[test]
+fn a_large_upload_flushed_as_it_goes_from_a_second_connection_lands_whole() {
+    let Some(server) = ssh_server() else { return };
+    let app = TestApp::new();
+    // Past two early flushes (every 64 MiB), from the second connection.
+    app.write_storage_file("client_1/videos/long.mp4", &random_bytes(77, 150 << 20));
+    let dir = server.directory("vertex-ar");
+    let table = server.table("remote", &dir, "");
+    configure(&app, std::slice::from_ref(&table));
+    app.run(["create", "--type", "storage", "--no-offsite"])
+        .assert_code(0);
+    let push = app.run(["offsite", "push"]);
+    push.assert_code(0);
+    assert!(
+        partials_under(&dir).is_empty(),
+        "{:?}",
+        partials_under(&dir)
+    );
+    let listed = remote_backups(&app, "remote");
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    app.run(["offsite", "verify"]).assert_code(0);
+    let fresh = TestApp::new();
+    configure(&fresh, &[table]);
+    let restored = restore_latest_from_remote(&fresh, "storage", false);
+    assert_eq!(restored.code(), Some(0), "{}", restored.describe());
+    assert_same_tree(&app.storage, &fresh.storage);
 }
