@@ -297,31 +297,26 @@ impl EngineApi {
     /// and, after the container's own grace period, kills it; not stopped within
     /// `timeout` is a failure naming it.
     pub fn stop(&self, id: &str, name: &str, timeout: Duration) -> Result<()> {
-        let op = format!("stop the container `{name}`");
-        let answer = self.call(
-            &op,
-            Method::POST,
-            &format!("/containers/{id}/stop"),
-            timeout,
-        )?;
-        match answer.status {
-            // 304: it was not running.
-            s if s.is_success() || s == StatusCode::NOT_MODIFIED => Ok(()),
-            _ => Err(self.refused(&op, &answer)),
-        }
+        self.container_action("stop", id, name, timeout)
     }
 
     /// Start container `id` again.
     pub fn start(&self, id: &str, name: &str) -> Result<()> {
-        let op = format!("start the container `{name}`");
-        let answer = self.call(
-            &op,
-            Method::POST,
-            &format!("/containers/{id}/start"),
-            CALL_TIMEOUT,
-        )?;
+        self.container_action("start", id, name, CALL_TIMEOUT)
+    }
+
+    /// `POST /containers/{id}/{action}`; 304 (stopped or started already) is success.
+    fn container_action(
+        &self,
+        action: &str,
+        id: &str,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<()> {
+        let op = format!("{action} the container `{name}`");
+        let path = format!("/containers/{id}/{action}");
+        let answer = self.call(&op, Method::POST, &path, deadline)?;
         match answer.status {
-            // 304: it was running already.
             s if s.is_success() || s == StatusCode::NOT_MODIFIED => Ok(()),
             _ => Err(self.refused(&op, &answer)),
         }

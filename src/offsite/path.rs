@@ -250,9 +250,7 @@ impl PathTarget {
         let mut stream = UploadStream::new(data, self.bandwidth_limit);
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = stream.fill(&mut buf).map_err(|e| {
-                RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
-            })?;
+            let n = stream.next_block(&mut buf)?;
             if n == 0 {
                 break;
             }

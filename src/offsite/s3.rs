@@ -261,7 +261,9 @@ impl S3Target {
                 self.collect_one(&mut inflight, &mut parts)?;
             }
             let mut buf = vec![0u8; self.part_size];
-            let n = stream.fill(&mut buf).map_err(read_error)?;
+            let n = stream
+                .fill(&mut buf)
+                .map_err(super::transfer::read_failed)?;
             if n > 0 {
                 buf.truncate(n);
                 next = Some(buf);
@@ -352,10 +354,6 @@ fn lock_headers(until: DateTime<Utc>) -> RemoteResult<reqwest_object_store::head
     Ok(headers)
 }
 
-fn read_error(e: std::io::Error) -> RemoteError {
-    RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
-}
-
 /// What kind of failure an `object_store` error is, from its variant and the S3 error
 /// code in its text.
 fn classify(e: &object_store::Error) -> RemoteError {
@@ -443,7 +441,9 @@ impl Target for S3Target {
         let path = self.path(key)?;
         let mut stream = UploadStream::new(data, self.bandwidth_limit);
         let mut first = vec![0u8; self.part_size];
-        let n = stream.fill(&mut first).map_err(read_error)?;
+        let n = stream
+            .fill(&mut first)
+            .map_err(super::transfer::read_failed)?;
         first.truncate(n);
         if n < self.part_size {
             // One request: the whole object is in memory, so it is checked before sending.
@@ -470,7 +470,7 @@ impl Target for S3Target {
     }
 
     fn put_file(&self, key: &str, mut file: File, sha256: Option<&str>) -> RemoteResult<Stored> {
-        let len = file.metadata().map_err(read_error)?.len();
+        let len = file.metadata().map_err(super::transfer::read_failed)?.len();
         if len < self.part_size as u64 {
             return self.put(key, &mut file, sha256);
         }

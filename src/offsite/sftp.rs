@@ -305,9 +305,7 @@ impl SftpTarget {
         let mut buf = vec![0u8; WRITE_BLOCK];
         let (mut written, mut flushing) = (0u64, None);
         loop {
-            let n = stream.fill(&mut buf).map_err(|e| {
-                RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
-            })?;
+            let n = stream.next_block(&mut buf)?;
             if n == 0 {
                 break;
             }

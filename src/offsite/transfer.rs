@@ -61,6 +61,12 @@ impl<'a> UploadStream<'a> {
         fill(self, buf)
     }
 
+    /// [`UploadStream::fill`] for a target's upload loop: a local read error as a target
+    /// failure (0: the stream ended).
+    pub fn next_block(&mut self, buf: &mut [u8]) -> RemoteResult<usize> {
+        self.fill(buf).map_err(read_failed)
+    }
+
     /// Wait until the bytes read so far are within the limit: a token bucket measured
     /// from the start, so a burst after a slow network does not exceed the average.
     fn throttle(&self) {
@@ -68,6 +74,11 @@ impl<'a> UploadStream<'a> {
             wait_for(self.started, self.bytes, limit);
         }
     }
+}
+
+/// Reading the local copy being uploaded failed (the disk, not the target).
+pub fn read_failed(e: io::Error) -> RemoteError {
+    RemoteError::new(RemoteFailure::Other, format!("read the local copy: {e}"))
 }
 
 /// Read from `reader` until `buf` is full or the stream ends; returns how much was read.
