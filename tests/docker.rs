@@ -346,3 +346,32 @@ fn a_sigterm_of_the_daemon_while_the_app_is_stopped_starts_it_again_before_it_ex
     assert_ne!(engine.started_at("b-slow"), b0);
     assert!(!journal(&app).exists());
 }
+
+#[test]
+fn a_backup_dir_inside_the_storage_volume_is_refused_once_the_volume_is_resolved() {
+    let Some(engine) = podman_engine() else {
+        return;
+    };
+    let (app, media, _db) = app_in_volumes(&engine, "");
+    let inside = media.join("backups");
+    let text = std::fs::read_to_string(&app.config)
+        .expect("config")
+        .replace(
+            "backup_dir = \"backups\"",
+            &format!("backup_dir = \"{}\"", inside.display()),
+        );
+    app.write_config_raw(&text);
+    for args in [vec!["check-config"], vec!["create", "--type", "storage"]] {
+        let run = app.run(&args);
+        assert_ne!(run.code(), Some(0), "{}", run.describe());
+        assert!(
+            run.stderr.contains("paths.backup_dir") && run.stderr.contains("inside the storage"),
+            "{}",
+            run.describe()
+        );
+    }
+    assert!(
+        !inside.join("storage").exists(),
+        "a backup was written into the volume"
+    );
+}

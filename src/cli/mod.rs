@@ -34,6 +34,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vertex_backup::catalog::{self, Stats};
 use vertex_backup::config::{ConfigSource, JobSchedule};
+use vertex_backup::docker;
 use vertex_backup::engine::backup::{BackupFailure, catalog_for};
 use vertex_backup::engine::{Progress, Silent, browse, rotate, select};
 use vertex_backup::retention::RetentionPolicy;
@@ -718,15 +719,19 @@ fn cmd_stats(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 fn cmd_check_config(config: &Config, runs: usize) -> anyhow::Result<ExitCode> {
     // The daemon's own token reader: what it would refuse, this refuses.
-    // Volume paths are checked where the engine resolves them, when it can.
-    let resolved = config
-        .docker
-        .as_ref()
-        .and_then(|_| vertex_backup::docker::for_job(config).ok());
+    // Volume paths are checked where the engine resolves them, when it can (what the
+    // engine says is reported with its listing below; a resolved path that breaks a
+    // rule, the backup directory inside a volume, here).
+    let (resolved, refused) = match config.docker.as_ref().map(|_| docker::for_job(config)) {
+        Some(Ok(live)) => (Some(live), None),
+        Some(Err(Error::Container { .. })) | None => (None, None),
+        Some(Err(e)) => (None, Some(e)),
+    };
     let mut live = resolved
         .as_ref()
         .map_or(config, |l| &l.config)
         .check_live(&vertex_backup::api::api_token);
+    live.problems.extend(refused);
     output::print_config(config);
     let now = chrono::Utc::now();
     out!("\nschedule (time zone: {}):", config.schedule.timezone);

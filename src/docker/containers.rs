@@ -108,12 +108,6 @@ impl AppContainers {
             .collect())
     }
 
-    fn journal_now(&self, state: &RunState) -> Result<()> {
-        let journal =
-            StoppedJournal::new(&state.stopped_for, self.api.host(), state.stopped.clone());
-        journal::write(&self.backup_dir, Some(&journal), self.file_mode)
-    }
-
     /// Start `c`, trying again a few times while the engine is unreachable or refuses.
     fn start_with_retries(&self, c: &StoppedContainer) -> Result<()> {
         let mut last = None;
@@ -214,12 +208,12 @@ impl LiveApp for AppContainers {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
+        // Journaled before the first stop: a run killed from here on leaves word (a
+        // container it names that still runs is simply left alone by whoever recovers).
+        let journal = StoppedJournal::new(for_what.as_str(), self.api.host(), chosen.clone());
+        journal::write(&self.backup_dir, Some(&journal), self.file_mode)?;
         let mut state = self.state();
         state.stopped_for = for_what.as_str().to_string();
-        // Journaled before the first stop: a run killed from here on leaves word.
-        state.stopped = chosen.clone();
-        self.journal_now(&state)?;
-        state.stopped.clear();
         for c in &chosen {
             // Journaled already: if the stop fails half-way the container may still stop
             // later (the engine kills it after its grace period), and is then started.

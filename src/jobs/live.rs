@@ -32,10 +32,13 @@ pub fn take_backup(
             (result, live.finish())
         }
         Err(e) => {
+            // A resolved path that breaks a rule (the backup directory inside the storage
+            // volume) is the config's error: nothing is written, not even the record.
+            let recorded = !e.is_usage();
             let result = Err(BackupFailure::new(kind, "resolve volumes", e));
             let catalog = catalog_for(config);
-            // Recorded like a failure at any later step (the directory may be new).
-            if catalog.prepare().is_ok() {
+            // Else recorded like a failure at any later step (the directory may be new).
+            if recorded && catalog.prepare().is_ok() {
                 record_outcome(&catalog, kind.as_str(), &result);
             }
             (result, ContainerReport::default())
