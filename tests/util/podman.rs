@@ -209,9 +209,13 @@ impl Podman {
         self.run(&["inspect", "--format", "{{.State.Status}}", name])
     }
 
-    /// What container `name` sees at `path` (`cat` inside it).
-    pub fn cat(&self, name: &str, path: &str) -> String {
-        self.run(&["exec", name, "cat", path])
+    /// The SHA-256 (hex) of the file container `name` sees at `path`, hashed inside it.
+    pub fn sha256_inside(&self, name: &str, path: &str) -> String {
+        let out = self.run(&["exec", name, "/bin/busybox", "sha256sum", path]);
+        out.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
