@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::docker::{AppContainers, ContainerReport, JOURNAL_FILE};
+use crate::docker::{AppContainers, ContainerReport, journal_path};
 use crate::engine::backup::catalog_for;
 use crate::engine::live_app::LiveApp;
 use crate::events::{Event, EventSender};
@@ -30,7 +30,7 @@ pub async fn watch(
     let mut alerted = false;
     loop {
         let cfg = config.borrow().clone();
-        if cfg.docker.is_some() && cfg.paths.backup_dir.join(JOURNAL_FILE).exists() {
+        if cfg.docker.is_some() && journal_path(&cfg.paths.backup_dir).exists() {
             let report = super::blocking(move || recover(&cfg)).await.ok().flatten();
             if let Some(report) = report {
                 let down = report.not_started.is_some();

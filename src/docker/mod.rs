@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use api::{ContainerState, ContainerSummary, EngineApi, valid_id};
 pub use containers::{AppContainers, ContainerReport, label_applies};
-pub use journal::JOURNAL_FILE;
+pub use journal::path as journal_path;
 
 use crate::config::{Config, VolumePath};
 use crate::engine::live_app::{LiveApp, NoApp};
