@@ -20,7 +20,7 @@
 //! and waits on it, as the S3 target does.
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{IoSlice, Read};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -95,6 +95,11 @@ impl SftpTarget {
             dirs: Mutex::new(HashSet::new()),
             runtime,
         })
+    }
+
+    /// Early flushes from the second connection that the server confirmed.
+    pub fn early_flushes(&self) -> u64 {
+        self.early.done()
     }
 
     /// The live connection, opened (and the root checked) when there is none.
@@ -309,7 +314,7 @@ impl SftpTarget {
             if n == 0 {
                 break;
             }
-            self.wait(&session, partial, file.write_all(&buf[..n]))?
+            self.wait(&session, partial, write_block(file.as_mut(), &buf[..n]))?
                 .map_err(|e| self.io_failed(&session, partial, e))?;
             written += n as u64;
             if written / FLUSH_EVERY != (written - n as u64) / FLUSH_EVERY
@@ -405,6 +410,23 @@ impl SftpTarget {
             _ => e,
         }
     }
+}
+
+/// Hands one block to the pipelined writer through its vectored path: the plain
+/// `poll_write` of `openssh-sftp-client` serialises the payload byte by byte through serde
+/// (a third of the upload's CPU in a profile), the vectored one copies it whole.
+async fn write_block(
+    mut file: std::pin::Pin<&mut TokioCompatFile>,
+    mut block: &[u8],
+) -> std::io::Result<()> {
+    while !block.is_empty() {
+        let n = file.write_vectored(&[IoSlice::new(block)]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        block = &block[n..];
+    }
+    Ok(())
 }
 
 impl Target for SftpTarget {

@@ -11,6 +11,7 @@
 //! early flush that fails only loses the overlap, and a second connection that cannot be
 //! had (or drops) is not tried again until the target is opened anew.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
@@ -31,6 +32,9 @@ enum Flusher {
 pub struct EarlyFlush {
     login: SshLogin,
     flusher: Arc<Mutex<Flusher>>,
+    /// Early flushes the server confirmed (a failed one is silent by design: counted so
+    /// that a test and the bench can see the overlap happen).
+    done: Arc<AtomicU64>,
 }
 
 impl EarlyFlush {
@@ -38,7 +42,13 @@ impl EarlyFlush {
         EarlyFlush {
             login,
             flusher: Arc::new(Mutex::new(Flusher::Unopened)),
+            done: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Early flushes the server confirmed since the target was opened.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
     }
 
     /// Start flushing `path` as written so far on `runtime`, unless `running` (the last
@@ -60,8 +70,9 @@ impl EarlyFlush {
             },
             Err(_) => return,
         };
-        let (slot, login, path) = (
+        let (slot, done, login, path) = (
             Arc::clone(&self.flusher),
+            Arc::clone(&self.done),
             self.login.clone(),
             path.to_string(),
         );
@@ -76,12 +87,17 @@ impl EarlyFlush {
             };
             mark(&slot, Flusher::Open(Arc::clone(&session)));
             let flushed = async {
-                let mut file = session.sftp.options().read(true).open(&path).await?;
+                // Opened for writing (neither creating nor truncating): the client refuses
+                // an fsync on a handle it did not open for writing.
+                let mut file = session.sftp.options().write(true).open(&path).await?;
                 file.sync_all().await?;
                 file.close().await
             };
-            if flushed.await.is_err() {
-                mark(&slot, Flusher::Unavailable);
+            match flushed.await {
+                Ok(()) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => mark(&slot, Flusher::Unavailable),
             }
         }));
     }

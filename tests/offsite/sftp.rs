@@ -15,7 +15,7 @@ use crate::offsite::setup::{
 };
 use crate::util::{
     RUN_TIMEOUT, TestApp, assert_same_tree, dump_db_file, files_under, poll_until, random_bytes,
-    require, root, ssh_server,
+    require, root, sha256_file, ssh_server,
 };
 
 fn partials_under(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -229,4 +229,50 @@ fn a_large_upload_flushed_as_it_goes_from_a_second_connection_lands_whole() {
     let restored = restore_latest_from_remote(&fresh, "storage", false);
     assert_eq!(restored.code(), Some(0), "{}", restored.describe());
     assert_same_tree(&app.storage, &fresh.storage);
+}
+
+/// The overlap itself, not only its result: an upload past two flush points is flushed
+/// by the second connection while it is sent (a flush the server refuses is silent by
+/// design, so only this count shows it happening; it once failed on every upload).
+#[test]
+fn a_large_upload_is_flushed_from_the_second_connection_while_it_is_sent() {
+    use vertex_backup::config::{Config, ConfigSource};
+    use vertex_backup::offsite::Target;
+    use vertex_backup::offsite::sftp::SftpTarget;
+
+    let Some(server) = ssh_server() else { return };
+    let app = TestApp::new();
+    let dir = server.directory("vertex-ar");
+    configure(&app, &[server.table("remote", &dir, "")]);
+    let config = Config::discover(
+        &ConfigSource::Explicit(app.config.clone()),
+        &app.root,
+        &|_| None,
+    )
+    .expect("the test config loads");
+    let target = SftpTarget::open(&config.offsite[0], 0o600, 0o700).expect("the target opens");
+    let data = random_bytes(78, 150 << 20);
+    let local = app.root.join("big.bin");
+    std::fs::write(&local, &data).expect("write the payload");
+    let sha = sha256_file(&local);
+    let stored = target
+        .put("storage/big.tar.zst", &mut data.as_slice(), Some(&sha))
+        .expect("the upload succeeds");
+    assert_eq!(
+        (stored.size, stored.sha256.as_str()),
+        (150 << 20, sha.as_str())
+    );
+    assert!(
+        target.early_flushes() >= 1,
+        "no early flush was confirmed during a 150 MiB upload"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("storage/big.tar.zst")).ok(),
+        Some(data)
+    );
+    assert!(
+        partials_under(&dir).is_empty(),
+        "{:?}",
+        partials_under(&dir)
+    );
 }
