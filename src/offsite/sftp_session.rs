@@ -33,6 +33,39 @@ const CONNECT_MAX: Duration = Duration::from_secs(30);
 /// The last bytes of `ssh`'s stderr kept for messages.
 const STDERR_KEPT: usize = 4096;
 
+/// OpenSSH's default ciphers, in the order that is fastest on this CPU. OpenSSH puts
+/// ChaCha20-Poly1305 first because it is fast everywhere; with AES instructions (x86
+/// AES-NI, ARMv8 AES) AES-GCM is faster still — a 1 GiB upload to sshd on loopback took
+/// 2.5–3.1 s with it against 3.3–4.3 s with ChaCha20 (BENCHMARKS.md) — so it is put first
+/// there. Only the order changes: a server that lacks one gets the next.
+fn cipher_preference() -> &'static str {
+    const AES_FIRST: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,\
+        chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+    const CHACHA_FIRST: &str = "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,\
+        aes256-gcm@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+    if has_aes_instructions() {
+        AES_FIRST
+    } else {
+        CHACHA_FIRST
+    }
+}
+
+fn has_aes_instructions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// What a connection needs.
 #[derive(Debug, Clone)]
 pub struct SshLogin {
@@ -75,6 +108,7 @@ impl SshLogin {
             "ServerAliveInterval=15".into(),
             "ServerAliveCountMax=4".into(),
             "LogLevel=ERROR".into(),
+            format!("Ciphers={}", cipher_preference()),
         ] {
             cmd.arg("-o").arg(option);
         }
@@ -324,5 +358,38 @@ pub fn describe(e: &SftpError) -> String {
             format!("{kind:?}: {text}")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Ciphers=` value is one comma-separated list (no blanks from the source's line
+    /// breaks: ssh would refuse it) holding exactly OpenSSH's default set.
+    #[test]
+    fn the_cipher_preference_reorders_openssh_defaults_only() {
+        let list = cipher_preference();
+        assert!(!list.contains(char::is_whitespace), "{list}");
+        let mut got: Vec<&str> = list.split(',').collect();
+        let first = got[0];
+        let expected_first = if has_aes_instructions() {
+            "aes128-gcm@openssh.com"
+        } else {
+            "chacha20-poly1305@openssh.com"
+        };
+        assert_eq!(first, expected_first);
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            [
+                "aes128-ctr",
+                "aes128-gcm@openssh.com",
+                "aes192-ctr",
+                "aes256-ctr",
+                "aes256-gcm@openssh.com",
+                "chacha20-poly1305@openssh.com",
+            ]
+        );
     }
 }
