@@ -34,7 +34,9 @@ fn app_in_volumes(engine: &Podman, docker_lines: &str) -> (TestApp, PathBuf, Pat
     (app, media, appdb.join("app_data.db"))
 }
 
-/// The tree `from` copied into `to` (a volume's mountpoint): directories and files.
+/// The tree `from` copied into `to` (a volume's mountpoint): directories and files, with
+/// their mtimes (a copy made across a second's boundary would otherwise differ from the
+/// original by its mtimes alone).
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read the tree") {
         let entry = entry.expect("an entry");
@@ -45,6 +47,13 @@ fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &dest).expect("a file");
         }
+        let mtime = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .expect("the mtime");
+        std::fs::File::open(&dest)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("keep the mtime");
     }
 }
 
