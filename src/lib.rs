@@ -21,6 +21,7 @@ pub mod kind;
 pub mod names;
 pub mod offsite;
 pub mod priority;
+pub mod replication;
 pub mod retention;
 pub mod schedule;
 pub mod status;
