@@ -1,9 +1,13 @@
 //! Continuous protection of the database: whole committed transactions read from SQLite's
-//! write-ahead log ([`wal`]), kept as self-checking segments ([`segment`]) and replayed
-//! onto a copy of the database ([`apply`]): the parts that shipping the log and restoring
-//! to a point in time are built from.
-//! docs/design.md ("Continuous replication") describes the design and what stands.
+//! write-ahead log ([`wal`]) by a [`replicator`] that never lets a frame be copied and
+//! dropped unseen, kept as self-checking segments ([`segment`]) in generations under the
+//! backup directory ([`store`]), and replayed onto a copy of the database ([`apply`]) to
+//! restore it as of a time ([`restore`]). docs/design.md ("Continuous replication")
+//! describes the design and what is still to be built on it.
 
 pub mod apply;
+pub mod replicator;
+pub mod restore;
 pub mod segment;
+pub mod store;
 pub mod wal;

@@ -18,6 +18,8 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use serde::{Deserialize, Serialize};
+
 use thiserror::Error;
 
 /// Bytes of the WAL header.
@@ -38,7 +40,7 @@ pub enum WalError {
 }
 
 /// The header of a WAL file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalHeader {
     /// Checksums are computed over big-endian words (else little-endian).
     pub big_endian: bool,
@@ -105,7 +107,7 @@ pub fn checksum(big_endian: bool, s: [u32; 2], data: &[u8]) -> [u32; 2] {
 }
 
 /// Where the shipped part of one log ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalCursor {
     pub header: WalHeader,
     /// Byte offset just after the last commit frame handed on (or after the header).
@@ -127,6 +129,14 @@ impl WalCursor {
     /// The number of the next frame (1-based, as SQLite counts them).
     pub fn next_frame(&self) -> u64 {
         (self.offset - WAL_HEADER_LEN as u64) / self.frame_len() + 1
+    }
+
+    /// Whether `next` is the log SQLite starts when it restarts this one once: the
+    /// checkpoint sequence and the first salt each one higher.
+    pub fn restarted_once_as(&self, next: &WalHeader) -> bool {
+        next.checkpoint_seq == self.header.checkpoint_seq.wrapping_add(1)
+            && next.salt[0] == self.header.salt[0].wrapping_add(1)
+            && next.page_size == self.header.page_size
     }
 
     fn frame_len(&self) -> u64 {

@@ -1,0 +1,284 @@
+//! The replicator against a live SQLite database in WAL mode with the app's own
+//! automatic checkpoints on: every pass a point in time that restores exactly, our
+//! checkpoints never breaking the chain while a writer commits from another thread, and
+//! every gap (a checkpoint while nothing replicated, a replaced file) a new generation,
+//! never a restore that silently lacks transactions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::Connection;
+
+use super::*;
+use crate::replication::restore::restore_to;
+
+const BUSY: Duration = Duration::from_secs(10);
+
+struct App {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl App {
+    fn new() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app_data.db");
+        let app = App { dir, db };
+        app.conn()
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE orders (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+            )
+            .unwrap();
+        app
+    }
+
+    /// A connection as the app opens one (automatic checkpoints left on).
+    fn conn(&self) -> Connection {
+        let c = Connection::open(&self.db).unwrap();
+        c.busy_timeout(BUSY).unwrap();
+        c
+    }
+
+    fn store(&self) -> ReplicaStore {
+        ReplicaStore::new(&self.dir.path().join("backups"), 0o600, 0o700)
+    }
+
+    fn replicator(&self) -> Replicator {
+        Replicator::open(&self.db, self.store(), BUSY).unwrap()
+    }
+
+    fn restore(&self, at: Option<DateTime<Utc>>, name: &str) -> (PathBuf, u64) {
+        let out = self.dir.path().join(name);
+        let restored = restore_to(&self.store(), at, &out).unwrap();
+        (out, restored.transactions)
+    }
+}
+
+fn insert(conn: &Connection, first: i64, rows: i64) {
+    let tx = conn.unchecked_transaction().unwrap();
+    for id in first..first + rows {
+        tx.execute(
+            "INSERT INTO orders (id, body) VALUES (?1, ?2)",
+            (id, format!("order {id} ").repeat(30)),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn ids(db: &Path) -> Vec<i64> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT id FROM orders ORDER BY id").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + second, 0).unwrap()
+}
+
+#[test]
+fn every_pass_is_a_point_in_time_that_restores_exactly() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    let mut expected = Vec::new();
+    for k in 0..30i64 {
+        insert(&conn, k * 10, 10);
+        if k == 12 {
+            conn.execute_batch("DELETE FROM orders WHERE id % 3 = 0; VACUUM;")
+                .unwrap();
+        }
+        let report = if k % 5 == 4 {
+            rep.checkpoint(at(k)).unwrap();
+            None
+        } else {
+            Some(rep.pass(at(k)).unwrap())
+        };
+        if let Some(r) = report {
+            assert_eq!(r.new_generation.is_some(), k == 0, "pass {k}: {r:?}");
+        }
+        expected.push(ids(&app.db));
+    }
+    assert_eq!(app.store().generations().unwrap().len(), 1);
+    let (latest, _) = app.restore(None, "latest.db");
+    assert_eq!(ids(&latest), ids(&app.db));
+    for k in [0, 3, 4, 12, 13, 21, 29] {
+        let (out, _) = app.restore(Some(at(k)), &format!("at-{k}.db"));
+        assert_eq!(ids(&out), expected[k as usize], "as of pass {k}");
+    }
+}
+
+#[test]
+fn a_writer_on_another_thread_loses_nothing_across_our_checkpoints() {
+    let app = App::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(AtomicI64::new(-1));
+    let writer = {
+        let (db, stop, last) = (app.db.clone(), Arc::clone(&stop), Arc::clone(&last));
+        std::thread::spawn(move || {
+            let conn = Connection::open(&db).unwrap();
+            conn.busy_timeout(BUSY).unwrap();
+            let mut id = 0;
+            while !stop.load(Ordering::SeqCst) {
+                // Rows larger than a page: each transaction's overflow pages are its own
+                // and never written again, so a transaction lost is seen as lost (small
+                // rows share leaf pages that later transactions write whole again).
+                let tx = conn.unchecked_transaction().unwrap();
+                for i in id..id + 1 + id % 3 {
+                    tx.execute(
+                        "INSERT INTO orders (id, body) VALUES (?1, ?2)",
+                        (i, big_body(i)),
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+                id += 1 + id % 3;
+                last.store(id, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut rep = app.replicator();
+    let mut k = 0;
+    // Until the writer has gone through many of our checkpoints and the app's own.
+    while last.load(Ordering::SeqCst) < 3_000 || k < 60 {
+        if k % 3 == 2 {
+            rep.checkpoint(at(k)).unwrap();
+        } else {
+            rep.pass(at(k)).unwrap();
+        }
+        k += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    rep.pass(at(k)).unwrap();
+    let generations = app.store().generations().unwrap();
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    let (latest, _) = app.restore(None, "latest.db");
+    let want: Vec<i64> = (0..last.load(Ordering::SeqCst)).collect();
+    assert_eq!(ids(&latest), want);
+    let conn = Connection::open(&latest).unwrap();
+    let mut stmt = conn.prepare("SELECT id, body FROM orders").unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (id, body) = row.unwrap();
+        assert!(
+            body == big_body(id),
+            "row {id} differs from what was committed"
+        );
+    }
+}
+
+fn big_body(id: i64) -> String {
+    format!("{id:08} ").repeat(700)
+}
+
+#[test]
+fn a_checkpoint_while_nothing_replicates_starts_a_new_generation() {
+    let app = App::new();
+    let conn = app.conn();
+    insert(&conn, 0, 10);
+    {
+        let mut rep = app.replicator();
+        rep.pass(at(0)).unwrap();
+        insert(&conn, 10, 10);
+        rep.pass(at(1)).unwrap();
+    }
+    // The daemon is down: the app checkpoints, restarts its log and writes on.
+    insert(&conn, 20, 10);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    insert(&conn, 30, 10);
+    let mut rep = app.replicator();
+    let report = rep.pass(at(10)).unwrap();
+    let reason = report.new_generation.expect("a new generation");
+    assert!(reason.contains("while nothing replicated"), "{reason}");
+    assert_eq!(app.store().generations().unwrap().len(), 2);
+    let (latest, _) = app.restore(None, "latest.db");
+    assert_eq!(ids(&latest), (0..40).collect::<Vec<_>>());
+    // Before the new generation: the old one, as far as it went.
+    let (old, _) = app.restore(Some(at(5)), "old.db");
+    assert_eq!(ids(&old), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_replaced_database_file_starts_a_new_generation() {
+    let app = App::new();
+    insert(&app.conn(), 0, 5);
+    let mut rep = app.replicator();
+    rep.pass(at(0)).unwrap();
+    let other = app.dir.path().join("other.db");
+    {
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        )
+        .unwrap();
+        insert(&c, 100, 3);
+    }
+    std::fs::rename(&other, &app.db).unwrap();
+    let report = rep.pass(at(1)).unwrap();
+    assert!(
+        report
+            .new_generation
+            .as_deref()
+            .is_some_and(|r| r.contains("replaced")),
+        "{report:?}"
+    );
+    let (latest, _) = app.restore(None, "latest.db");
+    assert_eq!(ids(&latest), vec![100, 101, 102]);
+}
+
+#[test]
+fn a_database_not_in_wal_mode_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app_data.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let store = ReplicaStore::new(&dir.path().join("backups"), 0o600, 0o700);
+    let err = Replicator::open(&db, store, BUSY)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("journal_mode = WAL"), "{err}");
+}
+
+#[test]
+fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    for k in 0..3 {
+        insert(&conn, k * 10, 10);
+        rep.pass(at(k)).unwrap();
+    }
+    let generation = rep.position().unwrap().generation.clone();
+    let segments = app.store().segments(&generation).unwrap();
+    assert_eq!(segments.len(), 3, "{segments:?}");
+    let mut bytes = std::fs::read(&segments[1].1).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&segments[1].1, &bytes).unwrap();
+    let out = app.dir.path().join("damaged.db");
+    let err = restore_to(&app.store(), None, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&segments[1].1.display().to_string()), "{err}");
+    std::fs::remove_file(&segments[1].1).unwrap();
+    let out = app.dir.path().join("missing.db");
+    let err = restore_to(&app.store(), None, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is missing"), "{err}");
+}

@@ -1,0 +1,209 @@
+//! Where the replicated stream lives in the backup directory, and the replicator's own
+//! position in it:
+//!
+//! ```text
+//! replication/
+//!   position.json                 where the next pass starts (written .partial + fsync + rename)
+//!   GENERATION/                   32 hex digits: one unbroken chain from one base
+//!     generation.json             when and why it began, the page size, the base's SHA-256
+//!     base.db.zst                 the database file as the chain starts from it
+//!     segments/NNNNNNNNNNNNNNNN.seg   transactions from number N on (segment format)
+//! ```
+//!
+//! A segment is written whole (`.partial`, fsync, rename) before the position that
+//! follows it, so a kill between the two leaves a segment the position does not know:
+//! the next pass writes the same transactions again under the same name.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::wal::WalCursor;
+use crate::catalog::write_atomic;
+use crate::error::{Error, IoContext, Result};
+
+pub const DIR: &str = "replication";
+const POSITION: &str = "position.json";
+const GENERATION_FILE: &str = "generation.json";
+pub const BASE_FILE: &str = "base.db.zst";
+const SEGMENTS: &str = "segments";
+const SEGMENT_EXT: &str = "seg";
+
+/// Where the log stands relative to what was shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "log", rename_all = "snake_case")]
+pub enum LogPosition {
+    /// Shipped up to the cursor; the log must still carry the cursor's header.
+    At { cursor: WalCursor },
+    /// The log was empty (or absent) when the base was taken: the first log that
+    /// appears continues the chain if the read transaction was held since.
+    Empty,
+}
+
+/// What `position.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The generation being written (32 hex digits).
+    pub generation: String,
+    /// The number the next shipped transaction gets.
+    pub next_tx: u64,
+    pub log: LogPosition,
+    /// The database file's identity (device, inode): another file under the same name
+    /// starts a new generation.
+    pub db_file: (u64, u64),
+}
+
+/// What `generation.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub started: DateTime<Utc>,
+    /// Why a new chain began (the first start, a log restarted while we were away, …).
+    pub reason: String,
+    pub page_size: u32,
+    /// SHA-256 of `base.db.zst` as written.
+    pub base_sha256: String,
+}
+
+/// The `replication/` directory of one backup directory.
+#[derive(Debug, Clone)]
+pub struct ReplicaStore {
+    root: PathBuf,
+    file_mode: u32,
+    dir_mode: u32,
+}
+
+impl ReplicaStore {
+    pub fn new(backup_dir: &Path, file_mode: u32, dir_mode: u32) -> ReplicaStore {
+        ReplicaStore {
+            root: backup_dir.join(DIR),
+            file_mode,
+            dir_mode,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn generation_dir(&self, generation: &str) -> PathBuf {
+        self.root.join(generation)
+    }
+
+    pub fn segment_path(&self, generation: &str, first_tx: u64) -> PathBuf {
+        self.generation_dir(generation)
+            .join(SEGMENTS)
+            .join(format!("{first_tx:016x}.{SEGMENT_EXT}"))
+    }
+
+    /// Makes `dir` (and its parents below the backup directory) with the directory mode.
+    pub fn make_dir(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir_mode)
+            .create(dir)
+            .ctx("create", dir)
+    }
+
+    pub fn file_mode(&self) -> u32 {
+        self.file_mode
+    }
+
+    /// The saved position, if any.
+    pub fn position(&self) -> Result<Option<Position>> {
+        read_json(&self.root.join(POSITION))
+    }
+
+    pub fn save_position(&self, position: &Position) -> Result<()> {
+        self.make_dir(&self.root)?;
+        write_json(&self.root.join(POSITION), position, self.file_mode)
+    }
+
+    pub fn generation(&self, generation: &str) -> Result<Option<GenerationInfo>> {
+        read_json(&self.generation_dir(generation).join(GENERATION_FILE))
+    }
+
+    pub fn save_generation(&self, generation: &str, info: &GenerationInfo) -> Result<()> {
+        let dir = self.generation_dir(generation);
+        self.make_dir(&dir.join(SEGMENTS))?;
+        write_json(&dir.join(GENERATION_FILE), info, self.file_mode)
+    }
+
+    /// Every generation with its record, oldest first; directories that are not ours
+    /// (another name, no record) are left out.
+    pub fn generations(&self) -> Result<Vec<(String, GenerationInfo)>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("read", &self.root, e)),
+        };
+        for entry in entries {
+            let entry = entry.ctx("read", &self.root)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_generation_name(&name) {
+                continue;
+            }
+            if let Some(info) = self.generation(&name)? {
+                out.push((name, info));
+            }
+        }
+        out.sort_by(|a, b| a.1.started.cmp(&b.1.started).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// A generation's segments by their first transaction number, in order.
+    pub fn segments(&self, generation: &str) -> Result<Vec<(u64, PathBuf)>> {
+        let dir = self.generation_dir(generation).join(SEGMENTS);
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("read", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.ctx("read", &dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(&format!(".{SEGMENT_EXT}")) else {
+                continue;
+            };
+            if stem.len() != 16 {
+                continue;
+            }
+            if let Ok(n) = u64::from_str_radix(stem, 16) {
+                out.push((n, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// 32 lowercase hex digits.
+pub fn is_generation_name(name: &str) -> bool {
+    name.len() == 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Verify {
+                path: path.to_path_buf(),
+                check: "replication record",
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
+    write_atomic(path, &bytes, mode)
+}
