@@ -68,9 +68,16 @@ impl<R: Read> HashingReader<R> {
         self.read
     }
     /// Read what is left (an archive may end before its file does) and return the digest.
-    pub fn finish(mut self) -> io::Result<(String, u64)> {
+    pub fn finish(self) -> io::Result<(String, u64)> {
+        self.finish_into_inner()
+            .map(|(_, digest, read)| (digest, read))
+    }
+
+    /// As [`HashingReader::finish`], and the inner reader back (a reader that holds back
+    /// a trailer the digest is checked against).
+    pub fn finish_into_inner(mut self) -> io::Result<(R, String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((hex::encode(self.hasher.finalize()), self.read))
+        Ok((self.inner, hex::encode(self.hasher.finalize()), self.read))
     }
 }
 

@@ -18,7 +18,7 @@
 //! fresh base copy of the database, and the report says why.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,8 +28,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::segment::{Shipped, write_segment};
 use super::store::{BASE_FILE, GenerationInfo, LogPosition, Position, ReplicaStore};
-use super::wal::{WalCursor, WalHeader, WalRead, read_committed};
+use super::wal::{Transaction, WAL_HEADER_LEN, WalCursor, WalHeader, WalRead, read_committed};
 use crate::catalog::PartialFile;
+use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 
 /// Bytes of frames one pass reads at most (a larger transaction is still read whole).
@@ -38,12 +39,14 @@ const PASS_BYTES: u64 = 64 << 20;
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
-    /// Transactions kept in a new segment.
+    /// Transactions kept in new segments.
     pub transactions: u64,
-    /// The segment written, if any.
+    /// The last segment written, if any.
     pub segment: Option<PathBuf>,
     /// A new generation began in this pass, and why.
     pub new_generation: Option<String>,
+    /// The pass read to the log's end.
+    pub complete: bool,
 }
 
 /// What a checkpoint did.
@@ -51,6 +54,9 @@ pub struct PassReport {
 pub enum CheckpointReport {
     /// The app held the write lock longer than `busy_timeout`: tried again later.
     Busy,
+    /// A gap was found under the lock: the next pass starts a new generation, with the
+    /// app's writers free.
+    Deferred,
     /// Frames in the log, frames copied into the database file.
     Done { log: i64, backfilled: i64 },
 }
@@ -63,41 +69,53 @@ pub struct Replicator {
     reader: Connection,
     /// Whether `reader` is inside its read transaction.
     reading: bool,
-    /// Whether this process has held the read transaction since `position` was saved:
-    /// only then can a restart of the log be known to follow what was shipped.
+    /// Whether the read transaction was held since a pass read the log to its end (or
+    /// since the generation's base was taken): only then can a restart of the log be
+    /// known to follow what was shipped. Cleared whenever the transaction is let go.
     held: bool,
-    position: Option<Position>,
     /// Why a restart of the log could not be trusted to follow what was shipped, when a
     /// check found so (the next restart then starts a generation naming it).
     doubt: Option<String>,
+    position: Option<Position>,
+    /// Whether the position's generation finished its start (its base's log shipped).
+    generation_ready: bool,
     page_size: u32,
     busy_timeout: Duration,
+    /// Bytes of frames one pass reads at most ([`PASS_BYTES`]; smaller in tests).
+    pass_bytes: u64,
+}
+
+/// What the log holds after the position.
+enum Next {
+    /// Transactions to ship, where the log stands after them, whether it was read to
+    /// its end.
+    Ship {
+        txs: Vec<Transaction>,
+        log: LogPosition,
+        complete: bool,
+    },
+    Gap(String),
 }
 
 impl Replicator {
     /// Opens the database at `db` for replication into `store`. The database must be in
     /// WAL mode (the app's choice; replication does not change it).
     pub fn open(db: &Path, store: ReplicaStore, busy_timeout: Duration) -> Result<Replicator> {
-        let reader = open_reader(db, busy_timeout)?;
-        let mode: String = reader
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| Error::sqlite("read the journal mode of", db, e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Refused(format!(
-                "{} is in journal mode {mode}: continuous replication reads the write-ahead \
-                 log; the app must open it with PRAGMA journal_mode = WAL",
-                db.display()
-            )));
-        }
-        let page_size: u32 = reader
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| Error::sqlite("read the page size of", db, e))?;
+        let (reader, page_size) = open_reader(db, busy_timeout)?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
+        let position = store.position()?;
+        let generation_ready = match &position {
+            Some(p) => store
+                .generation(&p.generation)?
+                .is_some_and(|g| g.base_through.is_some()),
+            None => false,
+        };
         Ok(Replicator {
             db: db.to_path_buf(),
             wal: PathBuf::from(wal),
-            position: store.position()?,
+            position,
+            generation_ready,
             store,
             reader,
             reading: false,
@@ -105,7 +123,13 @@ impl Replicator {
             doubt: None,
             page_size,
             busy_timeout,
+            pass_bytes: PASS_BYTES,
         })
+    }
+
+    #[cfg(test)]
+    fn set_pass_bytes(&mut self, bytes: u64) {
+        self.pass_bytes = bytes;
     }
 
     pub fn position(&self) -> Option<&Position> {
@@ -134,6 +158,7 @@ impl Replicator {
     }
 
     fn end_read(&mut self) -> Result<()> {
+        self.held = false;
         if self.reading {
             self.reading = false;
             self.reader
@@ -146,6 +171,17 @@ impl Replicator {
     /// Ships what was committed since the last pass; starts a generation where the chain
     /// cannot go on.
     pub fn pass(&mut self, now: DateTime<Utc>) -> Result<PassReport> {
+        let (report, gap) = self.pass_with(now, true)?;
+        debug_assert!(gap.is_none());
+        Ok(report)
+    }
+
+    /// A pass; a gap starts a new generation if `may_start`, else it is returned.
+    fn pass_with(
+        &mut self,
+        now: DateTime<Utc>,
+        may_start: bool,
+    ) -> Result<(PassReport, Option<String>)> {
         self.begin_read()?;
         let identity = file_identity(&self.db)?;
         let mut report = PassReport::default();
@@ -154,42 +190,43 @@ impl Replicator {
             Some(p) if p.db_file != identity => {
                 // Our connection still reads the old file: open the one now at the path.
                 self.end_read()?;
-                self.reader = open_reader(&self.db, self.busy_timeout)?;
+                (self.reader, self.page_size) = open_reader(&self.db, self.busy_timeout)?;
                 self.begin_read()?;
                 Some("the database file was replaced (another inode)".to_string())
             }
+            Some(_) if !self.generation_ready => {
+                Some("the last generation's start was interrupted".to_string())
+            }
             Some(_) => None,
         };
-        if let Some(reason) = gap {
-            self.new_generation(&reason, now, identity)?;
-            report.new_generation = Some(reason);
-        }
-        loop {
-            match self.read_next()? {
-                Next::Ship(txs, cursor) => {
-                    self.ship(&txs, cursor, now, &mut report)?;
-                    return Ok(report);
+        let gap = match gap {
+            Some(g) => Some(g),
+            None => match self.read_next()? {
+                Next::Ship { txs, log, complete } => {
+                    self.ship(txs, log, complete, now, &mut report)?;
+                    None
                 }
-                Next::Gap(reason) => {
-                    if report.new_generation.is_some() {
-                        // A log that restarts under a fresh base: try again next pass.
-                        return Ok(report);
-                    }
-                    self.new_generation(&reason, now, identity)?;
-                    report.new_generation = Some(reason);
-                }
+                Next::Gap(reason) => Some(reason),
+            },
+        };
+        match gap {
+            Some(reason) if may_start => {
+                self.new_generation(&reason, now, identity, &mut report)?;
+                report.new_generation = Some(reason);
+                Ok((report, None))
             }
+            gap => Ok((report, gap)),
         }
     }
 
     /// What the log holds after the position.
     ///
-    /// A log restarted once after the cursor's continues the chain from its first frame
-    /// if the read transaction was held since the position was set: while it is held with
-    /// a read mark in the log, SQLite cannot restart the log at all; held with mark 0
-    /// (the log was wholly copied into the database file when it began), no frame can be
-    /// copied meanwhile, so the one restart that may come follows frames all shipped (or
-    /// all in the generation's base). Any other restart is a gap.
+    /// A log restarted once after the cursor's (or a log appearing after an empty one)
+    /// continues the chain if the read transaction was held since a pass read the log to
+    /// its end: held with a read mark in the log, SQLite cannot restart the log at all;
+    /// held with mark 0 (the log was wholly copied into the database file when it began),
+    /// no frame can be copied meanwhile, so the one restart (or truncation) that may come
+    /// follows frames all shipped. Any other change is a gap.
     fn read_next(&mut self) -> Result<Next> {
         let Some(position) = self.position.clone() else {
             return Ok(Next::Gap("no position".into()));
@@ -198,56 +235,82 @@ impl Replicator {
             LogPosition::At { cursor } => Some(cursor),
             LogPosition::Empty => None,
         };
+        let unchanged = |complete| Next::Ship {
+            txs: Vec::new(),
+            log: position.log,
+            complete,
+        };
         let mut wal = match File::open(&self.wal) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(if cursor.is_none() || self.held {
-                    Next::Ship(Vec::new(), None)
-                } else {
-                    Next::Gap("the write-ahead log was deleted".into())
+                return Ok(match cursor {
+                    None if self.held => unchanged(true),
+                    _ => Next::Gap(self.gap_reason("the write-ahead log was deleted")),
                 });
             }
             Err(e) => return Err(Error::io("open", &self.wal, e)),
         };
-        let mut from = cursor;
-        match (cursor, self.header_now(&mut wal)?) {
-            (Some(c), Some(h)) if h == c.header => {}
-            (Some(c), Some(h)) if self.held && c.restarted_once_as(&h) => from = None,
-            (_, None) if self.held => return Ok(Next::Ship(Vec::new(), None)),
-            (None, Some(_)) if self.held => {}
-            (None, None) => return Ok(Next::Ship(Vec::new(), None)),
-            _ => {
-                return Ok(Next::Gap(
-                    self.doubt
-                        .take()
-                        .unwrap_or_else(|| restart_reason(self.held)),
-                ));
+        let from = match (cursor, self.header_now(&mut wal)?) {
+            (Some(c), Some(h)) if h == c.header => Some(c),
+            (Some(c), Some(h)) if self.held && c.restarted_once_as(&h) => None,
+            (None, Some(_)) if self.held => None,
+            // Truncated by a checkpoint (or being created) while held: empty, all read.
+            (_, None) if self.held => {
+                return Ok(Next::Ship {
+                    txs: Vec::new(),
+                    log: LogPosition::Empty,
+                    complete: true,
+                });
             }
-        }
-        let read =
-            read_committed(&mut wal, from.as_ref(), PASS_BYTES).map_err(|e| Error::Verify {
+            _ => return Ok(Next::Gap(self.gap_reason(""))),
+        };
+        let read = read_committed(&mut wal, from.as_ref(), self.pass_bytes).map_err(|e| {
+            Error::Verify {
                 path: self.wal.clone(),
                 check: "write-ahead log",
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(match read {
             WalRead::Continued {
                 transactions,
                 cursor,
-            } if cursor.header.page_size == self.page_size => {
-                Next::Ship(transactions, Some(cursor))
-            }
+                complete,
+            } if cursor.header.page_size == self.page_size => Next::Ship {
+                txs: transactions,
+                log: LogPosition::At { cursor },
+                complete,
+            },
             WalRead::Continued { .. } => Next::Gap("the page size changed".into()),
-            // Changed between the two reads of the header: the next pass decides.
-            WalRead::Restarted(_) | WalRead::Empty => Next::Ship(Vec::new(), None),
+            // The header changed between the two reads: the next pass decides.
+            WalRead::Restarted(_) | WalRead::Empty => unchanged(false),
         })
     }
 
+    /// Why the chain cannot go on: a doubt found earlier, else `what` or what not
+    /// holding the read transaction means.
+    fn gap_reason(&mut self, what: &str) -> String {
+        if let Some(doubt) = self.doubt.take() {
+            return doubt;
+        }
+        match (what.is_empty(), self.held) {
+            (false, _) => what.to_string(),
+            (true, true) => {
+                "the write-ahead log restarted in a way that does not follow what was shipped"
+                    .into()
+            }
+            (true, false) => {
+                "the write-ahead log was checkpointed and restarted while nothing replicated it"
+                    .into()
+            }
+        }
+    }
+
     fn header_now(&self, wal: &mut File) -> Result<Option<WalHeader>> {
-        let mut raw = [0u8; super::wal::WAL_HEADER_LEN];
-        use std::io::{Read, Seek, SeekFrom};
+        let mut raw = [0u8; WAL_HEADER_LEN];
         wal.seek(SeekFrom::Start(0)).ctx("read", &self.wal)?;
         match wal.read_exact(&mut raw) {
+            // An invalid header is no log: SQLite itself ignores such a file.
             Ok(()) => Ok(WalHeader::parse(&raw).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(Error::io("read", &self.wal, e)),
@@ -257,8 +320,9 @@ impl Replicator {
     /// Keeps `txs` as one segment, then the position after them.
     fn ship(
         &mut self,
-        txs: &[super::wal::Transaction],
-        cursor: Option<WalCursor>,
+        txs: Vec<Transaction>,
+        log: LogPosition,
+        complete: bool,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<()> {
@@ -266,116 +330,138 @@ impl Replicator {
             return Err(Error::Internal("a pass with no position".into()));
         };
         if !txs.is_empty() {
+            let count = txs.len() as u64;
             let shipped: Vec<Shipped> = txs
-                .iter()
+                .into_iter()
                 .map(|tx| Shipped {
                     commit_ms: now.timestamp_millis(),
-                    tx: tx.clone(),
+                    tx,
                 })
                 .collect();
-            let path = self
-                .store
-                .segment_path(&position.generation, position.next_tx);
-            let generation = generation_bytes(&position.generation)?;
-            let (partial, file) = PartialFile::create(&path, self.store.file_mode())?;
-            let mut out = std::io::BufWriter::new(&file);
-            write_segment(
-                &mut out,
-                self.page_size,
-                generation,
-                position.next_tx,
-                &shipped,
-            )
-            .map_err(|e| Error::Internal(format!("write {}: {e}", path.display())))?;
-            out.flush().ctx("write", partial.temp_path())?;
-            drop(out);
-            partial.sync(&file)?;
-            partial.rename()?;
-            position.next_tx += txs.len() as u64;
-            report.transactions += txs.len() as u64;
+            let path = self.write_segment(&position, &shipped)?;
+            position.next_tx += count;
+            report.transactions += count;
             report.segment = Some(path);
         }
-        let log = match cursor {
-            Some(cursor) => LogPosition::At { cursor },
-            None => position.log,
-        };
-        if !txs.is_empty() || log != position.log {
+        if report.transactions > 0 || log != position.log {
             position.log = log;
             self.store.save_position(&position)?;
         }
         self.position = Some(position);
-        self.held = self.reading && self.doubt.is_none();
+        self.held = self.reading && self.doubt.is_none() && (self.held || complete);
+        report.complete = complete;
         Ok(())
     }
 
+    /// One segment, written whole (`.partial`, fsync, rename).
+    fn write_segment(&self, position: &Position, shipped: &[Shipped]) -> Result<PathBuf> {
+        let path = self
+            .store
+            .segment_path(&position.generation, position.next_tx);
+        let mut generation = [0u8; 16];
+        hex::decode_to_slice(&position.generation, &mut generation)
+            .map_err(|e| Error::Internal(format!("generation {}: {e}", position.generation)))?;
+        let (partial, file) = PartialFile::create(&path, self.store.file_mode())?;
+        let mut out = std::io::BufWriter::new(&file);
+        write_segment(
+            &mut out,
+            self.page_size,
+            generation,
+            position.next_tx,
+            shipped,
+        )
+        .map_err(|e| match e {
+            super::segment::SegmentError::Io(io) => Error::io("write", partial.temp_path(), io),
+            other => Error::Internal(format!("write {}: {other}", path.display())),
+        })?;
+        out.flush().ctx("write", partial.temp_path())?;
+        drop(out);
+        partial.sync(&file)?;
+        partial.rename()?;
+        Ok(path)
+    }
+
     /// Starts a chain: a base copy of the database file taken under the read
-    /// transaction, and the log to ship from its first frame (replaying every frame of
-    /// the log onto the copy gives the database as of the log's last commit, whatever a
-    /// checkpoint copied into the file while it was read).
+    /// transaction, then the whole log shipped from its first frame (replaying every
+    /// frame of it onto the copy gives the database as of its last commit, whatever a
+    /// checkpoint copied into the file while it was read). The generation is usable
+    /// (`base_through` set) only once that is done: a restore never replays part of it.
     fn new_generation(
         &mut self,
         reason: &str,
         now: DateTime<Utc>,
         identity: (u64, u64),
+        report: &mut PassReport,
     ) -> Result<()> {
         self.begin_read()?;
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)
             .map_err(|e| Error::Internal(format!("no random bytes for a generation: {e}")))?;
-        let generation: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let generation = hex::encode(id);
         let dir = self.store.generation_dir(&generation);
         self.store.make_dir(&dir)?;
-        let base_sha256 = self.copy_base(&dir.join(BASE_FILE))?;
-        self.store.save_generation(
-            &generation,
-            &GenerationInfo {
-                started: now,
-                reason: reason.to_string(),
-                page_size: self.page_size,
-                base_sha256,
-            },
-        )?;
-        let log = match File::open(&self.wal) {
-            Ok(mut f) => match self.header_now(&mut f)? {
-                Some(header) => LogPosition::At {
-                    cursor: WalCursor::start(header),
-                },
-                None => LogPosition::Empty,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LogPosition::Empty,
+        let mut info = GenerationInfo {
+            started: now,
+            reason: reason.to_string(),
+            page_size: self.page_size,
+            base_sha256: self.copy_base(&dir.join(BASE_FILE))?,
+            base_through: None,
+        };
+        self.store.save_generation(&generation, &info)?;
+        let mut wal = match File::open(&self.wal) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("open", &self.wal, e)),
         };
+        let log = match wal.as_mut().map(|f| self.header_now(f)).transpose()? {
+            Some(Some(header)) => LogPosition::At {
+                cursor: WalCursor::start(header),
+            },
+            _ => LogPosition::Empty,
+        };
         let position = Position {
-            generation,
+            generation: generation.clone(),
             next_tx: 0,
             log,
             db_file: identity,
         };
         self.store.save_position(&position)?;
         self.position = Some(position);
+        self.generation_ready = false;
         self.held = self.reading;
         self.doubt = None;
+        loop {
+            match self.read_next()? {
+                Next::Ship { txs, log, complete } => {
+                    self.ship(txs, log, complete, now, report)?;
+                    if complete {
+                        break;
+                    }
+                }
+                // The next pass starts another generation (this one stays unusable).
+                Next::Gap(_) => return Ok(()),
+            }
+        }
+        info.base_through = self.position.as_ref().map(|p| p.next_tx);
+        self.store.save_generation(&generation, &info)?;
+        self.generation_ready = true;
         Ok(())
     }
 
     /// The database file, zstd-compressed, written whole; its SHA-256.
     fn copy_base(&self, path: &Path) -> Result<String> {
-        use sha2::{Digest, Sha256};
         let (partial, file) = PartialFile::create(path, self.store.file_mode())?;
         let mut src = File::open(&self.db).ctx("open", &self.db)?;
-        let mut hashing = HashingWriter {
-            inner: std::io::BufWriter::new(&file),
-            hash: Sha256::new(),
-        };
+        let mut hashing = HashingWriter::new(std::io::BufWriter::new(&file));
         let mut enc = zstd::Encoder::new(&mut hashing, 3).ctx("compress", path)?;
         std::io::copy(&mut src, &mut enc).ctx("copy", &self.db)?;
         enc.finish().ctx("compress", path)?;
-        hashing.inner.flush().ctx("write", partial.temp_path())?;
-        let HashingWriter { hash, .. } = hashing;
-        let digest = hash.finalize();
+        let (mut out, digest, _) = hashing.finish();
+        out.flush().ctx("write", partial.temp_path())?;
+        drop(out);
         partial.sync(&file)?;
         partial.rename()?;
-        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(digest)
     }
 
     /// Reads the log to its end under the write lock, backfills it (PASSIVE: never
@@ -404,18 +490,14 @@ impl Replicator {
     fn checkpoint_locked(&mut self, now: DateTime<Utc>) -> Result<CheckpointReport> {
         // Everything up to the log's fixed end, in as many passes as it takes.
         loop {
-            let report = self.pass(now)?;
-            if report.transactions == 0 {
+            let (report, gap) = self.pass_with(now, false)?;
+            if gap.is_some() {
+                return Ok(CheckpointReport::Deferred);
+            }
+            if report.complete {
                 break;
             }
         }
-        self.end_read()?;
-        let (log, backfilled): (i64, i64) = self
-            .reader
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| Error::sqlite("checkpoint", &self.db, e))?;
         // Under the lock our cursor stands at the log's last frame: the checkpoint's count
         // must say the same, or frames went by unread and a restart of this log would be
         // a gap (never trusted as one that follows).
@@ -423,23 +505,27 @@ impl Replicator {
             Some(LogPosition::At { cursor }) => cursor.next_frame() - 1,
             _ => 0,
         };
+        self.end_read()?;
+        let (log, backfilled): (i64, i64) = self
+            .reader
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| Error::sqlite("checkpoint", &self.db, e))?;
         self.begin_read()?;
-        self.held = log < 0 || u64::try_from(log).is_ok_and(|l| l == ours);
-        if !self.held {
+        let agrees = log < 0 || u64::try_from(log).is_ok_and(|l| l == ours);
+        if !agrees {
             self.doubt = Some(format!(
                 "the log held {log} frames at a checkpoint, {ours} of them shipped"
             ));
         }
+        self.held = agrees && self.doubt.is_none();
         Ok(CheckpointReport::Done { log, backfilled })
     }
 }
 
-enum Next {
-    Ship(Vec<super::wal::Transaction>, Option<WalCursor>),
-    Gap(String),
-}
-
-fn open_reader(db: &Path, busy_timeout: Duration) -> Result<Connection> {
+/// A connection to `db` that checks WAL mode, and the database's page size.
+fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, u32)> {
     let reader = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -448,15 +534,20 @@ fn open_reader(db: &Path, busy_timeout: Duration) -> Result<Connection> {
     reader
         .busy_timeout(busy_timeout)
         .map_err(|e| Error::sqlite("set busy_timeout on", db, e))?;
-    Ok(reader)
-}
-
-fn restart_reason(held: bool) -> String {
-    if held {
-        "the write-ahead log restarted in a way that does not follow what was shipped".into()
-    } else {
-        "the write-ahead log was checkpointed and restarted while nothing replicated it".into()
+    let mode: String = reader
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read the journal mode of", db, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Refused(format!(
+            "{} is in journal mode {mode}: continuous replication reads the write-ahead \
+             log; the app must open it with PRAGMA journal_mode = WAL",
+            db.display()
+        )));
     }
+    let page_size: u32 = reader
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read the page size of", db, e))?;
+    Ok((reader, page_size))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -469,36 +560,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 fn file_identity(path: &Path) -> Result<(u64, u64)> {
     let m = std::fs::metadata(path).ctx("stat", path)?;
     Ok((m.dev(), m.ino()))
-}
-
-fn generation_bytes(name: &str) -> Result<[u8; 16]> {
-    let mut out = [0u8; 16];
-    if !super::store::is_generation_name(name) {
-        return Err(Error::Internal(format!("a generation named {name:?}")));
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&name[2 * i..2 * i + 2], 16)
-            .map_err(|e| Error::Internal(format!("generation {name}: {e}")))?;
-    }
-    Ok(out)
-}
-
-struct HashingWriter<W: Write> {
-    inner: W,
-    hash: sha2::Sha256,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::replication::restore::restore_to;
+use crate::replication::store::LogPosition;
 
 const BUSY: Duration = Duration::from_secs(10);
 
@@ -281,4 +282,73 @@ fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("is missing"), "{err}");
+}
+
+/// The daemon comes back to a log the app wrote on and wholly copied into the database
+/// file (not yet restarted); its first pass reads only part of it (the bound per pass).
+/// A restart that follows must be a gap: the frames not yet read are gone with it.
+#[test]
+fn a_restart_after_a_partial_first_pass_is_a_gap_not_a_silent_loss() {
+    let app = App::new();
+    let conn = app.conn();
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+        .unwrap();
+    insert(&conn, 0, 5);
+    {
+        let mut rep = app.replicator();
+        rep.pass(at(0)).unwrap();
+    }
+    for k in 1..6 {
+        insert(&conn, k * 5, 5);
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
+        .unwrap();
+    let mut rep = app.replicator();
+    rep.set_pass_bytes(1);
+    let first = rep.pass(at(1)).unwrap();
+    assert_eq!((first.transactions, first.complete), (1, false));
+    insert(&conn, 30, 5); // restarts the wholly copied log
+    let report = rep.pass(at(2)).unwrap();
+    assert!(report.new_generation.is_some(), "{report:?}");
+    let (latest, _) = app.restore(None, "latest.db");
+    assert_eq!(ids(&latest), (0..35).collect::<Vec<_>>());
+}
+
+/// An empty log left behind, written on and removed while nothing replicated (the app's
+/// last connection closing checkpoints and deletes it): a gap, never "still empty".
+#[test]
+fn a_log_written_and_removed_while_nothing_replicated_starts_a_new_generation() {
+    let app = App::new();
+    {
+        let mut rep = app.replicator();
+        rep.pass(at(0)).unwrap();
+        assert_eq!(rep.position().unwrap().log, LogPosition::Empty);
+    }
+    insert(&app.conn(), 0, 10); // the connection closes: the log is copied and deleted
+    let mut rep = app.replicator();
+    let report = rep.pass(at(1)).unwrap();
+    assert!(report.new_generation.is_some(), "{report:?}");
+    let (latest, _) = app.restore(None, "latest.db");
+    assert_eq!(ids(&latest), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_missing_last_segment_is_named_not_passed_over() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    for k in 0..3 {
+        insert(&conn, k * 10, 10);
+        rep.pass(at(k)).unwrap();
+    }
+    let generation = rep.position().unwrap().generation.clone();
+    let segments = app.store().segments(&generation).unwrap();
+    let last = &segments.last().unwrap().1;
+    std::fs::remove_file(last).unwrap();
+    let out = app.dir.path().join("short.db");
+    let err = restore_to(&app.store(), None, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is missing"), "{err}");
+    assert!(!out.exists(), "a failed restore leaves nothing behind");
 }

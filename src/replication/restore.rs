@@ -9,16 +9,15 @@
 //! a damaged or missing segment stops the restore with its name, never a database that
 //! silently lacks the transactions after it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
 
 use super::apply::Replica;
 use super::segment::{SegmentReader, Shipped};
 use super::store::{BASE_FILE, GenerationInfo, ReplicaStore};
+use crate::engine::hashing::HashingReader;
 use crate::error::{Error, IoContext, Result};
 
 /// What a restore produced.
@@ -27,56 +26,55 @@ pub struct RestoredReplica {
     pub generation: String,
     /// Transactions replayed onto the base.
     pub transactions: u64,
-    /// When the last replayed transaction was read from the log (the base's time when
-    /// none was).
+    /// When the last replayed transaction was read from the log.
     pub as_of: DateTime<Utc>,
 }
 
 /// Writes the database as of `at` (the newest state when `None`) to `out`, which must
-/// not exist.
+/// not exist; on failure nothing is left at `out`.
 pub fn restore_to(
     store: &ReplicaStore,
     at: Option<DateTime<Utc>>,
     out: &Path,
 ) -> Result<RestoredReplica> {
-    let generations = store.generations()?;
+    let result = restore_inner(store, at, out);
+    if result.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    result
+}
+
+fn restore_inner(
+    store: &ReplicaStore,
+    at: Option<DateTime<Utc>>,
+    out: &Path,
+) -> Result<RestoredReplica> {
+    let generations: Vec<_> = store
+        .generations()?
+        .into_iter()
+        .filter(|(_, info)| info.base_through.is_some())
+        .collect();
     let chosen = generations
         .iter()
         .rev()
         .find(|(_, info)| at.is_none_or(|t| info.started <= t));
     let Some((generation, info)) = chosen else {
-        return Err(Error::NoSuchBackup {
-            wanted: match at {
-                Some(t) => format!("the database as of {}", t.to_rfc3339()),
-                None => "the replicated database".into(),
-            },
-            reason: match generations.first() {
-                Some((_, first)) => format!("replication began at {}", first.started.to_rfc3339()),
-                None => format!("{} holds no replicated stream", store.root().display()),
-            },
-        });
+        return Err(no_stream(store, at, generations.first().map(|g| &g.1)));
     };
+    let segments = store.segments(generation)?;
+    check_chain(store, generation, info, &segments)?;
     lay_base(store, generation, info, out)?;
     let mut replica = Replica::open(out, info.page_size).map_err(|e| invalid(out, e))?;
-    let mut applied = 0u64;
-    let mut as_of = info.started;
+    let (mut applied, mut as_of) = (0u64, info.started);
     let at_ms = at.map(|t| t.timestamp_millis());
-    'segments: for (first_tx, path) in store.segments(generation)? {
-        if first_tx != applied {
-            return Err(Error::Verify {
-                path: path.clone(),
-                check: "replication chain",
-                detail: format!(
-                    "transaction {applied} is missing (the next segment starts at {first_tx})"
-                ),
-            });
-        }
-        let txs = read_segment(&path, generation)?;
-        for shipped in txs {
-            if at_ms.is_some_and(|t| shipped.commit_ms > t) {
-                break 'segments;
+    let base_through = info.base_through.unwrap_or(0);
+    'chain: for (first_tx, path) in &segments {
+        for shipped in read_segment(path, generation, *first_tx, info.page_size)? {
+            // The base's own log is replayed whole: the base may hold any of its pages.
+            if applied >= base_through && at_ms.is_some_and(|t| shipped.commit_ms > t) {
+                break 'chain;
             }
-            replica.apply(&shipped.tx).map_err(|e| invalid(&path, e))?;
+            replica.apply(&shipped.tx).map_err(|e| invalid(path, e))?;
             applied += 1;
             as_of = Utc
                 .timestamp_millis_opt(shipped.commit_ms)
@@ -94,6 +92,79 @@ pub fn restore_to(
     })
 }
 
+/// The generation's segments follow each other from transaction 0 (by their headers),
+/// reach past its base's log, and reach every transaction the position says was shipped
+/// to it: a missing segment — in the middle or at the end — is never passed over.
+fn check_chain(
+    store: &ReplicaStore,
+    generation: &str,
+    info: &GenerationInfo,
+    segments: &[(u64, PathBuf)],
+) -> Result<()> {
+    let mut next = 0u64;
+    for (first_tx, path) in segments {
+        if *first_tx != next {
+            return Err(missing(path, next));
+        }
+        let file = std::fs::File::open(path).ctx("open", path)?;
+        let reader = SegmentReader::open(std::io::BufReader::new(file))
+            .map_err(|e| damaged(path, e.to_string()))?;
+        let header = reader.header();
+        if header.first_tx != *first_tx || header.page_size != info.page_size {
+            return Err(damaged(
+                path,
+                format!(
+                    "its header says transaction {} with {}-byte pages",
+                    header.first_tx, header.page_size
+                ),
+            ));
+        }
+        next = first_tx + u64::from(header.transactions);
+    }
+    let shipped = store
+        .position()?
+        .filter(|p| p.generation == generation)
+        .map(|p| p.next_tx);
+    let needed = shipped.unwrap_or(0).max(info.base_through.unwrap_or(0));
+    if next < needed {
+        return Err(missing(&store.generation_dir(generation), next));
+    }
+    Ok(())
+}
+
+fn no_stream(
+    store: &ReplicaStore,
+    at: Option<DateTime<Utc>>,
+    first: Option<&GenerationInfo>,
+) -> Error {
+    Error::NoSuchBackup {
+        wanted: match at {
+            Some(t) => format!("the database as of {}", t.to_rfc3339()),
+            None => "the replicated database".into(),
+        },
+        reason: match first {
+            Some(first) => format!("replication began at {}", first.started.to_rfc3339()),
+            None => format!("{} holds no replicated stream", store.root().display()),
+        },
+    }
+}
+
+fn missing(path: &Path, tx: u64) -> Error {
+    Error::Verify {
+        path: path.to_path_buf(),
+        check: "replication chain",
+        detail: format!("transaction {tx} is missing (a segment is gone)"),
+    }
+}
+
+fn damaged(path: &Path, detail: String) -> Error {
+    Error::Verify {
+        path: path.to_path_buf(),
+        check: "segment",
+        detail,
+    }
+}
+
 /// The generation's base, decompressed into `out` and checked against its SHA-256.
 fn lay_base(
     store: &ReplicaStore,
@@ -103,27 +174,18 @@ fn lay_base(
 ) -> Result<()> {
     let base = store.generation_dir(generation).join(BASE_FILE);
     let file = std::fs::File::open(&base).ctx("open", &base)?;
-    let mut hashing = HashingReader {
-        inner: std::io::BufReader::new(file),
-        hash: Sha256::new(),
-    };
+    let mut hashing = HashingReader::new(std::io::BufReader::new(file));
     let mut dest = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(out)
         .ctx("create", out)?;
     // Every byte of the file passes `hashing` once: what the decoder read ahead, and
-    // the rest copied after it.
+    // the rest read by `finish`.
     let mut dec = zstd::Decoder::new(&mut hashing).ctx("decompress", &base)?;
     std::io::copy(&mut dec, &mut dest).ctx("decompress", &base)?;
     drop(dec);
-    std::io::copy(&mut hashing, &mut std::io::sink()).ctx("read", &base)?;
-    let digest: String = hashing
-        .hash
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (digest, _) = hashing.finish().ctx("read", &base)?;
     if digest != info.base_sha256 {
         return Err(Error::Verify {
             path: base,
@@ -135,32 +197,34 @@ fn lay_base(
 }
 
 /// A segment read whole and checked before anything of it is used.
-fn read_segment(path: &Path, generation: &str) -> Result<Vec<Shipped>> {
-    let damaged = |detail: String| Error::Verify {
-        path: path.to_path_buf(),
-        check: "segment",
-        detail,
-    };
+fn read_segment(
+    path: &Path,
+    generation: &str,
+    first_tx: u64,
+    page_size: u32,
+) -> Result<Vec<Shipped>> {
     let file = std::fs::File::open(path).ctx("open", path)?;
-    let mut reader =
-        SegmentReader::open(std::io::BufReader::new(file)).map_err(|e| damaged(e.to_string()))?;
-    let hex: String = reader
-        .header()
-        .generation
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if hex != generation {
-        return Err(damaged(format!("it belongs to generation {hex}")));
+    let mut reader = SegmentReader::open(std::io::BufReader::new(file))
+        .map_err(|e| damaged(path, e.to_string()))?;
+    let header = *reader.header();
+    let theirs = hex::encode(header.generation);
+    if theirs != generation || header.first_tx != first_tx || header.page_size != page_size {
+        return Err(damaged(
+            path,
+            format!(
+                "it belongs to generation {theirs}, transaction {}",
+                header.first_tx
+            ),
+        ));
     }
     let mut txs = Vec::new();
     while let Some(t) = reader
         .next_transaction()
-        .map_err(|e| damaged(e.to_string()))?
+        .map_err(|e| damaged(path, e.to_string()))?
     {
         txs.push(t);
     }
-    reader.finish().map_err(|e| damaged(e.to_string()))?;
+    reader.finish().map_err(|e| damaged(path, e.to_string()))?;
     Ok(txs)
 }
 
@@ -184,18 +248,5 @@ fn invalid(path: &Path, e: impl std::fmt::Display) -> Error {
         path: PathBuf::from(path),
         check: "replication replay",
         detail: e.to_string(),
-    }
-}
-
-struct HashingReader<R: Read> {
-    inner: R,
-    hash: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
     }
 }

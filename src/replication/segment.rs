@@ -23,10 +23,10 @@
 
 use std::io::{BufReader, Read, Write};
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::wal::{PageWrite, Transaction};
+use super::wal::{PageWrite, Transaction, be32, valid_page_size};
+use crate::engine::hashing::{HashingReader, HashingWriter};
 
 const MAGIC: &[u8; 8] = b"VBWALSEG";
 const VERSION: u8 = 1;
@@ -73,7 +73,7 @@ pub fn write_segment<W: Write>(
     };
     let count = u32::try_from(txs.len())
         .map_err(|_| SegmentError::Damaged("too many transactions for one segment".into()))?;
-    let mut out = Hashing::new(out);
+    let mut out = HashingWriter::new(out);
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.push(VERSION);
@@ -104,7 +104,8 @@ pub fn write_segment<W: Write>(
         }
     }
     body.finish()?;
-    let (mut inner, digest) = out.finish();
+    let (mut inner, digest, _) = out.finish();
+    let digest = hex::decode(digest).map_err(|e| SegmentError::Damaged(e.to_string()))?;
     inner.write_all(&digest)?;
     inner.flush()?;
     Ok(())
@@ -114,13 +115,13 @@ pub fn write_segment<W: Write>(
 /// was whole.
 pub struct SegmentReader<R: Read> {
     header: SegmentHeader,
-    body: zstd::Decoder<'static, BufReader<Hashing<TrailerHold<R>>>>,
+    body: zstd::Decoder<'static, BufReader<HashingReader<TrailerHold<R>>>>,
     left: u32,
 }
 
 impl<R: Read> SegmentReader<R> {
     pub fn open(input: R) -> Result<SegmentReader<R>, SegmentError> {
-        let mut hashing = Hashing::new(TrailerHold::new(input));
+        let mut hashing = HashingReader::new(TrailerHold::new(input));
         let mut raw = [0u8; HEADER_LEN];
         hashing
             .read_exact(&mut raw)
@@ -134,15 +135,14 @@ impl<R: Read> SegmentReader<R> {
                 raw[8]
             )));
         }
-        let u32_at =
-            |at: usize| u32::from_be_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let u32_at = |at: usize| be32(&raw, at);
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&raw[at..at + 8]);
             u64::from_be_bytes(b)
         };
         let page_size = u32_at(9);
-        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        if !valid_page_size(page_size) {
             return Err(SegmentError::Damaged(format!("page size {page_size}")));
         }
         let mut generation = [0u8; 16];
@@ -233,53 +233,13 @@ impl<R: Read> SegmentReader<R> {
                 "data after the last transaction".into(),
             ));
         }
-        let mut hashing = self.body.finish().into_inner();
-        std::io::copy(&mut hashing, &mut std::io::sink())?;
-        let (hold, digest) = hashing.finish();
+        let hashing = self.body.finish().into_inner();
+        let (hold, digest, _) = hashing.finish_into_inner()?;
         match hold.trailer() {
-            Some(t) if t == digest.as_slice() => Ok(self.header),
+            Some(t) if hex::encode(t) == digest => Ok(self.header),
             Some(_) => Err(SegmentError::Damaged("its checksum does not match".into())),
             None => Err(SegmentError::Damaged("it ends before its checksum".into())),
         }
-    }
-}
-
-/// A writer or reader that hashes every byte passing through.
-struct Hashing<T> {
-    inner: T,
-    hash: Sha256,
-}
-
-impl<T> Hashing<T> {
-    fn new(inner: T) -> Self {
-        Hashing {
-            inner,
-            hash: Sha256::new(),
-        }
-    }
-
-    fn finish(self) -> (T, [u8; 32]) {
-        (self.inner, self.hash.finalize().into())
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
     }
 }
 

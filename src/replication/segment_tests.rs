@@ -1,6 +1,8 @@
 //! Segments written and read back, and every way a damaged one must be refused: a flipped
 //! byte anywhere, a cut anywhere, a header whose counts the data does not back.
 
+use sha2::Digest;
+
 use super::*;
 
 fn shipped(commit_ms: i64, pages: &[(u32, u8)], db_pages: u32) -> Shipped {
@@ -99,7 +101,7 @@ fn counts_the_data_does_not_back_fail_without_allocating_them() {
     raw.extend_from_slice(&1_000i64.to_be_bytes());
     raw.extend_from_slice(&1_000i64.to_be_bytes());
     raw.extend_from_slice(&zstd::encode_all(body.as_slice(), 3).unwrap());
-    let digest: [u8; 32] = Sha256::digest(&raw).into();
+    let digest: [u8; 32] = sha2::Sha256::digest(&raw).into();
     raw.extend_from_slice(&digest);
     let err = read_all(&raw).unwrap_err().to_string();
     assert!(err.contains("a page"), "{err}");

@@ -63,6 +63,11 @@ pub struct GenerationInfo {
     pub page_size: u32,
     /// SHA-256 of `base.db.zst` as written.
     pub base_sha256: String,
+    /// The transactions a restore must replay onto the base at the least: the log as it
+    /// stood when the base was taken (the base may hold any of its pages). `None` while
+    /// the generation's start is not finished: such a generation is never restored.
+    #[serde(default)]
+    pub base_through: Option<u64>,
 }
 
 /// The `replication/` directory of one backup directory.

@@ -51,7 +51,13 @@ pub struct WalHeader {
     pub checksum: [u32; 2],
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
+/// A page size SQLite can have: a power of two from 512 to 65536 (stored as 1 for 65536
+/// in the database header, but as the number itself in a log and in our segments).
+pub fn valid_page_size(size: u32) -> bool {
+    (512..=65536).contains(&size) && size.is_power_of_two()
+}
+
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
@@ -68,9 +74,7 @@ impl WalHeader {
             return Err(WalError::Format(format!("version {version}")));
         }
         let page_size = be32(b, 8);
-        // A power of two from 512 to 65536 (stored as 1 for 65536 in the database
-        // header, but as the number itself here).
-        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        if !valid_page_size(page_size) {
             return Err(WalError::Format(format!("page size {page_size}")));
         }
         let header = WalHeader {
@@ -134,7 +138,8 @@ impl WalCursor {
     /// Whether `next` is the log SQLite starts when it restarts this one once: the
     /// checkpoint sequence and the first salt each one higher.
     pub fn restarted_once_as(&self, next: &WalHeader) -> bool {
-        next.checkpoint_seq == self.header.checkpoint_seq.wrapping_add(1)
+        next.big_endian == self.header.big_endian
+            && next.checkpoint_seq == self.header.checkpoint_seq.wrapping_add(1)
             && next.salt[0] == self.header.salt[0].wrapping_add(1)
             && next.page_size == self.header.page_size
     }
@@ -169,6 +174,8 @@ pub enum WalRead {
     Continued {
         transactions: Vec<Transaction>,
         cursor: WalCursor,
+        /// The pass read to the log's end (it did not stop at `max_bytes`).
+        complete: bool,
     },
     /// The log's header is not the cursor's (restarted by a checkpoint, or a new file):
     /// nothing was read; the new header is given.
@@ -197,12 +204,21 @@ pub fn read_committed<R: Read + Seek>(
         Some(c) => *c,
         None => WalCursor::start(header),
     };
+    let frame_len = cursor.frame_len();
+    if cursor.offset < WAL_HEADER_LEN as u64
+        || !(cursor.offset - WAL_HEADER_LEN as u64).is_multiple_of(frame_len)
+    {
+        return Err(WalError::Format(format!(
+            "a position at byte {} is not a frame boundary",
+            cursor.offset
+        )));
+    }
     wal.seek(SeekFrom::Start(cursor.offset))?;
     let page_size = header.page_size as usize;
     let mut frame = vec![0u8; FRAME_HEADER_LEN + page_size];
     let (mut done, mut pending) = (Vec::new(), Vec::new());
     let (mut committed, mut at, mut sum) = (cursor, cursor.offset, cursor.checksum);
-    let mut read_bytes = 0u64;
+    let (mut read_bytes, mut complete) = (0u64, true);
     while read_full(wal, &mut frame)? {
         let page = be32(&frame, 0);
         let db_pages = be32(&frame, 4);
@@ -231,6 +247,7 @@ pub fn read_committed<R: Read + Seek>(
                 checksum: sum,
             };
             if read_bytes >= max_bytes {
+                complete = false;
                 break;
             }
         }
@@ -238,6 +255,7 @@ pub fn read_committed<R: Read + Seek>(
     Ok(WalRead::Continued {
         transactions: done,
         cursor: committed,
+        complete,
     })
 }
 
