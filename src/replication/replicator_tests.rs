@@ -255,9 +255,8 @@ fn a_database_not_in_wal_mode_is_refused_with_what_to_do() {
     assert!(err.contains("journal_mode = WAL"), "{err}");
 }
 
-#[test]
-fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
-    let app = App::new();
+/// Three passes of ten rows each: the generation's three segments.
+fn three_segments(app: &App) -> Vec<(u64, PathBuf)> {
     let conn = app.conn();
     let mut rep = app.replicator();
     for k in 0..3 {
@@ -267,6 +266,13 @@ fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
     let generation = rep.position().unwrap().generation.clone();
     let segments = app.store().segments(&generation).unwrap();
     assert_eq!(segments.len(), 3, "{segments:?}");
+    segments
+}
+
+#[test]
+fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
+    let app = App::new();
+    let segments = three_segments(&app);
     let mut bytes = std::fs::read(&segments[1].1).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
@@ -335,14 +341,7 @@ fn a_log_written_and_removed_while_nothing_replicated_starts_a_new_generation() 
 #[test]
 fn a_missing_last_segment_is_named_not_passed_over() {
     let app = App::new();
-    let conn = app.conn();
-    let mut rep = app.replicator();
-    for k in 0..3 {
-        insert(&conn, k * 10, 10);
-        rep.pass(at(k)).unwrap();
-    }
-    let generation = rep.position().unwrap().generation.clone();
-    let segments = app.store().segments(&generation).unwrap();
+    let segments = three_segments(&app);
     let last = &segments.last().unwrap().1;
     std::fs::remove_file(last).unwrap();
     let out = app.dir.path().join("short.db");
