@@ -18,6 +18,13 @@ use crate::util::{
     require, root, sha256_file, ssh_server,
 };
 
+/// No `.partial` file is left on the server: every upload was renamed into place or
+/// cleaned up.
+fn assert_no_partials(dir: &std::path::Path) {
+    let left = partials_under(dir);
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn partials_under(dir: &std::path::Path) -> Vec<PathBuf> {
     files_under(dir)
         .into_iter()
@@ -51,11 +58,7 @@ fn a_server_killed_mid_upload_is_retried_and_the_copy_restores_on_a_fresh_server
     server.restart();
     let run = push.wait(RUN_TIMEOUT);
     assert_eq!(run.code(), Some(0), "{}", run.describe());
-    assert!(
-        partials_under(&dir).is_empty(),
-        "{:?}",
-        partials_under(&dir)
-    );
+    assert_no_partials(&dir);
     let listed = remote_backups(&app, "remote");
     assert_eq!(listed.len(), 1, "{listed:#?}");
     assert!(listed[0]["problem"].is_null(), "{listed:#?}");
@@ -185,11 +188,7 @@ fn a_full_disk_on_the_server_fails_the_push_with_the_full_hint_and_leaves_no_par
     app.write_random_files("big", 3, 1024 * 1024);
     configure(&app, &[server.table("remote", &dir, "retries = 0\n")]);
     push_fails_untouched(&app, &["is full", "free on"]);
-    assert!(
-        partials_under(&dir).is_empty(),
-        "{:?}",
-        partials_under(&dir)
-    );
+    assert_no_partials(&dir);
 }
 
 #[test]
@@ -216,11 +215,7 @@ fn a_large_upload_flushed_as_it_goes_from_a_second_connection_lands_whole() {
         .assert_code(0);
     let push = app.run(["offsite", "push"]);
     push.assert_code(0);
-    assert!(
-        partials_under(&dir).is_empty(),
-        "{:?}",
-        partials_under(&dir)
-    );
+    assert_no_partials(&dir);
     let listed = remote_backups(&app, "remote");
     assert_eq!(listed.len(), 1, "{listed:#?}");
     app.run(["offsite", "verify"]).assert_code(0);
@@ -270,9 +265,5 @@ fn a_large_upload_is_flushed_from_the_second_connection_while_it_is_sent() {
         std::fs::read(dir.join("storage/big.tar.zst")).ok(),
         Some(data)
     );
-    assert!(
-        partials_under(&dir).is_empty(),
-        "{:?}",
-        partials_under(&dir)
-    );
+    assert_no_partials(&dir);
 }
