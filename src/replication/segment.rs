@@ -17,8 +17,9 @@
 //! trailer               32 bytes: SHA-256 of everything before it
 //! ```
 //!
-//! A reader checks the header's bounds before using them, bounds every count by what the
-//! file can hold, and checks the trailer at the end: a caller replays onto a private copy
+//! A reader checks the header's bounds before using them, reads pages one at a time (a
+//! count the data does not back ends in a short read, never in an allocation of its
+//! size), and checks the trailer at the end: a caller replays onto a private copy
 //! and keeps it only once [`SegmentReader::finish`] has said the segment is whole.
 
 use std::io::{BufReader, Read, Write};
