@@ -264,13 +264,8 @@ impl Replicator {
             }
             _ => return Ok(Next::Gap(self.gap_reason(""))),
         };
-        let read = read_committed(&mut wal, from.as_ref(), self.pass_bytes).map_err(|e| {
-            Error::Verify {
-                path: self.wal.clone(),
-                check: "write-ahead log",
-                detail: e.to_string(),
-            }
-        })?;
+        let read = read_committed(&mut wal, from.as_ref(), self.pass_bytes)
+            .map_err(|e| Error::verify(self.wal.clone(), "write-ahead log", e.to_string()))?;
         Ok(match read {
             WalRead::Continued {
                 transactions,

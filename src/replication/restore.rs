@@ -12,11 +12,12 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::Connection;
 
 use super::apply::Replica;
 use super::segment::{SegmentReader, Shipped};
 use super::store::{BASE_FILE, GenerationInfo, ReplicaStore};
+use crate::config::IntegrityCheck;
+use crate::engine::database::integrity_check;
 use crate::engine::hashing::HashingReader;
 use crate::error::{Error, IoContext, Result};
 
@@ -84,7 +85,7 @@ fn restore_inner(
     }
     replica.sync().map_err(|e| invalid(out, e))?;
     drop(replica);
-    check_integrity(out)?;
+    integrity_check(out, IntegrityCheck::Full)?;
     Ok(RestoredReplica {
         generation: generation.clone(),
         transactions: applied,
@@ -150,19 +151,18 @@ fn no_stream(
 }
 
 fn missing(path: &Path, tx: u64) -> Error {
-    Error::Verify {
-        path: path.to_path_buf(),
-        check: "replication chain",
-        detail: format!("transaction {tx} is missing (a segment is gone)"),
-    }
+    Error::verify(
+        path,
+        "replication chain",
+        format!(
+            "transaction {tx} is missing (a segment is gone): the stream cannot be replayed \
+             past it; restore from a backup instead (restore --latest database)"
+        ),
+    )
 }
 
 fn damaged(path: &Path, detail: String) -> Error {
-    Error::Verify {
-        path: path.to_path_buf(),
-        check: "segment",
-        detail,
-    }
+    Error::verify(path, "segment", detail)
 }
 
 /// The generation's base, decompressed into `out` and checked against its SHA-256.
@@ -187,11 +187,11 @@ fn lay_base(
     drop(dec);
     let (digest, _) = hashing.finish().ctx("read", &base)?;
     if digest != info.base_sha256 {
-        return Err(Error::Verify {
-            path: base,
-            check: "SHA-256",
-            detail: format!("the base reads as {digest}, recorded {}", info.base_sha256),
-        });
+        return Err(Error::verify(
+            base,
+            "SHA-256",
+            format!("the base reads as {digest}, recorded {}", info.base_sha256),
+        ));
     }
     dest.sync_all().ctx("fsync", out)
 }
@@ -228,25 +228,6 @@ fn read_segment(
     Ok(txs)
 }
 
-fn check_integrity(db: &Path) -> Result<()> {
-    let conn = Connection::open(db).map_err(|e| Error::sqlite("open", db, e))?;
-    let verdict: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| Error::sqlite("check", db, e))?;
-    if verdict != "ok" {
-        return Err(Error::Verify {
-            path: db.to_path_buf(),
-            check: "integrity_check",
-            detail: verdict,
-        });
-    }
-    Ok(())
-}
-
 fn invalid(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Verify {
-        path: PathBuf::from(path),
-        check: "replication replay",
-        detail: e.to_string(),
-    }
+    Error::verify(path, "replication replay", e.to_string())
 }

@@ -197,11 +197,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Verify {
-                path: path.to_path_buf(),
-                check: "replication record",
-                detail: e.to_string(),
-            }),
+            .map_err(|e| Error::verify(path, "replication record", e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("read", path, e)),
     }
