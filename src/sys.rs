@@ -31,6 +31,20 @@ pub fn total_space(path: &Path) -> std::io::Result<u64> {
     fs4::total_space(path)
 }
 
+/// Whether this process may read `path` (`access(R_OK)`), without opening it: closing any
+/// descriptor of a database file drops every POSIX lock this process holds on it,
+/// SQLite's included (a replicating connection's among them).
+pub fn may_read(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    match unsafe { libc::access(c.as_ptr(), libc::R_OK) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Whether this process may create files in `dir` (`access(W_OK)`: real uid, as the
 /// kernel will judge the create).
 pub fn may_write(dir: &Path) -> bool {

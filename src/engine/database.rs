@@ -26,9 +26,9 @@ use crate::error::{Error, Result};
 pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     // SQLite reports any failure to open as "unable to open database file"; looking at
     // the file ourselves first names the cause ("Permission denied", "No such file").
-    // stat before open: opening a FIFO put at this path would block until a writer came.
-    // Closing the probe fd is safe: this process holds no SQLite connection to the live
-    // file yet, so it cannot drop a POSIX lock of ours.
+    // stat and access(2), never open: opening a FIFO put at this path would block until
+    // a writer came, and closing any descriptor of the live file would drop the POSIX
+    // locks SQLite holds on it in this process (the daemon's replicating connection's).
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}
         Ok(_) => {
@@ -40,7 +40,7 @@ pub fn open_source(path: &Path, busy_timeout: Duration) -> Result<Connection> {
         }
         Err(e) => return Err(Error::io("open the database", path, e)),
     }
-    std::fs::File::open(path).map_err(|e| Error::io("open the database", path, e))?;
+    crate::sys::may_read(path).map_err(|e| Error::io("open the database", path, e))?;
     let open = |flags: OpenFlags| -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(busy_timeout)?;
