@@ -11,6 +11,7 @@ mod healthchecks;
 mod lines;
 mod offsite;
 mod ranges;
+mod replication;
 mod sftp;
 mod types;
 
@@ -29,6 +30,7 @@ pub use lines::key_line;
 pub use offsite::{
     MAX_PART_SIZE, MIN_PART_SIZE, OffsiteSection, OffsiteTarget, Rate, SftpLocation, TargetLocation,
 };
+pub use replication::{Replication, ReplicationSection};
 pub use types::{
     ByteSize, CHAT_ID_FORMS, ChatRef, HumanDuration, JobSchedule, MaxUnused, Mode, Secret, Timezone,
 };
@@ -433,6 +435,7 @@ struct FileModel {
     offsite: Vec<OffsiteSection>,
     encryption: EncryptionSection,
     docker: Option<docker::DockerSection>,
+    replication: ReplicationSection,
 }
 
 /// The checked configuration the rest of the program sees. Paths are absolute.
@@ -459,6 +462,8 @@ pub struct Config {
     pub encryption: Option<Encryption>,
     /// `[docker]`, checked; `None`: no container engine is involved.
     pub docker: Option<DockerSettings>,
+    /// `[replication]`, checked; `None`: the database is not replicated continuously.
+    pub replication: Option<Replication>,
     /// The age identity to decrypt with (`--identity` / `$VERTEX_BACKUP_IDENTITY`, or
     /// `[encryption] identity_file`). Not kept in the file for production servers.
     pub identity: Option<PathBuf>,
@@ -545,6 +550,7 @@ impl Config {
             offsite: Vec::new(),
             encryption: None,
             docker: None,
+            replication: None,
             identity: None,
             lock_wait: None,
         };
@@ -603,6 +609,11 @@ impl Config {
         cfg.encryption = cfg.encryption_of(&encryption, &mut problems);
         match docker::settings(model.docker.as_ref(), env("DOCKER_HOST"), volumes) {
             Ok(d) => cfg.docker = d,
+            Err(found) => problems.extend(found.into_iter().map(|(k, m)| cfg.key_error(&k, m))),
+        }
+        let target_names: Vec<String> = cfg.offsite.iter().map(|t| t.name.clone()).collect();
+        match replication::settings(&model.replication, &target_names) {
+            Ok(r) => cfg.replication = r,
             Err(found) => problems.extend(found.into_iter().map(|(k, m)| cfg.key_error(&k, m))),
         }
         cfg.identity = env(crate::encryption::IDENTITY_ENV)

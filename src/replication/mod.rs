@@ -6,8 +6,15 @@
 //! describes the design and what is still to be built on it.
 
 pub mod apply;
+pub mod compact;
+pub mod fetch;
+pub mod keys;
+pub mod point;
 pub mod replicator;
 pub mod restore;
+pub mod retain;
 pub mod segment;
+pub mod service;
+pub mod ship;
 pub mod store;
 pub mod wal;

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 use super::segment::{Shipped, write_segment};
-use super::store::{BASE_FILE, GenerationInfo, LogPosition, Position, ReplicaStore};
+use super::store::{BASE_FILE, FileStamp, GenerationInfo, LogPosition, Position, ReplicaStore};
 use super::wal::{Transaction, WAL_HEADER_LEN, WalCursor, WalHeader, WalRead, read_committed};
 use crate::catalog::PartialFile;
 use crate::engine::hashing::HashingWriter;
@@ -35,6 +35,9 @@ use crate::error::{Error, IoContext, Result};
 
 /// Bytes of frames one pass reads at most (a larger transaction is still read whole).
 const PASS_BYTES: u64 = 64 << 20;
+
+/// Why the first generation on a server began.
+pub const FIRST_PASS: &str = "the first pass";
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +50,17 @@ pub struct PassReport {
     pub new_generation: Option<String>,
     /// The pass read to the log's end.
     pub complete: bool,
+}
+
+/// How a checkpoint ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Copies what it can into the database file, waiting on nobody; the log restarts
+    /// from its beginning at the app's next write once all of it was copied.
+    Passive,
+    /// Also truncates the log file to nothing (when it grew large), waiting for the app's
+    /// readers up to `busy_timeout` (the app's writers wait meanwhile).
+    Truncate,
 }
 
 /// What a checkpoint did.
@@ -67,6 +81,11 @@ pub struct Replicator {
     store: ReplicaStore,
     /// Holds the read transaction (and runs the checkpoints).
     reader: Connection,
+    /// The database file, open for as long as `reader`: the base is read through it.
+    /// Never a descriptor opened and closed: closing any descriptor of the file drops
+    /// every POSIX lock this process holds on it, SQLite's too, and the app's last
+    /// connection could then delete the log under us.
+    db_file: File,
     /// Whether `reader` is inside its read transaction.
     reading: bool,
     /// Whether the read transaction was held since a pass read the log to its end (or
@@ -101,7 +120,7 @@ impl Replicator {
     /// Opens the database at `db` for replication into `store`. The database must be in
     /// WAL mode (the app's choice; replication does not change it).
     pub fn open(db: &Path, store: ReplicaStore, busy_timeout: Duration) -> Result<Replicator> {
-        let (reader, page_size) = open_reader(db, busy_timeout)?;
+        let (reader, db_file, page_size) = open_reader(db, busy_timeout)?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let position = store.position()?;
@@ -118,6 +137,7 @@ impl Replicator {
             generation_ready,
             store,
             reader,
+            db_file,
             reading: false,
             held: false,
             doubt: None,
@@ -134,6 +154,15 @@ impl Replicator {
 
     pub fn position(&self) -> Option<&Position> {
         self.position.as_ref()
+    }
+
+    /// Bytes of the log up to its last commit read (what a checkpoint would copy): the
+    /// log's content, not its file, which keeps its largest size across restarts.
+    pub fn log_bytes(&self) -> u64 {
+        match self.position.as_ref().map(|p| p.log) {
+            Some(LogPosition::At { cursor }) => cursor.offset,
+            _ => 0,
+        }
     }
 
     pub fn store(&self) -> &ReplicaStore {
@@ -186,11 +215,12 @@ impl Replicator {
         let identity = file_identity(&self.db)?;
         let mut report = PassReport::default();
         let gap = match &self.position {
-            None => Some("the first pass".to_string()),
+            None => Some(FIRST_PASS.to_string()),
             Some(p) if p.db_file != identity => {
                 // Our connection still reads the old file: open the one now at the path.
                 self.end_read()?;
-                (self.reader, self.page_size) = open_reader(&self.db, self.busy_timeout)?;
+                (self.reader, self.db_file, self.page_size) =
+                    open_reader(&self.db, self.busy_timeout)?;
                 self.begin_read()?;
                 Some("the database file was replaced (another inode)".to_string())
             }
@@ -240,11 +270,19 @@ impl Replicator {
             log: position.log,
             complete,
         };
+        let trusted = self.held || self.unchanged_since_held(&position)?;
         let mut wal = match File::open(&self.wal) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(match cursor {
-                    None if self.held => unchanged(true),
+                    None if trusted => unchanged(true),
+                    // Removed by the app's last connection closing, with nothing left to
+                    // copy into the file (it is as it was when all was read): all read.
+                    Some(_) if trusted && !self.held => Next::Ship {
+                        txs: Vec::new(),
+                        log: LogPosition::Empty,
+                        complete: true,
+                    },
                     _ => Next::Gap(self.gap_reason("the write-ahead log was deleted")),
                 });
             }
@@ -252,10 +290,10 @@ impl Replicator {
         };
         let from = match (cursor, self.header_now(&mut wal)?) {
             (Some(c), Some(h)) if h == c.header => Some(c),
-            (Some(c), Some(h)) if self.held && c.restarted_once_as(&h) => None,
-            (None, Some(_)) if self.held => None,
+            (Some(c), Some(h)) if trusted && c.restarted_once_as(&h) => None,
+            (None, Some(_)) if trusted => None,
             // Truncated by a checkpoint (or being created) while held: empty, all read.
-            (_, None) if self.held => {
+            (_, None) if trusted => {
                 return Ok(Next::Ship {
                     txs: Vec::new(),
                     log: LogPosition::Empty,
@@ -280,6 +318,30 @@ impl Replicator {
             // The header changed between the two reads: the next pass decides.
             WalRead::Restarted(_) | WalRead::Empty => unchanged(false),
         })
+    }
+
+    /// Whether the database file is as it was when the log had last been read to its end
+    /// under the held read transaction (the daemon stopped or crashed since). Then no
+    /// frame was copied into it since: a log restarted once, emptied or removed since
+    /// held no frame we did not read — SQLite restarts, truncates or removes a log only
+    /// once every frame of it is in the file, and frames appended after our read could
+    /// not be copied while we held it, nor later without writing the file.
+    fn unchanged_since_held(&self, position: &Position) -> Result<bool> {
+        let Some(stamp) = position.held_stamp else {
+            return Ok(false);
+        };
+        if self.doubt.is_some() {
+            return Ok(false);
+        }
+        let now = FileStamp::of(&self.db_file.metadata().ctx("stat", &self.db)?);
+        Ok(now == stamp)
+    }
+
+    /// The database file's stamp now.
+    fn stamp(&self) -> Result<FileStamp> {
+        Ok(FileStamp::of(
+            &self.db_file.metadata().ctx("stat", &self.db)?,
+        ))
     }
 
     /// Why the chain cannot go on: a doubt found earlier, else `what` or what not
@@ -330,6 +392,7 @@ impl Replicator {
                 .into_iter()
                 .map(|tx| Shipped {
                     commit_ms: now.timestamp_millis(),
+                    covers: 1,
                     tx,
                 })
                 .collect();
@@ -338,12 +401,18 @@ impl Replicator {
             report.transactions += count;
             report.segment = Some(path);
         }
-        if report.transactions > 0 || log != position.log {
+        self.held = self.reading && self.doubt.is_none() && (self.held || complete);
+        let stamp = if self.held && complete {
+            Some(self.stamp()?)
+        } else {
+            position.held_stamp
+        };
+        if report.transactions > 0 || log != position.log || stamp != position.held_stamp {
             position.log = log;
+            position.held_stamp = stamp;
             self.store.save_position(&position)?;
         }
         self.position = Some(position);
-        self.held = self.reading && self.doubt.is_none() && (self.held || complete);
         report.complete = complete;
         Ok(())
     }
@@ -419,6 +488,7 @@ impl Replicator {
             next_tx: 0,
             log,
             db_file: identity,
+            held_stamp: None,
         };
         self.store.save_position(&position)?;
         self.position = Some(position);
@@ -446,7 +516,8 @@ impl Replicator {
     /// The database file, zstd-compressed, written whole; its SHA-256.
     fn copy_base(&self, path: &Path) -> Result<String> {
         let (partial, file) = PartialFile::create(path, self.store.file_mode())?;
-        let mut src = File::open(&self.db).ctx("open", &self.db)?;
+        let mut src = &self.db_file;
+        src.seek(SeekFrom::Start(0)).ctx("read", &self.db)?;
         let mut hashing = HashingWriter::new(std::io::BufWriter::new(&file));
         let mut enc = zstd::Encoder::new(&mut hashing, 3).ctx("compress", path)?;
         std::io::copy(&mut src, &mut enc).ctx("copy", &self.db)?;
@@ -464,7 +535,17 @@ impl Replicator {
     /// writers may go on, so the read transaction is never let go while a frame could be
     /// copied and dropped unseen. `Busy` when the app held the write lock past
     /// `busy_timeout`.
-    pub fn checkpoint(&mut self, now: DateTime<Utc>) -> Result<CheckpointReport> {
+    ///
+    /// [`CheckpointMode::Truncate`] cannot run under our own write lock (SQLite takes it
+    /// itself), so the lock is let go just before it: SQLite's `data_version`, read
+    /// before and inside the next read transaction, tells whether the app committed in
+    /// that moment — frames the truncation may have dropped unread — and if so the next
+    /// restart of the log is a gap (a new generation), never a silent loss.
+    pub fn checkpoint(
+        &mut self,
+        now: DateTime<Utc>,
+        mode: CheckpointMode,
+    ) -> Result<CheckpointReport> {
         // The bulk first, with the app's writers free: under the lock only the rest.
         self.pass(now)?;
         let writer = Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_WRITE)
@@ -477,21 +558,94 @@ impl Replicator {
             Err(e) if is_busy(&e) => return Ok(CheckpointReport::Busy),
             Err(e) => return Err(Error::sqlite("take the write lock of", &self.db, e)),
         }
-        let result = self.checkpoint_locked(now);
+        let result = match mode {
+            CheckpointMode::Passive => self.checkpoint_locked(now),
+            CheckpointMode::Truncate => self.truncate_locked(now, &writer),
+        };
+        // Already let go by a truncation: then this fails, and nothing is held.
         let _ = writer.execute_batch("ROLLBACK");
         result
     }
 
-    fn checkpoint_locked(&mut self, now: DateTime<Utc>) -> Result<CheckpointReport> {
-        // Everything up to the log's fixed end, in as many passes as it takes.
+    /// Everything up to the log's fixed end, in as many passes as it takes; `false`: a
+    /// gap was found (left to the next pass).
+    fn read_to_end_locked(&mut self, now: DateTime<Utc>) -> Result<bool> {
         loop {
             let (report, gap) = self.pass_with(now, false)?;
             if gap.is_some() {
-                return Ok(CheckpointReport::Deferred);
+                return Ok(false);
             }
             if report.complete {
-                break;
+                return Ok(true);
             }
+        }
+    }
+
+    fn truncate_locked(
+        &mut self,
+        now: DateTime<Utc>,
+        writer: &Connection,
+    ) -> Result<CheckpointReport> {
+        if !self.read_to_end_locked(now)? {
+            return Ok(CheckpointReport::Deferred);
+        }
+        self.end_read()?;
+        let db = self.db.clone();
+        let version = move |c: &Connection| {
+            c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| Error::sqlite("read the data version of", &db, e))
+        };
+        let before = version(&self.reader)?;
+        writer
+            .execute_batch("ROLLBACK")
+            .map_err(|e| Error::sqlite("let go of the write lock of", &self.db, e))?;
+        let checkpointed = self
+            .reader
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        self.begin_read()?;
+        let (busy, log, backfilled) =
+            checkpointed.map_err(|e| Error::sqlite("checkpoint", &self.db, e))?;
+        if version(&self.reader)? != before {
+            self.doubt = Some(
+                "the app committed while the log was being truncated: frames may have gone \
+                 unread"
+                    .into(),
+            );
+        } else if busy == 0
+            && let Some(position) = self.position.as_mut()
+        {
+            // Truncated with nothing committed since we read it all: the log starts
+            // afresh, and the next pass reads it from its first frame.
+            position.log = LogPosition::Empty;
+            self.store.save_position(position)?;
+        }
+        self.held = self.doubt.is_none();
+        Ok(CheckpointReport::Done { log, backfilled })
+    }
+
+    /// Ends the current generation and starts a new one from a fresh base (the daily
+    /// base, which bounds what a restore replays), after a pass that ships what the log
+    /// holds into the old one.
+    pub fn start_generation(&mut self, now: DateTime<Utc>, reason: &str) -> Result<PassReport> {
+        let mut report = self.pass(now)?;
+        if report.new_generation.is_some() {
+            return Ok(report);
+        }
+        let identity = file_identity(&self.db)?;
+        self.new_generation(reason, now, identity, &mut report)?;
+        report.new_generation = Some(reason.to_string());
+        Ok(report)
+    }
+
+    fn checkpoint_locked(&mut self, now: DateTime<Utc>) -> Result<CheckpointReport> {
+        if !self.read_to_end_locked(now)? {
+            return Ok(CheckpointReport::Deferred);
         }
         // Under the lock our cursor stands at the log's last frame: the checkpoint's count
         // must say the same, or frames went by unread and a restart of this log would be
@@ -515,12 +669,28 @@ impl Replicator {
             ));
         }
         self.held = agrees && self.doubt.is_none();
+        // Still under the lock, everything read: the file as the checkpoint left it.
+        if self.held {
+            self.record_stamp()?;
+        }
         Ok(CheckpointReport::Done { log, backfilled })
+    }
+
+    fn record_stamp(&mut self) -> Result<()> {
+        let stamp = self.stamp()?;
+        if let Some(position) = self.position.as_mut()
+            && position.held_stamp != Some(stamp)
+        {
+            position.held_stamp = Some(stamp);
+            self.store.save_position(position)?;
+        }
+        Ok(())
     }
 }
 
-/// A connection to `db` that checks WAL mode, and the database's page size.
-fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, u32)> {
+/// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
+/// database's page size.
+fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, u32)> {
     let reader = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -542,7 +712,8 @@ fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, u32)> {
     let page_size: u32 = reader
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| Error::sqlite("read the page size of", db, e))?;
-    Ok((reader, page_size))
+    let file = File::open(db).ctx("open", db)?;
+    Ok((reader, file, page_size))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -97,7 +97,7 @@ fn every_pass_is_a_point_in_time_that_restores_exactly() {
                 .unwrap();
         }
         let report = if k % 5 == 4 {
-            rep.checkpoint(at(k)).unwrap();
+            rep.checkpoint(at(k), CheckpointMode::Passive).unwrap();
             None
         } else {
             Some(rep.pass(at(k)).unwrap())
@@ -150,7 +150,7 @@ fn a_writer_on_another_thread_loses_nothing_across_our_checkpoints() {
     // Until the writer has gone through many of our checkpoints and the app's own.
     while last.load(Ordering::SeqCst) < 3_000 || k < 60 {
         if k % 3 == 2 {
-            rep.checkpoint(at(k)).unwrap();
+            rep.checkpoint(at(k), CheckpointMode::Passive).unwrap();
         } else {
             rep.pass(at(k)).unwrap();
         }
@@ -350,4 +350,121 @@ fn a_missing_last_segment_is_named_not_passed_over() {
         .to_string();
     assert!(err.contains("is missing"), "{err}");
     assert!(!out.exists(), "a failed restore leaves nothing behind");
+}
+
+#[test]
+fn compaction_keeps_every_point_a_restore_reaches_and_leftovers_are_passed_over() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    let mut expected = Vec::new();
+    // Passes 20 s apart: minutes 0, 1 and 2 of the hour get several segments each.
+    for k in 0..9i64 {
+        insert(&conn, k * 10, 5);
+        insert(&conn, k * 10 + 5, 5);
+        if k == 4 {
+            conn.execute_batch("DELETE FROM orders WHERE id % 2 = 0; VACUUM;")
+                .unwrap();
+        }
+        rep.pass(at(k * 20)).unwrap();
+        expected.push(ids(&app.db));
+    }
+    let generation = rep.position().unwrap().generation.clone();
+    let store = app.store();
+    let before = store.segments(&generation).unwrap();
+    // A segment as it was, to play an interrupted compaction below.
+    let second_segment = std::fs::read(&before[1].1).unwrap();
+    let minute_start = |ms: i64| at(0).timestamp_millis() + ms;
+    let merged =
+        super::super::compact::compact_generation(&store, &generation, minute_start(180_000))
+            .unwrap();
+    let after = store.segments(&generation).unwrap();
+    assert!(
+        !merged.is_empty() && after.len() < before.len(),
+        "{merged:?}"
+    );
+    for k in 0..9i64 {
+        let (out, _) = app.restore(Some(at(k * 20)), &format!("c-{k}.db"));
+        assert_eq!(ids(&out), expected[k as usize], "as of pass {k}");
+    }
+    // The hour over: one segment for the whole chain, every point still there.
+    super::super::compact::compact_generation(&store, &generation, minute_start(3_600_000))
+        .unwrap();
+    assert_eq!(store.segments(&generation).unwrap().len(), 1);
+    for k in [0i64, 3, 4, 5, 8] {
+        let (out, _) = app.restore(Some(at(k * 20)), &format!("h-{k}.db"));
+        assert_eq!(
+            ids(&out),
+            expected[k as usize],
+            "as of pass {k} after the hour"
+        );
+    }
+    // A segment the merged one covers whole (a kill before the merge removed it) is
+    // passed over by the restore and removed by the next compaction.
+    let copied = store.segment_path(&generation, before[1].0);
+    std::fs::write(&copied, &second_segment).unwrap();
+    let (out, _) = app.restore(None, "with-leftover.db");
+    assert_eq!(ids(&out), ids(&app.db));
+    super::super::compact::compact_generation(&store, &generation, minute_start(3_600_000))
+        .unwrap();
+    assert!(!copied.exists());
+}
+
+#[test]
+fn a_truncating_checkpoint_keeps_the_chain_and_empties_the_log() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    insert(&conn, 0, 50);
+    rep.pass(at(0)).unwrap();
+    insert(&conn, 50, 50);
+    let done = rep.checkpoint(at(1), CheckpointMode::Truncate).unwrap();
+    assert!(matches!(done, CheckpointReport::Done { .. }), "{done:?}");
+    let wal = std::fs::metadata(app.db.with_extension("db-wal")).unwrap();
+    assert_eq!(wal.len(), 0, "the log was truncated");
+    insert(&conn, 100, 50);
+    let report = rep.pass(at(2)).unwrap();
+    assert_eq!(report.new_generation, None, "{report:?}");
+    rep.checkpoint(at(3), CheckpointMode::Truncate).unwrap();
+    insert(&conn, 150, 5);
+    let report = rep.pass(at(4)).unwrap();
+    assert_eq!(report.new_generation, None, "{report:?}");
+    assert_eq!(app.store().generations().unwrap().len(), 1);
+    let (out, _) = app.restore(None, "after-truncate.db");
+    assert_eq!(ids(&out), ids(&app.db));
+    let (out, _) = app.restore(Some(at(2)), "at-2.db");
+    assert_eq!(ids(&out), (0..150).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_log_restarted_while_down_with_the_file_untouched_goes_on_and_a_written_file_does_not() {
+    let app = App::new();
+    let conn = app.conn();
+    {
+        let mut rep = app.replicator();
+        insert(&conn, 0, 20);
+        rep.pass(at(0)).unwrap();
+        // Everything read and copied into the file under our lock: the stamp is taken.
+        rep.checkpoint(at(1), CheckpointMode::Passive).unwrap();
+    }
+    // Down: the app's next write restarts the log (all of it was in the file), which
+    // writes nothing to the file itself.
+    insert(&conn, 20, 5);
+    let mut rep = app.replicator();
+    let report = rep.pass(at(2)).unwrap();
+    assert_eq!(report.new_generation, None, "{report:?}");
+    assert_eq!(report.transactions, 1);
+    let (out, _) = app.restore(None, "went-on.db");
+    assert_eq!(ids(&out), ids(&app.db));
+    drop(rep);
+    // Down again: the app checkpoints (the file is written) and restarts its log.
+    insert(&conn, 25, 5);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    insert(&conn, 30, 5);
+    let mut rep = app.replicator();
+    let report = rep.pass(at(3)).unwrap();
+    assert!(report.new_generation.is_some(), "{report:?}");
+    let (out, _) = app.restore(None, "new-generation.db");
+    assert_eq!(ids(&out), ids(&app.db));
 }

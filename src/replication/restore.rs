@@ -4,17 +4,19 @@
 //! result. Written to a private file; a caller moves it into place through the same
 //! safety copy and swap as any database restore.
 //!
-//! Every segment is read whole and checked (its SHA-256 trailer, its generation, its
-//! first transaction following the one before) before any of its transactions is applied:
-//! a damaged or missing segment stops the restore with its name, never a database that
-//! silently lacks the transactions after it.
+//! The chain is checked by the segments' headers before anything is laid down (each
+//! first transaction following the one before, up to every transaction shipped), and
+//! every segment used is read to its end and its SHA-256 trailer checked; what was
+//! replayed goes to a private file that is removed on any failure, so a damaged or
+//! missing segment stops the restore with its name, never a database that silently
+//! lacks the transactions after it or holds a damaged page.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::apply::Replica;
-use super::segment::{SegmentReader, Shipped};
+use super::segment::{SegmentHeader, SegmentReader, read_header};
 use super::store::{BASE_FILE, GenerationInfo, ReplicaStore};
 use crate::config::IntegrityCheck;
 use crate::engine::database::integrity_check;
@@ -62,27 +64,21 @@ fn restore_inner(
     let Some((generation, info)) = chosen else {
         return Err(no_stream(store, at, generations.first().map(|g| &g.1)));
     };
-    let segments = store.segments(generation)?;
-    check_chain(store, generation, info, &segments)?;
+    let chain = check_chain(store, generation, info, &store.segments(generation)?)?;
     lay_base(store, generation, info, out)?;
     let mut replica = Replica::open(out, info.page_size).map_err(|e| invalid(out, e))?;
-    let (mut applied, mut as_of) = (0u64, info.started);
-    let at_ms = at.map(|t| t.timestamp_millis());
-    let base_through = info.base_through.unwrap_or(0);
-    'chain: for (first_tx, path) in &segments {
-        for shipped in read_segment(path, generation, *first_tx, info.page_size)? {
-            // The base's own log is replayed whole: the base may hold any of its pages.
-            if applied >= base_through && at_ms.is_some_and(|t| shipped.commit_ms > t) {
-                break 'chain;
-            }
-            replica.apply(&shipped.tx).map_err(|e| invalid(path, e))?;
-            applied += 1;
-            as_of = Utc
-                .timestamp_millis_opt(shipped.commit_ms)
-                .single()
-                .unwrap_or(as_of);
-        }
+    let mut replay = Replay {
+        replica: &mut replica,
+        at_ms: at.map(|t| t.timestamp_millis()),
+        base_through: info.base_through.unwrap_or(0),
+        applied: 0,
+        as_of: info.started,
+        stopped: false,
+    };
+    for (first_tx, path) in &chain {
+        replay_segment(&mut replay, path, generation, *first_tx, info.page_size)?;
     }
+    let (applied, as_of) = (replay.applied, replay.as_of);
     replica.sync().map_err(|e| invalid(out, e))?;
     drop(replica);
     integrity_check(out, IntegrityCheck::Full)?;
@@ -93,24 +89,94 @@ fn restore_inner(
     })
 }
 
-/// The generation's segments follow each other from transaction 0 (by their headers),
-/// reach past its base's log, and reach every transaction the position says was shipped
-/// to it: a missing segment — in the middle or at the end — is never passed over.
-fn check_chain(
+/// Where a replay stands.
+struct Replay<'r> {
+    replica: &'r mut Replica,
+    at_ms: Option<i64>,
+    base_through: u64,
+    applied: u64,
+    as_of: DateTime<Utc>,
+    /// A record past the time was met: the rest is only checked.
+    stopped: bool,
+}
+
+/// One segment replayed as far as the time allows, and always read to its end and
+/// checked: a record applied from a segment whose checksum fails fails the restore
+/// (whose output is then removed), never a database built on damage.
+fn replay_segment(
+    replay: &mut Replay,
+    path: &Path,
+    generation: &str,
+    first_tx: u64,
+    page_size: u32,
+) -> Result<()> {
+    let file = std::fs::File::open(path).ctx("open", path)?;
+    let mut reader = SegmentReader::open(std::io::BufReader::new(file))
+        .map_err(|e| damaged(path, e.to_string()))?;
+    let header = *reader.header();
+    let theirs = hex::encode(header.generation);
+    if theirs != generation || header.first_tx != first_tx || header.page_size != page_size {
+        return Err(damaged(
+            path,
+            format!(
+                "it belongs to generation {theirs}, transaction {}",
+                header.first_tx
+            ),
+        ));
+    }
+    while let Some(shipped) = reader
+        .next_transaction()
+        .map_err(|e| damaged(path, e.to_string()))?
+    {
+        // The base's own log is replayed whole: the base may hold any of its pages.
+        let late = replay.applied >= replay.base_through
+            && replay.at_ms.is_some_and(|t| shipped.commit_ms > t);
+        replay.stopped |= late;
+        if replay.stopped {
+            continue;
+        }
+        replay
+            .replica
+            .apply(&shipped.tx)
+            .map_err(|e| invalid(path, e))?;
+        replay.applied += u64::from(shipped.covers);
+        replay.as_of = Utc
+            .timestamp_millis_opt(shipped.commit_ms)
+            .single()
+            .unwrap_or(replay.as_of);
+    }
+    reader.finish().map_err(|e| damaged(path, e.to_string()))?;
+    Ok(())
+}
+
+/// The segments to replay: they follow each other from transaction 0 (by their
+/// headers), reach past the base's log, and reach every transaction the position says
+/// was shipped: a missing segment — in the middle or at the end — is never passed over.
+/// A segment that a compacted one before it covers whole (left by a compaction
+/// interrupted before it removed what it merged) is passed over.
+pub(super) fn check_chain(
     store: &ReplicaStore,
     generation: &str,
     info: &GenerationInfo,
     segments: &[(u64, PathBuf)],
-) -> Result<()> {
+) -> Result<Vec<(u64, PathBuf)>> {
     let mut next = 0u64;
+    let mut chain = Vec::new();
     for (first_tx, path) in segments {
+        if *first_tx < next {
+            let header = open_header(path)?;
+            if first_tx + u64::from(header.transactions) <= next {
+                continue;
+            }
+            return Err(damaged(
+                path,
+                format!("it overlaps the segment before it (transaction {next})"),
+            ));
+        }
         if *first_tx != next {
             return Err(missing(path, next));
         }
-        let file = std::fs::File::open(path).ctx("open", path)?;
-        let reader = SegmentReader::open(std::io::BufReader::new(file))
-            .map_err(|e| damaged(path, e.to_string()))?;
-        let header = reader.header();
+        let header = open_header(path)?;
         if header.first_tx != *first_tx || header.page_size != info.page_size {
             return Err(damaged(
                 path,
@@ -121,6 +187,7 @@ fn check_chain(
             ));
         }
         next = first_tx + u64::from(header.transactions);
+        chain.push((*first_tx, path.clone()));
     }
     let shipped = store
         .position()?
@@ -130,7 +197,12 @@ fn check_chain(
     if next < needed {
         return Err(missing(&store.generation_dir(generation), next));
     }
-    Ok(())
+    Ok(chain)
+}
+
+fn open_header(path: &Path) -> Result<SegmentHeader> {
+    let file = std::fs::File::open(path).ctx("open", path)?;
+    read_header(std::io::BufReader::new(file)).map_err(|e| damaged(path, e.to_string()))
 }
 
 fn no_stream(
@@ -194,38 +266,6 @@ fn lay_base(
         ));
     }
     dest.sync_all().ctx("fsync", out)
-}
-
-/// A segment read whole and checked before anything of it is used.
-fn read_segment(
-    path: &Path,
-    generation: &str,
-    first_tx: u64,
-    page_size: u32,
-) -> Result<Vec<Shipped>> {
-    let file = std::fs::File::open(path).ctx("open", path)?;
-    let mut reader = SegmentReader::open(std::io::BufReader::new(file))
-        .map_err(|e| damaged(path, e.to_string()))?;
-    let header = *reader.header();
-    let theirs = hex::encode(header.generation);
-    if theirs != generation || header.first_tx != first_tx || header.page_size != page_size {
-        return Err(damaged(
-            path,
-            format!(
-                "it belongs to generation {theirs}, transaction {}",
-                header.first_tx
-            ),
-        ));
-    }
-    let mut txs = Vec::new();
-    while let Some(t) = reader
-        .next_transaction()
-        .map_err(|e| damaged(path, e.to_string()))?
-    {
-        txs.push(t);
-    }
-    reader.finish().map_err(|e| damaged(path, e.to_string()))?;
-    Ok(txs)
 }
 
 fn invalid(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -9,10 +9,13 @@
 //! page size             u32
 //! generation            16 bytes (random, names the chain of segments)
 //! first transaction     u64 (the chain's sequence number of the first one here)
-//! transactions          u32 (how many follow)
+//! transactions          u32 (how many of the chain's transactions it covers)
 //! first, last commit    i64, i64 (Unix ms when each was read from the log)
-//! body                  zstd stream of transactions:
-//!                         commit ms i64, database pages u32, page count u32,
+//! body                  zstd stream of records, each one transaction or several
+//!                       read together (merged by compaction: the last image of each
+//!                       page), until the records cover the header's count:
+//!                         commit ms i64, transactions covered u32,
+//!                         database pages u32, page count u32,
 //!                         then per page: page number u32 and the page's bytes
 //! trailer               32 bytes: SHA-256 of everything before it
 //! ```
@@ -54,10 +57,13 @@ pub struct SegmentHeader {
     pub last_commit_ms: i64,
 }
 
-/// One transaction as shipped: when it was read from the log, and the transaction.
+/// One record as shipped: when it was read from the log, how many of the chain's
+/// transactions it stands for (1, or more once compaction merged transactions read in
+/// the same pass), and their net change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipped {
     pub commit_ms: i64,
+    pub covers: u32,
     pub tx: Transaction,
 }
 
@@ -72,26 +78,75 @@ pub fn write_segment<W: Write>(
     let (Some(first), Some(last)) = (txs.first(), txs.last()) else {
         return Err(SegmentError::Damaged("a segment of no transaction".into()));
     };
-    let count = u32::try_from(txs.len())
-        .map_err(|_| SegmentError::Damaged("too many transactions for one segment".into()))?;
-    let mut out = HashingWriter::new(out);
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.push(VERSION);
-    header.extend_from_slice(&page_size.to_be_bytes());
-    header.extend_from_slice(&generation);
-    header.extend_from_slice(&first_tx.to_be_bytes());
-    header.extend_from_slice(&count.to_be_bytes());
-    header.extend_from_slice(&first.commit_ms.to_be_bytes());
-    header.extend_from_slice(&last.commit_ms.to_be_bytes());
-    out.write_all(&header)?;
-    let mut body = zstd::Encoder::new(&mut out, 3)?;
+    let covered: u64 = txs.iter().map(|s| u64::from(s.covers)).sum();
+    let header = SegmentHeader {
+        page_size,
+        generation,
+        first_tx,
+        transactions: u32::try_from(covered)
+            .map_err(|_| SegmentError::Damaged("too many transactions for one segment".into()))?,
+        first_commit_ms: first.commit_ms,
+        last_commit_ms: last.commit_ms,
+    };
+    let mut writer = SegmentWriter::new(out, header)?;
     for s in txs {
+        writer.write(s)?;
+    }
+    writer.finish().map(drop)
+}
+
+/// Writes a segment transaction by transaction, its header known in advance (a
+/// compaction knows it from the segments it merges): memory stays at one transaction.
+pub struct SegmentWriter<W: Write> {
+    header: SegmentHeader,
+    body: zstd::Encoder<'static, HashingWriter<W>>,
+    left: u32,
+}
+
+impl<W: Write> SegmentWriter<W> {
+    pub fn new(out: W, header: SegmentHeader) -> Result<SegmentWriter<W>, SegmentError> {
+        if header.transactions == 0 || header.first_commit_ms > header.last_commit_ms {
+            return Err(SegmentError::Damaged(
+                "a segment of no transaction, or of times out of order".into(),
+            ));
+        }
+        let mut out = HashingWriter::new(out);
+        let mut raw = Vec::with_capacity(HEADER_LEN);
+        raw.extend_from_slice(MAGIC);
+        raw.push(VERSION);
+        raw.extend_from_slice(&header.page_size.to_be_bytes());
+        raw.extend_from_slice(&header.generation);
+        raw.extend_from_slice(&header.first_tx.to_be_bytes());
+        raw.extend_from_slice(&header.transactions.to_be_bytes());
+        raw.extend_from_slice(&header.first_commit_ms.to_be_bytes());
+        raw.extend_from_slice(&header.last_commit_ms.to_be_bytes());
+        out.write_all(&raw)?;
+        Ok(SegmentWriter {
+            header,
+            body: zstd::Encoder::new(out, 3)?,
+            left: header.transactions,
+        })
+    }
+
+    /// The next record; its time must lie within the header's.
+    pub fn write(&mut self, s: &Shipped) -> Result<(), SegmentError> {
+        if s.covers == 0 || s.covers > self.left {
+            return Err(SegmentError::Damaged(
+                "more transactions than the header announced".into(),
+            ));
+        }
+        if s.commit_ms < self.header.first_commit_ms || s.commit_ms > self.header.last_commit_ms {
+            return Err(SegmentError::Damaged(
+                "a commit time outside the header's".into(),
+            ));
+        }
+        let page_size = self.header.page_size;
         let pages = u32::try_from(s.tx.pages.len())
             .map_err(|_| SegmentError::Damaged("too many pages in one transaction".into()))?;
-        body.write_all(&s.commit_ms.to_be_bytes())?;
-        body.write_all(&s.tx.db_pages.to_be_bytes())?;
-        body.write_all(&pages.to_be_bytes())?;
+        self.body.write_all(&s.commit_ms.to_be_bytes())?;
+        self.body.write_all(&s.covers.to_be_bytes())?;
+        self.body.write_all(&s.tx.db_pages.to_be_bytes())?;
+        self.body.write_all(&pages.to_be_bytes())?;
         for p in &s.tx.pages {
             if p.data.len() != page_size as usize {
                 return Err(SegmentError::Damaged(format!(
@@ -100,16 +155,33 @@ pub fn write_segment<W: Write>(
                     p.data.len()
                 )));
             }
-            body.write_all(&p.page.to_be_bytes())?;
-            body.write_all(&p.data)?;
+            self.body.write_all(&p.page.to_be_bytes())?;
+            self.body.write_all(&p.data)?;
         }
+        self.left -= s.covers;
+        Ok(())
     }
-    body.finish()?;
-    let (mut inner, digest, _) = out.finish();
-    let digest = hex::decode(digest).map_err(|e| SegmentError::Damaged(e.to_string()))?;
-    inner.write_all(&digest)?;
-    inner.flush()?;
-    Ok(())
+
+    /// After the last record: the trailer; returns the output.
+    pub fn finish(self) -> Result<W, SegmentError> {
+        if self.left != 0 {
+            return Err(SegmentError::Damaged(format!(
+                "{} announced transactions not written",
+                self.left
+            )));
+        }
+        let out = self.body.finish()?;
+        let (mut inner, digest, _) = out.finish();
+        let digest = hex::decode(digest).map_err(|e| SegmentError::Damaged(e.to_string()))?;
+        inner.write_all(&digest)?;
+        inner.flush()?;
+        Ok(inner)
+    }
+}
+
+/// Reads the header of the segment `input` starts with (nothing else is checked).
+pub fn read_header<R: Read>(input: R) -> Result<SegmentHeader, SegmentError> {
+    Ok(*SegmentReader::open(input)?.header())
 }
 
 /// Reads a segment transaction by transaction; [`SegmentReader::finish`] checks that it
@@ -176,13 +248,20 @@ impl<R: Read> SegmentReader<R> {
         if self.left == 0 {
             return Ok(None);
         }
-        let mut fixed = [0u8; 16];
+        let mut fixed = [0u8; 20];
         self.read_body(&mut fixed, "a transaction's header")?;
         let mut ms = [0u8; 8];
         ms.copy_from_slice(&fixed[..8]);
         let commit_ms = i64::from_be_bytes(ms);
-        let db_pages = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
-        let count = u32::from_be_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]);
+        let covers = be32(&fixed, 8);
+        let db_pages = be32(&fixed, 12);
+        let count = be32(&fixed, 16);
+        if covers == 0 || covers > self.left {
+            return Err(SegmentError::Damaged(format!(
+                "a record of {covers} transactions where {} are left",
+                self.left
+            )));
+        }
         if count == 0 || count > MAX_PAGES || db_pages == 0 {
             return Err(SegmentError::Damaged(format!(
                 "a transaction of {count} pages committing {db_pages}"
@@ -206,9 +285,10 @@ impl<R: Read> SegmentReader<R> {
                 data,
             });
         }
-        self.left -= 1;
+        self.left -= covers;
         Ok(Some(Shipped {
             commit_ms,
+            covers,
             tx: Transaction { pages, db_pages },
         }))
     }

@@ -8,6 +8,7 @@ use super::*;
 fn shipped(commit_ms: i64, pages: &[(u32, u8)], db_pages: u32) -> Shipped {
     Shipped {
         commit_ms,
+        covers: 1,
         tx: Transaction {
             pages: pages
                 .iter()

@@ -25,10 +25,10 @@ use crate::error::{Error, IoContext, Result};
 
 pub const DIR: &str = "replication";
 const POSITION: &str = "position.json";
-const GENERATION_FILE: &str = "generation.json";
+pub const GENERATION_FILE: &str = "generation.json";
 pub const BASE_FILE: &str = "base.db.zst";
-const SEGMENTS: &str = "segments";
-const SEGMENT_EXT: &str = "seg";
+pub const SEGMENTS: &str = "segments";
+pub const SEGMENT_EXT: &str = "seg";
 
 /// Where the log stands relative to what was shipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +52,29 @@ pub struct Position {
     /// The database file's identity (device, inode): another file under the same name
     /// starts a new generation.
     pub db_file: (u64, u64),
+    /// The database file as it was when the log had last been read to its end under a
+    /// held read transaction (`None`: not since this position's generation began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_stamp: Option<FileStamp>,
+}
+
+/// A file's change time, modification time and size: any write to it changes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub ctime_ns: i128,
+    pub mtime_ns: i128,
+    pub size: u64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            size: meta.len(),
+        }
+    }
 }
 
 /// What `generation.json` holds.
@@ -158,6 +181,21 @@ impl ReplicaStore {
         Ok(out)
     }
 
+    /// Removes a generation: its record first (it stops being one at once), then the rest.
+    pub fn remove_generation(&self, generation: &str) -> Result<()> {
+        let dir = self.generation_dir(generation);
+        match std::fs::remove_file(dir.join(GENERATION_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", dir.join(GENERATION_FILE), e)),
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &dir, e)),
+        }
+    }
+
     /// A generation's segments by their first transaction number, in order.
     pub fn segments(&self, generation: &str) -> Result<Vec<(u64, PathBuf)>> {
         let dir = self.generation_dir(generation).join(SEGMENTS);
@@ -193,7 +231,7 @@ pub fn is_generation_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -203,7 +241,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
     write_atomic(path, &bytes, mode)
