@@ -244,12 +244,50 @@ pub enum Event {
     ContainersStarted {
         containers: Vec<String>,
     },
+    /// Continuous replication cannot read the database (missing, not in WAL mode,
+    /// unreadable): transactions are not being protected until it can.
+    ReplicationFailed {
+        error: String,
+    },
+    /// A target holds no transaction newer than `lag` ago while newer ones exist: past
+    /// `max_lag`. `error`: why the last attempt to ship failed, if it did.
+    ReplicationBehind {
+        target: String,
+        lag: Duration,
+        max_lag: Duration,
+        error: Option<String>,
+    },
+    /// Replication works again: locally (`target` `None`) or to `target`.
+    ReplicationRecovered {
+        target: Option<String>,
+        after: Duration,
+    },
+    /// A new generation began (a fresh base), and why: the start of replication, the
+    /// daily base, or a gap in the log (a checkpoint while the daemon was down, the
+    /// database file replaced…).
+    ReplicationGeneration {
+        generation: String,
+        reason: String,
+        kind: GenerationKind,
+    },
     DaemonStarted {
         version: String,
     },
     DaemonStopping {
         reason: String,
     },
+}
+
+/// Why a replication generation began, as alerts tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationKind {
+    /// Replication's first pass on this server.
+    First,
+    /// The daily base: routine, never alerted.
+    Daily,
+    /// The chain could not go on (a gap).
+    Gap,
 }
 
 /// How serious an event is, which `notify_on` names it, and a one-line summary.
@@ -265,7 +303,14 @@ impl Event {
             Event::OffsiteVerifyPassed { repaired, .. } if !repaired.is_empty() => Warning,
             Event::OffsiteVerifyPassed { .. } => Success,
             Event::OffsiteUploadFailed { .. } | Event::OffsiteVerifyFailed { .. } => Failure,
-            Event::OffsiteStale { .. } => Stale,
+            Event::OffsiteStale { .. } | Event::ReplicationBehind { .. } => Stale,
+            Event::ReplicationFailed { .. } => Failure,
+            Event::ReplicationRecovered { .. } => Recovered,
+            Event::ReplicationGeneration { kind, .. } => match kind {
+                GenerationKind::First => Lifecycle,
+                GenerationKind::Gap => Warning,
+                GenerationKind::Daily => return None,
+            },
             Event::OffsiteRecovered { .. } | Event::ContainersStarted { .. } => Recovered,
             Event::ContainersNotStarted { .. } => Failure,
             Event::BackupFailed { .. }
@@ -461,6 +506,31 @@ impl Event {
                 "the containers {} left stopped are running again",
                 containers.join(", ")
             ),
+            Event::ReplicationFailed { error } => {
+                format!("replication FAILED: {error}; transactions are not protected")
+            }
+            Event::ReplicationBehind {
+                target,
+                lag,
+                max_lag,
+                error,
+            } => format!(
+                "replication to {target} is {} behind (max_lag {}){}",
+                format_duration(*lag),
+                format_duration(*max_lag),
+                error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            Event::ReplicationRecovered { target, after } => format!(
+                "replication{} works again after {}",
+                target
+                    .as_ref()
+                    .map(|t| format!(" to {t}"))
+                    .unwrap_or_default(),
+                format_duration(*after)
+            ),
+            Event::ReplicationGeneration {
+                generation, reason, ..
+            } => format!("replication: new generation {generation}: {reason}"),
             Event::DaemonStarted { version } => format!("daemon {version} started"),
             Event::DaemonStopping { reason } => format!("daemon stopping: {reason}"),
         }

@@ -19,6 +19,7 @@ use crate::units::{format_bytes, format_duration};
 
 pub mod bot;
 mod offsite;
+mod replication;
 
 /// Telegram's limit for one message.
 pub const MAX_MESSAGE: usize = 4096;
@@ -371,7 +372,7 @@ fn fit(mut text: String) -> String {
 /// servers; every dynamic value is escaped.
 pub fn format_message(event: &Event, host: &str) -> String {
     let h = format!("<b>{}</b>", escape(host));
-    if let Some(text) = offsite::message(event, &h) {
+    if let Some(text) = offsite::message(event, &h).or_else(|| replication::message(event, &h)) {
         return fit(text);
     }
     let text = match event {
@@ -603,7 +604,12 @@ pub fn format_message(event: &Event, host: &str) -> String {
         | Event::ContainerStopFailed { .. }
         | Event::OffsiteVerifyPassed { .. }
         | Event::OffsiteVerifyFailed { .. }
-        | Event::OffsiteStale { .. } => String::new(),
+        | Event::OffsiteStale { .. }
+        // Formatted by `replication::message` above.
+        | Event::ReplicationFailed { .. }
+        | Event::ReplicationBehind { .. }
+        | Event::ReplicationRecovered { .. }
+        | Event::ReplicationGeneration { .. } => String::new(),
     };
     fit(text)
 }

@@ -9,6 +9,7 @@
 
 mod containers;
 mod reload;
+mod replication;
 mod runs;
 mod scheduler;
 mod staleness;
@@ -189,6 +190,11 @@ impl Daemon {
         } = self;
         let queue = services.queue.clone();
         let cfg_rx = services.config.clone();
+        let services_health = services.health.clone();
+
+        // Replication's read transaction is held before anything else: a log the app
+        // restarts before it would be a gap (a needless new generation).
+        let first_replication = replication::begin(cfg_rx.borrow().clone()).await;
 
         // 5.–7. Catch-up, the config watch, staleness, READY=1.
         let mut scheduler = Scheduler::begin(services, reloader, events.clone(), finished).await;
@@ -197,6 +203,15 @@ impl Daemon {
         let container_watch = tokio::spawn(containers::watch(
             cfg_rx.clone(),
             events.clone(),
+            control.shutdown.clone(),
+        ));
+
+        // Continuous replication, beside the schedule (it stops on the same shutdown).
+        let replication = tokio::spawn(replication::run(
+            first_replication,
+            cfg_rx.clone(),
+            events.clone(),
+            services_health.clone(),
             control.shutdown.clone(),
         ));
 
@@ -223,8 +238,9 @@ impl Daemon {
         if let Some(w) = watchdog {
             w.abort();
         }
-        // It ends on the shutdown; it holds an event sender the flush below waits for.
+        // They end on the shutdown; they hold event senders the flush below waits for.
         let _ = container_watch.await;
+        let _ = replication.await;
         drop((queue, scheduler, events));
         // The reporter holds an event sender too: the dispatcher drains only when all are gone.
         drop(set_aside_reports);

@@ -3,9 +3,11 @@
 //! other. The durable facts (last success and failure,
 //! sizes, durations, counts) come from the backup directory at scrape time; the daemon's
 //! own facts (failures since start, staleness, loop alive) from events and the loop.
-//! [`offsite`] renders the offsite targets' families.
+//! [`offsite`] renders the offsite targets' families, [`replication`] continuous
+//! replication's.
 
 mod offsite;
+mod replication;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -17,6 +19,7 @@ use crate::catalog::{CatalogState, Listing};
 use crate::events::{Event, Sink};
 use crate::kind::{BackupKind, JobName};
 use crate::offsite::OffsiteState;
+use crate::replication::service::ReplicationStatus;
 
 /// What the metrics show about the offsite targets: the configured ones, and what the
 /// state file records about them.
@@ -37,6 +40,8 @@ struct HealthInner {
     stale: BTreeSet<BackupKind>,
     /// (target, type) pairs with no complete remote copy within `max_age`.
     offsite_stale: BTreeSet<(String, BackupKind)>,
+    /// Continuous replication as its last step left it, and its `max_lag`.
+    replication: Option<(ReplicationStatus, std::time::Duration)>,
 }
 
 impl Health {
@@ -73,15 +78,37 @@ impl Health {
             .contains(&(target.to_string(), kind))
     }
 
+    /// Continuous replication's state after its last step (`None`: it is off).
+    pub fn set_replication(&self, status: Option<(ReplicationStatus, std::time::Duration)>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replication = status;
+    }
+
+    pub fn replication(&self) -> Option<(ReplicationStatus, std::time::Duration)> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replication
+            .clone()
+    }
+
     /// Why the daemon is degraded, if it is: it runs and keeps its local backups fresh,
-    /// but some offsite target has no recent complete copy. Not a reason to restart it
-    /// (a liveness probe must not), but one to look.
+    /// but some offsite target has no recent complete copy, or continuous replication
+    /// cannot read the database or is behind on a target past `max_lag`. Not a reason to
+    /// restart it (a liveness probe must not), but one to look.
     pub fn degraded(&self) -> Vec<String> {
         let h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        h.offsite_stale
+        let mut out: Vec<String> = h
+            .offsite_stale
             .iter()
             .map(|(t, k)| format!("offsite target {t}: no recent complete {k} copy (stale)"))
-            .collect()
+            .collect();
+        if let Some((status, max_lag)) = &h.replication {
+            out.extend(replication::degraded(status, *max_lag));
+        }
+        out
     }
 
     pub fn is_stale(&self, kind: BackupKind) -> bool {
@@ -303,6 +330,9 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         offsite::render(&mut family, offsite, &offsite_failures, health);
+        if let Some((status, _)) = health.replication() {
+            replication::render(&mut family, &status);
+        }
         if let Some(free) = free_bytes {
             family(
                 "vertex_backup_free_bytes",
