@@ -219,6 +219,9 @@ struct Status {
     /// Per `[[offsite]]` target, from its state file (absent without targets).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     offsite: Vec<TargetStatus>,
+    /// Continuous replication as the daemon's last step left it (absent when off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<super::replica_status::ReplicationView>,
 }
 
 pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -294,6 +297,7 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             &OffsiteStore::new(&config.paths.backup_dir, config.backup.file_mode.0).load(),
             now,
         ),
+        replication: super::replica_status::view(config, now),
     };
     if json {
         out!("{}", serde_json::to_string_pretty(&status)?);
@@ -347,8 +351,12 @@ pub fn cmd_status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
         print_offsite_status(&status.offsite);
+        if let Some(r) = &status.replication {
+            super::replica_status::print(r);
+        }
     }
-    let any_stale = status.types.iter().any(|t| t.stale);
+    let any_stale = status.types.iter().any(|t| t.stale)
+        || status.replication.as_ref().is_some_and(|r| r.behind);
     Ok(if any_stale {
         ExitCode::from(1)
     } else {

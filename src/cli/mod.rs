@@ -23,6 +23,8 @@ mod offsite;
 mod output;
 mod progress;
 mod repair_cmd;
+mod replica_restore;
+mod replica_status;
 mod restore_cmd;
 mod snapshot_cmd;
 mod verify_cmd;

@@ -279,6 +279,19 @@ pub fn print_config(c: &Config) {
             out!("  {fingerprint}  {key}");
         }
     }
+    if let Some(r) = &c.replication {
+        out!(
+            "replication: every {} to the backup directory{}; window {}, alert past {}",
+            vertex_backup::units::format_duration(r.interval),
+            if r.targets.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", r.targets.join(", "))
+            },
+            vertex_backup::units::format_duration(r.retain),
+            vertex_backup::units::format_duration(r.max_lag)
+        );
+    }
     if let Some(identity) = &c.identity {
         out!(
             "identity:   {} (decrypts for restore, verify, ls)",

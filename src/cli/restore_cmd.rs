@@ -12,6 +12,7 @@ use vertex_backup::engine::{restore, select};
 use vertex_backup::{BackupKind, Config, Error};
 
 use super::progress::TerminalProgress;
+use super::replica_restore::{self, StreamPoint};
 use super::{BackupChoice, WaitArg, interrupt, offsite, output, progress_for};
 
 #[derive(Debug, Args)]
@@ -58,6 +59,35 @@ pub(super) fn cmd_restore(
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let target = args.target.as_ref().map(|t| cwd.join(t));
     let as_of = offsite::parse_as_of(config, args.as_of.as_deref())?;
+    // The database to a time, or its newest state, from the replicated stream.
+    let mut skipped_stream = 0;
+    if let Some(wanted) = stream_wanted(config, &args)? {
+        match replica_restore::prepare(config, args.from.as_deref(), wanted, as_of) {
+            Ok(file) => {
+                let live = match target {
+                    Some(_) => None,
+                    None => Some(vertex_backup::docker::for_job(config)?),
+                };
+                let live_config = live.as_ref().map_or(config, |l| &l.config);
+                let plan = replica_restore::plan(live_config, &file, target.as_deref())?;
+                let done = carry_out(config, plan, live.as_ref(), &args, quiet, 0);
+                drop(file);
+                return done;
+            }
+            Err(e) => {
+                eprintln!(
+                    "WARNING: the replicated stream could not be used: {}; restoring the newest database backup {} instead",
+                    vertex_backup::error_chain(&e),
+                    if args.choice.at.is_some() {
+                        "taken at or before that time"
+                    } else {
+                        "there is"
+                    }
+                );
+                skipped_stream = 1;
+            }
+        }
+    }
     let fetched = offsite::fetch_for_restore(
         config,
         as_of,
@@ -90,16 +120,55 @@ pub(super) fn cmd_restore(
     for (name, why) in &chosen.passed_over {
         eprintln!("WARNING: passed over the newer {name}: {why}");
     }
-    let passed_over = passed_over + chosen.passed_over.len();
-    let mut plan = restore::plan_restore_paths(
+    let passed_over = passed_over + chosen.passed_over.len() + skipped_stream;
+    let plan = restore::plan_restore_paths(
         config,
         &chosen.entry.data_path,
         target.as_deref(),
         !args.no_verify,
         &args.paths,
     )?;
+    carry_out(config, plan, live.as_ref(), &args, quiet, passed_over)
+}
+
+/// The point the replicated stream should restore to, when it should: a database asked
+/// for by `--latest database` or `--at TIME --type database` (no backup named, no
+/// `--path`), with `[replication]` on.
+fn stream_wanted(config: &Config, args: &RestoreArgs) -> anyhow::Result<Option<StreamPoint>> {
+    if config.replication.is_none() || args.backup.is_some() || !args.paths.is_empty() {
+        return Ok(None);
+    }
+    match (&args.choice.at, args.choice.chosen(Some(BackupKind::Full))) {
+        (
+            Some(time),
+            Some(select::BackupRef::At {
+                kind: BackupKind::Database,
+                ..
+            }),
+        ) => {
+            let at = vertex_backup::engine::select::parse_time(time, config.schedule.timezone)?;
+            Ok(Some(StreamPoint::At(at.with_timezone(&chrono::Utc))))
+        }
+        (None, Some(select::BackupRef::Latest(BackupKind::Database))) => {
+            Ok(Some(StreamPoint::Newest))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The rest of a restore once its plan is made: shown, confirmed, carried out with the
+/// app stopped around the swap.
+fn carry_out(
+    config: &Config,
+    mut plan: restore::RestorePlan,
+    live: Option<&vertex_backup::docker::JobLive>,
+    args: &RestoreArgs,
+    quiet: bool,
+    passed_over: usize,
+) -> anyhow::Result<ExitCode> {
+    let config = live.map_or(config, |l| &l.config);
     if plan.in_place
-        && let Some(containers) = live.as_ref().and_then(|l| l.containers.as_ref())
+        && let Some(containers) = live.and_then(|l| l.containers.as_ref())
     {
         plan.stops = containers.would_stop(StopFor::Restore)?;
     }
@@ -121,9 +190,9 @@ pub(super) fn cmd_restore(
     // with nothing written.
     let cancel = interrupt::cancel_on_sigint();
     let bar = TerminalProgress::for_stderr(quiet || args.json);
-    let app = live.as_ref().map_or(&NoApp as &dyn LiveApp, |l| l.app());
+    let app = live.map_or(&NoApp as &dyn LiveApp, |l| l.app());
     let applied = restore::apply(&plan, config, progress_for(&bar), &cancel, app);
-    let app_down = live.as_ref().is_some_and(|l| {
+    let app_down = live.is_some_and(|l| {
         let containers = l.finish();
         super::report_containers(config, "restore", &containers)
     });

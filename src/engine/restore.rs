@@ -57,6 +57,11 @@ pub struct RestorePlan {
     /// app run in containers), as the engine lists it when the plan is shown.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stops: Vec<String>,
+    /// How the source was checked before this plan, when it was (a database replayed
+    /// from the replicated stream passed `integrity_check` as it was made): then it is
+    /// not checked again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,7 +134,9 @@ impl RestorePlan {
     /// The plan in words, one line a step.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        if self.verify {
+        if let Some(how) = &self.checked {
+            lines.push(how.clone());
+        } else if self.verify {
             lines.push(
                 "verify the checksum and contents of every part before touching anything"
                     .to_string(),
@@ -443,6 +450,53 @@ pub fn plan_restore_paths(
             }
         }),
         stops: Vec::new(),
+        checked: None,
+    })
+}
+
+/// The restore of a plain database file made and checked by this program just before
+/// (the replicated stream replayed to a time): `checked` says how it was checked, so it
+/// is not read again. In place it goes through the same safety copy and swap as any
+/// database backup; with `target` (a new file, or a directory) elsewhere.
+pub fn plan_database_file(
+    config: &Config,
+    source: &Path,
+    shown_as: PathBuf,
+    target: Option<&Path>,
+    checked: String,
+) -> Result<RestorePlan> {
+    let live_db = &config.paths.database;
+    let db_target = match target {
+        None => live_db.clone(),
+        Some(t) if t.is_dir() => t.join(
+            live_db
+                .file_name()
+                .unwrap_or_else(|| "app_data.db".as_ref()),
+        ),
+        Some(t) => t.to_path_buf(),
+    };
+    if target.is_some() && db_target.exists() {
+        return Err(Error::Refused(format!(
+            "{} already exists; choose a new --target",
+            db_target.display()
+        )));
+    }
+    Ok(RestorePlan {
+        backup: shown_as,
+        kind: BackupKind::Database,
+        verify: false,
+        in_place: target.is_none(),
+        database: Some(DatabaseStep {
+            source: source.to_path_buf(),
+            checksum: String::new(),
+            format: Format::sqlite(),
+            identity: None,
+            target: db_target.clone(),
+            safety_copy: target.is_none() && db_target.exists(),
+        }),
+        storage: None,
+        stops: Vec::new(),
+        checked: Some(checked),
     })
 }
 
@@ -554,7 +608,7 @@ fn apply_locked(
     let mut report = RestoreReport {
         backup: plan.backup.clone(),
         kind: plan.kind,
-        verified: plan.verify,
+        verified: plan.verify || plan.checked.is_some(),
         database: None,
         storage: None,
         duration_ms: 0,
