@@ -21,6 +21,7 @@ mod offsite;
 mod operator;
 mod package;
 mod pressure;
+mod replication;
 mod restore;
 mod rotate;
 mod snapshots;
