@@ -58,33 +58,52 @@ impl Replica {
     /// be whole and lie within the database as it was or as it becomes: a number past
     /// both is damage, refused before anything of the transaction is written.
     pub fn apply(&mut self, tx: &Transaction) -> Result<(), ApplyError> {
-        let limit = self.pages.max(u64::from(tx.db_pages));
         for p in &tx.pages {
-            if p.data.len() != self.page_size as usize {
-                return Err(ApplyError::Invalid(format!(
-                    "page {} holds {} bytes, not {}",
-                    p.page,
-                    p.data.len(),
-                    self.page_size
-                )));
-            }
-            if p.page == 0 || u64::from(p.page) > limit {
-                return Err(ApplyError::Invalid(format!(
-                    "page {} lies past the database's {limit} pages",
-                    p.page
-                )));
-            }
+            self.check_page(p.page, &p.data, tx.db_pages)?;
         }
         if tx.db_pages == 0 {
             return Err(ApplyError::Invalid("a commit of an empty database".into()));
         }
-        let size = u64::from(self.page_size);
         for p in &tx.pages {
-            self.file
-                .write_all_at(&p.data, (u64::from(p.page) - 1) * size)?;
+            self.write_page(p.page, &p.data, tx.db_pages)?;
         }
-        let pages = u64::from(tx.db_pages);
-        self.file.set_len(pages * size)?;
+        self.set_pages(tx.db_pages)
+    }
+
+    fn check_page(&self, page: u32, data: &[u8], db_pages: u32) -> Result<(), ApplyError> {
+        let limit = self.pages.max(u64::from(db_pages));
+        if data.len() != self.page_size as usize {
+            return Err(ApplyError::Invalid(format!(
+                "page {page} holds {} bytes, not {}",
+                data.len(),
+                self.page_size
+            )));
+        }
+        if page == 0 || u64::from(page) > limit {
+            return Err(ApplyError::Invalid(format!(
+                "page {page} lies past the database's {limit} pages"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One page of a record whose commit makes the database `db_pages` long, written at
+    /// once (a replay into a private file, removed whole if anything fails after), with
+    /// the same checks as [`Replica::apply`].
+    pub fn write_page(&mut self, page: u32, data: &[u8], db_pages: u32) -> Result<(), ApplyError> {
+        self.check_page(page, data, db_pages)?;
+        let size = u64::from(self.page_size);
+        self.file.write_all_at(data, (u64::from(page) - 1) * size)?;
+        Ok(())
+    }
+
+    /// The size a record's commit recorded, after its pages.
+    pub fn set_pages(&mut self, db_pages: u32) -> Result<(), ApplyError> {
+        if db_pages == 0 {
+            return Err(ApplyError::Invalid("a commit of an empty database".into()));
+        }
+        let pages = u64::from(db_pages);
+        self.file.set_len(pages * u64::from(self.page_size))?;
         self.pages = pages;
         Ok(())
     }

@@ -124,24 +124,34 @@ fn replay_segment(
             ),
         ));
     }
-    while let Some(shipped) = reader
-        .next_transaction()
-        .map_err(|e| damaged(path, e.to_string()))?
-    {
+    // One page in memory at a time, whatever a record's size: a record's pages go
+    // straight to the private output (removed whole if anything fails later).
+    let mut page = vec![0u8; page_size as usize];
+    let bad = |e: super::segment::SegmentError| damaged(path, e.to_string());
+    while let Some(head) = reader.next_record().map_err(bad)? {
         // The base's own log is replayed whole: the base may hold any of its pages.
         let late = replay.applied >= replay.base_through
-            && replay.at_ms.is_some_and(|t| shipped.commit_ms > t);
+            && replay.at_ms.is_some_and(|t| head.commit_ms > t);
         replay.stopped |= late;
+        for _ in 0..head.pages {
+            let number = reader.next_page(&mut page).map_err(bad)?;
+            if !replay.stopped {
+                replay
+                    .replica
+                    .write_page(number, &page, head.db_pages)
+                    .map_err(|e| invalid(path, e))?;
+            }
+        }
         if replay.stopped {
             continue;
         }
         replay
             .replica
-            .apply(&shipped.tx)
+            .set_pages(head.db_pages)
             .map_err(|e| invalid(path, e))?;
-        replay.applied += u64::from(shipped.covers);
+        replay.applied += u64::from(head.covers);
         replay.as_of = Utc
-            .timestamp_millis_opt(shipped.commit_ms)
+            .timestamp_millis_opt(head.commit_ms)
             .single()
             .unwrap_or(replay.as_of);
     }

@@ -190,6 +190,18 @@ pub struct SegmentReader<R: Read> {
     header: SegmentHeader,
     body: zstd::Decoder<'static, BufReader<HashingReader<TrailerHold<R>>>>,
     left: u32,
+    /// Pages of the current record not read yet.
+    pages_left: u32,
+}
+
+/// A record's head: when it was read, the transactions it covers, the database's size
+/// after it, and how many pages follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub commit_ms: i64,
+    pub covers: u32,
+    pub db_pages: u32,
+    pub pages: u32,
 }
 
 impl<R: Read> SegmentReader<R> {
@@ -236,6 +248,7 @@ impl<R: Read> SegmentReader<R> {
             header,
             body,
             left: header.transactions,
+            pages_left: 0,
         })
     }
 
@@ -243,8 +256,39 @@ impl<R: Read> SegmentReader<R> {
         &self.header
     }
 
-    /// The next transaction, or `None` after the last the header announced.
+    /// The next record whole, or `None` after the last the header announced. Its pages
+    /// are held in memory: for a replay of records of any size, [`Self::next_record`]
+    /// and [`Self::next_page`] hold one page at a time.
     pub fn next_transaction(&mut self) -> Result<Option<Shipped>, SegmentError> {
+        let Some(head) = self.next_record()? else {
+            return Ok(None);
+        };
+        // Pages are read one by one: a count the data does not back ends in a short read,
+        // never in an allocation of the count's size.
+        let mut pages = Vec::new();
+        for _ in 0..head.pages {
+            let mut data = vec![0u8; self.header.page_size as usize];
+            let page = self.next_page(&mut data)?;
+            pages.push(PageWrite { page, data });
+        }
+        Ok(Some(Shipped {
+            commit_ms: head.commit_ms,
+            covers: head.covers,
+            tx: Transaction {
+                pages,
+                db_pages: head.db_pages,
+            },
+        }))
+    }
+
+    /// The next record's head, or `None` after the last the header announced; its pages
+    /// follow through [`Self::next_page`], every one of them before the next record.
+    pub fn next_record(&mut self) -> Result<Option<RecordHead>, SegmentError> {
+        if self.pages_left != 0 {
+            return Err(SegmentError::Damaged(
+                "a record's pages were not all read".into(),
+            ));
+        }
         if self.left == 0 {
             return Ok(None);
         }
@@ -272,25 +316,28 @@ impl<R: Read> SegmentReader<R> {
                 "a commit time outside the header's".into(),
             ));
         }
-        // Pages are read one by one: a count the data does not back ends in a short read,
-        // never in an allocation of the count's size.
-        let mut pages = Vec::new();
-        for _ in 0..count {
-            let mut no = [0u8; 4];
-            self.read_body(&mut no, "a page number")?;
-            let mut data = vec![0u8; self.header.page_size as usize];
-            self.read_body(&mut data, "a page")?;
-            pages.push(PageWrite {
-                page: u32::from_be_bytes(no),
-                data,
-            });
-        }
         self.left -= covers;
-        Ok(Some(Shipped {
+        self.pages_left = count;
+        Ok(Some(RecordHead {
             commit_ms,
             covers,
-            tx: Transaction { pages, db_pages },
+            db_pages,
+            pages: count,
         }))
+    }
+
+    /// The current record's next page into `page` (exactly the page size): its number.
+    pub fn next_page(&mut self, page: &mut [u8]) -> Result<u32, SegmentError> {
+        if self.pages_left == 0 || page.len() != self.header.page_size as usize {
+            return Err(SegmentError::Damaged(
+                "a page read past its record, or into a buffer of another size".into(),
+            ));
+        }
+        let mut no = [0u8; 4];
+        self.read_body(&mut no, "a page number")?;
+        self.read_body(page, "a page")?;
+        self.pages_left -= 1;
+        Ok(u32::from_be_bytes(no))
     }
 
     fn read_body(&mut self, buf: &mut [u8], what: &str) -> Result<(), SegmentError> {
@@ -302,7 +349,7 @@ impl<R: Read> SegmentReader<R> {
     /// After the last transaction: the body ends there and the trailer is the SHA-256 of
     /// every byte before it. Only then may what was read be kept.
     pub fn finish(mut self) -> Result<SegmentHeader, SegmentError> {
-        if self.left != 0 {
+        if self.left != 0 || self.pages_left != 0 {
             return Err(SegmentError::Damaged(format!(
                 "{} transactions not read",
                 self.left
