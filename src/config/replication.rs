@@ -39,6 +39,7 @@ pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(60);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const MIN_RETAIN: Duration = Duration::from_secs(3600);
+const MAX_RETAIN: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// `[replication]` checked against the targets configured (`offsite`: their names);
 /// problems as (key, message).
@@ -57,10 +58,12 @@ pub fn settings(
         ));
     }
     let retain = section.retain.map_or(DEFAULT_RETAIN, |d| d.0);
-    if retain < MIN_RETAIN {
+    if !(MIN_RETAIN..=MAX_RETAIN).contains(&retain) {
         problems.push((
             "replication.retain".into(),
-            "must be at least 1h: it is how far back `restore --at` can reach (e.g. \"7d\")".into(),
+            "must be between 1h and 10 years: it is how far back `restore --at` can reach \
+             (e.g. \"7d\"); older states are what the scheduled backups keep"
+                .into(),
         ));
     }
     let max_lag = section.max_lag.map_or(DEFAULT_MAX_LAG, |d| d.0);

@@ -518,6 +518,33 @@ impl Target for S3Target {
     /// stores that enforce retention, a policy denying deletes of locked objects) and
     /// HEAD shows the object locked, the refusal is [`RemoteFailure::Locked`], not a
     /// credentials problem.
+    fn delete_many(&self, keys: &[String]) -> RemoteResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<RemoteResult<Vec<_>>>()?;
+        let stream = futures_util::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self
+            .runtime
+            .block_on(self.store.delete_stream(stream).collect::<Vec<_>>());
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                // A key the batch could not delete (locked, say): one by one, to say why.
+                Err(_) => {
+                    for key in keys {
+                        self.delete(key)?;
+                    }
+                    return Ok(keys.len().div_ceil(1000) as u64 + keys.len() as u64);
+                }
+            }
+        }
+        Ok(keys.len().div_ceil(1000) as u64)
+    }
+
     fn delete(&self, key: &str) -> RemoteResult<()> {
         let path = self.path(key)?;
         match self.runtime.block_on(self.store.delete(&path)) {

@@ -133,6 +133,14 @@ pub trait Target: Send + Sync {
     fn get(&self, key: &str) -> RemoteResult<Box<dyn Read + Send + '_>>;
     /// Remove `key`; a key already gone is not an error.
     fn delete(&self, key: &str) -> RemoteResult<()>;
+    /// Remove every key of `keys` (gone already is not an error); returns the requests it
+    /// took (S3: one `DeleteObjects` per 1000 keys; elsewhere one per key).
+    fn delete_many(&self, keys: &[String]) -> RemoteResult<u64> {
+        for key in keys {
+            self.delete(key)?;
+        }
+        Ok(keys.len() as u64)
+    }
     /// Remove what interrupted uploads left (a path target's `.partial` files, an S3
     /// target's unfinished multipart uploads); returns what was removed.
     fn clean_interrupted(&self) -> RemoteResult<Vec<String>>;

@@ -68,7 +68,10 @@ pub fn plan(headers: &[SegmentHeader], now_ms: i64) -> Vec<Range<usize>> {
 
 /// A generation's segments with their headers, split into the chain and the segments a
 /// compacted one before them covers whole (an interrupted compaction's leftovers).
-pub fn chain_of(segments: Vec<(u64, PathBuf)>) -> Result<(Vec<ChainSegment>, Vec<PathBuf>)> {
+/// The covered ones come with the segment that covers them.
+pub fn chain_of(
+    segments: Vec<(u64, PathBuf)>,
+) -> Result<(Vec<ChainSegment>, Vec<(PathBuf, PathBuf)>)> {
     let mut kept: Vec<ChainSegment> = Vec::new();
     let mut covered = Vec::new();
     for (first_tx, path) in segments {
@@ -78,7 +81,8 @@ pub fn chain_of(segments: Vec<(u64, PathBuf)>) -> Result<(Vec<ChainSegment>, Vec
                 && first_tx + u64::from(header.transactions) <= f + u64::from(h.transactions)
         });
         if inside {
-            covered.push(path);
+            let by = kept.last().map(|k| k.1.clone()).unwrap_or_default();
+            covered.push((path, by));
         } else {
             kept.push((first_tx, path, header));
         }
@@ -89,13 +93,34 @@ pub fn chain_of(segments: Vec<(u64, PathBuf)>) -> Result<(Vec<ChainSegment>, Vec
 /// A segment of the chain: its first transaction, its file, its header.
 pub type ChainSegment = (u64, PathBuf, SegmentHeader);
 
-/// [`chain_of`], the leftovers removed.
+/// [`chain_of`], the leftovers removed — each only once the segment covering it reads
+/// whole (its header alone is no proof: a damaged count would cover anything).
 pub fn remove_covered(segments: Vec<(u64, PathBuf)>) -> Result<Vec<ChainSegment>> {
     let (kept, covered) = chain_of(segments)?;
-    for path in covered {
+    let mut verified: Vec<PathBuf> = Vec::new();
+    for (path, by) in covered {
+        if !verified.contains(&by) {
+            verify_segment(&by)?;
+            verified.push(by);
+        }
         std::fs::remove_file(&path).ctx("remove", &path)?;
     }
     Ok(kept)
+}
+
+/// Reads the segment at `path` to its end and checks its trailer.
+pub fn verify_segment(path: &Path) -> Result<()> {
+    let damaged = |e: super::segment::SegmentError| Error::verify(path, "segment", e.to_string());
+    let file = std::fs::File::open(path).ctx("open", path)?;
+    let mut reader = SegmentReader::open(std::io::BufReader::new(file)).map_err(damaged)?;
+    let mut page = vec![0u8; reader.header().page_size as usize];
+    while let Some(head) = reader.next_record().map_err(damaged)? {
+        for _ in 0..head.pages {
+            reader.next_page(&mut page).map_err(damaged)?;
+        }
+    }
+    reader.finish().map_err(damaged)?;
+    Ok(())
 }
 
 /// Merges what [`plan`] finds in `generation`'s segments.
@@ -128,8 +153,7 @@ fn headers_of(members: &[ChainSegment]) -> Vec<SegmentHeader> {
 
 fn header_of(path: &Path) -> Result<SegmentHeader> {
     let file = std::fs::File::open(path).ctx("open", path)?;
-    read_header(std::io::BufReader::new(file))
-        .map_err(|e| Error::verify(path, "segment", e.to_string()))
+    read_header(file).map_err(|e| Error::verify(path, "segment", e.to_string()))
 }
 
 /// Writes the merge of `paths` (consecutive, headers `headers`) over the first of them.

@@ -28,7 +28,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::segment::{Shipped, write_segment};
 use super::store::{BASE_FILE, FileStamp, GenerationInfo, LogPosition, Position, ReplicaStore};
-use super::wal::{Transaction, WAL_HEADER_LEN, WalCursor, WalHeader, WalRead, read_committed};
+use super::wal::{
+    Transaction, WAL_HEADER_LEN, WalCursor, WalHeader, WalRead, index_max_frame, read_committed,
+};
 use crate::catalog::PartialFile;
 use crate::engine::hashing::HashingWriter;
 use crate::error::{Error, IoContext, Result};
@@ -86,6 +88,9 @@ pub struct Replicator {
     /// every POSIX lock this process holds on it, SQLite's too, and the app's last
     /// connection could then delete the log under us.
     db_file: File,
+    /// The `-shm` index, kept open for the same reason (SQLite's read marks are locks on
+    /// it): the commit point is read through it.
+    shm_file: Option<File>,
     /// Whether `reader` is inside its read transaction.
     reading: bool,
     /// Whether the read transaction was held since a pass read the log to its end (or
@@ -98,10 +103,23 @@ pub struct Replicator {
     position: Option<Position>,
     /// Whether the position's generation finished its start (its base's log shipped).
     generation_ready: bool,
+    /// Why the saved position cannot be shipped on from (found at open): the first
+    /// pass starts a new generation.
+    stale_position: Option<String>,
     page_size: u32,
     busy_timeout: Duration,
     /// Bytes of frames one pass reads at most ([`PASS_BYTES`]; smaller in tests).
     pass_bytes: u64,
+}
+
+/// SQLite's commit point as its index publishes it.
+enum IndexPoint {
+    /// The last committed frame, and the salts of the log it belongs to.
+    At(u32, [u32; 2]),
+    /// Being written, or not set up yet: read again next time.
+    Unsettled,
+    /// No `-shm` file (an app in exclusive locking mode keeps its index in memory).
+    NoIndex,
 }
 
 /// What the log holds after the position.
@@ -120,7 +138,7 @@ impl Replicator {
     /// Opens the database at `db` for replication into `store`. The database must be in
     /// WAL mode (the app's choice; replication does not change it).
     pub fn open(db: &Path, store: ReplicaStore, busy_timeout: Duration) -> Result<Replicator> {
-        let (reader, db_file, page_size) = open_reader(db, busy_timeout)?;
+        let (reader, db_file, shm_file, page_size) = open_reader(db, busy_timeout)?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let position = store.position()?;
@@ -130,6 +148,25 @@ impl Replicator {
                 .is_some_and(|g| g.base_through.is_some()),
             None => false,
         };
+        // The position is not flushed each pass: after a power cut it may be older than
+        // the segments written (and flushed) before it. Shipping on from it would write
+        // those transactions again beside what compaction made of them: a new
+        // generation instead.
+        let doubt = match &position {
+            Some(p) => {
+                let (chain, _) = super::compact::chain_of(store.segments(&p.generation)?)?;
+                let end = chain
+                    .last()
+                    .map_or(0, |(f, _, h)| f + u64::from(h.transactions));
+                (end > p.next_tx).then(|| {
+                    format!(
+                        "the position was older than its segments (transaction {} of {end}): a power cut lost its last write",
+                        p.next_tx
+                    )
+                })
+            }
+            None => None,
+        };
         Ok(Replicator {
             db: db.to_path_buf(),
             wal: PathBuf::from(wal),
@@ -138,9 +175,11 @@ impl Replicator {
             store,
             reader,
             db_file,
+            shm_file,
             reading: false,
             held: false,
             doubt: None,
+            stale_position: doubt,
             page_size,
             busy_timeout,
             pass_bytes: PASS_BYTES,
@@ -219,7 +258,7 @@ impl Replicator {
             Some(p) if p.db_file != identity => {
                 // Our connection still reads the old file: open the one now at the path.
                 self.end_read()?;
-                (self.reader, self.db_file, self.page_size) =
+                (self.reader, self.db_file, self.shm_file, self.page_size) =
                     open_reader(&self.db, self.busy_timeout)?;
                 self.begin_read()?;
                 Some("the database file was replaced (another inode)".to_string())
@@ -227,6 +266,7 @@ impl Replicator {
             Some(_) if !self.generation_ready => {
                 Some("the last generation's start was interrupted".to_string())
             }
+            Some(_) if self.stale_position.is_some() => self.stale_position.take(),
             Some(_) => None,
         };
         let gap = match gap {
@@ -288,7 +328,8 @@ impl Replicator {
             }
             Err(e) => return Err(Error::io("open", &self.wal, e)),
         };
-        let from = match (cursor, self.header_now(&mut wal)?) {
+        let now_header = self.header_now(&mut wal)?;
+        let from = match (cursor, now_header) {
             (Some(c), Some(h)) if h == c.header => Some(c),
             (Some(c), Some(h)) if trusted && c.restarted_once_as(&h) => None,
             (None, Some(_)) if trusted => None,
@@ -302,7 +343,20 @@ impl Replicator {
             }
             _ => return Ok(Next::Gap(self.gap_reason(""))),
         };
-        let read = read_committed(&mut wal, from.as_ref(), self.pass_bytes)
+        // Only frames SQLite's index has published as committed: one written past it may
+        // be a commit the app died before publishing, written over at its next commit.
+        let max_frame = match (self.index_commit_point()?, now_header) {
+            (IndexPoint::At(frame, salt), Some(h)) if salt == h.salt => Some(frame),
+            // Restarted in the index, its file header not written yet: nothing of the
+            // new log is committed, and the old one was wholly copied (SQLite restarts
+            // only then) — all read if trusted as a restart would be, else a gap.
+            (IndexPoint::At(0, _), _) if trusted => return Ok(unchanged(true)),
+            (IndexPoint::At(0, _), _) => return Ok(Next::Gap(self.gap_reason(""))),
+            // The index and the file disagree (a restart under way): the next pass reads.
+            (IndexPoint::At(..) | IndexPoint::Unsettled, _) => return Ok(unchanged(false)),
+            (IndexPoint::NoIndex, _) => None,
+        };
+        let read = read_committed(&mut wal, from.as_ref(), self.pass_bytes, max_frame)
             .map_err(|e| Error::verify(self.wal.clone(), "write-ahead log", e.to_string()))?;
         Ok(match read {
             WalRead::Continued {
@@ -315,6 +369,11 @@ impl Replicator {
                 complete,
             },
             WalRead::Continued { .. } => Next::Gap("the page size changed".into()),
+            WalRead::Rewritten => Next::Gap(
+                "frames of the write-ahead log that were read were written again (the app \
+                 lost writes in a crash or a power cut)"
+                    .into(),
+            ),
             // The header changed between the two reads: the next pass decides.
             WalRead::Restarted(_) | WalRead::Empty => unchanged(false),
         })
@@ -334,7 +393,7 @@ impl Replicator {
             return Ok(false);
         }
         let now = FileStamp::of(&self.db_file.metadata().ctx("stat", &self.db)?);
-        Ok(now == stamp)
+        Ok(stamp.unchanged_in(&now))
     }
 
     /// The database file's stamp now.
@@ -361,6 +420,21 @@ impl Replicator {
                     .into()
             }
         }
+    }
+
+    /// SQLite's published commit point, read from the `-shm` index through the
+    /// descriptor kept with the connection.
+    fn index_commit_point(&self) -> Result<IndexPoint> {
+        use std::os::unix::fs::FileExt;
+        let Some(shm) = &self.shm_file else {
+            return Ok(IndexPoint::NoIndex);
+        };
+        let mut raw = [0u8; 96];
+        let n = shm.read_at(&mut raw, 0).ctx("read", &self.db)?;
+        Ok(match index_max_frame(&raw[..n]) {
+            Some((frame, salt)) => IndexPoint::At(frame, salt),
+            None => IndexPoint::Unsettled,
+        })
     }
 
     fn header_now(&self, wal: &mut File) -> Result<Option<WalHeader>> {
@@ -402,10 +476,19 @@ impl Replicator {
             report.segment = Some(path);
         }
         self.held = self.reading && self.doubt.is_none() && (self.held || complete);
-        let stamp = if self.held && complete {
-            Some(self.stamp()?)
-        } else {
-            position.held_stamp
+        // A new stamp only when the file changed (or none was trusted yet): a stamp
+        // whose file has not changed since keeps the time it was taken.
+        let stamp = match (self.held && complete, position.held_stamp) {
+            (true, Some(old)) => {
+                let now = self.stamp()?;
+                if old.unchanged_in(&now) {
+                    Some(old)
+                } else {
+                    Some(now)
+                }
+            }
+            (true, None) => Some(self.stamp()?),
+            (false, old) => old,
         };
         if report.transactions > 0 || log != position.log || stamp != position.held_stamp {
             position.log = log;
@@ -578,6 +661,11 @@ impl Replicator {
             if report.complete {
                 return Ok(true);
             }
+            // A pass that read nothing and did not reach the end cannot be helped by
+            // another under the lock (the index is unsettled): the checkpoint waits.
+            if report.transactions == 0 {
+                return Ok(false);
+            }
         }
     }
 
@@ -612,6 +700,7 @@ impl Replicator {
         let (busy, log, backfilled) =
             checkpointed.map_err(|e| Error::sqlite("checkpoint", &self.db, e))?;
         if version(&self.reader)? != before {
+            self.forget_stamp()?;
             self.doubt = Some(
                 "the app committed while the log was being truncated: frames may have gone \
                  unread"
@@ -667,6 +756,7 @@ impl Replicator {
             self.doubt = Some(format!(
                 "the log held {log} frames at a checkpoint, {ours} of them shipped"
             ));
+            self.forget_stamp()?;
         }
         self.held = agrees && self.doubt.is_none();
         // Still under the lock, everything read: the file as the checkpoint left it.
@@ -676,10 +766,23 @@ impl Replicator {
         Ok(CheckpointReport::Done { log, backfilled })
     }
 
+    /// A doubt outlives the daemon only if the stamp that would vouch for the log goes.
+    fn forget_stamp(&mut self) -> Result<()> {
+        if let Some(position) = self.position.as_mut()
+            && position.held_stamp.is_some()
+        {
+            position.held_stamp = None;
+            self.store.save_position(position)?;
+        }
+        Ok(())
+    }
+
     fn record_stamp(&mut self) -> Result<()> {
         let stamp = self.stamp()?;
         if let Some(position) = self.position.as_mut()
-            && position.held_stamp != Some(stamp)
+            && !position
+                .held_stamp
+                .is_some_and(|old| old.unchanged_in(&stamp))
         {
             position.held_stamp = Some(stamp);
             self.store.save_position(position)?;
@@ -690,7 +793,7 @@ impl Replicator {
 
 /// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
 /// database's page size.
-fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, u32)> {
+fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, Option<File>, u32)> {
     let reader = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -713,7 +816,16 @@ fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, u
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| Error::sqlite("read the page size of", db, e))?;
     let file = File::open(db).ctx("open", db)?;
-    Ok((reader, file, page_size))
+    // The connection has read the database, so its index exists (unless the app keeps it
+    // in memory: exclusive locking mode).
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    let shm_file = match File::open(&shm) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("open", Path::new(&shm), e)),
+    };
+    Ok((reader, file, shm_file, page_size))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -444,8 +444,13 @@ fn a_log_restarted_while_down_with_the_file_untouched_goes_on_and_a_written_file
         let mut rep = app.replicator();
         insert(&conn, 0, 20);
         rep.pass(at(0)).unwrap();
-        // Everything read and copied into the file under our lock: the stamp is taken.
+        // Everything read and copied into the file under our lock.
         rep.checkpoint(at(1), CheckpointMode::Passive).unwrap();
+        // A stamp vouches only once the file's last change is older than a clock tick
+        // of the file system (so no later change can share its timestamp): the pass
+        // after that takes it. The wait is that precondition, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(100));
+        rep.pass(at(1)).unwrap();
     }
     // Down: the app's next write restarts the log (all of it was in the file), which
     // writes nothing to the file itself.
@@ -466,5 +471,31 @@ fn a_log_restarted_while_down_with_the_file_untouched_goes_on_and_a_written_file
     let report = rep.pass(at(3)).unwrap();
     assert!(report.new_generation.is_some(), "{report:?}");
     let (out, _) = app.restore(None, "new-generation.db");
+    assert_eq!(ids(&out), ids(&app.db));
+}
+
+#[test]
+fn a_position_older_than_its_segments_starts_a_new_generation() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    insert(&conn, 0, 10);
+    rep.pass(at(0)).unwrap();
+    let older = rep.position().unwrap().clone();
+    insert(&conn, 10, 10);
+    rep.pass(at(1)).unwrap();
+    drop(rep);
+    // A power cut kept the segment (flushed) but not the position written after it.
+    app.store().save_position(&older).unwrap();
+    let mut rep = app.replicator();
+    let report = rep.pass(at(2)).unwrap();
+    assert!(
+        report
+            .new_generation
+            .as_deref()
+            .is_some_and(|r| r.contains("power cut")),
+        "{report:?}"
+    );
+    let (out, _) = app.restore(None, "after-power-cut.db");
     assert_eq!(ids(&out), ids(&app.db));
 }

@@ -64,7 +64,19 @@ fn restore_inner(
     let Some((generation, info)) = chosen else {
         return Err(no_stream(store, at, generations.first().map(|g| &g.1)));
     };
-    let chain = check_chain(store, generation, info, &store.segments(generation)?)?;
+    // The position first: a segment is written before the position that follows it,
+    // so every transaction the position counts is in the listing that comes after.
+    let shipped = store
+        .position()?
+        .filter(|p| &p.generation == generation)
+        .map(|p| p.next_tx);
+    let chain = check_chain(
+        store,
+        generation,
+        info,
+        shipped,
+        &store.segments(generation)?,
+    )?;
     lay_base(store, generation, info, out)?;
     let mut replica = Replica::open(out, info.page_size).map_err(|e| invalid(out, e))?;
     let mut replay = Replay {
@@ -168,6 +180,7 @@ pub(super) fn check_chain(
     store: &ReplicaStore,
     generation: &str,
     info: &GenerationInfo,
+    shipped: Option<u64>,
     segments: &[(u64, PathBuf)],
 ) -> Result<Vec<(u64, PathBuf)>> {
     let mut next = 0u64;
@@ -199,10 +212,6 @@ pub(super) fn check_chain(
         next = first_tx + u64::from(header.transactions);
         chain.push((*first_tx, path.clone()));
     }
-    let shipped = store
-        .position()?
-        .filter(|p| p.generation == generation)
-        .map(|p| p.next_tx);
     let needed = shipped.unwrap_or(0).max(info.base_through.unwrap_or(0));
     if next < needed {
         return Err(missing(&store.generation_dir(generation), next));
@@ -212,7 +221,7 @@ pub(super) fn check_chain(
 
 fn open_header(path: &Path) -> Result<SegmentHeader> {
     let file = std::fs::File::open(path).ctx("open", path)?;
-    read_header(std::io::BufReader::new(file)).map_err(|e| damaged(path, e.to_string()))
+    read_header(file).map_err(|e| damaged(path, e.to_string()))
 }
 
 fn no_stream(

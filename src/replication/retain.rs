@@ -17,7 +17,10 @@ pub fn expired(
     retain: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Vec<String> {
-    let window_start = now - Duration::from_std(retain).unwrap_or(Duration::MAX);
+    let window_start = Duration::from_std(retain)
+        .ok()
+        .and_then(|r| now.checked_sub_signed(r))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     // The latest usable generation that began at or before the window's start: every
     // generation before it is covered.
     let anchor = generations

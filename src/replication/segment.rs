@@ -179,9 +179,50 @@ impl<W: Write> SegmentWriter<W> {
     }
 }
 
-/// Reads the header of the segment `input` starts with (nothing else is checked).
-pub fn read_header<R: Read>(input: R) -> Result<SegmentHeader, SegmentError> {
-    Ok(*SegmentReader::open(input)?.header())
+/// Reads the header of the segment `input` starts with (nothing else is read or
+/// checked: no decoder is set up, so a listing of many segments stays cheap).
+pub fn read_header<R: Read>(mut input: R) -> Result<SegmentHeader, SegmentError> {
+    let mut raw = [0u8; HEADER_LEN];
+    input
+        .read_exact(&mut raw)
+        .map_err(|e| SegmentError::Damaged(format!("its header: {e}")))?;
+    parse_header(&raw)
+}
+
+/// A header's fields, checked.
+fn parse_header(raw: &[u8; HEADER_LEN]) -> Result<SegmentHeader, SegmentError> {
+    if &raw[..8] != MAGIC {
+        return Err(SegmentError::Damaged("not a segment (magic)".into()));
+    }
+    if raw[8] != VERSION {
+        return Err(SegmentError::Damaged(format!(
+            "segment version {} (this build reads {VERSION})",
+            raw[8]
+        )));
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let page_size = be32(raw, 9);
+    if !valid_page_size(page_size) {
+        return Err(SegmentError::Damaged(format!("page size {page_size}")));
+    }
+    let mut generation = [0u8; 16];
+    generation.copy_from_slice(&raw[13..29]);
+    let header = SegmentHeader {
+        page_size,
+        generation,
+        first_tx: u64_at(29),
+        transactions: be32(raw, 37),
+        first_commit_ms: u64_at(41) as i64,
+        last_commit_ms: u64_at(49) as i64,
+    };
+    if header.transactions == 0 || header.last_commit_ms < header.first_commit_ms {
+        return Err(SegmentError::Damaged("its header's counts or times".into()));
+    }
+    Ok(header)
 }
 
 /// Reads a segment transaction by transaction; [`SegmentReader::finish`] checks that it
@@ -211,38 +252,7 @@ impl<R: Read> SegmentReader<R> {
         hashing
             .read_exact(&mut raw)
             .map_err(|e| SegmentError::Damaged(format!("its header: {e}")))?;
-        if &raw[..8] != MAGIC {
-            return Err(SegmentError::Damaged("not a segment (magic)".into()));
-        }
-        if raw[8] != VERSION {
-            return Err(SegmentError::Damaged(format!(
-                "segment version {} (this build reads {VERSION})",
-                raw[8]
-            )));
-        }
-        let u32_at = |at: usize| be32(&raw, at);
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
-        let page_size = u32_at(9);
-        if !valid_page_size(page_size) {
-            return Err(SegmentError::Damaged(format!("page size {page_size}")));
-        }
-        let mut generation = [0u8; 16];
-        generation.copy_from_slice(&raw[13..29]);
-        let header = SegmentHeader {
-            page_size,
-            generation,
-            first_tx: u64_at(29),
-            transactions: u32_at(37),
-            first_commit_ms: u64_at(41) as i64,
-            last_commit_ms: u64_at(49) as i64,
-        };
-        if header.transactions == 0 || header.last_commit_ms < header.first_commit_ms {
-            return Err(SegmentError::Damaged("its header's counts or times".into()));
-        }
+        let header = parse_header(&raw)?;
         let body = zstd::Decoder::new(hashing)?;
         Ok(SegmentReader {
             header,

@@ -20,7 +20,7 @@ use super::compact::compact_generation;
 use super::replicator::{CheckpointMode, Replicator};
 use super::retain::{expired, window_start};
 use super::ship::{Mirror, ShipError, standing};
-use super::store::{ReplicaStore, read_json, write_json};
+use super::store::{ReplicaStore, read_json, write_json_unsynced};
 use crate::config::{Config, OffsiteTarget, Replication};
 use crate::encryption::Recipients;
 use crate::error::Result;
@@ -115,6 +115,8 @@ pub struct ReplicationService {
     targets: Vec<TargetSlot>,
     last_checkpoint: Instant,
     last_truncate: Option<Instant>,
+    /// The log's bytes when the last checkpoint ended.
+    checkpointed_at: u64,
     last_tidy: Option<Instant>,
     last_status: Option<ReplicationStatus>,
 }
@@ -149,6 +151,7 @@ impl ReplicationService {
             targets,
             last_checkpoint: Instant::now(),
             last_truncate: None,
+            checkpointed_at: 0,
             last_tidy: None,
             last_status: None,
         })
@@ -226,11 +229,14 @@ impl ReplicationService {
         let truncate_due = self
             .last_truncate
             .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY);
+        // Only a log that grew since the last checkpoint: an idle app costs nothing.
+        let grew = log_bytes != self.checkpointed_at;
         let mode = if file_bytes >= TRUNCATE_AT && truncate_due {
             self.last_truncate = Some(Instant::now());
             Some(CheckpointMode::Truncate)
-        } else if log_bytes >= PASSIVE_AT
-            || (log_bytes > 0 && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+        } else if grew
+            && (log_bytes >= PASSIVE_AT
+                || (log_bytes > 0 && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY))
         {
             Some(CheckpointMode::Passive)
         } else {
@@ -239,6 +245,7 @@ impl ReplicationService {
         if let Some(mode) = mode {
             rep.checkpoint(now, mode)?;
             self.last_checkpoint = Instant::now();
+            self.checkpointed_at = rep.log_bytes();
         }
         Ok(())
     }
@@ -260,6 +267,7 @@ impl ReplicationService {
             compact_generation(&self.store, &name, now.timestamp_millis())?;
         }
         super::point::remove_stale_work(&self.store);
+        self.store.remove_unfinished(current.as_deref())?;
         Ok(())
     }
 
@@ -303,11 +311,21 @@ impl ReplicationService {
         status.bytes_last_hour = slot.sent.iter().map(|s| s.2).sum();
         status.error = slot.failing.as_ref().map(|f| f.0.clone());
         let sealed = self.config.encryption.is_some();
-        if let Ok(standing) = standing(&self.store, &slot.config.name, sealed) {
-            status.newest = standing.newest;
-            status.lag_seconds = standing
-                .behind_since
-                .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        match standing(&self.store, &slot.config.name, sealed) {
+            Ok(standing) => {
+                status.newest = standing.newest;
+                status.lag_seconds = standing
+                    .behind_since
+                    .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+            }
+            // Not knowing is not "caught up": behind since the window began, and why.
+            Err(e) => {
+                status.lag_seconds = f64::MAX;
+                status.error = Some(format!(
+                    "cannot tell what it holds: {}",
+                    crate::error_chain(&e)
+                ));
+            }
         }
         status
     }
@@ -336,7 +354,7 @@ impl ReplicationService {
         match last {
             Some((_, path)) => {
                 let file = std::fs::File::open(path).ok()?;
-                let h = super::segment::read_header(std::io::BufReader::new(file)).ok()?;
+                let h = super::segment::read_header(file).ok()?;
                 DateTime::from_timestamp_millis(h.last_commit_ms)
             }
             None => Some(info.started),
@@ -368,7 +386,7 @@ impl ReplicationService {
         if let Err(e) = self
             .store
             .make_dir(self.store.root())
-            .and_then(|()| write_json(&path, status, self.store.file_mode()))
+            .and_then(|()| write_json_unsynced(&path, status, self.store.file_mode()))
         {
             tracing::warn!(
                 "replication: could not save its status: {}",

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compact::chain_of;
 use super::keys::{StreamKey, StreamObject};
-use super::store::{BASE_FILE, GenerationInfo, ReplicaStore, read_json, write_json};
+use super::store::{BASE_FILE, GenerationInfo, ReplicaStore, read_json, write_json_unsynced};
 use crate::encryption::Recipients;
 use crate::error::{RemoteFailure, Result};
 use crate::offsite::encrypt::EncryptingReader;
@@ -77,9 +77,15 @@ fn record_path(store: &ReplicaStore, name: &str) -> PathBuf {
     store.root().join(TARGETS_DIR).join(format!("{name}.json"))
 }
 
-/// What was sent to the target `name`.
+/// What was sent to the target `name`. A record that does not parse (it is written
+/// without a flush, so a power cut can leave it torn) counts as none: the objects are
+/// sent again.
 pub fn shipment(store: &ReplicaStore, name: &str) -> Result<Shipment> {
-    Ok(read_json(&record_path(store, name))?.unwrap_or_default())
+    match read_json(&record_path(store, name)) {
+        Ok(found) => Ok(found.unwrap_or_default()),
+        Err(crate::error::Error::Verify { .. }) => Ok(Shipment::default()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where the target `name` stands, from what was sent to it (no request to it); `sealed`:
@@ -123,7 +129,8 @@ impl Mirror<'_> {
         if let Some(dir) = path.parent() {
             self.store.make_dir(dir)?;
         }
-        write_json(&path, shipment, self.store.file_mode())
+        // Not flushed: lost, it only makes the next round send some objects again.
+        write_json_unsynced(&path, shipment, self.store.file_mode())
     }
 
     /// Sends what the target lacks and removes what it no longer needs. A target
@@ -214,11 +221,22 @@ impl Mirror<'_> {
                     .range(first_tx + 1..end)
                     .map(|(f, _)| *f)
                     .collect();
-                for f in replaced {
-                    self.delete(&key(StreamObject::Segment(f)), report)?;
-                    if let Some(s) = shipment.generations.get_mut(generation) {
-                        s.segments.remove(&f);
+                let keys: Vec<String> = replaced
+                    .iter()
+                    .map(|f| key(StreamObject::Segment(*f)))
+                    .collect();
+                if !keys.is_empty() {
+                    // What replaces them must read whole: a damaged count in its header
+                    // would otherwise "cover" segments that nothing holds any more.
+                    super::compact::verify_segment(path)?;
+                }
+                report.deletes += self.target.delete_many(&keys).map_err(ShipError::Remote)?;
+                if let Some(s) = shipment.generations.get_mut(generation) {
+                    for f in &replaced {
+                        s.segments.remove(f);
                     }
+                }
+                if !replaced.is_empty() {
                     self.save(shipment)?;
                 }
             }
@@ -248,15 +266,19 @@ impl Mirror<'_> {
         report: &mut ShipReport,
     ) -> std::result::Result<(), ShipError> {
         let key = |object| StreamKey::new(generation, object, sent.sealed).format();
+        // The record first: the generation stops being one for a restore at once.
         if sent.info {
             self.delete(&key(StreamObject::Info), report)?;
         }
-        for first in sent.segments.keys() {
-            self.delete(&key(StreamObject::Segment(*first)), report)?;
-        }
+        let mut rest: Vec<String> = sent
+            .segments
+            .keys()
+            .map(|f| key(StreamObject::Segment(*f)))
+            .collect();
         if sent.base {
-            self.delete(&key(StreamObject::Base), report)?;
+            rest.push(key(StreamObject::Base));
         }
+        report.deletes += self.target.delete_many(&rest).map_err(ShipError::Remote)?;
         Ok(())
     }
 

@@ -58,21 +58,42 @@ pub struct Position {
     pub held_stamp: Option<FileStamp>,
 }
 
-/// A file's change time, modification time and size: any write to it changes them.
+/// A file's change time, modification time and size: any write to it changes them —
+/// provided the write falls in a later tick of the file system's clock than the last
+/// one did, which `taken_ns` (when the stamp was taken) lets a reader require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {
     pub ctime_ns: i128,
     pub mtime_ns: i128,
     pub size: u64,
+    #[serde(default)]
+    pub taken_ns: i128,
+}
+
+impl FileStamp {
+    /// Whether `now` (the file's stamp now) is this one, and this one was taken long
+    /// enough after the file's last change that a later change could not share its
+    /// clock tick (file system timestamps advance in ticks of a few milliseconds).
+    pub fn unchanged_in(&self, now: &FileStamp) -> bool {
+        const TICK_MARGIN_NS: i128 = 50_000_000;
+        self.ctime_ns == now.ctime_ns
+            && self.mtime_ns == now.mtime_ns
+            && self.size == now.size
+            && self.taken_ns - self.ctime_ns.max(self.mtime_ns) > TICK_MARGIN_NS
+    }
 }
 
 impl FileStamp {
     pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
+        let taken_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
         FileStamp {
             ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             size: meta.len(),
+            taken_ns,
         }
     }
 }
@@ -143,9 +164,13 @@ impl ReplicaStore {
         read_json(&self.root.join(POSITION))
     }
 
+    /// Written whole (renamed into place) but not flushed to disk: it is written every
+    /// pass, after the segment it follows was flushed, so a power cut can only leave an
+    /// older position — which the next start notices (segments past it) and answers
+    /// with a new generation ([`super::replicator::Replicator::open`]).
     pub fn save_position(&self, position: &Position) -> Result<()> {
         self.make_dir(&self.root)?;
-        write_json(&self.root.join(POSITION), position, self.file_mode)
+        write_json_unsynced(&self.root.join(POSITION), position, self.file_mode)
     }
 
     pub fn generation(&self, generation: &str) -> Result<Option<GenerationInfo>> {
@@ -196,6 +221,31 @@ impl ReplicaStore {
         }
     }
 
+    /// Removes what a generation's interrupted start left: a directory named as one but
+    /// without its record (the base copied, the record not written yet), other than
+    /// `current`'s and at least an hour old (a start under way is never that old).
+    pub fn remove_unfinished(&self, current: Option<&str>) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() >= 3600);
+            let unfinished = is_generation_name(&name)
+                && Some(name.as_str()) != current
+                && !entry.path().join(GENERATION_FILE).exists();
+            if unfinished && old {
+                std::fs::remove_dir_all(entry.path()).ctx("remove", &entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// A generation's segments by their first transaction number, in order.
     pub fn segments(&self, generation: &str) -> Result<Vec<(u64, PathBuf)>> {
         let dir = self.generation_dir(generation).join(SEGMENTS);
@@ -239,6 +289,20 @@ pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("read", path, e)),
     }
+}
+
+/// A record that can be rebuilt or is only informative (a position, what was sent to a
+/// target, the status): written whole and renamed into place, without the fsyncs that,
+/// every second, would stall the app's own writes on the same filesystem.
+pub(super) fn write_json_unsynced<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
+    use std::io::Write;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
+    let (partial, mut file) = crate::catalog::PartialFile::create(path, mode)?;
+    file.write_all(&bytes).ctx("write", partial.temp_path())?;
+    std::fs::rename(partial.temp_path(), path).ctx("rename into place", path)?;
+    partial.keep();
+    Ok(())
 }
 
 pub(super) fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {

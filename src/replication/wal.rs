@@ -184,16 +184,44 @@ pub enum WalRead {
     Restarted(WalHeader),
     /// The file is shorter than its header (no log, or one being created).
     Empty,
+    /// The log still has the cursor's header, but the frame the cursor stands after is
+    /// no longer the one read (its salts or checksum differ): the app wrote over frames
+    /// that were read — they were never committed in SQLite's index (the app died
+    /// before it published them) or never reached the disk (a power cut). The chain
+    /// cannot go on from the cursor.
+    Rewritten,
+}
+
+/// The log's commit point as SQLite's shared index (`-shm`) publishes it: the last
+/// frame readers may use, and the log's salts. `None` when the index cannot be read
+/// consistently (being written, or not initialised): the caller reads nothing this time.
+pub fn index_max_frame(shm: &[u8]) -> Option<(u32, [u32; 2])> {
+    // Two copies of the 48-byte header, in the machine's byte order; equal when whole.
+    let (a, b) = (shm.get(..48)?, shm.get(48..96)?);
+    if a != b {
+        return None;
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
+    // iVersion 3007000, isInit set.
+    if u32_at(0) != 3_007_000 || a[12] == 0 {
+        return None;
+    }
+    // The salts are the log header's bytes copied as they are (big-endian there).
+    Some((u32_at(16), [be32(a, 32), be32(a, 36)]))
 }
 
 /// Reads the committed transactions appended to `wal` after `cursor` (or, with no cursor,
 /// from the start of the log). Stops at the first frame that is torn, foreign or out of
 /// the chain, and after at most `max_bytes` of frames (the rest waits for the next pass:
 /// this bounds memory, a transaction larger than it is still read whole).
+///
+/// With `max_frame`, frames past it (the commit point SQLite's index publishes) are not
+/// read: they are not committed for SQLite yet, and may never be.
 pub fn read_committed<R: Read + Seek>(
     wal: &mut R,
     cursor: Option<&WalCursor>,
     max_bytes: u64,
+    max_frame: Option<u32>,
 ) -> Result<WalRead, WalError> {
     wal.seek(SeekFrom::Start(0))?;
     let mut raw = [0u8; WAL_HEADER_LEN];
@@ -215,13 +243,27 @@ pub fn read_committed<R: Read + Seek>(
             cursor.offset
         )));
     }
-    wal.seek(SeekFrom::Start(cursor.offset))?;
     let page_size = header.page_size as usize;
     let mut frame = vec![0u8; FRAME_HEADER_LEN + page_size];
+    // The frame the cursor stands after must still be the one read.
+    if cursor.offset > WAL_HEADER_LEN as u64 {
+        wal.seek(SeekFrom::Start(cursor.offset - frame_len))?;
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        let same = read_full(wal, &mut head)?
+            && [be32(&head, 8), be32(&head, 12)] == header.salt
+            && [be32(&head, 16), be32(&head, 20)] == cursor.checksum
+            && be32(&head, 4) != 0;
+        if !same {
+            return Ok(WalRead::Rewritten);
+        }
+    }
+    wal.seek(SeekFrom::Start(cursor.offset))?;
+    let mut index = (cursor.offset - WAL_HEADER_LEN as u64) / frame_len;
     let (mut done, mut pending) = (Vec::new(), Vec::new());
     let (mut committed, mut at, mut sum) = (cursor, cursor.offset, cursor.checksum);
     let (mut read_bytes, mut complete) = (0u64, true);
-    while read_full(wal, &mut frame)? {
+    while max_frame.is_none_or(|m| index < u64::from(m)) && read_full(wal, &mut frame)? {
+        index += 1;
         let page = be32(&frame, 0);
         let db_pages = be32(&frame, 4);
         if page == 0 || [be32(&frame, 8), be32(&frame, 12)] != header.salt {

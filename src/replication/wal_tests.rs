@@ -59,7 +59,7 @@ impl Live {
 
     fn read(&self, cursor: Option<&WalCursor>) -> (Vec<Transaction>, WalCursor) {
         let mut f = std::fs::File::open(self.wal()).unwrap();
-        match read_committed(&mut f, cursor, u64::MAX).unwrap() {
+        match read_committed(&mut f, cursor, u64::MAX, None).unwrap() {
             WalRead::Continued {
                 transactions,
                 cursor,
@@ -168,7 +168,7 @@ fn a_torn_or_uncommitted_tail_is_never_returned() {
             transactions,
             cursor,
             ..
-        } = read_committed(&mut torn, None, u64::MAX).unwrap()
+        } = read_committed(&mut torn, None, u64::MAX, None).unwrap()
         else {
             panic!("no frames")
         };
@@ -191,9 +191,13 @@ fn a_damaged_frame_ends_the_log_at_the_commit_before_it() {
     let mut bytes = std::fs::read(live.wal()).unwrap();
     // One flipped byte in the page data of the third transaction's first frame.
     bytes[WAL_HEADER_LEN + before * frame + FRAME_HEADER_LEN + 100] ^= 0x40;
-    let WalRead::Continued { transactions, .. } =
-        read_committed(&mut std::io::Cursor::new(bytes.clone()), None, u64::MAX).unwrap()
-    else {
+    let WalRead::Continued { transactions, .. } = read_committed(
+        &mut std::io::Cursor::new(bytes.clone()),
+        None,
+        u64::MAX,
+        None,
+    )
+    .unwrap() else {
         panic!("no frames")
     };
     assert_eq!(transactions, txs[..2].to_vec());
@@ -201,7 +205,7 @@ fn a_damaged_frame_ends_the_log_at_the_commit_before_it() {
     let mut foreign = std::fs::read(live.wal()).unwrap();
     foreign[WAL_HEADER_LEN + before * frame + 8] ^= 0x01;
     let WalRead::Continued { transactions, .. } =
-        read_committed(&mut std::io::Cursor::new(foreign), None, u64::MAX).unwrap()
+        read_committed(&mut std::io::Cursor::new(foreign), None, u64::MAX, None).unwrap()
     else {
         panic!("no frames")
     };
@@ -218,7 +222,7 @@ fn a_checkpoint_that_restarts_the_log_is_reported_not_read_across() {
         .unwrap();
     live.commit(5, 5);
     let mut f = std::fs::File::open(live.wal()).unwrap();
-    match read_committed(&mut f, Some(&cursor), u64::MAX).unwrap() {
+    match read_committed(&mut f, Some(&cursor), u64::MAX, None).unwrap() {
         WalRead::Restarted(header) => {
             assert_ne!(header.salt, cursor.header.salt);
             assert!(
@@ -229,7 +233,7 @@ fn a_checkpoint_that_restarts_the_log_is_reported_not_read_across() {
         other => panic!("expected a restart, got {other:?}"),
     }
     assert!(matches!(
-        read_committed(&mut std::io::Cursor::new(Vec::new()), None, 1).unwrap(),
+        read_committed(&mut std::io::Cursor::new(Vec::new()), None, 1, None).unwrap(),
         WalRead::Empty
     ));
 }
@@ -247,7 +251,7 @@ fn max_bytes_bounds_a_pass_at_a_commit_and_the_next_pass_goes_on() {
             transactions,
             cursor: next,
             complete,
-        } = read_committed(&mut f, cursor.as_ref(), 1).unwrap()
+        } = read_committed(&mut f, cursor.as_ref(), 1, None).unwrap()
         else {
             panic!("no frames")
         };
@@ -314,7 +318,7 @@ fn a_cursor_off_a_frame_boundary_is_refused_not_read() {
     for offset in [0, 31, cursor.offset - 1] {
         let off = WalCursor { offset, ..cursor };
         assert!(matches!(
-            read_committed(&mut f, Some(&off), u64::MAX),
+            read_committed(&mut f, Some(&off), u64::MAX, None),
             Err(WalError::Format(_))
         ));
     }
@@ -350,7 +354,7 @@ fn a_big_endian_log_is_checked_in_its_own_byte_order() {
     let header = WalHeader::parse(log[..WAL_HEADER_LEN].try_into().unwrap()).unwrap();
     assert!(header.big_endian);
     let WalRead::Continued { transactions, .. } =
-        read_committed(&mut std::io::Cursor::new(log.clone()), None, u64::MAX).unwrap()
+        read_committed(&mut std::io::Cursor::new(log.clone()), None, u64::MAX, None).unwrap()
     else {
         panic!("no frames")
     };
@@ -362,9 +366,64 @@ fn a_big_endian_log_is_checked_in_its_own_byte_order() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     let WalRead::Continued { transactions, .. } =
-        read_committed(&mut std::io::Cursor::new(flipped), None, u64::MAX).unwrap()
+        read_committed(&mut std::io::Cursor::new(flipped), None, u64::MAX, None).unwrap()
     else {
         panic!("no frames")
     };
     assert!(transactions.is_empty());
+}
+
+#[test]
+fn the_index_publishes_the_commit_point_and_frames_past_it_are_not_read() {
+    let (live, _base) = Live::new();
+    live.commit(0, 5);
+    live.commit(5, 5);
+    let shm = std::fs::read(live.db.with_file_name("app_data.db-shm")).unwrap();
+    let (max_frame, salt) = index_max_frame(&shm).expect("a settled index");
+    let bytes = std::fs::read(live.wal()).unwrap();
+    let header = WalHeader::parse(bytes[..WAL_HEADER_LEN].try_into().unwrap()).unwrap();
+    assert_eq!(salt, header.salt);
+    let frame_len = FRAME_HEADER_LEN as u64 + u64::from(header.page_size);
+    assert_eq!(
+        u64::from(max_frame),
+        (bytes.len() as u64 - WAL_HEADER_LEN as u64) / frame_len
+    );
+    // Published only up to the first transaction: the second is not read.
+    let (first, _) = live.read(None);
+    let first_frames: usize = first[..1].iter().map(|t| t.pages.len()).sum();
+    let WalRead::Continued { transactions, .. } = read_committed(
+        &mut std::io::Cursor::new(bytes.clone()),
+        None,
+        u64::MAX,
+        Some(first_frames as u32),
+    )
+    .unwrap() else {
+        panic!("no frames")
+    };
+    assert_eq!(transactions.len(), 1);
+    // Copies of the header that differ (being written) are no commit point.
+    let mut torn = shm.clone();
+    torn[20] ^= 1;
+    assert_eq!(index_max_frame(&torn), None);
+}
+
+#[test]
+fn frames_written_again_under_the_cursor_are_reported() {
+    let (live, _base) = Live::new();
+    live.commit(0, 5);
+    let (_, cursor) = live.read(None);
+    let mut bytes = std::fs::read(live.wal()).unwrap();
+    // The frame the cursor stands after, written again with other content.
+    let at = cursor.offset as usize - FRAME_HEADER_LEN - cursor.header.page_size as usize;
+    bytes[at + 16] ^= 0xff;
+    assert!(matches!(
+        read_committed(
+            &mut std::io::Cursor::new(bytes),
+            Some(&cursor),
+            u64::MAX,
+            None
+        )
+        .unwrap(),
+        WalRead::Rewritten
+    ));
 }

@@ -12,7 +12,9 @@
 //!   a transaction of 200 MiB.
 //! - [`outage`]: the target unreachable for a minute: the lag alert, the catch-up.
 //! - [`encrypted`]: sealed to age recipients, opened only with the identity.
+//! - [`drill`]: `/metrics` and `status` show the stream; the scheduled drill replays it.
 
+mod drill;
 mod encrypted;
 mod gaps;
 mod kills;
