@@ -22,6 +22,8 @@ use crate::status::Health;
 
 /// How long the last step on shutdown may take.
 const LAST_STEP: Duration = Duration::from_secs(10);
+/// The pause after a step that panicked, before the service starts afresh.
+const PANIC_PAUSE: Duration = Duration::from_secs(60);
 
 /// The service for `config` with its first step taken (the read transaction held), and
 /// that step's report; `None` when replication is off.
@@ -114,7 +116,18 @@ pub(super) async fn run(
                 }
                 _ = timer.tick() => {
                     let Some(s) = service.take() else { break };
-                    let Some((s, report)) = step(s).await else { break };
+                    let Some((s, report)) = step(s).await else {
+                        // A step that panicked: told once, then a pause before the service
+                        // starts afresh, so a fault that repeats cannot spin.
+                        events.send(Event::ReplicationFailed {
+                            error: "a replication step failed unexpectedly (see the log); retrying in a minute".into(),
+                        });
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(PANIC_PAUSE) => {}
+                        }
+                        break;
+                    };
                     service = Some(s);
                     for event in alerts.observe(&report, &settings, Instant::now()) {
                         events.send(event);

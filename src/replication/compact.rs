@@ -69,9 +69,7 @@ pub fn plan(headers: &[SegmentHeader], now_ms: i64) -> Vec<Range<usize>> {
 /// A generation's segments with their headers, split into the chain and the segments a
 /// compacted one before them covers whole (an interrupted compaction's leftovers).
 /// The covered ones come with the segment that covers them.
-pub fn chain_of(
-    segments: Vec<(u64, PathBuf)>,
-) -> Result<(Vec<ChainSegment>, Vec<(PathBuf, PathBuf)>)> {
+pub fn chain_of(segments: Vec<(u64, PathBuf)>) -> Result<(Vec<ChainSegment>, Vec<Covered>)> {
     let mut kept: Vec<ChainSegment> = Vec::new();
     let mut covered = Vec::new();
     for (first_tx, path) in segments {
@@ -92,6 +90,8 @@ pub fn chain_of(
 
 /// A segment of the chain: its first transaction, its file, its header.
 pub type ChainSegment = (u64, PathBuf, SegmentHeader);
+/// A leftover segment and the segment that covers it.
+pub type Covered = (PathBuf, PathBuf);
 
 /// [`chain_of`], the leftovers removed — each only once the segment covering it reads
 /// whole (its header alone is no proof: a damaged count would cover anything).

@@ -240,7 +240,8 @@ impl ReplicaStore {
                 && Some(name.as_str()) != current
                 && !entry.path().join(GENERATION_FILE).exists();
             if unfinished && old {
-                std::fs::remove_dir_all(entry.path()).ctx("remove", &entry.path())?;
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).ctx("remove", &path)?;
             }
         }
         Ok(())
