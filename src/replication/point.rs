@@ -126,13 +126,7 @@ pub fn remove_stale_work(store: &ReplicaStore) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 24 * 3600);
-        if name.starts_with(WORK_PREFIX) && old {
+        if name.starts_with(WORK_PREFIX) && super::store::older_than(&entry, 24 * 3600) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

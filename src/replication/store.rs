@@ -230,12 +230,7 @@ impl ReplicaStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() >= 3600);
+            let old = older_than(&entry, 3600);
             let unfinished = is_generation_name(&name)
                 && Some(name.as_str()) != current
                 && !entry.path().join(GENERATION_FILE).exists();
@@ -272,6 +267,16 @@ impl ReplicaStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// Whether the directory entry was last modified `secs` seconds ago or longer.
+pub(super) fn older_than(entry: &std::fs::DirEntry, secs: u64) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() >= secs)
 }
 
 /// 32 lowercase hex digits.

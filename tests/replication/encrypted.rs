@@ -20,23 +20,17 @@ fn sealed_replication_opens_only_with_the_identity() {
     if !require("the age CLI", runs_ok("age", &["--version"])) {
         return;
     }
-    let bucket = s3.new_bucket();
-    let app = TestApp::new();
-    create_ledger(&app);
     let recipient = fs::read_to_string(fixture("operator.pub")).unwrap();
-    let key = app.root.join("operator.key");
-    fs::copy(fixture("operator.key"), &key).unwrap();
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    let text = replication_config(
-        &app,
-        &s3_target("s3", &bucket, s3.endpoint(), ""),
-        "interval = \"1s\"",
+    let (app, text, bucket) = replicated_app(
+        &s3,
         &format!(
             "[encryption]\nrecipients = [\"{}\"]\nencrypt = \"offsite\"\n",
             recipient.trim()
         ),
     );
-    app.write_config_raw(&text);
+    let key = app.root.join("operator.key");
+    fs::copy(fixture("operator.key"), &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let mut daemon = start_daemon(&app);
     let conn = app.open_db();
     for id in 1..=50 {

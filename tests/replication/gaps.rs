@@ -27,16 +27,10 @@ fn insert_rows(app: &TestApp, from: i64, n: i64) {
 fn a_checkpoint_and_vacuum_while_down_or_a_replaced_file_start_a_new_generation() {
     let Some(s3) = s3_server() else { return };
     let fake = FakeBotApi::start(&[], Some(Reply::Ok));
-    let bucket = s3.new_bucket();
-    let app = TestApp::new();
-    create_ledger(&app);
-    let text = replication_config(
-        &app,
-        &s3_target("s3", &bucket, s3.endpoint(), ""),
-        "interval = \"1s\"",
+    let (app, text, _) = replicated_app(
+        &s3,
         &telegram_section(&fake.base, "7", "\"warning\", \"lifecycle\"", "10s"),
     );
-    app.write_config_raw(&text);
     let fresh = FreshServer::new(&text);
 
     let mut daemon = start_daemon(&app);
@@ -122,16 +116,7 @@ fn a_checkpoint_and_vacuum_while_down_or_a_replaced_file_start_a_new_generation(
 #[test]
 fn a_transaction_of_200_mib_is_replicated_and_restored_whole() {
     let Some(s3) = s3_server() else { return };
-    let bucket = s3.new_bucket();
-    let app = TestApp::new();
-    create_ledger(&app);
-    let text = replication_config(
-        &app,
-        &s3_target("s3", &bucket, s3.endpoint(), ""),
-        "interval = \"1s\"",
-        "",
-    );
-    app.write_config_raw(&text);
+    let (app, text, _) = replicated_app(&s3, "");
     let mut daemon = start_daemon(&app);
     let conn = app.open_db();
     conn.execute(

@@ -22,25 +22,13 @@ fn a_kill_of_daemon_and_app_together_loses_nothing_older_than_the_interval() {
     if !has_python() {
         return;
     }
-    let bucket = s3.new_bucket();
-    let app = TestApp::new();
-    create_ledger(&app);
-    let text = replication_config(
-        &app,
-        &s3_target("s3", &bucket, s3.endpoint(), ""),
-        "interval = \"1s\"",
-        "",
-    );
-    app.write_config_raw(&text);
+    let (app, text, _) = replicated_app(&s3, "");
     let fresh = FreshServer::new(&text);
     let mut rng = SEED;
     let mut next_id = 1;
     for round in 0..ROUNDS {
         // 1.2 to 4 s of traffic: kills land anywhere in a pass, an upload, a checkpoint.
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let run_for = Duration::from_millis(1200 + (rng >> 33) % 2800);
+        let run_for = Duration::from_millis(1200 + next_random(&mut rng) % 2800);
         let daemon = start_daemon(&app);
         let writer = Writer::start(&app.db, next_id, RATE);
         // The app's traffic for this long (a workload, not a wait for anything).

@@ -179,6 +179,31 @@ pub(crate) fn replication_config(
     )
 }
 
+/// An app with the ledger table, replicating every second to a fresh bucket of `s3`
+/// (target `s3`), `extra` sections after; its config written. Returns the app, the
+/// config's text and the bucket.
+pub(crate) fn replicated_app(s3: &S3Server, extra: &str) -> (TestApp, String, String) {
+    let bucket = s3.new_bucket();
+    let app = TestApp::new();
+    create_ledger(&app);
+    let text = replication_config(
+        &app,
+        &s3_target("s3", &bucket, s3.endpoint(), ""),
+        "interval = \"1s\"",
+        extra,
+    );
+    app.write_config_raw(&text);
+    (app, text, bucket)
+}
+
+/// The next of a seeded sequence (a 64-bit LCG): the moments and times a test draws.
+pub(crate) fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
 /// The dummy credentials the test server takes.
 pub(crate) fn with_credentials(cmd: &mut Command) {
     cmd.env("AWS_ACCESS_KEY_ID", "vertex-test")

@@ -17,16 +17,7 @@ fn a_restore_to_a_time_holds_exactly_what_was_committed_by_then() {
     if !has_python() {
         return;
     }
-    let bucket = s3.new_bucket();
-    let app = TestApp::new();
-    create_ledger(&app);
-    let text = replication_config(
-        &app,
-        &s3_target("s3", &bucket, s3.endpoint(), ""),
-        "interval = \"1s\"",
-        "",
-    );
-    app.write_config_raw(&text);
+    let (app, text, _) = replicated_app(&s3, "");
     let mut daemon = start_daemon(&app);
     let began = now_ms();
     let writer = Writer::start(&app.db, 1, 40);
@@ -42,10 +33,7 @@ fn a_restore_to_a_time_holds_exactly_what_was_committed_by_then() {
     let fresh = FreshServer::new(&text);
     let mut rng = SEED;
     for i in 0..10 {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let at = began + 1_000 + (rng >> 33) as i64 % (ended - began - 1_000);
+        let at = began + 1_000 + next_random(&mut rng) as i64 % (ended - began - 1_000);
         let time = chrono::DateTime::from_timestamp_millis(at)
             .unwrap()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
