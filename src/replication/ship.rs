@@ -291,22 +291,13 @@ impl Mirror<'_> {
         let file = std::fs::File::open(path)
             .map_err(|e| ShipError::Local(crate::error::Error::io("open", path, e)))?;
         let stored = match self.seal {
-            Some(recipients) => {
-                let mut sealed = EncryptingReader::start(recipients.clone(), Box::new(file), None)
-                    .map_err(|e| {
-                        ShipError::Remote(RemoteError::new(
-                            RemoteFailure::Other,
-                            format!("start encrypting: {e}"),
-                        ))
-                    })?;
-                self.target.put(key, &mut sealed, None)
-            }
+            Some(recipients) => self
+                .target
+                .put(key, &mut seal(recipients, Box::new(file))?, None),
+            // A plain file: a target may read it at any offset (S3 parts stream from it).
             None => self.target.put_file(key, file, None),
-        }
-        .map_err(ShipError::Remote)?;
-        report.uploads += 1;
-        report.bytes += stored.size;
-        Ok(())
+        };
+        count(report, stored)
     }
 
     fn put_bytes(
@@ -317,22 +308,10 @@ impl Mirror<'_> {
     ) -> std::result::Result<(), ShipError> {
         let mut reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes));
         let stored = match self.seal {
-            Some(recipients) => {
-                let mut sealed = EncryptingReader::start(recipients.clone(), reader, None)
-                    .map_err(|e| {
-                        ShipError::Remote(RemoteError::new(
-                            RemoteFailure::Other,
-                            format!("start encrypting: {e}"),
-                        ))
-                    })?;
-                self.target.put(key, &mut sealed, None)
-            }
+            Some(recipients) => self.target.put(key, &mut seal(recipients, reader)?, None),
             None => self.target.put(key, &mut reader, None),
-        }
-        .map_err(ShipError::Remote)?;
-        report.uploads += 1;
-        report.bytes += stored.size;
-        Ok(())
+        };
+        count(report, stored)
     }
 
     fn delete(&self, key: &str, report: &mut ShipReport) -> std::result::Result<(), ShipError> {
@@ -357,6 +336,30 @@ impl From<crate::error::Error> for ShipError {
     fn from(e: crate::error::Error) -> Self {
         ShipError::Local(e)
     }
+}
+
+/// `plain` as age ciphertext to `recipients`, read as it is sent.
+fn seal(
+    recipients: &Recipients,
+    plain: Box<dyn Read + Send>,
+) -> std::result::Result<EncryptingReader, ShipError> {
+    EncryptingReader::start(recipients.clone(), plain, None).map_err(|e| {
+        ShipError::Remote(RemoteError::new(
+            RemoteFailure::Other,
+            format!("start encrypting: {e}"),
+        ))
+    })
+}
+
+/// An upload counted in the round's report.
+fn count(
+    report: &mut ShipReport,
+    stored: crate::offsite::target::RemoteResult<crate::offsite::target::Stored>,
+) -> std::result::Result<(), ShipError> {
+    let stored = stored.map_err(ShipError::Remote)?;
+    report.uploads += 1;
+    report.bytes += stored.size;
+    Ok(())
 }
 
 /// The end of the unbroken run of segments, from the chain's start, that `sent` holds.

@@ -29,15 +29,7 @@ fn metrics_and_status_show_the_stream_and_the_drill_replays_it() {
     );
     app.write_config_raw(&text);
     let mut daemon = start_daemon(&app);
-    let conn = app.open_db();
-    for id in 1..=30 {
-        conn.execute(
-            "INSERT INTO ledger (id, at_ms, body) VALUES (?1, ?2, randomblob(300))",
-            (id, now_ms()),
-        )
-        .unwrap();
-    }
-    std::mem::forget(conn);
+    insert_rows(&app, 1, 30);
     wait_caught_up(&mut daemon, "s3");
 
     let base = daemon.poll_for(DEADLINE, "the API to listen", |d| {

@@ -32,15 +32,7 @@ fn sealed_replication_opens_only_with_the_identity() {
     fs::copy(fixture("operator.key"), &key).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let mut daemon = start_daemon(&app);
-    let conn = app.open_db();
-    for id in 1..=50 {
-        conn.execute(
-            "INSERT INTO ledger (id, at_ms, body) VALUES (?1, ?2, randomblob(300))",
-            (id, now_ms()),
-        )
-        .unwrap();
-    }
-    std::mem::forget(conn);
+    insert_rows(&app, 1, 50);
     wait_caught_up(&mut daemon, "s3");
     daemon.stop();
 

@@ -10,19 +10,6 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::telegram::{FakeBotApi, Reply, telegram_section, text_of};
 
-fn insert_rows(app: &TestApp, from: i64, n: i64) {
-    let conn = app.open_db();
-    for id in from..from + n {
-        conn.execute(
-            "INSERT INTO ledger (id, at_ms, body) VALUES (?1, ?2, randomblob(300))",
-            (id, now_ms()),
-        )
-        .expect("insert");
-    }
-    // Kept open: a last connection closing would checkpoint and remove the log itself.
-    std::mem::forget(conn);
-}
-
 #[test]
 fn a_checkpoint_and_vacuum_while_down_or_a_replaced_file_start_a_new_generation() {
     let Some(s3) = s3_server() else { return };

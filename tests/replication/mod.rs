@@ -100,6 +100,20 @@ pub(crate) fn create_ledger(app: &TestApp) {
         .expect("ledger");
 }
 
+/// `n` ledger rows from id `from`, each its own transaction, from this process.
+pub(crate) fn insert_rows(app: &TestApp, from: i64, n: i64) {
+    let conn = app.open_db();
+    for id in from..from + n {
+        conn.execute(
+            "INSERT INTO ledger (id, at_ms, body) VALUES (?1, ?2, randomblob(300))",
+            (id, now_ms()),
+        )
+        .expect("insert");
+    }
+    // Kept open: a last connection closing would checkpoint and remove the log itself.
+    std::mem::forget(conn);
+}
+
 /// (id, at_ms) of every ledger row of `db`, read without writing anything (a read-only
 /// connection never checkpoints nor removes the log when it closes).
 pub(crate) fn ledger(db: &Path) -> Vec<(i64, i64)> {
