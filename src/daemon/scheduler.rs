@@ -42,7 +42,7 @@ pub(super) struct Scheduler {
     reload_at: Option<Instant>,
     edits: mpsc::Receiver<()>,
     /// Keeps the inotify watch alive.
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<config_watch::ConfigWatch>,
 }
 
 impl Scheduler {
@@ -77,8 +77,7 @@ impl Scheduler {
         }
         let (edit_tx, edits) = mpsc::channel::<()>(1);
         let watched = cfg.file.clone().filter(|_| cfg.schedule.watch_config);
-        let watcher = blocking(move || {
-            let f = watched?;
+        let watcher = watched.and_then(|f| {
             config_watch::watch_config(&f, edit_tx)
                 .inspect_err(|e| {
                     tracing::warn!(
@@ -87,10 +86,7 @@ impl Scheduler {
                     );
                 })
                 .ok()
-        })
-        .await
-        .ok()
-        .flatten();
+        });
         systemd::ready(&status_line(&timetable, &queue));
         log_schedule(&timetable, &cfg);
         Scheduler {
