@@ -524,7 +524,8 @@ impl Replicator {
         out.flush().ctx("write", partial.temp_path())?;
         drop(out);
         partial.sync(&file)?;
-        partial.rename()?;
+        // One forced journal commit a pass, not two: see `rename_ordered`.
+        partial.rename_ordered()?;
         Ok(path)
     }
 
