@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod compact;
 pub mod fetch;
+pub mod held;
 pub mod keys;
 pub mod point;
 pub mod replicator;

@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -83,14 +84,14 @@ pub struct Replicator {
     store: ReplicaStore,
     /// Holds the read transaction (and runs the checkpoints).
     reader: Connection,
-    /// The database file, open for as long as `reader`: the base is read through it.
-    /// Never a descriptor opened and closed: closing any descriptor of the file drops
-    /// every POSIX lock this process holds on it, SQLite's too, and the app's last
-    /// connection could then delete the log under us.
-    db_file: File,
-    /// The `-shm` index, kept open for the same reason (SQLite's read marks are locks on
-    /// it): the commit point is read through it.
-    shm_file: Option<File>,
+    /// The database file: the base is read through it. Never a descriptor opened and
+    /// closed: closing any descriptor of the file drops every POSIX lock this process
+    /// holds on it, SQLite's too, and the app's last connection could then delete the log
+    /// under us ([`super::held`] keeps it for the life of the process).
+    db_file: Arc<File>,
+    /// The `-shm` index, held for the same reason (SQLite's read marks are locks on it):
+    /// the commit point is read through it.
+    shm_file: Option<Arc<File>>,
     /// Whether `reader` is inside its read transaction.
     reading: bool,
     /// Whether the read transaction was held since a pass read the log to its end (or
@@ -138,7 +139,12 @@ impl Replicator {
     /// Opens the database at `db` for replication into `store`. The database must be in
     /// WAL mode (the app's choice; replication does not change it).
     pub fn open(db: &Path, store: ReplicaStore, busy_timeout: Duration) -> Result<Replicator> {
-        let (reader, db_file, shm_file, page_size) = open_reader(db, busy_timeout)?;
+        let OpenedDatabase {
+            reader,
+            db_file,
+            shm_file,
+            page_size,
+        } = open_reader(db, busy_timeout)?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let position = store.position()?;
@@ -258,8 +264,11 @@ impl Replicator {
             Some(p) if p.db_file != identity => {
                 // Our connection still reads the old file: open the one now at the path.
                 self.end_read()?;
-                (self.reader, self.db_file, self.shm_file, self.page_size) =
-                    open_reader(&self.db, self.busy_timeout)?;
+                let opened = open_reader(&self.db, self.busy_timeout)?;
+                self.reader = opened.reader;
+                self.db_file = opened.db_file;
+                self.shm_file = opened.shm_file;
+                self.page_size = opened.page_size;
                 self.begin_read()?;
                 Some("the database file was replaced (another inode)".to_string())
             }
@@ -542,18 +551,30 @@ impl Replicator {
         report: &mut PassReport,
     ) -> Result<()> {
         self.begin_read()?;
+        // The chain ending here: its record says how far it went, so a restore into it
+        // never passes over a lost last segment.
+        if let Some(old) = self.position.as_ref()
+            && let Some(mut ended) = self.store.generation(&old.generation)?
+            && ended.end_tx.is_none()
+        {
+            ended.end_tx = Some(old.next_tx);
+            self.store.save_generation(&old.generation, &ended)?;
+        }
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)
             .map_err(|e| Error::Internal(format!("no random bytes for a generation: {e}")))?;
         let generation = hex::encode(id);
         let dir = self.store.generation_dir(&generation);
         self.store.make_dir(&dir)?;
+        let (base_sha256, base_bytes) = self.copy_base(&dir.join(BASE_FILE))?;
         let mut info = GenerationInfo {
             started: now,
             reason: reason.to_string(),
             page_size: self.page_size,
-            base_sha256: self.copy_base(&dir.join(BASE_FILE))?,
+            base_sha256,
+            base_bytes: Some(base_bytes),
             base_through: None,
+            end_tx: None,
         };
         self.store.save_generation(&generation, &info)?;
         let mut wal = match File::open(&self.wal) {
@@ -597,21 +618,22 @@ impl Replicator {
         Ok(())
     }
 
-    /// The database file, zstd-compressed, written whole; its SHA-256.
-    fn copy_base(&self, path: &Path) -> Result<String> {
+    /// The database file, zstd-compressed, written whole; its SHA-256 and the bytes it
+    /// holds decompressed.
+    fn copy_base(&self, path: &Path) -> Result<(String, u64)> {
         let (partial, file) = PartialFile::create(path, self.store.file_mode())?;
-        let mut src = &self.db_file;
+        let mut src: &File = &self.db_file;
         src.seek(SeekFrom::Start(0)).ctx("read", &self.db)?;
         let mut hashing = HashingWriter::new(std::io::BufWriter::new(&file));
         let mut enc = zstd::Encoder::new(&mut hashing, 3).ctx("compress", path)?;
-        std::io::copy(&mut src, &mut enc).ctx("copy", &self.db)?;
+        let bytes = std::io::copy(&mut src, &mut enc).ctx("copy", &self.db)?;
         enc.finish().ctx("compress", path)?;
         let (mut out, digest, _) = hashing.finish();
         out.flush().ctx("write", partial.temp_path())?;
         drop(out);
         partial.sync(&file)?;
         partial.rename()?;
-        Ok(digest)
+        Ok((digest, bytes))
     }
 
     /// Reads the log to its end under the write lock, backfills it (PASSIVE: never
@@ -792,9 +814,18 @@ impl Replicator {
     }
 }
 
+/// What [`open_reader`] opens: the connection, the held descriptors of the database file
+/// and its index, the page size.
+struct OpenedDatabase {
+    reader: Connection,
+    db_file: Arc<File>,
+    shm_file: Option<Arc<File>>,
+    page_size: u32,
+}
+
 /// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
 /// database's page size.
-fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, Option<File>, u32)> {
+fn open_reader(db: &Path, busy_timeout: Duration) -> Result<OpenedDatabase> {
     let reader = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -816,17 +847,22 @@ fn open_reader(db: &Path, busy_timeout: Duration) -> Result<(Connection, File, O
     let page_size: u32 = reader
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| Error::sqlite("read the page size of", db, e))?;
-    let file = File::open(db).ctx("open", db)?;
+    let file = super::held::hold(db).ctx("open", db)?;
     // The connection has read the database, so its index exists (unless the app keeps it
     // in memory: exclusive locking mode).
     let mut shm = db.as_os_str().to_owned();
     shm.push("-shm");
-    let shm_file = match File::open(&shm) {
+    let shm_file = match super::held::hold(Path::new(&shm)) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("open", Path::new(&shm), e)),
     };
-    Ok((reader, file, shm_file, page_size))
+    Ok(OpenedDatabase {
+        reader,
+        db_file: file,
+        shm_file,
+        page_size,
+    })
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

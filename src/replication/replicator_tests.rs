@@ -4,6 +4,7 @@
 //! every gap (a checkpoint while nothing replicated, a replaced file) a new generation,
 //! never a restore that silently lacks transactions.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -239,6 +240,94 @@ fn a_replaced_database_file_starts_a_new_generation() {
     assert_eq!(ids(&latest), vec![100, 101, 102]);
 }
 
+/// This process's POSIX locks on the file at `path` (`/proc/locks`: "1: POSIX ADVISORY
+/// READ PID MAJ:MIN:INODE START END").
+fn locks_held_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path).unwrap().ino().to_string();
+    let pid = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() >= 6
+                && f[1] == "POSIX"
+                && f[4] == pid
+                && f[5].rsplit(':').next() == Some(inode.as_str())
+        })
+        .count()
+}
+
+#[test]
+fn dropping_a_replicator_leaves_the_locks_of_the_processs_other_connections() {
+    let app = App::new();
+    insert(&app.conn(), 0, 5);
+    // Another connection of this process, as the backup job's reading the same
+    // database: its read transaction is a lock on the index.
+    let job = app.conn();
+    job.execute_batch("BEGIN").unwrap();
+    let rows: i64 = job
+        .query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 5);
+    let shm = app.dir.path().join("app_data.db-shm");
+    let held = (locks_held_on(&app.db), locks_held_on(&shm));
+    assert!(
+        held.1 > 0,
+        "the job's read transaction locks the index: {held:?}"
+    );
+    // Opened and dropped as a reload or an error does, and once more after the file was
+    // opened anew: the job's locks stay.
+    for second in 0..3 {
+        let mut rep = app.replicator();
+        rep.pass(at(second)).unwrap();
+        drop(rep);
+        assert_eq!(
+            (locks_held_on(&app.db), locks_held_on(&shm)),
+            held,
+            "pass {second}"
+        );
+    }
+    job.execute_batch("COMMIT").unwrap();
+}
+
+#[test]
+fn a_lost_last_segment_of_an_ended_generation_is_named_not_passed_over() {
+    let app = App::new();
+    insert(&app.conn(), 0, 5);
+    let mut rep = app.replicator();
+    rep.pass(at(0)).unwrap();
+    let ended = rep.position().unwrap().generation.clone();
+    insert(&app.conn(), 5, 5);
+    rep.pass(at(1)).unwrap();
+    // A new generation ends the first one (the file replaced).
+    let other = app.dir.path().join("other.db");
+    {
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        )
+        .unwrap();
+        insert(&c, 100, 3);
+    }
+    std::fs::rename(&other, &app.db).unwrap();
+    assert!(rep.pass(at(2)).unwrap().new_generation.is_some());
+    let info = app.store().generation(&ended).unwrap().unwrap();
+    let segments = app.store().segments(&ended).unwrap();
+    let (last_first, last) = segments.last().unwrap().clone();
+    assert!(info.end_tx.is_some_and(|end| end > last_first), "{info:?}");
+    let (whole, _) = app.restore(Some(at(1)), "whole.db");
+    assert_eq!(ids(&whole), (0..10).collect::<Vec<_>>());
+    std::fs::remove_file(&last).unwrap();
+    let out = app.dir.path().join("short.db");
+    let err = restore_to(&app.store(), Some(at(1)), &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is missing"), "{err}");
+}
+
 #[test]
 fn a_database_not_in_wal_mode_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,6 +377,30 @@ fn a_damaged_or_missing_segment_stops_the_restore_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("is missing"), "{err}");
+}
+
+#[test]
+fn a_base_that_decompresses_past_its_recorded_size_writes_no_more_and_is_refused() {
+    let app = App::new();
+    insert(&app.conn(), 0, 5);
+    let mut rep = app.replicator();
+    rep.pass(at(0)).unwrap();
+    let generation = rep.position().unwrap().generation.clone();
+    let info = app.store().generation(&generation).unwrap().unwrap();
+    let recorded = info.base_bytes.expect("the base's size is recorded");
+    assert_eq!(recorded, std::fs::metadata(&app.db).unwrap().len());
+    // A few KiB that decompress to 64 MiB of zeros in place of the base.
+    let bomb = zstd::encode_all(std::io::repeat(0).take(64 << 20), 19).unwrap();
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let base = app.store().generation_dir(&generation).join(BASE_FILE);
+    std::fs::write(&base, &bomb).unwrap();
+    let out = app.dir.path().join("bomb.db");
+    let err = crate::error_chain(&restore_to(&app.store(), None, &out).unwrap_err());
+    assert!(
+        err.contains(&format!("more than the {recorded} bytes recorded")),
+        "{err}"
+    );
+    assert!(!out.exists(), "the private output is removed");
 }
 
 /// The daemon comes back to a log the app wrote on and wholly copied into the database

@@ -11,6 +11,7 @@
 //! missing segment stops the restore with its name, never a database that silently
 //! lacks the transactions after it or holds a damaged page.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -212,7 +213,10 @@ pub(super) fn check_chain(
         next = first_tx + u64::from(header.transactions);
         chain.push((*first_tx, path.clone()));
     }
-    let needed = shipped.unwrap_or(0).max(info.base_through.unwrap_or(0));
+    let needed = shipped
+        .unwrap_or(0)
+        .max(info.base_through.unwrap_or(0))
+        .max(info.end_tx.unwrap_or(0));
     if next < needed {
         return Err(missing(&store.generation_dir(generation), next));
     }
@@ -257,6 +261,11 @@ fn damaged(path: &Path, detail: String) -> Error {
 }
 
 /// The generation's base, decompressed into `out` and checked against its SHA-256.
+///
+/// The SHA-256 can only be known at the end, so what is written is bounded first: no
+/// more than the generation records (and never more than the free space), or a small
+/// file that decompresses without end — from a damaged or hostile copy — would fill the
+/// disk before the check.
 fn lay_base(
     store: &ReplicaStore,
     generation: &str,
@@ -264,6 +273,19 @@ fn lay_base(
     out: &Path,
 ) -> Result<()> {
     let base = store.generation_dir(generation).join(BASE_FILE);
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let free = crate::sys::available_space(dir).ctx("measure the free space of", dir)?;
+    let limit = match info.base_bytes {
+        Some(bytes) if bytes > free => {
+            return Err(Error::Refused(format!(
+                "the base of generation {generation} holds {bytes} bytes and {} has {free} \
+                 free: make room there and run the restore again",
+                dir.display()
+            )));
+        }
+        Some(bytes) => bytes,
+        None => free,
+    };
     let file = std::fs::File::open(&base).ctx("open", &base)?;
     let mut hashing = HashingReader::new(std::io::BufReader::new(file));
     let mut dest = std::fs::OpenOptions::new()
@@ -274,8 +296,21 @@ fn lay_base(
     // Every byte of the file passes `hashing` once: what the decoder read ahead, and
     // the rest read by `finish`.
     let mut dec = zstd::Decoder::new(&mut hashing).ctx("decompress", &base)?;
-    std::io::copy(&mut dec, &mut dest).ctx("decompress", &base)?;
+    let written = std::io::copy(&mut (&mut dec).take(limit), &mut dest).ctx("decompress", &base)?;
+    let mut more = [0u8; 1];
+    let past = dec.read(&mut more).ctx("decompress", &base)?;
     drop(dec);
+    if past != 0 || info.base_bytes.is_some_and(|b| b != written) {
+        return Err(Error::verify(
+            base,
+            "size",
+            match info.base_bytes {
+                Some(b) if past == 0 => format!("the base holds {written} bytes, recorded {b}"),
+                Some(b) => format!("the base holds more than the {b} bytes recorded"),
+                None => format!("the base holds more than the {free} bytes free"),
+            },
+        ));
+    }
     let (digest, _) = hashing.finish().ctx("read", &base)?;
     if digest != info.base_sha256 {
         return Err(Error::verify(

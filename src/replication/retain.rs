@@ -58,7 +58,9 @@ mod tests {
                 reason: "the daily base".into(),
                 page_size: 4096,
                 base_sha256: String::new(),
+                base_bytes: None,
                 base_through: usable.then_some(3),
+                end_tx: None,
             },
         )
     }

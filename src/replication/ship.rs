@@ -40,6 +40,9 @@ pub struct ShippedGeneration {
     pub sealed: bool,
     pub base: bool,
     pub info: bool,
+    /// The chain's end the record sent says (`GenerationInfo::end_tx`), once it says one.
+    #[serde(default)]
+    pub info_end: Option<u64>,
     /// First transaction → transactions covered, per segment sent.
     pub segments: BTreeMap<u64, u32>,
     /// When the last object of it was sent (what Object Lock counts from).
@@ -245,14 +248,18 @@ impl Mirror<'_> {
             .generations
             .get_mut(generation)
             .ok_or_else(|| ShipError::Local(missing_entry(generation)))?;
+        // The record goes once the target holds what it promises: the base's log, and
+        // when the chain has ended, the whole of it (sent again then).
+        let due = !sent.info || sent.info_end != info.end_tx;
         if let Some(through) = info.base_through
-            && !sent.info
-            && shipped_through(&chain, sent) >= through
+            && due
+            && shipped_through(&chain, sent) >= through.max(info.end_tx.unwrap_or(0))
         {
             let bytes = serde_json::to_vec_pretty(info)
                 .map_err(|e| ShipError::Local(crate::error::Error::Internal(e.to_string())))?;
             self.put_bytes(&key(StreamObject::Info), bytes, report)?;
             sent.info = true;
+            sent.info_end = info.end_tx;
             sent.last_sent = Some(now);
             self.save(shipment)?;
         }

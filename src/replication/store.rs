@@ -107,11 +107,19 @@ pub struct GenerationInfo {
     pub page_size: u32,
     /// SHA-256 of `base.db.zst` as written.
     pub base_sha256: String,
+    /// Bytes of the base decompressed: a restore writes no more (a small file that
+    /// decompresses without end fills nothing). Absent in generations written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_bytes: Option<u64>,
     /// The transactions a restore must replay onto the base at the least: the log as it
     /// stood when the base was taken (the base may hold any of its pages). `None` while
     /// the generation's start is not finished: such a generation is never restored.
     #[serde(default)]
     pub base_through: Option<u64>,
+    /// The transactions of the chain when a newer generation began: a restore into this
+    /// one must reach them all (a lost last segment is named, never passed over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_tx: Option<u64>,
 }
 
 /// The `replication/` directory of one backup directory.
