@@ -12,7 +12,9 @@
 #   ours        `vertex-backup daemon` with [replication] to s3://BUCKET/ours through the
 #               proxy, interval 1s (run_ours below)
 #
-# Each replicated run: the replicator starts, --settle seconds later the writer; after
+# Each replicated run: the replicator starts; --settle seconds later its CPU is read, and
+# again after --idle seconds more with the database untouched (what a replicator costs
+# while nothing changes); then the writer starts; after
 # --duration the replicator's CPU (utime + stime, /proc/PID/stat) and peak RSS (VmHWM) are
 # read and writer and replicator are SIGKILLed by one `kill`. Then, through the same
 # proxy, the latest state is restored into a fresh file and the state as of --back seconds
@@ -22,7 +24,16 @@
 # Prints Markdown and writes bench/results/replication.md (bench/replication/report.py).
 #
 #   bench/replication.sh [--duration 600] [--rate 50] [--only litestream|ours|both]
-#                        [--db-mib 50] [--back 300] [--settle 2] [--bin PATH]
+#                        [--db-mib 50] [--back 300] [--settle 10] [--idle 20]
+#                        [--idle-states held|on] [--bin PATH]
+#
+# Idle states: the machine's CPUs wake from idle in tens of microseconds, a delay that
+# lands on the app's commits when the machine is quiet and vanishes when some process keeps
+# the CPUs busy — so a replicator that polls often would make the app look faster than it
+# is alone. All runs (the baseline too) therefore hold /dev/cpu_dma_latency at 0 (the
+# kernel's PM QoS interface, as latency benchmarks such as cyclictest do), so commit
+# latencies compare the replicators, not how they keep the CPUs awake. --idle-states on
+# leaves the machine as it is (the report says which).
 #
 # Quick check: --only litestream --duration 60 (about two and a half minutes).
 set -euo pipefail
@@ -32,11 +43,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$root/scripts/s3-server.sh"
 
 LITESTREAM_VERSION=0.5.17
-duration=600 rate=50 only=both db_mib=50 back=300 settle=2 own_bin=""
+duration=600 rate=50 only=both db_mib=50 back=300 settle=10 idle=20 idle_states=held own_bin=""
 invocation="bench/replication.sh $*"
 usage() {
   echo "usage: bench/replication.sh [--duration 600] [--rate 50] [--only litestream|ours|both]"
-  echo "                            [--db-mib 50] [--back 300] [--settle 2] [--bin PATH]"
+  echo "                            [--db-mib 50] [--back 300] [--settle 10] [--idle 20]"
+  echo "                            [--idle-states held|on] [--bin PATH]"
 }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -46,6 +58,8 @@ while [ $# -gt 0 ]; do
     --db-mib) db_mib=${2:?--db-mib needs a number}; shift 2 ;;
     --back) back=${2:?--back needs seconds}; shift 2 ;;
     --settle) settle=${2:?--settle needs seconds}; shift 2 ;;
+    --idle) idle=${2:?--idle needs seconds}; shift 2 ;;
+    --idle-states) idle_states=${2:?--idle-states needs held or on}; shift 2 ;;
     --bin) own_bin=${2:?--bin needs a path}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -56,6 +70,8 @@ done
 [[ $db_mib =~ ^[1-9][0-9]*$ ]] || die "--db-mib takes a positive number"
 [[ $back =~ ^[1-9][0-9]*$ ]] || die "--back takes a positive number of seconds"
 [[ $settle =~ ^[0-9]+$ ]] || die "--settle takes a number of seconds"
+[[ $idle =~ ^[1-9][0-9]*$ ]] || die "--idle takes a positive number of seconds"
+case $idle_states in held | on) ;; *) die "--idle-states takes held or on" ;; esac
 case $only in
   both) replicators=(litestream ours) ;;
   litestream | ours) replicators=("$only") ;;
@@ -127,6 +143,16 @@ pause() {
 }
 start_moto # sets EXIT/INT/TERM traps; the EXIT one is replaced by ours, which calls stop_moto
 trap cleanup EXIT
+if [ "$idle_states" = held ]; then
+  [ -w /dev/cpu_dma_latency ] || die "/dev/cpu_dma_latency is not writable (run as root, or --idle-states on)"
+  # The request holds while the file stays open: a process that writes 0 and sleeps.
+  "$py" -c 'import os, struct, time
+fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+os.write(fd, struct.pack("i", 0))
+while True:
+    time.sleep(3600)' &
+  pids+=("$!")
+fi
 moto=$VERTEX_TEST_S3_ENDPOINT
 bucket=vertex-bench
 creds=$work/s3-credentials
@@ -234,6 +260,9 @@ replicated_run() {
   kpids+=("$repl_pid")
   pause "$settle"
   kill -0 "$repl_pid" 2>/dev/null || die "$name's replicator exited at start; see $d/replicator.log"
+  proc_sample "$repl_pid" "$d/idle-start"
+  pause "$idle"
+  proc_sample "$repl_pid" "$d/idle-end"
   t_writer=$(date +%s.%N)
   "$py" "$here/writer.py" run "$db" --out "$d/writer" --rate "$rate" --duration $((duration + 3600)) \
     >"$d/writer.out" 2>"$d/writer.log" &
@@ -398,6 +427,7 @@ machine_info "$work" >"$work/machine.md"
 } >>"$work/machine.md"
 mkdir -p "$root/bench/results"
 "$py" "$here/report.py" "$work" --duration "$duration" --rate "$rate" --back "$back" --settle "$settle" \
+  --idle "$idle" --idle-states "$idle_states" \
   --db-bytes "$(stat -c %s "$work/base.db")" --machine "$work/machine.md" >"$root/bench/results/replication.md"
 cat "$root/bench/results/replication.md"
 rm -f "$work/base.db"

@@ -70,12 +70,21 @@ def diff(a, b):
     return out
 
 
+def idle_cpu(d, seconds):
+    """The replicator's CPU over the idle phase, as % of one core."""
+    start, end = read_num(os.path.join(d, "idle-start.cpu")), read_num(os.path.join(d, "idle-end.cpu"))
+    if start is None or end is None:
+        return None
+    return (end - start) * 100 / seconds
+
+
 def run(work, name, a):
     d = os.path.join(work, name)
     if not os.path.isdir(d):
         return None
     r = {"writer": load(os.path.join(d, "writer.json"), {}), "times": load(os.path.join(d, "times.json"), {}),
          "cpu": read_num(os.path.join(d, "replicator.cpu")), "hwm_kib": read_num(os.path.join(d, "replicator.hwm")),
+         "idle_cpu": idle_cpu(d, a.idle),
          "latest": load(os.path.join(d, "check-latest.json"), {}), "at": load(os.path.join(d, "check-at.json"), {}),
          "source": load(os.path.join(d, "source.json"), {}),
          "objects": load(os.path.join(d, "objects.json"))}
@@ -149,6 +158,8 @@ def main():
     ap.add_argument("--rate", type=float, required=True)
     ap.add_argument("--back", type=float, required=True)
     ap.add_argument("--settle", type=float, required=True)
+    ap.add_argument("--idle", type=float, required=True)
+    ap.add_argument("--idle-states", choices=("held", "on"), required=True)
     ap.add_argument("--db-bytes", type=int, required=True)
     ap.add_argument("--machine", required=True)
     a = ap.parse_args()
@@ -166,9 +177,13 @@ def main():
     p(f"- Database: {a.db_bytes / 1048576:.1f} MiB ({base_json.get('filler_rows', '?')} rows of 1 KiB random bytes, "
       f"WAL mode), a fresh copy per run. App: {a.rate:g} transactions a second on a fixed timetable "
       f"(`BEGIN IMMEDIATE`, one row: id = seq, time, 1 KiB random; `COMMIT`), `synchronous=NORMAL`, "
-      f"`busy_timeout` 5000 ms, for {a.duration:g} s. The replicator starts {a.settle:g} s before the app; "
+      f"`busy_timeout` 5000 ms, for {a.duration:g} s. The replicator starts {a.settle + a.idle:g} s before the app "
+      f"(its CPU is read {a.settle:g} s in and {a.idle:g} s later, the database untouched: the idle cost); "
       f"after {a.duration:g} s of writing one `kill -KILL` ends both. Each replicator talks to its own "
-      f"fresh counting proxy in front of the same moto; restores go through it too.")
+      f"fresh counting proxy in front of the same moto; restores go through it too. CPU idle states: "
+      + ("held off for every run, the baseline too (`/dev/cpu_dma_latency` = 0): commit latencies "
+         "compare what the replicators do, not how often they wake the CPUs"
+         if a.idle_states == "held" else "as the machine has them (`--idle-states on`)") + ".")
     p("")
 
     def ratio(o, l):
@@ -210,6 +225,8 @@ def main():
     row("objects in the bucket at the end", nobj(L), nobj(O), 0, "—", None)
     row("MiB stored in the bucket at the end", stored(L), stored(O), 1, "—", None)
     row(f"replicator CPU s (user + sys, over the run)", get(L, "cpu"), get(O, "cpu"), 2)
+    row(f"replicator CPU while the database is idle, % of one core ({a.idle:g} s)", get(L, "idle_cpu"),
+        get(O, "idle_cpu"), 2)
     row("replicator peak RSS MiB (VmHWM)", None if get(L, "hwm_kib") is None else L["hwm_kib"] / 1024,
         None if get(O, "hwm_kib") is None else O["hwm_kib"] / 1024)
     bp99 = get(base, "commit_ms", "p99")
