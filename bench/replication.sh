@@ -151,8 +151,14 @@ fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
 os.write(fd, struct.pack("i", 0))
 while True:
     time.sleep(3600)' &
-  pids+=("$!")
+  held_pid=$!
+  pids+=("$held_pid")
 fi
+# idle_states_held: dies unless the holder still holds (the report says they were held).
+idle_states_held() {
+  [ "$idle_states" = on ] || kill -0 "$held_pid" 2>/dev/null ||
+    die "the process holding /dev/cpu_dma_latency is gone: the idle states were not held"
+}
 moto=$VERTEX_TEST_S3_ENDPOINT
 bucket=vertex-bench
 creds=$work/s3-credentials
@@ -417,8 +423,13 @@ ours_restore_at() {
 run_ours() { replicated_run ours; }
 
 # --- the runs and the report --------------------------------------------------------------
+idle_states_held
 run_baseline
-for r in "${replicators[@]}"; do "run_$r"; done
+idle_states_held
+for r in "${replicators[@]}"; do
+  "run_$r"
+  idle_states_held
+done
 
 machine_info "$work" >"$work/machine.md"
 {

@@ -18,7 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::apply::Replica;
 use super::segment::{SegmentHeader, SegmentReader, read_header};
-use super::store::{BASE_FILE, GenerationInfo, ReplicaStore};
+use super::store::{BASE_FILE, GENERATION_FILE, GenerationInfo, ReplicaStore};
 use crate::config::IntegrityCheck;
 use crate::engine::database::integrity_check;
 use crate::engine::hashing::HashingReader;
@@ -263,9 +263,9 @@ fn damaged(path: &Path, detail: String) -> Error {
 /// The generation's base, decompressed into `out` and checked against its SHA-256.
 ///
 /// The SHA-256 can only be known at the end, so what is written is bounded first: no
-/// more than the generation records (and never more than the free space), or a small
-/// file that decompresses without end — from a damaged or hostile copy — would fill the
-/// disk before the check.
+/// more than the generation records (refused up front when that is more than the free
+/// space; a record that does not say is refused), or a small file that decompresses
+/// without end — from a damaged or hostile copy — would fill the disk before the check.
 fn lay_base(
     store: &ReplicaStore,
     generation: &str,
@@ -273,19 +273,26 @@ fn lay_base(
     out: &Path,
 ) -> Result<()> {
     let base = store.generation_dir(generation).join(BASE_FILE);
-    let dir = out.parent().unwrap_or(Path::new("."));
-    let free = crate::sys::available_space(dir).ctx("measure the free space of", dir)?;
-    let limit = match info.base_bytes {
-        Some(bytes) if bytes > free => {
-            return Err(Error::Refused(format!(
-                "the base of generation {generation} holds {bytes} bytes and {} has {free} \
-                 free: make room there and run the restore again",
-                dir.display()
-            )));
-        }
-        Some(bytes) => bytes,
-        None => free,
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
+    let Some(limit) = info.base_bytes else {
+        return Err(Error::verify(
+            store.generation_dir(generation).join(GENERATION_FILE),
+            "record",
+            "it does not say how many bytes the base holds (a record from an older build, \
+             or altered): restore from a backup instead (restore --latest database)",
+        ));
+    };
+    let free = crate::sys::available_space(dir).ctx("measure the free space of", dir)?;
+    if limit > free {
+        return Err(Error::Refused(format!(
+            "the base of generation {generation} holds {limit} bytes and {} has {free} \
+             free: make room there and run the restore again",
+            dir.display()
+        )));
+    }
     let file = std::fs::File::open(&base).ctx("open", &base)?;
     let mut hashing = HashingReader::new(std::io::BufReader::new(file));
     let mut dest = std::fs::OpenOptions::new()
@@ -300,14 +307,14 @@ fn lay_base(
     let mut more = [0u8; 1];
     let past = dec.read(&mut more).ctx("decompress", &base)?;
     drop(dec);
-    if past != 0 || info.base_bytes.is_some_and(|b| b != written) {
+    if past != 0 || written != limit {
         return Err(Error::verify(
             base,
             "size",
-            match info.base_bytes {
-                Some(b) if past == 0 => format!("the base holds {written} bytes, recorded {b}"),
-                Some(b) => format!("the base holds more than the {b} bytes recorded"),
-                None => format!("the base holds more than the {free} bytes free"),
+            if past == 0 {
+                format!("the base holds {written} bytes, recorded {limit}")
+            } else {
+                format!("the base holds more than the {limit} bytes recorded")
             },
         ));
     }

@@ -244,25 +244,45 @@ impl Mirror<'_> {
                 }
             }
         }
+        self.send_record(generation, info, &chain, shipment, report, now)
+    }
+
+    /// The generation's record, once the target holds what it promises: the base's log;
+    /// the chain's end once it holds the whole chain (the record sent again then; until
+    /// then, or if it never does, the record without the end).
+    fn send_record(
+        &self,
+        generation: &str,
+        info: &GenerationInfo,
+        chain: &[super::compact::ChainSegment],
+        shipment: &mut Shipment,
+        report: &mut ShipReport,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), ShipError> {
         let sent = shipment
             .generations
             .get_mut(generation)
             .ok_or_else(|| ShipError::Local(missing_entry(generation)))?;
-        // The record goes once the target holds what it promises: the base's log, and
-        // when the chain has ended, the whole of it (sent again then).
-        let due = !sent.info || sent.info_end != info.end_tx;
-        if let Some(through) = info.base_through
-            && due
-            && shipped_through(&chain, sent) >= through.max(info.end_tx.unwrap_or(0))
-        {
-            let bytes = serde_json::to_vec_pretty(info)
-                .map_err(|e| ShipError::Local(crate::error::Error::Internal(e.to_string())))?;
-            self.put_bytes(&key(StreamObject::Info), bytes, report)?;
-            sent.info = true;
-            sent.info_end = info.end_tx;
-            sent.last_sent = Some(now);
-            self.save(shipment)?;
+        let through = shipped_through(chain, sent);
+        let end = info.end_tx.filter(|&end| through >= end);
+        let Some(base) = info.base_through else {
+            return Ok(());
+        };
+        if through < base || (sent.info && sent.info_end == end) {
+            return Ok(());
         }
+        let promised = GenerationInfo {
+            end_tx: end,
+            ..info.clone()
+        };
+        let bytes = serde_json::to_vec_pretty(&promised)
+            .map_err(|e| ShipError::Local(crate::error::Error::Internal(e.to_string())))?;
+        let key = StreamKey::new(generation, StreamObject::Info, sent.sealed).format();
+        self.put_bytes(&key, bytes, report)?;
+        sent.info = true;
+        sent.info_end = end;
+        sent.last_sent = Some(now);
+        self.save(shipment)?;
         Ok(())
     }
 
@@ -369,11 +389,15 @@ fn count(
     Ok(())
 }
 
-/// The end of the unbroken run of segments, from the chain's start, that `sent` holds.
+/// The end of the unbroken run of segments, from the chain's start, that `sent` holds:
+/// each following the one before (a hole in the local chain ends the run too).
 fn shipped_through(chain: &[super::compact::ChainSegment], sent: &ShippedGeneration) -> u64 {
-    chain
-        .iter()
-        .take_while(|(f, _, h)| sent.segments.get(f) == Some(&h.transactions))
-        .last()
-        .map_or(0, |(f, _, h)| f + u64::from(h.transactions))
+    let mut next = 0u64;
+    for (first_tx, _, header) in chain {
+        if *first_tx != next || sent.segments.get(first_tx) != Some(&header.transactions) {
+            break;
+        }
+        next = first_tx + u64::from(header.transactions);
+    }
+    next
 }
