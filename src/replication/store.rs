@@ -314,8 +314,7 @@ pub(super) fn write_json_unsynced<T: Serialize>(path: &Path, value: &T, mode: u3
         .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
     let (partial, mut file) = crate::catalog::PartialFile::create(path, mode)?;
     file.write_all(&bytes).ctx("write", partial.temp_path())?;
-    std::fs::rename(partial.temp_path(), path).ctx("rename into place", path)?;
-    partial.keep();
+    partial.rename_ordered()?;
     Ok(())
 }
 
