@@ -97,6 +97,18 @@ def make_handler(upstream_host, upstream_port, counts, timeout):
         def _head_bytes(self):
             return len(self.requestline) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in self.headers.items()) + 2
 
+        def _pass(self, c, left, where):
+            """Sends the next `left` bytes of the request body upstream; their count."""
+            sent = 0
+            while left:
+                b = self.rfile.read(min(left, 1 << 20))
+                if not b:
+                    raise ConnectionError(f"client closed {where}")
+                c.send(b)
+                sent += len(b)
+                left -= len(b)
+            return sent
+
         def _forward(self):
             method, target = self.command, self.path
             te = self.headers.get("Transfer-Encoding", "").lower()
@@ -135,23 +147,9 @@ def make_handler(upstream_host, upstream_port, counts, timeout):
                             if t in (b"\r\n", b"\n", b""):
                                 break
                         break
-                    left = size + 2  # data and its CRLF
-                    while left:
-                        b = self.rfile.read(min(left, 1 << 20))
-                        if not b:
-                            raise ConnectionError("client closed mid-chunk")
-                        c.send(b)
-                        req_body += len(b)
-                        left -= len(b)
+                    req_body += self._pass(c, size + 2, "mid-chunk")  # data and its CRLF
             elif length:
-                left = int(length)
-                while left:
-                    b = self.rfile.read(min(left, 1 << 20))
-                    if not b:
-                        raise ConnectionError("client closed mid-body")
-                    c.send(b)
-                    req_body += len(b)
-                    left -= len(b)
+                req_body += self._pass(c, int(length), "mid-body")
             resp = c.getresponse()
             head = [(k, v) for k, v in resp.getheaders()]
             chunked = "chunked" in (resp.getheader("Transfer-Encoding") or "").lower()
