@@ -127,7 +127,17 @@ impl Replicator {
         } = open_reader(db, busy_timeout)?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        let position = store.position()?;
+        // A position that does not parse is what a power cut leaves on a file system that
+        // does not keep a rename after the data it names (it is not flushed): the chain
+        // cannot be trusted to go on from it, so a new generation begins and says why.
+        let (position, unreadable) = match store.position() {
+            Ok(position) => (position, None),
+            Err(e @ Error::Verify { .. }) => (
+                None,
+                Some(format!("the position record could not be read ({e})")),
+            ),
+            Err(e) => return Err(e),
+        };
         let generation_ready = match &position {
             Some(p) => store
                 .generation(&p.generation)?
@@ -160,7 +170,7 @@ impl Replicator {
                     None
                 }
             }
-            None => None,
+            None => unreadable,
         };
         Ok(Replicator {
             db: db.to_path_buf(),
@@ -249,7 +259,11 @@ impl Replicator {
         let identity = file_identity(&self.db)?;
         let mut report = PassReport::default();
         let gap = match &self.position {
-            None => Some(FIRST_PASS.to_string()),
+            None => Some(
+                self.stale_position
+                    .take()
+                    .unwrap_or_else(|| FIRST_PASS.to_string()),
+            ),
             Some(p) if p.db_file != identity => {
                 // Our connection still reads the old file: open the one now at the path.
                 self.end_read()?;

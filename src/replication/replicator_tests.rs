@@ -609,3 +609,33 @@ fn a_position_older_than_its_segments_starts_a_new_generation() {
     let (out, _) = app.restore(None, "after-power-cut.db");
     assert_eq!(ids(&out), ids(&app.db));
 }
+
+#[test]
+fn an_unreadable_position_starts_a_new_generation_and_says_why() {
+    let app = App::new();
+    let conn = app.conn();
+    let mut rep = app.replicator();
+    insert(&conn, 0, 10);
+    rep.pass(at(0)).unwrap();
+    let first = rep.position().unwrap().generation.clone();
+    drop(rep);
+    // What a power cut can leave of a renamed, unflushed file on XFS: nothing in it.
+    let position = app.dir.path().join("backups/replication/position.json");
+    assert!(position.exists(), "{}", position.display());
+    std::fs::write(&position, b"").unwrap();
+    insert(&conn, 10, 5);
+    let mut rep = app.replicator();
+    let report = rep.pass(at(1)).unwrap();
+    let reason = report.new_generation.clone().unwrap_or_default();
+    assert!(
+        reason.contains("position record could not be read"),
+        "{report:?}"
+    );
+    assert_ne!(rep.position().unwrap().generation, first);
+    // The new chain goes on, and the first one is still there to restore from.
+    insert(&conn, 15, 5);
+    rep.pass(at(2)).unwrap();
+    let (out, _) = app.restore(None, "after-unreadable-position.db");
+    assert_eq!(ids(&out), ids(&app.db));
+    assert!(app.store().generation(&first).unwrap().is_some());
+}
