@@ -435,6 +435,55 @@ fn saving_the_config_file_reloads_the_schedule_without_a_signal() {
     d.stop();
 }
 
+/// `path` replaced atomically by a symlink to `to`, as deploy tools switch releases.
+fn swap_symlink(path: &Path, to: &str) {
+    let tmp = path.with_extension("toml.tmp-link");
+    symlink(to, &tmp).expect("make the new symlink");
+    fs::rename(&tmp, path).expect("rename the symlink over the config");
+}
+
+#[test]
+fn after_the_configs_symlink_moves_to_another_directory_edits_there_reload() {
+    let app = TestApp::new();
+    let (a, b) = (app.root.join("release-a"), app.root.join("release-b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    let db_every_2s = schedule_config(&app, "", &[("database", "*/2 * * * * *")], "");
+    fs::write(a.join("config.toml"), &db_every_2s).unwrap();
+    fs::remove_file(&app.config).unwrap();
+    symlink("release-a/config.toml", &app.config).unwrap();
+    let mut d = Daemon::start(&app);
+    d.poll(FEW_CYCLES, "a first database backup", |_| {
+        complete(&app, "database") >= 1
+    });
+
+    // The release switch: a reload, and from now on the file in release-b is the config.
+    let storage_every_2s = schedule_config(&app, "", &[("storage", "*/2 * * * * *")], "");
+    fs::write(b.join("config.toml"), &storage_every_2s).unwrap();
+    swap_symlink(&app.config, "release-b/config.toml");
+    let reloaded = d.poll_for(RELOAD_TIMEOUT, "the reload after the switch", |d| {
+        lines_with(&d.app.backup_log(), "configuration reloaded")
+            .into_iter()
+            .next()
+    });
+    assert!(reloaded.contains("next runs: storage "), "{reloaded}");
+
+    // An edit saved in release-b (a directory the daemon did not watch at its start).
+    let bad = schedule_config(&app, "", &[("storage", "*/2 * * * * * * *")], "");
+    let tmp = b.join("config.toml.tmp-edit");
+    fs::write(&tmp, &bad).unwrap();
+    fs::rename(&tmp, b.join("config.toml")).unwrap();
+    let rejected = d.poll_for(RELOAD_TIMEOUT, "the edit in release-b seen", |d| {
+        lines_with(&d.app.backup_log(), "configuration change REJECTED")
+            .into_iter()
+            .next()
+    });
+    let line = line_number(&bad, "storage = \"*/2");
+    assert!(rejected.contains(&format!("line {line}")), "{rejected}");
+    assert!(!d.stderr().contains("SIGHUP"), "{}", d.describe());
+    d.stop();
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. SIGTERM during a slow storage backup
 

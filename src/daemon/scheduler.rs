@@ -41,8 +41,10 @@ pub(super) struct Scheduler {
     /// A saved edit reloads at this deadline (the debounce), not at once.
     reload_at: Option<Instant>,
     edits: mpsc::Receiver<()>,
+    /// What a new watch sends on (one is made after every reload).
+    edit_tx: mpsc::Sender<()>,
     /// Keeps the inotify watch alive.
-    _watcher: Option<config_watch::ConfigWatch>,
+    watcher: Option<config_watch::ConfigWatch>,
 }
 
 impl Scheduler {
@@ -76,17 +78,7 @@ impl Scheduler {
             submit(&queue, &events, job, Trigger::CatchUp, slot);
         }
         let (edit_tx, edits) = mpsc::channel::<()>(1);
-        let watched = cfg.file.clone().filter(|_| cfg.schedule.watch_config);
-        let watcher = watched.and_then(|f| {
-            config_watch::watch_config(&f, edit_tx)
-                .inspect_err(|e| {
-                    tracing::warn!(
-                        "not watching {} for changes ({e}); use SIGHUP to reload",
-                        f.display()
-                    );
-                })
-                .ok()
-        });
+        let watcher = start_watch(&cfg, &edit_tx);
         systemd::ready(&status_line(&timetable, &queue));
         log_schedule(&timetable, &cfg);
         Scheduler {
@@ -102,7 +94,8 @@ impl Scheduler {
             stale_check_at: Some(now),
             reload_at: None,
             edits,
-            _watcher: watcher,
+            edit_tx,
+            watcher,
         }
     }
 
@@ -141,6 +134,11 @@ impl Scheduler {
         self.reloader
             .reload(&mut self.timetable, &self.events, &self.queue, forced)
             .await;
+        // Watched anew: a swapped symlink may now point into another directory, and
+        // `watch_config` may have changed. The new watch starts before the old one ends.
+        let cfg = self.config.borrow().clone();
+        let watcher = start_watch(&cfg, &self.edit_tx);
+        self.watcher = watcher;
         self.stale_check_at = Some(Utc::now());
     }
 
@@ -195,6 +193,20 @@ impl Scheduler {
         }
         systemd::status(&status_line(&self.timetable, &self.queue));
     }
+}
+
+/// The watch of the config file (and of the file its symlink points to now), when the
+/// config asks for one.
+fn start_watch(cfg: &Config, edit_tx: &mpsc::Sender<()>) -> Option<config_watch::ConfigWatch> {
+    let file = cfg.file.clone().filter(|_| cfg.schedule.watch_config)?;
+    config_watch::watch_config(&file, edit_tx.clone())
+        .inspect_err(|e| {
+            tracing::warn!(
+                "not watching {} for changes ({e}); use SIGHUP to reload",
+                file.display()
+            );
+        })
+        .ok()
 }
 
 /// Queue a scheduled (or reload-rescued) run; a job still queued or running is skipped
