@@ -14,7 +14,7 @@ use crate::telegram::{FakeBotApi, Reply, telegram_section, text_of};
 fn a_checkpoint_and_vacuum_while_down_or_a_replaced_file_start_a_new_generation() {
     let Some(s3) = s3_server() else { return };
     let fake = FakeBotApi::start(&[], Some(Reply::Ok));
-    let (app, text, _) = replicated_app(
+    let (app, text, bucket) = replicated_app(
         &s3,
         &telegram_section(&fake.base, "7", "\"warning\", \"lifecycle\"", "10s"),
     );
@@ -56,6 +56,26 @@ fn a_checkpoint_and_vacuum_while_down_or_a_replaced_file_start_a_new_generation(
             .find(|t| t.contains("new generation") && t.contains("checkpointed"))
     });
     assert!(told.contains("nothing committed since is lost"), "{told}");
+    // The ended generation's record is sent again with where its chain ends, so a
+    // restore from the bucket into it names a lost last segment too.
+    let ends = daemon.poll_for(DEADLINE, "the first generation's end on the bucket", |_| {
+        let local = ended_generations(&app);
+        let remote: Vec<_> = local
+            .iter()
+            .filter_map(|(name, _)| remote_record(&s3, &bucket, name))
+            .collect();
+        let same = !local.is_empty()
+            && remote.len() == local.len()
+            && local
+                .iter()
+                .zip(&remote)
+                .all(|((_, l), r)| l["end_tx"] == r["end_tx"]);
+        same.then_some(local)
+    });
+    assert!(
+        ends[0].1["end_tx"].as_u64().is_some_and(|e| e > 0),
+        "{ends:?}"
+    );
     assert_eq!(
         fresh.restored(&["--latest", "database", "--from", "s3"]),
         ledger(&app.db)
@@ -127,4 +147,35 @@ fn a_transaction_of_200_mib_is_replicated_and_restored_whole() {
     run.assert_code(0);
     assert_eq!(digest(&out), live);
     assert_eq!(live.0, 200 << 20);
+}
+
+/// The local generations that a newer one ended: directory name and record.
+fn ended_generations(app: &TestApp) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> =
+        std::fs::read_dir(app.backups.join("replication"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let text =
+                            std::fs::read_to_string(e.path().join("generation.json")).ok()?;
+                        let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+                        info.get("end_tx")?;
+                        Some((e.file_name().to_string_lossy().into_owned(), info))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The record of generation `name` as the bucket holds it.
+fn remote_record(s3: &S3Server, bucket: &str, name: &str) -> Option<serde_json::Value> {
+    let suffix = format!("replication/{name}/generation.json");
+    let key = s3
+        .list(bucket, "")
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.ends_with(&suffix))?;
+    serde_json::from_slice(&s3.get(bucket, &key)?).ok()
 }
