@@ -3,7 +3,8 @@
 
     report.py WORK --duration S --rate R --back S --settle S --db-bytes N --machine FILE
 
-WORK/baseline/writer.json; per replicator WORK/NAME/: writer.json, times.json,
+WORK/rounds/KIND.json (writer.py pool of the latency rounds, KIND baseline, litestream,
+ours); per replicator WORK/NAME/: writer.json, times.json,
 replicator.{cpu,hwm}, counts.jsonl (the proxy's), restore-*.{s,cpu,rss,failed},
 check-latest.json, check-at.json, source.json. A replicator without a directory gets "—".
 """
@@ -160,10 +161,13 @@ def main():
     ap.add_argument("--settle", type=float, required=True)
     ap.add_argument("--idle", type=float, required=True)
     ap.add_argument("--idle-states", choices=("held", "on"), required=True)
+    ap.add_argument("--rounds", type=int, required=True)
+    ap.add_argument("--round", type=float, required=True)
     ap.add_argument("--db-bytes", type=int, required=True)
     ap.add_argument("--machine", required=True)
     a = ap.parse_args()
-    base = load(os.path.join(a.work, "baseline", "writer.json"), {})
+    pooled = {k: load(os.path.join(a.work, "rounds", f"{k}.json")) for k in ("baseline", "litestream", "ours")}
+    base = pooled["baseline"] or {}
     base_json = load(os.path.join(a.work, "base.json"), {})
     L = run(a.work, "litestream", a)
     O = run(a.work, "ours", a)
@@ -180,7 +184,11 @@ def main():
       f"`busy_timeout` 5000 ms, for {a.duration:g} s. The replicator starts {a.settle + a.idle:g} s before the app "
       f"(its CPU is read {a.settle:g} s in and {a.idle:g} s later, the database untouched: the idle cost); "
       f"after {a.duration:g} s of writing one `kill -KILL` ends both. Each replicator talks to its own "
-      f"fresh counting proxy in front of the same moto; restores go through it too. CPU idle states: "
+      f"fresh counting proxy in front of the same moto; restores go through it too. The app's latencies "
+      f"come from {a.rounds} rounds after those runs: each runs the app for {a.round:g} s alone, beside "
+      f"Litestream and beside ours (each started {a.settle:g} s before it, replicating to its own "
+      f"prefix), the order rotating by one each round, and pools each kind's commits — one stretch per kind "
+      f"would compare what the shared host did in those minutes. CPU idle states: "
       + ("held off for every run, the baseline too (`/dev/cpu_dma_latency` = 0): commit latencies "
          "compare what the replicators do, not how often they wake the CPUs"
          if a.idle_states == "held" else "as the machine has them (`--idle-states on`)") + ".")
@@ -230,13 +238,18 @@ def main():
     row("replicator peak RSS MiB (VmHWM)", None if get(L, "hwm_kib") is None else L["hwm_kib"] / 1024,
         None if get(O, "hwm_kib") is None else O["hwm_kib"] / 1024)
     bp99 = get(base, "commit_ms", "p99")
+    PL, PO = pooled["litestream"], pooled["ours"]
+    rounds_of = f"{a.rounds} interleaved rounds × {a.round:g} s, pooled"
     for key, what in (("commit_ms", "app COMMIT"), ("txn_ms", "app transaction (BEGIN IMMEDIATE…COMMIT)")):
-        row(f"{what} p50 ms", get(L, "writer", key, "p50"), get(O, "writer", key, "p50"), 3, "—", None)
-        row(f"{what} p99 ms", get(L, "writer", key, "p99"), get(O, "writer", key, "p99"), 3)
-    op99 = get(O, "writer", "commit_ms", "p99")
-    lp99 = get(L, "writer", "commit_ms", "p99")
-    rows.append(f"| app COMMIT p99 with the replicator ÷ without ({fmt(bp99, 3)} ms) | "
+        row(f"{what} p50 ms ({rounds_of})", get(PL, key, "p50"), get(PO, key, "p50"), 3, "—", None)
+        row(f"{what} p99 ms ({rounds_of})", get(PL, key, "p99"), get(PO, key, "p99"), 3)
+    op99 = get(PO, "commit_ms", "p99")
+    lp99 = get(PL, "commit_ms", "p99")
+    rows.append(f"| app COMMIT p99 with the replicator ÷ without ({fmt(bp99, 3)} ms, the same rounds) | "
                 f"{ratio(lp99, bp99)} | {ratio(op99, bp99)} | — | ours ≤ 1.2× | {verdict(le(op99, bp99, 1.2))} |")
+    for key, what in (("commit_ms", "app COMMIT"), ("txn_ms", "app transaction")):
+        row(f"{what} p99 ms during the long run (one {a.duration:g} s stretch each)",
+            get(L, "writer", key, "p99"), get(O, "writer", key, "p99"), 3, "—", None)
     row("app transactions late > 100 ms", get(L, "writer", "late_over_100ms"), get(O, "writer", "late_over_100ms"), 0, "—", None)
     t = lambda r, k: (get(r, k) if isinstance(get(r, k), str) else get(r, k, "s"))
     row("restore of the latest state, wall s", t(L, "restore-latest"), t(O, "restore-latest"), 2)
@@ -260,11 +273,15 @@ def main():
     p("|---|--:|--:|--:|---|---|")
     out.extend(rows)
     p("")
-    p(f"Baseline, the app alone ({fmt(get(base, 'transactions'), 0)} transactions, "
-      f"{fmt(get(base, 'rate_achieved'), 2)} a second): COMMIT p50 {fmt(get(base, 'commit_ms', 'p50'), 3)} ms, "
+    p(f"Baseline, the app alone over the same rounds ({fmt(get(base, 'transactions'), 0)} transactions): "
+      f"COMMIT p50 {fmt(get(base, 'commit_ms', 'p50'), 3)} ms, "
       f"p99 {fmt(bp99, 3)} ms, p99.9 {fmt(get(base, 'commit_ms', 'p999'), 3)} ms, max {fmt(get(base, 'commit_ms', 'max'), 3)} ms; "
       f"whole transaction p50 {fmt(get(base, 'txn_ms', 'p50'), 3)} ms, p99 {fmt(get(base, 'txn_ms', 'p99'), 3)} ms, "
       f"max {fmt(get(base, 'txn_ms', 'max'), 3)} ms.")
+    p("")
+    per_round = lambda k: ", ".join(fmt(r["commit_p99"], 3) for r in (pooled[k] or {}).get("rounds", [])) or "—"
+    p(f"Each round's COMMIT p99 ms, in round order (the kinds' order rotates by one each round): "
+      f"alone {per_round('baseline')}; Litestream {per_round('litestream')}; ours {per_round('ours')}.")
     p("")
     for name, r in (("litestream", L), ("ours", O)):
         if r is None or "run" not in r:

@@ -15,6 +15,9 @@
         COMMIT (the write lock's wait included). On a normal end: DIR/summary.json.
     writer.py stats DIR
         summary.json's figures computed from commits.log (for a writer that was killed).
+    writer.py pool DIR...
+        the latencies of several runs (DIR/commits.log each) as one sample: p50/p99/p99.9/max
+        of COMMIT and of the whole transaction over all of them, and each run's p99 apart.
 """
 import argparse
 import json
@@ -61,7 +64,8 @@ def percentile(sorted_values, p):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def stats_of(out_dir):
+def read_commits(out_dir):
+    """DIR/commits.log as four lists: seq, commit time, COMMIT s, transaction s."""
     seqs, times, commit, txn = [], [], [], []
     with open(os.path.join(out_dir, "commits.log")) as f:
         for line in f:
@@ -72,10 +76,36 @@ def stats_of(out_dir):
             times.append(float(parts[1]))
             commit.append(float(parts[2]))
             txn.append(float(parts[3]))
+    return seqs, times, commit, txn
+
+
+def ms(v):
+    return None if v is None else round(v * 1000, 3)
+
+
+def latencies(values):
+    v = sorted(values)
+    return {"p50": ms(percentile(v, 50)), "p99": ms(percentile(v, 99)),
+            "p999": ms(percentile(v, 99.9)), "max": ms(v[-1] if v else None)}
+
+
+def pool(dirs):
+    """Several runs' latencies as one sample, and each run's p99."""
+    commit, txn, rounds = [], [], []
+    for d in dirs:
+        _, _, c, t = read_commits(d)
+        commit += c
+        txn += t
+        rounds.append({"dir": os.path.basename(os.path.normpath(d)), "transactions": len(c),
+                       "commit_p99": latencies(c)["p99"], "txn_p99": latencies(t)["p99"]})
+    return {"rounds": rounds, "transactions": len(commit), "commit_ms": latencies(commit),
+            "txn_ms": latencies(txn)}
+
+
+def stats_of(out_dir):
+    seqs, times, commit, txn = read_commits(out_dir)
     with open(os.path.join(out_dir, "start.json")) as f:
         start = json.load(f)
-    commit_sorted, txn_sorted = sorted(commit), sorted(txn)
-    ms = lambda v: None if v is None else round(v * 1000, 3)
     span = (times[-1] - start["start"]) if times else 0
     return {
         "transactions": len(seqs),
@@ -85,10 +115,8 @@ def stats_of(out_dir):
         "start": start["start"],
         "rate_target": start["rate"],
         "rate_achieved": round(len(seqs) / span, 2) if span > 0 else None,
-        "commit_ms": {"p50": ms(percentile(commit_sorted, 50)), "p99": ms(percentile(commit_sorted, 99)),
-                      "p999": ms(percentile(commit_sorted, 99.9)), "max": ms(commit_sorted[-1] if commit_sorted else None)},
-        "txn_ms": {"p50": ms(percentile(txn_sorted, 50)), "p99": ms(percentile(txn_sorted, 99)),
-                   "p999": ms(percentile(txn_sorted, 99.9)), "max": ms(txn_sorted[-1] if txn_sorted else None)},
+        "commit_ms": latencies(commit),
+        "txn_ms": latencies(txn),
         "late_over_100ms": sum(1 for v in txn if v > 0.1),
     }
 
@@ -159,11 +187,15 @@ def main():
     r.add_argument("--seed", type=int, default=7)
     s = sub.add_parser("stats")
     s.add_argument("out")
+    pl = sub.add_parser("pool")
+    pl.add_argument("dirs", nargs="+")
     a = ap.parse_args()
     if a.cmd == "populate":
         populate(a)
     elif a.cmd == "run":
         run(a)
+    elif a.cmd == "pool":
+        print(json.dumps(pool(a.dirs)))
     else:
         print(json.dumps(stats_of(a.out)))
 
