@@ -87,6 +87,9 @@ pub struct Replicator {
     /// Why the saved position cannot be shipped on from (found at open): the first
     /// pass starts a new generation.
     stale_position: Option<String>,
+    /// The generation a position that could not be read stood in: the next generation
+    /// ends it.
+    unended: Option<String>,
     page_size: u32,
     busy_timeout: Duration,
     /// Bytes of frames one pass reads at most ([`PASS_BYTES`]; smaller in tests).
@@ -130,11 +133,19 @@ impl Replicator {
         // A position that does not parse is what a power cut leaves on a file system that
         // does not keep a rename after the data it names (it is not flushed): the chain
         // cannot be trusted to go on from it, so a new generation begins and says why.
-        let (position, unreadable) = match store.position() {
-            Ok(position) => (position, None),
+        // The chain it stood in is then the newest one not ended: the new generation
+        // ends it where its segments do (they were flushed before any position).
+        let (position, unreadable, unended) = match store.position() {
+            Ok(position) => (position, None, None),
             Err(e @ Error::Verify { .. }) => (
                 None,
                 Some(format!("the position record could not be read ({e})")),
+                store
+                    .generations()?
+                    .into_iter()
+                    .rev()
+                    .find(|(_, g)| g.end_tx.is_none() && g.base_through.is_some())
+                    .map(|(name, _)| name),
             ),
             Err(e) => return Err(e),
         };
@@ -150,10 +161,7 @@ impl Replicator {
         // generation instead.
         let doubt = match &position {
             Some(p) => {
-                let (chain, _) = super::compact::chain_of(store.segments(&p.generation)?)?;
-                let end = chain
-                    .last()
-                    .map_or(0, |(f, _, h)| f + u64::from(h.transactions));
+                let end = chain_end(&store, &p.generation)?;
                 if end > p.next_tx {
                     Some(format!(
                         "the position was older than its segments (transaction {} of {end}): a power cut lost its last write",
@@ -185,6 +193,7 @@ impl Replicator {
             held: false,
             doubt: None,
             stale_position: doubt,
+            unended,
             page_size,
             busy_timeout,
             pass_bytes: PASS_BYTES,
@@ -562,6 +571,21 @@ impl Replicator {
         {
             ended.end_tx = Some(old.next_tx);
             self.store.save_generation(&old.generation, &ended)?;
+        } else if let Some(name) = self.unended.take()
+            && let Some(mut ended) = self.store.generation(&name)?
+            && ended.end_tx.is_none()
+        {
+            // Its position is lost: it ends where its segments do (a damaged one leaves
+            // the end unset, as for a generation written before ends were recorded).
+            match chain_end(&self.store, &name) {
+                Ok(end) => {
+                    ended.end_tx = Some(end.max(ended.base_through.unwrap_or(0)));
+                    self.store.save_generation(&name, &ended)?;
+                }
+                Err(e) => {
+                    tracing::warn!("replication: generation {name} left without its end: {e}")
+                }
+            }
         }
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)
@@ -683,6 +707,14 @@ struct OpenedDatabase {
 
 /// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
 /// database's page size.
+/// The transaction after the last one of `generation`'s segments (0 without any).
+fn chain_end(store: &ReplicaStore, generation: &str) -> Result<u64> {
+    let (chain, _) = super::compact::chain_of(store.segments(generation)?)?;
+    Ok(chain
+        .last()
+        .map_or(0, |(f, _, h)| f + u64::from(h.transactions)))
+}
+
 fn open_reader(db: &Path, busy_timeout: Duration) -> Result<OpenedDatabase> {
     let reader = Connection::open_with_flags(
         db,

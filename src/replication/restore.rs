@@ -67,8 +67,19 @@ fn restore_inner(
     };
     // The position first: a segment is written before the position that follows it,
     // so every transaction the position counts is in the listing that comes after.
-    let shipped = store
-        .position()?
+    // One that does not parse (a power cut before the daemon rewrote it) bounds nothing:
+    // the chain is still checked against its record, and the restore says so.
+    let position = match store.position() {
+        Ok(position) => position,
+        Err(e @ Error::Verify { .. }) => {
+            tracing::warn!(
+                "{e}: restoring without the replicator's position to check the chain's end against"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let shipped = position
         .filter(|p| &p.generation == generation)
         .map(|p| p.next_tx);
     let chain = check_chain(

@@ -253,12 +253,12 @@ impl ReplicationService {
     /// Compaction of every generation, retention, and leftovers of interrupted starts.
     fn tidy(&mut self, now: DateTime<Utc>) -> Result<()> {
         let generations = self.store.generations()?;
-        let current = self
-            .replicator
-            .as_ref()
-            .and_then(|r| r.position())
-            .map(|p| p.generation.clone())
-            .or(self.store.position()?.map(|p| p.generation));
+        // The saved position only when the replicator has none (an unreadable one then
+        // stops the tidying: nothing is removed that may be the current chain).
+        let current = match self.replicator.as_ref().and_then(|r| r.position()) {
+            Some(p) => Some(p.generation.clone()),
+            None => self.store.position()?.map(|p| p.generation),
+        };
         for name in expired(&generations, current.as_deref(), self.settings.retain, now) {
             tracing::info!("replication: generation {name} left the point-in-time window");
             self.store.remove_generation(&name)?;
