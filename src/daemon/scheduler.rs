@@ -131,14 +131,21 @@ impl Scheduler {
     }
 
     async fn reload(&mut self, forced: bool) {
+        // Watched anew (a switched symlink may point into another directory now), and
+        // before the file is read: an edit saved while it is read is seen by the new
+        // watch, not lost between the two.
+        let before = self.config.borrow().clone();
+        let fresh = start_watch(&before, &self.edit_tx);
         self.reloader
             .reload(&mut self.timetable, &self.events, &self.queue, forced)
             .await;
-        // Watched anew: a swapped symlink may now point into another directory, and
-        // `watch_config` may have changed. The new watch starts before the old one ends.
+        // The reload may have turned `watch_config` on or off.
         let cfg = self.config.borrow().clone();
-        let watcher = start_watch(&cfg, &self.edit_tx);
-        self.watcher = watcher;
+        self.watcher = match (cfg.schedule.watch_config, fresh) {
+            (false, _) => None,
+            (true, Some(watch)) => Some(watch),
+            (true, None) => start_watch(&cfg, &self.edit_tx),
+        };
         self.stale_check_at = Some(Utc::now());
     }
 
