@@ -12,8 +12,9 @@
 #               proxy, interval 1s (run_ours below)
 #   rounds      the app's commit latencies: --rounds rounds, each running the app for
 #               --round seconds alone, beside Litestream and beside ours (each replicating
-#               as above, to its own prefix), the order rotating from round to round; the
-#               commits of a kind pooled into one sample (writer.py pool)
+#               as above, to its own prefix), each after the same --settle pause, every
+#               order of the kinds in turn; the commits of a kind pooled into one sample
+#               (writer.py pool)
 #
 # Each replicated run: the replicator starts; --settle seconds later its CPU is read, and
 # again after --idle seconds more with the database untouched (what a replicator costs
@@ -28,7 +29,7 @@
 #
 #   bench/replication.sh [--duration 600] [--rate 50] [--only litestream|ours|both]
 #                        [--db-mib 50] [--back 300] [--settle 10] [--idle 20]
-#                        [--idle-states held|on] [--bin PATH] [--rounds 5] [--round 60]
+#                        [--idle-states held|on] [--bin PATH] [--rounds 6] [--round 60]
 #
 # Idle states: the machine's CPUs wake from idle in tens of microseconds, a delay that
 # lands on the app's commits when the machine is quiet and vanishes when some process keeps
@@ -53,12 +54,12 @@ source "$root/scripts/s3-server.sh"
 
 LITESTREAM_VERSION=0.5.17
 duration=600 rate=50 only=both db_mib=50 back=300 settle=10 idle=20 idle_states=held own_bin=""
-rounds=5 round=60
+rounds=6 round=60
 invocation="bench/replication.sh $*"
 usage() {
   echo "usage: bench/replication.sh [--duration 600] [--rate 50] [--only litestream|ours|both]"
   echo "                            [--db-mib 50] [--back 300] [--settle 10] [--idle 20]"
-  echo "                            [--idle-states held|on] [--bin PATH] [--rounds 5] [--round 60]"
+  echo "                            [--idle-states held|on] [--bin PATH] [--rounds 6] [--round 60]"
 }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -437,7 +438,11 @@ latency_round() {
     "${name}_config"
     "${name}_start"
     kpids+=("$repl_pid")
-    pause "$settle" # the first copy of the database is done by then
+  fi
+  # Every kind waits alike: a replicator's first copy of the database is done by then,
+  # and the app alone does not start on the heels of the kind before it.
+  pause "$settle"
+  if [ -n "$repl_pid" ]; then
     kill -0 "$repl_pid" 2>/dev/null || die "$name's replicator exited at start; see $d/replicator.log"
   fi
   log "round $2: the app for $round s beside ${name/baseline/nothing}"
@@ -457,13 +462,20 @@ latency_round() {
   rm -rf "$db" "$db"-* "$d/backups" "$d/storage" "$d/restore-backups"
 }
 
-# run_rounds: every round runs each kind once, the order rotated by one each round (the
-# first kind of one round is the last of the next), then each kind's commits pooled.
+# run_rounds: every round runs each kind once; the order rotates by one each round and
+# runs backwards every other n rounds, so in 2n rounds (6 for three kinds) every kind
+# comes first, last and after each other kind equally often. Then each kind's commits
+# pooled.
 run_rounds() {
-  local kinds=(baseline "${replicators[@]}") r i n=$((${#replicators[@]} + 1)) k dirs
+  local kinds=(baseline "${replicators[@]}") r i j n=$((${#replicators[@]} + 1)) k dirs
   for r in $(seq "$rounds"); do
     for i in $(seq 0 $((n - 1))); do
-      latency_round "${kinds[$(((i + r - 1) % n))]}" "$r"
+      if [ $((((r - 1) / n) % 2)) -eq 0 ]; then
+        j=$(((r - 1 + i) % n))
+      else
+        j=$((((r - 1 - i) % n + n) % n))
+      fi
+      latency_round "${kinds[$j]}" "$r"
       idle_states_held
     done
   done

@@ -186,8 +186,8 @@ def main():
       f"after {a.duration:g} s of writing one `kill -KILL` ends both. Each replicator talks to its own "
       f"fresh counting proxy in front of the same moto; restores go through it too. The app's latencies "
       f"come from {a.rounds} rounds after those runs: each runs the app for {a.round:g} s alone, beside "
-      f"Litestream and beside ours (each started {a.settle:g} s before it, replicating to its own "
-      f"prefix), the order rotating by one each round, and pools each kind's commits — one stretch per kind "
+      f"Litestream and beside ours (each replicating to its own "
+      f"prefix, each after the same {a.settle:g} s pause), every order of the kinds in turn, and pools each kind's commits — one stretch per kind "
       f"would compare what the shared host did in those minutes. CPU idle states: "
       + ("held off for every run, the baseline too (`/dev/cpu_dma_latency` = 0): commit latencies "
          "compare what the replicators do, not how often they wake the CPUs"
@@ -280,7 +280,7 @@ def main():
       f"max {fmt(get(base, 'txn_ms', 'max'), 3)} ms.")
     p("")
     per_round = lambda k: ", ".join(fmt(r["commit_p99"], 3) for r in (pooled[k] or {}).get("rounds", [])) or "—"
-    p(f"Each round's COMMIT p99 ms, in round order (the kinds' order rotates by one each round): "
+    p(f"Each round's COMMIT p99 ms, in round order (the kinds' order rotates by one each round, backwards every other cycle): "
       f"alone {per_round('baseline')}; Litestream {per_round('litestream')}; ours {per_round('ours')}.")
     p("")
     for name, r in (("litestream", L), ("ours", O)):
