@@ -705,8 +705,6 @@ struct OpenedDatabase {
     page_size: u32,
 }
 
-/// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
-/// database's page size.
 /// The transaction after the last one of `generation`'s segments (0 without any).
 fn chain_end(store: &ReplicaStore, generation: &str) -> Result<u64> {
     let (chain, _) = super::compact::chain_of(store.segments(generation)?)?;
@@ -715,6 +713,8 @@ fn chain_end(store: &ReplicaStore, generation: &str) -> Result<u64> {
         .map_or(0, |(f, _, h)| f + u64::from(h.transactions)))
 }
 
+/// A connection to `db` that checks WAL mode, the file itself (see `db_file`), and the
+/// database's page size.
 fn open_reader(db: &Path, busy_timeout: Duration) -> Result<OpenedDatabase> {
     let reader = Connection::open_with_flags(
         db,
