@@ -151,22 +151,10 @@ fn a_transaction_of_200_mib_is_replicated_and_restored_whole() {
 
 /// The local generations that a newer one ended: directory name and record.
 fn ended_generations(app: &TestApp) -> Vec<(String, serde_json::Value)> {
-    let mut out: Vec<(String, serde_json::Value)> =
-        std::fs::read_dir(app.backups.join("replication"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        let text =
-                            std::fs::read_to_string(e.path().join("generation.json")).ok()?;
-                        let info: serde_json::Value = serde_json::from_str(&text).ok()?;
-                        info.get("end_tx")?;
-                        Some((e.file_name().to_string_lossy().into_owned(), info))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    named_generations(app)
+        .into_iter()
+        .filter(|(_, g)| g.get("end_tx").is_some())
+        .collect()
 }
 
 /// The record of generation `name` as the bucket holds it.

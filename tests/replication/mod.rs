@@ -304,15 +304,25 @@ pub(crate) fn lag(app: &TestApp, target: &str) -> Option<f64> {
 
 /// The generations in the backup directory (their `generation.json` records).
 pub(crate) fn generations(app: &TestApp) -> Vec<serde_json::Value> {
-    let mut out: Vec<serde_json::Value> = std::fs::read_dir(app.backups.join("replication"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path().join("generation.json")).ok())
-                .filter_map(|t| serde_json::from_str(&t).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort_by(|a, b| a["started"].as_str().cmp(&b["started"].as_str()));
+    named_generations(app).into_iter().map(|(_, g)| g).collect()
+}
+
+/// [`generations`] with each one's directory name.
+pub(crate) fn named_generations(app: &TestApp) -> Vec<(String, serde_json::Value)> {
+    let mut out: Vec<(String, serde_json::Value)> =
+        std::fs::read_dir(app.backups.join("replication"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let text =
+                            std::fs::read_to_string(e.path().join("generation.json")).ok()?;
+                        let info = serde_json::from_str(&text).ok()?;
+                        Some((e.file_name().to_string_lossy().into_owned(), info))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    out.sort_by(|a, b| a.1["started"].as_str().cmp(&b.1["started"].as_str()));
     out
 }
 
